@@ -1,0 +1,14 @@
+DROP TABLE audit_events;
+DROP TABLE mail_outbox;
+DROP TABLE invites;
+DROP TABLE balance_transactions;
+DROP TABLE api_tokens;
+DROP TABLE referral_clicks;
+DROP TABLE referral_links;
+DROP TABLE retired_keys;
+DROP TABLE customers;
+DROP TABLE login_failures;
+DROP TABLE sessions;
+DROP TABLE one_time_tokens;
+DROP TABLE team_members;
+DROP TABLE programs;

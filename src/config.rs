@@ -1,0 +1,116 @@
+//! Every setting Referdesk reads, in one place. Values come from the environment, after an
+//! optional `.env` file in the working directory has been loaded into it.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// `DATABASE_URL`. `None` means: run a private PostgreSQL cluster under `data_dir`.
+    pub database_url: Option<String>,
+    /// `REFERDESK_BIND`, the address the HTTP server listens on.
+    pub bind: String,
+    /// `REFERDESK_DATA_DIR`: the embedded cluster, the generated secret, `.eml` files.
+    pub data_dir: PathBuf,
+    /// `REFERDESK_SECRET`: signs cookies. Generated once into the data dir when unset.
+    pub secret: Option<String>,
+    /// `REFERDESK_PUBLIC_URL`: how people reach this server (setup links, cookie `Secure`).
+    pub public_url: String,
+    /// `REFERDESK_POOL_SIZE`: database connections kept by the server.
+    pub pool_size: u32,
+    /// `REFERDESK_SMTP_URL`: e.g. `smtp://user:pass@mail.example.com:587`. Unset: files.
+    pub smtp_url: Option<String>,
+    /// `REFERDESK_MAIL_FROM`: the sender of invite emails.
+    pub mail_from: String,
+    /// `REFERDESK_API_RATE`: requests per minute allowed per API token.
+    pub api_rate_per_minute: u32,
+    /// `REFERDESK_WORKERS`: HTTP worker threads (default: one per CPU core).
+    pub workers: usize,
+}
+
+fn var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|value| !value.trim().is_empty())
+}
+
+fn parse_var<T: std::str::FromStr>(name: &str, default: T) -> anyhow::Result<T> {
+    match var(name) {
+        None => Ok(default),
+        Some(raw) => match raw.trim().parse() {
+            Ok(value) => Ok(value),
+            Err(_) => bail!("{name}={raw:?} is not a valid value"),
+        },
+    }
+}
+
+impl Config {
+    /// Reads `.env` (if present) and the environment.
+    pub fn from_env() -> anyhow::Result<Self> {
+        // A missing .env is normal; a broken one is worth failing on.
+        match dotenvy::dotenv() {
+            Ok(_) => {}
+            Err(error) if error.not_found() => {}
+            Err(error) => return Err(error).context("could not read .env"),
+        }
+        let bind = var("REFERDESK_BIND").unwrap_or_else(|| "127.0.0.1:8080".to_string());
+        let public_url = var("REFERDESK_PUBLIC_URL")
+            .unwrap_or_else(|| format!("http://{}", bind.replace("0.0.0.0", "127.0.0.1")));
+        Ok(Config {
+            database_url: var("DATABASE_URL"),
+            bind,
+            data_dir: PathBuf::from(var("REFERDESK_DATA_DIR").unwrap_or_else(|| ".referdesk".into())),
+            secret: var("REFERDESK_SECRET"),
+            public_url: public_url.trim_end_matches('/').to_string(),
+            pool_size: parse_var("REFERDESK_POOL_SIZE", 10)?,
+            smtp_url: var("REFERDESK_SMTP_URL"),
+            mail_from: var("REFERDESK_MAIL_FROM")
+                .unwrap_or_else(|| "Referdesk <referdesk@localhost>".to_string()),
+            api_rate_per_minute: parse_var("REFERDESK_API_RATE", 600)?,
+            workers: parse_var(
+                "REFERDESK_WORKERS",
+                std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            )?,
+        })
+    }
+
+    /// Cookies get the `Secure` flag when people reach the server over HTTPS.
+    pub fn serves_https(&self) -> bool {
+        self.public_url.starts_with("https://")
+    }
+
+    /// The cookie signing key: `REFERDESK_SECRET`, else a key generated once and kept in
+    /// the data dir so that a restart does not sign everybody out.
+    pub fn cookie_secret(&self) -> anyhow::Result<Vec<u8>> {
+        use sha2::{Digest, Sha512};
+        if let Some(secret) = &self.secret {
+            if secret.len() < 32 {
+                bail!("REFERDESK_SECRET must be at least 32 characters long");
+            }
+            return Ok(Sha512::digest(secret.as_bytes()).to_vec());
+        }
+        std::fs::create_dir_all(&self.data_dir)
+            .with_context(|| format!("could not create {}", self.data_dir.display()))?;
+        let path = self.data_dir.join("secret");
+        let secret = match std::fs::read_to_string(&path) {
+            Ok(existing) if existing.trim().len() >= 32 => existing.trim().to_string(),
+            _ => {
+                let generated = crate::domain::random_token(64);
+                write_private_file(&path, &generated)
+                    .with_context(|| format!("could not write {}", path.display()))?;
+                generated
+            }
+        };
+        Ok(Sha512::digest(secret.as_bytes()).to_vec())
+    }
+}
+
+fn write_private_file(path: &std::path::Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    options.open(path)?.write_all(contents.as_bytes())
+}

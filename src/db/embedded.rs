@@ -1,0 +1,261 @@
+//! A private PostgreSQL cluster under the data dir, for when no `DATABASE_URL` is set.
+//!
+//! `initdb` runs once; each start picks a free local port and `pg_ctl` starts the server;
+//! dropping [`EmbeddedPostgres`] stops it. PostgreSQL refuses to run as root, so as root
+//! every command runs as the `postgres` system user through `runuser`.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context};
+
+pub struct EmbeddedPostgres {
+    bin_dir: PathBuf,
+    data_dir: PathBuf,
+    run_as: Option<String>,
+    port: u16,
+    password: String,
+    stopped: bool,
+}
+
+const INSTALL_HINT: &str = "No PostgreSQL server binaries (initdb, pg_ctl) were found on PATH or under \
+/usr/lib/postgresql/*/bin. Install them (Debian/Ubuntu: `apt-get install postgresql`; macOS: \
+`brew install postgresql`), or point Referdesk at an existing server with \
+DATABASE_URL=postgres://user:password@host:5432/referdesk";
+
+/// Finds the directory holding `initdb` and `pg_ctl`.
+pub fn find_bin_dir() -> Option<PathBuf> {
+    let on_path = std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
+        .unwrap_or_default();
+    let mut debian: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|entries| {
+            entries
+                .filter_map(|entry| entry.ok())
+                .map(|entry| entry.path().join("bin"))
+                .collect()
+        })
+        .unwrap_or_default();
+    // Newest major version first.
+    debian.sort_by_key(|path| {
+        std::cmp::Reverse(
+            path.parent()
+                .and_then(|version| version.file_name())
+                .and_then(|name| name.to_str())
+                .and_then(|name| name.parse::<u32>().ok())
+                .unwrap_or(0),
+        )
+    });
+    on_path
+        .into_iter()
+        .chain(debian)
+        .find(|dir| dir.join("initdb").is_file() && dir.join("pg_ctl").is_file())
+}
+
+fn running_as_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|out| String::from_utf8_lossy(&out.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    let listener = TcpListener::bind("127.0.0.1:0").context("could not find a free local port")?;
+    Ok(listener.local_addr()?.port())
+}
+
+impl EmbeddedPostgres {
+    /// Initialises (first time) and starts the cluster in `dir`.
+    pub fn start(dir: &Path) -> anyhow::Result<Self> {
+        let bin_dir = find_bin_dir().context(INSTALL_HINT)?;
+        let run_as = running_as_root().then(|| "postgres".to_string());
+        std::fs::create_dir_all(dir).with_context(|| format!("could not create {}", dir.display()))?;
+        let data_dir = std::fs::canonicalize(dir)?;
+        let mut cluster = EmbeddedPostgres {
+            bin_dir,
+            data_dir,
+            run_as,
+            port: 0,
+            password: String::new(),
+            stopped: true,
+        };
+        cluster.give_to_server_user()?;
+        cluster.init_once()?;
+        cluster.password = std::fs::read_to_string(cluster.password_file())
+            .context("could not read the embedded cluster's password file")?
+            .trim()
+            .to_string();
+        cluster.port = match cluster.running_port() {
+            // A previous run was killed without stopping its server: reuse it.
+            Some(port) => port,
+            None => {
+                let port = free_port()?;
+                cluster.pg_ctl_start(port)?;
+                port
+            }
+        };
+        cluster.stopped = false;
+        Ok(cluster)
+    }
+
+    /// A URL for `database` on this cluster.
+    pub fn url(&self, database: &str) -> String {
+        format!(
+            "postgres://postgres:{}@127.0.0.1:{}/{}",
+            self.password, self.port, database
+        )
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    fn password_file(&self) -> PathBuf {
+        self.data_dir.join("superuser-password")
+    }
+
+    fn pg_data(&self) -> PathBuf {
+        self.data_dir.join("data")
+    }
+
+    fn command(&self, program: &str) -> Command {
+        let binary = self.bin_dir.join(program);
+        match &self.run_as {
+            Some(user) => {
+                let mut command = Command::new("runuser");
+                command.arg("-u").arg(user).arg("--").arg(binary);
+                command
+            }
+            None => Command::new(binary),
+        }
+    }
+
+    fn give_to_server_user(&self) -> anyhow::Result<()> {
+        if let Some(user) = &self.run_as {
+            let status = Command::new("chown")
+                .arg("-R")
+                .arg(format!("{user}:"))
+                .arg(&self.data_dir)
+                .status()
+                .context("could not run chown")?;
+            if !status.success() {
+                bail!("could not give {} to the {user} user", self.data_dir.display());
+            }
+        }
+        Ok(())
+    }
+
+    fn init_once(&self) -> anyhow::Result<()> {
+        if self.pg_data().join("PG_VERSION").is_file() {
+            return Ok(());
+        }
+        let password = crate::domain::random_token(32);
+        std::fs::write(self.password_file(), &password)?;
+        self.give_to_server_user()?;
+        let output = self
+            .command("initdb")
+            .arg("-D")
+            .arg(self.pg_data())
+            .args([
+                "-U",
+                "postgres",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--auth=scram-sha-256",
+                "--no-instructions",
+            ])
+            .arg(format!("--pwfile={}", self.password_file().display()))
+            .output()
+            .context("could not run initdb")?;
+        if !output.status.success() {
+            bail!(
+                "initdb failed: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        Ok(())
+    }
+
+    /// The port of a server already running on this data directory, if any.
+    fn running_port(&self) -> Option<u16> {
+        let status = self
+            .command("pg_ctl")
+            .arg("status")
+            .arg("-D")
+            .arg(self.pg_data())
+            .output()
+            .ok()?;
+        if !status.status.success() {
+            return None;
+        }
+        let pid_file = std::fs::read_to_string(self.pg_data().join("postmaster.pid")).ok()?;
+        pid_file.lines().nth(3)?.trim().parse().ok()
+    }
+
+    fn pg_ctl_start(&self, port: u16) -> anyhow::Result<()> {
+        let options = format!(
+            "-p {port} -c listen_addresses=127.0.0.1 -k {} -c max_connections=200",
+            self.data_dir.display()
+        );
+        let output = self
+            .command("pg_ctl")
+            .arg("start")
+            .arg("-w")
+            .args(["-t", "60"])
+            .arg("-D")
+            .arg(self.pg_data())
+            .arg("-l")
+            .arg(self.data_dir.join("postgres.log"))
+            .arg("-o")
+            .arg(options)
+            .output()
+            .context("could not run pg_ctl")?;
+        if !output.status.success() {
+            bail!(
+                "PostgreSQL did not start ({}); see {}",
+                String::from_utf8_lossy(&output.stderr).trim(),
+                self.data_dir.join("postgres.log").display()
+            );
+        }
+        Ok(())
+    }
+
+    /// Stops the server (fast shutdown: open transactions roll back, nothing committed is lost).
+    pub fn stop(&mut self) {
+        if self.stopped {
+            return;
+        }
+        self.stopped = true;
+        let result = self
+            .command("pg_ctl")
+            .arg("stop")
+            .args(["-m", "fast", "-w"])
+            .arg("-D")
+            .arg(self.pg_data())
+            .output();
+        match result {
+            Ok(output) if output.status.success() => tracing::info!("embedded PostgreSQL stopped"),
+            Ok(output) => tracing::warn!(
+                "embedded PostgreSQL did not stop cleanly: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            ),
+            Err(error) => tracing::warn!("could not run pg_ctl stop: {error}"),
+        }
+    }
+
+    /// Starts a stopped cluster again on the same port (used by outage tests).
+    pub fn restart_stopped(&mut self) -> anyhow::Result<()> {
+        self.pg_ctl_start(self.port)?;
+        self.stopped = false;
+        Ok(())
+    }
+}
+
+impl Drop for EmbeddedPostgres {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

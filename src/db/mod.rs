@@ -1,0 +1,149 @@
+//! The connection pool, migrations, and the private PostgreSQL cluster used when no
+//! `DATABASE_URL` is configured.
+
+pub mod embedded;
+pub mod schema;
+
+use std::time::Duration;
+
+use anyhow::Context;
+use diesel::pg::PgConnection;
+use diesel::r2d2::{ConnectionManager, Pool, PooledConnection};
+use diesel::{Connection, RunQueryDsl};
+use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+
+use crate::error::Error;
+
+pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
+
+pub type DbPool = Pool<ConnectionManager<PgConnection>>;
+pub type DbConn = PooledConnection<ConnectionManager<PgConnection>>;
+
+/// How long a request waits for a connection before the server answers 503. Short, so an
+/// outage gives a quick, clear answer rather than a hung browser.
+const CHECKOUT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Builds the pool without connecting: the server starts answering (503) even while the
+/// database is away, and recovers by itself when it returns.
+pub fn build_pool(database_url: &str, max_size: u32) -> DbPool {
+    let manager = ConnectionManager::<PgConnection>::new(with_connect_timeout(database_url));
+    Pool::builder()
+        .max_size(max_size.max(1))
+        .min_idle(Some(1))
+        .connection_timeout(CHECKOUT_TIMEOUT)
+        .test_on_check_out(true)
+        .build_unchecked(manager)
+}
+
+/// libpq waits forever for an unreachable host unless told otherwise.
+fn with_connect_timeout(url: &str) -> String {
+    if url.contains("connect_timeout=") {
+        url.to_string()
+    } else if url.contains('?') {
+        format!("{url}&connect_timeout=3")
+    } else {
+        format!("{url}?connect_timeout=3")
+    }
+}
+
+/// Runs blocking Diesel work on the blocking thread pool so that actix workers never wait
+/// on the database.
+pub async fn run<T, F>(pool: &DbPool, work: F) -> Result<T, Error>
+where
+    F: FnOnce(&mut PgConnection) -> Result<T, Error> + Send + 'static,
+    T: Send + 'static,
+{
+    let pool = pool.clone();
+    actix_web::rt::task::spawn_blocking(move || {
+        let mut conn = pool.get().map_err(|_| Error::Unavailable)?;
+        work(&mut conn)
+    })
+    .await
+    .map_err(|join_error| Error::Internal(anyhow::anyhow!("database task failed: {join_error}")))?
+}
+
+/// Applies every pending migration.
+pub fn migrate(conn: &mut PgConnection) -> anyhow::Result<()> {
+    conn.run_pending_migrations(MIGRATIONS)
+        .map_err(|error| anyhow::anyhow!("migration failed: {error}"))?;
+    Ok(())
+}
+
+/// The parts of a PostgreSQL URL around its database name.
+struct UrlParts<'a> {
+    base: &'a str,
+    database: &'a str,
+    query: &'a str,
+}
+
+fn split_url(url: &str) -> Option<UrlParts<'_>> {
+    let (without_query, query) = match url.find('?') {
+        Some(at) => (&url[..at], &url[at..]),
+        None => (url, ""),
+    };
+    let after_scheme = without_query.find("://")? + 3;
+    let slash = without_query[after_scheme..].find('/')? + after_scheme;
+    Some(UrlParts {
+        base: &without_query[..slash],
+        database: &without_query[slash + 1..],
+        query,
+    })
+}
+
+/// The same server, another database.
+pub fn url_with_database(url: &str, database: &str) -> String {
+    match split_url(url) {
+        Some(parts) => format!("{}/{}{}", parts.base, database, parts.query),
+        None => url.to_string(),
+    }
+}
+
+/// Creates the database named in `url` when it does not exist yet (connecting to the
+/// server's `postgres` database to do so).
+pub fn ensure_database_exists(url: &str) -> anyhow::Result<()> {
+    if PgConnection::establish(url).is_ok() {
+        return Ok(());
+    }
+    let parts = split_url(url).context("DATABASE_URL must look like postgres://host/database")?;
+    let database = parts.database.to_string();
+    if database.is_empty() {
+        anyhow::bail!("DATABASE_URL names no database");
+    }
+    let admin_url = url_with_database(url, "postgres");
+    let mut admin = PgConnection::establish(&admin_url).with_context(|| {
+        format!("could not connect to the PostgreSQL server of DATABASE_URL to create database {database:?}")
+    })?;
+    let quoted = format!("\"{}\"", database.replace('"', "\"\""));
+    diesel::sql_query(format!("CREATE DATABASE {quoted}"))
+        .execute(&mut admin)
+        .with_context(|| format!("could not create database {database:?}"))?;
+    tracing::info!(%database, "created database");
+    Ok(())
+}
+
+/// Connects, migrates and makes sure the first program exists.
+pub fn prepare(url: &str) -> anyhow::Result<()> {
+    ensure_database_exists(url)?;
+    let mut conn = PgConnection::establish(url).context("could not connect to the database")?;
+    migrate(&mut conn)?;
+    crate::domain::programs::ensure_default_program(&mut conn)
+        .map_err(|error| anyhow::anyhow!("could not create the default program: {error}"))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replaces_the_database_name_and_keeps_the_query() {
+        assert_eq!(
+            url_with_database("postgres://u:p@localhost:5432/app?sslmode=disable", "other"),
+            "postgres://u:p@localhost:5432/other?sslmode=disable"
+        );
+        assert_eq!(
+            url_with_database("postgres://localhost/app", "x"),
+            "postgres://localhost/x"
+        );
+    }
+}

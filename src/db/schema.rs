@@ -1,0 +1,223 @@
+// Mirrors migrations/ (what `diesel print-schema` prints for them).
+
+diesel::table! {
+    api_tokens (id) {
+        id -> Int8,
+        program_id -> Int8,
+        name -> Text,
+        token_hash -> Text,
+        token_prefix -> Text,
+        created_by -> Nullable<Int8>,
+        last_used_at -> Nullable<Timestamptz>,
+        revoked_at -> Nullable<Timestamptz>,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    audit_events (id) {
+        id -> Int8,
+        program_id -> Nullable<Int8>,
+        actor_member_id -> Nullable<Int8>,
+        actor_token_id -> Nullable<Int8>,
+        actor_label -> Text,
+        action -> Text,
+        subject_type -> Text,
+        subject_id -> Nullable<Text>,
+        customer_id -> Nullable<Int8>,
+        before -> Nullable<Jsonb>,
+        after -> Nullable<Jsonb>,
+        address -> Nullable<Text>,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    balance_transactions (id) {
+        id -> Int8,
+        program_id -> Int8,
+        customer_id -> Int8,
+        kind -> Text,
+        amount -> Numeric,
+        amount_units -> Text,
+        is_currency -> Bool,
+        note -> Nullable<Text>,
+        actor_member_id -> Nullable<Int8>,
+        actor_token_id -> Nullable<Int8>,
+        idempotency_key -> Nullable<Text>,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    customers (id) {
+        id -> Int8,
+        program_id -> Int8,
+        external_id -> Text,
+        key -> Text,
+        email -> Nullable<Text>,
+        name -> Nullable<Text>,
+        surname -> Nullable<Text>,
+        metadata -> Jsonb,
+        custom_fields -> Jsonb,
+        status -> Text,
+        approved -> Bool,
+        referrer_id -> Nullable<Int8>,
+        referrals_count -> Int4,
+        deleted_at -> Nullable<Timestamptz>,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    invites (id) {
+        id -> Int8,
+        program_id -> Int8,
+        customer_id -> Nullable<Int8>,
+        email -> Text,
+        name -> Nullable<Text>,
+        personalization -> Jsonb,
+        status -> Text,
+        last_error -> Nullable<Text>,
+        sent_at -> Nullable<Timestamptz>,
+        actor_member_id -> Nullable<Int8>,
+        actor_token_id -> Nullable<Int8>,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    login_failures (id) {
+        id -> Int8,
+        email -> Text,
+        address -> Text,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    mail_outbox (id) {
+        id -> Int8,
+        invite_id -> Nullable<Int8>,
+        recipient -> Text,
+        subject -> Text,
+        body_text -> Text,
+        body_html -> Text,
+        status -> Text,
+        attempts -> Int4,
+        next_attempt_at -> Timestamptz,
+        last_error -> Nullable<Text>,
+        sent_at -> Nullable<Timestamptz>,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    one_time_tokens (id) {
+        id -> Int8,
+        token_hash -> Text,
+        purpose -> Text,
+        member_id -> Nullable<Int8>,
+        expires_at -> Timestamptz,
+        used_at -> Nullable<Timestamptz>,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    programs (id) {
+        id -> Int8,
+        slug -> Text,
+        name -> Text,
+        referral_base_url -> Text,
+        link_param -> Text,
+        require_approval -> Bool,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    referral_clicks (id) {
+        id -> Int8,
+        link_id -> Int8,
+        referer -> Nullable<Text>,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    referral_links (id) {
+        id -> Int8,
+        program_id -> Int8,
+        customer_id -> Int8,
+        code -> Text,
+        is_default -> Bool,
+        clicks -> Int8,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    retired_keys (program_id, key) {
+        program_id -> Int8,
+        key -> Text,
+        customer_id -> Int8,
+        retired_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    sessions (id) {
+        id -> Text,
+        member_id -> Nullable<Int8>,
+        state -> Jsonb,
+        expires_at -> Timestamptz,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    team_members (id) {
+        id -> Int8,
+        email -> Text,
+        name -> Text,
+        role -> Text,
+        password_hash -> Nullable<Text>,
+        disabled -> Bool,
+        last_sign_in_at -> Nullable<Timestamptz>,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::joinable!(api_tokens -> programs (program_id));
+diesel::joinable!(api_tokens -> team_members (created_by));
+diesel::joinable!(audit_events -> customers (customer_id));
+diesel::joinable!(balance_transactions -> customers (customer_id));
+diesel::joinable!(customers -> programs (program_id));
+diesel::joinable!(invites -> customers (customer_id));
+diesel::joinable!(mail_outbox -> invites (invite_id));
+diesel::joinable!(referral_clicks -> referral_links (link_id));
+diesel::joinable!(referral_links -> customers (customer_id));
+diesel::joinable!(sessions -> team_members (member_id));
+
+diesel::allow_tables_to_appear_in_same_query!(
+    api_tokens,
+    audit_events,
+    balance_transactions,
+    customers,
+    invites,
+    login_failures,
+    mail_outbox,
+    one_time_tokens,
+    programs,
+    referral_clicks,
+    referral_links,
+    retired_keys,
+    sessions,
+    team_members,
+);

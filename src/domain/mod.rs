@@ -1,0 +1,48 @@
+//! Domain rules as plain functions over Diesel: validated inputs, queries, transactions.
+//! Nothing in here knows about HTTP; the dashboard and the API both call these.
+
+pub mod audit;
+pub mod dashboard;
+pub mod programs;
+pub mod sessions;
+pub mod team;
+
+use rand::distributions::Alphanumeric;
+use rand::Rng;
+use sha2::{Digest, Sha256};
+
+/// A random string of ASCII letters and digits from the OS-seeded CSPRNG.
+pub fn random_token(length: usize) -> String {
+    rand::thread_rng()
+        .sample_iter(&Alphanumeric)
+        .take(length)
+        .map(char::from)
+        .collect()
+}
+
+/// Hex SHA-256: how tokens and session keys are stored (never in clear).
+pub fn sha256_hex(value: &str) -> String {
+    hex::encode(Sha256::digest(value.as_bytes()))
+}
+
+/// Who is doing something, for permissions and the audit log.
+#[derive(Clone, Debug)]
+pub struct Actor {
+    pub member_id: Option<i64>,
+    pub token_id: Option<i64>,
+    /// Shown in the audit log: the member's email or the token's name.
+    pub label: String,
+    /// The client address the request came from.
+    pub address: Option<String>,
+}
+
+impl Actor {
+    pub fn system() -> Self {
+        Actor {
+            member_id: None,
+            token_id: None,
+            label: "system".to_string(),
+            address: None,
+        }
+    }
+}

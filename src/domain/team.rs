@@ -1,0 +1,470 @@
+//! Team members: sign-in, roles, one-time links, login throttling.
+
+use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use chrono::{DateTime, Duration, Utc};
+use diesel::prelude::*;
+use serde::Serialize;
+use serde_json::json;
+
+use crate::db::schema::{login_failures, one_time_tokens, sessions, team_members};
+use crate::domain::{audit, random_token, sha256_hex, Actor};
+use crate::error::{is_unique_violation, Error, FieldErrors};
+
+/// Ordered: each role may do everything the ones before it may.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Viewer,
+    Support,
+    Admin,
+}
+
+impl Role {
+    pub const ALL: [Role; 3] = [Role::Viewer, Role::Support, Role::Admin];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Support => "support",
+            Role::Admin => "admin",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|role| role.as_str() == value)
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Clone, Debug, Queryable, Selectable, Serialize)]
+#[diesel(table_name = team_members)]
+pub struct Member {
+    pub id: i64,
+    pub email: String,
+    pub name: String,
+    #[diesel(column_name = role)]
+    #[serde(rename = "role")]
+    pub role_name: String,
+    #[serde(skip)]
+    pub password_hash: Option<String>,
+    pub disabled: bool,
+    pub last_sign_in_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl Member {
+    pub fn role(&self) -> Role {
+        // The CHECK constraint allows only the three names; viewer is the safe reading.
+        Role::parse(&self.role_name).unwrap_or(Role::Viewer)
+    }
+
+    pub fn can(&self, needed: Role) -> bool {
+        !self.disabled && self.role() >= needed
+    }
+
+    pub fn actor(&self, address: Option<String>) -> Actor {
+        Actor {
+            member_id: Some(self.id),
+            token_id: None,
+            label: self.email.clone(),
+            address,
+        }
+    }
+}
+
+/// Validated input for a new team member.
+pub struct NewMember {
+    pub email: String,
+    pub name: String,
+    pub role: Role,
+    /// `None`: the member sets a password through a one-time link.
+    pub password: Option<String>,
+}
+
+pub const MIN_PASSWORD_LENGTH: usize = 10;
+pub const MAX_PASSWORD_LENGTH: usize = 128;
+
+pub fn check_password_strength(password: &str) -> Result<(), String> {
+    let length = password.chars().count();
+    if length < MIN_PASSWORD_LENGTH {
+        return Err(format!("Use at least {MIN_PASSWORD_LENGTH} characters."));
+    }
+    if length > MAX_PASSWORD_LENGTH {
+        return Err(format!("Use at most {MAX_PASSWORD_LENGTH} characters."));
+    }
+    Ok(())
+}
+
+pub fn normalize_email(email: &str) -> String {
+    email.trim().to_string()
+}
+
+pub fn check_email(email: &str) -> Result<(), String> {
+    if validator::ValidateEmail::validate_email(&email) && email.len() <= 254 {
+        Ok(())
+    } else {
+        Err("Enter a valid email address.".to_string())
+    }
+}
+
+impl NewMember {
+    pub fn parse(email: &str, name: &str, role: &str, password: Option<&str>) -> Result<NewMember, Error> {
+        let mut fields = FieldErrors::new();
+        let email = normalize_email(email);
+        if let Err(message) = check_email(&email) {
+            fields.entry("email".into()).or_default().push(message);
+        }
+        let name = name.trim().to_string();
+        if name.is_empty() || name.chars().count() > 200 {
+            fields
+                .entry("name".into())
+                .or_default()
+                .push("Enter a name (at most 200 characters).".into());
+        }
+        let role = Role::parse(role.trim());
+        if role.is_none() {
+            fields
+                .entry("role".into())
+                .or_default()
+                .push("Choose viewer, support or admin.".into());
+        }
+        let password = password.filter(|password| !password.is_empty());
+        if let Some(password) = password {
+            if let Err(message) = check_password_strength(password) {
+                fields.entry("password".into()).or_default().push(message);
+            }
+        }
+        match role {
+            Some(role) if fields.is_empty() => Ok(NewMember {
+                email,
+                name,
+                role,
+                password: password.map(str::to_string),
+            }),
+            _ => Err(Error::invalid_fields(fields)),
+        }
+    }
+}
+
+pub fn hash_password(password: &str) -> Result<String, Error> {
+    let salt = SaltString::generate(&mut OsRng);
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|hash| hash.to_string())
+        .map_err(|error| Error::Internal(anyhow::anyhow!("could not hash a password: {error}")))
+}
+
+fn verify_password(password: &str, hash: &str) -> bool {
+    PasswordHash::new(hash)
+        .map(|parsed| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &parsed)
+                .is_ok()
+        })
+        .unwrap_or(false)
+}
+
+/// Verifying against this when the email is unknown keeps the answer time the same, so
+/// timing does not reveal which emails have accounts.
+fn dummy_hash() -> &'static str {
+    static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HASH.get_or_init(|| hash_password("not a real password, only for timing").unwrap_or_default())
+}
+
+pub fn create_member(conn: &mut PgConnection, actor: &Actor, new: NewMember) -> Result<Member, Error> {
+    let password_hash = new.password.as_deref().map(hash_password).transpose()?;
+    conn.transaction(|conn| {
+        let member = diesel::insert_into(team_members::table)
+            .values((
+                team_members::email.eq(&new.email),
+                team_members::name.eq(&new.name),
+                team_members::role.eq(new.role.as_str()),
+                team_members::password_hash.eq(password_hash),
+            ))
+            .returning(Member::as_returning())
+            .get_result(conn)
+            .map_err(|error| {
+                if is_unique_violation(&error, "team_members_email_key") {
+                    Error::invalid("email", "A team member with this email already exists.")
+                } else {
+                    error.into()
+                }
+            })?;
+        audit::record(
+            conn,
+            actor,
+            audit::Change {
+                program_id: None,
+                action: "member.create",
+                subject_type: "team_member",
+                subject_id: Some(member.id.to_string()),
+                customer_id: None,
+                before: None,
+                after: Some(json!({"email": member.email, "name": member.name, "role": member.role_name})),
+            },
+        )?;
+        Ok(member)
+    })
+}
+
+pub fn find(conn: &mut PgConnection, id: i64) -> Result<Member, Error> {
+    Ok(team_members::table
+        .find(id)
+        .select(Member::as_select())
+        .first(conn)?)
+}
+
+pub fn any_members(conn: &mut PgConnection) -> Result<bool, Error> {
+    Ok(diesel::select(diesel::dsl::exists(team_members::table.select(team_members::id))).get_result(conn)?)
+}
+
+/// Failures allowed per email and address, and per address alone, within the window.
+const MAX_FAILURES_PER_EMAIL_AND_ADDRESS: i64 = 5;
+const MAX_FAILURES_PER_ADDRESS: i64 = 30;
+const THROTTLE_WINDOW_MINUTES: i64 = 15;
+
+pub enum SignIn {
+    Ok(Member),
+    /// Wrong email or password — deliberately not saying which.
+    Refused,
+    Throttled {
+        retry_after_secs: u64,
+    },
+}
+
+/// Checks a sign-in attempt, throttling repeated failures per email+address and per address.
+pub fn sign_in(conn: &mut PgConnection, email: &str, password: &str, address: &str) -> Result<SignIn, Error> {
+    let email_key = email.trim().to_lowercase();
+    let since = Utc::now() - Duration::minutes(THROTTLE_WINDOW_MINUTES);
+    let for_pair: i64 = login_failures::table
+        .filter(login_failures::email.eq(&email_key))
+        .filter(login_failures::address.eq(address))
+        .filter(login_failures::created_at.gt(since))
+        .count()
+        .get_result(conn)?;
+    let for_address: i64 = login_failures::table
+        .filter(login_failures::address.eq(address))
+        .filter(login_failures::created_at.gt(since))
+        .count()
+        .get_result(conn)?;
+    if for_pair >= MAX_FAILURES_PER_EMAIL_AND_ADDRESS || for_address >= MAX_FAILURES_PER_ADDRESS {
+        return Ok(SignIn::Throttled {
+            retry_after_secs: (THROTTLE_WINDOW_MINUTES * 60) as u64,
+        });
+    }
+
+    let member: Option<Member> = team_members::table
+        .filter(
+            diesel::dsl::sql::<diesel::sql_types::Bool>("lower(email) = ")
+                .bind::<diesel::sql_types::Text, _>(&email_key),
+        )
+        .select(Member::as_select())
+        .first(conn)
+        .optional()?;
+    let hash = member
+        .as_ref()
+        .and_then(|member| member.password_hash.clone())
+        .unwrap_or_else(|| dummy_hash().to_string());
+    let password_ok = verify_password(password, &hash);
+
+    let actor = Actor {
+        member_id: member.as_ref().map(|member| member.id),
+        token_id: None,
+        label: email_key.clone(),
+        address: Some(address.to_string()),
+    };
+    match member {
+        Some(member) if password_ok && !member.disabled && member.password_hash.is_some() => {
+            conn.transaction(|conn| {
+                diesel::update(team_members::table.find(member.id))
+                    .set(team_members::last_sign_in_at.eq(Utc::now()))
+                    .execute(conn)?;
+                diesel::delete(
+                    login_failures::table
+                        .filter(login_failures::email.eq(&email_key))
+                        .filter(login_failures::address.eq(address)),
+                )
+                .execute(conn)?;
+                audit::record(conn, &actor, sign_in_change("auth.sign_in", Some(member.id)))
+            })?;
+            Ok(SignIn::Ok(member))
+        }
+        member => {
+            conn.transaction(|conn| {
+                diesel::insert_into(login_failures::table)
+                    .values((
+                        login_failures::email.eq(&email_key),
+                        login_failures::address.eq(address),
+                    ))
+                    .execute(conn)?;
+                audit::record(
+                    conn,
+                    &actor,
+                    sign_in_change("auth.sign_in_failed", member.map(|m| m.id)),
+                )
+            })?;
+            Ok(SignIn::Refused)
+        }
+    }
+}
+
+fn sign_in_change(action: &str, member_id: Option<i64>) -> audit::Change<'_> {
+    audit::Change {
+        program_id: None,
+        action,
+        subject_type: "team_member",
+        subject_id: member_id.map(|id| id.to_string()),
+        customer_id: None,
+        before: None,
+        after: None,
+    }
+}
+
+/// Ends every session of a member (disable, password change, explicit sign-out everywhere).
+pub fn end_sessions(
+    conn: &mut PgConnection,
+    member_id: i64,
+    except_session_id: Option<&str>,
+) -> Result<usize, Error> {
+    let query = sessions::table.filter(sessions::member_id.eq(member_id));
+    Ok(match except_session_id {
+        Some(keep) => diesel::delete(query.filter(sessions::id.ne(keep))).execute(conn)?,
+        None => diesel::delete(query).execute(conn)?,
+    })
+}
+
+/// Sets a new password and ends the member's other sessions.
+pub fn set_password(
+    conn: &mut PgConnection,
+    actor: &Actor,
+    member_id: i64,
+    password: &str,
+    keep_session_id: Option<&str>,
+) -> Result<(), Error> {
+    check_password_strength(password).map_err(|message| Error::invalid("password", message))?;
+    let hash = hash_password(password)?;
+    conn.transaction(|conn| {
+        diesel::update(team_members::table.find(member_id))
+            .set((
+                team_members::password_hash.eq(hash),
+                team_members::updated_at.eq(Utc::now()),
+            ))
+            .execute(conn)?;
+        end_sessions(conn, member_id, keep_session_id)?;
+        audit::record(
+            conn,
+            actor,
+            sign_in_change("member.password_change", Some(member_id)),
+        )
+    })
+}
+
+pub enum OneTimePurpose {
+    Setup,
+    SetPassword(i64),
+}
+
+/// Creates a one-time link token (returned in clear once; only its hash is stored).
+pub fn create_one_time_token(
+    conn: &mut PgConnection,
+    purpose: OneTimePurpose,
+    valid_for: Duration,
+) -> Result<String, Error> {
+    let token = random_token(40);
+    let (purpose_name, member_id) = match purpose {
+        OneTimePurpose::Setup => ("setup", None),
+        OneTimePurpose::SetPassword(member_id) => ("set_password", Some(member_id)),
+    };
+    diesel::insert_into(one_time_tokens::table)
+        .values((
+            one_time_tokens::token_hash.eq(sha256_hex(&token)),
+            one_time_tokens::purpose.eq(purpose_name),
+            one_time_tokens::member_id.eq(member_id),
+            one_time_tokens::expires_at.eq(Utc::now() + valid_for),
+        ))
+        .execute(conn)?;
+    Ok(token)
+}
+
+/// A usable one-time token: unused, unexpired, of the given purpose. Returns its id and member.
+pub fn find_one_time_token(
+    conn: &mut PgConnection,
+    token: &str,
+    purpose: &str,
+) -> Result<(i64, Option<i64>), Error> {
+    one_time_tokens::table
+        .filter(one_time_tokens::token_hash.eq(sha256_hex(token)))
+        .filter(one_time_tokens::purpose.eq(purpose))
+        .filter(one_time_tokens::used_at.is_null())
+        .filter(one_time_tokens::expires_at.gt(Utc::now()))
+        .select((one_time_tokens::id, one_time_tokens::member_id))
+        .first(conn)
+        .optional()?
+        .ok_or_else(|| {
+            Error::BadRequest("This link is invalid, used or expired. Ask an admin for a new one.".into())
+        })
+}
+
+/// Marks a token used; false when another request used it first.
+pub fn use_one_time_token(conn: &mut PgConnection, token_id: i64) -> Result<bool, Error> {
+    let updated = diesel::update(
+        one_time_tokens::table
+            .find(token_id)
+            .filter(one_time_tokens::used_at.is_null()),
+    )
+    .set(one_time_tokens::used_at.eq(Utc::now()))
+    .execute(conn)?;
+    Ok(updated == 1)
+}
+
+/// First run: when nobody can sign in yet, a setup link creates the first admin.
+pub fn setup_token_if_needed(conn: &mut PgConnection) -> Result<Option<String>, Error> {
+    if any_members(conn)? {
+        return Ok(None);
+    }
+    create_one_time_token(conn, OneTimePurpose::Setup, Duration::hours(24)).map(Some)
+}
+
+/// Creates the first admin through the setup link, in one transaction with using the link.
+pub fn complete_setup(
+    conn: &mut PgConnection,
+    token: &str,
+    new: NewMember,
+    address: Option<String>,
+) -> Result<Member, Error> {
+    conn.transaction(|conn| {
+        let (token_id, _) = find_one_time_token(conn, token, "setup")?;
+        if any_members(conn)? || !use_one_time_token(conn, token_id)? {
+            return Err(Error::BadRequest(
+                "Setup is already complete. Please sign in.".into(),
+            ));
+        }
+        let actor = Actor {
+            member_id: None,
+            token_id: None,
+            label: "setup".into(),
+            address,
+        };
+        create_member(
+            conn,
+            &actor,
+            NewMember {
+                role: Role::Admin,
+                ..new
+            },
+        )
+    })
+}
+
+pub fn list_members(conn: &mut PgConnection) -> Result<Vec<Member>, Error> {
+    Ok(team_members::table
+        .order((team_members::disabled, team_members::name, team_members::id))
+        .select(Member::as_select())
+        .load(conn)?)
+}

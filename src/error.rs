@@ -1,0 +1,212 @@
+//! The one error type of Referdesk. Domain code returns it; this file alone decides what
+//! each kind means over HTTP: a styled HTML page for the dashboard, a JSON body for `/v1`.
+
+use std::collections::BTreeMap;
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{HttpResponse, ResponseError};
+use askama::Template;
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+
+/// Messages per input field, in the shape the API returns them: `{"email": ["..."]}`.
+pub type FieldErrors = BTreeMap<String, Vec<String>>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Not found.")]
+    NotFound,
+    #[error("Please sign in.")]
+    Unauthenticated,
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    BadRequest(String),
+    /// Input that failed validation, with a message per field.
+    #[error("{message}")]
+    Invalid { message: String, fields: FieldErrors },
+    #[error("{message}")]
+    TooManyRequests { message: String, retry_after_secs: u64 },
+    #[error("The request body is too large.")]
+    PayloadTooLarge,
+    #[error("The database is unavailable. Please try again in a moment.")]
+    Unavailable,
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl Error {
+    pub fn forbidden() -> Self {
+        Error::Forbidden("Your role does not allow this.".to_string())
+    }
+
+    /// One invalid field.
+    pub fn invalid(field: &str, message: impl Into<String>) -> Self {
+        let message = message.into();
+        let mut fields = FieldErrors::new();
+        fields.insert(field.to_string(), vec![message.clone()]);
+        Error::Invalid { message, fields }
+    }
+
+    /// Several invalid fields; the first message becomes the summary.
+    pub fn invalid_fields(fields: FieldErrors) -> Self {
+        let message = fields
+            .values()
+            .flat_map(|messages| messages.first())
+            .next()
+            .cloned()
+            .unwrap_or_else(|| "The given data was invalid.".to_string());
+        Error::Invalid { message, fields }
+    }
+
+    pub fn field_errors(&self) -> Option<&FieldErrors> {
+        match self {
+            Error::Invalid { fields, .. } => Some(fields),
+            _ => None,
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Error::NotFound => StatusCode::NOT_FOUND,
+            Error::Unauthenticated => StatusCode::UNAUTHORIZED,
+            Error::Forbidden(_) => StatusCode::FORBIDDEN,
+            Error::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Error::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Error::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Error::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// What a person or client may read: internal details stay in the log.
+    pub fn public_message(&self) -> String {
+        match self {
+            Error::Internal(_) => "Something went wrong on our side. It has been logged.".to_string(),
+            other => other.to_string(),
+        }
+    }
+
+    fn log(&self) {
+        match self {
+            Error::Internal(error) => tracing::error!("internal error: {error:#}"),
+            Error::Unavailable => tracing::warn!("database unavailable"),
+            _ => {}
+        }
+    }
+
+    /// The JSON body used on `/v1`: `{"message": ..., "errors": {...}}`.
+    pub fn json_response(&self) -> HttpResponse {
+        self.log();
+        let mut body = serde_json::json!({ "message": self.public_message() });
+        if let Error::Invalid { fields, .. } = self {
+            body["errors"] = serde_json::json!(fields);
+        }
+        let mut response = HttpResponse::build(self.status());
+        if let Error::TooManyRequests { retry_after_secs, .. } = self {
+            response.insert_header((header::RETRY_AFTER, retry_after_secs.to_string()));
+        }
+        response
+            .insert_header((header::CONTENT_TYPE, "application/json"))
+            .body(body.to_string())
+    }
+
+    /// The styled HTML page used by the dashboard.
+    pub fn html_response(&self) -> HttpResponse {
+        self.log();
+        let status = self.status();
+        let page = ErrorPage {
+            code: status.as_u16(),
+            title: status.canonical_reason().unwrap_or("Error"),
+            message: self.public_message(),
+            fields: self.field_errors().cloned().unwrap_or_default(),
+        };
+        let mut response = HttpResponse::build(status);
+        if let Error::TooManyRequests { retry_after_secs, .. } = self {
+            response.insert_header((header::RETRY_AFTER, retry_after_secs.to_string()));
+        }
+        match page.render() {
+            Ok(html) => response.content_type("text/html; charset=utf-8").body(html),
+            Err(_) => response
+                .content_type("text/plain; charset=utf-8")
+                .body(page.message),
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "error.html")]
+struct ErrorPage {
+    code: u16,
+    title: &'static str,
+    message: String,
+    fields: FieldErrors,
+}
+
+/// Dashboard handlers return this error; it renders as an HTML page.
+impl ResponseError for Error {
+    fn status_code(&self) -> StatusCode {
+        self.status()
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        self.html_response()
+    }
+}
+
+/// `/v1` handlers return this wrapper; it renders as JSON.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct ApiError(#[from] pub Error);
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.0.status()
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        self.0.json_response()
+    }
+}
+
+impl From<DieselError> for Error {
+    fn from(error: DieselError) -> Self {
+        match error {
+            DieselError::NotFound => Error::NotFound,
+            DieselError::DatabaseError(DatabaseErrorKind::ClosedConnection, _) => Error::Unavailable,
+            DieselError::DatabaseError(_, ref info) if is_connection_loss(info.message()) => {
+                Error::Unavailable
+            }
+            other => Error::Internal(anyhow::Error::new(other)),
+        }
+    }
+}
+
+impl From<DieselError> for ApiError {
+    fn from(error: DieselError) -> Self {
+        ApiError(error.into())
+    }
+}
+
+/// libpq reports a dropped server as an "unknown" error with one of these messages.
+fn is_connection_loss(message: &str) -> bool {
+    let message = message.to_ascii_lowercase();
+    [
+        "server closed the connection",
+        "terminating connection",
+        "connection refused",
+        "no connection to the server",
+        "could not receive data",
+        "could not send data",
+        "the database system is shutting down",
+        "the database system is starting up",
+    ]
+    .iter()
+    .any(|needle| message.contains(needle))
+}
+
+/// True when `error` is a unique violation on the named constraint or index.
+pub fn is_unique_violation(error: &DieselError, constraint: &str) -> bool {
+    matches!(error, DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, info)
+        if info.constraint_name() == Some(constraint))
+}

@@ -1,0 +1,175 @@
+//! Referdesk: a self-hosted manager for refer-a-friend programs.
+//!
+//! `main.rs` and the integration tests both start the server through [`Application`], so
+//! tests exercise exactly what runs in production.
+
+pub mod config;
+pub mod db;
+pub mod domain;
+pub mod error;
+pub mod web;
+
+use std::net::TcpListener;
+use std::time::Instant;
+
+use actix_session::config::{BrowserSession, CookieContentSecurity};
+use actix_session::SessionMiddleware;
+use actix_web::body::MessageBody;
+use actix_web::cookie::{Key, SameSite};
+use actix_web::dev::{Server, ServiceRequest, ServiceResponse};
+use actix_web::middleware::{from_fn, DefaultHeaders, Next};
+use actix_web::web::{Data, FormConfig, PathConfig, QueryConfig};
+use actix_web::{App, HttpServer};
+use anyhow::Context;
+
+use crate::config::Config;
+use crate::db::embedded::EmbeddedPostgres;
+use crate::db::DbPool;
+use crate::error::Error;
+
+/// Shared by every request handler.
+pub struct AppState {
+    pub pool: DbPool,
+    pub config: Config,
+}
+
+pub struct Application {
+    port: u16,
+    server: Server,
+    /// The one-time link that creates the first admin, when nobody can sign in yet.
+    pub setup_url: Option<String>,
+    pub pool: DbPool,
+    embedded: Option<EmbeddedPostgres>,
+}
+
+/// Where the database is: the configured server, or a private cluster we started.
+pub fn resolve_database(config: &Config) -> anyhow::Result<(String, Option<EmbeddedPostgres>)> {
+    match &config.database_url {
+        Some(url) => Ok((url.clone(), None)),
+        None => {
+            let cluster = EmbeddedPostgres::start(&config.data_dir.join("postgres"))?;
+            tracing::info!(port = cluster.port(), "started the embedded PostgreSQL cluster");
+            Ok((cluster.url("referdesk"), Some(cluster)))
+        }
+    }
+}
+
+const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
+img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'";
+
+impl Application {
+    pub async fn build(config: Config) -> anyhow::Result<Application> {
+        let (database_url, embedded) = resolve_database(&config)?;
+        db::prepare(&database_url)?;
+        let pool = db::build_pool(&database_url, config.pool_size);
+
+        let setup_url = {
+            let mut conn = pool.get().context("could not connect to the database")?;
+            domain::team::setup_token_if_needed(&mut conn)?
+                .map(|token| format!("{}/setup?token={}", config.public_url, token))
+        };
+
+        let listener = TcpListener::bind(&config.bind)
+            .with_context(|| format!("could not listen on {}", config.bind))?;
+        let port = listener.local_addr()?.port();
+        let key = Key::derive_from(&config.cookie_secret()?);
+        let secure_cookies = config.serves_https();
+        let state = Data::new(AppState {
+            pool: pool.clone(),
+            config: config.clone(),
+        });
+        let store = web::session_store::PgSessionStore::new(pool.clone());
+
+        let server = HttpServer::new(move || {
+            let sessions = SessionMiddleware::builder(store.clone(), key.clone())
+                .cookie_name("referdesk_session".to_string())
+                .cookie_http_only(true)
+                .cookie_secure(secure_cookies)
+                .cookie_same_site(SameSite::Lax)
+                .cookie_content_security(CookieContentSecurity::Signed)
+                .session_lifecycle(
+                    BrowserSession::default().state_ttl(actix_web::cookie::time::Duration::hours(12)),
+                )
+                .build();
+            App::new()
+                .app_data(state.clone())
+                .app_data(
+                    FormConfig::default()
+                        .limit(web::csrf::MAX_FORM_BYTES)
+                        .error_handler(|error, _| {
+                            Error::BadRequest(format!("The form could not be read: {error}")).into()
+                        }),
+                )
+                .app_data(QueryConfig::default().error_handler(|error, _| {
+                    Error::BadRequest(format!("The address has an invalid parameter: {error}")).into()
+                }))
+                .app_data(PathConfig::default().error_handler(|_, _| Error::NotFound.into()))
+                .wrap(from_fn(web::access::enforce))
+                .wrap(from_fn(web::csrf::protect))
+                .wrap(sessions)
+                .wrap(
+                    DefaultHeaders::new()
+                        .add(("Content-Security-Policy", CONTENT_SECURITY_POLICY))
+                        .add(("X-Frame-Options", "DENY"))
+                        .add(("X-Content-Type-Options", "nosniff"))
+                        .add(("Referrer-Policy", "same-origin")),
+                )
+                .wrap(from_fn(log_request))
+                .configure(web::routes)
+                .default_service(actix_web::web::to(web::not_found))
+        })
+        .workers(config.workers)
+        .listen(listener)?
+        .run();
+
+        Ok(Application {
+            port,
+            server,
+            setup_url,
+            pool,
+            embedded,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Stops the server from elsewhere (tests, signal handlers).
+    pub fn handle(&self) -> actix_web::dev::ServerHandle {
+        self.server.handle()
+    }
+
+    /// Serves until SIGINT/SIGTERM, then stops the embedded database (if any).
+    pub async fn run_until_stopped(mut self) -> std::io::Result<()> {
+        let result = self.server.await;
+        if let Some(mut cluster) = self.embedded.take() {
+            cluster.stop();
+        }
+        result
+    }
+}
+
+/// One log line per request, with a request id to tie together what it logged.
+async fn log_request(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let started = Instant::now();
+    let request_id = domain::random_token(12);
+    let span = tracing::info_span!("request", id = %request_id);
+    let _entered = span.enter();
+    let method = req.method().clone();
+    let path = req.path().to_string();
+    drop(_entered);
+    let response = next.call(req).await?;
+    let _entered = span.enter();
+    tracing::info!(
+        %method,
+        %path,
+        status = response.status().as_u16(),
+        ms = started.elapsed().as_millis() as u64,
+        "handled"
+    );
+    Ok(response)
+}

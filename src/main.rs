@@ -1,0 +1,137 @@
+//! The `referdesk` command: runs the server (default) and a few admin tasks.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use diesel::{Connection, PgConnection};
+use referdesk::config::Config;
+use referdesk::domain::{team, Actor};
+use referdesk::error::Error;
+use referdesk::{db, resolve_database, Application};
+
+#[derive(Parser)]
+#[command(
+    name = "referdesk",
+    version,
+    about = "Self-hosted manager for refer-a-friend programs"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the web server (the default when no command is given).
+    Serve,
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Manage team members.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create a team member. The password comes from REFERDESK_PASSWORD or is asked for.
+    Create {
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        name: String,
+        /// viewer, support or admin
+        #[arg(long, default_value = "viewer")]
+        role: String,
+    },
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("REFERDESK_LOG")
+        .or_else(|_| EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .init();
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_logging();
+    let config = Config::from_env()?;
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(config),
+        Command::Migrate => with_database(&config, |_| Ok(())),
+        Command::User {
+            command: UserCommand::Create { email, name, role },
+        } => {
+            let password = match std::env::var("REFERDESK_PASSWORD") {
+                Ok(password) if !password.is_empty() => password,
+                _ => rpassword::prompt_password("Password for the new member: ").context(
+                    "could not read a password (set REFERDESK_PASSWORD when there is no terminal)",
+                )?,
+            };
+            let new = team::NewMember::parse(&email, &name, &role, Some(&password)).map_err(describe)?;
+            with_database(&config, move |conn| {
+                let member = team::create_member(
+                    conn,
+                    &Actor {
+                        label: "cli".into(),
+                        ..Actor::system()
+                    },
+                    new,
+                )
+                .map_err(describe)?;
+                println!("Created {} <{}> as {}.", member.name, member.email, member.role());
+                Ok(())
+            })
+        }
+    }
+}
+
+/// Turns a domain error into a message for the terminal, naming each invalid field.
+fn describe(error: Error) -> anyhow::Error {
+    match error.field_errors() {
+        Some(fields) => anyhow::anyhow!(
+            "{}",
+            fields
+                .iter()
+                .map(|(field, messages)| format!("{field}: {}", messages.join(" ")))
+                .collect::<Vec<_>>()
+                .join("\n")
+        ),
+        None => anyhow::anyhow!("{error}"),
+    }
+}
+
+/// Runs a task against the migrated database (starting the embedded cluster if needed).
+fn with_database(
+    config: &Config,
+    task: impl FnOnce(&mut PgConnection) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let (url, _cluster) = resolve_database(config)?;
+    db::prepare(&url)?;
+    let mut conn = PgConnection::establish(&url).context("could not connect to the database")?;
+    task(&mut conn)
+}
+
+fn serve(config: Config) -> anyhow::Result<()> {
+    actix_web::rt::System::new().block_on(async move {
+        let app = Application::build(config.clone()).await?;
+        tracing::info!(
+            "Referdesk is listening on {} (open {})",
+            config.bind,
+            config.public_url
+        );
+        if let Some(url) = &app.setup_url {
+            tracing::warn!(
+                "No team member exists yet. Create the first admin here (valid 24 hours, once): {url}"
+            );
+            println!("\n  First run: create the first admin at\n  {url}\n");
+        }
+        app.run_until_stopped().await?;
+        Ok(())
+    })
+}

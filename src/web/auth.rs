@@ -1,0 +1,258 @@
+//! Sign-in, sign-out, first-run setup and the program switcher.
+
+use actix_session::SessionExt;
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use askama::Template;
+use serde::Deserialize;
+
+use crate::db;
+use crate::domain::sessions::MEMBER_ID_KEY;
+use crate::domain::team::{self, NewMember, SignIn};
+use crate::error::{Error, FieldErrors};
+use crate::web::access::PROGRAM_ID_KEY;
+use crate::web::context::{Page, PublicPage};
+use crate::web::{csrf, redirect, render, render_status, safe_next};
+use crate::AppState;
+
+#[derive(Template)]
+#[template(path = "auth/login.html")]
+struct LoginPage {
+    csrf: String,
+    email: String,
+    next: String,
+    error: Option<String>,
+    notice: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct LoginQuery {
+    next: Option<String>,
+    signed_out: Option<String>,
+}
+
+pub async fn login_form(
+    req: HttpRequest,
+    page: PublicPage,
+    query: web::Query<LoginQuery>,
+) -> Result<HttpResponse, Error> {
+    let next = safe_next(query.next.as_deref()).to_string();
+    if page.session.get::<i64>(MEMBER_ID_KEY).ok().flatten().is_some() {
+        let _ = req;
+        return Ok(redirect(&next));
+    }
+    render(&LoginPage {
+        csrf: page.csrf,
+        email: String::new(),
+        next,
+        error: None,
+        notice: query
+            .signed_out
+            .as_ref()
+            .map(|_| "You have been signed out.".to_string()),
+    })
+}
+
+#[derive(Deserialize)]
+pub struct LoginForm {
+    #[serde(default)]
+    email: String,
+    #[serde(default)]
+    password: String,
+    next: Option<String>,
+}
+
+pub async fn login(
+    state: web::Data<AppState>,
+    page: PublicPage,
+    form: web::Form<LoginForm>,
+) -> Result<HttpResponse, Error> {
+    let LoginForm {
+        email,
+        password,
+        next,
+    } = form.into_inner();
+    let next = safe_next(next.as_deref()).to_string();
+    let address = page.address.clone();
+    let attempt_email = email.clone();
+    let outcome = db::run(&state.pool, move |conn| {
+        team::sign_in(conn, &attempt_email, &password, &address)
+    })
+    .await?;
+    let again = |status: StatusCode, message: &str| {
+        render_status(
+            status,
+            &LoginPage {
+                csrf: page.csrf.clone(),
+                email: email.clone(),
+                next: next.clone(),
+                error: Some(message.to_string()),
+                notice: None,
+            },
+        )
+    };
+    match outcome {
+        SignIn::Ok(member) => {
+            // A new session id at sign-in: a cookie planted before login is worthless after.
+            page.session.renew();
+            page.session
+                .insert(MEMBER_ID_KEY, member.id)
+                .map_err(|error| Error::Internal(anyhow::anyhow!("session: {error}")))?;
+            csrf::rotate(&page.session);
+            tracing::info!(member_id = member.id, "signed in");
+            Ok(redirect(&next))
+        }
+        SignIn::Refused => again(StatusCode::UNAUTHORIZED, "The email or password is incorrect."),
+        SignIn::Throttled { retry_after_secs } => {
+            let mut response = again(
+                StatusCode::TOO_MANY_REQUESTS,
+                "Too many failed sign-in attempts. Wait 15 minutes and try again.",
+            )?;
+            response.headers_mut().insert(
+                actix_web::http::header::RETRY_AFTER,
+                actix_web::http::header::HeaderValue::from(retry_after_secs),
+            );
+            Ok(response)
+        }
+    }
+}
+
+pub async fn logout(req: HttpRequest) -> HttpResponse {
+    // Purging deletes the server-side row: the old cookie stops working everywhere.
+    req.get_session().purge();
+    redirect("/login?signed_out=1")
+}
+
+#[derive(Template)]
+#[template(path = "auth/setup.html")]
+struct SetupPage {
+    csrf: String,
+    token: String,
+    email: String,
+    name: String,
+    errors: FieldErrors,
+    message: Option<String>,
+}
+
+impl SetupPage {
+    fn error(&self, field: &str) -> Option<&String> {
+        self.errors.get(field).and_then(|messages| messages.first())
+    }
+}
+
+#[derive(Deserialize)]
+pub struct SetupQuery {
+    #[serde(default)]
+    token: String,
+}
+
+pub async fn setup_form(
+    state: web::Data<AppState>,
+    page: PublicPage,
+    query: web::Query<SetupQuery>,
+) -> Result<HttpResponse, Error> {
+    let token = query.into_inner().token;
+    let check = token.clone();
+    db::run(&state.pool, move |conn| {
+        team::find_one_time_token(conn, &check, "setup")
+    })
+    .await?;
+    render(&SetupPage {
+        csrf: page.csrf,
+        token,
+        email: String::new(),
+        name: String::new(),
+        errors: FieldErrors::new(),
+        message: None,
+    })
+}
+
+#[derive(Deserialize)]
+pub struct SetupForm {
+    #[serde(default)]
+    token: String,
+    #[serde(default)]
+    email: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
+    password_confirmation: String,
+}
+
+pub async fn setup(
+    state: web::Data<AppState>,
+    page: PublicPage,
+    form: web::Form<SetupForm>,
+) -> Result<HttpResponse, Error> {
+    let form = form.into_inner();
+    let parsed = NewMember::parse(&form.email, &form.name, "admin", Some(&form.password)).and_then(|new| {
+        if form.password.is_empty() {
+            Err(Error::invalid("password", "Choose a password."))
+        } else if form.password != form.password_confirmation {
+            Err(Error::invalid(
+                "password_confirmation",
+                "The two passwords differ.",
+            ))
+        } else {
+            Ok(new)
+        }
+    });
+    let result = match parsed {
+        Ok(new) => {
+            let token = form.token.clone();
+            let address = Some(page.address.clone());
+            db::run(&state.pool, move |conn| {
+                team::complete_setup(conn, &token, new, address)
+            })
+            .await
+        }
+        Err(error) => Err(error),
+    };
+    match result {
+        Ok(member) => {
+            page.session.renew();
+            page.session
+                .insert(MEMBER_ID_KEY, member.id)
+                .map_err(|error| Error::Internal(anyhow::anyhow!("session: {error}")))?;
+            csrf::rotate(&page.session);
+            crate::web::context::flash(&page.session, "success", "Welcome! Your admin account is ready.");
+            Ok(redirect("/"))
+        }
+        Err(Error::Invalid { fields, .. }) => render_status(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &SetupPage {
+                csrf: page.csrf,
+                token: form.token,
+                email: form.email,
+                name: form.name,
+                errors: fields,
+                message: None,
+            },
+        ),
+        Err(error) => Err(error),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct SwitchForm {
+    program: i64,
+    next: Option<String>,
+}
+
+pub async fn switch_program(page: Page, form: web::Form<SwitchForm>) -> Result<HttpResponse, Error> {
+    let program = page
+        .programs
+        .iter()
+        .find(|program| program.id == form.program)
+        .ok_or(Error::NotFound)?;
+    page.session
+        .insert(PROGRAM_ID_KEY, program.id)
+        .map_err(|error| Error::Internal(anyhow::anyhow!("session: {error}")))?;
+    page.flash("info", format!("Now working in {}.", program.name));
+    // Pages of one program's records make no sense in another: go to the section's list.
+    let next = safe_next(form.next.as_deref());
+    let section = next.split('/').nth(1).unwrap_or("");
+    Ok(redirect(&format!("/{section}")))
+}

@@ -1,0 +1,131 @@
+//! What every dashboard page needs besides its own data: the signed-in member, the current
+//! program and the switcher's list, the CSRF token for forms, and flash messages.
+
+use std::future::{ready, Ready};
+
+use actix_session::{Session, SessionExt};
+use actix_web::{dev::Payload, FromRequest, HttpMessage, HttpRequest};
+use serde::{Deserialize, Serialize};
+
+use crate::domain::programs::Program;
+use crate::domain::team::{Member, Role};
+use crate::domain::Actor;
+use crate::error::Error;
+use crate::web::access::{client_address, SignedIn};
+use crate::web::csrf;
+
+const FLASH_KEY: &str = "flash";
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Flash {
+    /// `success`, `error` or `info`; used as a CSS modifier.
+    pub kind: String,
+    pub message: String,
+}
+
+/// Queues a message for the next page this session sees (after a redirect).
+pub fn flash(session: &Session, kind: &str, message: impl Into<String>) {
+    let mut queued: Vec<Flash> = session.get(FLASH_KEY).ok().flatten().unwrap_or_default();
+    queued.push(Flash {
+        kind: kind.to_string(),
+        message: message.into(),
+    });
+    let _ = session.insert(FLASH_KEY, queued);
+}
+
+/// The context of a signed-in page. Extracting it consumes pending flash messages.
+pub struct Page {
+    pub member: Member,
+    pub program: Program,
+    pub programs: Vec<Program>,
+    pub csrf: String,
+    pub flashes: Vec<Flash>,
+    pub path: String,
+    pub address: String,
+    pub session: Session,
+}
+
+impl Page {
+    pub fn actor(&self) -> Actor {
+        self.member.actor(Some(self.address.clone()))
+    }
+
+    pub fn can(&self, role: Role) -> bool {
+        self.member.can(role)
+    }
+
+    pub fn is_admin(&self) -> bool {
+        self.can(Role::Admin)
+    }
+
+    pub fn is_support(&self) -> bool {
+        self.can(Role::Support)
+    }
+
+    pub fn flash(&self, kind: &str, message: impl Into<String>) {
+        flash(&self.session, kind, message);
+    }
+
+    /// For the navigation: is this section the current one?
+    pub fn in_section(&self, prefix: &str) -> bool {
+        if prefix == "/" {
+            self.path == "/"
+        } else {
+            self.path.starts_with(prefix)
+        }
+    }
+}
+
+impl FromRequest for Page {
+    type Error = Error;
+    type Future = Ready<Result<Page, Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let signed_in = req.extensions().get::<SignedIn>().cloned();
+        ready(match signed_in {
+            None => Err(Error::Unauthenticated),
+            Some(SignedIn {
+                member,
+                program,
+                programs,
+            }) => {
+                let session = req.get_session();
+                let flashes = session
+                    .remove_as::<Vec<Flash>>(FLASH_KEY)
+                    .and_then(Result::ok)
+                    .unwrap_or_default();
+                Ok(Page {
+                    member,
+                    program,
+                    programs,
+                    csrf: csrf::token(&session),
+                    flashes,
+                    path: req.path().to_string(),
+                    address: client_address(req),
+                    session,
+                })
+            }
+        })
+    }
+}
+
+/// The context of a page anyone may see (login, setup).
+pub struct PublicPage {
+    pub csrf: String,
+    pub address: String,
+    pub session: Session,
+}
+
+impl FromRequest for PublicPage {
+    type Error = Error;
+    type Future = Ready<Result<PublicPage, Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let session = req.get_session();
+        ready(Ok(PublicPage {
+            csrf: csrf::token(&session),
+            address: client_address(req),
+            session,
+        }))
+    }
+}

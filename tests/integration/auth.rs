@@ -1,0 +1,365 @@
+//! Sign-in, setup, sessions, CSRF, roles and the security headers.
+
+use referdesk::domain::team::Role;
+
+use crate::helpers::{location, Browser, TestApp, PASSWORD};
+use crate::trials;
+
+pub fn tests() -> Vec<libtest_mimic::Trial> {
+    trials![
+        setup_link_creates_the_first_admin_once,
+        sign_in_with_the_right_password_reaches_the_dashboard,
+        wrong_password_and_unknown_email_get_the_same_answer,
+        repeated_failures_are_throttled,
+        anonymous_visitors_are_sent_to_login,
+        post_without_csrf_token_changes_nothing,
+        cross_origin_post_is_refused,
+        viewer_cannot_reach_an_admin_page,
+        logout_ends_the_session_for_the_old_cookie,
+        session_id_changes_at_sign_in,
+        disabled_member_cannot_sign_in,
+        security_headers_are_set,
+        health_and_readiness,
+        unknown_pages_get_a_styled_404,
+    ]
+}
+
+async fn setup_link_creates_the_first_admin_once() {
+    let app = TestApp::spawn().await;
+    let setup_url = app
+        .setup_url
+        .clone()
+        .expect("a fresh install prints a setup link");
+    let path = &setup_url[setup_url.find("/setup").unwrap()..];
+    let token = path.split("token=").nth(1).unwrap();
+
+    let (status, body) = app.browser.get_html(path).await;
+    assert_eq!(status, 200);
+    assert!(body.contains("Create the first admin"));
+
+    // Invalid input re-renders with the message next to the field.
+    let response = app
+        .post_form(
+            "/setup",
+            &[
+                ("token", token),
+                ("email", "not-an-email"),
+                ("name", "Ada"),
+                ("password", "short"),
+                ("password_confirmation", "short"),
+            ],
+        )
+        .await;
+    assert_eq!(response.status(), 422);
+    let body = response.text().await.unwrap();
+    assert!(body.contains("Enter a valid email address."));
+    assert!(body.contains("value=\"not-an-email\""), "typed values are kept");
+
+    let response = app
+        .post_form(
+            "/setup",
+            &[
+                ("token", token),
+                ("email", "ada@example.com"),
+                ("name", "Ada"),
+                ("password", PASSWORD),
+                ("password_confirmation", PASSWORD),
+            ],
+        )
+        .await;
+    assert_eq!(response.status(), 303);
+    let (status, body) = app.browser.get_html("/").await;
+    assert_eq!(status, 200);
+    assert!(body.contains("Welcome! Your admin account is ready."));
+    assert!(body.contains("ada@example.com"));
+
+    // The link works once.
+    let other = app.new_browser();
+    let (status, _) = other.get_html(path).await;
+    assert_eq!(status, 400);
+    let response = other
+        .post_form(
+            "/setup",
+            &[
+                ("token", token),
+                ("email", "eve@example.com"),
+                ("name", "Eve"),
+                ("password", PASSWORD),
+                ("password_confirmation", PASSWORD),
+            ],
+        )
+        .await;
+    assert_eq!(response.status(), 400);
+    let admins: i64 = {
+        use diesel::prelude::*;
+        use referdesk::db::schema::team_members;
+        team_members::table.count().get_result(&mut app.conn()).unwrap()
+    };
+    assert_eq!(admins, 1);
+}
+
+async fn sign_in_with_the_right_password_reaches_the_dashboard() {
+    let app = TestApp::spawn().await;
+    app.create_member("sam@example.com", Role::Support, PASSWORD);
+    let response = app.browser.login("Sam@Example.com", PASSWORD).await;
+    assert_eq!(response.status(), 303);
+    assert_eq!(location(&response), "/");
+    let (status, body) = app.browser.get_html("/").await;
+    assert_eq!(status, 200);
+    assert!(body.contains("Dashboard"));
+    assert!(body.contains("sam@example.com"));
+
+    // `next` brings the member back where they were going, but never off-site.
+    let other = app.new_browser();
+    other.get_html("/login?next=/customers").await;
+    let response = other
+        .post_form(
+            "/login",
+            &[
+                ("email", "sam@example.com"),
+                ("password", PASSWORD),
+                ("next", "//evil.example"),
+            ],
+        )
+        .await;
+    assert_eq!(location(&response), "/");
+}
+
+async fn wrong_password_and_unknown_email_get_the_same_answer() {
+    let app = TestApp::spawn().await;
+    app.create_member("sam@example.com", Role::Support, PASSWORD);
+    let wrong = app.browser.login("sam@example.com", "wrong password!!").await;
+    assert_eq!(wrong.status(), 401);
+    let wrong_body = wrong.text().await.unwrap();
+    let unknown = app.browser.login("nobody@example.com", "wrong password!!").await;
+    assert_eq!(unknown.status(), 401);
+    let unknown_body = unknown.text().await.unwrap();
+    assert!(wrong_body.contains("The email or password is incorrect."));
+    assert!(unknown_body.contains("The email or password is incorrect."));
+    let (status, _) = app.browser.get_html("/").await;
+    assert_ne!(status, 200, "still signed out");
+}
+
+async fn repeated_failures_are_throttled() {
+    let app = TestApp::spawn().await;
+    app.create_member("sam@example.com", Role::Support, PASSWORD);
+    for _ in 0..5 {
+        let response = app.browser.login("sam@example.com", "wrong password!!").await;
+        assert_eq!(response.status(), 401);
+    }
+    // Even the right password is refused while throttled.
+    let response = app.browser.login("sam@example.com", PASSWORD).await;
+    assert_eq!(response.status(), 429);
+    assert!(response.headers().contains_key("retry-after"));
+    assert!(response
+        .text()
+        .await
+        .unwrap()
+        .contains("Too many failed sign-in attempts"));
+}
+
+async fn anonymous_visitors_are_sent_to_login() {
+    let app = TestApp::spawn().await;
+    let response = app.get("/").await;
+    assert_eq!(response.status(), 303);
+    assert_eq!(location(&response), "/login?next=%2F");
+}
+
+async fn post_without_csrf_token_changes_nothing() {
+    let app = TestApp::spawn().await;
+    app.login_as(Role::Viewer).await;
+    let response = app
+        .browser
+        .client
+        .post(app.browser.url("/logout"))
+        .form(&[("x", "1")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
+    let response = app.post_form("/logout", &[("csrf_token", "forged")]).await;
+    assert_eq!(response.status(), 403);
+    let (status, _) = app.browser.get_html("/").await;
+    assert_eq!(status, 200, "the session survived the forged logouts");
+}
+
+async fn cross_origin_post_is_refused() {
+    let app = TestApp::spawn().await;
+    app.login_as(Role::Viewer).await;
+    let csrf = app.browser.csrf().await;
+    let response = app
+        .browser
+        .client
+        .post(app.browser.url("/logout"))
+        .header("Origin", "https://evil.example")
+        .form(&[("csrf_token", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
+    let (status, _) = app.browser.get_html("/").await;
+    assert_eq!(status, 200);
+}
+
+async fn viewer_cannot_reach_an_admin_page() {
+    let app = TestApp::spawn().await;
+    app.login_as(Role::Viewer).await;
+    let response = app.get("/team").await;
+    assert_eq!(response.status(), 403);
+    assert!(response
+        .text()
+        .await
+        .unwrap()
+        .contains("Your role does not allow this."));
+
+    let admin = app.new_browser();
+    app.create_member("boss@example.com", Role::Admin, PASSWORD);
+    admin.login("boss@example.com", PASSWORD).await;
+    let (status, body) = admin.get_html("/team").await;
+    assert_eq!(status, 200);
+    assert!(body.contains("boss@example.com"));
+}
+
+async fn logout_ends_the_session_for_the_old_cookie() {
+    let app = TestApp::spawn().await;
+    app.login_as(Role::Viewer).await;
+    let response = app.get("/").await;
+    assert_eq!(response.status(), 200);
+    let cookie = session_cookie(&app.browser).expect("signed-in cookie");
+
+    let response = app.post_form("/logout", &[]).await;
+    assert_eq!(response.status(), 303);
+
+    // Replaying the old cookie, as a stolen copy would, no longer works.
+    let replay = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let response = replay
+        .get(app.browser.url("/"))
+        .header("Cookie", format!("referdesk_session={cookie}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 303);
+    assert!(location(&response).starts_with("/login"));
+}
+
+fn session_cookie(browser: &Browser) -> Option<String> {
+    browser
+        .cookies()
+        .split("; ")
+        .find_map(|pair| pair.strip_prefix("referdesk_session="))
+        .map(str::to_string)
+}
+
+async fn session_id_changes_at_sign_in() {
+    let app = TestApp::spawn().await;
+    app.create_member("sam@example.com", Role::Support, PASSWORD);
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let response = client.get(app.browser.url("/login")).send().await.unwrap();
+    let before = set_cookie(&response).expect("the login page starts a session");
+    let body = response.text().await.unwrap();
+    let csrf = crate::helpers::csrf_in(&body).unwrap();
+    let response = client
+        .post(app.browser.url("/login"))
+        .header("Cookie", format!("referdesk_session={before}"))
+        .form(&[
+            ("csrf_token", csrf.as_str()),
+            ("email", "sam@example.com"),
+            ("password", PASSWORD),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 303);
+    let cookie_header = response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|value| value.to_str().unwrap().to_string())
+        .find(|value| value.starts_with("referdesk_session="))
+        .expect("a new cookie at sign-in");
+    assert!(cookie_header.contains("HttpOnly"));
+    assert!(cookie_header.contains("SameSite=Lax"));
+    let after = set_cookie(&response).unwrap();
+    assert_ne!(before, after);
+
+    // The pre-login cookie is not signed in.
+    let response = client
+        .get(app.browser.url("/"))
+        .header("Cookie", format!("referdesk_session={before}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 303);
+    let response = client
+        .get(app.browser.url("/"))
+        .header("Cookie", format!("referdesk_session={after}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+}
+
+fn set_cookie(response: &reqwest::Response) -> Option<String> {
+    response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .find_map(|value| value.strip_prefix("referdesk_session="))
+        .map(|rest| rest.split(';').next().unwrap_or_default().to_string())
+}
+
+async fn disabled_member_cannot_sign_in() {
+    use diesel::prelude::*;
+    use referdesk::db::schema::team_members;
+    let app = TestApp::spawn().await;
+    let id = app.login_as(Role::Support).await;
+    diesel::update(team_members::table.find(id))
+        .set(team_members::disabled.eq(true))
+        .execute(&mut app.conn())
+        .unwrap();
+    let response = app.get("/").await;
+    assert_eq!(
+        response.status(),
+        303,
+        "a disabled member's session stops working"
+    );
+}
+
+async fn security_headers_are_set() {
+    let app = TestApp::spawn().await;
+    let response = app.get("/login").await;
+    let headers = response.headers();
+    assert_eq!(headers["x-frame-options"], "DENY");
+    assert_eq!(headers["x-content-type-options"], "nosniff");
+    assert!(headers["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .contains("script-src 'self'"));
+    assert!(headers.contains_key("referrer-policy"));
+}
+
+async fn health_and_readiness() {
+    let app = TestApp::spawn().await;
+    assert_eq!(app.get("/healthz").await.status(), 200);
+    assert_eq!(app.get("/readyz").await.status(), 200);
+    let css = app.get("/static/style.css").await;
+    assert_eq!(css.status(), 200);
+    assert!(css.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/css"));
+}
+
+async fn unknown_pages_get_a_styled_404() {
+    let app = TestApp::spawn().await;
+    let response = app.get("/no/such/page").await;
+    assert_eq!(response.status(), 404);
+    assert!(response.text().await.unwrap().contains("/static/style.css"));
+}

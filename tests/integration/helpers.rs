@@ -1,0 +1,349 @@
+//! `TestApp`: a running Referdesk on a free port with its own database, plus a browser-like
+//! HTTP client that keeps cookies and fills in CSRF tokens.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
+
+use diesel::{Connection, PgConnection, RunQueryDsl};
+use referdesk::config::Config;
+use referdesk::db::embedded::EmbeddedPostgres;
+use referdesk::db::{self, DbPool};
+use referdesk::domain::team::{self, NewMember, Role};
+use referdesk::domain::Actor;
+use referdesk::Application;
+
+/// The PostgreSQL server of this test run and the template every test database copies.
+pub struct TestDatabase {
+    admin_url: String,
+    prefix: String,
+    cluster: Option<EmbeddedPostgres>,
+    scratch: std::path::PathBuf,
+}
+
+static SERVER: OnceLock<(String, String, std::path::PathBuf)> = OnceLock::new();
+static CREATE_LOCK: Mutex<()> = Mutex::new(());
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+impl TestDatabase {
+    /// Uses `DATABASE_URL`'s server when set, else a private cluster for this run.
+    pub fn start() -> TestDatabase {
+        let prefix = format!(
+            "rdtest_{}_{}",
+            std::process::id(),
+            referdesk::domain::random_token(6).to_lowercase()
+        );
+        let scratch = std::env::temp_dir().join(&prefix);
+        std::fs::create_dir_all(&scratch).expect("scratch dir");
+        let (admin_url, cluster) = match std::env::var("DATABASE_URL").ok().filter(|url| !url.is_empty()) {
+            Some(url) => (db::url_with_database(&url, "postgres"), None),
+            None => {
+                let cluster = EmbeddedPostgres::start(&scratch.join("postgres"))
+                    .expect("tests need PostgreSQL: set DATABASE_URL or install the server binaries");
+                (cluster.url("postgres"), Some(cluster))
+            }
+        };
+        let template = format!("{prefix}_template");
+        let mut admin = PgConnection::establish(&admin_url).expect("connect to the test server");
+        diesel::sql_query(format!("CREATE DATABASE {template}"))
+            .execute(&mut admin)
+            .expect("create template");
+        db::prepare(&db::url_with_database(&admin_url, &template)).expect("migrate the template");
+        SERVER
+            .set((admin_url.clone(), prefix.clone(), scratch.clone()))
+            .ok();
+        TestDatabase {
+            admin_url,
+            prefix,
+            cluster,
+            scratch,
+        }
+    }
+
+    /// Drops this run's databases (and stops the private cluster, if any).
+    pub fn finish(mut self) {
+        if let Ok(mut admin) = PgConnection::establish(&self.admin_url) {
+            #[derive(diesel::QueryableByName)]
+            struct Name {
+                #[diesel(sql_type = diesel::sql_types::Text)]
+                datname: String,
+            }
+            let names: Vec<Name> = diesel::sql_query(format!(
+                "SELECT datname FROM pg_database WHERE datname LIKE '{}%'",
+                self.prefix
+            ))
+            .load(&mut admin)
+            .unwrap_or_default();
+            for name in names {
+                let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", name.datname))
+                    .execute(&mut admin);
+            }
+        }
+        if let Some(mut cluster) = self.cluster.take() {
+            cluster.stop();
+        }
+        let _ = std::fs::remove_dir_all(&self.scratch);
+    }
+}
+
+/// A fresh database copied from the migrated template; returns its URL.
+pub fn fresh_database() -> String {
+    let (admin_url, prefix, _) = SERVER.get().expect("TestDatabase::start ran");
+    let name = format!("{prefix}_{}", COUNTER.fetch_add(1, Ordering::SeqCst));
+    let _guard = CREATE_LOCK
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut admin = PgConnection::establish(admin_url).expect("connect to the test server");
+    diesel::sql_query(format!("CREATE DATABASE {name} TEMPLATE {prefix}_template"))
+        .execute(&mut admin)
+        .expect("create test database");
+    db::url_with_database(admin_url, &name)
+}
+
+/// Runs an async test body on its own runtime.
+pub fn run<F: Future<Output = ()>>(test: F) {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+        .block_on(test)
+}
+
+/// Registers async test functions as trials: `trials![module::test_a, module::test_b]`.
+#[macro_export]
+macro_rules! trials {
+    ($($test:path),* $(,)?) => {
+        vec![$(
+            libtest_mimic::Trial::test(
+                concat!(module_path!(), "::", stringify!($test)).trim_start_matches("integration::"),
+                || { $crate::helpers::run($test()); Ok(()) },
+            )
+        ),*]
+    };
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub setup_url: Option<String>,
+    pub database_url: String,
+    pub pool: DbPool,
+    pub browser: Browser,
+    handle: actix_web::dev::ServerHandle,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        // Sends the stop command now; the server's own thread finishes the shutdown.
+        drop(self.handle.stop(false));
+    }
+}
+
+pub fn test_config(database_url: &str) -> Config {
+    let (_, _, scratch) = SERVER.get().expect("TestDatabase::start ran");
+    Config {
+        database_url: Some(database_url.to_string()),
+        bind: "127.0.0.1:0".into(),
+        data_dir: scratch.join(format!("data_{}", COUNTER.fetch_add(1, Ordering::SeqCst))),
+        secret: Some("test-secret-test-secret-test-secret-0123456789".into()),
+        public_url: "http://127.0.0.1".into(),
+        pool_size: 5,
+        smtp_url: None,
+        mail_from: "Referdesk <referdesk@test.invalid>".into(),
+        api_rate_per_minute: 100_000,
+        workers: 2,
+    }
+}
+
+impl TestApp {
+    pub async fn spawn() -> TestApp {
+        let database_url = fresh_database();
+        TestApp::spawn_with(test_config(&database_url)).await
+    }
+
+    /// Starts the real server in its own actix system thread.
+    pub async fn spawn_with(config: Config) -> TestApp {
+        let database_url = config.database_url.clone().expect("tests give a database");
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            actix_web::rt::System::new().block_on(async move {
+                match Application::build(config).await {
+                    Ok(app) => {
+                        let _ = sender.send(Ok((app.port(), app.setup_url.clone(), app.handle())));
+                        let _ = app.run_until_stopped().await;
+                    }
+                    Err(error) => {
+                        let _ = sender.send(Err(format!("{error:#}")));
+                    }
+                }
+            })
+        });
+        let (port, setup_url, handle) = receiver.recv().expect("server thread").expect("server starts");
+        let address = format!("http://127.0.0.1:{port}");
+        TestApp {
+            browser: Browser::new(&address),
+            address,
+            setup_url,
+            pool: db::build_pool(&database_url, 2),
+            database_url,
+            handle,
+        }
+    }
+
+    /// A direct database connection for assertions.
+    pub fn conn(&self) -> db::DbConn {
+        self.pool.get().expect("test database connection")
+    }
+
+    /// Creates a member directly in the database.
+    pub fn create_member(&self, email: &str, role: Role, password: &str) -> i64 {
+        let new =
+            NewMember::parse(email, "Test Member", role.as_str(), Some(password)).expect("valid member");
+        team::create_member(&mut self.conn(), &Actor::system(), new)
+            .expect("member created")
+            .id
+    }
+
+    /// A second browser with its own cookies.
+    pub fn new_browser(&self) -> Browser {
+        Browser::new(&self.address)
+    }
+
+    /// Creates a member with `role` and signs the default browser in as them.
+    pub async fn login_as(&self, role: Role) -> i64 {
+        let email = format!(
+            "{}-{}@example.com",
+            role.as_str(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        );
+        let id = self.create_member(&email, role, PASSWORD);
+        let response = self.browser.login(&email, PASSWORD).await;
+        assert_eq!(response.status(), 303, "login as {role} failed");
+        id
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.browser.get(path).await
+    }
+
+    pub async fn post_form(&self, path: &str, fields: &[(&str, &str)]) -> reqwest::Response {
+        self.browser.post_form(path, fields).await
+    }
+}
+
+pub const PASSWORD: &str = "correct horse battery";
+
+/// A cookie-keeping client that behaves like a browser without JavaScript.
+pub struct Browser {
+    pub address: String,
+    pub client: reqwest::Client,
+    jar: std::sync::Arc<reqwest::cookie::Jar>,
+    csrf: Mutex<Option<String>>,
+}
+
+impl Browser {
+    pub fn new(address: &str) -> Browser {
+        let jar = std::sync::Arc::new(reqwest::cookie::Jar::default());
+        Browser {
+            address: address.to_string(),
+            jar: jar.clone(),
+            client: reqwest::Client::builder()
+                .cookie_provider(jar)
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .expect("http client"),
+            csrf: Mutex::new(None),
+        }
+    }
+
+    /// The `Cookie` header this browser would send.
+    pub fn cookies(&self) -> String {
+        use reqwest::cookie::CookieStore;
+        self.jar
+            .cookies(&self.address.parse().expect("address is a URL"))
+            .and_then(|value| value.to_str().ok().map(str::to_string))
+            .unwrap_or_default()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    /// GET; remembers the CSRF token of any page it sees, as a browser keeps the form.
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client.get(self.url(path)).send().await.expect("GET")
+    }
+
+    /// GET and read the body as text, remembering the page's CSRF token.
+    pub async fn get_html(&self, path: &str) -> (u16, String) {
+        let response = self.get(path).await;
+        let status = response.status().as_u16();
+        let body = response.text().await.expect("body");
+        if let Some(token) = csrf_in(&body) {
+            *self.csrf.lock().unwrap() = Some(token);
+        }
+        (status, body)
+    }
+
+    /// The CSRF token of this browser's session (fetched from a page when unknown).
+    pub async fn csrf(&self) -> String {
+        if let Some(token) = self.csrf.lock().unwrap().clone() {
+            return token;
+        }
+        let (_, body) = self.get_html("/login").await;
+        match csrf_in(&body) {
+            Some(token) => token,
+            None => {
+                let (_, body) = self.get_html("/").await;
+                csrf_in(&body).expect("a page with a CSRF token")
+            }
+        }
+    }
+
+    pub fn forget_csrf(&self) {
+        *self.csrf.lock().unwrap() = None;
+    }
+
+    /// POSTs a form, adding this session's CSRF token unless the fields carry one.
+    pub async fn post_form(&self, path: &str, fields: &[(&str, &str)]) -> reqwest::Response {
+        let mut fields: Vec<(String, String)> = fields
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        if !fields.iter().any(|(key, _)| key == "csrf_token") {
+            fields.push(("csrf_token".into(), self.csrf().await));
+        }
+        self.client
+            .post(self.url(path))
+            .form(&fields)
+            .send()
+            .await
+            .expect("POST")
+    }
+
+    /// Signs in through the login form; the CSRF token is fetched afresh afterwards.
+    pub async fn login(&self, email: &str, password: &str) -> reqwest::Response {
+        self.forget_csrf();
+        let response = self
+            .post_form("/login", &[("email", email), ("password", password)])
+            .await;
+        self.forget_csrf();
+        response
+    }
+}
+
+/// The value of the first `csrf_token` hidden input in a page.
+pub fn csrf_in(html: &str) -> Option<String> {
+    let at = html.find("name=\"csrf_token\" value=\"")? + "name=\"csrf_token\" value=\"".len();
+    let end = html[at..].find('"')? + at;
+    Some(html[at..end].to_string())
+}
+
+pub fn location(response: &reqwest::Response) -> String {
+    response
+        .headers()
+        .get("location")
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default()
+        .to_string()
+}

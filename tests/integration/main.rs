@@ -1,0 +1,20 @@
+//! The one integration-test binary. It drives the real server over HTTP, each test with its
+//! own freshly migrated database.
+//!
+//! It uses its own `main` (libtest-mimic) so that it can start one private PostgreSQL
+//! cluster for the whole run when `DATABASE_URL` is unset, and stop it afterwards.
+
+#[allow(dead_code)]
+mod helpers;
+
+mod auth;
+
+fn main() {
+    let args = libtest_mimic::Arguments::from_args();
+    let database = helpers::TestDatabase::start();
+    let mut trials = Vec::new();
+    trials.extend(auth::tests());
+    let conclusion = libtest_mimic::run(&args, trials);
+    database.finish();
+    conclusion.exit();
+}
