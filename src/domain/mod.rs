@@ -2,6 +2,7 @@
 //! Nothing in here knows about HTTP; the dashboard and the API both call these.
 
 pub mod audit;
+pub mod customers;
 pub mod dashboard;
 pub mod programs;
 pub mod sessions;
