@@ -15,7 +15,7 @@ pub type FieldErrors = BTreeMap<String, Vec<String>>;
 pub enum Error {
     #[error("Not found.")]
     NotFound,
-    #[error("Please sign in.")]
+    #[error("Unauthenticated.")]
     Unauthenticated,
     #[error("{0}")]
     Forbidden(String),

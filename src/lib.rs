@@ -3,6 +3,7 @@
 //! `main.rs` and the integration tests both start the server through [`Application`], so
 //! tests exercise exactly what runs in production.
 
+pub mod api;
 pub mod config;
 pub mod db;
 pub mod domain;
@@ -31,6 +32,7 @@ use crate::error::Error;
 pub struct AppState {
     pub pool: DbPool,
     pub config: Config,
+    pub api_limiter: api::throttle::RateLimiter,
 }
 
 pub struct Application {
@@ -77,6 +79,7 @@ impl Application {
         let state = Data::new(AppState {
             pool: pool.clone(),
             config: config.clone(),
+            api_limiter: api::throttle::RateLimiter::per_minute(config.api_rate_per_minute),
         });
         let store = web::session_store::PgSessionStore::new(pool.clone());
 
@@ -116,6 +119,7 @@ impl Application {
                 )
                 .wrap(from_fn(log_request))
                 .configure(web::routes)
+                .configure(api::routes)
                 .default_service(actix_web::web::to(web::not_found))
         })
         .workers(config.workers)

@@ -4,7 +4,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use diesel::{Connection, PgConnection};
 use referdesk::config::Config;
-use referdesk::domain::{team, Actor};
+use referdesk::domain::{programs, team, tokens, Actor};
 use referdesk::error::Error;
 use referdesk::{db, resolve_database, Application};
 
@@ -29,6 +29,23 @@ enum Command {
     User {
         #[command(subcommand)]
         command: UserCommand,
+    },
+    /// Manage API tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create an API token for a program and print it (once) on stdout.
+    Create {
+        /// The program's slug, e.g. `default`.
+        #[arg(long, default_value = "default")]
+        program: String,
+        #[arg(long)]
+        name: String,
     },
 }
 
@@ -88,6 +105,23 @@ fn main() -> anyhow::Result<()> {
                 Ok(())
             })
         }
+        Command::Token {
+            command: TokenCommand::Create { program, name },
+        } => with_database(&config, move |conn| {
+            let program = programs::find_by_slug(conn, &program)
+                .map_err(|_| anyhow::anyhow!("no program with slug {program:?}"))?;
+            let actor = Actor {
+                label: "cli".into(),
+                ..Actor::system()
+            };
+            let (_, secret) = tokens::create(conn, program.id, &name, &actor).map_err(describe)?;
+            eprintln!(
+                "Created API token {name:?} for program {:?}. It is shown only now:",
+                program.slug
+            );
+            println!("{secret}");
+            Ok(())
+        }),
     }
 }
 

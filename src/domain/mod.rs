@@ -7,6 +7,7 @@ pub mod dashboard;
 pub mod programs;
 pub mod sessions;
 pub mod team;
+pub mod tokens;
 
 use rand::distributions::Alphanumeric;
 use rand::Rng;

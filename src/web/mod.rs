@@ -1,6 +1,7 @@
 //! The server-rendered dashboard: routes, middleware, handlers and their templates.
 
 pub mod access;
+pub mod api_tokens;
 pub mod assets;
 pub mod auth;
 pub mod context;
@@ -28,7 +29,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/setup", web::post().to(auth::setup))
         .route("/program", web::post().to(auth::switch_program))
         .route("/", web::get().to(dashboard::show))
-        .route("/team", web::get().to(team::index));
+        .route("/team", web::get().to(team::index))
+        .route("/api", web::get().to(api_tokens::docs))
+        .route("/api-tokens", web::get().to(api_tokens::index))
+        .route("/api-tokens", web::post().to(api_tokens::create))
+        .route("/api-tokens/{id}/revoke", web::post().to(api_tokens::revoke));
 }
 
 /// Renders a page with 200 OK.

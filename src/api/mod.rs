@@ -1,0 +1,59 @@
+//! The `/v1` JSON API, wire-compatible with Partnero's refer-a-friend customers API.
+//!
+//! Handlers here are thin: they read JSON, call the same domain functions as the dashboard,
+//! and shape the answers like the original service (`{"data": ..., "status": 1}`).
+//! Every answer is JSON with `Content-Type: application/json` exactly — one widely used
+//! client decodes nothing else.
+
+pub mod auth;
+pub mod body;
+pub mod openapi;
+pub mod throttle;
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpResponse};
+use serde::Serialize;
+
+use crate::error::{ApiError, Error};
+
+pub use auth::ApiClient;
+
+/// The largest request body the API reads.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::scope("/v1").service(
+            web::resource("/openapi.json")
+                .route(web::get().to(openapi::document))
+                .default_service(web::to(method_not_allowed)),
+        ),
+    );
+}
+
+/// A JSON answer with the exact content type clients expect.
+pub fn json<T: Serialize>(status: StatusCode, body: &T) -> HttpResponse {
+    match serde_json::to_string(body) {
+        Ok(text) => HttpResponse::build(status)
+            .insert_header(("Content-Type", "application/json"))
+            .body(text),
+        Err(error) => Error::Internal(anyhow::anyhow!("could not encode JSON: {error}")).json_response(),
+    }
+}
+
+/// `{"data": ..., "status": 1}`
+pub fn data<T: Serialize>(status: StatusCode, data: &T) -> HttpResponse {
+    json(status, &serde_json::json!({ "data": data, "status": 1 }))
+}
+
+/// `{"status": 1}` for actions without a body.
+pub fn done() -> HttpResponse {
+    json(StatusCode::OK, &serde_json::json!({ "status": 1 }))
+}
+
+pub async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
+    Ok(json(
+        StatusCode::METHOD_NOT_ALLOWED,
+        &serde_json::json!({ "message": "The method is not supported for this route." }),
+    ))
+}
