@@ -28,6 +28,8 @@ pub enum Error {
     TooManyRequests { message: String, retry_after_secs: u64 },
     #[error("The request body is too large.")]
     PayloadTooLarge,
+    #[error("The method is not supported for this route.")]
+    MethodNotAllowed,
     #[error("The database is unavailable. Please try again in a moment.")]
     Unavailable,
     #[error(transparent)]
@@ -74,6 +76,7 @@ impl Error {
             Error::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Error::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Error::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

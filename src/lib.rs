@@ -117,6 +117,7 @@ impl Application {
                         .add(("X-Content-Type-Options", "nosniff"))
                         .add(("Referrer-Policy", "same-origin")),
                 )
+                .wrap(from_fn(web::error_pages::fill_empty_errors))
                 .wrap(from_fn(log_request))
                 .configure(web::routes)
                 .configure(api::routes)

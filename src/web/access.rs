@@ -185,3 +185,72 @@ pub fn urlencode(value: &str) -> String {
         .map(|encoded| encoded.trim_start_matches('=').to_string())
         .unwrap_or_default()
 }
+
+/// Every route registration in the given source text: `web::resource("PATH")` followed by
+/// `.route(web::METHOD()` calls, and `.route("PATH", web::METHOD()` shortcuts.
+#[cfg(test)]
+fn registered_routes(source: &str) -> Vec<(String, String)> {
+    fn method_after(text: &str) -> Option<String> {
+        let method = text.trim_start().strip_prefix("web::")?;
+        Some(method.split('(').next()?.to_uppercase())
+    }
+    fn string_at(text: &str) -> Option<(&str, &str)> {
+        let inner = text.trim_start().strip_prefix('"')?;
+        let end = inner.find('"')?;
+        Some((&inner[..end], &inner[end + 1..]))
+    }
+    let mut found = Vec::new();
+    for (index, piece) in source.split("web::resource(").enumerate() {
+        let (resource_path, body) = match (index, string_at(piece)) {
+            (0, _) | (_, None) => (None, piece),
+            (_, Some((path, rest))) => (Some(path), rest),
+        };
+        for call in body.split(".route(").skip(1) {
+            if let Some((path, rest)) = string_at(call) {
+                if let Some(method) = method_after(rest.trim_start().trim_start_matches(',')) {
+                    found.push((method, path.to_string()));
+                }
+            } else if let (Some(path), Some(method)) = (resource_path, method_after(call)) {
+                found.push((method, path.to_string()));
+            }
+        }
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every route the app registers has a rule, and every rule names a real route — so a
+    /// new route cannot be added without deciding who may use it.
+    #[test]
+    fn every_registered_route_has_exactly_one_rule() {
+        let sources = [include_str!("mod.rs"), include_str!("../api/mod.rs")];
+        let registered: Vec<(String, String)> = sources
+            .iter()
+            .flat_map(|source| registered_routes(source))
+            .collect();
+        assert!(
+            registered.len() >= 10,
+            "found the route registrations: {registered:?}"
+        );
+        for (method, path) in &registered {
+            let rules = RULES
+                .iter()
+                .filter(|rule| rule.method == method && rule.path == path)
+                .count();
+            assert_eq!(rules, 1, "{method} {path} needs exactly one rule in RULES");
+        }
+        for rule in RULES {
+            assert!(
+                registered
+                    .iter()
+                    .any(|(method, path)| method == rule.method && path == rule.path),
+                "rule {} {} names no registered route",
+                rule.method,
+                rule.path
+            );
+        }
+    }
+}

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod context;
 pub mod csrf;
 pub mod dashboard;
+pub mod error_pages;
 pub mod health;
 pub mod session_store;
 pub mod team;
@@ -19,21 +20,31 @@ use crate::error::Error;
 
 /// Registers every dashboard route. Each must also have a line in [`access::RULES`].
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(health::healthz))
-        .route("/readyz", web::get().to(health::readyz))
-        .route("/static/{file}", web::get().to(assets::serve))
-        .route("/login", web::get().to(auth::login_form))
-        .route("/login", web::post().to(auth::login))
-        .route("/logout", web::post().to(auth::logout))
-        .route("/setup", web::get().to(auth::setup_form))
-        .route("/setup", web::post().to(auth::setup))
-        .route("/program", web::post().to(auth::switch_program))
-        .route("/", web::get().to(dashboard::show))
-        .route("/team", web::get().to(team::index))
-        .route("/api", web::get().to(api_tokens::docs))
-        .route("/api-tokens", web::get().to(api_tokens::index))
-        .route("/api-tokens", web::post().to(api_tokens::create))
-        .route("/api-tokens/{id}/revoke", web::post().to(api_tokens::revoke));
+    // One resource per path, so a wrong method is a 405 rather than a 404.
+    cfg.service(web::resource("/healthz").route(web::get().to(health::healthz)))
+        .service(web::resource("/readyz").route(web::get().to(health::readyz)))
+        .service(web::resource("/static/{file}").route(web::get().to(assets::serve)))
+        .service(
+            web::resource("/login")
+                .route(web::get().to(auth::login_form))
+                .route(web::post().to(auth::login)),
+        )
+        .service(web::resource("/logout").route(web::post().to(auth::logout)))
+        .service(
+            web::resource("/setup")
+                .route(web::get().to(auth::setup_form))
+                .route(web::post().to(auth::setup)),
+        )
+        .service(web::resource("/program").route(web::post().to(auth::switch_program)))
+        .service(web::resource("/").route(web::get().to(dashboard::show)))
+        .service(web::resource("/team").route(web::get().to(team::index)))
+        .service(web::resource("/api").route(web::get().to(api_tokens::docs)))
+        .service(
+            web::resource("/api-tokens")
+                .route(web::get().to(api_tokens::index))
+                .route(web::post().to(api_tokens::create)),
+        )
+        .service(web::resource("/api-tokens/{id}/revoke").route(web::post().to(api_tokens::revoke)));
 }
 
 /// Renders a page with 200 OK.

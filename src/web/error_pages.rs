@@ -1,0 +1,73 @@
+//! No error answer leaves the server empty.
+//!
+//! actix answers some errors itself with an empty body — 405 for a wrong method, 400 for
+//! an unreadable request, an opaque 500 when the session store cannot reach the database.
+//! This outermost middleware gives each of them the same face as our own errors: a styled
+//! page on the dashboard, a JSON body on `/v1`. An empty 500 while the database is away
+//! becomes the 503 it really is.
+
+use actix_web::body::{BodySize, EitherBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::StatusCode;
+use actix_web::middleware::Next;
+use actix_web::web::Data;
+use diesel::RunQueryDsl;
+
+use crate::db;
+use crate::error::{ApiError, Error};
+use crate::AppState;
+
+pub async fn fill_empty_errors(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    let is_api = req.path().starts_with("/v1");
+    let state = req.app_data::<Data<AppState>>().cloned();
+    let (status, response) = match next.call(req).await {
+        Ok(response) => {
+            let status = response.status();
+            let empty = matches!(
+                response.response().body().size(),
+                BodySize::None | BodySize::Sized(0)
+            );
+            if !(empty && (status.is_client_error() || status.is_server_error())) {
+                return Ok(response.map_into_left_body());
+            }
+            (status, Some(response))
+        }
+        Err(error) => (error.as_response_error().status_code(), None),
+    };
+    let error = match status {
+        StatusCode::NOT_FOUND => Error::NotFound,
+        StatusCode::METHOD_NOT_ALLOWED => Error::MethodNotAllowed,
+        StatusCode::PAYLOAD_TOO_LARGE => Error::PayloadTooLarge,
+        StatusCode::BAD_REQUEST => Error::BadRequest("The request could not be understood.".into()),
+        status if status.is_server_error() => match state {
+            Some(state) if !database_answers(&state).await => Error::Unavailable,
+            _ => Error::Internal(anyhow::anyhow!("an empty {status} answer")),
+        },
+        _ => Error::BadRequest(status.canonical_reason().unwrap_or("Bad request").to_string() + "."),
+    };
+    match response {
+        Some(original) => {
+            let rendered = if is_api {
+                error.json_response()
+            } else {
+                error.html_response()
+            };
+            Ok(original.into_response(rendered).map_into_right_body())
+        }
+        // The request is gone with the error; an error whose own rendering is ours will do.
+        None if is_api => Err(ApiError(error).into()),
+        None => Err(error.into()),
+    }
+}
+
+async fn database_answers(state: &AppState) -> bool {
+    db::run(&state.pool, |conn| {
+        diesel::sql_query("SELECT 1").execute(conn)?;
+        Ok(())
+    })
+    .await
+    .is_ok()
+}
