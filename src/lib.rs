@@ -8,6 +8,7 @@ pub mod config;
 pub mod db;
 pub mod domain;
 pub mod error;
+pub mod seed;
 pub mod web;
 
 use std::net::TcpListener;

@@ -30,6 +30,13 @@ enum Command {
         #[command(subcommand)]
         command: UserCommand,
     },
+    /// Fill a program with generated customers (for benchmarks and demos).
+    Seed {
+        #[arg(long, default_value = "default")]
+        program: String,
+        #[arg(long, default_value_t = 1_000_000)]
+        customers: i64,
+    },
     /// Manage API tokens.
     Token {
         #[command(subcommand)]
@@ -105,6 +112,9 @@ fn main() -> anyhow::Result<()> {
                 Ok(())
             })
         }
+        Command::Seed { program, customers } => with_database(&config, move |conn| {
+            referdesk::seed::seed(conn, &program, customers).map_err(describe)
+        }),
         Command::Token {
             command: TokenCommand::Create { program, name },
         } => with_database(&config, move |conn| {
