@@ -23,6 +23,10 @@ pub struct Config {
     pub smtp_url: Option<String>,
     /// `REFERDESK_MAIL_FROM`: the sender of invite emails.
     pub mail_from: String,
+    /// `REFERDESK_MAIL_MAX_ATTEMPTS`: delivery attempts before a message is marked failed.
+    pub mail_max_attempts: u32,
+    /// `REFERDESK_MAIL_RETRY_SECS`: the first retry delay; it doubles per attempt (max 1h).
+    pub mail_retry_base_secs: u64,
     /// `REFERDESK_API_RATE`: requests per minute allowed per API token.
     pub api_rate_per_minute: u32,
     /// `REFERDESK_WORKERS`: HTTP worker threads (default: one per CPU core).
@@ -65,6 +69,8 @@ impl Config {
             smtp_url: var("REFERDESK_SMTP_URL"),
             mail_from: var("REFERDESK_MAIL_FROM")
                 .unwrap_or_else(|| "Referdesk <referdesk@localhost>".to_string()),
+            mail_max_attempts: parse_var("REFERDESK_MAIL_MAX_ATTEMPTS", 5)?.max(1),
+            mail_retry_base_secs: parse_var("REFERDESK_MAIL_RETRY_SECS", 30)?,
             api_rate_per_minute: parse_var("REFERDESK_API_RATE", 600)?,
             workers: parse_var(
                 "REFERDESK_WORKERS",

@@ -7,6 +7,7 @@ pub mod config;
 pub mod db;
 pub mod domain;
 pub mod error;
+pub mod mail;
 pub mod web;
 
 use std::net::TcpListener;
@@ -31,6 +32,8 @@ use crate::error::Error;
 pub struct AppState {
     pub pool: DbPool,
     pub config: Config,
+    /// Tells the mail worker that a message is waiting.
+    pub mail: mail::MailWaker,
 }
 
 pub struct Application {
@@ -40,6 +43,7 @@ pub struct Application {
     pub setup_url: Option<String>,
     pub pool: DbPool,
     embedded: Option<EmbeddedPostgres>,
+    mail: Option<mail::MailWorker>,
 }
 
 /// Where the database is: the configured server, or a private cluster we started.
@@ -74,9 +78,11 @@ impl Application {
         let port = listener.local_addr()?.port();
         let key = Key::derive_from(&config.cookie_secret()?);
         let secure_cookies = config.serves_https();
+        let mail = mail::MailWorker::start(pool.clone(), &config)?;
         let state = Data::new(AppState {
             pool: pool.clone(),
             config: config.clone(),
+            mail: mail.waker(),
         });
         let store = web::session_store::PgSessionStore::new(pool.clone());
 
@@ -128,6 +134,7 @@ impl Application {
             setup_url,
             pool,
             embedded,
+            mail: Some(mail),
         })
     }
 
@@ -140,9 +147,13 @@ impl Application {
         self.server.handle()
     }
 
-    /// Serves until SIGINT/SIGTERM, then stops the embedded database (if any).
+    /// Serves until SIGINT/SIGTERM (or a stop through [`Application::handle`]), then stops
+    /// the mail worker after the message it is sending, and the embedded database (if any).
     pub async fn run_until_stopped(mut self) -> std::io::Result<()> {
         let result = self.server.await;
+        if let Some(worker) = self.mail.take() {
+            let _ = actix_web::rt::task::spawn_blocking(move || worker.stop()).await;
+        }
         if let Some(mut cluster) = self.embedded.take() {
             cluster.stop();
         }

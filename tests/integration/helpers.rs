@@ -150,6 +150,8 @@ pub fn test_config(database_url: &str) -> Config {
         pool_size: 5,
         smtp_url: None,
         mail_from: "Referdesk <referdesk@test.invalid>".into(),
+        mail_max_attempts: 5,
+        mail_retry_base_secs: 30,
         api_rate_per_minute: 100_000,
         workers: 2,
     }
