@@ -7,6 +7,8 @@ pub mod context;
 pub mod csrf;
 pub mod dashboard;
 pub mod health;
+pub mod invites;
+pub mod ledger;
 pub mod session_store;
 pub mod team;
 
@@ -28,7 +30,15 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/setup", web::post().to(auth::setup))
         .route("/program", web::post().to(auth::switch_program))
         .route("/", web::get().to(dashboard::show))
-        .route("/team", web::get().to(team::index));
+        .route("/team", web::get().to(team::index))
+        .route("/customers/{key}/credit", web::get().to(ledger::form))
+        .route("/customers/{key}/credit", web::post().to(ledger::submit))
+        .route("/customers/{key}/invite", web::get().to(invites::customer_form))
+        .route("/customers/{key}/invite", web::post().to(invites::customer_create))
+        .route("/invites", web::get().to(invites::index))
+        .route("/invites/new", web::get().to(invites::new_form))
+        .route("/invites/new", web::post().to(invites::create))
+        .route("/invites/{id}/retry", web::post().to(invites::retry));
 }
 
 /// Renders a page with 200 OK.
