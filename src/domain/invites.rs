@@ -86,7 +86,9 @@ fn push(fields: &mut FieldErrors, field: &str, message: impl Into<String>) {
 
 fn valid_key(key: &str) -> bool {
     (1..=MAX_PERSONALIZATION_KEY_CHARS).contains(&key.len())
-        && key.bytes().all(|byte| byte.is_ascii_alphanumeric() || byte == b'_')
+        && key
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || byte == b'_')
 }
 
 impl NewInvite {
@@ -111,7 +113,10 @@ impl NewInvite {
                         "Name each value with 1 to {MAX_PERSONALIZATION_KEY_CHARS} letters, digits or underscores (got {key:?})."
                     ),
                 );
-            } else if personalization.insert(key.to_string(), value.trim().to_string()).is_some() {
+            } else if personalization
+                .insert(key.to_string(), value.trim().to_string())
+                .is_some()
+            {
                 push(&mut fields, "personalization", format!("{key} is given twice."));
             }
         }
@@ -142,8 +147,16 @@ impl NewInvite {
         } else if check_email(&self.email).is_err() || self.email.parse::<lettre::Address>().is_err() {
             push(fields, "email", "Enter a valid email address.");
         }
-        if self.name.as_ref().is_some_and(|name| name.chars().count() > MAX_NAME_CHARS) {
-            push(fields, "name", format!("Keep the name to {MAX_NAME_CHARS} characters."));
+        if self
+            .name
+            .as_ref()
+            .is_some_and(|name| name.chars().count() > MAX_NAME_CHARS)
+        {
+            push(
+                fields,
+                "name",
+                format!("Keep the name to {MAX_NAME_CHARS} characters."),
+            );
         }
         if self.personalization.len() > MAX_PERSONALIZATION_PAIRS {
             push(
@@ -336,7 +349,12 @@ pub fn create(
 }
 
 /// Puts a failed invite back in the queue, to be sent at once.
-pub fn retry(conn: &mut PgConnection, program_id: i64, actor: &Actor, invite_id: i64) -> Result<Invite, Error> {
+pub fn retry(
+    conn: &mut PgConnection,
+    program_id: i64,
+    actor: &Actor,
+    invite_id: i64,
+) -> Result<Invite, Error> {
     conn.transaction::<_, Error, _>(|conn| {
         let invite: Invite = invites::table
             .filter(invites::program_id.eq(program_id))
@@ -513,7 +531,10 @@ mod tests {
     use super::*;
 
     fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
-        items.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        items
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -527,6 +548,50 @@ mod tests {
         assert_eq!(invite.email, "friend@example.com");
         assert_eq!(invite.name.as_deref(), Some("Bob"));
         assert_eq!(invite.personalization.len(), 2);
+    }
+
+    #[test]
+    fn the_email_escapes_html_and_keeps_text_plain() {
+        let email = InviteEmail {
+            program_name: "Shop & Co".into(),
+            recipient_name: Some("Bob".into()),
+            inviter: Some("Ada <Admin>".into()),
+            referral_link: "https://shop.example.com/?ref=abc".into(),
+            message: Some("Hi <b>there</b>".into()),
+            details: vec![("coupon".into(), "\"SAVE\" & more".into())],
+        };
+        let rendered = email.render().unwrap();
+        assert_eq!(rendered.subject, "Ada <Admin> invites you to join Shop & Co");
+        assert!(rendered
+            .text
+            .starts_with("Hello Bob,\n\nAda <Admin> invites you to join Shop & Co.\n"));
+        assert!(rendered.text.contains("\n    Hi <b>there</b>\n"));
+        assert!(rendered.text.contains("\nhttps://shop.example.com/?ref=abc\n"));
+        assert!(rendered.text.contains("coupon: \"SAVE\" & more"));
+        assert!(
+            rendered.text.lines().all(|line| line.len() <= 76),
+            "short lines stay readable as 7bit"
+        );
+        assert!(rendered.html.contains("Hi &#60;b&#62;there&#60;/b&#62;"));
+        assert!(rendered.html.contains("Ada &#60;Admin&#62;"));
+        assert!(rendered.html.contains("&#34;SAVE&#34; &#38; more"));
+        assert!(rendered
+            .html
+            .contains("href=\"https://shop.example.com/?ref=abc\""));
+        assert!(!rendered.html.contains("<b>"));
+    }
+
+    #[test]
+    fn subjects_never_carry_line_breaks() {
+        let email = InviteEmail {
+            program_name: "Evil\r\nBcc: x@example.com".into(),
+            recipient_name: None,
+            inviter: None,
+            referral_link: "https://example.com/".into(),
+            message: None,
+            details: vec![],
+        };
+        assert_eq!(email.subject(), "You are invited to join Evil Bcc: x@example.com");
     }
 
     #[test]

@@ -33,18 +33,17 @@ const IDEMPOTENCY_CONSTRAINT: &str = "balance_transactions_program_id_idempotenc
 /// Active ISO 4217 codes of circulating currencies (funds, precious metals, SDR and test
 /// codes such as `XAU`, `XDR`, `XXX` are left out: nobody credits a customer in them).
 pub const CURRENCIES: &[&str] = &[
-    "AED", "AFN", "ALL", "AMD", "AOA", "ARS", "AUD", "AWG", "AZN", "BAM", "BBD", "BDT", "BGN", "BHD",
-    "BIF", "BMD", "BND", "BOB", "BRL", "BSD", "BTN", "BWP", "BYN", "BZD", "CAD", "CDF", "CHF", "CLP",
-    "CNY", "COP", "CRC", "CUP", "CVE", "CZK", "DJF", "DKK", "DOP", "DZD", "EGP", "ERN", "ETB", "EUR",
-    "FJD", "FKP", "GBP", "GEL", "GHS", "GIP", "GMD", "GNF", "GTQ", "GYD", "HKD", "HNL", "HTG", "HUF",
-    "IDR", "ILS", "INR", "IQD", "IRR", "ISK", "JMD", "JOD", "JPY", "KES", "KGS", "KHR", "KMF", "KPW",
-    "KRW", "KWD", "KYD", "KZT", "LAK", "LBP", "LKR", "LRD", "LSL", "LYD", "MAD", "MDL", "MGA", "MKD",
-    "MMK", "MNT", "MOP", "MRU", "MUR", "MVR", "MWK", "MXN", "MYR", "MZN", "NAD", "NGN", "NIO", "NOK",
-    "NPR", "NZD", "OMR", "PAB", "PEN", "PGK", "PHP", "PKR", "PLN", "PYG", "QAR", "RON", "RSD", "RUB",
-    "RWF", "SAR", "SBD", "SCR", "SDG", "SEK", "SGD", "SHP", "SLE", "SOS", "SRD", "SSP", "STN", "SVC",
-    "SYP", "SZL", "THB", "TJS", "TMT", "TND", "TOP", "TRY", "TTD", "TWD", "TZS", "UAH", "UGX", "USD",
-    "UYU", "UZS", "VED", "VES", "VND", "VUV", "WST", "XAF", "XCD", "XCG", "XOF", "XPF", "YER", "ZAR",
-    "ZMW", "ZWG",
+    "AED", "AFN", "ALL", "AMD", "AOA", "ARS", "AUD", "AWG", "AZN", "BAM", "BBD", "BDT", "BGN", "BHD", "BIF",
+    "BMD", "BND", "BOB", "BRL", "BSD", "BTN", "BWP", "BYN", "BZD", "CAD", "CDF", "CHF", "CLP", "CNY", "COP",
+    "CRC", "CUP", "CVE", "CZK", "DJF", "DKK", "DOP", "DZD", "EGP", "ERN", "ETB", "EUR", "FJD", "FKP", "GBP",
+    "GEL", "GHS", "GIP", "GMD", "GNF", "GTQ", "GYD", "HKD", "HNL", "HTG", "HUF", "IDR", "ILS", "INR", "IQD",
+    "IRR", "ISK", "JMD", "JOD", "JPY", "KES", "KGS", "KHR", "KMF", "KPW", "KRW", "KWD", "KYD", "KZT", "LAK",
+    "LBP", "LKR", "LRD", "LSL", "LYD", "MAD", "MDL", "MGA", "MKD", "MMK", "MNT", "MOP", "MRU", "MUR", "MVR",
+    "MWK", "MXN", "MYR", "MZN", "NAD", "NGN", "NIO", "NOK", "NPR", "NZD", "OMR", "PAB", "PEN", "PGK", "PHP",
+    "PKR", "PLN", "PYG", "QAR", "RON", "RSD", "RUB", "RWF", "SAR", "SBD", "SCR", "SDG", "SEK", "SGD", "SHP",
+    "SLE", "SOS", "SRD", "SSP", "STN", "SVC", "SYP", "SZL", "THB", "TJS", "TMT", "TND", "TOP", "TRY", "TTD",
+    "TWD", "TZS", "UAH", "UGX", "USD", "UYU", "UZS", "VED", "VES", "VND", "VUV", "WST", "XAF", "XCD", "XCG",
+    "XOF", "XPF", "YER", "ZAR", "ZMW", "ZWG",
 ];
 
 pub fn is_currency_code(code: &str) -> bool {
@@ -132,10 +131,7 @@ fn check_amount_range(amount: &BigDecimal) -> Result<(), String> {
         return Err("Enter an amount above zero.".to_string());
     }
     if amount > &BigDecimal::from(MAX_AMOUNT) {
-        return Err(format!(
-            "One booking may move at most {}.",
-            format_amount(&BigDecimal::from(MAX_AMOUNT), false)
-        ));
+        return Err("One booking may move at most 1,000,000.".to_string());
     }
     Ok(())
 }
@@ -196,7 +192,11 @@ impl NewEntry {
             .ok();
         let note = note.trim();
         if note.chars().count() > MAX_NOTE_CHARS {
-            push(&mut fields, "note", format!("Keep the note to {MAX_NOTE_CHARS} characters."));
+            push(
+                &mut fields,
+                "note",
+                format!("Keep the note to {MAX_NOTE_CHARS} characters."),
+            );
         }
         let idempotency_key = idempotency_key.map(str::trim);
         if idempotency_key
@@ -239,12 +239,22 @@ impl NewEntry {
             Ok(_) => push(&mut fields, "units", "Units must be given in their normal form."),
             Err(message) => push(&mut fields, "units", message),
         }
-        if self.note.as_ref().is_some_and(|note| note.chars().count() > MAX_NOTE_CHARS) {
-            push(&mut fields, "note", format!("Keep the note to {MAX_NOTE_CHARS} characters."));
+        if self
+            .note
+            .as_ref()
+            .is_some_and(|note| note.chars().count() > MAX_NOTE_CHARS)
+        {
+            push(
+                &mut fields,
+                "note",
+                format!("Keep the note to {MAX_NOTE_CHARS} characters."),
+            );
         }
-        if self.idempotency_key.as_ref().is_some_and(|key| {
-            key.is_empty() || key.chars().count() > MAX_IDEMPOTENCY_KEY_CHARS
-        }) {
+        if self
+            .idempotency_key
+            .as_ref()
+            .is_some_and(|key| key.is_empty() || key.chars().count() > MAX_IDEMPOTENCY_KEY_CHARS)
+        {
             push(
                 &mut fields,
                 "idempotency_key",
@@ -301,7 +311,9 @@ impl Balance {
 /// Currencies with exactly two decimals; other units without trailing zeros.
 pub fn format_amount(amount: &BigDecimal, is_currency: bool) -> String {
     if is_currency {
-        return amount.with_scale_round(2, bigdecimal::RoundingMode::HalfEven).to_plain_string();
+        return amount
+            .with_scale_round(2, bigdecimal::RoundingMode::HalfEven)
+            .to_plain_string();
     }
     let text = amount
         .with_scale_round(UNIT_DECIMALS as i64, bigdecimal::RoundingMode::HalfEven)
@@ -349,7 +361,8 @@ pub fn book(
     entry: NewEntry,
 ) -> Result<(Transaction, bool), Error> {
     entry.check()?;
-    let attempt = conn.transaction::<_, Failure, _>(|conn| book_locked(conn, program_id, customer_id, actor, &entry));
+    let attempt =
+        conn.transaction::<_, Failure, _>(|conn| book_locked(conn, program_id, customer_id, actor, &entry));
     match attempt {
         Ok(outcome) => Ok(outcome),
         Err(Failure::Error(error)) => Err(error),
@@ -495,12 +508,15 @@ fn book_locked(
     Ok((booked, true))
 }
 
+/// One group of [`sums`]: units, is_currency, kind and the total amount.
+type Sum = (String, bool, String, Option<BigDecimal>);
+
 /// Sums per (units, is_currency, kind), optionally for one customer or a whole program.
 fn sums(
     conn: &mut PgConnection,
     customer_id: Option<i64>,
     program_id: Option<i64>,
-) -> Result<Vec<(String, bool, String, Option<BigDecimal>)>, Error> {
+) -> Result<Vec<Sum>, Error> {
     let mut query = balance_transactions::table
         .group_by((
             balance_transactions::amount_units,
@@ -525,9 +541,7 @@ fn sums(
 
 /// Currencies first, then by unit name.
 fn sorted(mut balances: Vec<Balance>) -> Vec<Balance> {
-    balances.sort_by(|a, b| {
-        (!a.is_currency, &a.amount_units).cmp(&(!b.is_currency, &b.amount_units))
-    });
+    balances.sort_by(|a, b| (!a.is_currency, &a.amount_units).cmp(&(!b.is_currency, &b.amount_units)));
     balances
 }
 
@@ -596,10 +610,17 @@ pub fn transactions(
         .count()
         .get_result(conn)?;
     let rows: Vec<(Transaction, Option<String>, Option<String>)> = balance_transactions::table
-        .left_join(team_members::table.on(team_members::id.nullable().eq(balance_transactions::actor_member_id)))
+        .left_join(
+            team_members::table.on(team_members::id
+                .nullable()
+                .eq(balance_transactions::actor_member_id)),
+        )
         .left_join(api_tokens::table.on(api_tokens::id.nullable().eq(balance_transactions::actor_token_id)))
         .filter(balance_transactions::customer_id.eq(customer_id))
-        .order((balance_transactions::created_at.desc(), balance_transactions::id.desc()))
+        .order((
+            balance_transactions::created_at.desc(),
+            balance_transactions::id.desc(),
+        ))
         .limit(per_page)
         .offset((page - 1).saturating_mul(per_page))
         .select((
@@ -633,10 +654,28 @@ mod tests {
     #[test]
     fn amounts_are_parsed_strictly() {
         assert_eq!(parse_amount("10", 2).unwrap(), BigDecimal::from(10));
-        assert_eq!(parse_amount(" 10.50 ", 2).unwrap(), BigDecimal::from_str("10.5").unwrap());
+        assert_eq!(
+            parse_amount(" 10.50 ", 2).unwrap(),
+            BigDecimal::from_str("10.5").unwrap()
+        );
         assert_eq!(parse_amount("1000000", 2).unwrap(), BigDecimal::from(1_000_000));
         assert!(parse_amount("0.0001", 4).is_ok());
-        for bad in ["", "0", "0.00", "-1", "1.001", "1e9", "abc", "1,5", "+1", ".5", "5.", "1 000", "1000000.01", "NaN"] {
+        for bad in [
+            "",
+            "0",
+            "0.00",
+            "-1",
+            "1.001",
+            "1e9",
+            "abc",
+            "1,5",
+            "+1",
+            ".5",
+            "5.",
+            "1 000",
+            "1000000.01",
+            "NaN",
+        ] {
             assert!(parse_amount(bad, 2).is_err(), "{bad:?} must be refused");
         }
         assert!(parse_amount("1.00001", 4).is_err());
@@ -657,13 +696,18 @@ mod tests {
         let amount = BigDecimal::from_str("12.5000").unwrap();
         assert_eq!(format_amount(&amount, true), "12.50");
         assert_eq!(format_amount(&amount, false), "12.5");
-        assert_eq!(format_amount(&BigDecimal::from_str("100.0000").unwrap(), false), "100");
+        assert_eq!(
+            format_amount(&BigDecimal::from_str("100.0000").unwrap(), false),
+            "100"
+        );
     }
 
     #[test]
     fn currency_list_is_sorted_iso_codes() {
         assert!(CURRENCIES.windows(2).all(|pair| pair[0] < pair[1]));
-        assert!(CURRENCIES.iter().all(|code| code.len() == 3 && code.bytes().all(|b| b.is_ascii_uppercase())));
+        assert!(CURRENCIES
+            .iter()
+            .all(|code| code.len() == 3 && code.bytes().all(|b| b.is_ascii_uppercase())));
     }
 
     #[test]

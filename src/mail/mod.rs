@@ -38,7 +38,10 @@ struct Shared {
 
 impl Shared {
     fn update(&self, change: impl FnOnce(&mut Signal)) {
-        let mut signal = self.signal.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut signal = self
+            .signal
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         change(&mut signal);
         self.changed.notify_all();
     }
@@ -57,7 +60,10 @@ impl Shared {
 
     /// Sleeps until woken, stopped, or `timeout` passes.
     fn wait(&self, timeout: Duration) {
-        let signal = self.signal.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let signal = self
+            .signal
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         if signal.stop || signal.woken {
             return;
         }

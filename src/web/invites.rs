@@ -67,7 +67,7 @@ impl InviteValues {
             .filter(|(key, value)| !key.trim().is_empty() || !value.trim().is_empty())
             .cloned()
             .collect();
-        let wanted = (rows.len() + 1).max(MIN_FORM_ROWS).min(invites::MAX_PERSONALIZATION_PAIRS);
+        let wanted = (rows.len() + 1).clamp(MIN_FORM_ROWS, invites::MAX_PERSONALIZATION_PAIRS);
         while rows.len() < wanted {
             rows.push((String::new(), String::new()));
         }
@@ -147,7 +147,12 @@ async fn show_form(
     )
 }
 
-async fn submit(state: &AppState, page: Page, key: Option<String>, body: &[u8]) -> Result<HttpResponse, Error> {
+async fn submit(
+    state: &AppState,
+    page: Page,
+    key: Option<String>,
+    body: &[u8],
+) -> Result<HttpResponse, Error> {
     let values = InviteValues::from_body(body)?;
     let new = match NewInvite::parse(&values.email, &values.name, &values.rows) {
         Ok(new) => new,
@@ -187,7 +192,15 @@ async fn submit(state: &AppState, page: Page, key: Option<String>, body: &[u8]) 
 }
 
 pub async fn new_form(state: web::Data<AppState>, page: Page) -> Result<HttpResponse, Error> {
-    show_form(&state, page, None, StatusCode::OK, InviteValues::default(), FieldErrors::new()).await
+    show_form(
+        &state,
+        page,
+        None,
+        StatusCode::OK,
+        InviteValues::default(),
+        FieldErrors::new(),
+    )
+    .await
 }
 
 pub async fn create(state: web::Data<AppState>, page: Page, body: web::Bytes) -> Result<HttpResponse, Error> {
@@ -200,7 +213,15 @@ pub async fn customer_form(
     path: web::Path<String>,
 ) -> Result<HttpResponse, Error> {
     let key = path.into_inner();
-    show_form(&state, page, Some(key), StatusCode::OK, InviteValues::default(), FieldErrors::new()).await
+    show_form(
+        &state,
+        page,
+        Some(key),
+        StatusCode::OK,
+        InviteValues::default(),
+        FieldErrors::new(),
+    )
+    .await
 }
 
 pub async fn customer_create(
@@ -322,7 +343,10 @@ pub async fn retry(
     let next = if next == "/" { "/invites".to_string() } else { next };
     let program_id = page.program.id;
     let actor = page.actor();
-    let retried = db::run(&state.pool, move |conn| invites::retry(conn, program_id, &actor, invite_id)).await;
+    let retried = db::run(&state.pool, move |conn| {
+        invites::retry(conn, program_id, &actor, invite_id)
+    })
+    .await;
     match retried {
         Ok(invite) => {
             state.mail.wake();
@@ -348,7 +372,10 @@ mod tests {
         assert_eq!(values.name, "Ann");
         assert_eq!(
             values.rows,
-            vec![("a".to_string(), "1".to_string()), ("b".to_string(), "2".to_string())]
+            vec![
+                ("a".to_string(), "1".to_string()),
+                ("b".to_string(), "2".to_string())
+            ]
         );
         assert_eq!(values.form_rows().len(), 3);
     }

@@ -195,7 +195,16 @@ pub async fn submit(
                 "form_token".into(),
                 vec!["This form is incomplete or expired. Check the values and submit it again.".into()],
             );
-            return show(&state, page, key, 1, StatusCode::UNPROCESSABLE_ENTITY, values, errors).await;
+            return show(
+                &state,
+                page,
+                key,
+                1,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                values,
+                errors,
+            )
+            .await;
         }
     };
     let units = if is_currency {
@@ -213,7 +222,16 @@ pub async fn submit(
     ) {
         Ok(entry) => entry,
         Err(Error::Invalid { fields, .. }) => {
-            return show(&state, page, key, 1, StatusCode::UNPROCESSABLE_ENTITY, values, fields).await;
+            return show(
+                &state,
+                page,
+                key,
+                1,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                values,
+                fields,
+            )
+            .await;
         }
         Err(other) => return Err(other),
     };
@@ -252,7 +270,16 @@ pub async fn submit(
             Ok(redirect(&credit_path(&customer.key)))
         }
         Err(Error::Invalid { fields, .. }) => {
-            show(&state, page, key, 1, StatusCode::UNPROCESSABLE_ENTITY, values, fields).await
+            show(
+                &state,
+                page,
+                key,
+                1,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                values,
+                fields,
+            )
+            .await
         }
         Err(other) => Err(other),
     }

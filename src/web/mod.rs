@@ -34,7 +34,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/customers/{key}/credit", web::get().to(ledger::form))
         .route("/customers/{key}/credit", web::post().to(ledger::submit))
         .route("/customers/{key}/invite", web::get().to(invites::customer_form))
-        .route("/customers/{key}/invite", web::post().to(invites::customer_create))
+        .route(
+            "/customers/{key}/invite",
+            web::post().to(invites::customer_create),
+        )
         .route("/invites", web::get().to(invites::index))
         .route("/invites/new", web::get().to(invites::new_form))
         .route("/invites/new", web::post().to(invites::create))

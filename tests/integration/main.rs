@@ -8,12 +8,16 @@
 mod helpers;
 
 mod auth;
+mod invites;
+mod ledger;
 
 fn main() {
     let args = libtest_mimic::Arguments::from_args();
     let database = helpers::TestDatabase::start();
     let mut trials = Vec::new();
     trials.extend(auth::tests());
+    trials.extend(ledger::tests());
+    trials.extend(invites::tests());
     let conclusion = libtest_mimic::run(&args, trials);
     database.finish();
     conclusion.exit();
