@@ -19,7 +19,7 @@ pub struct Config {
     pub public_url: String,
     /// `REFERDESK_POOL_SIZE`: database connections kept by the server.
     pub pool_size: u32,
-    /// `REFERDESK_SMTP_URL`: e.g. `smtp://user:pass@mail.example.com:587`. Unset: files.
+    /// `REFERDESK_SMTP_URL`: e.g. `smtps://user:pass@mail.example.com`. Unset: `.eml` files.
     pub smtp_url: Option<String>,
     /// `REFERDESK_MAIL_FROM`: the sender of invite emails.
     pub mail_from: String,
