@@ -33,6 +33,9 @@ pub struct Config {
     pub workers: usize,
 }
 
+/// The sender of invite emails when `REFERDESK_MAIL_FROM` is unset.
+pub const DEFAULT_MAIL_FROM: &str = "Referdesk <referdesk@localhost>";
+
 fn var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|value| !value.trim().is_empty())
 }
@@ -67,8 +70,7 @@ impl Config {
             public_url: public_url.trim_end_matches('/').to_string(),
             pool_size: parse_var("REFERDESK_POOL_SIZE", 10)?,
             smtp_url: var("REFERDESK_SMTP_URL"),
-            mail_from: var("REFERDESK_MAIL_FROM")
-                .unwrap_or_else(|| "Referdesk <referdesk@localhost>".to_string()),
+            mail_from: var("REFERDESK_MAIL_FROM").unwrap_or_else(|| DEFAULT_MAIL_FROM.to_string()),
             mail_max_attempts: parse_var("REFERDESK_MAIL_MAX_ATTEMPTS", 5)?.max(1),
             mail_retry_base_secs: parse_var("REFERDESK_MAIL_RETRY_SECS", 30)?,
             api_rate_per_minute: parse_var("REFERDESK_API_RATE", 600)?,

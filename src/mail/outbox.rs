@@ -207,6 +207,13 @@ mod tests {
     }
 
     #[test]
+    fn the_default_sender_is_a_valid_mailbox() {
+        let default = crate::config::DEFAULT_MAIL_FROM;
+        let from: Mailbox = default.parse().expect("the default REFERDESK_MAIL_FROM parses");
+        assert_eq!(from.email.to_string(), "referdesk@localhost");
+    }
+
+    #[test]
     fn messages_have_both_parts_and_a_stable_id() {
         let row = OutboxMessage {
             id: 7,
