@@ -22,6 +22,7 @@ pub fn tests() -> Vec<libtest_mimic::Trial> {
         units_that_are_not_a_currency_keep_four_decimals,
         replayed_form_token_books_once,
         twenty_concurrent_credits_sum_exactly,
+        concurrent_debits_never_overdraw,
         viewer_is_refused,
         support_is_refused_a_debit,
         deleted_customer_gets_no_booking,
@@ -487,6 +488,41 @@ async fn twenty_concurrent_credits_sum_exactly() {
     assert_eq!(
         ledger::balance_of(&mut app.conn(), customer_id, "USD", true).unwrap(),
         dec("21.00")
+    );
+}
+
+async fn concurrent_debits_never_overdraw() {
+    let app = TestApp::spawn().await;
+    app.login_as(Role::Admin).await;
+    let customer_id = insert_customer(&app, "max", "Max");
+    assert_eq!(credit(&app, "max", "10", "USD").await.status(), 303);
+    let mut tokens = Vec::new();
+    for _ in 0..8 {
+        tokens.push(fresh_token(&app, "max").await);
+    }
+    let app = &app;
+    let responses = join_all(tokens.iter().map(|token| async move {
+        app.post_form(
+            "/customers/max/credit",
+            &[
+                ("kind", "debit"),
+                ("amount", "3"),
+                ("is_currency", "1"),
+                ("currency", "USD"),
+                ("form_token", token.as_str()),
+            ],
+        )
+        .await
+        .status()
+        .as_u16()
+    }))
+    .await;
+    let booked = responses.iter().filter(|status| **status == 303).count();
+    let refused = responses.iter().filter(|status| **status == 422).count();
+    assert_eq!((booked, refused), (3, 5), "{responses:?}");
+    assert_eq!(
+        ledger::balance_of(&mut app.conn(), customer_id, "USD", true).unwrap(),
+        dec("1")
     );
 }
 
