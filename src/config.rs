@@ -19,15 +19,22 @@ pub struct Config {
     pub public_url: String,
     /// `REFERDESK_POOL_SIZE`: database connections kept by the server.
     pub pool_size: u32,
-    /// `REFERDESK_SMTP_URL`: e.g. `smtp://user:pass@mail.example.com:587`. Unset: files.
+    /// `REFERDESK_SMTP_URL`: e.g. `smtps://user:pass@mail.example.com`. Unset: `.eml` files.
     pub smtp_url: Option<String>,
     /// `REFERDESK_MAIL_FROM`: the sender of invite emails.
     pub mail_from: String,
+    /// `REFERDESK_MAIL_MAX_ATTEMPTS`: delivery attempts before a message is marked failed.
+    pub mail_max_attempts: u32,
+    /// `REFERDESK_MAIL_RETRY_SECS`: the first retry delay; it doubles per attempt (max 1h).
+    pub mail_retry_base_secs: u64,
     /// `REFERDESK_API_RATE`: requests per minute allowed per API token.
     pub api_rate_per_minute: u32,
     /// `REFERDESK_WORKERS`: HTTP worker threads (default: one per CPU core).
     pub workers: usize,
 }
+
+/// The sender of invite emails when `REFERDESK_MAIL_FROM` is unset.
+pub const DEFAULT_MAIL_FROM: &str = "Referdesk <referdesk@localhost>";
 
 fn var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|value| !value.trim().is_empty())
@@ -63,8 +70,9 @@ impl Config {
             public_url: public_url.trim_end_matches('/').to_string(),
             pool_size: parse_var("REFERDESK_POOL_SIZE", 10)?,
             smtp_url: var("REFERDESK_SMTP_URL"),
-            mail_from: var("REFERDESK_MAIL_FROM")
-                .unwrap_or_else(|| "Referdesk <referdesk@localhost>".to_string()),
+            mail_from: var("REFERDESK_MAIL_FROM").unwrap_or_else(|| DEFAULT_MAIL_FROM.to_string()),
+            mail_max_attempts: parse_var("REFERDESK_MAIL_MAX_ATTEMPTS", 5)?.max(1),
+            mail_retry_base_secs: parse_var("REFERDESK_MAIL_RETRY_SECS", 30)?,
             api_rate_per_minute: parse_var("REFERDESK_API_RATE", 600)?,
             workers: parse_var(
                 "REFERDESK_WORKERS",

@@ -9,6 +9,7 @@ pub mod db;
 pub mod domain;
 pub mod error;
 pub mod seed;
+pub mod mail;
 pub mod web;
 
 use std::net::TcpListener;
@@ -34,6 +35,8 @@ pub struct AppState {
     pub pool: DbPool,
     pub config: Config,
     pub api_limiter: api::throttle::RateLimiter,
+    /// Tells the mail worker that a message is waiting.
+    pub mail: mail::MailWaker,
 }
 
 pub struct Application {
@@ -43,6 +46,7 @@ pub struct Application {
     pub setup_url: Option<String>,
     pub pool: DbPool,
     embedded: Option<EmbeddedPostgres>,
+    mail: Option<mail::MailWorker>,
 }
 
 /// Where the database is: the configured server, or a private cluster we started.
@@ -77,10 +81,12 @@ impl Application {
         let port = listener.local_addr()?.port();
         let key = Key::derive_from(&config.cookie_secret()?);
         let secure_cookies = config.serves_https();
+        let mail = mail::MailWorker::start(pool.clone(), &config)?;
         let state = Data::new(AppState {
             pool: pool.clone(),
             config: config.clone(),
             api_limiter: api::throttle::RateLimiter::per_minute(config.api_rate_per_minute),
+            mail: mail.waker(),
         });
         let store = web::session_store::PgSessionStore::new(pool.clone());
 
@@ -134,6 +140,7 @@ impl Application {
             setup_url,
             pool,
             embedded,
+            mail: Some(mail),
         })
     }
 
@@ -146,9 +153,13 @@ impl Application {
         self.server.handle()
     }
 
-    /// Serves until SIGINT/SIGTERM, then stops the embedded database (if any).
+    /// Serves until SIGINT/SIGTERM (or a stop through [`Application::handle`]), then stops
+    /// the mail worker after the message it is sending, and the embedded database (if any).
     pub async fn run_until_stopped(mut self) -> std::io::Result<()> {
         let result = self.server.await;
+        if let Some(worker) = self.mail.take() {
+            let _ = actix_web::rt::task::spawn_blocking(move || worker.stop()).await;
+        }
         if let Some(mut cluster) = self.embedded.take() {
             cluster.stop();
         }

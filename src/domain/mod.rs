@@ -4,6 +4,8 @@
 pub mod audit;
 pub mod customers;
 pub mod dashboard;
+pub mod invites;
+pub mod ledger;
 pub mod programs;
 pub mod sessions;
 pub mod team;

@@ -40,7 +40,6 @@ const fn rule(method: &'static str, path: &'static str, access: Access) -> Rule 
 
 use Access::{ApiToken, Member as M, Public};
 const VIEWER: Access = M(Role::Viewer);
-#[allow(dead_code)] // used as soon as a support-only route exists
 const SUPPORT: Access = M(Role::Support);
 const ADMIN: Access = M(Role::Admin);
 
@@ -57,6 +56,15 @@ pub const RULES: &[Rule] = &[
     rule("GET", "/", VIEWER),
     rule("POST", "/program", VIEWER),
     rule("GET", "/team", ADMIN),
+    // Debits on the credit form are further limited to admins by the handler.
+    rule("GET", "/customers/{key}/credit", SUPPORT),
+    rule("POST", "/customers/{key}/credit", SUPPORT),
+    rule("GET", "/customers/{key}/invite", SUPPORT),
+    rule("POST", "/customers/{key}/invite", SUPPORT),
+    rule("GET", "/invites", VIEWER),
+    rule("GET", "/invites/new", SUPPORT),
+    rule("POST", "/invites/new", SUPPORT),
+    rule("POST", "/invites/{id}/retry", SUPPORT),
     rule("GET", "/api", VIEWER),
     rule("GET", "/api-tokens", ADMIN),
     rule("POST", "/api-tokens", ADMIN),

@@ -9,6 +9,8 @@ pub mod csrf;
 pub mod dashboard;
 pub mod error_pages;
 pub mod health;
+pub mod invites;
+pub mod ledger;
 pub mod session_store;
 pub mod team;
 
@@ -44,7 +46,24 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .route(web::get().to(api_tokens::index))
                 .route(web::post().to(api_tokens::create)),
         )
-        .service(web::resource("/api-tokens/{id}/revoke").route(web::post().to(api_tokens::revoke)));
+        .service(web::resource("/api-tokens/{id}/revoke").route(web::post().to(api_tokens::revoke)))
+        .service(
+            web::resource("/customers/{key}/credit")
+                .route(web::get().to(ledger::form))
+                .route(web::post().to(ledger::submit)),
+        )
+        .service(
+            web::resource("/customers/{key}/invite")
+                .route(web::get().to(invites::customer_form))
+                .route(web::post().to(invites::customer_create)),
+        )
+        .service(web::resource("/invites").route(web::get().to(invites::index)))
+        .service(
+            web::resource("/invites/new")
+                .route(web::get().to(invites::new_form))
+                .route(web::post().to(invites::create)),
+        )
+        .service(web::resource("/invites/{id}/retry").route(web::post().to(invites::retry)));
 }
 
 /// Renders a page with 200 OK.

@@ -130,6 +130,7 @@ pub struct TestApp {
     pub pool: DbPool,
     pub browser: Browser,
     handle: actix_web::dev::ServerHandle,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Drop for TestApp {
@@ -150,6 +151,8 @@ pub fn test_config(database_url: &str) -> Config {
         pool_size: 5,
         smtp_url: None,
         mail_from: "Referdesk <referdesk@test.invalid>".into(),
+        mail_max_attempts: 5,
+        mail_retry_base_secs: 30,
         api_rate_per_minute: 100_000,
         workers: 2,
     }
@@ -165,7 +168,7 @@ impl TestApp {
     pub async fn spawn_with(config: Config) -> TestApp {
         let database_url = config.database_url.clone().expect("tests give a database");
         let (sender, receiver) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
+        let thread = std::thread::spawn(move || {
             actix_web::rt::System::new().block_on(async move {
                 match Application::build(config).await {
                     Ok(app) => {
@@ -187,6 +190,18 @@ impl TestApp {
             pool: db::build_pool(&database_url, 2),
             database_url,
             handle,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops the server gracefully and waits until it (and its mail worker) has finished.
+    pub async fn stop(mut self) {
+        self.handle.stop(true).await;
+        if let Some(thread) = self.thread.take() {
+            tokio::task::spawn_blocking(move || thread.join())
+                .await
+                .expect("join task")
+                .expect("server thread finished cleanly");
         }
     }
 

@@ -9,6 +9,8 @@ mod helpers;
 
 mod auth;
 mod security;
+mod invites;
+mod ledger;
 
 fn main() {
     let args = libtest_mimic::Arguments::from_args();
@@ -16,6 +18,8 @@ fn main() {
     let mut trials = Vec::new();
     trials.extend(auth::tests());
     trials.extend(security::tests());
+    trials.extend(ledger::tests());
+    trials.extend(invites::tests());
     let conclusion = libtest_mimic::run(&args, trials);
     database.finish();
     conclusion.exit();

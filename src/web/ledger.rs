@@ -1,0 +1,290 @@
+//! `GET|POST /customers/{key}/credit`: credit (support, admin) or debit (admin) a customer.
+//!
+//! The form carries a one-time `form_token` (a random UUID made when the form is shown); it
+//! becomes the booking's idempotency key `form:<uuid>`, so a double-click or a re-sent
+//! form books once.
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpResponse};
+use askama::Template;
+use serde::Deserialize;
+use uuid::Uuid;
+
+use crate::db;
+use crate::domain::customers::{self, Customer};
+use crate::domain::ledger::{self, Balance, Kind, NewEntry, TransactionRow, CURRENCIES};
+use crate::error::{Error, FieldErrors};
+use crate::web::context::Page;
+use crate::web::{redirect, render_status};
+use crate::AppState;
+
+/// Ledger lines per page on the credit page (and the customer page's balance panel).
+pub const LEDGER_PER_PAGE: i64 = 20;
+const DEFAULT_CURRENCY: &str = "USD";
+
+/// What the form shows: the user's input as typed (or the defaults).
+pub struct CreditValues {
+    pub kind: String,
+    pub amount: String,
+    pub is_currency: bool,
+    pub currency: String,
+    pub unit_name: String,
+    pub note: String,
+    pub form_token: String,
+}
+
+impl CreditValues {
+    fn fresh() -> CreditValues {
+        CreditValues {
+            kind: Kind::Credit.as_str().to_string(),
+            amount: String::new(),
+            is_currency: true,
+            currency: DEFAULT_CURRENCY.to_string(),
+            unit_name: String::new(),
+            note: String::new(),
+            form_token: Uuid::new_v4().to_string(),
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "ledger/credit.html")]
+struct CreditPage {
+    page: Page,
+    customer: Customer,
+    balances: Vec<Balance>,
+    transactions: Vec<TransactionRow>,
+    ledger_page: i64,
+    ledger_pages: i64,
+    form: CreditValues,
+    errors: FieldErrors,
+    currencies: &'static [&'static str],
+}
+
+impl CreditPage {
+    fn error(&self, field: &str) -> Option<String> {
+        self.errors.get(field).map(|messages| messages.join(" "))
+    }
+
+    /// Problems that belong to no input of the form (deleted customer, expired form).
+    fn general_errors(&self) -> Vec<String> {
+        ["customer", "form_token", "idempotency_key", "kind"]
+            .iter()
+            .filter_map(|field| self.error(field))
+            .collect()
+    }
+}
+
+#[derive(Deserialize)]
+pub struct LedgerQuery {
+    ledger_page: Option<i64>,
+}
+
+/// The customer, their balances and one page of their ledger.
+async fn load(
+    state: &AppState,
+    program_id: i64,
+    key: String,
+    ledger_page: i64,
+) -> Result<(Customer, Vec<Balance>, Vec<TransactionRow>, i64), Error> {
+    db::run(&state.pool, move |conn| {
+        let customer = customers::find_by_key(conn, program_id, &key)?;
+        let balances = ledger::balances(conn, customer.id)?;
+        let (transactions, total) = ledger::transactions(conn, customer.id, ledger_page, LEDGER_PER_PAGE)?;
+        Ok((customer, balances, transactions, total))
+    })
+    .await
+}
+
+async fn show(
+    state: &AppState,
+    page: Page,
+    key: String,
+    ledger_page: i64,
+    status: StatusCode,
+    form: CreditValues,
+    errors: FieldErrors,
+) -> Result<HttpResponse, Error> {
+    let ledger_page = ledger_page.max(1);
+    let (customer, balances, transactions, total) = load(state, page.program.id, key, ledger_page).await?;
+    render_status(
+        status,
+        &CreditPage {
+            page,
+            customer,
+            balances,
+            transactions,
+            ledger_page,
+            ledger_pages: ((total + LEDGER_PER_PAGE - 1) / LEDGER_PER_PAGE).max(1),
+            form,
+            errors,
+            currencies: CURRENCIES,
+        },
+    )
+}
+
+pub async fn form(
+    state: web::Data<AppState>,
+    page: Page,
+    path: web::Path<String>,
+    query: web::Query<LedgerQuery>,
+) -> Result<HttpResponse, Error> {
+    let ledger_page = query.ledger_page.unwrap_or(1);
+    show(
+        &state,
+        page,
+        path.into_inner(),
+        ledger_page,
+        StatusCode::OK,
+        CreditValues::fresh(),
+        FieldErrors::new(),
+    )
+    .await
+}
+
+#[derive(Deserialize)]
+pub struct CreditForm {
+    #[serde(default)]
+    kind: String,
+    #[serde(default)]
+    amount: String,
+    /// A checkbox: present when checked.
+    is_currency: Option<String>,
+    #[serde(default)]
+    currency: String,
+    #[serde(default)]
+    unit_name: String,
+    #[serde(default)]
+    note: String,
+    #[serde(default)]
+    form_token: String,
+}
+
+pub async fn submit(
+    state: web::Data<AppState>,
+    page: Page,
+    path: web::Path<String>,
+    form: web::Form<CreditForm>,
+) -> Result<HttpResponse, Error> {
+    let key = path.into_inner();
+    let form = form.into_inner();
+    let kind = match form.kind.trim() {
+        "" => Kind::Credit.as_str(),
+        other => other,
+    };
+    // Debits are for admins only, whatever the form offered.
+    if kind == Kind::Debit.as_str() && !page.is_admin() {
+        return Err(Error::Forbidden("Only admins may debit a balance.".to_string()));
+    }
+    let is_currency = form.is_currency.is_some();
+    let mut values = CreditValues {
+        kind: kind.to_string(),
+        amount: form.amount.clone(),
+        is_currency,
+        currency: form.currency.clone(),
+        unit_name: form.unit_name.clone(),
+        note: form.note.clone(),
+        form_token: form.form_token.trim().to_string(),
+    };
+    let token = match Uuid::parse_str(&values.form_token) {
+        Ok(token) => token,
+        Err(_) => {
+            values.form_token = Uuid::new_v4().to_string();
+            let mut errors = FieldErrors::new();
+            errors.insert(
+                "form_token".into(),
+                vec!["This form is incomplete or expired. Check the values and submit it again.".into()],
+            );
+            return show(
+                &state,
+                page,
+                key,
+                1,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                values,
+                errors,
+            )
+            .await;
+        }
+    };
+    let units = if is_currency {
+        &form.currency
+    } else {
+        &form.unit_name
+    };
+    let entry = match NewEntry::parse(
+        kind,
+        &form.amount,
+        units,
+        is_currency,
+        &form.note,
+        Some(&format!("form:{token}")),
+    ) {
+        Ok(entry) => entry,
+        Err(Error::Invalid { fields, .. }) => {
+            return show(
+                &state,
+                page,
+                key,
+                1,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                values,
+                fields,
+            )
+            .await;
+        }
+        Err(other) => return Err(other),
+    };
+    let program_id = page.program.id;
+    let actor = page.actor();
+    let booking_key = key.clone();
+    let booked = db::run(&state.pool, move |conn| {
+        let customer = customers::find_by_key(conn, program_id, &booking_key)?;
+        let (transaction, new) = ledger::book(conn, program_id, customer.id, &actor, entry)?;
+        Ok((customer, transaction, new))
+    })
+    .await;
+    match booked {
+        Ok((customer, transaction, true)) => {
+            let verb = if transaction.kind == "debit" {
+                "Debited"
+            } else {
+                "Credited"
+            };
+            page.flash(
+                "success",
+                format!(
+                    "{verb} {} {} for {}.",
+                    transaction.amount_display(),
+                    transaction.amount_units,
+                    customer.display_name()
+                ),
+            );
+            Ok(redirect(&credit_path(&customer.key)))
+        }
+        Ok((customer, _, false)) => {
+            page.flash(
+                "info",
+                "This form was already submitted: the booking was made once, not twice.",
+            );
+            Ok(redirect(&credit_path(&customer.key)))
+        }
+        Err(Error::Invalid { fields, .. }) => {
+            show(
+                &state,
+                page,
+                key,
+                1,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                values,
+                fields,
+            )
+            .await
+        }
+        Err(other) => Err(other),
+    }
+}
+
+pub fn credit_path(key: &str) -> String {
+    format!("/customers/{key}/credit")
+}
