@@ -5,6 +5,7 @@ pub mod audit;
 pub mod customers;
 pub mod dashboard;
 pub mod programs;
+pub mod referral_links;
 pub mod sessions;
 pub mod team;
 
