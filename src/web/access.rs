@@ -40,7 +40,6 @@ const fn rule(method: &'static str, path: &'static str, access: Access) -> Rule 
 
 use Access::{ApiToken, Member as M, Public};
 const VIEWER: Access = M(Role::Viewer);
-#[allow(dead_code)] // used as soon as a support-only route exists
 const SUPPORT: Access = M(Role::Support);
 const ADMIN: Access = M(Role::Admin);
 
@@ -57,6 +56,21 @@ pub const RULES: &[Rule] = &[
     rule("GET", "/", VIEWER),
     rule("POST", "/program", VIEWER),
     rule("GET", "/team", ADMIN),
+    rule("GET", "/r/{program}/{code}", Public),
+    rule("GET", "/customers", VIEWER),
+    rule("POST", "/customers", SUPPORT),
+    rule("GET", "/customers/new", SUPPORT),
+    rule("GET", "/customers/export.csv", VIEWER),
+    rule("GET", "/customers/{key}", VIEWER),
+    rule("GET", "/customers/{key}/edit", SUPPORT),
+    rule("POST", "/customers/{key}/edit", SUPPORT),
+    rule("POST", "/customers/{key}/delete", ADMIN),
+    rule("POST", "/customers/{key}/restore", ADMIN),
+    rule("POST", "/customers/{key}/approve", SUPPORT),
+    rule("POST", "/customers/{key}/unapprove", SUPPORT),
+    rule("POST", "/customers/{key}/referrer", ADMIN),
+    rule("POST", "/customers/{key}/links", SUPPORT),
+    rule("POST", "/customers/{key}/links/{link_id}/delete", SUPPORT),
 ];
 
 // Keep the compiler from flagging the API marker before the API routes exist.

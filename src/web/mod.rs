@@ -5,8 +5,11 @@ pub mod assets;
 pub mod auth;
 pub mod context;
 pub mod csrf;
+pub mod customers;
 pub mod dashboard;
 pub mod health;
+pub mod paging;
+pub mod referral_redirect;
 pub mod session_store;
 pub mod team;
 
@@ -28,7 +31,23 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/setup", web::post().to(auth::setup))
         .route("/program", web::post().to(auth::switch_program))
         .route("/", web::get().to(dashboard::show))
-        .route("/team", web::get().to(team::index));
+        .route("/team", web::get().to(team::index))
+        .route("/r/{program}/{code}", web::get().to(referral_redirect::follow))
+        // Fixed paths before `/customers/{key}`, which would match them too.
+        .route("/customers", web::get().to(customers::index))
+        .route("/customers", web::post().to(customers::create))
+        .route("/customers/new", web::get().to(customers::new_form))
+        .route("/customers/export.csv", web::get().to(customers::export_csv))
+        .route("/customers/{key}", web::get().to(customers::show))
+        .route("/customers/{key}/edit", web::get().to(customers::edit_form))
+        .route("/customers/{key}/edit", web::post().to(customers::update))
+        .route("/customers/{key}/delete", web::post().to(customers::delete))
+        .route("/customers/{key}/restore", web::post().to(customers::restore))
+        .route("/customers/{key}/approve", web::post().to(customers::approve))
+        .route("/customers/{key}/unapprove", web::post().to(customers::unapprove))
+        .route("/customers/{key}/referrer", web::post().to(customers::change_referrer))
+        .route("/customers/{key}/links", web::post().to(customers::add_link))
+        .route("/customers/{key}/links/{link_id}/delete", web::post().to(customers::delete_link));
 }
 
 /// Renders a page with 200 OK.
