@@ -228,11 +228,31 @@ fn collect<T>(errors: &mut FieldErrors, result: Result<T, Error>) -> Result<Opti
 /// message next to the field it concerns.
 fn unique_to_field(error: DieselError) -> Error {
     const FIELDS: &[(&str, &str, &str)] = &[
-        ("customers_program_id_key_key", "key", "This key is already taken by another customer."),
-        ("customers_program_id_external_id_key", "id", "A customer with this id already exists."),
-        ("customers_email_key", "email", "A customer with this email already exists."),
-        ("referral_links_program_id_code_key", "key", "This key is already used as a referral link code."),
-        ("retired_keys_pkey", "key", "This key was used by another customer before and cannot be reused."),
+        (
+            "customers_program_id_key_key",
+            "key",
+            "This key is already taken by another customer.",
+        ),
+        (
+            "customers_program_id_external_id_key",
+            "id",
+            "A customer with this id already exists.",
+        ),
+        (
+            "customers_email_key",
+            "email",
+            "A customer with this email already exists.",
+        ),
+        (
+            "referral_links_program_id_code_key",
+            "key",
+            "This key is already used as a referral link code.",
+        ),
+        (
+            "retired_keys_pkey",
+            "key",
+            "This key was used by another customer before and cannot be reused.",
+        ),
     ];
     for (constraint, field, message) in FIELDS {
         if is_unique_violation(&error, constraint) {
@@ -263,7 +283,11 @@ fn taken(
     let mut errors = FieldErrors::new();
     if let Some(key) = key {
         if select(exists(others().filter(customers::key.eq(key)))).get_result(conn)? {
-            add_message(&mut errors, "key", "This key is already taken by another customer.");
+            add_message(
+                &mut errors,
+                "key",
+                "This key is already taken by another customer.",
+            );
         } else if select(exists(
             retired_keys::table
                 .filter(retired_keys::program_id.eq(program_id))
@@ -289,7 +313,11 @@ fn taken(
         ))
         .get_result(conn)?
         {
-            add_message(&mut errors, "key", "This key is already used as a referral link code.");
+            add_message(
+                &mut errors,
+                "key",
+                "This key is already used as a referral link code.",
+            );
         }
     }
     if let Some(external_id) = external_id {
@@ -298,11 +326,7 @@ fn taken(
         }
     }
     if let Some(email) = email {
-        if select(exists(
-            others().filter(lower(customers::email).eq(Some(email.to_lowercase()))),
-        ))
-        .get_result(conn)?
-        {
+        if select(exists(others().filter(lower(customers::email).eq(lower(email))))).get_result(conn)? {
             add_message(&mut errors, "email", "A customer with this email already exists.");
         }
     }
@@ -325,11 +349,17 @@ fn generate_unique(conn: &mut PgConnection, program_id: i64, field: &str) -> Res
             return Ok(candidate);
         }
     }
-    Err(Error::Internal(anyhow::anyhow!("could not generate a unique customer {field}")))
+    Err(Error::Internal(anyhow::anyhow!(
+        "could not generate a unique customer {field}"
+    )))
 }
 
 /// The referrer named in input: it must exist in the program and not be deleted.
-pub fn find_referrer(conn: &mut PgConnection, program_id: i64, referrer: &ReferrerRef) -> Result<Customer, Error> {
+pub fn find_referrer(
+    conn: &mut PgConnection,
+    program_id: i64,
+    referrer: &ReferrerRef,
+) -> Result<Customer, Error> {
     let in_program = || {
         customers::table
             .filter(customers::program_id.eq(program_id))
@@ -344,15 +374,21 @@ pub fn find_referrer(conn: &mut PgConnection, program_id: i64, referrer: &Referr
             format!("No customer with the id \"{id}\" in this program."),
         ),
         ReferrerRef::Key(key) => (
-            in_program().filter(customers::key.eq(key)).first(conn).optional()?,
+            in_program()
+                .filter(customers::key.eq(key))
+                .first(conn)
+                .optional()?,
             format!("No customer with the key \"{key}\" in this program."),
         ),
         ReferrerRef::KeyOrEmail(value) => {
-            let by_key = in_program().filter(customers::key.eq(value)).first(conn).optional()?;
+            let by_key = in_program()
+                .filter(customers::key.eq(value))
+                .first(conn)
+                .optional()?;
             let found = match by_key {
                 Some(found) => Some(found),
                 None => in_program()
-                    .filter(lower(customers::email).eq(Some(value.to_lowercase())))
+                    .filter(lower(customers::email).eq(lower(value)))
                     .first(conn)
                     .optional()?,
             };
@@ -404,7 +440,12 @@ fn customer_change<'a>(
 /// Creates a customer with its default referral link; generates a blank key and id;
 /// counts the referral for the referrer. New customers are approved unless the program
 /// requires approval.
-pub fn create(conn: &mut PgConnection, program: &Program, actor: &Actor, input: NewCustomer) -> Result<Customer, Error> {
+pub fn create(
+    conn: &mut PgConnection,
+    program: &Program,
+    actor: &Actor,
+    input: NewCustomer,
+) -> Result<Customer, Error> {
     conn.transaction(|conn| {
         let mut errors = taken(
             conn,
@@ -524,7 +565,11 @@ pub fn update(
         diff("name", json!(current.name), json!(name));
         diff("surname", json!(current.surname), json!(surname));
         diff("metadata", current.metadata.clone(), metadata.clone());
-        diff("custom_fields", current.custom_fields.clone(), custom_fields.clone());
+        diff(
+            "custom_fields",
+            current.custom_fields.clone(),
+            custom_fields.clone(),
+        );
         if after.is_empty() {
             return Ok(current);
         }
@@ -578,12 +623,22 @@ pub fn update(
 
 /// Soft delete: the customer leaves default lists and no longer counts as a referral of
 /// their referrer. Deleting a deleted customer changes nothing.
-pub fn delete(conn: &mut PgConnection, program: &Program, actor: &Actor, customer_id: i64) -> Result<Customer, Error> {
+pub fn delete(
+    conn: &mut PgConnection,
+    program: &Program,
+    actor: &Actor,
+    customer_id: i64,
+) -> Result<Customer, Error> {
     set_status(conn, program, actor, customer_id, true)
 }
 
 /// Brings a deleted customer back; they count as their referrer's referral again.
-pub fn restore(conn: &mut PgConnection, program: &Program, actor: &Actor, customer_id: i64) -> Result<Customer, Error> {
+pub fn restore(
+    conn: &mut PgConnection,
+    program: &Program,
+    actor: &Actor,
+    customer_id: i64,
+) -> Result<Customer, Error> {
     set_status(conn, program, actor, customer_id, false)
 }
 

@@ -62,7 +62,11 @@ pub fn for_customer(conn: &mut PgConnection, customer_id: i64) -> Result<Vec<Ref
 
 /// Points the customer's default link at `code` (creating the link if it is missing).
 /// Returns the raw database error so that callers can name the field a clash concerns.
-pub(crate) fn set_default_code(conn: &mut PgConnection, customer: &Customer, code: &str) -> Result<(), DieselError> {
+pub(crate) fn set_default_code(
+    conn: &mut PgConnection,
+    customer: &Customer,
+    code: &str,
+) -> Result<(), DieselError> {
     let renamed = diesel::update(
         referral_links::table
             .filter(referral_links::customer_id.eq(customer.id))
@@ -93,7 +97,9 @@ fn generate_code(conn: &mut PgConnection, program_id: i64, customer: &Customer) 
             return Ok(candidate);
         }
     }
-    Err(Error::Internal(anyhow::anyhow!("could not generate a free link code")))
+    Err(Error::Internal(anyhow::anyhow!(
+        "could not generate a free link code"
+    )))
 }
 
 /// Why `code` cannot be used for a new link of `customer_id`, if it cannot.
@@ -111,7 +117,9 @@ fn code_problem(
     ))
     .get_result(conn)?;
     if link_exists {
-        return Ok(Some("This code is already in use (links keep their code even when deleted)."));
+        return Ok(Some(
+            "This code is already in use (links keep their code even when deleted).",
+        ));
     }
     let other_key: bool = select(exists(
         customers::table

@@ -45,9 +45,15 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/customers/{key}/restore", web::post().to(customers::restore))
         .route("/customers/{key}/approve", web::post().to(customers::approve))
         .route("/customers/{key}/unapprove", web::post().to(customers::unapprove))
-        .route("/customers/{key}/referrer", web::post().to(customers::change_referrer))
+        .route(
+            "/customers/{key}/referrer",
+            web::post().to(customers::change_referrer),
+        )
         .route("/customers/{key}/links", web::post().to(customers::add_link))
-        .route("/customers/{key}/links/{link_id}/delete", web::post().to(customers::delete_link));
+        .route(
+            "/customers/{key}/links/{link_id}/delete",
+            web::post().to(customers::delete_link),
+        );
 }
 
 /// Renders a page with 200 OK.

@@ -186,7 +186,12 @@ pub struct Sorting {
 
 impl Sorting {
     /// `url` should not carry the page: a new sort starts on page 1.
-    pub fn new(url: ListUrl, column: &str, direction: &str, columns: Vec<(&'static str, &'static str)>) -> Sorting {
+    pub fn new(
+        url: ListUrl,
+        column: &str,
+        direction: &str,
+        columns: Vec<(&'static str, &'static str)>,
+    ) -> Sorting {
         Sorting {
             column: column.to_string(),
             direction: direction.to_string(),
@@ -252,7 +257,10 @@ mod tests {
             "/customers?q=a+b%26c&status=all&page=3"
         );
         assert_eq!(url().with(&[("status", None)]), "/customers?q=a+b%26c");
-        assert_eq!(url().on_path("/customers/export.csv"), "/customers/export.csv?q=a+b%26c&status=all");
+        assert_eq!(
+            url().on_path("/customers/export.csv"),
+            "/customers/export.csv?q=a+b%26c&status=all"
+        );
     }
 
     #[test]
@@ -264,7 +272,10 @@ mod tests {
         let numbers: Vec<i64> = pager.items().iter().map(|item| item.number).collect();
         assert_eq!(numbers, vec![1, 0, 5, 6, 7]);
         let empty = Pager::new(url(), "page", 0, 15, 0);
-        assert_eq!((empty.page, empty.from(), empty.to(), empty.last_page()), (1, 0, 0, 1));
+        assert_eq!(
+            (empty.page, empty.from(), empty.to(), empty.last_page()),
+            (1, 0, 0, 1)
+        );
         assert_eq!(empty.href(1), "/customers?q=a+b%26c&status=all");
     }
 

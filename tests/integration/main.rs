@@ -8,12 +8,14 @@
 mod helpers;
 
 mod auth;
+mod customers;
 
 fn main() {
     let args = libtest_mimic::Arguments::from_args();
     let database = helpers::TestDatabase::start();
     let mut trials = Vec::new();
     trials.extend(auth::tests());
+    trials.extend(customers::tests());
     let conclusion = libtest_mimic::run(&args, trials);
     database.finish();
     conclusion.exit();

@@ -234,7 +234,10 @@ pub fn parse_custom_fields(rows: &[(String, String)]) -> Result<Map<String, Valu
                 "Values have at most {MAX_CUSTOM_FIELD_VALUE_LENGTH} characters, without control characters."
             ));
         }
-        if fields.insert(key.to_string(), Value::String(value.to_string())).is_some() {
+        if fields
+            .insert(key.to_string(), Value::String(value.to_string()))
+            .is_some()
+        {
             return Err(format!("The field name \"{key}\" appears twice."));
         }
     }
@@ -311,9 +314,7 @@ impl CustomerChanges {
             },
         };
         let mut optional = |field: &str, value: &Option<String>, parse: fn(&str) -> Result<_, String>| {
-            value
-                .as_deref()
-                .and_then(|raw| messages.take(field, parse(raw)))
+            value.as_deref().and_then(|raw| messages.take(field, parse(raw)))
         };
         let email = optional("email", &input.email, parse_email);
         let name = optional("name", &input.name, parse_name);
@@ -377,7 +378,10 @@ mod tests {
         let parsed = parse_custom_fields(&rows).unwrap();
         assert_eq!(parsed.get("plan"), Some(&Value::String("pro".into())));
         assert_eq!(parsed.len(), 1);
-        let twice = vec![("a".to_string(), "1".to_string()), ("a".to_string(), "2".to_string())];
+        let twice = vec![
+            ("a".to_string(), "1".to_string()),
+            ("a".to_string(), "2".to_string()),
+        ];
         assert!(parse_custom_fields(&twice).is_err());
         let nameless = vec![(String::new(), "1".to_string())];
         assert!(parse_custom_fields(&nameless).is_err());

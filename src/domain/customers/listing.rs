@@ -84,7 +84,9 @@ impl SortColumn {
     ];
 
     pub fn parse(value: &str) -> Option<SortColumn> {
-        SortColumn::ALL.into_iter().find(|column| column.as_str() == value)
+        SortColumn::ALL
+            .into_iter()
+            .find(|column| column.as_str() == value)
     }
 
     pub fn as_str(self) -> &'static str {
@@ -190,8 +192,9 @@ pub fn contains_pattern(term: &str) -> String {
     pattern
 }
 
-/// The search term as matched: trimmed, lower-cased, without control characters (which
-/// PostgreSQL text cannot hold anyway), at most `MAX_SEARCH_CHARS` long.
+/// The search term as matched: trimmed, without control characters (which PostgreSQL
+/// text cannot hold anyway), at most `MAX_SEARCH_CHARS` long. The database lower-cases it
+/// with the same `lower()` as the indexed columns, so both sides always agree.
 pub fn normalize_search(raw: &str) -> Option<String> {
     let term: String = raw
         .chars()
@@ -199,7 +202,7 @@ pub fn normalize_search(raw: &str) -> Option<String> {
         .take(MAX_SEARCH_CHARS)
         .collect::<String>()
         .trim()
-        .to_lowercase();
+        .to_string();
     (!term.is_empty()).then_some(term)
 }
 
@@ -220,15 +223,15 @@ fn filtered(program_id: i64, filter: &CustomerFilter) -> BoxedCustomers<'static>
         // out the indexed expression exactly.
         let pattern = contains_pattern(&term);
         query = query.filter(
-            sql::<Bool>("(lower(customers.email) LIKE ")
+            sql::<Bool>("(lower(customers.email) LIKE lower(")
                 .bind::<Text, _>(pattern.clone())
-                .sql(" OR lower(customers.key) LIKE ")
+                .sql(") OR lower(customers.key) LIKE lower(")
                 .bind::<Text, _>(pattern.clone())
-                .sql(" OR lower(customers.external_id) LIKE ")
+                .sql(") OR lower(customers.external_id) LIKE lower(")
                 .bind::<Text, _>(pattern.clone())
-                .sql(&format!(" OR {NAME_EXPRESSION} LIKE "))
+                .sql(&format!(") OR {NAME_EXPRESSION} LIKE lower("))
                 .bind::<Text, _>(pattern)
-                .sql(")"),
+                .sql("))"),
         );
     }
     query = match filter.refer_status {
@@ -397,7 +400,7 @@ mod tests {
 
     #[test]
     fn search_terms_are_trimmed_lowercased_and_cleaned() {
-        assert_eq!(normalize_search("  ADA\u{0} "), Some("ada".to_string()));
+        assert_eq!(normalize_search("  ADA\u{0} "), Some("ADA".to_string()));
         assert_eq!(normalize_search("   "), None);
         assert_eq!(normalize_search(&"x".repeat(500)).map(|t| t.len()), Some(200));
     }

@@ -36,21 +36,36 @@ where
     Ok(redirect(&detail_path(&changed.key)))
 }
 
-pub async fn delete(state: web::Data<AppState>, page: Page, path: web::Path<KeyPath>) -> Result<HttpResponse, Error> {
+pub async fn delete(
+    state: web::Data<AppState>,
+    page: Page,
+    path: web::Path<KeyPath>,
+) -> Result<HttpResponse, Error> {
     act(state, page, &path.key, customers::delete, |customer| {
-        format!("{} is deleted. An admin can restore them.", customer.display_name())
+        format!(
+            "{} is deleted. An admin can restore them.",
+            customer.display_name()
+        )
     })
     .await
 }
 
-pub async fn restore(state: web::Data<AppState>, page: Page, path: web::Path<KeyPath>) -> Result<HttpResponse, Error> {
+pub async fn restore(
+    state: web::Data<AppState>,
+    page: Page,
+    path: web::Path<KeyPath>,
+) -> Result<HttpResponse, Error> {
     act(state, page, &path.key, customers::restore, |customer| {
         format!("{} is restored.", customer.display_name())
     })
     .await
 }
 
-pub async fn approve(state: web::Data<AppState>, page: Page, path: web::Path<KeyPath>) -> Result<HttpResponse, Error> {
+pub async fn approve(
+    state: web::Data<AppState>,
+    page: Page,
+    path: web::Path<KeyPath>,
+) -> Result<HttpResponse, Error> {
     act(
         state,
         page,
@@ -61,7 +76,11 @@ pub async fn approve(state: web::Data<AppState>, page: Page, path: web::Path<Key
     .await
 }
 
-pub async fn unapprove(state: web::Data<AppState>, page: Page, path: web::Path<KeyPath>) -> Result<HttpResponse, Error> {
+pub async fn unapprove(
+    state: web::Data<AppState>,
+    page: Page,
+    path: web::Path<KeyPath>,
+) -> Result<HttpResponse, Error> {
     act(
         state,
         page,
@@ -108,7 +127,15 @@ pub async fn change_referrer(
                 errors: fields,
                 ..Default::default()
             };
-            render_detail(&state, page, &customer.key, 1, forms, StatusCode::UNPROCESSABLE_ENTITY).await
+            render_detail(
+                &state,
+                page,
+                &customer.key,
+                1,
+                forms,
+                StatusCode::UNPROCESSABLE_ENTITY,
+            )
+            .await
         }
         Err(other) => Err(other),
     }
@@ -145,7 +172,15 @@ pub async fn add_link(
                 errors: fields,
                 ..Default::default()
             };
-            render_detail(&state, page, &customer.key, 1, forms, StatusCode::UNPROCESSABLE_ENTITY).await
+            render_detail(
+                &state,
+                page,
+                &customer.key,
+                1,
+                forms,
+                StatusCode::UNPROCESSABLE_ENTITY,
+            )
+            .await
         }
         Err(other) => Err(other),
     }

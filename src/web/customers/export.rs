@@ -62,7 +62,10 @@ fn record(program: &Program, row: &CustomerRow) -> [String; 13] {
         text(&customer.surname),
         customer.status.clone(),
         customer.approved.to_string(),
-        row.referrer.as_ref().map(|referrer| referrer.key.clone()).unwrap_or_default(),
+        row.referrer
+            .as_ref()
+            .map(|referrer| referrer.key.clone())
+            .unwrap_or_default(),
         customer.referrals_count.to_string(),
         program.referral_url(&customer.key),
         customer
@@ -104,10 +107,9 @@ fn produce(pool: DbPool, program: Program, filter: CustomerFilter, chunks: Chunk
     }
     let mut after_id = 0;
     loop {
-        let batch = pool
-            .get()
-            .map_err(|_| Error::Unavailable)
-            .and_then(|mut conn| customers::export_batch(&mut conn, program.id, &filter, after_id, BATCH_SIZE));
+        let batch = pool.get().map_err(|_| Error::Unavailable).and_then(|mut conn| {
+            customers::export_batch(&mut conn, program.id, &filter, after_id, BATCH_SIZE)
+        });
         let rows = match batch {
             Ok(rows) => rows,
             Err(error) => {

@@ -132,9 +132,13 @@ impl FormPage {
     }
 
     fn referrer_error(&self) -> Option<&String> {
-        ["referring_customer", "referring_customer.key", "referring_customer.id"]
-            .into_iter()
-            .find_map(|field| first(&self.errors, field))
+        [
+            "referring_customer",
+            "referring_customer.key",
+            "referring_customer.id",
+        ]
+        .into_iter()
+        .find_map(|field| first(&self.errors, field))
     }
 
     fn action(&self) -> String {
@@ -147,7 +151,12 @@ impl FormPage {
 
 /// A form error re-renders the form (422) with what was typed; anything else is an
 /// error page.
-fn again(page: Page, customer: Option<Customer>, form: CustomerForm, error: Error) -> Result<HttpResponse, Error> {
+fn again(
+    page: Page,
+    customer: Option<Customer>,
+    form: CustomerForm,
+    error: Error,
+) -> Result<HttpResponse, Error> {
     match error {
         Error::Invalid { fields, .. } => render_status(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -182,9 +191,16 @@ pub async fn create(
         Err(error) => return again(page, None, form, error),
     };
     let (program, actor) = (page.program.clone(), page.actor());
-    match db::run(&state.pool, move |conn| customers::create(conn, &program, &actor, new)).await {
+    match db::run(&state.pool, move |conn| {
+        customers::create(conn, &program, &actor, new)
+    })
+    .await
+    {
         Ok(customer) => {
-            page.flash("success", format!("Customer {} created.", customer.display_name()));
+            page.flash(
+                "success",
+                format!("Customer {} created.", customer.display_name()),
+            );
             Ok(redirect(&detail_path(&customer.key)))
         }
         Err(error) => again(page, None, form, error),
@@ -262,7 +278,10 @@ mod tests {
         let form = CustomerForm::from_pairs(&pairs);
         assert_eq!(
             form.custom_fields,
-            vec![("a".to_string(), "1".to_string()), ("b".to_string(), "2".to_string())]
+            vec![
+                ("a".to_string(), "1".to_string()),
+                ("b".to_string(), "2".to_string())
+            ]
         );
         assert_eq!(form.email, "ada@example.com");
         assert_eq!(form.rows().len(), 3, "one empty row to add a field");

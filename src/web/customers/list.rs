@@ -104,11 +104,21 @@ impl ListParams {
     /// The list's address with every filter, the sort and the page size (not the page).
     pub fn url(&self, path: &str) -> ListUrl {
         let filter = &self.filter;
-        let date = |date: Option<NaiveDate>| date.map(|d| d.format("%Y-%m-%d").to_string()).unwrap_or_default();
+        let date =
+            |date: Option<NaiveDate>| date.map(|d| d.format("%Y-%m-%d").to_string()).unwrap_or_default();
         let mut url = ListUrl::new(path)
             .param("q", self.q.clone())
-            .param("refer_status", filter.refer_status.map(ReferStatus::as_str).unwrap_or_default())
-            .param("approved", filter.approved.map(|a| if a { "yes" } else { "no" }).unwrap_or_default())
+            .param(
+                "refer_status",
+                filter.refer_status.map(ReferStatus::as_str).unwrap_or_default(),
+            )
+            .param(
+                "approved",
+                filter
+                    .approved
+                    .map(|a| if a { "yes" } else { "no" })
+                    .unwrap_or_default(),
+            )
             .param("from", date(filter.created_from))
             .param("to", date(filter.created_to));
         if filter.status != StatusFilter::Active {
@@ -142,11 +152,14 @@ impl ListParams {
         }
     }
 
-    pub fn from_value(&self) -> String {
-        self.filter.created_from.map(|d| d.to_string()).unwrap_or_default()
+    pub fn created_from_value(&self) -> String {
+        self.filter
+            .created_from
+            .map(|d| d.to_string())
+            .unwrap_or_default()
     }
 
-    pub fn to_value(&self) -> String {
+    pub fn created_to_value(&self) -> String {
         self.filter.created_to.map(|d| d.to_string()).unwrap_or_default()
     }
 }

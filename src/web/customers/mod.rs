@@ -30,7 +30,10 @@ pub struct KeyPath {
 /// The customer of the current program with this key.
 async fn load(state: &web::Data<AppState>, program_id: i64, key: &str) -> Result<Customer, Error> {
     let key = key.to_string();
-    db::run(&state.pool, move |conn| customers::find_by_key(conn, program_id, &key)).await
+    db::run(&state.pool, move |conn| {
+        customers::find_by_key(conn, program_id, &key)
+    })
+    .await
 }
 
 /// The first message for a field, for the template next to it.
