@@ -117,6 +117,10 @@ impl Customer {
 
 /// A customer by public key (dashboard URLs use the key).
 pub fn find_by_key(conn: &mut PgConnection, program_id: i64, key: &str) -> Result<Customer, Error> {
+    // No key has another shape; PostgreSQL text would refuse some of them (NUL) anyway.
+    if check_code(key).is_err() {
+        return Err(Error::NotFound);
+    }
     Ok(customers::table
         .filter(customers::program_id.eq(program_id))
         .filter(customers::key.eq(key))
@@ -134,6 +138,9 @@ pub fn find(conn: &mut PgConnection, program_id: i64, id: i64) -> Result<Custome
 
 /// The API's identifier lookup: the customer's `id`, else `key`, else `email`.
 pub fn find_by_ident(conn: &mut PgConnection, program_id: i64, ident: &str) -> Result<Customer, Error> {
+    if !is_storable(ident) {
+        return Err(Error::NotFound);
+    }
     let in_program = || customers::table.filter(customers::program_id.eq(program_id));
     if let Some(found) = in_program()
         .filter(customers::external_id.eq(ident))
@@ -354,12 +361,27 @@ fn generate_unique(conn: &mut PgConnection, program_id: i64, field: &str) -> Res
     )))
 }
 
+/// Text that can match a stored value at all: no control characters (PostgreSQL refuses
+/// NUL outright), not absurdly long. Lookups of anything else find nothing.
+fn is_storable(value: &str) -> bool {
+    value.len() <= 1024 && !value.chars().any(char::is_control)
+}
+
 /// The referrer named in input: it must exist in the program and not be deleted.
 pub fn find_referrer(
     conn: &mut PgConnection,
     program_id: i64,
     referrer: &ReferrerRef,
 ) -> Result<Customer, Error> {
+    let named = match referrer {
+        ReferrerRef::Id(value) | ReferrerRef::Key(value) | ReferrerRef::KeyOrEmail(value) => value,
+    };
+    if !is_storable(named) {
+        return Err(Error::invalid(
+            "referring_customer",
+            "No customer with this key, id or email in this program.",
+        ));
+    }
     let in_program = || {
         customers::table
             .filter(customers::program_id.eq(program_id))

@@ -272,6 +272,15 @@ pub fn record_click(
     code: &str,
     referer: Option<&str>,
 ) -> Result<String, Error> {
+    // Anything not shaped like a slug and a code cannot exist (and NUL cannot be queried).
+    let slug_shaped = !program_slug.is_empty()
+        && program_slug.len() <= 63
+        && program_slug
+            .bytes()
+            .all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'-');
+    if !slug_shaped || check_code(code).is_err() {
+        return Err(Error::NotFound);
+    }
     conn.transaction(|conn| {
         let program = programs::find_by_slug(conn, program_slug)?;
         let live = || {

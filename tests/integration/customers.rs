@@ -446,6 +446,14 @@ async fn create_with_unknown_referrer_changes_nothing() {
     );
     assert!(body.contains("value=\"orphan@example.com\""));
     assert!(body.contains("value=\"ghost\""));
+    // A referrer that cannot exist in any form (NUL) is the same clear message.
+    let response = app
+        .post_form(
+            "/customers",
+            &[("email", "orphan@example.com"), ("referring_customer", "gh\0st")],
+        )
+        .await;
+    assert_eq!(response.status(), 422);
     let count: i64 = customers::table.count().get_result(&mut app.conn()).unwrap();
     assert_eq!(count, 0);
 
@@ -508,6 +516,8 @@ async fn invalid_input_rerenders_with_typed_values() {
                 ("metadata.date_of_birth", "2999-01-01"),
                 ("custom_fields[0][key]", ""),
                 ("custom_fields[0][value]", "orphan value"),
+                ("surname", "nul\0byte"),
+                ("id", "tab\tid"),
             ],
         )
         .await;
@@ -517,6 +527,7 @@ async fn invalid_input_rerenders_with_typed_values() {
     assert!(body.contains("Use 1 to 64 letters, digits"));
     assert!(body.contains("Enter a real date in the past as YYYY-MM-DD."));
     assert!(body.contains("a field name."));
+    assert!(body.contains("without control characters."));
     assert!(body.contains("value=\"not an email\""));
     assert!(body.contains(&format!("value=\"{}\"", attr("<b>Ada</b>"))));
     assert!(!body.contains("<b>Ada</b>"), "escaped");
@@ -1089,8 +1100,10 @@ async fn detail_shows_links_referrer_referrals_and_activity() {
     assert_eq!(status, 200);
     let (_, body) = app.browser.get_html("/customers/fan05").await;
     assert!(body.contains("href=\"/customers/star\""), "referrer linked");
-    let (status, _) = app.browser.get_html("/customers/nobody-here").await;
-    assert_eq!(status, 404);
+    for missing in ["nobody-here", "%00", "a%20b", "%F0%9F%98%80"] {
+        let (status, _) = app.browser.get_html(&format!("/customers/{missing}")).await;
+        assert_eq!(status, 404, "/customers/{missing}");
+    }
 }
 
 // --- export ------------------------------------------------------------------------------
