@@ -157,6 +157,7 @@ diesel::table! {
         is_default -> Bool,
         clicks -> Int8,
         created_at -> Timestamptz,
+        deleted_at -> Nullable<Timestamptz>,
     }
 }
 

@@ -37,3 +37,67 @@ pub fn record(conn: &mut PgConnection, actor: &Actor, change: Change<'_>) -> Res
         .execute(conn)?;
     Ok(())
 }
+
+/// One event on a customer's activity panel.
+#[derive(Clone, Debug, Queryable, Selectable)]
+#[diesel(table_name = audit_events)]
+pub struct CustomerEvent {
+    pub id: i64,
+    pub actor_label: String,
+    pub action: String,
+    pub subject_type: String,
+    pub before: Option<Value>,
+    pub after: Option<Value>,
+    pub address: Option<String>,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// A field an event changed, its values as short text.
+pub struct FieldChange {
+    pub field: String,
+    pub before: String,
+    pub after: String,
+}
+
+impl CustomerEvent {
+    /// The fields this event touched, from its before/after objects.
+    pub fn changes(&self) -> Vec<FieldChange> {
+        fn text(value: Option<&Value>) -> String {
+            match value {
+                None | Some(Value::Null) => "—".to_string(),
+                Some(Value::String(text)) => text.clone(),
+                Some(other) => other.to_string(),
+            }
+        }
+        let empty = serde_json::Map::new();
+        let before = self.before.as_ref().and_then(Value::as_object).unwrap_or(&empty);
+        let after = self.after.as_ref().and_then(Value::as_object).unwrap_or(&empty);
+        let mut fields: Vec<&String> = before.keys().chain(after.keys()).collect();
+        fields.sort();
+        fields.dedup();
+        fields
+            .into_iter()
+            .map(|field| FieldChange {
+                field: field.clone(),
+                before: text(before.get(field)),
+                after: text(after.get(field)),
+            })
+            .collect()
+    }
+}
+
+/// The latest events about one customer of a program, newest first.
+pub fn for_customer(
+    conn: &mut PgConnection,
+    program_id: i64,
+    customer_id: i64,
+    limit: i64,
+) -> Result<Vec<CustomerEvent>, Error> {
+    Ok(audit_events::table
+        .filter(audit_events::customer_id.eq(customer_id))
+        .filter(audit_events::program_id.eq(program_id))
+        .order((audit_events::created_at.desc(), audit_events::id.desc()))
+        .limit(limit)
+        .select(CustomerEvent::as_select())
+        .load(conn)?)
+}

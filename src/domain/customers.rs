@@ -1,13 +1,31 @@
 //! Customers of a program: the people who refer and are referred.
 //!
 //! Every query here is scoped by `program_id`: nothing leaks across programs.
+//!
+//! The rules live here, for the dashboard and the API alike: inputs are parsed once
+//! (`input`), every change runs in one transaction with the `referrals_count` updates and
+//! the audit event it implies, and the database constraints back up every check.
 
-use chrono::{DateTime, Utc};
+mod input;
+mod listing;
+
+pub use input::{check_code, CustomerChanges, CustomerInput, NewCustomer, ReferrerRef};
+pub use listing::{
+    contains_pattern, export_batch, list, normalize_search, referrals, with_referrers, CustomerFilter,
+    CustomerRow, ReferStatus, ReferrerSummary, SortColumn, SortDirection, StatusFilter, MAX_PER_PAGE,
+};
+
+use chrono::{DateTime, NaiveDate, Utc};
 use diesel::prelude::*;
+use diesel::result::Error as DieselError;
+use diesel::sql_types::{BigInt, Bool, Integer};
 use serde::Serialize;
+use serde_json::{json, Map, Value};
 
-use crate::db::schema::customers;
-use crate::error::Error;
+use crate::db::schema::{customers, referral_links, retired_keys};
+use crate::domain::programs::Program;
+use crate::domain::{audit, referral_links as links, Actor};
+use crate::error::{is_unique_violation, Error, FieldErrors};
 
 #[derive(Clone, Debug, Queryable, Selectable, Identifiable, Serialize)]
 #[diesel(table_name = customers)]
@@ -53,10 +71,56 @@ impl Customer {
             self.key.clone()
         }
     }
+
+    /// `metadata.date_of_birth` when it holds a date.
+    pub fn date_of_birth(&self) -> Option<NaiveDate> {
+        self.metadata
+            .get("date_of_birth")
+            .and_then(Value::as_str)
+            .and_then(|value| NaiveDate::parse_from_str(value, "%Y-%m-%d").ok())
+    }
+
+    /// Custom fields as (name, text) pairs, for display and the edit form.
+    pub fn custom_field_rows(&self) -> Vec<(String, String)> {
+        self.custom_fields
+            .as_object()
+            .map(|fields| {
+                fields
+                    .iter()
+                    .map(|(name, value)| {
+                        let text = match value {
+                            Value::String(text) => text.clone(),
+                            other => other.to_string(),
+                        };
+                        (name.clone(), text)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The editable state, as recorded in audit events.
+    fn snapshot(&self) -> Value {
+        json!({
+            "id": self.external_id,
+            "key": self.key,
+            "email": self.email,
+            "name": self.name,
+            "surname": self.surname,
+            "metadata": self.metadata,
+            "custom_fields": self.custom_fields,
+            "status": self.status,
+            "approved": self.approved,
+        })
+    }
 }
 
 /// A customer by public key (dashboard URLs use the key).
 pub fn find_by_key(conn: &mut PgConnection, program_id: i64, key: &str) -> Result<Customer, Error> {
+    // No key has another shape; PostgreSQL text would refuse some of them (NUL) anyway.
+    if check_code(key).is_err() {
+        return Err(Error::NotFound);
+    }
     Ok(customers::table
         .filter(customers::program_id.eq(program_id))
         .filter(customers::key.eq(key))
@@ -74,6 +138,9 @@ pub fn find(conn: &mut PgConnection, program_id: i64, id: i64) -> Result<Custome
 
 /// The API's identifier lookup: the customer's `id`, else `key`, else `email`.
 pub fn find_by_ident(conn: &mut PgConnection, program_id: i64, ident: &str) -> Result<Customer, Error> {
+    if !is_storable(ident) {
+        return Err(Error::NotFound);
+    }
     let in_program = || customers::table.filter(customers::program_id.eq(program_id));
     if let Some(found) = in_program()
         .filter(customers::external_id.eq(ident))
@@ -98,3 +165,683 @@ pub fn find_by_ident(conn: &mut PgConnection, program_id: i64, ident: &str) -> R
 }
 
 diesel::define_sql_function!(fn lower(value: diesel::sql_types::Nullable<diesel::sql_types::Text>) -> diesel::sql_types::Nullable<diesel::sql_types::Text>);
+
+// ---------------------------------------------------------------------------------------
+// Changes. Each runs in one transaction with the counters and the audit event it implies.
+// ---------------------------------------------------------------------------------------
+
+pub const STATUS_ACTIVE: &str = "active";
+pub const STATUS_DELETED: &str = "deleted";
+
+/// Lengths of generated keys and ids: short, URL-safe, unguessable (about 51 bits).
+const GENERATED_LENGTH: usize = 10;
+
+/// Lower-case letters and digits from the OS-seeded CSPRNG.
+fn random_code(length: usize) -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::thread_rng();
+    (0..length)
+        .map(|_| char::from(ALPHABET[rng.gen_range(0..ALPHABET.len())]))
+        .collect()
+}
+
+/// Row locks. Changes that leave the key alone take the weaker lock, which lets
+/// concurrent inserts that reference this customer as their referrer go ahead.
+enum Lock {
+    ForUpdate,
+    ForNoKeyUpdate,
+}
+
+fn lock(conn: &mut PgConnection, program_id: i64, id: i64, mode: Lock) -> Result<Customer, Error> {
+    let query = customers::table
+        .filter(customers::program_id.eq(program_id))
+        .filter(customers::id.eq(id))
+        .select(Customer::as_select());
+    Ok(match mode {
+        Lock::ForUpdate => query.for_update().first(conn)?,
+        Lock::ForNoKeyUpdate => query.for_no_key_update().first(conn)?,
+    })
+}
+
+/// One atomic `UPDATE … SET referrals_count = referrals_count + delta`: concurrent
+/// transactions queue on the row lock, so the count stays exact.
+fn add_referrals(conn: &mut PgConnection, referrer_id: i64, delta: i32) -> Result<(), Error> {
+    diesel::update(customers::table.find(referrer_id))
+        .set((customers::referrals_count.eq(customers::referrals_count + delta),))
+        .execute(conn)?;
+    Ok(())
+}
+
+fn add_message(errors: &mut FieldErrors, field: &str, message: impl Into<String>) {
+    errors.entry(field.to_string()).or_default().push(message.into());
+}
+
+/// Folds a validation error into `errors`; any other error is returned.
+fn collect<T>(errors: &mut FieldErrors, result: Result<T, Error>) -> Result<Option<T>, Error> {
+    match result {
+        Ok(value) => Ok(Some(value)),
+        Err(Error::Invalid { fields, .. }) => {
+            for (field, messages) in fields {
+                errors.entry(field).or_default().extend(messages);
+            }
+            Ok(None)
+        }
+        Err(other) => Err(other),
+    }
+}
+
+/// A unique violation from the database (a race the pre-checks could not see), as a
+/// message next to the field it concerns.
+fn unique_to_field(error: DieselError) -> Error {
+    const FIELDS: &[(&str, &str, &str)] = &[
+        (
+            "customers_program_id_key_key",
+            "key",
+            "This key is already taken by another customer.",
+        ),
+        (
+            "customers_program_id_external_id_key",
+            "id",
+            "A customer with this id already exists.",
+        ),
+        (
+            "customers_email_key",
+            "email",
+            "A customer with this email already exists.",
+        ),
+        (
+            "referral_links_program_id_code_key",
+            "key",
+            "This key is already used as a referral link code.",
+        ),
+        (
+            "retired_keys_pkey",
+            "key",
+            "This key was used by another customer before and cannot be reused.",
+        ),
+    ];
+    for (constraint, field, message) in FIELDS {
+        if is_unique_violation(&error, constraint) {
+            return Error::invalid(field, *message);
+        }
+    }
+    error.into()
+}
+
+/// Messages for the key, id and email another customer of the program already holds (or,
+/// for keys, held before, or uses as a link code). `me` is the customer being edited.
+fn taken(
+    conn: &mut PgConnection,
+    program_id: i64,
+    me: Option<i64>,
+    key: Option<&str>,
+    external_id: Option<&str>,
+    email: Option<&str>,
+) -> Result<FieldErrors, Error> {
+    use diesel::dsl::{exists, select};
+    // Internal ids start at 1, so 0 stands for "nobody yet" on create.
+    let me = me.unwrap_or(0);
+    let others = || {
+        customers::table
+            .filter(customers::program_id.eq(program_id))
+            .filter(customers::id.ne(me))
+    };
+    let mut errors = FieldErrors::new();
+    if let Some(key) = key {
+        if select(exists(others().filter(customers::key.eq(key)))).get_result(conn)? {
+            add_message(
+                &mut errors,
+                "key",
+                "This key is already taken by another customer.",
+            );
+        } else if select(exists(
+            retired_keys::table
+                .filter(retired_keys::program_id.eq(program_id))
+                .filter(retired_keys::key.eq(key))
+                .filter(retired_keys::customer_id.ne(me)),
+        ))
+        .get_result(conn)?
+        {
+            add_message(
+                &mut errors,
+                "key",
+                "This key belonged to another customer before; their old links still use it, so it cannot be reused.",
+            );
+        } else if select(exists(
+            referral_links::table
+                .filter(referral_links::program_id.eq(program_id))
+                .filter(referral_links::code.eq(key))
+                .filter(
+                    referral_links::customer_id
+                        .ne(me)
+                        .or(referral_links::is_default.eq(false)),
+                ),
+        ))
+        .get_result(conn)?
+        {
+            add_message(
+                &mut errors,
+                "key",
+                "This key is already used as a referral link code.",
+            );
+        }
+    }
+    if let Some(external_id) = external_id {
+        if select(exists(others().filter(customers::external_id.eq(external_id)))).get_result(conn)? {
+            add_message(&mut errors, "id", "A customer with this id already exists.");
+        }
+    }
+    if let Some(email) = email {
+        if select(exists(others().filter(lower(customers::email).eq(lower(email))))).get_result(conn)? {
+            add_message(&mut errors, "email", "A customer with this email already exists.");
+        }
+    }
+    Ok(errors)
+}
+
+/// A fresh random key (or id) nobody in the program holds, held, or uses as a link code.
+fn generate_unique(conn: &mut PgConnection, program_id: i64, field: &str) -> Result<String, Error> {
+    for _ in 0..8 {
+        let candidate = random_code(GENERATED_LENGTH);
+        let errors = if field == "key" {
+            if input::parse_key(&candidate).is_err() {
+                continue;
+            }
+            taken(conn, program_id, None, Some(&candidate), None, None)?
+        } else {
+            taken(conn, program_id, None, None, Some(&candidate), None)?
+        };
+        if errors.is_empty() {
+            return Ok(candidate);
+        }
+    }
+    Err(Error::Internal(anyhow::anyhow!(
+        "could not generate a unique customer {field}"
+    )))
+}
+
+/// Text that can match a stored value at all: no control characters (PostgreSQL refuses
+/// NUL outright), not absurdly long. Lookups of anything else find nothing.
+fn is_storable(value: &str) -> bool {
+    value.len() <= 1024 && !value.chars().any(char::is_control)
+}
+
+/// The referrer named in input: it must exist in the program and not be deleted.
+pub fn find_referrer(
+    conn: &mut PgConnection,
+    program_id: i64,
+    referrer: &ReferrerRef,
+) -> Result<Customer, Error> {
+    let named = match referrer {
+        ReferrerRef::Id(value) | ReferrerRef::Key(value) | ReferrerRef::KeyOrEmail(value) => value,
+    };
+    if !is_storable(named) {
+        return Err(Error::invalid(
+            "referring_customer",
+            "No customer with this key, id or email in this program.",
+        ));
+    }
+    let in_program = || {
+        customers::table
+            .filter(customers::program_id.eq(program_id))
+            .select(Customer::as_select())
+    };
+    let (found, message) = match referrer {
+        ReferrerRef::Id(id) => (
+            in_program()
+                .filter(customers::external_id.eq(id))
+                .first(conn)
+                .optional()?,
+            format!("No customer with the id \"{id}\" in this program."),
+        ),
+        ReferrerRef::Key(key) => (
+            in_program()
+                .filter(customers::key.eq(key))
+                .first(conn)
+                .optional()?,
+            format!("No customer with the key \"{key}\" in this program."),
+        ),
+        ReferrerRef::KeyOrEmail(value) => {
+            let by_key = in_program()
+                .filter(customers::key.eq(value))
+                .first(conn)
+                .optional()?;
+            let found = match by_key {
+                Some(found) => Some(found),
+                None => in_program()
+                    .filter(lower(customers::email).eq(lower(value)))
+                    .first(conn)
+                    .optional()?,
+            };
+            (
+                found,
+                format!("No customer with the key or email \"{value}\" in this program."),
+            )
+        }
+    };
+    let customer = found.ok_or_else(|| Error::invalid("referring_customer", message))?;
+    if customer.is_deleted() {
+        return Err(Error::invalid(
+            "referring_customer",
+            format!("{} is deleted and cannot refer anyone.", customer.display_name()),
+        ));
+    }
+    Ok(customer)
+}
+
+fn key_of(conn: &mut PgConnection, id: Option<i64>) -> Result<Option<String>, Error> {
+    match id {
+        None => Ok(None),
+        Some(id) => Ok(customers::table
+            .find(id)
+            .select(customers::key)
+            .first(conn)
+            .optional()?),
+    }
+}
+
+fn customer_change<'a>(
+    program_id: i64,
+    customer: &Customer,
+    action: &'a str,
+    before: Option<Value>,
+    after: Option<Value>,
+) -> audit::Change<'a> {
+    audit::Change {
+        program_id: Some(program_id),
+        action,
+        subject_type: "customer",
+        subject_id: Some(customer.id.to_string()),
+        customer_id: Some(customer.id),
+        before,
+        after,
+    }
+}
+
+/// Creates a customer with its default referral link; generates a blank key and id;
+/// counts the referral for the referrer. New customers are approved unless the program
+/// requires approval.
+pub fn create(
+    conn: &mut PgConnection,
+    program: &Program,
+    actor: &Actor,
+    input: NewCustomer,
+) -> Result<Customer, Error> {
+    conn.transaction(|conn| {
+        let mut errors = taken(
+            conn,
+            program.id,
+            None,
+            input.key.as_deref(),
+            input.external_id.as_deref(),
+            input.email.as_deref(),
+        )?;
+        let referrer = match &input.referrer {
+            Some(referrer) => collect(&mut errors, find_referrer(conn, program.id, referrer))?,
+            None => None,
+        };
+        if !errors.is_empty() {
+            return Err(Error::invalid_fields(errors));
+        }
+        let key = match input.key {
+            Some(key) => key,
+            None => generate_unique(conn, program.id, "key")?,
+        };
+        let external_id = match input.external_id {
+            Some(id) => id,
+            None => generate_unique(conn, program.id, "id")?,
+        };
+        let mut metadata = Map::new();
+        if let Some(date) = input.date_of_birth {
+            metadata.insert("date_of_birth".into(), json!(date.format("%Y-%m-%d").to_string()));
+        }
+        let customer = diesel::insert_into(customers::table)
+            .values((
+                customers::program_id.eq(program.id),
+                customers::external_id.eq(&external_id),
+                customers::key.eq(&key),
+                customers::email.eq(&input.email),
+                customers::name.eq(&input.name),
+                customers::surname.eq(&input.surname),
+                customers::metadata.eq(Value::Object(metadata)),
+                customers::custom_fields.eq(Value::Object(input.custom_fields)),
+                customers::approved.eq(!program.require_approval),
+                customers::referrer_id.eq(referrer.as_ref().map(|referrer| referrer.id)),
+            ))
+            .returning(Customer::as_returning())
+            .get_result(conn)
+            .map_err(unique_to_field)?;
+        links::set_default_code(conn, &customer, &customer.key).map_err(unique_to_field)?;
+        if let Some(referrer) = &referrer {
+            add_referrals(conn, referrer.id, 1)?;
+        }
+        let mut after = customer.snapshot();
+        after["referring_customer"] = json!(referrer.as_ref().map(|referrer| &referrer.key));
+        audit::record(
+            conn,
+            actor,
+            customer_change(program.id, &customer, "customer.create", None, Some(after)),
+        )?;
+        Ok(customer)
+    })
+}
+
+/// Applies `changes`. A new key renames the default referral link; the old key is
+/// retired, so `/r/{program}/{old key}` keeps crediting this customer and nobody else
+/// can take it. Nothing changes (and nothing is recorded) when the values are the same.
+pub fn update(
+    conn: &mut PgConnection,
+    program: &Program,
+    actor: &Actor,
+    customer_id: i64,
+    changes: CustomerChanges,
+) -> Result<Customer, Error> {
+    conn.transaction(|conn| {
+        let current = lock(conn, program.id, customer_id, Lock::ForUpdate)?;
+        let key = changes.key.unwrap_or_else(|| current.key.clone());
+        let email = changes.email.unwrap_or_else(|| current.email.clone());
+        let name = changes.name.unwrap_or_else(|| current.name.clone());
+        let surname = changes.surname.unwrap_or_else(|| current.surname.clone());
+        let mut metadata = current.metadata.as_object().cloned().unwrap_or_default();
+        match changes.date_of_birth {
+            Some(Some(date)) => {
+                metadata.insert("date_of_birth".into(), json!(date.format("%Y-%m-%d").to_string()));
+            }
+            Some(None) => {
+                metadata.remove("date_of_birth");
+            }
+            None => {}
+        }
+        let metadata = Value::Object(metadata);
+        let custom_fields = changes
+            .custom_fields
+            .map(Value::Object)
+            .unwrap_or_else(|| current.custom_fields.clone());
+
+        let key_changed = key != current.key;
+        let email_changed =
+            email.as_deref().map(str::to_lowercase) != current.email.as_deref().map(str::to_lowercase);
+        let errors = taken(
+            conn,
+            program.id,
+            Some(current.id),
+            key_changed.then_some(key.as_str()),
+            None,
+            if email_changed { email.as_deref() } else { None },
+        )?;
+        if !errors.is_empty() {
+            return Err(Error::invalid_fields(errors));
+        }
+
+        let mut before = Map::new();
+        let mut after = Map::new();
+        let mut diff = |field: &str, old: Value, new: Value| {
+            if old != new {
+                before.insert(field.to_string(), old);
+                after.insert(field.to_string(), new);
+            }
+        };
+        diff("key", json!(current.key), json!(key));
+        diff("email", json!(current.email), json!(email));
+        diff("name", json!(current.name), json!(name));
+        diff("surname", json!(current.surname), json!(surname));
+        diff("metadata", current.metadata.clone(), metadata.clone());
+        diff(
+            "custom_fields",
+            current.custom_fields.clone(),
+            custom_fields.clone(),
+        );
+        if after.is_empty() {
+            return Ok(current);
+        }
+
+        if key_changed {
+            links::set_default_code(conn, &current, &key).map_err(unique_to_field)?;
+            // Taking back one's own old key makes it current again.
+            diesel::delete(
+                retired_keys::table
+                    .filter(retired_keys::program_id.eq(program.id))
+                    .filter(retired_keys::key.eq(&key))
+                    .filter(retired_keys::customer_id.eq(current.id)),
+            )
+            .execute(conn)?;
+            diesel::insert_into(retired_keys::table)
+                .values((
+                    retired_keys::program_id.eq(program.id),
+                    retired_keys::key.eq(&current.key),
+                    retired_keys::customer_id.eq(current.id),
+                ))
+                .on_conflict_do_nothing()
+                .execute(conn)?;
+        }
+        let updated = diesel::update(customers::table.find(current.id))
+            .set((
+                customers::key.eq(&key),
+                customers::email.eq(&email),
+                customers::name.eq(&name),
+                customers::surname.eq(&surname),
+                customers::metadata.eq(&metadata),
+                customers::custom_fields.eq(&custom_fields),
+                customers::updated_at.eq(Utc::now()),
+            ))
+            .returning(Customer::as_returning())
+            .get_result(conn)
+            .map_err(unique_to_field)?;
+        audit::record(
+            conn,
+            actor,
+            customer_change(
+                program.id,
+                &updated,
+                "customer.update",
+                Some(Value::Object(before)),
+                Some(Value::Object(after)),
+            ),
+        )?;
+        Ok(updated)
+    })
+}
+
+/// Soft delete: the customer leaves default lists and no longer counts as a referral of
+/// their referrer. Deleting a deleted customer changes nothing.
+pub fn delete(
+    conn: &mut PgConnection,
+    program: &Program,
+    actor: &Actor,
+    customer_id: i64,
+) -> Result<Customer, Error> {
+    set_status(conn, program, actor, customer_id, true)
+}
+
+/// Brings a deleted customer back; they count as their referrer's referral again.
+pub fn restore(
+    conn: &mut PgConnection,
+    program: &Program,
+    actor: &Actor,
+    customer_id: i64,
+) -> Result<Customer, Error> {
+    set_status(conn, program, actor, customer_id, false)
+}
+
+fn set_status(
+    conn: &mut PgConnection,
+    program: &Program,
+    actor: &Actor,
+    customer_id: i64,
+    deleted: bool,
+) -> Result<Customer, Error> {
+    conn.transaction(|conn| {
+        let current = lock(conn, program.id, customer_id, Lock::ForNoKeyUpdate)?;
+        if current.is_deleted() == deleted {
+            return Ok(current);
+        }
+        let now = Utc::now();
+        let (status, deleted_at, action, delta) = if deleted {
+            (STATUS_DELETED, Some(now), "customer.delete", -1)
+        } else {
+            (STATUS_ACTIVE, None, "customer.restore", 1)
+        };
+        let updated = diesel::update(customers::table.find(current.id))
+            .set((
+                customers::status.eq(status),
+                customers::deleted_at.eq(deleted_at),
+                customers::updated_at.eq(now),
+            ))
+            .returning(Customer::as_returning())
+            .get_result(conn)?;
+        if let Some(referrer_id) = current.referrer_id {
+            add_referrals(conn, referrer_id, delta)?;
+        }
+        audit::record(
+            conn,
+            actor,
+            customer_change(
+                program.id,
+                &updated,
+                action,
+                Some(json!({"status": current.status})),
+                Some(json!({"status": updated.status})),
+            ),
+        )?;
+        Ok(updated)
+    })
+}
+
+/// Approves or unapproves; the same value again changes nothing.
+pub fn set_approved(
+    conn: &mut PgConnection,
+    program: &Program,
+    actor: &Actor,
+    customer_id: i64,
+    approved: bool,
+) -> Result<Customer, Error> {
+    conn.transaction(|conn| {
+        let current = lock(conn, program.id, customer_id, Lock::ForNoKeyUpdate)?;
+        if current.approved == approved {
+            return Ok(current);
+        }
+        let updated = diesel::update(customers::table.find(current.id))
+            .set((
+                customers::approved.eq(approved),
+                customers::updated_at.eq(Utc::now()),
+            ))
+            .returning(Customer::as_returning())
+            .get_result(conn)?;
+        let action = if approved {
+            "customer.approve"
+        } else {
+            "customer.unapprove"
+        };
+        audit::record(
+            conn,
+            actor,
+            customer_change(
+                program.id,
+                &updated,
+                action,
+                Some(json!({"approved": current.approved})),
+                Some(json!({"approved": approved})),
+            ),
+        )?;
+        Ok(updated)
+    })
+}
+
+/// True when walking up the referral chain from `from` reaches `target`.
+fn chain_reaches(conn: &mut PgConnection, from: i64, target: i64) -> Result<bool, Error> {
+    #[derive(QueryableByName)]
+    struct Found {
+        #[diesel(sql_type = Bool)]
+        found: bool,
+    }
+    // UNION (not UNION ALL) stops on a repeated row, so even a corrupt chain ends.
+    let found: Found = diesel::sql_query(
+        "WITH RECURSIVE chain(id, referrer_id) AS ( \
+             SELECT id, referrer_id FROM customers WHERE id = $1 \
+             UNION \
+             SELECT c.id, c.referrer_id FROM customers c JOIN chain ON c.id = chain.referrer_id \
+         ) SELECT EXISTS (SELECT 1 FROM chain WHERE id = $2) AS found",
+    )
+    .bind::<BigInt, _>(from)
+    .bind::<BigInt, _>(target)
+    .get_result(conn)?;
+    Ok(found.found)
+}
+
+/// Namespace of the per-program advisory lock that serialises re-attributions.
+const REATTRIBUTION_LOCK: i32 = 0x5244_4b52;
+
+/// Re-attributes a customer to another referrer (or to none). Refuses self-referral and
+/// any change that would make a cycle. Counts move from the old referrer to the new one
+/// (a deleted customer counts for nobody).
+pub fn change_referrer(
+    conn: &mut PgConnection,
+    program: &Program,
+    actor: &Actor,
+    customer_id: i64,
+    referrer: Option<ReferrerRef>,
+) -> Result<Customer, Error> {
+    conn.transaction(|conn| {
+        // Two concurrent re-attributions could each pass the cycle check and together
+        // close a loop; one at a time per program, they cannot.
+        diesel::sql_query("SELECT pg_advisory_xact_lock($1, $2)")
+            .bind::<Integer, _>(REATTRIBUTION_LOCK)
+            .bind::<Integer, _>(program.id as i32)
+            .execute(conn)?;
+        let current = lock(conn, program.id, customer_id, Lock::ForNoKeyUpdate)?;
+        let new_referrer = match &referrer {
+            Some(referrer) => Some(find_referrer(conn, program.id, referrer)?),
+            None => None,
+        };
+        if let Some(new_referrer) = &new_referrer {
+            if new_referrer.id == current.id {
+                return Err(Error::invalid(
+                    "referring_customer",
+                    "A customer cannot refer themselves.",
+                ));
+            }
+            if chain_reaches(conn, new_referrer.id, current.id)? {
+                return Err(Error::invalid(
+                    "referring_customer",
+                    format!(
+                        "{} was referred (directly or through others) by this customer, so this would make a referral cycle.",
+                        new_referrer.display_name()
+                    ),
+                ));
+            }
+        }
+        let new_id = new_referrer.as_ref().map(|referrer| referrer.id);
+        if new_id == current.referrer_id {
+            return Ok(current);
+        }
+        let old_key = key_of(conn, current.referrer_id)?;
+        let updated = diesel::update(customers::table.find(current.id))
+            .set((
+                customers::referrer_id.eq(new_id),
+                customers::updated_at.eq(Utc::now()),
+            ))
+            .returning(Customer::as_returning())
+            .get_result(conn)?;
+        if !current.is_deleted() {
+            if let Some(old) = current.referrer_id {
+                add_referrals(conn, old, -1)?;
+            }
+            if let Some(new) = new_id {
+                add_referrals(conn, new, 1)?;
+            }
+        }
+        audit::record(
+            conn,
+            actor,
+            customer_change(
+                program.id,
+                &updated,
+                "customer.change_referrer",
+                Some(json!({"referring_customer": old_key})),
+                Some(json!({"referring_customer": new_referrer.map(|referrer| referrer.key)})),
+            ),
+        )?;
+        Ok(updated)
+    })
+}

@@ -7,6 +7,7 @@ pub mod dashboard;
 pub mod invites;
 pub mod ledger;
 pub mod programs;
+pub mod referral_links;
 pub mod sessions;
 pub mod team;
 pub mod tokens;

@@ -6,11 +6,14 @@ pub mod assets;
 pub mod auth;
 pub mod context;
 pub mod csrf;
+pub mod customers;
 pub mod dashboard;
 pub mod error_pages;
 pub mod health;
 pub mod invites;
 pub mod ledger;
+pub mod paging;
+pub mod referral_redirect;
 pub mod session_store;
 pub mod team;
 
@@ -40,6 +43,30 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(web::resource("/program").route(web::post().to(auth::switch_program)))
         .service(web::resource("/").route(web::get().to(dashboard::show)))
         .service(web::resource("/team").route(web::get().to(team::index)))
+        .service(web::resource("/r/{program}/{code}").route(web::get().to(referral_redirect::follow)))
+        // Fixed paths before `/customers/{key}`, which would match them too.
+        .service(
+            web::resource("/customers")
+                .route(web::get().to(customers::index))
+                .route(web::post().to(customers::create)),
+        )
+        .service(web::resource("/customers/new").route(web::get().to(customers::new_form)))
+        .service(web::resource("/customers/export.csv").route(web::get().to(customers::export_csv)))
+        .service(web::resource("/customers/{key}").route(web::get().to(customers::show)))
+        .service(
+            web::resource("/customers/{key}/edit")
+                .route(web::get().to(customers::edit_form))
+                .route(web::post().to(customers::update)),
+        )
+        .service(web::resource("/customers/{key}/delete").route(web::post().to(customers::delete)))
+        .service(web::resource("/customers/{key}/restore").route(web::post().to(customers::restore)))
+        .service(web::resource("/customers/{key}/approve").route(web::post().to(customers::approve)))
+        .service(web::resource("/customers/{key}/unapprove").route(web::post().to(customers::unapprove)))
+        .service(web::resource("/customers/{key}/referrer").route(web::post().to(customers::change_referrer)))
+        .service(web::resource("/customers/{key}/links").route(web::post().to(customers::add_link)))
+        .service(
+            web::resource("/customers/{key}/links/{link_id}/delete").route(web::post().to(customers::delete_link)),
+        )
         .service(web::resource("/api").route(web::get().to(api_tokens::docs)))
         .service(
             web::resource("/api-tokens")

@@ -8,6 +8,7 @@
 mod helpers;
 
 mod auth;
+mod customers;
 mod security;
 mod invites;
 mod ledger;
@@ -17,6 +18,7 @@ fn main() {
     let database = helpers::TestDatabase::start();
     let mut trials = Vec::new();
     trials.extend(auth::tests());
+    trials.extend(customers::tests());
     trials.extend(security::tests());
     trials.extend(ledger::tests());
     trials.extend(invites::tests());

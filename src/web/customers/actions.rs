@@ -1,0 +1,211 @@
+//! The buttons and small forms of a customer's page: delete / restore (admin), approve /
+//! unapprove (support), change referrer (admin), add / delete an extra link (support).
+//! Roles are enforced by `access::RULES`; the rules themselves live in the domain.
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpResponse};
+use serde::Deserialize;
+
+use super::detail::{render_detail, InlineForms};
+use super::{detail_path, load, KeyPath};
+use crate::db;
+use crate::domain::customers::{self, Customer, ReferrerRef};
+use crate::domain::programs::Program;
+use crate::domain::referral_links;
+use crate::domain::Actor;
+use crate::error::Error;
+use crate::web::context::Page;
+use crate::web::redirect;
+use crate::AppState;
+
+/// Loads the customer, runs `change` on it, flashes `message`, back to the customer.
+async fn act<F>(
+    state: web::Data<AppState>,
+    page: Page,
+    key: &str,
+    change: F,
+    message: impl FnOnce(&Customer) -> String,
+) -> Result<HttpResponse, Error>
+where
+    F: FnOnce(&mut diesel::PgConnection, &Program, &Actor, i64) -> Result<Customer, Error> + Send + 'static,
+{
+    let customer = load(&state, page.program.id, key).await?;
+    let (program, actor, id) = (page.program.clone(), page.actor(), customer.id);
+    let changed = db::run(&state.pool, move |conn| change(conn, &program, &actor, id)).await?;
+    page.flash("success", message(&changed));
+    Ok(redirect(&detail_path(&changed.key)))
+}
+
+pub async fn delete(
+    state: web::Data<AppState>,
+    page: Page,
+    path: web::Path<KeyPath>,
+) -> Result<HttpResponse, Error> {
+    act(state, page, &path.key, customers::delete, |customer| {
+        format!(
+            "{} is deleted. An admin can restore them.",
+            customer.display_name()
+        )
+    })
+    .await
+}
+
+pub async fn restore(
+    state: web::Data<AppState>,
+    page: Page,
+    path: web::Path<KeyPath>,
+) -> Result<HttpResponse, Error> {
+    act(state, page, &path.key, customers::restore, |customer| {
+        format!("{} is restored.", customer.display_name())
+    })
+    .await
+}
+
+pub async fn approve(
+    state: web::Data<AppState>,
+    page: Page,
+    path: web::Path<KeyPath>,
+) -> Result<HttpResponse, Error> {
+    act(
+        state,
+        page,
+        &path.key,
+        |conn, program, actor, id| customers::set_approved(conn, program, actor, id, true),
+        |customer| format!("{} is approved.", customer.display_name()),
+    )
+    .await
+}
+
+pub async fn unapprove(
+    state: web::Data<AppState>,
+    page: Page,
+    path: web::Path<KeyPath>,
+) -> Result<HttpResponse, Error> {
+    act(
+        state,
+        page,
+        &path.key,
+        |conn, program, actor, id| customers::set_approved(conn, program, actor, id, false),
+        |customer| format!("{} is no longer approved.", customer.display_name()),
+    )
+    .await
+}
+
+#[derive(Deserialize)]
+pub struct ReferrerForm {
+    #[serde(default)]
+    referring_customer: String,
+}
+
+pub async fn change_referrer(
+    state: web::Data<AppState>,
+    page: Page,
+    path: web::Path<KeyPath>,
+    form: web::Form<ReferrerForm>,
+) -> Result<HttpResponse, Error> {
+    let customer = load(&state, page.program.id, &path.key).await?;
+    let typed = form.into_inner().referring_customer;
+    let referrer = ReferrerRef::from_box(&typed);
+    let (program, actor, id) = (page.program.clone(), page.actor(), customer.id);
+    let result = db::run(&state.pool, move |conn| {
+        customers::change_referrer(conn, &program, &actor, id, referrer)
+    })
+    .await;
+    match result {
+        Ok(changed) => {
+            let message = if changed.referrer_id.is_some() {
+                "Referrer changed."
+            } else {
+                "Referrer removed."
+            };
+            page.flash("success", message);
+            Ok(redirect(&detail_path(&changed.key)))
+        }
+        Err(Error::Invalid { fields, .. }) => {
+            let forms = InlineForms {
+                referrer: typed,
+                errors: fields,
+                ..Default::default()
+            };
+            render_detail(
+                &state,
+                page,
+                &customer.key,
+                1,
+                forms,
+                StatusCode::UNPROCESSABLE_ENTITY,
+            )
+            .await
+        }
+        Err(other) => Err(other),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct LinkForm {
+    #[serde(default)]
+    code: String,
+}
+
+pub async fn add_link(
+    state: web::Data<AppState>,
+    page: Page,
+    path: web::Path<KeyPath>,
+    form: web::Form<LinkForm>,
+) -> Result<HttpResponse, Error> {
+    let customer = load(&state, page.program.id, &path.key).await?;
+    let typed = form.into_inner().code;
+    let code = typed.clone();
+    let (program, actor, id) = (page.program.clone(), page.actor(), customer.id);
+    let result = db::run(&state.pool, move |conn| {
+        referral_links::create(conn, &program, &actor, id, &code)
+    })
+    .await;
+    match result {
+        Ok(link) => {
+            page.flash("success", format!("Link {} added.", link.code));
+            Ok(redirect(&format!("{}#links", detail_path(&customer.key))))
+        }
+        Err(Error::Invalid { fields, .. }) => {
+            let forms = InlineForms {
+                code: typed,
+                errors: fields,
+                ..Default::default()
+            };
+            render_detail(
+                &state,
+                page,
+                &customer.key,
+                1,
+                forms,
+                StatusCode::UNPROCESSABLE_ENTITY,
+            )
+            .await
+        }
+        Err(other) => Err(other),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct LinkPath {
+    key: String,
+    link_id: i64,
+}
+
+pub async fn delete_link(
+    state: web::Data<AppState>,
+    page: Page,
+    path: web::Path<LinkPath>,
+) -> Result<HttpResponse, Error> {
+    let customer = load(&state, page.program.id, &path.key).await?;
+    let (program, actor, id, link_id) = (page.program.clone(), page.actor(), customer.id, path.link_id);
+    let link = db::run(&state.pool, move |conn| {
+        referral_links::delete(conn, &program, &actor, id, link_id)
+    })
+    .await?;
+    page.flash(
+        "success",
+        format!("Link {} deleted. Its code will not be reused.", link.code),
+    );
+    Ok(redirect(&format!("{}#links", detail_path(&customer.key))))
+}
