@@ -217,7 +217,13 @@ mod tests {
         let days: Vec<DayCount> = (0..90)
             .map(|i| DayCount {
                 day: first + chrono::Duration::days(i),
-                referrals: if i == 89 { 4 } else if i == 10 { 1 } else { 0 },
+                referrals: if i == 89 {
+                    4
+                } else if i == 10 {
+                    1
+                } else {
+                    0
+                },
             })
             .collect();
         let chart = Chart::new(&days);
