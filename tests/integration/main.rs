@@ -7,6 +7,7 @@
 #[allow(dead_code)]
 mod helpers;
 
+mod admin;
 mod auth;
 
 fn main() {
@@ -14,6 +15,7 @@ fn main() {
     let database = helpers::TestDatabase::start();
     let mut trials = Vec::new();
     trials.extend(auth::tests());
+    trials.extend(admin::tests());
     let conclusion = libtest_mimic::run(&args, trials);
     database.finish();
     conclusion.exit();
