@@ -2,24 +2,30 @@
 //!
 //! # How the figures stay fast at a million customers
 //!
-//! Every figure is computed live by one aggregate query that PostgreSQL answers from an
-//! index, rather than from a summary table kept in step with every change. A summary table
+//! Chosen: live aggregate queries over indexes, not a summary table. A summary table
 //! would have to be updated by every code path that creates, deletes, restores, approves or
-//! re-attributes a customer, or books a credit — a second source of truth that drifts the
-//! day one of those paths forgets it. The indexes (migration `000003_dashboard_indexes`):
+//! re-attributes a customer or books a credit (a second source of truth that drifts the day
+//! one path forgets it); kept by triggers instead, its per-program row would become a lock
+//! every concurrent customer insert queues on, and a deadlock partner for transactions that
+//! lock a referrer first. Live aggregates are always exact and need nothing from other
+//! code. What keeps them fast (migration `000003_dashboard_indexes`):
 //!
-//! - active customers and new customers per period: `customers_list_idx`
-//!   `(program_id, status, created_at DESC, id DESC)` — an index-only count;
-//! - referred customers, referrals per period and the 90-day chart:
-//!   `customers_referred_created_idx (program_id, status, created_at) WHERE referrer_id IS
-//!   NOT NULL` — a range scan over referred customers only;
-//! - the approved share: `customers_unapproved_idx (program_id, status) WHERE NOT approved`
-//!   (unapproved customers are few; approved = active − unapproved);
+//! - every customer figure (active, referred, approved, new this week/month, referrals
+//!   this week/month) comes from ONE pass over the program's active customers with
+//!   `count(*) FILTER (...)`, which the covering index `customers_dashboard_idx
+//!   (program_id, status, created_at) INCLUDE (referrer_id, approved)` answers as an
+//!   index-only scan of that program's entries alone;
+//! - the 90-day chart is a range scan of the same index (`created_at` within 90 days);
 //! - credits per unit: `balance_transactions_credits_idx (program_id, amount_units,
 //!   is_currency) INCLUDE (amount) WHERE kind = 'credit'` — index-only, already grouped;
 //! - invites sent: `invites_status_idx (program_id, status)`;
-//! - top referrers: `customers_referrals_idx (program_id, referrals_count DESC, id DESC)`
-//!   read in order and stopped after ten rows.
+//! - top referrers: the existing `customers_referrals_idx (program_id, referrals_count
+//!   DESC, id DESC)`, read in order and stopped after ten rows.
+//!
+//! Measured with 1M customers, 300k ledger rows and 150k invites on a busy 2-core machine:
+//! the customer pass takes about 0.25 s, the chart 0.03–0.08 s, credits 0.1 s, the rest a
+//! few ms. Should that ever be too slow, the customer pass is the one to move to a
+//! periodically refreshed summary; nothing else needs to change.
 //!
 //! Counting rules: "customers" are active (not deleted) ones, as everywhere in the
 //! dashboard; a "referral" is an active customer created with a referrer, counted on the
@@ -131,37 +137,41 @@ pub fn share(part: i64, whole: i64) -> String {
     }
 }
 
+#[derive(QueryableByName)]
+struct CustomerCounts {
+    #[diesel(sql_type = BigInt)]
+    customers: i64,
+    #[diesel(sql_type = BigInt)]
+    referred: i64,
+    #[diesel(sql_type = BigInt)]
+    unapproved: i64,
+    #[diesel(sql_type = BigInt)]
+    new_this_week: i64,
+    #[diesel(sql_type = BigInt)]
+    new_this_month: i64,
+    #[diesel(sql_type = BigInt)]
+    referrals_this_week: i64,
+    #[diesel(sql_type = BigInt)]
+    referrals_this_month: i64,
+}
+
 pub fn totals(conn: &mut PgConnection, program_id: i64, now: DateTime<Utc>) -> Result<Totals, Error> {
-    let week = week_start(now);
-    let month = month_start(now);
-    let active = || {
-        customers::table
-            .filter(customers::program_id.eq(program_id))
-            .filter(customers::status.eq("active"))
-    };
-    let customers_count: i64 = active().count().get_result(conn)?;
-    let referred = || active().filter(customers::referrer_id.is_not_null());
-    let referred_count: i64 = referred().count().get_result(conn)?;
-    let unapproved: i64 = active()
-        .filter(customers::approved.eq(false))
-        .count()
-        .get_result(conn)?;
-    let new_this_week: i64 = active()
-        .filter(customers::created_at.ge(week))
-        .count()
-        .get_result(conn)?;
-    let new_this_month: i64 = active()
-        .filter(customers::created_at.ge(month))
-        .count()
-        .get_result(conn)?;
-    let referrals_this_week: i64 = referred()
-        .filter(customers::created_at.ge(week))
-        .count()
-        .get_result(conn)?;
-    let referrals_this_month: i64 = referred()
-        .filter(customers::created_at.ge(month))
-        .count()
-        .get_result(conn)?;
+    // One pass for every customer figure; `FILTER` is beyond the query builder, so this is
+    // SQL text with bound parameters.
+    let counts: CustomerCounts = diesel::sql_query(
+        "SELECT count(*) AS customers, \
+                count(*) FILTER (WHERE referrer_id IS NOT NULL) AS referred, \
+                count(*) FILTER (WHERE NOT approved) AS unapproved, \
+                count(*) FILTER (WHERE created_at >= $2) AS new_this_week, \
+                count(*) FILTER (WHERE created_at >= $3) AS new_this_month, \
+                count(*) FILTER (WHERE referrer_id IS NOT NULL AND created_at >= $2) AS referrals_this_week, \
+                count(*) FILTER (WHERE referrer_id IS NOT NULL AND created_at >= $3) AS referrals_this_month \
+         FROM customers WHERE program_id = $1 AND status = 'active'",
+    )
+    .bind::<BigInt, _>(program_id)
+    .bind::<Timestamptz, _>(week_start(now))
+    .bind::<Timestamptz, _>(month_start(now))
+    .get_result(conn)?;
     let credits = balance_transactions::table
         .filter(balance_transactions::program_id.eq(program_id))
         .filter(balance_transactions::kind.eq("credit"))
@@ -192,13 +202,13 @@ pub fn totals(conn: &mut PgConnection, program_id: i64, now: DateTime<Utc>) -> R
         .count()
         .get_result(conn)?;
     Ok(Totals {
-        customers: customers_count,
-        referred: referred_count,
-        approved: customers_count - unapproved,
-        new_this_week,
-        new_this_month,
-        referrals_this_week,
-        referrals_this_month,
+        customers: counts.customers,
+        referred: counts.referred,
+        approved: counts.customers - counts.unapproved,
+        new_this_week: counts.new_this_week,
+        new_this_month: counts.new_this_month,
+        referrals_this_week: counts.referrals_this_week,
+        referrals_this_month: counts.referrals_this_month,
         credits,
         invites_sent,
     })

@@ -55,7 +55,7 @@ pub fn grouped(value: &i64) -> String {
         out.push('-');
     }
     for (index, digit) in digits.chars().enumerate() {
-        if index > 0 && (digits.len() - index) % 3 == 0 {
+        if index > 0 && (digits.len() - index).is_multiple_of(3) {
             out.push(',');
         }
         out.push(digit);
@@ -148,7 +148,7 @@ impl Chart {
         let labels = days
             .iter()
             .enumerate()
-            .filter(|(index, _)| (last - index) % LABEL_EVERY == 0)
+            .filter(|(index, _)| (last - index).is_multiple_of(LABEL_EVERY))
             .map(|(index, day)| AxisLabel {
                 x: n(LEFT + index as f64 * step + step / 2.0),
                 text: day.day.format("%b %-d").to_string(),
@@ -158,8 +158,7 @@ impl Chart {
             (Some(first), Some(last)) if total > 0 => {
                 let busiest = days
                     .iter()
-                    .filter(|day| day.referrals == max)
-                    .next_back()
+                    .rfind(|day| day.referrals == max)
                     .map(|day| day.day.format("%Y-%m-%d").to_string())
                     .unwrap_or_default();
                 format!(

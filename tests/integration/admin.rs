@@ -978,6 +978,11 @@ async fn pages_only_show_the_current_program() {
     assert!(body.contains("b-token"));
 }
 
+/// id, actor member, actor label, action, customer, created at.
+type EventRow = (i64, Option<i64>, String, String, Option<i64>, DateTime<Utc>);
+/// key, referrer, status, approved, created at, referrals count.
+type CustomerRow = (String, Option<i64>, String, bool, DateTime<Utc>, i32);
+
 // ---- audit log ---------------------------------------------------------------------------
 
 async fn audit_filters_return_exactly_the_matching_events() {
@@ -1068,7 +1073,7 @@ async fn audit_filters_return_exactly_the_matching_events() {
     );
 
     // What each filter must return, computed from every row the log may show.
-    let visible: Vec<(i64, Option<i64>, String, String, Option<i64>, DateTime<Utc>)> = audit_events::table
+    let visible: Vec<EventRow> = audit_events::table
         .filter(
             audit_events::program_id
                 .eq(program_a)
@@ -1085,7 +1090,7 @@ async fn audit_filters_return_exactly_the_matching_events() {
         .load(&mut app.conn())
         .unwrap();
     assert!(visible.iter().all(|row| row.0 != e4));
-    let expect = |keep: &dyn Fn(&(i64, Option<i64>, String, String, Option<i64>, DateTime<Utc>)) -> bool| {
+    let expect = |keep: &dyn Fn(&EventRow) -> bool| {
         visible
             .iter()
             .filter(|row| keep(row))
@@ -1304,7 +1309,7 @@ async fn dashboard_numbers_equal_counts_from_the_database() {
     insert_invite(&app, program_b, "i5@example.com", "sent");
 
     // Expected figures, counted in Rust from the rows themselves.
-    let rows: Vec<(String, Option<i64>, String, bool, DateTime<Utc>, i32)> = customers::table
+    let rows: Vec<CustomerRow> = customers::table
         .filter(customers::program_id.eq(program_a))
         .select((
             customers::key,
@@ -1322,9 +1327,7 @@ async fn dashboard_numbers_equal_counts_from_the_database() {
     let first_of_month = NaiveDate::from_ymd_opt(today.year(), today.month(), 1).unwrap();
     let month_start = Utc.from_utc_datetime(&first_of_month.and_hms_opt(0, 0, 0).unwrap());
     let active: Vec<_> = rows.iter().filter(|row| row.2 == "active").collect();
-    let count = |keep: &dyn Fn(&&(String, Option<i64>, String, bool, DateTime<Utc>, i32)) -> bool| {
-        active.iter().filter(|row| keep(row)).count() as i64
-    };
+    let count = |keep: &dyn Fn(&&CustomerRow) -> bool| active.iter().filter(|row| keep(row)).count() as i64;
     let customers_total = count(&|_| true);
     let referred_total = count(&|row| row.1.is_some());
     let approved_total = count(&|row| row.3);
@@ -1360,7 +1363,7 @@ async fn dashboard_numbers_equal_counts_from_the_database() {
             .filter(|row| row.5 > 0)
             .map(|row| (row.0.clone(), row.5))
             .collect();
-        top.sort_by(|a, b| b.1.cmp(&a.1));
+        top.sort_by_key(|row| std::cmp::Reverse(row.1));
         top
     };
     assert_eq!(top, [("r1".to_string(), 5), ("r2".to_string(), 4)]);
