@@ -31,25 +31,43 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/setup", web::post().to(auth::setup))
         .route("/program", web::post().to(auth::switch_program))
         .route("/", web::get().to(dashboard::show))
-        .route("/team", web::get().to(team::index))
-        .route("/team", web::post().to(team::create))
-        .route("/team/new", web::get().to(team::new_form))
-        .route("/team/{id}/role", web::post().to(team::change_role))
-        .route("/team/{id}/disable", web::post().to(team::disable))
-        .route("/team/{id}/enable", web::post().to(team::enable))
-        .route("/team/{id}/password", web::get().to(team::password_form))
-        .route("/team/{id}/password", web::post().to(team::reset_password))
-        .route("/set-password", web::get().to(profile::set_password_form))
-        .route("/set-password", web::post().to(profile::set_password))
-        .route("/profile", web::get().to(profile::show))
-        .route("/profile", web::post().to(profile::update))
-        .route("/programs", web::get().to(programs::index))
-        .route("/programs", web::post().to(programs::create))
-        .route("/programs/new", web::get().to(programs::new_form))
-        .route("/programs/{id}/edit", web::get().to(programs::edit_form))
-        .route("/programs/{id}/edit", web::post().to(programs::update))
-        .route("/audit", web::get().to(audit::index))
-        .route("/audit/export", web::get().to(audit::export));
+        .service(
+            web::resource("/team")
+                .route(web::get().to(team::index))
+                .route(web::post().to(team::create)),
+        )
+        .service(web::resource("/team/new").route(web::get().to(team::new_form)))
+        .service(web::resource("/team/{id}/role").route(web::post().to(team::change_role)))
+        .service(web::resource("/team/{id}/disable").route(web::post().to(team::disable)))
+        .service(web::resource("/team/{id}/enable").route(web::post().to(team::enable)))
+        .service(
+            web::resource("/team/{id}/password")
+                .route(web::get().to(team::password_form))
+                .route(web::post().to(team::reset_password)),
+        )
+        .service(
+            web::resource("/set-password")
+                .route(web::get().to(profile::set_password_form))
+                .route(web::post().to(profile::set_password)),
+        )
+        .service(
+            web::resource("/profile")
+                .route(web::get().to(profile::show))
+                .route(web::post().to(profile::update)),
+        )
+        .service(
+            web::resource("/programs")
+                .route(web::get().to(programs::index))
+                .route(web::post().to(programs::create)),
+        )
+        .service(web::resource("/programs/new").route(web::get().to(programs::new_form)))
+        .service(
+            web::resource("/programs/{id}/edit")
+                .route(web::get().to(programs::edit_form))
+                .route(web::post().to(programs::update)),
+        )
+        .service(web::resource("/audit").route(web::get().to(audit::index)))
+        .service(web::resource("/audit/export").route(web::get().to(audit::export)));
 }
 
 /// Renders a page with 200 OK.
