@@ -8,8 +8,8 @@ pub mod config;
 pub mod db;
 pub mod domain;
 pub mod error;
-pub mod seed;
 pub mod mail;
+pub mod seed;
 pub mod web;
 
 use std::net::TcpListener;

@@ -468,3 +468,337 @@ pub fn list_members(conn: &mut PgConnection) -> Result<Vec<Member>, Error> {
         .select(Member::as_select())
         .load(conn)?)
 }
+
+// ---------------------------------------------------------------------------------------
+// Team management by admins, the set-password link and the member's own profile.
+
+/// How long a set-password link given to a member stays valid.
+pub const SET_PASSWORD_LINK_HOURS: i64 = 72;
+
+pub const LAST_ADMIN_MESSAGE: &str =
+    "This is the last enabled admin. Make another member an admin first, so that someone can still manage the team.";
+
+/// Locks every enabled admin (in id order, so concurrent changes queue up instead of
+/// deadlocking), then the member to change. Two admins demoting each other at the same
+/// moment therefore cannot both succeed: the second sees the first's change.
+fn lock_for_admin_change(conn: &mut PgConnection, member_id: i64) -> Result<(Member, usize), Error> {
+    let enabled_admins: Vec<i64> = team_members::table
+        .filter(team_members::role.eq(Role::Admin.as_str()))
+        .filter(team_members::disabled.eq(false))
+        .order(team_members::id)
+        .select(team_members::id)
+        .for_update()
+        .load(conn)?;
+    let member = team_members::table
+        .find(member_id)
+        .select(Member::as_select())
+        .for_update()
+        .first(conn)?;
+    Ok((member, enabled_admins.len()))
+}
+
+fn is_enabled_admin(member: &Member) -> bool {
+    !member.disabled && member.role() == Role::Admin
+}
+
+/// Changes a member's role. The last enabled admin cannot be demoted.
+pub fn change_role(
+    conn: &mut PgConnection,
+    actor: &Actor,
+    member_id: i64,
+    role: Role,
+) -> Result<Member, Error> {
+    conn.transaction(|conn| {
+        let (member, enabled_admins) = lock_for_admin_change(conn, member_id)?;
+        if member.role() == role {
+            return Ok(member);
+        }
+        if is_enabled_admin(&member) && enabled_admins <= 1 {
+            return Err(Error::invalid("role", LAST_ADMIN_MESSAGE));
+        }
+        let updated = diesel::update(team_members::table.find(member_id))
+            .set((
+                team_members::role.eq(role.as_str()),
+                team_members::updated_at.eq(Utc::now()),
+            ))
+            .returning(Member::as_returning())
+            .get_result(conn)?;
+        audit::record(
+            conn,
+            actor,
+            audit::Change {
+                program_id: None,
+                action: "member.role_change",
+                subject_type: "team_member",
+                subject_id: Some(member_id.to_string()),
+                customer_id: None,
+                before: Some(json!({"role": member.role_name})),
+                after: Some(json!({"role": updated.role_name})),
+            },
+        )?;
+        Ok(updated)
+    })
+}
+
+/// Disables or enables a member. Disabling ends all their sessions in the same
+/// transaction, so their next request is signed out. Nobody disables themselves, and the
+/// last enabled admin cannot be disabled.
+pub fn set_disabled(
+    conn: &mut PgConnection,
+    actor: &Actor,
+    member_id: i64,
+    disabled: bool,
+) -> Result<Member, Error> {
+    if disabled && actor.member_id == Some(member_id) {
+        return Err(Error::invalid("disabled", "You cannot disable your own account."));
+    }
+    conn.transaction(|conn| {
+        let (member, enabled_admins) = lock_for_admin_change(conn, member_id)?;
+        if member.disabled == disabled {
+            return Ok(member);
+        }
+        if disabled && is_enabled_admin(&member) && enabled_admins <= 1 {
+            return Err(Error::invalid("disabled", LAST_ADMIN_MESSAGE));
+        }
+        let updated = diesel::update(team_members::table.find(member_id))
+            .set((
+                team_members::disabled.eq(disabled),
+                team_members::updated_at.eq(Utc::now()),
+            ))
+            .returning(Member::as_returning())
+            .get_result(conn)?;
+        if disabled {
+            end_sessions(conn, member_id, None)?;
+        }
+        audit::record(
+            conn,
+            actor,
+            audit::Change {
+                program_id: None,
+                action: if disabled {
+                    "member.disable"
+                } else {
+                    "member.enable"
+                },
+                subject_type: "team_member",
+                subject_id: Some(member_id.to_string()),
+                customer_id: None,
+                before: Some(json!({"disabled": member.disabled})),
+                after: Some(json!({"disabled": updated.disabled})),
+            },
+        )?;
+        Ok(updated)
+    })
+}
+
+/// Adds a member. Without an initial password, a set-password link is created in the same
+/// transaction and returned (in clear, once) for the admin to pass on.
+pub fn add_member(
+    conn: &mut PgConnection,
+    actor: &Actor,
+    new: NewMember,
+) -> Result<(Member, Option<String>), Error> {
+    let wants_link = new.password.is_none();
+    conn.transaction(|conn| {
+        let member = create_member(conn, actor, new)?;
+        let link = if wants_link {
+            Some(issue_password_link(conn, actor, member.id)?)
+        } else {
+            None
+        };
+        Ok((member, link))
+    })
+}
+
+/// A fresh one-time set-password link for a member (valid [`SET_PASSWORD_LINK_HOURS`]).
+/// Older unused links of the member stop working: only the latest one handed out counts.
+pub fn issue_password_link(conn: &mut PgConnection, actor: &Actor, member_id: i64) -> Result<String, Error> {
+    conn.transaction(|conn| {
+        let member = find(conn, member_id)?;
+        let now = Utc::now();
+        diesel::update(
+            one_time_tokens::table
+                .filter(one_time_tokens::member_id.eq(member.id))
+                .filter(one_time_tokens::purpose.eq("set_password"))
+                .filter(one_time_tokens::used_at.is_null())
+                .filter(one_time_tokens::expires_at.gt(now)),
+        )
+        .set(one_time_tokens::expires_at.eq(now))
+        .execute(conn)?;
+        let token = create_one_time_token(
+            conn,
+            OneTimePurpose::SetPassword(member.id),
+            Duration::hours(SET_PASSWORD_LINK_HOURS),
+        )?;
+        audit::record(
+            conn,
+            actor,
+            audit::Change {
+                program_id: None,
+                action: "member.password_link",
+                subject_type: "team_member",
+                subject_id: Some(member.id.to_string()),
+                customer_id: None,
+                before: None,
+                after: Some(json!({"valid_hours": SET_PASSWORD_LINK_HOURS})),
+            },
+        )?;
+        Ok(token)
+    })
+}
+
+/// An admin sets a member's password; all of that member's sessions end.
+pub fn reset_password(
+    conn: &mut PgConnection,
+    actor: &Actor,
+    member_id: i64,
+    password: &str,
+) -> Result<Member, Error> {
+    let member = find(conn, member_id)?;
+    set_password(conn, actor, member.id, password, None)?;
+    Ok(member)
+}
+
+/// The member a usable set-password link belongs to (for showing the form).
+pub fn member_for_password_link(conn: &mut PgConnection, token: &str) -> Result<Member, Error> {
+    let (_, member_id) = find_one_time_token(conn, token, "set_password")?;
+    let member_id = member_id.ok_or(Error::NotFound)?;
+    let member = find(conn, member_id)?;
+    if member.disabled {
+        return Err(Error::BadRequest(
+            "This account is disabled. Ask an admin to enable it.".into(),
+        ));
+    }
+    Ok(member)
+}
+
+/// Sets a password through a one-time link: the link is used up and every session of the
+/// member ends, all in one transaction (a refused password leaves the link usable).
+pub fn complete_password_link(
+    conn: &mut PgConnection,
+    token: &str,
+    password: &str,
+    address: Option<String>,
+) -> Result<Member, Error> {
+    conn.transaction(|conn| {
+        let (token_id, _) = find_one_time_token(conn, token, "set_password")?;
+        let member = member_for_password_link(conn, token)?;
+        if !use_one_time_token(conn, token_id)? {
+            return Err(Error::BadRequest(
+                "This link is invalid, used or expired. Ask an admin for a new one.".into(),
+            ));
+        }
+        set_password(conn, &member.actor(address), member.id, password, None)?;
+        Ok(member)
+    })
+}
+
+/// A member's change to their own profile, parsed from the form.
+pub struct ProfileChange {
+    pub name: String,
+    pub password: Option<PasswordChange>,
+}
+
+pub struct PasswordChange {
+    pub current: String,
+    pub new: String,
+}
+
+impl ProfileChange {
+    /// The new password is optional; when given, the current one and a matching
+    /// confirmation are required.
+    pub fn parse(name: &str, current: &str, new: &str, confirmation: &str) -> Result<ProfileChange, Error> {
+        let mut fields = FieldErrors::new();
+        let name = name.trim().to_string();
+        if name.is_empty() || name.chars().count() > 200 {
+            fields
+                .entry("name".into())
+                .or_default()
+                .push("Enter a name (at most 200 characters).".into());
+        }
+        let wants_password = !new.is_empty() || !confirmation.is_empty();
+        if wants_password {
+            if current.is_empty() {
+                fields
+                    .entry("current_password".into())
+                    .or_default()
+                    .push("Enter your current password to set a new one.".into());
+            }
+            if let Err(message) = check_password_strength(new) {
+                fields.entry("new_password".into()).or_default().push(message);
+            } else if new != confirmation {
+                fields
+                    .entry("password_confirmation".into())
+                    .or_default()
+                    .push("The two passwords differ.".into());
+            }
+        }
+        if !fields.is_empty() {
+            return Err(Error::invalid_fields(fields));
+        }
+        Ok(ProfileChange {
+            name,
+            password: wants_password.then(|| PasswordChange {
+                current: current.to_string(),
+                new: new.to_string(),
+            }),
+        })
+    }
+}
+
+/// Saves a member's own name and, when asked, password. The current password must be
+/// right; a new password ends every other session of the member (`keep_session_id` is the
+/// row id of the session making the change, which stays signed in).
+pub fn update_profile(
+    conn: &mut PgConnection,
+    actor: &Actor,
+    member_id: i64,
+    change: ProfileChange,
+    keep_session_id: Option<&str>,
+) -> Result<Member, Error> {
+    conn.transaction(|conn| {
+        let member = team_members::table
+            .find(member_id)
+            .select(Member::as_select())
+            .for_update()
+            .first(conn)?;
+        if let Some(password) = &change.password {
+            let hash = member.password_hash.as_deref().unwrap_or_else(|| dummy_hash());
+            if member.password_hash.is_none() || !verify_password(&password.current, hash) {
+                return Err(Error::invalid(
+                    "current_password",
+                    "Your current password is not correct.",
+                ));
+            }
+        }
+        let member = if change.name != member.name {
+            let updated = diesel::update(team_members::table.find(member_id))
+                .set((
+                    team_members::name.eq(&change.name),
+                    team_members::updated_at.eq(Utc::now()),
+                ))
+                .returning(Member::as_returning())
+                .get_result(conn)?;
+            audit::record(
+                conn,
+                actor,
+                audit::Change {
+                    program_id: None,
+                    action: "member.update",
+                    subject_type: "team_member",
+                    subject_id: Some(member_id.to_string()),
+                    customer_id: None,
+                    before: Some(json!({"name": member.name})),
+                    after: Some(json!({"name": updated.name})),
+                },
+            )?;
+            updated
+        } else {
+            member
+        };
+        if let Some(password) = &change.password {
+            set_password(conn, actor, member_id, &password.new, keep_session_id)?;
+        }
+        Ok(member)
+    })
+}

@@ -87,6 +87,24 @@ pub const RULES: &[Rule] = &[
     // The JSON API: a bearer token on every call (checked by `api::ApiClient`), except the
     // public description of the API itself.
     rule("GET", "/v1/openapi.json", Public),
+    rule("POST", "/team", ADMIN),
+    rule("GET", "/team/new", ADMIN),
+    rule("POST", "/team/{id}/role", ADMIN),
+    rule("POST", "/team/{id}/disable", ADMIN),
+    rule("POST", "/team/{id}/enable", ADMIN),
+    rule("GET", "/team/{id}/password", ADMIN),
+    rule("POST", "/team/{id}/password", ADMIN),
+    rule("GET", "/set-password", Public),
+    rule("POST", "/set-password", Public),
+    rule("GET", "/profile", VIEWER),
+    rule("POST", "/profile", VIEWER),
+    rule("GET", "/programs", ADMIN),
+    rule("POST", "/programs", ADMIN),
+    rule("GET", "/programs/new", ADMIN),
+    rule("GET", "/programs/{id}/edit", ADMIN),
+    rule("POST", "/programs/{id}/edit", ADMIN),
+    rule("GET", "/audit", ADMIN),
+    rule("GET", "/audit/export", ADMIN),
 ];
 
 pub fn rule_for(method: &Method, pattern: &str) -> Option<Access> {

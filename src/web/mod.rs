@@ -3,6 +3,7 @@
 pub mod access;
 pub mod api_tokens;
 pub mod assets;
+pub mod audit;
 pub mod auth;
 pub mod context;
 pub mod csrf;
@@ -13,6 +14,8 @@ pub mod health;
 pub mod invites;
 pub mod ledger;
 pub mod paging;
+pub mod profile;
+pub mod programs;
 pub mod referral_redirect;
 pub mod session_store;
 pub mod team;
@@ -42,7 +45,43 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         )
         .service(web::resource("/program").route(web::post().to(auth::switch_program)))
         .service(web::resource("/").route(web::get().to(dashboard::show)))
-        .service(web::resource("/team").route(web::get().to(team::index)))
+        .service(
+            web::resource("/team")
+                .route(web::get().to(team::index))
+                .route(web::post().to(team::create)),
+        )
+        .service(web::resource("/team/new").route(web::get().to(team::new_form)))
+        .service(web::resource("/team/{id}/role").route(web::post().to(team::change_role)))
+        .service(web::resource("/team/{id}/disable").route(web::post().to(team::disable)))
+        .service(web::resource("/team/{id}/enable").route(web::post().to(team::enable)))
+        .service(
+            web::resource("/team/{id}/password")
+                .route(web::get().to(team::password_form))
+                .route(web::post().to(team::reset_password)),
+        )
+        .service(
+            web::resource("/set-password")
+                .route(web::get().to(profile::set_password_form))
+                .route(web::post().to(profile::set_password)),
+        )
+        .service(
+            web::resource("/profile")
+                .route(web::get().to(profile::show))
+                .route(web::post().to(profile::update)),
+        )
+        .service(
+            web::resource("/programs")
+                .route(web::get().to(programs::index))
+                .route(web::post().to(programs::create)),
+        )
+        .service(web::resource("/programs/new").route(web::get().to(programs::new_form)))
+        .service(
+            web::resource("/programs/{id}/edit")
+                .route(web::get().to(programs::edit_form))
+                .route(web::post().to(programs::update)),
+        )
+        .service(web::resource("/audit").route(web::get().to(audit::index)))
+        .service(web::resource("/audit/export").route(web::get().to(audit::export)))
         .service(web::resource("/r/{program}/{code}").route(web::get().to(referral_redirect::follow)))
         // Fixed paths before `/customers/{key}`, which would match them too.
         .service(
@@ -65,7 +104,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(web::resource("/customers/{key}/referrer").route(web::post().to(customers::change_referrer)))
         .service(web::resource("/customers/{key}/links").route(web::post().to(customers::add_link)))
         .service(
-            web::resource("/customers/{key}/links/{link_id}/delete").route(web::post().to(customers::delete_link)),
+            web::resource("/customers/{key}/links/{link_id}/delete")
+                .route(web::post().to(customers::delete_link)),
         )
         .service(web::resource("/api").route(web::get().to(api_tokens::docs)))
         .service(

@@ -7,11 +7,12 @@
 #[allow(dead_code)]
 mod helpers;
 
+mod admin;
 mod auth;
 mod customers;
-mod security;
 mod invites;
 mod ledger;
+mod security;
 
 fn main() {
     let args = libtest_mimic::Arguments::from_args();
@@ -22,6 +23,7 @@ fn main() {
     trials.extend(security::tests());
     trials.extend(ledger::tests());
     trials.extend(invites::tests());
+    trials.extend(admin::tests());
     let conclusion = libtest_mimic::run(&args, trials);
     database.finish();
     conclusion.exit();

@@ -1,0 +1,234 @@
+//! A member's own profile (`/profile`) and the public page behind a set-password link
+//! (`/set-password?token=`).
+
+use actix_web::cookie::{CookieJar, Key};
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use askama::Template;
+use serde::Deserialize;
+
+use crate::config::Config;
+use crate::db;
+use crate::domain::sessions::{self, MEMBER_ID_KEY};
+use crate::domain::team::{self, ProfileChange};
+use crate::error::{Error, FieldErrors};
+use crate::web::context::{flash, Page, PublicPage};
+use crate::web::{csrf, redirect, render, render_status};
+use crate::AppState;
+
+/// The session cookie's name, as configured in `Application::build`.
+pub const SESSION_COOKIE: &str = "referdesk_session";
+
+/// The `sessions` row id of the session this request belongs to.
+///
+/// actix-session does not expose the session key to handlers, so it is read the way the
+/// middleware reads it: the signed cookie, verified with the same key. `None` when the
+/// cookie is missing or its signature does not verify.
+pub fn current_session_row_id(req: &HttpRequest, config: &Config) -> Option<String> {
+    let cookie = req.cookie(SESSION_COOKIE)?;
+    let key = Key::derive_from(&config.cookie_secret().ok()?);
+    let mut jar = CookieJar::new();
+    jar.add_original(cookie);
+    let verified = jar.signed(&key).get(SESSION_COOKIE)?;
+    Some(sessions::row_id(verified.value()))
+}
+
+#[derive(Template)]
+#[template(path = "team/profile.html")]
+struct ProfilePage {
+    page: Page,
+    name: String,
+    errors: FieldErrors,
+}
+
+impl ProfilePage {
+    fn error(&self, field: &str) -> Option<&String> {
+        self.errors.get(field).and_then(|messages| messages.first())
+    }
+}
+
+pub async fn show(page: Page) -> Result<HttpResponse, Error> {
+    let name = page.member.name.clone();
+    render(&ProfilePage {
+        page,
+        name,
+        errors: FieldErrors::new(),
+    })
+}
+
+#[derive(Deserialize)]
+pub struct ProfileForm {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    current_password: String,
+    #[serde(default)]
+    new_password: String,
+    #[serde(default)]
+    password_confirmation: String,
+}
+
+pub async fn update(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    page: Page,
+    form: web::Form<ProfileForm>,
+) -> Result<HttpResponse, Error> {
+    let form = form.into_inner();
+    let parsed = ProfileChange::parse(
+        &form.name,
+        &form.current_password,
+        &form.new_password,
+        &form.password_confirmation,
+    );
+    let keep = current_session_row_id(&req, &state.config);
+    let changes_password = matches!(&parsed, Ok(change) if change.password.is_some());
+    let actor = page.actor();
+    let member_id = page.member.id;
+    let result = match parsed {
+        Ok(change) => {
+            let keep = keep.clone();
+            db::run(&state.pool, move |conn| {
+                team::update_profile(conn, &actor, member_id, change, keep.as_deref())
+            })
+            .await
+        }
+        Err(error) => Err(error),
+    };
+    match result {
+        Ok(_) => {
+            if changes_password {
+                if keep.is_none() {
+                    // The current session could not be told apart, so every session
+                    // ended: carry on in a new one rather than signing the member out.
+                    page.session.renew();
+                    page.session
+                        .insert(MEMBER_ID_KEY, member_id)
+                        .map_err(|error| Error::Internal(anyhow::anyhow!("session: {error}")))?;
+                }
+                page.flash(
+                    "success",
+                    "Your password was changed. Your other sessions have been signed out.",
+                );
+            } else {
+                page.flash("success", "Your profile was saved.");
+            }
+            Ok(redirect("/profile"))
+        }
+        Err(Error::Invalid { fields, .. }) => render_status(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &ProfilePage {
+                page,
+                name: form.name,
+                errors: fields,
+            },
+        ),
+        Err(error) => Err(error),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "team/set_password.html")]
+struct SetPasswordPage {
+    csrf: String,
+    token: String,
+    email: String,
+    errors: FieldErrors,
+}
+
+impl SetPasswordPage {
+    fn error(&self, field: &str) -> Option<&String> {
+        self.errors.get(field).and_then(|messages| messages.first())
+    }
+}
+
+#[derive(Deserialize)]
+pub struct TokenQuery {
+    #[serde(default)]
+    token: String,
+}
+
+pub async fn set_password_form(
+    state: web::Data<AppState>,
+    page: PublicPage,
+    query: web::Query<TokenQuery>,
+) -> Result<HttpResponse, Error> {
+    let token = query.into_inner().token;
+    let check = token.clone();
+    let member = db::run(&state.pool, move |conn| {
+        team::member_for_password_link(conn, &check)
+    })
+    .await?;
+    render(&SetPasswordPage {
+        csrf: page.csrf,
+        token,
+        email: member.email,
+        errors: FieldErrors::new(),
+    })
+}
+
+#[derive(Deserialize)]
+pub struct SetPasswordForm {
+    #[serde(default)]
+    token: String,
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
+    password_confirmation: String,
+}
+
+pub async fn set_password(
+    state: web::Data<AppState>,
+    page: PublicPage,
+    form: web::Form<SetPasswordForm>,
+) -> Result<HttpResponse, Error> {
+    let form = form.into_inner();
+    let result = if let Err(message) = team::check_password_strength(&form.password) {
+        Err(Error::invalid("password", message))
+    } else if form.password != form.password_confirmation {
+        Err(Error::invalid(
+            "password_confirmation",
+            "The two passwords differ.",
+        ))
+    } else {
+        let token = form.token.clone();
+        let password = form.password.clone();
+        let address = Some(page.address.clone());
+        db::run(&state.pool, move |conn| {
+            team::complete_password_link(conn, &token, &password, address)
+        })
+        .await
+    };
+    match result {
+        Ok(member) => {
+            page.session.renew();
+            page.session
+                .insert(MEMBER_ID_KEY, member.id)
+                .map_err(|error| Error::Internal(anyhow::anyhow!("session: {error}")))?;
+            csrf::rotate(&page.session);
+            flash(
+                &page.session,
+                "success",
+                "Your password is set and you are signed in.",
+            );
+            Ok(redirect("/"))
+        }
+        Err(Error::Invalid { fields, .. }) => {
+            let token = form.token.clone();
+            let member = db::run(&state.pool, move |conn| {
+                team::member_for_password_link(conn, &token)
+            })
+            .await?;
+            render_status(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &SetPasswordPage {
+                    csrf: page.csrf,
+                    token: form.token,
+                    email: member.email,
+                    errors: fields,
+                },
+            )
+        }
+        Err(error) => Err(error),
+    }
+}

@@ -1,0 +1,184 @@
+//! Programs (admins only): the list, and the create and edit forms. The program switcher
+//! in the top bar lists every program; the current one scopes every other page.
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpResponse};
+use askama::Template;
+use serde::Deserialize;
+
+use crate::db;
+use crate::domain::programs::{self, Program, ProgramInput, DEFAULT_LINK_PARAM};
+use crate::error::{Error, FieldErrors};
+use crate::web::context::Page;
+use crate::web::{redirect, render, render_status};
+use crate::AppState;
+
+#[derive(Template)]
+#[template(path = "programs/index.html")]
+struct ProgramsPage {
+    page: Page,
+    programs: Vec<Program>,
+}
+
+pub async fn index(state: web::Data<AppState>, page: Page) -> Result<HttpResponse, Error> {
+    let programs = db::run(&state.pool, programs::list).await?;
+    render(&ProgramsPage { page, programs })
+}
+
+/// The program form as typed, kept to re-render it with the user's input.
+#[derive(Deserialize, Default)]
+pub struct ProgramForm {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    slug: String,
+    #[serde(default)]
+    referral_base_url: String,
+    #[serde(default)]
+    link_param: String,
+    /// A checkbox: present when ticked.
+    require_approval: Option<String>,
+}
+
+impl ProgramForm {
+    fn from_program(program: &Program) -> ProgramForm {
+        ProgramForm {
+            name: program.name.clone(),
+            slug: program.slug.clone(),
+            referral_base_url: program.referral_base_url.clone(),
+            link_param: program.link_param.clone(),
+            require_approval: program.require_approval.then(|| "on".to_string()),
+        }
+    }
+
+    fn require_approval(&self) -> bool {
+        self.require_approval.is_some()
+    }
+
+    fn parse(&self) -> Result<ProgramInput, Error> {
+        ProgramInput::parse(
+            &self.name,
+            &self.slug,
+            &self.referral_base_url,
+            &self.link_param,
+            self.require_approval(),
+        )
+    }
+}
+
+#[derive(Template)]
+#[template(path = "programs/form.html")]
+struct ProgramFormPage {
+    page: Page,
+    /// `None` when creating.
+    program: Option<Program>,
+    form: ProgramForm,
+    errors: FieldErrors,
+}
+
+impl ProgramFormPage {
+    fn error(&self, field: &str) -> Option<&String> {
+        self.errors.get(field).and_then(|messages| messages.first())
+    }
+
+    fn action(&self) -> String {
+        match &self.program {
+            Some(program) => format!("/programs/{}/edit", program.id),
+            None => "/programs".to_string(),
+        }
+    }
+}
+
+pub async fn new_form(page: Page) -> Result<HttpResponse, Error> {
+    render(&ProgramFormPage {
+        page,
+        program: None,
+        form: ProgramForm {
+            link_param: DEFAULT_LINK_PARAM.into(),
+            ..ProgramForm::default()
+        },
+        errors: FieldErrors::new(),
+    })
+}
+
+pub async fn create(
+    state: web::Data<AppState>,
+    page: Page,
+    form: web::Form<ProgramForm>,
+) -> Result<HttpResponse, Error> {
+    let form = form.into_inner();
+    let actor = page.actor();
+    let result = match form.parse() {
+        Ok(input) => db::run(&state.pool, move |conn| programs::create(conn, &actor, input)).await,
+        Err(error) => Err(error),
+    };
+    match result {
+        Ok(program) => {
+            page.flash(
+                "success",
+                format!(
+                    "Program {} was created. Switch to it with the program menu at the top.",
+                    program.name
+                ),
+            );
+            Ok(redirect("/programs"))
+        }
+        Err(Error::Invalid { fields, .. }) => render_status(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &ProgramFormPage {
+                page,
+                program: None,
+                form,
+                errors: fields,
+            },
+        ),
+        Err(error) => Err(error),
+    }
+}
+
+pub async fn edit_form(
+    state: web::Data<AppState>,
+    page: Page,
+    id: web::Path<i64>,
+) -> Result<HttpResponse, Error> {
+    let id = id.into_inner();
+    let program = db::run(&state.pool, move |conn| programs::find(conn, id)).await?;
+    render(&ProgramFormPage {
+        page,
+        form: ProgramForm::from_program(&program),
+        program: Some(program),
+        errors: FieldErrors::new(),
+    })
+}
+
+pub async fn update(
+    state: web::Data<AppState>,
+    page: Page,
+    id: web::Path<i64>,
+    form: web::Form<ProgramForm>,
+) -> Result<HttpResponse, Error> {
+    let id = id.into_inner();
+    let form = form.into_inner();
+    let program = db::run(&state.pool, move |conn| programs::find(conn, id)).await?;
+    let actor = page.actor();
+    let result = match form.parse() {
+        Ok(input) => db::run(&state.pool, move |conn| programs::update(conn, &actor, id, input)).await,
+        Err(error) => Err(error),
+    };
+    match result {
+        Ok(program) => {
+            page.flash("success", format!("Program {} was saved.", program.name));
+            Ok(redirect("/programs"))
+        }
+        Err(Error::Invalid { fields, .. }) => render_status(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &ProgramFormPage {
+                page,
+                program: Some(program),
+                form,
+                errors: fields,
+            },
+        ),
+        Err(error) => Err(error),
+    }
+}
