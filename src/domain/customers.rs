@@ -7,7 +7,7 @@
 //! the audit event it implies, and the database constraints back up every check.
 
 mod input;
-mod listing;
+pub mod listing;
 
 pub use input::{check_code, CustomerChanges, CustomerInput, NewCustomer, ReferrerRef};
 pub use listing::{
@@ -378,7 +378,7 @@ pub fn find_referrer(
     };
     if !is_storable(named) {
         return Err(Error::invalid(
-            "referring_customer",
+            referrer.field(),
             "No customer with this key, id or email in this program.",
         ));
     }
@@ -420,10 +420,11 @@ pub fn find_referrer(
             )
         }
     };
-    let customer = found.ok_or_else(|| Error::invalid("referring_customer", message))?;
+    // The message goes next to the field the referrer was named in.
+    let customer = found.ok_or_else(|| Error::invalid(referrer.field(), message))?;
     if customer.is_deleted() {
         return Err(Error::invalid(
-            "referring_customer",
+            referrer.field(),
             format!("{} is deleted and cannot refer anyone.", customer.display_name()),
         ));
     }

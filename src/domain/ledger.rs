@@ -583,8 +583,21 @@ pub fn balance_of(
 /// Everything ever credited in a program, per unit (debits not subtracted): the
 /// dashboard's "credits issued".
 pub fn credits_issued(conn: &mut PgConnection, program_id: i64) -> Result<Vec<Balance>, Error> {
+    credited(conn, None, Some(program_id))
+}
+
+/// Everything ever credited to one customer, per unit (the API's stats).
+pub fn credits_of(conn: &mut PgConnection, customer_id: i64) -> Result<Vec<Balance>, Error> {
+    credited(conn, Some(customer_id), None)
+}
+
+fn credited(
+    conn: &mut PgConnection,
+    customer_id: Option<i64>,
+    program_id: Option<i64>,
+) -> Result<Vec<Balance>, Error> {
     Ok(sorted(
-        sums(conn, None, Some(program_id))?
+        sums(conn, customer_id, program_id)?
             .into_iter()
             .filter(|(_, _, kind, _)| kind == "credit")
             .map(|(units, is_currency, _, total)| Balance {

@@ -5,6 +5,8 @@
 //! keeps its code, and a customer's old keys stay in `retired_keys`, so a link shared
 //! long ago never starts crediting another customer.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel::result::Error as DieselError;
@@ -40,6 +42,45 @@ impl ReferralLink {
             self.code
         )
     }
+}
+
+/// The live links of several customers at once (for a page of API results), each list
+/// ordered like [`for_customer`].
+pub fn for_customers(
+    conn: &mut PgConnection,
+    customer_ids: &[i64],
+) -> Result<HashMap<i64, Vec<ReferralLink>>, Error> {
+    let mut by_customer: HashMap<i64, Vec<ReferralLink>> = HashMap::new();
+    if customer_ids.is_empty() {
+        return Ok(by_customer);
+    }
+    let links = referral_links::table
+        .filter(referral_links::customer_id.eq_any(customer_ids))
+        .filter(referral_links::deleted_at.is_null())
+        .order((
+            referral_links::customer_id,
+            referral_links::is_default.desc(),
+            referral_links::created_at.asc(),
+            referral_links::id.asc(),
+        ))
+        .select(ReferralLink::as_select())
+        .load(conn)?;
+    for link in links {
+        by_customer.entry(link.customer_id).or_default().push(link);
+    }
+    Ok(by_customer)
+}
+
+/// Clicks on all of a customer's links, deleted extra links included (their clicks happened).
+pub fn total_clicks(conn: &mut PgConnection, customer_id: i64) -> Result<i64, Error> {
+    use diesel::dsl::sum;
+    let total: Option<bigdecimal::BigDecimal> = referral_links::table
+        .filter(referral_links::customer_id.eq(customer_id))
+        .select(sum(referral_links::clicks))
+        .first(conn)?;
+    Ok(total
+        .and_then(|total| bigdecimal::ToPrimitive::to_i64(&total))
+        .unwrap_or(0))
 }
 
 /// Extra links a customer may have besides the default one.

@@ -472,7 +472,7 @@ async fn create_with_unknown_referrer_changes_nothing() {
     .unwrap_err();
     let fields = error.field_errors().expect("a field error");
     assert!(
-        fields["referring_customer"][0].contains("\"nope\""),
+        fields["referring_customer.id"][0].contains("\"nope\""),
         "id wins over key"
     );
 }

@@ -8,6 +8,7 @@
 mod helpers;
 
 mod admin;
+mod api;
 mod auth;
 mod customers;
 mod invites;
@@ -24,6 +25,7 @@ fn main() {
     trials.extend(ledger::tests());
     trials.extend(invites::tests());
     trials.extend(admin::tests());
+    trials.extend(api::tests());
     let conclusion = libtest_mimic::run(&args, trials);
     database.finish();
     conclusion.exit();

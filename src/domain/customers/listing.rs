@@ -284,29 +284,36 @@ impl ReferrerSummary {
     }
 }
 
-/// The referrers of `rows`, in one query.
-pub fn with_referrers(conn: &mut PgConnection, rows: Vec<Customer>) -> Result<Vec<CustomerRow>, Error> {
+/// The referrers of `rows`, by internal id, in one query.
+pub fn referrer_summaries(
+    conn: &mut PgConnection,
+    rows: &[Customer],
+) -> Result<HashMap<i64, ReferrerSummary>, Error> {
     let mut ids: Vec<i64> = rows.iter().filter_map(|row| row.referrer_id).collect();
     ids.sort_unstable();
     ids.dedup();
-    let referrers: HashMap<i64, ReferrerSummary> = if ids.is_empty() {
-        HashMap::new()
-    } else {
-        customers::table
-            .filter(customers::id.eq_any(&ids))
-            .select((
-                customers::id,
-                customers::key,
-                customers::external_id,
-                customers::email,
-                customers::name,
-                customers::surname,
-            ))
-            .load::<ReferrerSummary>(conn)?
-            .into_iter()
-            .map(|summary| (summary.id, summary))
-            .collect()
-    };
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    Ok(customers::table
+        .filter(customers::id.eq_any(&ids))
+        .select((
+            customers::id,
+            customers::key,
+            customers::external_id,
+            customers::email,
+            customers::name,
+            customers::surname,
+        ))
+        .load::<ReferrerSummary>(conn)?
+        .into_iter()
+        .map(|summary| (summary.id, summary))
+        .collect())
+}
+
+/// `rows` with their referrers (loaded for all rows at once).
+pub fn with_referrers(conn: &mut PgConnection, rows: Vec<Customer>) -> Result<Vec<CustomerRow>, Error> {
+    let referrers = referrer_summaries(conn, &rows)?;
     Ok(rows
         .into_iter()
         .map(|customer| CustomerRow {
@@ -314,6 +321,51 @@ pub fn with_referrers(conn: &mut PgConnection, rows: Vec<Customer>) -> Result<Ve
             customer,
         })
         .collect())
+}
+
+/// Exact lookups for the API's `customers:search`: every given criterion must match.
+#[derive(Clone, Debug, Default)]
+pub struct ExactMatch {
+    pub key: Option<String>,
+    pub external_id: Option<String>,
+    /// Compared case-insensitively, like the unique index.
+    pub email: Option<String>,
+}
+
+/// Customers matching `criteria` (deleted ones included: a search by identifier should
+/// find them, and their `status` says what they are), with the number of matches.
+pub fn exact_matches(
+    conn: &mut PgConnection,
+    program_id: i64,
+    criteria: &ExactMatch,
+    page: i64,
+    per_page: i64,
+) -> Result<(Vec<Customer>, i64), Error> {
+    let query = || {
+        let mut query = customers::table
+            .filter(customers::program_id.eq(program_id))
+            .into_boxed();
+        if let Some(key) = &criteria.key {
+            query = query.filter(customers::key.eq(key.clone()));
+        }
+        if let Some(id) = &criteria.external_id {
+            query = query.filter(customers::external_id.eq(id.clone()));
+        }
+        if let Some(email) = &criteria.email {
+            query =
+                query.filter(sql::<Bool>("lower(customers.email) = ").bind::<Text, _>(email.to_lowercase()));
+        }
+        query
+    };
+    let per_page = per_page.clamp(1, MAX_PER_PAGE);
+    let total: i64 = query().count().get_result(conn)?;
+    let rows = query()
+        .order(customers::id.asc())
+        .limit(per_page)
+        .offset((page.max(1) - 1).saturating_mul(per_page))
+        .select(Customer::as_select())
+        .load(conn)?;
+    Ok((rows, total))
 }
 
 pub const MAX_PER_PAGE: i64 = 250;

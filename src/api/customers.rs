@@ -1,0 +1,397 @@
+//! `/v1/customers…`: the refer-a-friend customers API.
+
+use std::collections::HashMap;
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use diesel::PgConnection;
+use serde_json::{json, Map, Value};
+
+use crate::api::body::{read_object, Fields};
+use crate::api::views::{self, CustomerContext};
+use crate::api::{data, done, ApiClient};
+use crate::db;
+use crate::domain::customers::listing::{self, CustomerFilter, ReferStatus};
+use crate::domain::customers::{self, Customer, CustomerChanges, CustomerInput, NewCustomer};
+use crate::domain::programs::Program;
+use crate::domain::referral_links;
+use crate::error::{ApiError, Error};
+use crate::AppState;
+
+/// `limit` and `page` of a list call, validated like the original service does.
+pub struct Paging {
+    pub limit: i64,
+    pub page: i64,
+}
+
+pub(crate) fn query_pairs(req: &HttpRequest) -> Vec<(String, String)> {
+    serde_urlencoded::from_str::<Vec<(String, String)>>(req.query_string()).unwrap_or_default()
+}
+
+fn query_value<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    // With a repeated parameter, the last one wins (as PHP and Laravel read them).
+    pairs
+        .iter()
+        .rev()
+        .find(|(key, _)| key == name)
+        .map(|(_, value)| value.as_str())
+}
+
+pub(crate) fn parse_paging(pairs: &[(String, String)], fields: &mut Fields<'_>) -> Paging {
+    let mut number = |name: &str, default: i64, min: i64, max: i64| match query_value(pairs, name) {
+        None | Some("") => default,
+        Some(raw) => match raw.trim().parse::<i64>() {
+            Ok(value) if (min..=max).contains(&value) => value,
+            Ok(_) if max == i64::MAX => {
+                fields.error(name, format!("The {name} field must be at least {min}."));
+                default
+            }
+            Ok(_) => {
+                fields.error(name, format!("The {name} field must be between {min} and {max}."));
+                default
+            }
+            Err(_) => {
+                fields.error(name, format!("The {name} field must be an integer."));
+                default
+            }
+        },
+    };
+    Paging {
+        limit: number("limit", 15, 1, listing::MAX_PER_PAGE),
+        page: number("page", 1, 1, i64::MAX),
+    }
+}
+
+/// The list envelope: `data`, `links`, `meta`, `status`.
+pub(crate) fn list_response(
+    req: &HttpRequest,
+    state: &AppState,
+    items: Vec<Value>,
+    paging: &Paging,
+    total: i64,
+) -> HttpResponse {
+    let path = format!("{}{}", state.config.public_url, req.path());
+    let last_page = ((total + paging.limit - 1) / paging.limit).max(1);
+    let kept: Vec<(String, String)> = query_pairs(req)
+        .into_iter()
+        .filter(|(key, _)| key != "page")
+        .collect();
+    let page_url = |page: i64| {
+        let mut pairs = kept.clone();
+        pairs.push(("page".into(), page.to_string()));
+        format!(
+            "{path}?{}",
+            serde_urlencoded::to_string(&pairs).unwrap_or_default()
+        )
+    };
+    let from = (paging.page - 1).saturating_mul(paging.limit) + 1;
+    let count = items.len() as i64;
+    crate::api::json(
+        StatusCode::OK,
+        &json!({
+            "data": items,
+            "links": {
+                "first": page_url(1),
+                "last": page_url(last_page),
+                "prev": (paging.page > 1).then(|| page_url((paging.page - 1).min(last_page))),
+                "next": (paging.page < last_page).then(|| page_url(paging.page + 1)),
+            },
+            "meta": {
+                "current_page": paging.page,
+                "from": (count > 0).then_some(from),
+                "to": (count > 0).then_some(from + count - 1),
+                "per_page": paging.limit,
+                "last_page": last_page,
+                "total": total,
+                "path": path,
+            },
+            "status": 1,
+        }),
+    )
+}
+
+/// Loads what the JSON of `rows` needs (referrers, links) in two queries, not one per row.
+fn render_customers(
+    conn: &mut PgConnection,
+    program: &Program,
+    public_url: &str,
+    rows: &[Customer],
+) -> Result<Vec<Value>, Error> {
+    let referrers: HashMap<_, _> = listing::referrer_summaries(conn, rows)?;
+    let ids: Vec<i64> = rows.iter().map(|row| row.id).collect();
+    let links = referral_links::for_customers(conn, &ids)?;
+    let context = CustomerContext {
+        program,
+        public_url,
+        referrers: &referrers,
+        links: &links,
+    };
+    Ok(rows.iter().map(|row| views::customer(row, &context)).collect())
+}
+
+pub(crate) fn render_one(
+    conn: &mut PgConnection,
+    program: &Program,
+    public_url: &str,
+    customer: &Customer,
+) -> Result<Value, Error> {
+    Ok(
+        render_customers(conn, program, public_url, std::slice::from_ref(customer))?
+            .pop()
+            .unwrap_or(Value::Null),
+    )
+}
+
+pub async fn list(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    client: ApiClient,
+) -> Result<HttpResponse, ApiError> {
+    let pairs = query_pairs(&req);
+    let empty = Map::new();
+    let mut fields = Fields::new(&empty);
+    let paging = parse_paging(&pairs, &mut fields);
+    let refer_status = match query_value(&pairs, "refer_status") {
+        None | Some("") => None,
+        Some(raw) => match ReferStatus::parse(raw) {
+            Some(status) => Some(status),
+            None => {
+                fields.error(
+                    "refer_status",
+                    "The refer_status field must be referred or non_referred.".into(),
+                );
+                None
+            }
+        },
+    };
+    fields.finish()?;
+    let filter = CustomerFilter {
+        refer_status,
+        ..CustomerFilter::default()
+    };
+    let public_url = state.config.public_url.clone();
+    let (limit, page) = (paging.limit, paging.page);
+    let (items, total) = db::run(&state.pool, move |conn| {
+        let (rows, total) = listing::list(conn, client.program.id, &filter, page, limit)?;
+        let rows: Vec<Customer> = rows.into_iter().map(|row| row.customer).collect();
+        Ok((
+            render_customers(conn, &client.program, &public_url, &rows)?,
+            total,
+        ))
+    })
+    .await?;
+    Ok(list_response(&req, &state, items, &paging, total))
+}
+
+/// The customer fields of a create or update body, as raw input for the domain parser.
+fn customer_input(fields: &mut Fields<'_>, with_referrer: bool) -> CustomerInput {
+    let mut input = CustomerInput {
+        id: fields.identifier("id"),
+        key: fields.identifier("key"),
+        email: fields.string("email"),
+        name: fields.string("name"),
+        surname: fields.string("surname"),
+        ..CustomerInput::default()
+    };
+    if let Some(metadata) = fields.object("metadata") {
+        let mut nested = Fields::nested(metadata, "metadata");
+        input.date_of_birth = nested.string("date_of_birth");
+        fields.merge(nested.errors);
+    }
+    if let Some(custom) = fields.object("custom_fields") {
+        let mut rows = Vec::new();
+        for (key, value) in custom {
+            match value {
+                Value::String(text) => rows.push((key.clone(), text.clone())),
+                Value::Number(number) => rows.push((key.clone(), number.to_string())),
+                Value::Bool(flag) => rows.push((key.clone(), flag.to_string())),
+                Value::Null => {}
+                _ => fields.error(
+                    "custom_fields",
+                    format!("The custom_fields.{key} value must be a string."),
+                ),
+            }
+        }
+        input.custom_fields = Some(rows);
+    }
+    if with_referrer {
+        if let Some(referrer) = fields.object("referring_customer") {
+            let mut nested = Fields::nested(referrer, "referring_customer");
+            input.referrer_id = nested.identifier("id");
+            input.referrer_key = nested.identifier("key");
+            fields.merge(nested.errors);
+        }
+    }
+    input
+}
+
+pub async fn create(
+    state: web::Data<AppState>,
+    client: ApiClient,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let body = read_object(payload).await?;
+    let mut fields = Fields::new(&body);
+    let input = customer_input(&mut fields, true);
+    fields.finish()?;
+    let new = NewCustomer::parse(input)?;
+    let public_url = state.config.public_url.clone();
+    let view = db::run(&state.pool, move |conn| {
+        let customer = customers::create(conn, &client.program, &client.actor, new)?;
+        render_one(conn, &client.program, &public_url, &customer)
+    })
+    .await?;
+    Ok(data(StatusCode::CREATED, &view))
+}
+
+pub async fn show(
+    state: web::Data<AppState>,
+    client: ApiClient,
+    ident: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let ident = ident.into_inner();
+    let public_url = state.config.public_url.clone();
+    let view = db::run(&state.pool, move |conn| {
+        let customer = customers::find_by_ident(conn, client.program.id, &ident)?;
+        render_one(conn, &client.program, &public_url, &customer)
+    })
+    .await?;
+    Ok(data(StatusCode::OK, &view))
+}
+
+/// Applies an update body: `{"update": {...}}`, or the fields flat at the top level.
+async fn apply_update(
+    state: &AppState,
+    client: ApiClient,
+    ident: String,
+    body: Map<String, Value>,
+) -> Result<HttpResponse, ApiError> {
+    let mut outer = Fields::new(&body);
+    let changes_source = match outer.object("update") {
+        Some(update) => update,
+        None => &body,
+    };
+    outer.finish()?;
+    let mut fields = if std::ptr::eq(changes_source, &body) {
+        Fields::new(changes_source)
+    } else {
+        Fields::nested(changes_source, "update")
+    };
+    let mut input = customer_input(&mut fields, false);
+    // The identifier of `PUT /v1/customers` is not a change of id.
+    input.id = None;
+    fields.finish()?;
+    let changes = CustomerChanges::parse(input)?;
+    let public_url = state.config.public_url.clone();
+    let view = db::run(&state.pool, move |conn| {
+        let customer = customers::find_by_ident(conn, client.program.id, &ident)?;
+        let updated = customers::update(conn, &client.program, &client.actor, customer.id, changes)?;
+        render_one(conn, &client.program, &public_url, &updated)
+    })
+    .await?;
+    Ok(data(StatusCode::OK, &view))
+}
+
+pub async fn update(
+    state: web::Data<AppState>,
+    client: ApiClient,
+    ident: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let body = read_object(payload).await?;
+    apply_update(&state, client, ident.into_inner(), body).await
+}
+
+pub async fn update_by_body(
+    state: web::Data<AppState>,
+    client: ApiClient,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let mut body = read_object(payload).await?;
+    let mut fields = Fields::new(&body);
+    fields.require("id");
+    let ident = fields.identifier("id");
+    fields.finish()?;
+    let ident = ident.unwrap_or_default();
+    body.remove("id");
+    apply_update(&state, client, ident, body).await
+}
+
+pub async fn delete(
+    state: web::Data<AppState>,
+    client: ApiClient,
+    ident: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let ident = ident.into_inner();
+    db::run(&state.pool, move |conn| {
+        let customer = customers::find_by_ident(conn, client.program.id, &ident)?;
+        customers::delete(conn, &client.program, &client.actor, customer.id)
+    })
+    .await?;
+    Ok(done())
+}
+
+pub async fn search(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    client: ApiClient,
+) -> Result<HttpResponse, ApiError> {
+    let pairs = query_pairs(&req);
+    let empty = Map::new();
+    let mut fields = Fields::new(&empty);
+    let paging = parse_paging(&pairs, &mut fields);
+    let given = |name: &str| {
+        query_value(&pairs, name)
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(str::to_string)
+    };
+    let criteria = listing::ExactMatch {
+        key: given("key"),
+        external_id: given("id"),
+        email: given("email"),
+    };
+    if criteria.key.is_none() && criteria.external_id.is_none() && criteria.email.is_none() {
+        fields.error("key", "Give at least one of key, id or email.".into());
+    }
+    fields.finish()?;
+    let public_url = state.config.public_url.clone();
+    let (limit, page) = (paging.limit, paging.page);
+    let (items, total) = db::run(&state.pool, move |conn| {
+        let (rows, total) = listing::exact_matches(conn, client.program.id, &criteria, page, limit)?;
+        Ok((
+            render_customers(conn, &client.program, &public_url, &rows)?,
+            total,
+        ))
+    })
+    .await?;
+    Ok(list_response(&req, &state, items, &paging, total))
+}
+
+pub async fn referrals(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    client: ApiClient,
+    ident: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let pairs = query_pairs(&req);
+    let empty = Map::new();
+    let mut fields = Fields::new(&empty);
+    let paging = parse_paging(&pairs, &mut fields);
+    fields.finish()?;
+    let ident = ident.into_inner();
+    let public_url = state.config.public_url.clone();
+    let (limit, page) = (paging.limit, paging.page);
+    let (items, total) = db::run(&state.pool, move |conn| {
+        let referrer = customers::find_by_ident(conn, client.program.id, &ident)?;
+        let rows = listing::referrals(conn, client.program.id, referrer.id, page, limit)?;
+        // Exact by invariant: kept in step with the rows in the same transactions.
+        let total = i64::from(referrer.referrals_count);
+        Ok((
+            render_customers(conn, &client.program, &public_url, &rows)?,
+            total,
+        ))
+    })
+    .await?;
+    Ok(list_response(&req, &state, items, &paging, total))
+}

@@ -1,0 +1,249 @@
+//! Balances, credits and the ledger of a customer, and invites, over `/v1`.
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde_json::{json, Map, Value};
+
+use crate::api::body::{read_object, Fields};
+use crate::api::customers::{list_response, parse_paging, query_pairs, render_one};
+use crate::api::views;
+use crate::api::{data, ApiClient};
+use crate::db;
+use crate::domain::customers;
+use crate::domain::invites::{self, Invite, NewInvite};
+use crate::domain::ledger::{self, Balance, NewEntry, Transaction, TransactionRow};
+use crate::domain::referral_links;
+use crate::error::{ApiError, Error};
+use crate::AppState;
+
+fn balances_json(balances: &[Balance]) -> Value {
+    Value::Array(
+        balances
+            .iter()
+            .map(|balance| {
+                json!({
+                    "amount": views::amount(&balance.amount),
+                    "amount_units": balance.amount_units,
+                    "is_currency": balance.is_currency,
+                })
+            })
+            .collect(),
+    )
+}
+
+fn transaction_json(row: &TransactionRow) -> Value {
+    json!({
+        "id": row.id,
+        "kind": row.kind,
+        "amount": views::amount(&row.amount),
+        "amount_units": row.amount_units,
+        "is_currency": row.is_currency,
+        "note": row.note,
+        "created_at": views::timestamp(&row.created_at),
+    })
+}
+
+fn booked_json(row: &Transaction) -> Value {
+    json!({
+        "id": row.id,
+        "kind": row.kind,
+        "amount": views::amount(&row.amount),
+        "amount_units": row.amount_units,
+        "is_currency": row.is_currency,
+        "note": row.note,
+        "created_at": views::timestamp(&row.created_at),
+    })
+}
+
+pub async fn balance(
+    state: web::Data<AppState>,
+    client: ApiClient,
+    ident: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let ident = ident.into_inner();
+    let public_url = state.config.public_url.clone();
+    let view = db::run(&state.pool, move |conn| {
+        let customer = customers::find_by_ident(conn, client.program.id, &ident)?;
+        let balances = ledger::balances(conn, customer.id)?;
+        Ok(json!({
+            "customer": render_one(conn, &client.program, &public_url, &customer)?,
+            "balance": { "currency": balances_json(&balances) },
+        }))
+    })
+    .await?;
+    Ok(data(StatusCode::OK, &view))
+}
+
+pub async fn stats(
+    state: web::Data<AppState>,
+    client: ApiClient,
+    ident: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let ident = ident.into_inner();
+    let view = db::run(&state.pool, move |conn| {
+        let customer = customers::find_by_ident(conn, client.program.id, &ident)?;
+        let clicks = referral_links::total_clicks(conn, customer.id)?;
+        let credits = ledger::credits_of(conn, customer.id)?;
+        Ok(json!({
+            "clicks": clicks,
+            "signups": customer.referrals_count,
+            "credits": balances_json(&credits),
+        }))
+    })
+    .await?;
+    Ok(data(StatusCode::OK, &view))
+}
+
+/// The API's field names for the ledger's parse errors.
+fn api_field_names(error: Error) -> Error {
+    match error {
+        Error::Invalid { fields, .. } => Error::invalid_fields(
+            fields
+                .into_iter()
+                .map(|(field, messages)| match field.as_str() {
+                    "units" => ("amount_units".to_string(), messages),
+                    _ => (field, messages),
+                })
+                .collect(),
+        ),
+        other => other,
+    }
+}
+
+const MAX_IDEMPOTENCY_KEY_CHARS: usize = 200;
+
+pub async fn credit(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    client: ApiClient,
+    ident: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let body = read_object(payload).await?;
+    let mut fields = Fields::new(&body);
+    for required in ["amount", "amount_units", "is_currency"] {
+        fields.require(required);
+    }
+    let amount = fields.decimal_text("amount");
+    let units = fields.string("amount_units");
+    let is_currency = fields.boolean("is_currency");
+    let note = fields.string("note");
+    let idempotency_key = match req.headers().get("idempotency-key").map(|value| value.to_str()) {
+        None => None,
+        Some(Ok(key)) if !key.trim().is_empty() && key.len() <= MAX_IDEMPOTENCY_KEY_CHARS => {
+            Some(key.trim().to_string())
+        }
+        Some(_) => {
+            fields.error(
+                "Idempotency-Key",
+                format!(
+                    "The Idempotency-Key header must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} visible characters."
+                ),
+            );
+            None
+        }
+    };
+    fields.finish()?;
+    // API keys live in their own namespace, apart from the dashboard's form tokens.
+    let scoped_key = idempotency_key.map(|key| format!("api:{key}"));
+    let entry = NewEntry::parse(
+        "credit",
+        &amount.unwrap_or_default(),
+        &units.unwrap_or_default(),
+        is_currency.unwrap_or(false),
+        &note.unwrap_or_default(),
+        scoped_key.as_deref(),
+    )
+    .map_err(api_field_names)?;
+    let ident = ident.into_inner();
+    let public_url = state.config.public_url.clone();
+    let (view, booked_now) = db::run(&state.pool, move |conn| {
+        let customer = customers::find_by_ident(conn, client.program.id, &ident)?;
+        let (transaction, booked_now) =
+            ledger::book(conn, client.program.id, customer.id, &client.actor, entry)?;
+        let balances = ledger::balances(conn, customer.id)?;
+        Ok((
+            json!({
+                "customer": render_one(conn, &client.program, &public_url, &customer)?,
+                "transaction": booked_json(&transaction),
+                "balance": { "currency": balances_json(&balances) },
+            }),
+            booked_now,
+        ))
+    })
+    .await
+    .map_err(api_field_names)?;
+    let status = if booked_now {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok(data(status, &view))
+}
+
+pub async fn transactions(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    client: ApiClient,
+    ident: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let pairs = query_pairs(&req);
+    let empty = Map::new();
+    let mut fields = Fields::new(&empty);
+    let paging = parse_paging(&pairs, &mut fields);
+    fields.finish()?;
+    let ident = ident.into_inner();
+    let (limit, page) = (paging.limit, paging.page);
+    let (items, total) = db::run(&state.pool, move |conn| {
+        let customer = customers::find_by_ident(conn, client.program.id, &ident)?;
+        let (rows, total) = ledger::transactions(conn, customer.id, page, limit)?;
+        Ok((rows.iter().map(transaction_json).collect::<Vec<_>>(), total))
+    })
+    .await?;
+    Ok(list_response(&req, &state, items, &paging, total))
+}
+
+fn invite_json(invite: &Invite) -> Value {
+    json!({
+        "id": invite.id,
+        "email": invite.email,
+        "name": invite.name,
+        "personalization": invite.personalization,
+        "status": invite.status,
+        "created_at": views::timestamp(&invite.created_at),
+    })
+}
+
+pub async fn invite(
+    state: web::Data<AppState>,
+    client: ApiClient,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let body = read_object(payload).await?;
+    let mut fields = Fields::new(&body);
+    fields.require("email");
+    let email = fields.string("email");
+    let name = fields.string("name");
+    let mut pairs = Vec::new();
+    if let Some(personalization) = fields.object("personalization") {
+        for (key, value) in personalization {
+            match value {
+                Value::String(text) => pairs.push((key.clone(), text.clone())),
+                Value::Number(number) => pairs.push((key.clone(), number.to_string())),
+                Value::Bool(flag) => pairs.push((key.clone(), flag.to_string())),
+                _ => fields.error(
+                    "personalization",
+                    format!("The personalization.{key} value must be a string."),
+                ),
+            }
+        }
+    }
+    fields.finish()?;
+    let new = NewInvite::parse(&email.unwrap_or_default(), &name.unwrap_or_default(), &pairs)?;
+    let invite = db::run(&state.pool, move |conn| {
+        invites::create(conn, &client.program, &client.actor, None, new)
+    })
+    .await?;
+    state.mail.wake();
+    Ok(data(StatusCode::CREATED, &invite_json(&invite)))
+}

@@ -1,0 +1,753 @@
+//! The `/v1` API, replaying the request shapes of the original service's clients.
+
+use diesel::prelude::*;
+use referdesk::db::schema::{audit_events, balance_transactions, customers, programs};
+use referdesk::domain::team::Role;
+use referdesk::domain::{tokens, Actor};
+use serde_json::{json, Value};
+
+use crate::helpers::TestApp;
+use crate::trials;
+
+pub fn tests() -> Vec<libtest_mimic::Trial> {
+    trials![
+        create_get_and_list_have_the_original_shapes,
+        referred_customers_count_and_unknown_referrers_are_refused,
+        duplicates_are_422_naming_the_field,
+        wrong_types_are_422_naming_the_field,
+        list_paging_parameters_are_validated,
+        refer_status_filters_and_rejects_unknown_values,
+        get_by_id_key_or_email_and_search,
+        updates_in_all_three_forms_and_key_change_moves_the_link,
+        delete_is_soft_and_leaves_default_lists,
+        credit_with_idempotency_key_books_once,
+        balance_stats_transactions_and_referrals,
+        invite_queues_an_email,
+        tokens_are_checked_and_scoped_to_their_program,
+        errors_are_json_with_the_exact_content_type,
+        requests_beyond_the_rate_get_429,
+        token_page_shows_the_token_once_and_revokes,
+        cli_creates_a_working_token,
+    ]
+}
+
+struct Api {
+    app: TestApp,
+    token: String,
+    client: reqwest::Client,
+}
+
+fn new_token(app: &TestApp, slug: &str) -> String {
+    let mut conn = app.conn();
+    let program_id: i64 = programs::table
+        .filter(programs::slug.eq(slug))
+        .select(programs::id)
+        .first(&mut conn)
+        .unwrap();
+    tokens::create(&mut conn, program_id, "tests", &Actor::system())
+        .unwrap()
+        .1
+}
+
+impl Api {
+    async fn spawn() -> Api {
+        let app = TestApp::spawn().await;
+        let token = new_token(&app, "default");
+        Api {
+            app,
+            token,
+            client: reqwest::Client::new(),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}/v1{}", self.app.address, path)
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut request = self
+            .client
+            .request(method, self.url(path))
+            .bearer_auth(&self.token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        assert_eq!(
+            response
+                .headers()
+                .get("content-type")
+                .map(|v| v.to_str().unwrap()),
+            Some("application/json"),
+            "{path}"
+        );
+        (status, response.json().await.unwrap())
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        self.call(reqwest::Method::GET, path, None).await
+    }
+
+    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.call(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    async fn put(&self, path: &str, body: Value) -> (u16, Value) {
+        self.call(reqwest::Method::PUT, path, Some(body)).await
+    }
+
+    async fn create(&self, body: Value) -> Value {
+        let (status, answer) = self.post("/customers", body).await;
+        assert_eq!(status, 201, "{answer}");
+        answer["data"].clone()
+    }
+}
+
+async fn create_get_and_list_have_the_original_shapes() {
+    let api = Api::spawn().await;
+    let created = api
+        .create(json!({
+            "id": "user-1", "key": "ada-key", "email": "ada@example.com", "name": "Ada", "surname": "Lovelace",
+            "metadata": {"date_of_birth": "1990-12-10"}, "unknown_field": "ignored"
+        }))
+        .await;
+    for field in [
+        "id",
+        "email",
+        "name",
+        "surname",
+        "status",
+        "approved",
+        "referring_customer",
+        "referrals_count",
+        "metadata",
+        "referral_link",
+        "referral_links",
+        "custom_fields",
+        "created_at",
+        "updated_at",
+    ] {
+        assert!(created.get(field).is_some(), "customer has {field}: {created}");
+    }
+    assert_eq!(created["id"], "user-1");
+    assert_eq!(created["status"], "active");
+    assert_eq!(created["approved"], true);
+    assert_eq!(created["referring_customer"], Value::Null);
+    assert_eq!(created["referrals_count"], 0);
+    assert_eq!(created["metadata"]["date_of_birth"], "1990-12-10");
+    assert_eq!(created["referral_link"], "https://example.com/?ref=ada-key");
+    assert_eq!(
+        created["referral_links"][0]["url"],
+        "https://example.com/?ref=ada-key"
+    );
+    assert!(created["created_at"].as_str().unwrap().ends_with('Z'));
+
+    // Key and id are generated when absent: short, URL-safe, not counters.
+    let generated = api.create(json!({"email": "grace@example.com"})).await;
+    let key = generated["key"].as_str().unwrap();
+    assert!(
+        key.len() >= 8
+            && key
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
+        "{key}"
+    );
+    assert!(!generated["id"].as_str().unwrap().is_empty());
+
+    let (status, list) = api.get("/customers").await;
+    assert_eq!(status, 200);
+    assert_eq!(list["status"], 1);
+    assert_eq!(list["data"].as_array().unwrap().len(), 2);
+    for link in ["first", "last", "prev", "next"] {
+        assert!(list["links"].get(link).is_some(), "links.{link}");
+    }
+    for meta in ["current_page", "from", "to", "per_page", "path"] {
+        assert!(list["meta"].get(meta).is_some(), "meta.{meta}");
+    }
+    assert_eq!(list["meta"]["per_page"], 15);
+    assert_eq!(list["meta"]["from"], 1);
+    assert_eq!(list["meta"]["to"], 2);
+
+    // Every change by a token is audited under the token's name.
+    let label: String = audit_events::table
+        .filter(audit_events::actor_token_id.is_not_null())
+        .select(audit_events::actor_label)
+        .first(&mut api.app.conn())
+        .unwrap();
+    assert!(label.contains("tests"), "{label}");
+}
+
+async fn referred_customers_count_and_unknown_referrers_are_refused() {
+    let api = Api::spawn().await;
+    api.create(json!({"id": "ref-1", "key": "referrer"})).await;
+    let referred = api
+        .create(json!({"email": "friend@example.com", "referring_customer": {"key": "referrer"}}))
+        .await;
+    assert_eq!(referred["referring_customer"]["key"], "referrer");
+    assert_eq!(referred["referring_customer"]["id"], "ref-1");
+    // id wins over key when both are given.
+    api.create(json!({"id": "ref-2", "key": "other"})).await;
+    let by_id = api
+        .create(json!({"referring_customer": {"id": "ref-2", "key": "referrer"}}))
+        .await;
+    assert_eq!(by_id["referring_customer"]["id"], "ref-2");
+    let (_, referrer) = api.get("/customers/ref-1").await;
+    assert_eq!(referrer["data"]["referrals_count"], 1);
+
+    let before: i64 = customers::table.count().get_result(&mut api.app.conn()).unwrap();
+    let (status, answer) = api
+        .post(
+            "/customers",
+            json!({"email": "x@example.com", "referring_customer": {"key": "nobody"}}),
+        )
+        .await;
+    assert_eq!(status, 422);
+    assert!(answer["errors"]["referring_customer.key"].is_array(), "{answer}");
+    // Self-referral is impossible: a customer cannot name itself as referrer.
+    let (status, _) = api
+        .post(
+            "/customers",
+            json!({"key": "selfie", "referring_customer": {"key": "selfie"}}),
+        )
+        .await;
+    assert_eq!(status, 422);
+    let after: i64 = customers::table.count().get_result(&mut api.app.conn()).unwrap();
+    assert_eq!(before, after, "nothing was created");
+}
+
+async fn duplicates_are_422_naming_the_field() {
+    let api = Api::spawn().await;
+    api.create(json!({"id": "u1", "key": "k1", "email": "Dup@Example.com"}))
+        .await;
+    let (status, answer) = api.post("/customers", json!({"key": "k1"})).await;
+    assert_eq!(status, 422);
+    assert!(answer["errors"]["key"].is_array(), "{answer}");
+    let (status, answer) = api.post("/customers", json!({"email": "dup@example.com"})).await;
+    assert_eq!(status, 422);
+    assert!(answer["errors"]["email"].is_array(), "{answer}");
+    let (status, answer) = api.post("/customers", json!({"id": "u1"})).await;
+    assert_eq!(status, 422);
+    assert!(answer["errors"]["id"].is_array(), "{answer}");
+    assert!(answer["message"].is_string());
+}
+
+async fn wrong_types_are_422_naming_the_field() {
+    let api = Api::spawn().await;
+    let cases = [
+        (json!({"email": 12}), "email"),
+        (json!({"name": ["a"]}), "name"),
+        (json!({"surname": {"x": 1}}), "surname"),
+        (json!({"key": true}), "key"),
+        (json!({"metadata": "1990-01-01"}), "metadata"),
+        (
+            json!({"metadata": {"date_of_birth": 19900101}}),
+            "metadata.date_of_birth",
+        ),
+        (
+            json!({"metadata": {"date_of_birth": "2999-01-01"}}),
+            "metadata.date_of_birth",
+        ),
+        (json!({"referring_customer": "abc"}), "referring_customer"),
+        (
+            json!({"referring_customer": {"key": []}}),
+            "referring_customer.key",
+        ),
+        (json!({"email": "not an email"}), "email"),
+    ];
+    for (body, field) in cases {
+        let (status, answer) = api.post("/customers", body.clone()).await;
+        assert_eq!(status, 422, "{body}");
+        assert!(answer["errors"][field].is_array(), "{body} → {answer}");
+    }
+    let (status, answer) = api.post("/customers/nobody/balance/credit", json!({})).await;
+    assert!(status == 422 || status == 404, "{answer}");
+    api.create(json!({"id": "c1"})).await;
+    let (status, answer) = api
+        .post(
+            "/customers/c1/balance/credit",
+            json!({"amount": "ten", "amount_units": 5, "is_currency": "maybe"}),
+        )
+        .await;
+    assert_eq!(status, 422);
+    for field in ["amount_units", "is_currency"] {
+        assert!(answer["errors"][field].is_array(), "{field}: {answer}");
+    }
+    let (status, answer) = api
+        .post(
+            "/customers/c1/balance/credit",
+            json!({"amount": "ten", "amount_units": "USD", "is_currency": true}),
+        )
+        .await;
+    assert_eq!(status, 422);
+    assert!(answer["errors"]["amount"].is_array(), "{answer}");
+    // Not JSON at all: a clear 400, never a 500.
+    let response = api
+        .client
+        .post(api.url("/customers"))
+        .bearer_auth(&api.token)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+}
+
+async fn list_paging_parameters_are_validated() {
+    let api = Api::spawn().await;
+    for n in 0..3 {
+        api.create(json!({"id": format!("p{n}")})).await;
+    }
+    for (query, expected) in [
+        ("limit=0", 422),
+        ("limit=1", 200),
+        ("limit=250", 200),
+        ("limit=251", 422),
+        ("limit=abc", 422),
+        ("page=0", 422),
+        ("page=-1", 422),
+        ("page=999999999", 200),
+    ] {
+        let (status, answer) = api.get(&format!("/customers?{query}")).await;
+        assert_eq!(status, expected, "{query}: {answer}");
+    }
+    let (_, answer) = api.get("/customers?limit=1&page=2").await;
+    assert_eq!(answer["data"].as_array().unwrap().len(), 1);
+    assert_eq!(answer["meta"]["current_page"], 2);
+    assert!(answer["links"]["next"].as_str().unwrap().contains("limit=1"));
+    assert!(answer["links"]["prev"].as_str().unwrap().contains("page=1"));
+    let (_, answer) = api.get("/customers?page=999999999").await;
+    assert_eq!(answer["data"].as_array().unwrap().len(), 0);
+    assert_eq!(answer["links"]["next"], Value::Null);
+}
+
+async fn refer_status_filters_and_rejects_unknown_values() {
+    let api = Api::spawn().await;
+    api.create(json!({"id": "r", "key": "r"})).await;
+    api.create(json!({"id": "f", "referring_customer": {"key": "r"}}))
+        .await;
+    let (_, referred) = api.get("/customers?refer_status=referred").await;
+    let ids: Vec<&str> = referred["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["f"]);
+    let (_, non) = api.get("/customers?refer_status=non_referred").await;
+    let ids: Vec<&str> = non["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["r"]);
+    let (status, answer) = api.get("/customers?refer_status=maybe").await;
+    assert_eq!(status, 422);
+    assert!(answer["errors"]["refer_status"].is_array());
+}
+
+async fn get_by_id_key_or_email_and_search() {
+    let api = Api::spawn().await;
+    api.create(json!({"id": "id-7", "key": "key-7", "email": "seven@example.com"}))
+        .await;
+    for ident in ["id-7", "key-7", "seven@example.com", "SEVEN@example.com"] {
+        let (status, answer) = api.get(&format!("/customers/{ident}")).await;
+        assert_eq!(status, 200, "{ident}");
+        assert_eq!(answer["data"]["id"], "id-7");
+    }
+    let (status, answer) = api.get("/customers/nobody").await;
+    assert_eq!(status, 404);
+    assert_eq!(answer, json!({"message": "Not found."}));
+
+    for query in ["key=key-7", "id=id-7", "email=seven@example.com"] {
+        let (status, answer) = api.get(&format!("/customers:search?{query}")).await;
+        assert_eq!(status, 200, "{query}");
+        assert_eq!(answer["data"][0]["id"], "id-7", "{query}");
+        assert!(answer["meta"].is_object());
+    }
+    let (_, answer) = api.get("/customers:search?key=none").await;
+    assert_eq!(answer["data"].as_array().unwrap().len(), 0);
+    let (status, _) = api.get("/customers:search").await;
+    assert_eq!(status, 422);
+}
+
+async fn updates_in_all_three_forms_and_key_change_moves_the_link() {
+    let api = Api::spawn().await;
+    api.create(json!({"id": "u", "key": "old-key", "email": "u@example.com", "name": "Old"}))
+        .await;
+    let (status, answer) = api
+        .put(
+            "/customers/u",
+            json!({"update": {"name": "Nested", "key": "new-key"}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["data"]["name"], "Nested");
+    assert_eq!(
+        answer["data"]["referral_link"],
+        "https://example.com/?ref=new-key"
+    );
+    let (status, answer) = api
+        .put("/customers", json!({"id": "u", "update": {"surname": "Body"}}))
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["data"]["surname"], "Body");
+    let (status, answer) = api
+        .put(
+            "/customers/new-key",
+            json!({"email": "flat@example.com", "metadata": {"date_of_birth": "1980-02-29"}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["data"]["email"], "flat@example.com");
+    assert_eq!(answer["data"]["metadata"]["date_of_birth"], "1980-02-29");
+    let (status, answer) = api.put("/customers/u", json!({"update": {"email": "bad"}})).await;
+    assert_eq!(status, 422);
+    assert!(
+        answer["errors"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .any(|k| k.ends_with("email")),
+        "{answer}"
+    );
+    let (status, _) = api.put("/customers", json!({"update": {"name": "x"}})).await;
+    assert_eq!(status, 422, "the body form needs an id");
+    let (status, _) = api
+        .put("/customers/nobody", json!({"update": {"name": "x"}}))
+        .await;
+    assert_eq!(status, 404);
+}
+
+async fn delete_is_soft_and_leaves_default_lists() {
+    let api = Api::spawn().await;
+    api.create(json!({"id": "gone"})).await;
+    let (status, answer) = api.call(reqwest::Method::DELETE, "/customers/gone", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(answer, json!({"status": 1}));
+    let (status, answer) = api.get("/customers/gone").await;
+    assert_eq!(status, 200);
+    assert_eq!(answer["data"]["status"], "deleted");
+    let (_, list) = api.get("/customers").await;
+    assert_eq!(list["data"].as_array().unwrap().len(), 0);
+    let rows: i64 = customers::table.count().get_result(&mut api.app.conn()).unwrap();
+    assert_eq!(rows, 1, "the row stays");
+}
+
+async fn credit_with_idempotency_key_books_once() {
+    let api = Api::spawn().await;
+    api.create(json!({"id": "c"})).await;
+    let credit = || async {
+        let response = api
+            .client
+            .post(api.url("/customers/c/balance/credit"))
+            .bearer_auth(&api.token)
+            .header("Idempotency-Key", "order-1")
+            .json(&json!({"amount": 10.5, "amount_units": "USD", "is_currency": true}))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json::<Value>().await.unwrap())
+    };
+    let (first, answer) = credit().await;
+    assert_eq!(first, 201, "{answer}");
+    assert_eq!(answer["data"]["balance"]["currency"][0]["amount"], 10.5);
+    let (second, answer) = credit().await;
+    assert_eq!(second, 200);
+    assert_eq!(answer["data"]["balance"]["currency"][0]["amount"], 10.5);
+    let booked: i64 = balance_transactions::table
+        .count()
+        .get_result(&mut api.app.conn())
+        .unwrap();
+    assert_eq!(booked, 1);
+    for amount in [json!(0), json!(-1), json!(1.001), json!(1e9), json!("abc")] {
+        let (status, answer) = api
+            .post(
+                "/customers/c/balance/credit",
+                json!({"amount": amount, "amount_units": "USD", "is_currency": true}),
+            )
+            .await;
+        assert_eq!(status, 422, "{amount}: {answer}");
+    }
+    let booked: i64 = balance_transactions::table
+        .count()
+        .get_result(&mut api.app.conn())
+        .unwrap();
+    assert_eq!(booked, 1);
+}
+
+async fn balance_stats_transactions_and_referrals() {
+    let api = Api::spawn().await;
+    api.create(json!({"id": "r", "key": "rk"})).await;
+    api.create(json!({"id": "f1", "referring_customer": {"id": "r"}}))
+        .await;
+    api.create(json!({"id": "f2", "referring_customer": {"id": "r"}}))
+        .await;
+    api.post(
+        "/customers/r/balance/credit",
+        json!({"amount": 5, "amount_units": "USD", "is_currency": true}),
+    )
+    .await;
+    api.post(
+        "/customers/r/balance/credit",
+        json!({"amount": "2.25", "amount_units": "USD", "is_currency": true}),
+    )
+    .await;
+    api.post(
+        "/customers/r/balance/credit",
+        json!({"amount": 100, "amount_units": "points", "is_currency": false}),
+    )
+    .await;
+
+    let (status, balance) = api.get("/customers/r/balance").await;
+    assert_eq!(status, 200);
+    assert_eq!(balance["data"]["customer"]["id"], "r");
+    let currency = balance["data"]["balance"]["currency"].as_array().unwrap();
+    let usd = currency.iter().find(|b| b["amount_units"] == "USD").unwrap();
+    assert_eq!(usd["amount"], 7.25);
+    assert_eq!(usd["is_currency"], true);
+    let points = currency.iter().find(|b| b["amount_units"] == "points").unwrap();
+    assert_eq!(points["amount"], 100.0);
+
+    let (_, stats) = api.get("/customers/r/stats").await;
+    assert_eq!(stats["data"]["signups"], 2);
+    assert_eq!(stats["data"]["clicks"], 0);
+    assert!(stats["data"]["credits"].as_array().unwrap().len() == 2);
+
+    let (_, ledger) = api.get("/customers/r/transactions?limit=2").await;
+    assert_eq!(ledger["data"].as_array().unwrap().len(), 2);
+    assert_eq!(ledger["meta"]["total"], 3);
+    assert_eq!(ledger["data"][0]["amount_units"], "points", "newest first");
+
+    let (_, referrals) = api.get("/customers/r/referrals").await;
+    let ids: Vec<&str> = referrals["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 2);
+    assert!(ids.contains(&"f1") && ids.contains(&"f2"));
+}
+
+async fn invite_queues_an_email() {
+    let api = Api::spawn().await;
+    let (status, answer) = api
+        .post(
+            "/customers:invite",
+            json!({"email": "new@example.com", "name": "Nia", "personalization": {"discount": "10%"}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{answer}");
+    assert_eq!(answer["data"]["email"], "new@example.com");
+    assert!(["queued", "sent"].contains(&answer["data"]["status"].as_str().unwrap()));
+    let (status, answer) = api.post("/customers:invite", json!({"name": "No email"})).await;
+    assert_eq!(status, 422);
+    assert!(answer["errors"]["email"].is_array());
+    let (status, answer) = api
+        .post(
+            "/customers:invite",
+            json!({"email": "x@example.com", "personalization": [1]}),
+        )
+        .await;
+    assert_eq!(status, 422);
+    assert!(answer["errors"]["personalization"].is_array(), "{answer}");
+}
+
+async fn tokens_are_checked_and_scoped_to_their_program() {
+    let api = Api::spawn().await;
+    api.create(json!({"id": "in-a", "key": "in-a"})).await;
+    diesel::insert_into(programs::table)
+        .values((
+            programs::slug.eq("b"),
+            programs::name.eq("B"),
+            programs::referral_base_url.eq("https://b.example/"),
+        ))
+        .execute(&mut api.app.conn())
+        .unwrap();
+    let token_b = new_token(&api.app, "b");
+    let b = reqwest::Client::new();
+    let response = b
+        .get(api.url("/customers/in-a"))
+        .bearer_auth(&token_b)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+    let response = b
+        .get(api.url("/customers"))
+        .bearer_auth(&token_b)
+        .send()
+        .await
+        .unwrap();
+    let list: Value = response.json().await.unwrap();
+    assert_eq!(list["data"].as_array().unwrap().len(), 0);
+
+    for auth in [
+        None,
+        Some("Bearer nope"),
+        Some("Basic abc"),
+        Some("Bearer rd_000"),
+    ] {
+        let mut request = b.get(api.url("/customers"));
+        if let Some(value) = auth {
+            request = request.header("Authorization", value);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 401, "{auth:?}");
+        assert_eq!(response.headers()["content-type"], "application/json");
+        let body: Value = response.json().await.unwrap();
+        assert!(body["message"].is_string());
+    }
+}
+
+async fn errors_are_json_with_the_exact_content_type() {
+    let api = Api::spawn().await;
+    let client = &api.client;
+    let patch = client
+        .patch(api.url("/customers"))
+        .bearer_auth(&api.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(patch.status(), 405);
+    assert_eq!(patch.headers()["content-type"], "application/json");
+    let missing = client
+        .get(api.url("/nothing-here"))
+        .bearer_auth(&api.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    assert_eq!(missing.headers()["content-type"], "application/json");
+    let huge = client
+        .post(api.url("/customers"))
+        .bearer_auth(&api.token)
+        .header("content-type", "application/json")
+        .body(format!("{{\"name\": \"{}\"}}", "x".repeat(200_000)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(huge.status(), 413);
+    assert_eq!(huge.headers()["content-type"], "application/json");
+}
+
+async fn requests_beyond_the_rate_get_429() {
+    let mut config = crate::helpers::test_config(&crate::helpers::fresh_database());
+    config.api_rate_per_minute = 3;
+    let app = TestApp::spawn_with(config).await;
+    let token = new_token(&app, "default");
+    let client = reqwest::Client::new();
+    let url = format!("{}/v1/customers", app.address);
+    for _ in 0..3 {
+        assert_eq!(
+            client
+                .get(&url)
+                .bearer_auth(&token)
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+    }
+    let response = client.get(&url).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(response.status(), 429);
+    assert!(response.headers().contains_key("retry-after"));
+    assert_eq!(response.headers()["content-type"], "application/json");
+}
+
+async fn token_page_shows_the_token_once_and_revokes() {
+    let app = TestApp::spawn().await;
+    app.login_as(Role::Admin).await;
+    let response = app.post_form("/api-tokens", &[("name", "Signup backend")]).await;
+    assert_eq!(response.status(), 200);
+    let body = response.text().await.unwrap();
+    let at = body.find("rd_").expect("the token is shown");
+    let secret: String = body[at..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect();
+    let client = reqwest::Client::new();
+    let url = format!("{}/v1/customers", app.address);
+    assert_eq!(
+        client
+            .get(&url)
+            .bearer_auth(&secret)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+
+    let (_, list) = app.browser.get_html("/api-tokens").await;
+    assert!(list.contains("Signup backend"));
+    assert!(!list.contains(&secret), "the list shows a prefix only");
+    let id: i64 = {
+        use referdesk::db::schema::api_tokens;
+        api_tokens::table
+            .select(api_tokens::id)
+            .first(&mut app.conn())
+            .unwrap()
+    };
+    let response = app.post_form(&format!("/api-tokens/{id}/revoke"), &[]).await;
+    assert_eq!(response.status(), 303);
+    assert_eq!(
+        client
+            .get(&url)
+            .bearer_auth(&secret)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+
+    let response = app.post_form("/api-tokens", &[("name", "")]).await;
+    assert_eq!(response.status(), 422);
+
+    let support = app.new_browser();
+    app.create_member("support@example.com", Role::Support, crate::helpers::PASSWORD);
+    support
+        .login("support@example.com", crate::helpers::PASSWORD)
+        .await;
+    assert_eq!(support.get("/api-tokens").await.status(), 403);
+}
+
+async fn cli_creates_a_working_token() {
+    let app = TestApp::spawn().await;
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_referdesk"))
+        .args([
+            "token",
+            "create",
+            "--program",
+            "default",
+            "--name",
+            "from the CLI",
+        ])
+        .env("DATABASE_URL", &app.database_url)
+        .env(
+            "REFERDESK_DATA_DIR",
+            std::env::temp_dir().join("referdesk-cli-test"),
+        )
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let secret = String::from_utf8(output.stdout).unwrap().trim().to_string();
+    assert!(secret.starts_with("rd_"));
+    let response = reqwest::Client::new()
+        .get(format!("{}/v1/customers", app.address))
+        .bearer_auth(&secret)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+}
