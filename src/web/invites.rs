@@ -180,7 +180,7 @@ async fn submit(
                 format!("Invite to {} queued; it is sent in a moment.", invite.email),
             );
             Ok(redirect(&match key {
-                Some(key) => format!("/customers/{key}/invite"),
+                Some(key) => format!("/customers/{key}#invites"),
                 None => "/invites".to_string(),
             }))
         }

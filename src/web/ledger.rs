@@ -260,14 +260,14 @@ pub async fn submit(
                     customer.display_name()
                 ),
             );
-            Ok(redirect(&credit_path(&customer.key)))
+            Ok(redirect(&format!("/customers/{}#balance", customer.key)))
         }
         Ok((customer, _, false)) => {
             page.flash(
                 "info",
                 "This form was already submitted: the booking was made once, not twice.",
             );
-            Ok(redirect(&credit_path(&customer.key)))
+            Ok(redirect(&format!("/customers/{}#balance", customer.key)))
         }
         Err(Error::Invalid { fields, .. }) => {
             show(
@@ -283,8 +283,4 @@ pub async fn submit(
         }
         Err(other) => Err(other),
     }
-}
-
-pub fn credit_path(key: &str) -> String {
-    format!("/customers/{key}/credit")
 }

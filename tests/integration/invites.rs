@@ -230,7 +230,7 @@ async fn customer_invite_is_delivered_over_smtp() {
     )
     .await;
     assert_eq!(response.status(), 303);
-    assert_eq!(location(&response), "/customers/ada123/invite");
+    assert_eq!(location(&response), "/customers/ada123#invites");
 
     eventually("the invite is sent", || {
         status_of(&app, "friend@example.com") == "sent"

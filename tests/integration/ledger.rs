@@ -132,7 +132,7 @@ async fn support_credits_over_http_and_the_page_shows_the_balance() {
         )
         .await;
     assert_eq!(response.status(), 303);
-    assert_eq!(location(&response), "/customers/ada/credit");
+    assert_eq!(location(&response), "/customers/ada#balance");
 
     let booked: (
         String,
@@ -170,9 +170,14 @@ async fn support_credits_over_http_and_the_page_shows_the_balance() {
         .unwrap();
     assert_eq!(audited, vec![("ledger.credit".to_string(), Some(customer_id))]);
 
-    let (status, html) = app.browser.get_html("/customers/ada/credit").await;
+    // The customer's page shows the flash, the balance and the ledger line.
+    let (status, html) = app.browser.get_html("/customers/ada").await;
     assert_eq!(status, 200);
     assert!(html.contains("Credited 10.50 EUR for Ada."), "success flash");
+    assert!(html.contains("id=\"balance\""), "the balance panel");
+    assert!(html.contains("10.50"));
+    let (status, html) = app.browser.get_html("/customers/ada/credit").await;
+    assert_eq!(status, 200);
     assert!(html.contains("10.50"));
     assert!(
         html.contains("Thanks for &#60;b&#62;referring&#60;/b&#62; Bob")

@@ -8,15 +8,19 @@ use super::{first, KeyPath};
 use crate::db;
 use crate::domain::audit::{self, CustomerEvent};
 use crate::domain::customers::{self, Customer, ReferrerSummary};
+use crate::domain::invites::{self, Invite};
+use crate::domain::ledger::{self, Balance, TransactionRow};
 use crate::domain::referral_links::{self, ReferralLink};
 use crate::error::{Error, FieldErrors};
 use crate::web::context::Page;
+use crate::web::ledger::LEDGER_PER_PAGE;
 use crate::web::paging::{ListUrl, Pager};
 use crate::web::render_status;
 use crate::AppState;
 
 const REFERRALS_PER_PAGE: i64 = 15;
 const ACTIVITY_LIMIT: i64 = 50;
+const INVITES_LIMIT: i64 = 10;
 
 /// What the small forms on the page (change referrer, add link) hold when they come back
 /// with a message.
@@ -37,6 +41,11 @@ struct DetailPage {
     referrals: Vec<Customer>,
     referrals_pager: Pager,
     events: Vec<CustomerEvent>,
+    balances: Vec<Balance>,
+    transactions: Vec<TransactionRow>,
+    ledger_page: i64,
+    ledger_pages: i64,
+    invites: Vec<Invite>,
     custom_fields: Vec<(String, String)>,
     landing_url: String,
     public_url: String,
@@ -56,6 +65,13 @@ impl DetailPage {
 #[derive(serde::Deserialize)]
 pub struct DetailQuery {
     referrals_page: Option<String>,
+    ledger_page: Option<String>,
+}
+
+fn page_number(raw: Option<&str>) -> i64 {
+    raw.and_then(|value| value.trim().parse::<i64>().ok())
+        .unwrap_or(1)
+        .max(1)
 }
 
 pub async fn show(
@@ -64,20 +80,32 @@ pub async fn show(
     path: web::Path<KeyPath>,
     query: web::Query<DetailQuery>,
 ) -> Result<HttpResponse, Error> {
-    let referrals_page = query
-        .referrals_page
-        .as_deref()
-        .and_then(|value| value.trim().parse::<i64>().ok())
-        .unwrap_or(1);
     render_detail(
         &state,
         page,
         &path.key,
-        referrals_page,
+        Pages {
+            referrals: page_number(query.referrals_page.as_deref()),
+            ledger: page_number(query.ledger_page.as_deref()),
+        },
         InlineForms::default(),
         StatusCode::OK,
     )
     .await
+}
+
+/// Which page of each paginated panel to show.
+#[derive(Clone, Copy)]
+pub(super) struct Pages {
+    pub referrals: i64,
+    pub ledger: i64,
+}
+
+impl Pages {
+    pub(super) const FIRST: Pages = Pages {
+        referrals: 1,
+        ledger: 1,
+    };
 }
 
 /// Renders the page; the action handlers use it to show a form's message in place.
@@ -85,13 +113,13 @@ pub(super) async fn render_detail(
     state: &web::Data<AppState>,
     page: Page,
     key: &str,
-    referrals_page: i64,
+    pages: Pages,
     forms: InlineForms,
     status: StatusCode,
 ) -> Result<HttpResponse, Error> {
     let program_id = page.program.id;
     let key = key.to_string();
-    let (customer, referrer, links, referrals, events, shown) = db::run(&state.pool, move |conn| {
+    let (customer, referrer, links, referrals, events, shown, panels) = db::run(&state.pool, move |conn| {
         let customer = customers::find_by_key(conn, program_id, &key)?;
         let referrer = customers::with_referrers(conn, vec![customer.clone()])?
             .pop()
@@ -99,10 +127,15 @@ pub(super) async fn render_detail(
         let links = referral_links::for_customer(conn, customer.id)?;
         let total = i64::from(customer.referrals_count);
         let last = ((total + REFERRALS_PER_PAGE - 1) / REFERRALS_PER_PAGE).max(1);
-        let shown = referrals_page.clamp(1, last);
+        let shown = pages.referrals.clamp(1, last);
         let referrals = customers::referrals(conn, program_id, customer.id, shown, REFERRALS_PER_PAGE)?;
         let events = audit::for_customer(conn, program_id, customer.id, ACTIVITY_LIMIT)?;
-        Ok((customer, referrer, links, referrals, events, shown))
+        let balances = ledger::balances(conn, customer.id)?;
+        let (transactions, ledger_total) =
+            ledger::transactions(conn, customer.id, pages.ledger, LEDGER_PER_PAGE)?;
+        let invites = invites::for_customer(conn, customer.id, INVITES_LIMIT)?;
+        let panels = (balances, transactions, ledger_total, invites);
+        Ok((customer, referrer, links, referrals, events, shown, panels))
     })
     .await?;
     let referrals_pager = Pager::new(
@@ -124,6 +157,11 @@ pub(super) async fn render_detail(
             links,
             referrals,
             events,
+            balances: panels.0,
+            transactions: panels.1,
+            ledger_page: pages.ledger,
+            ledger_pages: ((panels.2 + LEDGER_PER_PAGE - 1) / LEDGER_PER_PAGE).max(1),
+            invites: panels.3,
             forms,
             page,
         },
