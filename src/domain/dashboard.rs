@@ -32,13 +32,13 @@
 //! day that customer was created (the same rule as `referrals_count`). Weeks start on
 //! Monday and months on the 1st, at midnight UTC; the chart's days are UTC days.
 
-use bigdecimal::BigDecimal;
 use chrono::{DateTime, Datelike, Duration, NaiveDate, TimeZone, Utc};
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Date, Timestamptz};
 
-use crate::db::schema::{balance_transactions, customers, invites};
+use crate::db::schema::{customers, invites};
 use crate::domain::customers::Customer;
+use crate::domain::ledger::{self, Balance};
 use crate::error::Error;
 
 /// How many days the referrals chart covers, today included.
@@ -62,39 +62,6 @@ fn midnight(day: NaiveDate) -> DateTime<Utc> {
     Utc.from_utc_datetime(&day.and_time(chrono::NaiveTime::MIN))
 }
 
-/// The money (or points) issued in one unit.
-#[derive(Clone, Debug, PartialEq)]
-pub struct CreditTotal {
-    pub amount_units: String,
-    pub is_currency: bool,
-    pub amount: BigDecimal,
-}
-
-impl CreditTotal {
-    /// Currencies with exactly two decimals; other units without trailing zeros.
-    pub fn formatted(&self) -> String {
-        format_amount(&self.amount, self.is_currency)
-    }
-}
-
-/// Formats an exact amount: `1234.50` for currencies, `12.5` / `150` for other units.
-pub fn format_amount(amount: &BigDecimal, is_currency: bool) -> String {
-    if is_currency {
-        amount
-            .with_scale_round(2, bigdecimal::RoundingMode::HalfEven)
-            .to_string()
-    } else {
-        let text = amount
-            .with_scale_round(4, bigdecimal::RoundingMode::HalfEven)
-            .to_string();
-        if text.contains('.') {
-            text.trim_end_matches('0').trim_end_matches('.').to_string()
-        } else {
-            text
-        }
-    }
-}
-
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Totals {
     /// Active (not deleted) customers.
@@ -108,7 +75,7 @@ pub struct Totals {
     pub referrals_this_week: i64,
     pub referrals_this_month: i64,
     /// Sums of all credits booked, per (unit, is_currency).
-    pub credits: Vec<CreditTotal>,
+    pub credits: Vec<Balance>,
     /// Invites delivered (status `sent`).
     pub invites_sent: i64,
 }
@@ -172,30 +139,7 @@ pub fn totals(conn: &mut PgConnection, program_id: i64, now: DateTime<Utc>) -> R
     .bind::<Timestamptz, _>(week_start(now))
     .bind::<Timestamptz, _>(month_start(now))
     .get_result(conn)?;
-    let credits = balance_transactions::table
-        .filter(balance_transactions::program_id.eq(program_id))
-        .filter(balance_transactions::kind.eq("credit"))
-        .group_by((
-            balance_transactions::amount_units,
-            balance_transactions::is_currency,
-        ))
-        .select((
-            balance_transactions::amount_units,
-            balance_transactions::is_currency,
-            diesel::dsl::sum(balance_transactions::amount),
-        ))
-        .order((
-            balance_transactions::is_currency.desc(),
-            balance_transactions::amount_units,
-        ))
-        .load::<(String, bool, Option<BigDecimal>)>(conn)?
-        .into_iter()
-        .map(|(amount_units, is_currency, amount)| CreditTotal {
-            amount_units,
-            is_currency,
-            amount: amount.unwrap_or_default(),
-        })
-        .collect();
+    let credits = ledger::credits_issued(conn, program_id)?;
     let invites_sent: i64 = invites::table
         .filter(invites::program_id.eq(program_id))
         .filter(invites::status.eq("sent"))
@@ -283,7 +227,6 @@ pub fn top_referrers(conn: &mut PgConnection, program_id: i64) -> Result<Vec<Cus
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::str::FromStr;
 
     #[test]
     fn weeks_start_on_monday_and_months_on_the_first() {
@@ -307,15 +250,5 @@ mod tests {
         assert_eq!(share(2, 3), "66.7%");
         assert_eq!(share(1, 2), "50%");
         assert_eq!(share(5, 5), "100%");
-    }
-
-    #[test]
-    fn amounts_are_formatted_exactly() {
-        let amount = |text: &str| BigDecimal::from_str(text).unwrap();
-        assert_eq!(format_amount(&amount("12.5000"), true), "12.50");
-        assert_eq!(format_amount(&amount("1000000"), true), "1000000.00");
-        assert_eq!(format_amount(&amount("150.0000"), false), "150");
-        assert_eq!(format_amount(&amount("12.2500"), false), "12.25");
-        assert_eq!(format_amount(&amount("0.1"), true), "0.10");
     }
 }
