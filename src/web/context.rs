@@ -90,10 +90,16 @@ impl FromRequest for Page {
                 programs,
             }) => {
                 let session = req.get_session();
-                let flashes = session
-                    .remove_as::<Vec<Flash>>(FLASH_KEY)
-                    .and_then(Result::ok)
-                    .unwrap_or_default();
+                // Only a page that is shown takes the queued messages; a POST handler that
+                // redirects leaves them for the page it redirects to.
+                let flashes = if req.method() == actix_web::http::Method::GET {
+                    session
+                        .remove_as::<Vec<Flash>>(FLASH_KEY)
+                        .and_then(Result::ok)
+                        .unwrap_or_default()
+                } else {
+                    Vec::new()
+                };
                 Ok(Page {
                     member,
                     program,

@@ -21,6 +21,7 @@ pub fn tests() -> Vec<libtest_mimic::Trial> {
         security_headers_are_set,
         health_and_readiness,
         unknown_pages_get_a_styled_404,
+        flash_messages_survive_a_second_post,
     ]
 }
 
@@ -362,4 +363,39 @@ async fn unknown_pages_get_a_styled_404() {
     let response = app.get("/no/such/page").await;
     assert_eq!(response.status(), 404);
     assert!(response.text().await.unwrap().contains("/static/style.css"));
+}
+
+async fn flash_messages_survive_a_second_post() {
+    let app = TestApp::spawn().await;
+    app.login_as(Role::Admin).await;
+    let program_id: i64 = {
+        use diesel::prelude::*;
+        use referdesk::db::schema::programs;
+        programs::table
+            .select(programs::id)
+            .first(&mut app.conn())
+            .unwrap()
+    };
+    // Two POSTs in a row, each queueing a message, before any page is shown.
+    let response = app.post_form("/api-tokens", &[("name", "first")]).await;
+    assert_eq!(response.status(), 200);
+    let id: i64 = {
+        use diesel::prelude::*;
+        use referdesk::db::schema::api_tokens;
+        api_tokens::table
+            .select(api_tokens::id)
+            .first(&mut app.conn())
+            .unwrap()
+    };
+    app.post_form(&format!("/api-tokens/{id}/revoke"), &[]).await;
+    app.post_form("/program", &[("program", &program_id.to_string())])
+        .await;
+    let (_, body) = app.browser.get_html("/").await;
+    assert!(
+        body.contains("Token &#34;first&#34; is revoked")
+            || body.contains("Token \"first\" is revoked")
+            || body.contains("Token &quot;first&quot; is revoked"),
+        "{body}"
+    );
+    assert!(body.contains("Now working in"));
 }
