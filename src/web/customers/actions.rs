@@ -6,7 +6,7 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 
-use super::detail::{render_detail, InlineForms};
+use super::detail::{render_detail, DetailPages, InlineForms};
 use super::{detail_path, load, KeyPath};
 use crate::db;
 use crate::domain::customers::{self, Customer, ReferrerRef};
@@ -131,7 +131,7 @@ pub async fn change_referrer(
                 &state,
                 page,
                 &customer.key,
-                1,
+                DetailPages::default(),
                 forms,
                 StatusCode::UNPROCESSABLE_ENTITY,
             )
@@ -176,7 +176,7 @@ pub async fn add_link(
                 &state,
                 page,
                 &customer.key,
-                1,
+                DetailPages::default(),
                 forms,
                 StatusCode::UNPROCESSABLE_ENTITY,
             )

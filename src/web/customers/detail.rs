@@ -8,15 +8,36 @@ use super::{first, KeyPath};
 use crate::db;
 use crate::domain::audit::{self, CustomerEvent};
 use crate::domain::customers::{self, Customer, ReferrerSummary};
+use crate::domain::invites::{self, Invite};
+use crate::domain::ledger::{self, Balance, TransactionRow};
 use crate::domain::referral_links::{self, ReferralLink};
 use crate::error::{Error, FieldErrors};
 use crate::web::context::Page;
+use crate::web::ledger::LEDGER_PER_PAGE;
 use crate::web::paging::{ListUrl, Pager};
 use crate::web::render_status;
 use crate::AppState;
 
 const REFERRALS_PER_PAGE: i64 = 15;
 const ACTIVITY_LIMIT: i64 = 50;
+/// The most recent invites shown in the invites panel (all of them are on `/invites`).
+const INVITES_LIMIT: i64 = 10;
+
+/// Which page of each paginated panel to show.
+#[derive(Clone, Copy)]
+pub(super) struct DetailPages {
+    pub referrals: i64,
+    pub ledger: i64,
+}
+
+impl Default for DetailPages {
+    fn default() -> DetailPages {
+        DetailPages {
+            referrals: 1,
+            ledger: 1,
+        }
+    }
+}
 
 /// What the small forms on the page (change referrer, add link) hold when they come back
 /// with a message.
@@ -37,6 +58,11 @@ struct DetailPage {
     referrals: Vec<Customer>,
     referrals_pager: Pager,
     events: Vec<CustomerEvent>,
+    balances: Vec<Balance>,
+    transactions: Vec<TransactionRow>,
+    ledger_page: i64,
+    ledger_pages: i64,
+    invites: Vec<Invite>,
     custom_fields: Vec<(String, String)>,
     landing_url: String,
     public_url: String,
@@ -56,6 +82,7 @@ impl DetailPage {
 #[derive(serde::Deserialize)]
 pub struct DetailQuery {
     referrals_page: Option<String>,
+    ledger_page: Option<String>,
 }
 
 pub async fn show(
@@ -64,20 +91,39 @@ pub async fn show(
     path: web::Path<KeyPath>,
     query: web::Query<DetailQuery>,
 ) -> Result<HttpResponse, Error> {
-    let referrals_page = query
-        .referrals_page
-        .as_deref()
-        .and_then(|value| value.trim().parse::<i64>().ok())
-        .unwrap_or(1);
+    let number = |value: &Option<String>| {
+        value
+            .as_deref()
+            .and_then(|value| value.trim().parse::<i64>().ok())
+            .unwrap_or(1)
+    };
+    let pages = DetailPages {
+        referrals: number(&query.referrals_page),
+        ledger: number(&query.ledger_page),
+    };
     render_detail(
         &state,
         page,
         &path.key,
-        referrals_page,
+        pages,
         InlineForms::default(),
         StatusCode::OK,
     )
     .await
+}
+
+/// What the page shows, read in one go.
+struct Loaded {
+    customer: Customer,
+    referrer: Option<ReferrerSummary>,
+    links: Vec<ReferralLink>,
+    referrals: Vec<Customer>,
+    events: Vec<CustomerEvent>,
+    shown: i64,
+    balances: Vec<Balance>,
+    transactions: Vec<TransactionRow>,
+    ledger_total: i64,
+    invites: Vec<Invite>,
 }
 
 /// Renders the page; the action handlers use it to show a form's message in place.
@@ -85,13 +131,13 @@ pub(super) async fn render_detail(
     state: &web::Data<AppState>,
     page: Page,
     key: &str,
-    referrals_page: i64,
+    pages: DetailPages,
     forms: InlineForms,
     status: StatusCode,
 ) -> Result<HttpResponse, Error> {
     let program_id = page.program.id;
     let key = key.to_string();
-    let (customer, referrer, links, referrals, events, shown) = db::run(&state.pool, move |conn| {
+    let loaded = db::run(&state.pool, move |conn| {
         let customer = customers::find_by_key(conn, program_id, &key)?;
         let referrer = customers::with_referrers(conn, vec![customer.clone()])?
             .pop()
@@ -99,12 +145,39 @@ pub(super) async fn render_detail(
         let links = referral_links::for_customer(conn, customer.id)?;
         let total = i64::from(customer.referrals_count);
         let last = ((total + REFERRALS_PER_PAGE - 1) / REFERRALS_PER_PAGE).max(1);
-        let shown = referrals_page.clamp(1, last);
+        let shown = pages.referrals.clamp(1, last);
         let referrals = customers::referrals(conn, program_id, customer.id, shown, REFERRALS_PER_PAGE)?;
         let events = audit::for_customer(conn, program_id, customer.id, ACTIVITY_LIMIT)?;
-        Ok((customer, referrer, links, referrals, events, shown))
+        let balances = ledger::balances(conn, customer.id)?;
+        let (transactions, ledger_total) =
+            ledger::transactions(conn, customer.id, pages.ledger.max(1), LEDGER_PER_PAGE)?;
+        let invites = invites::for_customer(conn, customer.id, INVITES_LIMIT)?;
+        Ok(Loaded {
+            customer,
+            referrer,
+            links,
+            referrals,
+            events,
+            shown,
+            balances,
+            transactions,
+            ledger_total,
+            invites,
+        })
     })
     .await?;
+    let Loaded {
+        customer,
+        referrer,
+        links,
+        referrals,
+        events,
+        shown,
+        balances,
+        transactions,
+        ledger_total,
+        invites,
+    } = loaded;
     let referrals_pager = Pager::new(
         ListUrl::new(&format!("/customers/{}", customer.key)),
         "referrals_page",
@@ -124,6 +197,11 @@ pub(super) async fn render_detail(
             links,
             referrals,
             events,
+            balances,
+            transactions,
+            ledger_page: pages.ledger.max(1),
+            ledger_pages: ((ledger_total + LEDGER_PER_PAGE - 1) / LEDGER_PER_PAGE).max(1),
+            invites,
             forms,
             page,
         },
