@@ -9,6 +9,7 @@ mod helpers;
 
 mod admin;
 mod auth;
+mod browser;
 mod customers;
 mod invites;
 mod ledger;
@@ -24,7 +25,9 @@ fn main() {
     trials.extend(ledger::tests());
     trials.extend(invites::tests());
     trials.extend(admin::tests());
+    trials.extend(browser::tests());
     let conclusion = libtest_mimic::run(&args, trials);
+    browser::finish();
     database.finish();
     conclusion.exit();
 }
