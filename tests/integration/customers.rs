@@ -243,6 +243,17 @@ async fn search_finds_partial_emails_names_keys_and_ids() {
     assert_eq!(list(&app, "?q=BOB-K").await, vec!["bob-key"], "partial key");
     assert_eq!(list(&app, "?q=acct-10").await, vec!["ada-key"], "partial id");
     assert!(list(&app, "?q=nobody").await.is_empty());
+
+    let (_, body) = app.browser.get_html("/customers?q=LOVELACE").await;
+    assert!(
+        body.contains("1 customer matches these filters"),
+        "singular verb for one"
+    );
+    let (_, body) = app.browser.get_html("/customers?q=%40acme").await;
+    assert!(
+        body.contains("2 customers match these filters"),
+        "plural verb for two"
+    );
 }
 
 async fn search_takes_wildcards_quotes_and_unicode_literally() {

@@ -28,6 +28,7 @@ pub fn tests() -> Vec<libtest_mimic::Trial> {
         deleted_customer_gets_no_booking,
         unknown_customer_is_a_404,
         domain_functions_for_the_customer_page_and_dashboard,
+        customer_page_shows_balance_ledger_and_invites,
     ]
 }
 
@@ -705,4 +706,68 @@ async fn domain_functions_for_the_customer_page_and_dashboard() {
             ("100".to_string(), "points".to_string())
         ]
     );
+}
+
+/// The customer page carries the balance panel (with its "Credit" link for support) and the
+/// invites panel; before, both were left out of the page and only the credit page had them.
+async fn customer_page_shows_balance_ledger_and_invites() {
+    let app = TestApp::spawn().await;
+    app.login_as(Role::Support).await;
+    insert_customer(&app, "ada", "Ada");
+
+    let (status, html) = app.browser.get_html("/customers/ada").await;
+    assert_eq!(status, 200);
+    assert!(html.contains("id=\"balance\""), "balance panel");
+    assert!(html.contains("No credits yet."));
+    assert!(
+        html.contains("href=\"/customers/ada/credit\""),
+        "support gets the credit link"
+    );
+    assert!(html.contains("id=\"invites\""), "invites panel");
+    assert!(
+        html.contains("No invites sent in this customer&#39;s name yet.")
+            || html.contains("No invites sent in this customer's name yet.")
+    );
+
+    assert_eq!(credit(&app, "ada", "7.25", "USD").await.status(), 303);
+    let response = app
+        .post_form(
+            "/customers/ada/invite",
+            &[("email", "friend@example.com"), ("name", "Friend")],
+        )
+        .await;
+    assert_eq!(response.status(), 303);
+
+    let (status, html) = app.browser.get_html("/customers/ada").await;
+    assert_eq!(status, 200);
+    let balance = &html[html.find("id=\"balance\"").unwrap()..];
+    assert!(
+        balance.contains("7.25"),
+        "the balance is shown on the customer page"
+    );
+    assert!(balance.contains("USD"));
+    let invites = &html[html.find("id=\"invites\"").unwrap()..];
+    assert!(
+        invites.contains("friend@example.com"),
+        "the invite is listed on the customer page"
+    );
+
+    let viewer = app.new_browser();
+    app.create_member(
+        "viewer-ledger@example.com",
+        Role::Viewer,
+        crate::helpers::PASSWORD,
+    );
+    assert_eq!(
+        viewer
+            .login("viewer-ledger@example.com", crate::helpers::PASSWORD)
+            .await
+            .status(),
+        303
+    );
+    let (status, html) = viewer.get_html("/customers/ada").await;
+    assert_eq!(status, 200);
+    assert!(html.contains("7.25"), "viewers see the balance");
+    assert!(!html.contains("/customers/ada/credit"), "but get no credit link");
+    assert!(!html.contains("/customers/ada/invite"), "nor an invite link");
 }

@@ -10,6 +10,7 @@ mod helpers;
 mod admin;
 mod api;
 mod auth;
+mod browser;
 mod customers;
 mod invites;
 mod ledger;
@@ -26,7 +27,9 @@ fn main() {
     trials.extend(invites::tests());
     trials.extend(admin::tests());
     trials.extend(api::tests());
+    trials.extend(browser::tests());
     let conclusion = libtest_mimic::run(&args, trials);
+    browser::finish();
     database.finish();
     conclusion.exit();
 }

@@ -1,0 +1,936 @@
+//! End-to-end tests in a real browser: headless Chromium, driven through WebDriver
+//! (`chromedriver`) with `fantoccini`, against the real server on a free port with its own
+//! database. Each scenario asserts what a person sees: page text, field messages, values.
+//!
+//! - One `chromedriver` serves the whole run: started on a free port by the first scenario
+//!   that needs it, stopped by [`finish`] (called from `main` after the run). Every scenario
+//!   gets its own browser session with a fresh profile directory, removed afterwards.
+//! - A failing scenario (an error or a panic) saves a screenshot and the page source under
+//!   `target/browser-failures/<scenario>.{png,html}` before its session closes, and names
+//!   both files in the failure message.
+//! - Without `chromium` and `chromedriver` the scenarios are reported as ignored with how to
+//!   install them, except under `CI=true`, where a missing browser fails the run.
+
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use fantoccini::elements::Element;
+use fantoccini::{Client, ClientBuilder, Locator};
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
+use libtest_mimic::{Completion, Failed, Trial};
+use referdesk::domain::customers::{self, Customer, CustomerInput, NewCustomer};
+use referdesk::domain::programs;
+use referdesk::domain::team::Role;
+use referdesk::domain::Actor;
+
+use crate::helpers::{TestApp, PASSWORD};
+
+/// What a developer without a browser sees next to each scenario.
+const SKIPPED: &str =
+    "skipped: install chromium and chromium-driver (apt-get install -y chromium chromium-driver) to run the browser tests";
+/// How long a person would wait for a page before calling it broken.
+const PATIENCE: Duration = Duration::from_secs(20);
+/// The mail worker polls every second; a queued invite is sent well within this.
+const MAIL_PATIENCE: Duration = Duration::from_secs(30);
+
+type Scenario = for<'a> fn(&'a TestApp, &'a Tab) -> BoxFuture<'a, anyhow::Result<()>>;
+
+macro_rules! scenarios {
+    ($($scenario:ident),* $(,)?) => {
+        vec![$(trial(stringify!($scenario), |app, tab| Box::pin($scenario(app, tab)))),*]
+    };
+}
+
+pub fn tests() -> Vec<Trial> {
+    scenarios![
+        first_run_setup_then_sign_in,
+        search_by_partial_email_and_open,
+        create_referred_customer_counts_for_the_referrer,
+        edit_with_invalid_email_then_fix_it,
+        credit_shows_the_balance,
+        invite_is_queued_then_sent,
+        pages_keep_the_filter,
+        viewer_sees_no_edit_or_credit_and_is_refused,
+        back_button_after_sign_out_shows_no_customer_data,
+    ]
+}
+
+fn trial(name: &'static str, scenario: Scenario) -> Trial {
+    Trial::ignorable_test(format!("browser::{name}"), move || match tools() {
+        Ok(tools) => {
+            let mut outcome = Ok(());
+            crate::helpers::run(async { outcome = in_browser(tools, name, scenario).await });
+            outcome.map(|()| Completion::Completed)
+        }
+        Err(missing) if in_ci() => Err(format!(
+            "{missing}, and CI is set: the browser tests must run in CI \
+             (apt-get install -y chromium chromium-driver)"
+        )
+        .into()),
+        Err(_) => Ok(Completion::ignored_with(SKIPPED)),
+    })
+}
+
+fn in_ci() -> bool {
+    std::env::var("CI")
+        .map(|value| matches!(value.trim().to_ascii_lowercase().as_str(), "true" | "1" | "yes"))
+        .unwrap_or(false)
+}
+
+// --- the browser and its driver ---------------------------------------------------------
+
+struct Tools {
+    chromium: PathBuf,
+    chromedriver: PathBuf,
+}
+
+/// Chromium and chromedriver from `PATH` (or the `CHROMIUM` / `CHROMEDRIVER` variables).
+fn tools() -> Result<&'static Tools, String> {
+    static TOOLS: OnceLock<Result<Tools, String>> = OnceLock::new();
+    TOOLS
+        .get_or_init(|| {
+            let chromium = find_program("CHROMIUM", &["chromium", "chromium-browser"]);
+            let chromedriver = find_program("CHROMEDRIVER", &["chromedriver"]);
+            match (chromium, chromedriver) {
+                (Some(chromium), Some(chromedriver)) => Ok(Tools {
+                    chromium,
+                    chromedriver,
+                }),
+                (None, Some(_)) => Err("chromium was not found".to_string()),
+                (Some(_), None) => Err("chromedriver was not found".to_string()),
+                (None, None) => Err("chromium and chromedriver were not found".to_string()),
+            }
+        })
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+fn find_program(variable: &str, names: &[&str]) -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os(variable).filter(|path| !path.is_empty()) {
+        return Some(PathBuf::from(path)).filter(|path| path.is_file());
+    }
+    let path = std::env::var_os("PATH")?;
+    names.iter().find_map(|name| {
+        std::env::split_paths(&path)
+            .map(|dir| dir.join(name))
+            .find(|candidate| candidate.is_file())
+    })
+}
+
+/// The run's one chromedriver.
+struct Driver {
+    url: String,
+    port: u16,
+    process: Mutex<Option<Child>>,
+}
+
+static DRIVER: OnceLock<Result<Driver, String>> = OnceLock::new();
+
+fn driver(tools: &Tools) -> Result<&'static Driver, String> {
+    DRIVER
+        .get_or_init(|| start_driver(tools))
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+fn start_driver(tools: &Tools) -> Result<Driver, String> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map_err(|error| format!("no free port for chromedriver: {error}"))?
+        .port();
+    let mut process = Command::new(&tools.chromedriver)
+        .arg(format!("--port={port}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|error| format!("could not start {}: {error}", tools.chromedriver.display()))?;
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        if let Ok(Some(status)) = process.try_wait() {
+            return Err(format!("chromedriver exited at start ({status})"));
+        }
+        if Instant::now() > deadline {
+            let _ = process.kill();
+            let _ = process.wait();
+            return Err(format!(
+                "chromedriver did not listen on port {port} within {PATIENCE:?}"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(Driver {
+        url: format!("http://127.0.0.1:{port}"),
+        port,
+        process: Mutex::new(Some(process)),
+    })
+}
+
+/// Stops the run's chromedriver, if a scenario started one: asks it to shut down (which ends
+/// any browser it still has), then kills it if it has not exited within a few seconds.
+pub fn finish() {
+    let Some(Ok(driver)) = DRIVER.get() else {
+        return;
+    };
+    let Some(mut process) = driver
+        .process
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .take()
+    else {
+        return;
+    };
+    if let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", driver.port)) {
+        use std::io::{Read, Write};
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+        let _ = stream.write_all(b"GET /shutdown HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+        let _ = stream.read_to_end(&mut Vec::new());
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = process.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = process.kill();
+    let _ = process.wait();
+}
+
+/// A browser profile directory of its own, removed when dropped.
+struct Profile(PathBuf);
+
+impl Profile {
+    fn new(name: &str) -> anyhow::Result<Profile> {
+        let dir = std::env::temp_dir().join(format!(
+            "referdesk-chromium-{}-{name}-{}",
+            std::process::id(),
+            referdesk::domain::random_token(6)
+        ));
+        std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+        Ok(Profile(dir))
+    }
+}
+
+impl Drop for Profile {
+    fn drop(&mut self) {
+        // Chromium may still be writing while it exits: retry briefly.
+        for _ in 0..20 {
+            if std::fs::remove_dir_all(&self.0).is_ok() || !self.0.exists() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+async fn open_session(driver: &Driver, chromium: &Path, profile: &Profile) -> anyhow::Result<Client> {
+    let capabilities = serde_json::json!({
+        "browserName": "chrome",
+        "goog:chromeOptions": {
+            "binary": chromium,
+            "args": [
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                "--disable-background-networking",
+                "--no-first-run",
+                "--disable-component-update",
+                "--disable-sync",
+                "--disable-quic",
+                "--window-size=1280,1000",
+                format!("--user-data-dir={}", profile.0.display()),
+            ],
+        },
+    });
+    let serde_json::Value::Object(capabilities) = capabilities else {
+        unreachable!("a JSON object literal")
+    };
+    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    ClientBuilder::new(connector)
+        .capabilities(capabilities)
+        .connect(&driver.url)
+        .await
+        .context("could not open a Chromium session through chromedriver")
+}
+
+/// Runs one scenario in a fresh server and browser session; on failure, saves what the
+/// browser showed before the session closes.
+async fn in_browser(tools: &Tools, name: &str, scenario: Scenario) -> Result<(), Failed> {
+    let driver = driver(tools)?;
+    let app = TestApp::spawn().await;
+    let profile = Profile::new(name).map_err(|error| format!("{error:#}"))?;
+    let client = open_session(driver, &tools.chromium, &profile)
+        .await
+        .map_err(|error| format!("{error:#}"))?;
+    let tab = Tab {
+        client: client.clone(),
+        base: app.address.clone(),
+    };
+    let failure = match AssertUnwindSafe(scenario(&app, &tab)).catch_unwind().await {
+        Ok(Ok(())) => None,
+        Ok(Err(error)) => Some(format!("{error:#}")),
+        Err(panic) => Some(
+            panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|text| text.to_string()))
+                .unwrap_or_else(|| "the scenario panicked".to_string()),
+        ),
+    };
+    let failure = match failure {
+        Some(message) => Some(format!("{message}\n{}", capture(&tab, name).await)),
+        None => None,
+    };
+    let _ = client.close().await;
+    drop(profile);
+    match failure {
+        Some(message) => Err(message.into()),
+        None => {
+            // What an earlier failed run left for this scenario no longer describes it.
+            for extension in ["png", "html"] {
+                let _ = std::fs::remove_file(failures_dir().join(format!("{name}.{extension}")));
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Where failure screenshots and page sources go: `target/browser-failures/`.
+fn failures_dir() -> PathBuf {
+    // The test binary is `<target>/<profile>/deps/integration-<hash>`.
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent()?.parent()?.parent().map(Path::to_path_buf))
+        .filter(|target| target.is_dir())
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
+        .join("browser-failures")
+}
+
+/// Saves a screenshot and the page source; says where they are (or why they are not).
+async fn capture(tab: &Tab, name: &str) -> String {
+    let dir = failures_dir();
+    if let Err(error) = std::fs::create_dir_all(&dir) {
+        return format!("could not create {}: {error}", dir.display());
+    }
+    let url = match tab.client.current_url().await {
+        Ok(url) => url.to_string(),
+        Err(error) => format!("unknown ({error})"),
+    };
+    let png = dir.join(format!("{name}.png"));
+    let html = dir.join(format!("{name}.html"));
+    let screenshot = match tab.client.screenshot().await {
+        Ok(bytes) => std::fs::write(&png, bytes)
+            .map(|()| format!("screenshot: {}", png.display()))
+            .unwrap_or_else(|error| format!("screenshot not saved to {}: {error}", png.display())),
+        Err(error) => format!("no screenshot: {error}"),
+    };
+    let source = match tab.client.source().await {
+        Ok(text) => std::fs::write(&html, text)
+            .map(|()| format!("page source: {}", html.display()))
+            .unwrap_or_else(|error| format!("page source not saved to {}: {error}", html.display())),
+        Err(error) => format!("no page source: {error}"),
+    };
+    format!("the browser was at {url}\n{screenshot}\n{source}")
+}
+
+// --- what a person does and sees ----------------------------------------------------------
+
+/// One browser session pointed at one server.
+struct Tab {
+    client: Client,
+    base: String,
+}
+
+/// An XPath string literal (no label or button text here contains both quote kinds).
+fn literal(text: &str) -> String {
+    if text.contains('\'') {
+        format!("\"{text}\"")
+    } else {
+        format!("'{text}'")
+    }
+}
+
+impl Tab {
+    /// Types an address into the location bar.
+    async fn visit(&self, path: &str) -> anyhow::Result<()> {
+        self.client
+            .goto(&format!("{}{path}", self.base))
+            .await
+            .with_context(|| format!("open {path}"))
+    }
+
+    async fn path(&self) -> anyhow::Result<String> {
+        let url = self.client.current_url().await?;
+        Ok(match url.query() {
+            Some(query) => format!("{}?{query}", url.path()),
+            None => url.path().to_string(),
+        })
+    }
+
+    /// The text the page shows (what a person can read; hidden elements excluded).
+    async fn text(&self) -> anyhow::Result<String> {
+        Ok(self.client.find(Locator::Css("body")).await?.text().await?)
+    }
+
+    /// Waits until the page shows `expected`.
+    async fn sees(&self, expected: &str) -> anyhow::Result<()> {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let shown = self.text().await.unwrap_or_default();
+            if shown.contains(expected) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "expected to see {expected:?} on {}; the page shows:\n{shown}",
+                    self.path().await.unwrap_or_default()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn does_not_see(&self, unexpected: &str) -> anyhow::Result<()> {
+        let shown = self.text().await?;
+        if shown.contains(unexpected) {
+            bail!(
+                "expected not to see {unexpected:?} on {}; the page shows:\n{shown}",
+                self.path().await.unwrap_or_default()
+            );
+        }
+        Ok(())
+    }
+
+    /// The text of the first element matching `css`.
+    async fn text_of(&self, css: &str) -> anyhow::Result<String> {
+        let element = self
+            .client
+            .wait()
+            .at_most(PATIENCE)
+            .for_element(Locator::Css(css))
+            .await
+            .with_context(|| format!("no element {css:?} on this page"))?;
+        Ok(element.text().await?)
+    }
+
+    /// The input, select or textarea labelled `label` (by `for`, or wrapped in the label).
+    async fn field(&self, label: &str) -> anyhow::Result<Element> {
+        let xpath = format!("//label[normalize-space(text())={}]", literal(label));
+        let found = self
+            .client
+            .wait()
+            .at_most(PATIENCE)
+            .for_element(Locator::XPath(&xpath))
+            .await
+            .with_context(|| format!("no field labelled {label:?} on this page"))?;
+        match found.attr("for").await? {
+            Some(id) => Ok(self.client.find(Locator::Id(&id)).await?),
+            None => Ok(found.find(Locator::Css("input, select, textarea")).await?),
+        }
+    }
+
+    /// Clears the field labelled `label` and types `text` into it.
+    async fn fill(&self, label: &str, text: &str) -> anyhow::Result<()> {
+        let field = self.field(label).await?;
+        field.clear().await?;
+        field.send_keys(text).await?;
+        Ok(())
+    }
+
+    /// What the field labelled `label` holds.
+    async fn value(&self, label: &str) -> anyhow::Result<String> {
+        Ok(self.field(label).await?.prop("value").await?.unwrap_or_default())
+    }
+
+    /// Picks the option shown as `option` in the select labelled `label`.
+    async fn choose(&self, label: &str, option: &str) -> anyhow::Result<()> {
+        self.field(label)
+            .await?
+            .select_by_label(option)
+            .await
+            .with_context(|| format!("no option {option:?} in {label:?}"))
+    }
+
+    /// The option shown as selected in the select labelled `label`.
+    async fn chosen(&self, label: &str) -> anyhow::Result<String> {
+        let select = self.field(label).await?;
+        Ok(select
+            .find(Locator::Css("option:checked"))
+            .await?
+            .text()
+            .await?
+            .trim()
+            .to_string())
+    }
+
+    /// The message shown next to the field labelled `label` (inside the same `.field`).
+    async fn message_next_to(&self, label: &str) -> anyhow::Result<String> {
+        let field = self.field(label).await?;
+        let message = field
+            .find(Locator::XPath(
+                "./ancestor::*[contains(concat(' ', normalize-space(@class), ' '), ' field ')][1]\
+                 //*[contains(concat(' ', normalize-space(@class), ' '), ' error ')]",
+            ))
+            .await
+            .with_context(|| format!("no message next to the field {label:?}"))?;
+        Ok(message.text().await?)
+    }
+
+    async fn press(&self, button: &str) -> anyhow::Result<()> {
+        let xpath = format!(
+            "//button[normalize-space()={text}] | //input[@type='submit' and @value={text}]",
+            text = literal(button)
+        );
+        self.client
+            .find(Locator::XPath(&xpath))
+            .await
+            .with_context(|| format!("no button {button:?} on this page"))?
+            .click()
+            .await?;
+        Ok(())
+    }
+
+    async fn follow(&self, link: &str) -> anyhow::Result<()> {
+        self.client
+            .find(Locator::LinkText(link))
+            .await
+            .with_context(|| format!("no link {link:?} on this page"))?
+            .click()
+            .await?;
+        Ok(())
+    }
+
+    async fn has_link(&self, link: &str) -> anyhow::Result<bool> {
+        Ok(!self.client.find_all(Locator::LinkText(link)).await?.is_empty())
+    }
+
+    async fn has_button(&self, button: &str) -> anyhow::Result<bool> {
+        let xpath = format!("//button[normalize-space()={}]", literal(button));
+        Ok(!self.client.find_all(Locator::XPath(&xpath)).await?.is_empty())
+    }
+
+    /// Signs in through the login form.
+    async fn sign_in(&self, email: &str, password: &str) -> anyhow::Result<()> {
+        self.visit("/login").await?;
+        self.fill("Email", email).await?;
+        self.fill("Password", password).await?;
+        self.press("Sign in").await?;
+        self.sees("Sign out").await
+    }
+}
+
+// --- data a scenario starts from ------------------------------------------------------------
+
+struct Person<'a> {
+    key: &'a str,
+    email: &'a str,
+    name: &'a str,
+    surname: &'a str,
+    referred_by: Option<&'a str>,
+}
+
+/// A customer of the default program, created as the API would.
+fn customer(app: &TestApp, person: Person<'_>) -> Customer {
+    let program = programs::find_by_slug(&mut app.conn(), "default").expect("default program");
+    let new = NewCustomer::parse(CustomerInput {
+        key: Some(person.key.to_string()),
+        email: Some(person.email.to_string()),
+        name: Some(person.name.to_string()),
+        surname: Some(person.surname.to_string()),
+        referrer_key: person.referred_by.map(str::to_string),
+        ..Default::default()
+    })
+    .expect("valid customer");
+    customers::create(&mut app.conn(), &program, &Actor::system(), new).expect("customer created")
+}
+
+fn ada(app: &TestApp) -> Customer {
+    customer(
+        app,
+        Person {
+            key: "ada",
+            email: "ada.lovelace@analytical.example",
+            name: "Ada",
+            surname: "Lovelace",
+            referred_by: None,
+        },
+    )
+}
+
+/// A member with `role`, signed in through the login form.
+async fn signed_in(app: &TestApp, tab: &Tab, role: Role) -> anyhow::Result<()> {
+    let email = format!("{}@team.example", role.as_str());
+    app.create_member(&email, role, PASSWORD);
+    tab.sign_in(&email, PASSWORD).await
+}
+
+// --- scenarios ------------------------------------------------------------------------------
+
+/// The one-time setup link from the server log creates the first admin; they can sign out
+/// and in again, and the link does not work twice.
+async fn first_run_setup_then_sign_in(app: &TestApp, tab: &Tab) -> anyhow::Result<()> {
+    let link = app
+        .setup_url
+        .as_deref()
+        .context("a fresh server prints a setup link")?;
+    let path = &link[link.find("/setup").context("the link leads to /setup")?..];
+    tab.visit(path).await?;
+    tab.sees("Welcome to Referdesk").await?;
+
+    tab.fill("Email", "owner@shop.example").await?;
+    tab.fill("Name", "Olga Owner").await?;
+    tab.fill("Password", "a long enough secret").await?;
+    tab.fill("Repeat the password", "a different secret").await?;
+    tab.press("Create admin account").await?;
+    assert_eq!(
+        tab.message_next_to("Repeat the password").await?,
+        "The two passwords differ."
+    );
+    assert_eq!(
+        tab.value("Email").await?,
+        "owner@shop.example",
+        "typed email kept"
+    );
+    assert_eq!(tab.value("Name").await?, "Olga Owner", "typed name kept");
+
+    tab.fill("Password", "a long enough secret").await?;
+    tab.fill("Repeat the password", "a long enough secret").await?;
+    tab.press("Create admin account").await?;
+    tab.sees("Welcome! Your admin account is ready.").await?;
+    tab.sees("Olga Owner").await?;
+    assert_eq!(tab.path().await?, "/");
+
+    tab.press("Sign out").await?;
+    tab.sees("You have been signed out.").await?;
+    tab.fill("Email", "owner@shop.example").await?;
+    tab.fill("Password", "wrong password here").await?;
+    tab.press("Sign in").await?;
+    tab.sees("The email or password is incorrect.").await?;
+    tab.fill("Password", "a long enough secret").await?;
+    tab.press("Sign in").await?;
+    tab.sees("signed in as owner@shop.example").await?;
+    assert!(tab.has_link("Team").await?, "the first member is an admin");
+
+    tab.visit(path).await?;
+    tab.sees("This link is invalid, used or expired.").await?;
+    Ok(())
+}
+
+async fn search_by_partial_email_and_open(app: &TestApp, tab: &Tab) -> anyhow::Result<()> {
+    ada(app);
+    for (key, email, name, surname) in [
+        ("grace", "grace.hopper@navy.example", "Grace", "Hopper"),
+        ("alan", "alan.turing@bletchley.example", "Alan", "Turing"),
+    ] {
+        customer(
+            app,
+            Person {
+                key,
+                email,
+                name,
+                surname,
+                referred_by: None,
+            },
+        );
+    }
+    signed_in(app, tab, Role::Viewer).await?;
+    tab.follow("Customers").await?;
+    tab.sees("3 customers").await?;
+
+    tab.fill("Search", "lovelace@analyt").await?;
+    tab.press("Apply").await?;
+    tab.sees("1 customer matches these filters").await?;
+    tab.sees("ada.lovelace@analytical.example").await?;
+    tab.does_not_see("grace.hopper@navy.example").await?;
+    tab.does_not_see("alan.turing@bletchley.example").await?;
+    assert_eq!(
+        tab.value("Search").await?,
+        "lovelace@analyt",
+        "the search stays in the box"
+    );
+
+    tab.follow("Ada Lovelace").await?;
+    assert_eq!(tab.text_of("h1").await?, "Ada Lovelace");
+    assert!(tab
+        .text_of("#profile")
+        .await?
+        .contains("ada.lovelace@analytical.example"));
+    assert_eq!(tab.path().await?, "/customers/ada");
+    Ok(())
+}
+
+async fn create_referred_customer_counts_for_the_referrer(app: &TestApp, tab: &Tab) -> anyhow::Result<()> {
+    ada(app);
+    signed_in(app, tab, Role::Support).await?;
+    tab.visit("/customers/ada").await?;
+    tab.sees("0 referrals").await?;
+    tab.sees("Ada Lovelace has not referred anyone yet.").await?;
+
+    tab.follow("Customers").await?;
+    tab.follow("New customer").await?;
+    tab.fill("First name", "Bob").await?;
+    tab.fill("Surname", "Babbage").await?;
+    tab.fill("Email", "bob@engine.example").await?;
+    tab.fill("Referred by", "ada.lovelace@analytical.example").await?;
+    tab.press("Create customer").await?;
+    assert_eq!(tab.text_of("h1").await?, "Bob Babbage");
+    assert!(tab.text_of("#referrer").await?.contains("Ada Lovelace"));
+
+    tab.follow("Ada Lovelace").await?;
+    assert_eq!(tab.text_of("h1").await?, "Ada Lovelace");
+    tab.sees("1 referral").await?;
+    let referrals = tab.text_of("#referrals").await?;
+    assert!(referrals.contains("(1 active)"), "{referrals}");
+    assert!(referrals.contains("Bob Babbage"), "{referrals}");
+    assert!(referrals.contains("bob@engine.example"), "{referrals}");
+
+    tab.follow("Customers").await?;
+    let count = tab
+        .text_of("tbody tr:has(td:first-child a[href='/customers/ada']) td.num")
+        .await?;
+    assert_eq!(count, "1", "the list shows Ada's referral count");
+    Ok(())
+}
+
+async fn edit_with_invalid_email_then_fix_it(app: &TestApp, tab: &Tab) -> anyhow::Result<()> {
+    ada(app);
+    signed_in(app, tab, Role::Support).await?;
+    tab.visit("/customers/ada").await?;
+    tab.follow("Edit").await?;
+    tab.sees("Edit Ada Lovelace").await?;
+    assert_eq!(tab.value("Email").await?, "ada.lovelace@analytical.example");
+
+    tab.fill("First name", "Augusta Ada").await?;
+    tab.fill("Email", "ada@").await?;
+    tab.press("Save changes").await?;
+    tab.sees("Please correct the fields marked below; nothing was saved.")
+        .await?;
+    assert_eq!(
+        tab.message_next_to("Email").await?,
+        "Enter a valid email address."
+    );
+    assert_eq!(tab.value("Email").await?, "ada@", "the typed email is kept");
+    assert_eq!(
+        tab.value("First name").await?,
+        "Augusta Ada",
+        "the typed name is kept"
+    );
+    assert_eq!(tab.value("Surname").await?, "Lovelace");
+
+    tab.fill("Email", "countess@analytical.example").await?;
+    tab.press("Save changes").await?;
+    assert_eq!(tab.text_of("h1").await?, "Augusta Ada Lovelace");
+    let profile = tab.text_of("#profile").await?;
+    assert!(profile.contains("countess@analytical.example"), "{profile}");
+    assert!(!profile.contains("ada.lovelace@analytical.example"), "{profile}");
+    Ok(())
+}
+
+async fn credit_shows_the_balance(app: &TestApp, tab: &Tab) -> anyhow::Result<()> {
+    ada(app);
+    signed_in(app, tab, Role::Support).await?;
+    tab.visit("/customers/ada").await?;
+    assert!(tab.text_of("#balance").await?.contains("No credits yet."));
+    tab.follow("Credit").await?;
+    tab.sees("Credit Ada Lovelace").await?;
+
+    tab.fill("Amount", "12.5.0").await?;
+    tab.press("Book").await?;
+    let message = tab.message_next_to("Amount").await?;
+    assert!(!message.is_empty(), "a message next to the amount");
+    assert_eq!(tab.value("Amount").await?, "12.5.0", "the typed amount is kept");
+
+    tab.fill("Amount", "12.50").await?;
+    tab.choose("Currency", "EUR").await?;
+    tab.fill("Note", "Thanks for bringing Bob").await?;
+    tab.press("Book").await?;
+    tab.sees("Credited 12.50 EUR for Ada Lovelace.").await?;
+    let balance = tab.text_of("#balance .stats").await?;
+    assert!(balance.contains("12.50") && balance.contains("EUR"), "{balance}");
+    tab.sees("Thanks for bringing Bob").await?;
+
+    tab.follow("Ada Lovelace").await?;
+    let balance = tab.text_of("#balance").await?;
+    assert!(balance.contains("12.50") && balance.contains("EUR"), "{balance}");
+    assert!(balance.contains("+12.50"), "the ledger line: {balance}");
+    Ok(())
+}
+
+async fn invite_is_queued_then_sent(app: &TestApp, tab: &Tab) -> anyhow::Result<()> {
+    ada(app);
+    signed_in(app, tab, Role::Support).await?;
+    tab.visit("/customers/ada").await?;
+    tab.follow("Invite someone").await?;
+    tab.sees("Invite someone for Ada Lovelace").await?;
+    tab.fill("Email", "charles@friends.example").await?;
+    tab.fill("Name", "Charles").await?;
+    tab.press("Send invite").await?;
+    tab.sees("Invite to charles@friends.example queued; it is sent in a moment.")
+        .await?;
+
+    tab.follow("Invites").await?;
+    let row_css = "tbody tr:has(a[href='/customers/ada'])";
+    let row = tab.text_of(row_css).await?;
+    assert!(row.contains("charles@friends.example"), "{row}");
+    assert!(row.contains("queued") || row.contains("sent"), "{row}");
+
+    let deadline = Instant::now() + MAIL_PATIENCE;
+    loop {
+        let row = tab.text_of(row_css).await?;
+        if row.contains("sent ") {
+            assert!(!row.contains("failed"), "{row}");
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(anyhow!("the invite was not sent within {MAIL_PATIENCE:?}: {row}"));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        tab.client.refresh().await?;
+    }
+    tab.choose("Status", "sent (1)").await?;
+    tab.press("Filter").await?;
+    tab.sees("1 invite").await?;
+    tab.sees("charles@friends.example").await?;
+    Ok(())
+}
+
+async fn pages_keep_the_filter(app: &TestApp, tab: &Tab) -> anyhow::Result<()> {
+    ada(app);
+    for n in 1..=20 {
+        let (key, email) = (format!("friend-{n:02}"), format!("friend-{n:02}@friends.example"));
+        customer(
+            app,
+            Person {
+                key: &key,
+                email: &email,
+                name: "Friend",
+                surname: &format!("{n:02}"),
+                referred_by: Some("ada"),
+            },
+        );
+    }
+    for n in 1..=10 {
+        let (key, email) = (format!("solo-{n:02}"), format!("solo-{n:02}@alone.example"));
+        customer(
+            app,
+            Person {
+                key: &key,
+                email: &email,
+                name: "Solo",
+                surname: &format!("{n:02}"),
+                referred_by: None,
+            },
+        );
+    }
+    signed_in(app, tab, Role::Viewer).await?;
+    tab.follow("Customers").await?;
+    tab.sees("31 customers").await?;
+    tab.choose("Referred", "Referred").await?;
+    tab.press("Apply").await?;
+    tab.sees("20 customers match these filters").await?;
+    tab.sees("Showing 1–15 of 20").await?;
+    tab.does_not_see("@alone.example").await?;
+
+    tab.follow("Next ›").await?;
+    tab.sees("Showing 16–20 of 20").await?;
+    assert_eq!(
+        tab.chosen("Referred").await?,
+        "Referred",
+        "the filter is still chosen"
+    );
+    tab.sees("20 customers match these filters").await?;
+    tab.does_not_see("@alone.example").await?;
+    let rows = tab.client.find_all(Locator::Css("table.data tbody tr")).await?;
+    assert_eq!(rows.len(), 5, "the second page holds the last five");
+    for row in rows {
+        let text = row.text().await?;
+        assert!(
+            text.contains("@friends.example") && text.contains("Ada Lovelace"),
+            "{text}"
+        );
+    }
+
+    tab.follow("‹ Previous").await?;
+    tab.sees("Showing 1–15 of 20").await?;
+    assert_eq!(tab.chosen("Referred").await?, "Referred");
+    tab.follow("Clear filters").await?;
+    tab.sees("Showing 1–15 of 31").await?;
+    Ok(())
+}
+
+async fn viewer_sees_no_edit_or_credit_and_is_refused(app: &TestApp, tab: &Tab) -> anyhow::Result<()> {
+    ada(app);
+    signed_in(app, tab, Role::Viewer).await?;
+    tab.follow("Customers").await?;
+    assert!(
+        !tab.has_link("New customer").await?,
+        "no New customer for a viewer"
+    );
+    tab.follow("Ada Lovelace").await?;
+    assert_eq!(tab.text_of("h1").await?, "Ada Lovelace");
+    tab.sees("No credits yet.").await?;
+    for link in ["Edit", "Credit", "Credit or debit", "Invite someone"] {
+        assert!(!tab.has_link(link).await?, "a viewer sees no {link:?} link");
+    }
+    for button in ["Approve", "Unapprove", "Delete", "Add link", "Change referrer"] {
+        assert!(
+            !tab.has_button(button).await?,
+            "a viewer sees no {button:?} button"
+        );
+    }
+
+    for path in [
+        "/customers/ada/edit",
+        "/customers/ada/credit",
+        "/customers/ada/invite",
+        "/customers/new",
+    ] {
+        tab.visit(path).await?;
+        tab.sees("403").await?;
+        tab.sees("Your role does not allow this.").await?;
+        tab.does_not_see("Save changes").await?;
+        tab.does_not_see("Book").await?;
+    }
+    tab.follow("Back to the dashboard").await?;
+    tab.sees("signed in as viewer@team.example").await?;
+    Ok(())
+}
+
+async fn back_button_after_sign_out_shows_no_customer_data(app: &TestApp, tab: &Tab) -> anyhow::Result<()> {
+    ada(app);
+    signed_in(app, tab, Role::Support).await?;
+    tab.follow("Customers").await?;
+    tab.follow("Ada Lovelace").await?;
+    tab.sees("ada.lovelace@analytical.example").await?;
+
+    tab.press("Sign out").await?;
+    tab.sees("You have been signed out.").await?;
+    tab.client.back().await?;
+    tab.sees("Sign in to manage your referral programs.").await?;
+    tab.does_not_see("ada.lovelace@analytical.example").await?;
+    tab.does_not_see("Ada Lovelace").await?;
+    let path = tab.path().await?;
+    assert!(
+        path.starts_with("/login?next="),
+        "the server was asked again and sent to sign-in: {path}"
+    );
+    let source = tab.client.source().await?;
+    assert!(
+        !source.contains("analytical.example"),
+        "not even in the page source"
+    );
+
+    tab.client.back().await?;
+    tab.does_not_see("ada.lovelace@analytical.example").await?;
+    Ok(())
+}
