@@ -5,9 +5,10 @@ use std::collections::HashMap;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use diesel::PgConnection;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
 use crate::api::body::{read_object, Fields};
+use crate::api::list::{self, ListQuery};
 use crate::api::views::{self, CustomerContext};
 use crate::api::{data, done, ApiClient};
 use crate::db;
@@ -17,98 +18,6 @@ use crate::domain::programs::Program;
 use crate::domain::referral_links;
 use crate::error::{ApiError, Error};
 use crate::AppState;
-
-/// `limit` and `page` of a list call, validated like the original service does.
-pub struct Paging {
-    pub limit: i64,
-    pub page: i64,
-}
-
-pub(crate) fn query_pairs(req: &HttpRequest) -> Vec<(String, String)> {
-    serde_urlencoded::from_str::<Vec<(String, String)>>(req.query_string()).unwrap_or_default()
-}
-
-fn query_value<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    // With a repeated parameter, the last one wins (as PHP and Laravel read them).
-    pairs
-        .iter()
-        .rev()
-        .find(|(key, _)| key == name)
-        .map(|(_, value)| value.as_str())
-}
-
-pub(crate) fn parse_paging(pairs: &[(String, String)], fields: &mut Fields<'_>) -> Paging {
-    let mut number = |name: &str, default: i64, min: i64, max: i64| match query_value(pairs, name) {
-        None | Some("") => default,
-        Some(raw) => match raw.trim().parse::<i64>() {
-            Ok(value) if (min..=max).contains(&value) => value,
-            Ok(_) if max == i64::MAX => {
-                fields.error(name, format!("The {name} field must be at least {min}."));
-                default
-            }
-            Ok(_) => {
-                fields.error(name, format!("The {name} field must be between {min} and {max}."));
-                default
-            }
-            Err(_) => {
-                fields.error(name, format!("The {name} field must be an integer."));
-                default
-            }
-        },
-    };
-    Paging {
-        limit: number("limit", 15, 1, listing::MAX_PER_PAGE),
-        page: number("page", 1, 1, i64::MAX),
-    }
-}
-
-/// The list envelope: `data`, `links`, `meta`, `status`.
-pub(crate) fn list_response(
-    req: &HttpRequest,
-    state: &AppState,
-    items: Vec<Value>,
-    paging: &Paging,
-    total: i64,
-) -> HttpResponse {
-    let path = format!("{}{}", state.config.public_url, req.path());
-    let last_page = ((total + paging.limit - 1) / paging.limit).max(1);
-    let kept: Vec<(String, String)> = query_pairs(req)
-        .into_iter()
-        .filter(|(key, _)| key != "page")
-        .collect();
-    let page_url = |page: i64| {
-        let mut pairs = kept.clone();
-        pairs.push(("page".into(), page.to_string()));
-        format!(
-            "{path}?{}",
-            serde_urlencoded::to_string(&pairs).unwrap_or_default()
-        )
-    };
-    let from = (paging.page - 1).saturating_mul(paging.limit) + 1;
-    let count = items.len() as i64;
-    crate::api::json(
-        StatusCode::OK,
-        &json!({
-            "data": items,
-            "links": {
-                "first": page_url(1),
-                "last": page_url(last_page),
-                "prev": (paging.page > 1).then(|| page_url((paging.page - 1).min(last_page))),
-                "next": (paging.page < last_page).then(|| page_url(paging.page + 1)),
-            },
-            "meta": {
-                "current_page": paging.page,
-                "from": (count > 0).then_some(from),
-                "to": (count > 0).then_some(from + count - 1),
-                "per_page": paging.limit,
-                "last_page": last_page,
-                "total": total,
-                "path": path,
-            },
-            "status": 1,
-        }),
-    )
-}
 
 /// Loads what the JSON of `rows` needs (referrers, links) in two queries, not one per row.
 fn render_customers(
@@ -147,16 +56,13 @@ pub async fn list(
     state: web::Data<AppState>,
     client: ApiClient,
 ) -> Result<HttpResponse, ApiError> {
-    let pairs = query_pairs(&req);
-    let empty = Map::new();
-    let mut fields = Fields::new(&empty);
-    let paging = parse_paging(&pairs, &mut fields);
-    let refer_status = match query_value(&pairs, "refer_status") {
+    let mut query = ListQuery::parse(&req);
+    let refer_status = match query.value("refer_status") {
         None | Some("") => None,
         Some(raw) => match ReferStatus::parse(raw) {
             Some(status) => Some(status),
             None => {
-                fields.error(
+                query.error(
                     "refer_status",
                     "The refer_status field must be referred or non_referred.".into(),
                 );
@@ -164,7 +70,7 @@ pub async fn list(
             }
         },
     };
-    fields.finish()?;
+    let paging = query.finish()?;
     let filter = CustomerFilter {
         refer_status,
         ..CustomerFilter::default()
@@ -180,7 +86,7 @@ pub async fn list(
         ))
     })
     .await?;
-    Ok(list_response(&req, &state, items, &paging, total))
+    Ok(list::response(&req, &state, items, &paging, total))
 }
 
 /// The customer fields of a create or update body, as raw input for the domain parser.
@@ -336,25 +242,16 @@ pub async fn search(
     state: web::Data<AppState>,
     client: ApiClient,
 ) -> Result<HttpResponse, ApiError> {
-    let pairs = query_pairs(&req);
-    let empty = Map::new();
-    let mut fields = Fields::new(&empty);
-    let paging = parse_paging(&pairs, &mut fields);
-    let given = |name: &str| {
-        query_value(&pairs, name)
-            .map(str::trim)
-            .filter(|v| !v.is_empty())
-            .map(str::to_string)
-    };
+    let mut query = ListQuery::parse(&req);
     let criteria = listing::ExactMatch {
-        key: given("key"),
-        external_id: given("id"),
-        email: given("email"),
+        key: query.given("key"),
+        external_id: query.given("id"),
+        email: query.given("email"),
     };
     if criteria.key.is_none() && criteria.external_id.is_none() && criteria.email.is_none() {
-        fields.error("key", "Give at least one of key, id or email.".into());
+        query.error("key", "Give at least one of key, id or email.".into());
     }
-    fields.finish()?;
+    let paging = query.finish()?;
     let public_url = state.config.public_url.clone();
     let (limit, page) = (paging.limit, paging.page);
     let (items, total) = db::run(&state.pool, move |conn| {
@@ -365,7 +262,7 @@ pub async fn search(
         ))
     })
     .await?;
-    Ok(list_response(&req, &state, items, &paging, total))
+    Ok(list::response(&req, &state, items, &paging, total))
 }
 
 pub async fn referrals(
@@ -374,11 +271,7 @@ pub async fn referrals(
     client: ApiClient,
     ident: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let pairs = query_pairs(&req);
-    let empty = Map::new();
-    let mut fields = Fields::new(&empty);
-    let paging = parse_paging(&pairs, &mut fields);
-    fields.finish()?;
+    let paging = ListQuery::parse(&req).finish()?;
     let ident = ident.into_inner();
     let public_url = state.config.public_url.clone();
     let (limit, page) = (paging.limit, paging.page);
@@ -393,5 +286,5 @@ pub async fn referrals(
         ))
     })
     .await?;
-    Ok(list_response(&req, &state, items, &paging, total))
+    Ok(list::response(&req, &state, items, &paging, total))
 }

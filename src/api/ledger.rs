@@ -2,10 +2,11 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use crate::api::body::{read_object, Fields};
-use crate::api::customers::{list_response, parse_paging, query_pairs, render_one};
+use crate::api::customers::render_one;
+use crate::api::list::{self, ListQuery};
 use crate::api::views;
 use crate::api::{data, ApiClient};
 use crate::db;
@@ -187,11 +188,7 @@ pub async fn transactions(
     client: ApiClient,
     ident: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let pairs = query_pairs(&req);
-    let empty = Map::new();
-    let mut fields = Fields::new(&empty);
-    let paging = parse_paging(&pairs, &mut fields);
-    fields.finish()?;
+    let paging = ListQuery::parse(&req).finish()?;
     let ident = ident.into_inner();
     let (limit, page) = (paging.limit, paging.page);
     let (items, total) = db::run(&state.pool, move |conn| {
@@ -200,7 +197,7 @@ pub async fn transactions(
         Ok((rows.iter().map(transaction_json).collect::<Vec<_>>(), total))
     })
     .await?;
-    Ok(list_response(&req, &state, items, &paging, total))
+    Ok(list::response(&req, &state, items, &paging, total))
 }
 
 fn invite_json(invite: &Invite) -> Value {

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod body;
 pub mod customers;
 pub mod ledger;
+pub mod list;
 pub mod openapi;
 pub mod throttle;
 pub mod views;
