@@ -172,21 +172,22 @@ async fn log_request(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    use tracing::Instrument;
     let started = Instant::now();
-    let request_id = domain::random_token(12);
-    let span = tracing::info_span!("request", id = %request_id);
-    let _entered = span.enter();
+    let span = tracing::info_span!("request", id = %domain::random_token(12));
     let method = req.method().clone();
     let path = req.path().to_string();
-    drop(_entered);
-    let response = next.call(req).await?;
-    let _entered = span.enter();
-    tracing::info!(
-        %method,
-        %path,
-        status = response.status().as_u16(),
-        ms = started.elapsed().as_millis() as u64,
-        "handled"
-    );
+    // Everything the request logs, in handlers and blocking database work alike, carries
+    // the request id.
+    let response = next.call(req).instrument(span.clone()).await?;
+    span.in_scope(|| {
+        tracing::info!(
+            %method,
+            %path,
+            status = response.status().as_u16(),
+            ms = started.elapsed().as_millis() as u64,
+            "handled"
+        )
+    });
     Ok(response)
 }

@@ -54,7 +54,10 @@ where
     T: Send + 'static,
 {
     let pool = pool.clone();
+    // The blocking thread logs under the request's span (and so its request id).
+    let span = tracing::Span::current();
     actix_web::rt::task::spawn_blocking(move || {
+        let _entered = span.enter();
         let mut conn = pool.get().map_err(|_| Error::Unavailable)?;
         work(&mut conn)
     })
