@@ -37,6 +37,7 @@ struct DetailPage {
     referrals: Vec<Customer>,
     referrals_pager: Pager,
     events: Vec<CustomerEvent>,
+    erased_at: Option<chrono::DateTime<chrono::Utc>>,
     custom_fields: Vec<(String, String)>,
     landing_url: String,
     public_url: String,
@@ -91,20 +92,22 @@ pub(super) async fn render_detail(
 ) -> Result<HttpResponse, Error> {
     let program_id = page.program.id;
     let key = key.to_string();
-    let (customer, referrer, links, referrals, events, shown) = db::run(&state.pool, move |conn| {
-        let customer = customers::find_by_key(conn, program_id, &key)?;
-        let referrer = customers::with_referrers(conn, vec![customer.clone()])?
-            .pop()
-            .and_then(|row| row.referrer);
-        let links = referral_links::for_customer(conn, customer.id)?;
-        let total = i64::from(customer.referrals_count);
-        let last = ((total + REFERRALS_PER_PAGE - 1) / REFERRALS_PER_PAGE).max(1);
-        let shown = referrals_page.clamp(1, last);
-        let referrals = customers::referrals(conn, program_id, customer.id, shown, REFERRALS_PER_PAGE)?;
-        let events = audit::for_customer(conn, program_id, customer.id, ACTIVITY_LIMIT)?;
-        Ok((customer, referrer, links, referrals, events, shown))
-    })
-    .await?;
+    let (customer, referrer, links, referrals, events, erased_at, shown) =
+        db::run(&state.pool, move |conn| {
+            let customer = customers::find_by_key(conn, program_id, &key)?;
+            let referrer = customers::with_referrers(conn, vec![customer.clone()])?
+                .pop()
+                .and_then(|row| row.referrer);
+            let links = referral_links::for_customer(conn, customer.id)?;
+            let total = i64::from(customer.referrals_count);
+            let last = ((total + REFERRALS_PER_PAGE - 1) / REFERRALS_PER_PAGE).max(1);
+            let shown = referrals_page.clamp(1, last);
+            let referrals = customers::referrals(conn, program_id, customer.id, shown, REFERRALS_PER_PAGE)?;
+            let events = audit::for_customer(conn, program_id, customer.id, ACTIVITY_LIMIT)?;
+            let erased_at = customers::erased_at(conn, customer.id)?;
+            Ok((customer, referrer, links, referrals, events, erased_at, shown))
+        })
+        .await?;
     let referrals_pager = Pager::new(
         ListUrl::new(&format!("/customers/{}", customer.key)),
         "referrals_page",
@@ -124,6 +127,7 @@ pub(super) async fn render_detail(
             links,
             referrals,
             events,
+            erased_at,
             forms,
             page,
         },
