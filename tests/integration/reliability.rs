@@ -172,6 +172,9 @@ fn assert_counts_exact(app: &TestApp) -> i64 {
     total
 }
 
+/// A request under way: the path it went to and the status it got.
+type Call<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = (String, u16)> + 'a>>;
+
 /// 200 referred customers created through the API against 5 referrers while others are
 /// deleted (API), restored and re-attributed (dashboard) at the same moment.
 async fn concurrent_referrals_with_deletes_and_restores_keep_counts_exact() {
@@ -205,7 +208,7 @@ async fn concurrent_referrals_with_deletes_and_restores_keep_counts_exact() {
         };
         async move { (path, request.send().await.expect("an answer").status().as_u16()) }
     };
-    let mut calls: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = (String, u16)> + '_>>> = Vec::new();
+    let mut calls: Vec<Call<'_>> = Vec::new();
     for n in 0..200 {
         calls.push(Box::pin(api(
             reqwest::Method::POST,

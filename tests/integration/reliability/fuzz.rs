@@ -1156,20 +1156,24 @@ async fn run_property(face: Face) {
             max_shrink_iters: 200,
             ..Config::default()
         });
-        runner.run(&strategy, |case| handle.block_on(runner_fuzz.run_case(case)))
+        // Described here: the error holds the whole (large) case.
+        runner
+            .run(&strategy, |case| handle.block_on(runner_fuzz.run_case(case)))
+            .map_err(|error| match error {
+                TestError::Fail(reason, case) => {
+                    let reason = reason.to_string();
+                    format!(
+                        "failed: {}\nminimal case: {case:?}",
+                        &reason[..reason.len().min(1500)]
+                    )
+                }
+                TestError::Abort(reason) => format!("aborted: {reason}"),
+            })
     })
     .await
     .expect("the property's thread");
-    match result {
-        Ok(()) => {}
-        Err(TestError::Fail(reason, case)) => {
-            let reason = reason.to_string();
-            panic!(
-                "{face:?} fuzz failed: {}\nminimal case: {case:?}",
-                &reason[..reason.len().min(1500)]
-            )
-        }
-        Err(TestError::Abort(reason)) => panic!("{face:?} fuzz aborted: {reason}"),
+    if let Err(description) = result {
+        panic!("{face:?} fuzz {description}");
     }
     let crawled = fuzz.crawl_everything().await;
     if let Err(error) = crawled {
