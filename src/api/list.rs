@@ -106,7 +106,8 @@ pub fn response(
             serde_urlencoded::to_string(&pairs).unwrap_or_default()
         )
     };
-    let from = (paging.page - 1).saturating_mul(paging.limit) + 1;
+    // Saturating: `page` may be any positive i64, and an overflow here would panic.
+    let from = (paging.page - 1).saturating_mul(paging.limit).saturating_add(1);
     let count = items.len() as i64;
     crate::api::json(
         StatusCode::OK,
@@ -121,7 +122,7 @@ pub fn response(
             "meta": {
                 "current_page": paging.page,
                 "from": (count > 0).then_some(from),
-                "to": (count > 0).then_some(from + count - 1),
+                "to": (count > 0).then_some(from.saturating_add(count - 1)),
                 "per_page": paging.limit,
                 "last_page": last_page,
                 "total": total,

@@ -240,6 +240,15 @@ pub mod log {
                         .entry(field.into())
                         .or_default()
                         .push("Use at most 255 characters.".into());
+                } else if value
+                    .as_ref()
+                    .is_some_and(|value| value.chars().any(char::is_control))
+                {
+                    // PostgreSQL refuses NUL in text; no stored value has control characters.
+                    fields
+                        .entry(field.into())
+                        .or_default()
+                        .push("Remove the control characters.".into());
                 }
             }
             if fields.is_empty() {

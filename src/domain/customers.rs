@@ -6,8 +6,11 @@
 //! (`input`), every change runs in one transaction with the `referrals_count` updates and
 //! the audit event it implies, and the database constraints back up every check.
 
+mod erasure;
 mod input;
 pub mod listing;
+
+pub use erasure::{erase_personal_data, erased_at, message_erased, ERASED, ERASED_EMAIL_DOMAIN, ERASED_NAME};
 
 pub use input::{check_code, CustomerChanges, CustomerInput, NewCustomer, ReferrerRef};
 pub use listing::{

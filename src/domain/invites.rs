@@ -368,6 +368,12 @@ pub fn retry(
                 invite.status
             )));
         }
+        if crate::domain::customers::message_erased(conn, invite.id)? {
+            return Err(Error::BadRequest(
+                "This invite's message was erased with the personal data it carried; it cannot be sent."
+                    .to_string(),
+            ));
+        }
         let now = Utc::now();
         let updated: Invite = diesel::update(invites::table.find(invite.id))
             .set((

@@ -66,6 +66,7 @@ pub const RULES: &[Rule] = &[
     rule("POST", "/customers/{key}/edit", SUPPORT),
     rule("POST", "/customers/{key}/delete", ADMIN),
     rule("POST", "/customers/{key}/restore", ADMIN),
+    rule("POST", "/customers/{key}/erase", ADMIN),
     rule("POST", "/customers/{key}/approve", SUPPORT),
     rule("POST", "/customers/{key}/unapprove", SUPPORT),
     rule("POST", "/customers/{key}/referrer", ADMIN),

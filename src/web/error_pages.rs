@@ -1,7 +1,8 @@
 //! No error answer leaves the server empty.
 //!
-//! actix answers some errors itself with an empty body — 405 for a wrong method, 400 for
-//! an unreadable request, an opaque 500 when the session store cannot reach the database.
+//! actix answers some errors itself with an empty or bare-text body — 405 for a wrong
+//! method, 400 for an unreadable request, 413 from a body extractor's size limit, an
+//! opaque 500 when the session store cannot reach the database.
 //! This outermost middleware gives each of them the same face as our own errors: a styled
 //! page on the dashboard, a JSON body on `/v1`. An empty 500 while the database is away
 //! becomes the 503 it really is.
@@ -30,7 +31,14 @@ pub async fn fill_empty_errors(
                 response.response().body().size(),
                 BodySize::None | BodySize::Sized(0)
             );
-            if !(empty && (status.is_client_error() || status.is_server_error())) {
+            // actix's own error answers (an extractor's "payload reached size limit") are
+            // bare text; ours are always an HTML page or JSON.
+            let bare_text = response
+                .headers()
+                .get(actix_web::http::header::CONTENT_TYPE)
+                .and_then(|value| value.to_str().ok())
+                .is_some_and(|value| value.starts_with("text/plain"));
+            if !((empty || bare_text) && (status.is_client_error() || status.is_server_error())) {
                 return Ok(response.map_into_left_body());
             }
             (status, Some(response))

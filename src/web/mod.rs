@@ -99,6 +99,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         )
         .service(web::resource("/customers/{key}/delete").route(web::post().to(customers::delete)))
         .service(web::resource("/customers/{key}/restore").route(web::post().to(customers::restore)))
+        .service(web::resource("/customers/{key}/erase").route(web::post().to(customers::erase)))
         .service(web::resource("/customers/{key}/approve").route(web::post().to(customers::approve)))
         .service(web::resource("/customers/{key}/unapprove").route(web::post().to(customers::unapprove)))
         .service(web::resource("/customers/{key}/referrer").route(web::post().to(customers::change_referrer)))

@@ -14,6 +14,7 @@ mod browser;
 mod customers;
 mod invites;
 mod ledger;
+mod reliability;
 mod security;
 
 fn main() {
@@ -28,6 +29,7 @@ fn main() {
     trials.extend(admin::tests());
     trials.extend(api::tests());
     trials.extend(browser::tests());
+    trials.extend(reliability::tests());
     let conclusion = libtest_mimic::run(&args, trials);
     browser::finish();
     database.finish();

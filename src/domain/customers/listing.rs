@@ -341,6 +341,14 @@ pub fn exact_matches(
     page: i64,
     per_page: i64,
 ) -> Result<(Vec<Customer>, i64), Error> {
+    // A value no customer can hold (PostgreSQL text refuses NUL) matches nobody.
+    let given = [&criteria.key, &criteria.external_id, &criteria.email];
+    if given
+        .iter()
+        .any(|value| value.as_deref().is_some_and(|value| !super::is_storable(value)))
+    {
+        return Ok((Vec::new(), 0));
+    }
     let query = || {
         let mut query = customers::table
             .filter(customers::program_id.eq(program_id))

@@ -1,5 +1,6 @@
 //! The buttons and small forms of a customer's page: delete / restore (admin), approve /
-//! unapprove (support), change referrer (admin), add / delete an extra link (support).
+//! unapprove (support), change referrer (admin), add / delete an extra link (support),
+//! erase personal data (admin).
 //! Roles are enforced by `access::RULES`; the rules themselves live in the domain.
 
 use actix_web::http::StatusCode;
@@ -58,6 +59,26 @@ pub async fn restore(
     act(state, page, &path.key, customers::restore, |customer| {
         format!("{} is restored.", customer.display_name())
     })
+    .await
+}
+
+pub async fn erase(
+    state: web::Data<AppState>,
+    page: Page,
+    path: web::Path<KeyPath>,
+) -> Result<HttpResponse, Error> {
+    act(
+        state,
+        page,
+        &path.key,
+        customers::erase_personal_data,
+        |customer| {
+            format!(
+                "The personal data of customer {} was erased. Their balance, links and referrals are kept.",
+                customer.key
+            )
+        },
+    )
     .await
 }
 

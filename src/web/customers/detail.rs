@@ -46,6 +46,7 @@ struct DetailPage {
     ledger_page: i64,
     ledger_pages: i64,
     invites: Vec<Invite>,
+    erased_at: Option<chrono::DateTime<chrono::Utc>>,
     custom_fields: Vec<(String, String)>,
     landing_url: String,
     public_url: String,
@@ -119,25 +120,29 @@ pub(super) async fn render_detail(
 ) -> Result<HttpResponse, Error> {
     let program_id = page.program.id;
     let key = key.to_string();
-    let (customer, referrer, links, referrals, events, shown, panels) = db::run(&state.pool, move |conn| {
-        let customer = customers::find_by_key(conn, program_id, &key)?;
-        let referrer = customers::with_referrers(conn, vec![customer.clone()])?
-            .pop()
-            .and_then(|row| row.referrer);
-        let links = referral_links::for_customer(conn, customer.id)?;
-        let total = i64::from(customer.referrals_count);
-        let last = ((total + REFERRALS_PER_PAGE - 1) / REFERRALS_PER_PAGE).max(1);
-        let shown = pages.referrals.clamp(1, last);
-        let referrals = customers::referrals(conn, program_id, customer.id, shown, REFERRALS_PER_PAGE)?;
-        let events = audit::for_customer(conn, program_id, customer.id, ACTIVITY_LIMIT)?;
-        let balances = ledger::balances(conn, customer.id)?;
-        let (transactions, ledger_total) =
-            ledger::transactions(conn, customer.id, pages.ledger, LEDGER_PER_PAGE)?;
-        let invites = invites::for_customer(conn, customer.id, INVITES_LIMIT)?;
-        let panels = (balances, transactions, ledger_total, invites);
-        Ok((customer, referrer, links, referrals, events, shown, panels))
-    })
-    .await?;
+    let (customer, referrer, links, referrals, events, shown, panels, erased_at) =
+        db::run(&state.pool, move |conn| {
+            let customer = customers::find_by_key(conn, program_id, &key)?;
+            let referrer = customers::with_referrers(conn, vec![customer.clone()])?
+                .pop()
+                .and_then(|row| row.referrer);
+            let links = referral_links::for_customer(conn, customer.id)?;
+            let total = i64::from(customer.referrals_count);
+            let last = ((total + REFERRALS_PER_PAGE - 1) / REFERRALS_PER_PAGE).max(1);
+            let shown = pages.referrals.clamp(1, last);
+            let referrals = customers::referrals(conn, program_id, customer.id, shown, REFERRALS_PER_PAGE)?;
+            let events = audit::for_customer(conn, program_id, customer.id, ACTIVITY_LIMIT)?;
+            let balances = ledger::balances(conn, customer.id)?;
+            let (transactions, ledger_total) =
+                ledger::transactions(conn, customer.id, pages.ledger, LEDGER_PER_PAGE)?;
+            let invites = invites::for_customer(conn, customer.id, INVITES_LIMIT)?;
+            let panels = (balances, transactions, ledger_total, invites);
+            let erased_at = customers::erased_at(conn, customer.id)?;
+            Ok((
+                customer, referrer, links, referrals, events, shown, panels, erased_at,
+            ))
+        })
+        .await?;
     let referrals_pager = Pager::new(
         ListUrl::new(&format!("/customers/{}", customer.key)),
         "referrals_page",
@@ -162,6 +167,7 @@ pub(super) async fn render_detail(
             ledger_page: pages.ledger,
             ledger_pages: ((panels.2 + LEDGER_PER_PAGE - 1) / LEDGER_PER_PAGE).max(1),
             invites: panels.3,
+            erased_at,
             forms,
             page,
         },

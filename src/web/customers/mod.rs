@@ -8,7 +8,7 @@ mod export;
 mod form;
 mod list;
 
-pub use actions::{add_link, approve, change_referrer, delete, delete_link, restore, unapprove};
+pub use actions::{add_link, approve, change_referrer, delete, delete_link, erase, restore, unapprove};
 pub use detail::show;
 pub use export::export_csv;
 pub use form::{create, edit_form, new_form, update};
