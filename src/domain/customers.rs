@@ -12,7 +12,8 @@ pub mod listing;
 pub use input::{check_code, CustomerChanges, CustomerInput, NewCustomer, ReferrerRef};
 pub use listing::{
     contains_pattern, export_batch, list, normalize_search, referrals, with_referrers, CustomerFilter,
-    CustomerRow, ReferStatus, ReferrerSummary, SortColumn, SortDirection, StatusFilter, MAX_PER_PAGE,
+    CustomerRow, ExportCursor, Position, ReferStatus, ReferrerSummary, SortColumn, SortDirection,
+    StatusFilter, Total, MAX_PER_PAGE,
 };
 
 use chrono::{DateTime, NaiveDate, Utc};

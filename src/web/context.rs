@@ -33,6 +33,19 @@ pub fn flash(session: &Session, kind: &str, message: impl Into<String>) {
     let _ = session.insert(FLASH_KEY, queued);
 }
 
+/// The pending flash messages, removed from the session. A session without any is left
+/// untouched: removing a missing key would still mark it changed, and every page view
+/// would then rewrite the session row (a write per request, and 8 tabs queueing on it).
+fn take_flashes(session: &Session) -> Vec<Flash> {
+    if !session.contains_key(FLASH_KEY) {
+        return Vec::new();
+    }
+    session
+        .remove_as::<Vec<Flash>>(FLASH_KEY)
+        .and_then(Result::ok)
+        .unwrap_or_default()
+}
+
 /// The context of a signed-in page. Extracting it consumes pending flash messages.
 pub struct Page {
     pub member: Member,
@@ -90,10 +103,7 @@ impl FromRequest for Page {
                 programs,
             }) => {
                 let session = req.get_session();
-                let flashes = session
-                    .remove_as::<Vec<Flash>>(FLASH_KEY)
-                    .and_then(Result::ok)
-                    .unwrap_or_default();
+                let flashes = take_flashes(&session);
                 Ok(Page {
                     member,
                     program,
