@@ -78,11 +78,11 @@ pub async fn list(
     let public_url = state.config.public_url.clone();
     let (limit, page) = (paging.limit, paging.page);
     let (items, total) = db::run(&state.pool, move |conn| {
+        // The API's filters are all tallied: the total is exact.
         let (rows, total) = listing::list(conn, client.program.id, &filter, page, limit)?;
-        let rows: Vec<Customer> = rows.into_iter().map(|row| row.customer).collect();
         Ok((
             render_customers(conn, &client.program, &public_url, &rows)?,
-            total,
+            total.value(),
         ))
     })
     .await?;

@@ -50,6 +50,16 @@ diesel::table! {
 }
 
 diesel::table! {
+    customer_tallies (program_id, status, referred, slot) {
+        program_id -> Int8,
+        status -> Text,
+        referred -> Bool,
+        slot -> Int2,
+        customers -> Int8,
+    }
+}
+
+diesel::table! {
     customers (id) {
         id -> Int8,
         program_id -> Int8,
@@ -199,6 +209,7 @@ diesel::joinable!(api_tokens -> programs (program_id));
 diesel::joinable!(api_tokens -> team_members (created_by));
 diesel::joinable!(audit_events -> customers (customer_id));
 diesel::joinable!(balance_transactions -> customers (customer_id));
+diesel::joinable!(customer_tallies -> programs (program_id));
 diesel::joinable!(customers -> programs (program_id));
 diesel::joinable!(invites -> customers (customer_id));
 diesel::joinable!(mail_outbox -> invites (invite_id));
@@ -210,6 +221,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     api_tokens,
     audit_events,
     balance_transactions,
+    customer_tallies,
     customers,
     invites,
     login_failures,

@@ -33,6 +33,19 @@ pub fn flash(session: &Session, kind: &str, message: impl Into<String>) {
     let _ = session.insert(FLASH_KEY, queued);
 }
 
+/// The pending flash messages, removed from the session. A session without any is left
+/// untouched: removing a missing key would still mark it changed, and every page view
+/// would then rewrite the session row (a write per request, and 8 tabs queueing on it).
+fn take_flashes(session: &Session) -> Vec<Flash> {
+    if !session.contains_key(FLASH_KEY) {
+        return Vec::new();
+    }
+    session
+        .remove_as::<Vec<Flash>>(FLASH_KEY)
+        .and_then(Result::ok)
+        .unwrap_or_default()
+}
+
 /// The context of a signed-in page. Extracting it consumes pending flash messages.
 pub struct Page {
     pub member: Member,
@@ -93,10 +106,7 @@ impl FromRequest for Page {
                 // Only a page that is shown takes the queued messages; a POST handler that
                 // redirects leaves them for the page it redirects to.
                 let flashes = if req.method() == actix_web::http::Method::GET {
-                    session
-                        .remove_as::<Vec<Flash>>(FLASH_KEY)
-                        .and_then(Result::ok)
-                        .unwrap_or_default()
+                    take_flashes(&session)
                 } else {
                     Vec::new()
                 };

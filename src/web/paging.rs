@@ -86,11 +86,38 @@ pub struct PageItem {
     pub gap: bool,
 }
 
+/// `1234567` as `1,234,567`.
+pub fn thousands(n: i64) -> String {
+    let digits = n.unsigned_abs().to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3 + 1);
+    if n < 0 {
+        out.push('-');
+    }
+    for (index, digit) in digits.chars().enumerate() {
+        if index > 0 && (digits.len() - index).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(digit);
+    }
+    out
+}
+
+/// Page links to pages starting this many rows or more into a list continue from the
+/// current page's first or last row (keyset pagination) instead of counting rows from the
+/// start, when the list supports it. Nearer pages keep plain `page=N` addresses.
+pub const KEYSET_FROM_ROW: i64 = 1000;
+
 /// Which page of how many, and the links to the others.
 pub struct Pager {
     pub page: i64,
     pub per_page: i64,
     pub total: i64,
+    /// The total is an estimate (see `domain::customers::Total`).
+    approximate: bool,
+    /// Rows on this page, when known (an estimated list's last page is found by reaching it).
+    rows: Option<i64>,
+    /// Internal ids of the first and last row shown, for links that continue from them.
+    cursors: Option<(i64, i64)>,
     url: ListUrl,
     param: &'static str,
 }
@@ -104,6 +131,9 @@ impl Pager {
             page: 1,
             per_page,
             total: total.max(0),
+            approximate: false,
+            rows: None,
+            cursors: None,
             url,
             param,
         };
@@ -111,13 +141,57 @@ impl Pager {
         pager
     }
 
+    /// A list whose total is an estimate, showing `rows` rows on `page`: the page is not
+    /// clamped to the estimate, and the last page is the one with fewer rows than a page.
+    pub fn estimated(
+        url: ListUrl,
+        param: &'static str,
+        page: i64,
+        per_page: i64,
+        total: i64,
+        rows: i64,
+    ) -> Pager {
+        let mut pager = Pager::new(url, param, 1, per_page, total);
+        pager.page = page.max(1);
+        pager.approximate = true;
+        pager.rows = Some(rows);
+        pager
+    }
+
+    /// Links to far pages continue from this page's first and last rows (internal ids).
+    pub fn with_cursors(mut self, first_id: i64, last_id: i64) -> Pager {
+        self.cursors = Some((first_id, last_id));
+        self
+    }
+
+    pub fn is_approximate(&self) -> bool {
+        self.approximate
+    }
+
+    /// "1,000,000", or "about 1,000,000" for an estimate.
+    pub fn total_text(&self) -> String {
+        if self.approximate {
+            format!("about {}", thousands(self.total))
+        } else {
+            thousands(self.total)
+        }
+    }
+
     pub fn last_page(&self) -> i64 {
         ((self.total + self.per_page - 1) / self.per_page).max(1)
     }
 
+    /// Whether a page follows this one.
+    fn has_next(&self) -> bool {
+        match (self.approximate, self.rows) {
+            (true, Some(rows)) => rows >= self.per_page,
+            _ => self.page < self.last_page(),
+        }
+    }
+
     /// Number of the first row shown (0 when there is none).
     pub fn from(&self) -> i64 {
-        if self.total == 0 {
+        if self.total == 0 || self.rows == Some(0) {
             0
         } else {
             (self.page - 1) * self.per_page + 1
@@ -126,14 +200,37 @@ impl Pager {
 
     /// Number of the last row shown.
     pub fn to(&self) -> i64 {
-        (self.page * self.per_page).min(self.total)
+        match self.rows {
+            Some(rows) if self.approximate => (self.page - 1) * self.per_page + rows,
+            _ => (self.page * self.per_page).min(self.total),
+        }
+    }
+
+    /// "1–15", "74,986–75,000".
+    pub fn range_text(&self) -> String {
+        format!("{}–{}", thousands(self.from()), thousands(self.to()))
     }
 
     pub fn href(&self, page: i64) -> String {
         if page <= 1 {
-            self.url.with(&[(self.param, None)])
-        } else {
-            self.url.with(&[(self.param, Some(&page.to_string()))])
+            return self.url.with(&[(self.param, None)]);
+        }
+        let number = page.to_string();
+        let far = (page - 1).saturating_mul(self.per_page) >= KEYSET_FROM_ROW;
+        // The last page of an exact list is read from the end: no cursor needed.
+        let last = !self.approximate && page == self.last_page();
+        match self.cursors {
+            Some((first, last_row)) if far && !last && page != self.page => {
+                let (name, id) = if page > self.page {
+                    ("after", last_row)
+                } else {
+                    ("before", first)
+                };
+                let cursor = format!("{}_{}", self.page, id);
+                self.url
+                    .with(&[(self.param, Some(&number)), (name, Some(&cursor))])
+            }
+            _ => self.url.with(&[(self.param, Some(&number))]),
         }
     }
 
@@ -142,12 +239,21 @@ impl Pager {
     }
 
     pub fn next_href(&self) -> Option<String> {
-        (self.page < self.last_page()).then(|| self.href(self.page + 1))
+        self.has_next().then(|| self.href(self.page + 1))
     }
 
-    /// First, last, and two pages either side of the current one, with gaps between.
+    /// First, last, and two pages either side of the current one, with gaps between. An
+    /// estimated list has no known last page: it ends with a gap while more follow.
     pub fn items(&self) -> Vec<PageItem> {
-        let last = self.last_page();
+        let last = if self.approximate {
+            if self.has_next() {
+                self.page + 2
+            } else {
+                self.page
+            }
+        } else {
+            self.last_page()
+        };
         let mut numbers: Vec<i64> = vec![1, last];
         numbers.extend((self.page - 2).max(1)..=(self.page + 2).min(last));
         numbers.sort_unstable();
@@ -156,12 +262,7 @@ impl Pager {
         let mut previous = 0;
         for number in numbers {
             if number > previous + 1 {
-                items.push(PageItem {
-                    number: 0,
-                    href: String::new(),
-                    current: false,
-                    gap: true,
-                });
+                items.push(PageItem::gap());
             }
             items.push(PageItem {
                 number,
@@ -171,7 +272,21 @@ impl Pager {
             });
             previous = number;
         }
+        if self.approximate && self.has_next() {
+            items.push(PageItem::gap());
+        }
         items
+    }
+}
+
+impl PageItem {
+    fn gap() -> PageItem {
+        PageItem {
+            number: 0,
+            href: String::new(),
+            current: false,
+            gap: true,
+        }
     }
 }
 
@@ -277,6 +392,56 @@ mod tests {
             (1, 0, 0, 1)
         );
         assert_eq!(empty.href(1), "/customers?q=a+b%26c&status=all");
+    }
+
+    #[test]
+    fn numbers_get_thousands_separators() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(1_000_000), "1,000,000");
+        assert_eq!(thousands(-12_345), "-12,345");
+    }
+
+    #[test]
+    fn far_page_links_continue_from_the_rows_shown() {
+        let pager = Pager::new(ListUrl::new("/customers"), "page", 5000, 15, 1_000_000).with_cursors(11, 22);
+        assert_eq!(pager.next_href().unwrap(), "/customers?page=5001&after=5000_22");
+        assert_eq!(pager.prev_href().unwrap(), "/customers?page=4999&before=5000_11");
+        // Near the start: plain numbers; the last page is read from the end.
+        assert_eq!(pager.href(2), "/customers?page=2");
+        assert_eq!(pager.href(66), "/customers?page=66");
+        assert_eq!(pager.href(68), "/customers?page=68&before=5000_11");
+        assert_eq!(pager.href(66_667), "/customers?page=66667");
+        assert_eq!(pager.range_text(), "74,986–75,000");
+        assert_eq!(pager.total_text(), "1,000,000");
+        // Without cursors (e.g. sorted by email), every link is a plain number.
+        let plain = Pager::new(ListUrl::new("/customers"), "page", 5000, 15, 1_000_000);
+        assert_eq!(plain.next_href().unwrap(), "/customers?page=5001");
+    }
+
+    #[test]
+    fn estimated_lists_say_about_and_end_where_the_rows_end() {
+        let full = Pager::estimated(ListUrl::new("/c"), "page", 3, 15, 120_000, 15);
+        assert!(full.is_approximate());
+        assert_eq!(full.total_text(), "about 120,000");
+        assert_eq!(full.range_text(), "31–45");
+        assert!(full.next_href().is_some());
+        let numbers: Vec<(i64, bool)> = full.items().iter().map(|item| (item.number, item.gap)).collect();
+        assert_eq!(
+            numbers,
+            vec![
+                (1, false),
+                (2, false),
+                (3, false),
+                (4, false),
+                (5, false),
+                (0, true)
+            ]
+        );
+        let end = Pager::estimated(ListUrl::new("/c"), "page", 90_000, 15, 120_000, 4);
+        assert!(end.next_href().is_none());
+        assert_eq!(end.range_text(), "1,349,986–1,349,989");
     }
 
     #[test]

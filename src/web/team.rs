@@ -36,6 +36,10 @@ fn remember_link(session: &Session, email: &str, url: String) -> Result<(), Erro
 }
 
 fn take_link(session: &Session) -> Option<IssuedLink> {
+    // Only touch the session when there is a link: a removal marks it changed (a write).
+    if !session.contains_key(ISSUED_LINK_KEY) {
+        return None;
+    }
     session
         .remove_as::<IssuedLink>(ISSUED_LINK_KEY)
         .and_then(Result::ok)

@@ -133,6 +133,20 @@ fn assert_counts_exact(app: &TestApp) {
             .unwrap();
         assert_eq!(i64::from(count), actual, "referrals_count of customer {id}");
     }
+    // The list totals (customer_tallies) agree with a fresh count too.
+    let tallied = referdesk::domain::customers::listing::tallied_total(
+        &mut conn,
+        program(app).id,
+        domain::StatusFilter::Active,
+        None,
+    )
+    .unwrap();
+    let active: i64 = customers::table
+        .filter(customers::status.eq("active"))
+        .count()
+        .get_result(&mut conn)
+        .unwrap();
+    assert_eq!(tallied, active, "tallied active customers");
 }
 
 /// A second signed-in browser with the given role.

@@ -378,52 +378,305 @@ pub fn exact_matches(
 
 pub const MAX_PER_PAGE: i64 = 250;
 
-/// One page of the filtered list and the number of matching customers. `per_page` is
-/// clamped to 1..=250 and `page` to >= 1; a page past the end is empty.
+/// How many customers a list holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Total {
+    Exact(i64),
+    /// More than [`COUNT_LIMIT`]: counting them all would read every match on every page
+    /// view, so this is PostgreSQL's estimate, rounded to two significant digits and never
+    /// below `COUNT_LIMIT + 1`. Pages say "about".
+    About(i64),
+}
+
+impl Total {
+    pub fn value(self) -> i64 {
+        match self {
+            Total::Exact(count) | Total::About(count) => count,
+        }
+    }
+
+    pub fn is_exact(self) -> bool {
+        matches!(self, Total::Exact(_))
+    }
+}
+
+/// Filtered lists are counted exactly up to this many matches, and estimated beyond.
+pub const COUNT_LIMIT: i64 = 1000;
+
+/// True when the list's total is one of the tallied ones (see `customer_tallies`): only
+/// the status and referred filters narrow it.
+fn is_tallied(filter: &CustomerFilter) -> bool {
+    filter.search.as_deref().and_then(normalize_search).is_none()
+        && filter.approved.is_none()
+        && filter.created_from.is_none()
+        && filter.created_to.is_none()
+}
+
+/// The program's customers with this status and refer status, from the tallies (exact,
+/// and as cheap with a million customers as with ten).
+pub fn tallied_total(
+    conn: &mut PgConnection,
+    program_id: i64,
+    status: StatusFilter,
+    refer_status: Option<ReferStatus>,
+) -> Result<i64, Error> {
+    use crate::db::schema::customer_tallies as tallies;
+    let mut query = tallies::table
+        .filter(tallies::program_id.eq(program_id))
+        .select(diesel::dsl::sum(tallies::customers))
+        .into_boxed();
+    query = match status {
+        StatusFilter::Active => query.filter(tallies::status.eq("active")),
+        StatusFilter::Deleted => query.filter(tallies::status.eq("deleted")),
+        StatusFilter::All => query,
+    };
+    query = match refer_status {
+        Some(ReferStatus::Referred) => query.filter(tallies::referred.eq(true)),
+        Some(ReferStatus::NonReferred) => query.filter(tallies::referred.eq(false)),
+        None => query,
+    };
+    let sum: Option<bigdecimal::BigDecimal> = query.first(conn)?;
+    Ok(sum
+        .and_then(|sum| bigdecimal::ToPrimitive::to_i64(&sum))
+        .unwrap_or(0))
+}
+
+/// The number of customers the filter matches: exact from the tallies when only status
+/// and refer status narrow the list, counted when there are at most [`COUNT_LIMIT`], and
+/// estimated beyond that.
+pub fn total(conn: &mut PgConnection, program_id: i64, filter: &CustomerFilter) -> Result<Total, Error> {
+    if is_tallied(filter) {
+        return tallied_total(conn, program_id, filter.status, filter.refer_status).map(Total::Exact);
+    }
+    let counted = filtered(program_id, filter)
+        .select(customers::id)
+        .limit(COUNT_LIMIT + 1)
+        .load::<i64>(conn)?
+        .len() as i64;
+    if counted <= COUNT_LIMIT {
+        return Ok(Total::Exact(counted));
+    }
+    let estimate = estimated_rows(conn, filtered(program_id, filter).select(customers::id))?;
+    Ok(Total::About(round_estimate(estimate.max(COUNT_LIMIT + 1))))
+}
+
+/// The exact number of matches, however many (for the rare page past the end of an
+/// estimated list).
+pub fn exact_total(conn: &mut PgConnection, program_id: i64, filter: &CustomerFilter) -> Result<i64, Error> {
+    if is_tallied(filter) {
+        return tallied_total(conn, program_id, filter.status, filter.refer_status);
+    }
+    Ok(filtered(program_id, filter).count().get_result(conn)?)
+}
+
+/// `n` to two significant digits: an estimate should not look more precise than it is.
+pub fn round_estimate(n: i64) -> i64 {
+    let mut unit = 1;
+    while n / unit >= 100 {
+        unit *= 10;
+    }
+    (n + unit / 2) / unit * unit
+}
+
+/// `EXPLAIN (FORMAT JSON) <query>`, with the query's bound parameters.
+#[derive(diesel::query_builder::QueryId)]
+struct Explain<Q>(Q);
+
+impl<Q: diesel::query_builder::QueryFragment<Pg>> diesel::query_builder::QueryFragment<Pg> for Explain<Q> {
+    fn walk_ast<'b>(&'b self, mut out: diesel::query_builder::AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql("EXPLAIN (FORMAT JSON) ");
+        self.0.walk_ast(out.reborrow())
+    }
+}
+
+impl<Q> diesel::query_builder::Query for Explain<Q> {
+    type SqlType = diesel::sql_types::Json;
+}
+
+impl<Q> RunQueryDsl<PgConnection> for Explain<Q> {}
+
+/// The planner's estimate of the rows `query` returns (from the statistics, reading no
+/// rows).
+fn estimated_rows<Q>(conn: &mut PgConnection, query: Q) -> Result<i64, Error>
+where
+    Q: diesel::query_builder::QueryFragment<Pg> + diesel::query_builder::QueryId,
+{
+    let plan: serde_json::Value = Explain(query).get_result(conn)?;
+    Ok(plan[0]["Plan"]["Plan Rows"].as_f64().unwrap_or(0.0).round() as i64)
+}
+
+/// Sorts whose ORDER BY expression is never NULL, so that a row comparison can continue
+/// a list after a given customer (keyset pagination). Email, which may be empty, cannot.
+pub fn supports_keyset(sort: SortColumn) -> bool {
+    !matches!(sort, SortColumn::Email)
+}
+
+/// Where a page of the list starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Position {
+    /// The page with this number (from 1), counted from the start of the list — or, when
+    /// the total is exact and the page is in the second half, from its end.
+    Page(i64),
+    /// `skip` rows after the customer with this internal id (keyset pagination: as quick
+    /// on page 50,000 as on page 2).
+    After { id: i64, skip: i64 },
+    /// `skip` rows before the customer with this internal id, read backwards.
+    Before { id: i64, skip: i64 },
+}
+
+/// `ORDER BY` for the filter's sort, or its reverse.
+fn order_by(filter: &CustomerFilter, reverse: bool) -> String {
+    let direction = if reverse {
+        filter.direction.reversed()
+    } else {
+        filter.direction
+    }
+    .sql();
+    format!(
+        "{} {direction}, customers.id {direction}",
+        filter.sort.expression()
+    )
+}
+
+/// One page of the filtered list; `per_page` is clamped to 1..=250. The page is found
+/// with a deferred join: the positions are read from an index alone (a covering one for
+/// the usual sorts), then only the rows shown are fetched. Past the end: empty.
+pub fn page(
+    conn: &mut PgConnection,
+    program_id: i64,
+    filter: &CustomerFilter,
+    position: Position,
+    per_page: i64,
+    total: Total,
+) -> Result<Vec<CustomerRow>, Error> {
+    let rows = page_customers(conn, program_id, filter, position, per_page, total)?;
+    with_referrers(conn, rows)
+}
+
+/// [`page`] without the referrers.
+pub fn page_customers(
+    conn: &mut PgConnection,
+    program_id: i64,
+    filter: &CustomerFilter,
+    position: Position,
+    per_page: i64,
+    total: Total,
+) -> Result<Vec<Customer>, Error> {
+    let per_page = per_page.clamp(1, MAX_PER_PAGE);
+    let (reverse, offset, limit, cursor) = match position {
+        Position::Page(page) => {
+            let offset = (page.max(1) - 1).saturating_mul(per_page);
+            match total {
+                // In the second half of an exactly counted list, counting from the end
+                // reads fewer index entries (the last page reads a single page's worth).
+                Total::Exact(total) if offset >= total => return Ok(Vec::new()),
+                Total::Exact(total) if offset > total / 2 => {
+                    let end = offset.saturating_add(per_page).min(total);
+                    (true, total - end, end - offset, None)
+                }
+                _ => (false, offset, per_page, None),
+            }
+        }
+        Position::After { id, skip } => (false, skip.max(0), per_page, Some(id)),
+        Position::Before { id, skip } => (true, skip.max(0), per_page, Some(id)),
+    };
+    let mut positions = filtered(program_id, filter)
+        .select(customers::id)
+        .order(sql::<Text>(&order_by(filter, reverse)))
+        .limit(limit)
+        .offset(offset);
+    if let Some(id) = cursor {
+        if !supports_keyset(filter.sort) {
+            return Err(Error::BadRequest(
+                "This sort cannot continue from a customer.".into(),
+            ));
+        }
+        // The row comparison follows the ORDER BY: "after" in a descending list is "less".
+        let ascending = (filter.direction == SortDirection::Asc) != reverse;
+        let expression = filter.sort.expression();
+        positions = positions.filter(
+            sql::<Bool>(&format!(
+                "({expression}, customers.id) {} (SELECT {expression}, customers.id FROM customers \
+                 WHERE customers.id = ",
+                if ascending { ">" } else { "<" }
+            ))
+            .bind::<diesel::sql_types::BigInt, _>(id)
+            .sql(" AND customers.program_id = ")
+            .bind::<diesel::sql_types::BigInt, _>(program_id)
+            .sql(")"),
+        );
+    }
+    let mut rows = customers::table
+        .filter(customers::id.eq_any(positions))
+        .order(sql::<Text>(&order_by(filter, reverse)))
+        .select(Customer::as_select())
+        .load(conn)?;
+    if reverse {
+        rows.reverse();
+    }
+    Ok(rows)
+}
+
+/// One page of the filtered list by number (without referrers), with the number of
+/// matching customers. `per_page` is clamped to 1..=250 and `page` to >= 1; a page past
+/// the end is empty.
 pub fn list(
     conn: &mut PgConnection,
     program_id: i64,
     filter: &CustomerFilter,
-    page: i64,
+    page_number: i64,
     per_page: i64,
-) -> Result<(Vec<CustomerRow>, i64), Error> {
-    let per_page = per_page.clamp(1, MAX_PER_PAGE);
-    let page = page.max(1);
-    let total: i64 = filtered(program_id, filter).count().get_result(conn)?;
-    let offset = (page - 1).saturating_mul(per_page);
-    if offset >= total {
-        return Ok((Vec::new(), total));
-    }
-    let direction = filter.direction.sql();
-    let order = format!(
-        "{} {direction}, customers.id {direction}",
-        filter.sort.expression()
-    );
-    let rows = filtered(program_id, filter)
-        .order(sql::<Text>(&order))
-        .limit(per_page)
-        .offset(offset)
-        .select(Customer::as_select())
-        .load(conn)?;
-    Ok((with_referrers(conn, rows)?, total))
+) -> Result<(Vec<Customer>, Total), Error> {
+    let total = total(conn, program_id, filter)?;
+    let rows = page_customers(
+        conn,
+        program_id,
+        filter,
+        Position::Page(page_number),
+        per_page,
+        total,
+    )?;
+    Ok((rows, total))
 }
 
-/// Up to `limit` filtered customers with an internal id above `after_id`, oldest first:
-/// the export walks the list with this (keyset pagination: each batch is an index range,
-/// however far in the export is).
+/// Where the export has got to: the last customer it wrote.
+#[derive(Clone, Copy, Debug)]
+pub struct ExportCursor {
+    pub created_at: chrono::DateTime<Utc>,
+    pub id: i64,
+}
+
+/// Up to `limit` filtered customers after `after`, in creation order (oldest first): the
+/// export walks the list with this. Keyset pagination: each batch is one range of an
+/// index (`(created_at, id)` within the status for active or deleted customers, the
+/// primary key for all of them), however far in the export is and whatever the filters.
 pub fn export_batch(
     conn: &mut PgConnection,
     program_id: i64,
     filter: &CustomerFilter,
-    after_id: i64,
+    after: Option<ExportCursor>,
     limit: i64,
 ) -> Result<Vec<CustomerRow>, Error> {
-    let rows = filtered(program_id, filter)
-        .filter(customers::id.gt(after_id))
-        .order(customers::id.asc())
-        .limit(limit)
-        .select(Customer::as_select())
-        .load(conn)?;
+    let mut query = filtered(program_id, filter);
+    if filter.status == StatusFilter::All {
+        // No index orders both statuses by time; the id is creation order too.
+        if let Some(after) = after {
+            query = query.filter(customers::id.gt(after.id));
+        }
+        query = query.order(customers::id.asc());
+    } else {
+        if let Some(after) = after {
+            query = query.filter(
+                sql::<Bool>("(customers.created_at, customers.id) > (")
+                    .bind::<diesel::sql_types::Timestamptz, _>(after.created_at)
+                    .sql(", ")
+                    .bind::<diesel::sql_types::BigInt, _>(after.id)
+                    .sql(")"),
+            );
+        }
+        query = query.order((customers::created_at.asc(), customers::id.asc()));
+    }
+    let rows = query.limit(limit).select(Customer::as_select()).load(conn)?;
     with_referrers(conn, rows)
 }
 
@@ -456,6 +709,24 @@ mod tests {
     fn like_wildcards_in_search_terms_are_literal() {
         assert_eq!(contains_pattern("50%_off\\"), "%50\\%\\_off\\\\%");
         assert_eq!(contains_pattern("@acme"), "%@acme%");
+    }
+
+    #[test]
+    fn estimates_keep_two_significant_digits() {
+        assert_eq!(round_estimate(7), 7);
+        assert_eq!(round_estimate(1_001), 1_000);
+        assert_eq!(round_estimate(1_049), 1_000);
+        assert_eq!(round_estimate(1_051), 1_100);
+        assert_eq!(round_estimate(124_873), 120_000);
+        assert_eq!(round_estimate(998_765), 1_000_000);
+    }
+
+    #[test]
+    fn every_sort_but_email_can_continue_after_a_customer() {
+        assert!(supports_keyset(SortColumn::Created));
+        assert!(supports_keyset(SortColumn::Referrals));
+        assert!(supports_keyset(SortColumn::Name));
+        assert!(!supports_keyset(SortColumn::Email));
     }
 
     #[test]

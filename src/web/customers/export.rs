@@ -1,11 +1,13 @@
 //! `GET /customers/export.csv`: the filtered list as CSV, streamed.
 //!
-//! A blocking task walks the filtered customers in batches by keyset (`id > last id`),
+//! A blocking task walks the filtered customers in batches by keyset (after the last
+//! customer's `(created_at, id)`),
 //! encodes each batch with the `csv` crate and sends it down a bounded channel; the
 //! response streams the channel. Memory stays at a few batches whatever the size of the
 //! program, a slow client slows the task down instead of piling rows up, and a client that
 //! goes away stops it. The export is in creation order (oldest first) whatever the list's
-//! sort, because that order is what keyset pagination can walk cheaply.
+//! sort, because that order is what keyset pagination can walk cheaply: each batch is one
+//! index range, so a date-filtered export reads only the matching customers.
 
 use std::borrow::Cow;
 
@@ -16,7 +18,7 @@ use chrono::SecondsFormat;
 
 use super::list::ListParams;
 use crate::db::DbPool;
-use crate::domain::customers::{self, CustomerFilter, CustomerRow};
+use crate::domain::customers::{self, CustomerFilter, CustomerRow, ExportCursor};
 use crate::domain::programs::Program;
 use crate::error::Error;
 use crate::web::context::Page;
@@ -105,11 +107,12 @@ fn produce(pool: DbPool, program: Program, filter: CustomerFilter, chunks: Chunk
     if !send(encode([HEADER])) {
         return;
     }
-    let mut after_id = 0;
+    let mut after = None;
     loop {
-        let batch = pool.get().map_err(|_| Error::Unavailable).and_then(|mut conn| {
-            customers::export_batch(&mut conn, program.id, &filter, after_id, BATCH_SIZE)
-        });
+        let batch = pool
+            .get()
+            .map_err(|_| Error::Unavailable)
+            .and_then(|mut conn| customers::export_batch(&mut conn, program.id, &filter, after, BATCH_SIZE));
         let rows = match batch {
             Ok(rows) => rows,
             Err(error) => {
@@ -121,7 +124,10 @@ fn produce(pool: DbPool, program: Program, filter: CustomerFilter, chunks: Chunk
         let Some(last) = rows.last() else {
             return;
         };
-        after_id = last.customer.id;
+        after = Some(ExportCursor {
+            created_at: last.customer.created_at,
+            id: last.customer.id,
+        });
         let done = (rows.len() as i64) < BATCH_SIZE;
         if !send(encode(rows.iter().map(|row| record(&program, row)))) || done {
             return;

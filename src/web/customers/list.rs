@@ -5,8 +5,10 @@ use askama::Template;
 use chrono::NaiveDate;
 
 use crate::db;
+use diesel::PgConnection;
+
 use crate::domain::customers::{
-    self, CustomerFilter, CustomerRow, ReferStatus, SortColumn, SortDirection, StatusFilter,
+    self, CustomerFilter, CustomerRow, Position, ReferStatus, SortColumn, SortDirection, StatusFilter, Total,
 };
 use crate::error::Error;
 use crate::web::context::Page;
@@ -25,6 +27,50 @@ pub struct ListParams {
     pub filter: CustomerFilter,
     pub page: i64,
     pub per_page: i64,
+    /// From a far page link: where the previous page ended or began (see `Pager::href`).
+    pub cursor: Option<Cursor>,
+}
+
+/// `after=5000_123`: the link was on page 5000, whose last row is customer 123 (internal
+/// id); `before=5000_123`: whose first row is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cursor {
+    After { page: i64, id: i64 },
+    Before { page: i64, id: i64 },
+}
+
+/// A cursor continues at most this many pages away from the page it was made on.
+const MAX_CURSOR_PAGES: i64 = 10;
+
+fn parse_cursor(value: &str) -> Option<(i64, i64)> {
+    let (page, id) = value.trim().split_once('_')?;
+    let (page, id) = (page.parse::<i64>().ok()?, id.parse::<i64>().ok()?);
+    (page >= 1 && id >= 1).then_some((page, id))
+}
+
+impl Cursor {
+    /// Where page `wanted` starts, continuing from this cursor — when the cursor fits that
+    /// page and the sort can be continued at all.
+    pub fn position(self, wanted: i64, per_page: i64, sort: SortColumn) -> Option<Position> {
+        if !customers::listing::supports_keyset(sort) {
+            return None;
+        }
+        match self {
+            Cursor::After { page, id } if wanted > page && wanted - page <= MAX_CURSOR_PAGES => {
+                Some(Position::After {
+                    id,
+                    skip: (wanted - page - 1) * per_page,
+                })
+            }
+            Cursor::Before { page, id } if wanted < page && page - wanted <= MAX_CURSOR_PAGES => {
+                Some(Position::Before {
+                    id,
+                    skip: (page - wanted - 1) * per_page,
+                })
+            }
+            _ => None,
+        }
+    }
 }
 
 fn parse_bool(value: &str) -> Option<bool> {
@@ -81,6 +127,8 @@ impl ListParams {
                 "dir" => direction = SortDirection::parse(value),
                 "page" => params.page = parse_page(value),
                 "per_page" => params.per_page = parse_per_page(value),
+                "after" => params.cursor = parse_cursor(value).map(|(page, id)| Cursor::After { page, id }),
+                "before" => params.cursor = parse_cursor(value).map(|(page, id)| Cursor::Before { page, id }),
                 _ => {}
             }
         }
@@ -177,6 +225,53 @@ struct ListPage {
     per_page_choices: [i64; 4],
 }
 
+/// A page of the list: its rows, the total, and the page number they are on.
+struct Found {
+    rows: Vec<CustomerRow>,
+    total: Total,
+    shown: i64,
+}
+
+/// Finds the page asked for: by the link's cursor when it has one (keyset: constant time
+/// however deep), else by number (clamped to the last page when the total is exact). A
+/// page past the end of an estimated list (a hand-edited address) is the real last page.
+fn find_page(conn: &mut PgConnection, program_id: i64, params: &ListParams) -> Result<Found, Error> {
+    let (filter, wanted, per_page) = (&params.filter, params.page, params.per_page);
+    let total = customers::listing::total(conn, program_id, filter)?;
+    let last = ((total.value() + per_page - 1) / per_page).max(1);
+    let cursor = params
+        .cursor
+        .and_then(|cursor| cursor.position(wanted, per_page, filter.sort));
+    if let Some(position) = cursor {
+        let rows = customers::listing::page(conn, program_id, filter, position, per_page, total)?;
+        if !rows.is_empty() {
+            let shown = if total.is_exact() {
+                wanted.min(last)
+            } else {
+                wanted
+            };
+            return Ok(Found { rows, total, shown });
+        }
+    }
+    let shown = if total.is_exact() {
+        wanted.min(last)
+    } else {
+        wanted
+    };
+    let rows = customers::listing::page(conn, program_id, filter, Position::Page(shown), per_page, total)?;
+    if rows.is_empty() && shown > 1 && !total.is_exact() {
+        let exact = Total::Exact(customers::listing::exact_total(conn, program_id, filter)?);
+        let last = ((exact.value() + per_page - 1) / per_page).max(1);
+        let rows = customers::listing::page(conn, program_id, filter, Position::Page(last), per_page, exact)?;
+        return Ok(Found {
+            rows,
+            total: exact,
+            shown: last,
+        });
+    }
+    Ok(Found { rows, total, shown })
+}
+
 pub async fn index(
     state: web::Data<AppState>,
     page: Page,
@@ -184,18 +279,11 @@ pub async fn index(
 ) -> Result<HttpResponse, Error> {
     let params = ListParams::from_pairs(&query);
     let program_id = page.program.id;
-    let (filter, wanted, per_page) = (params.filter.clone(), params.page, params.per_page);
-    let (rows, total, shown) = db::run(&state.pool, move |conn| {
-        let (rows, total) = customers::list(conn, program_id, &filter, wanted, per_page)?;
-        let last = ((total + per_page - 1) / per_page).max(1);
-        if wanted > last {
-            // Past the end (an old link, a hand-edited address): show the last page.
-            let (rows, total) = customers::list(conn, program_id, &filter, last, per_page)?;
-            return Ok((rows, total, last));
-        }
-        Ok((rows, total, wanted))
-    })
-    .await?;
+    let found = {
+        let params = params.clone();
+        db::run(&state.pool, move |conn| find_page(conn, program_id, &params)).await?
+    };
+    let per_page = params.per_page;
 
     let url = params.url("/customers");
     let columns = SortColumn::ALL
@@ -208,12 +296,28 @@ pub async fn index(
         params.filter.direction.as_str(),
         columns,
     );
+    let mut pager = match found.total {
+        Total::Exact(total) => Pager::new(url.clone(), "page", found.shown, per_page, total),
+        Total::About(total) => Pager::estimated(
+            url.clone(),
+            "page",
+            found.shown,
+            per_page,
+            total,
+            found.rows.len() as i64,
+        ),
+    };
+    if customers::listing::supports_keyset(params.filter.sort) {
+        if let (Some(first), Some(last)) = (found.rows.first(), found.rows.last()) {
+            pager = pager.with_cursors(first.customer.id, last.customer.id);
+        }
+    }
     render(&ListPage {
         export_url: url.on_path("/customers/export.csv"),
         reset_url: "/customers".into(),
-        pager: Pager::new(url, "page", shown, per_page, total),
+        pager,
         sorting,
-        rows,
+        rows: found.rows,
         params,
         page,
         per_page_choices: PER_PAGE_CHOICES,
@@ -242,6 +346,35 @@ mod tests {
             ListParams::from_pairs(&pairs("page=99999999999999999999999")).page,
             i64::MAX
         );
+    }
+
+    #[test]
+    fn cursors_continue_only_where_they_fit() {
+        let params = ListParams::from_pairs(&pairs("page=5001&after=5000_77"));
+        let cursor = params.cursor.unwrap();
+        assert_eq!(cursor, Cursor::After { page: 5000, id: 77 });
+        assert_eq!(
+            cursor.position(5001, 15, SortColumn::Created),
+            Some(Position::After { id: 77, skip: 0 })
+        );
+        assert_eq!(
+            cursor.position(5003, 15, SortColumn::Created),
+            Some(Position::After { id: 77, skip: 30 })
+        );
+        // Backwards, too far, or a sort that cannot continue: counted by number instead.
+        assert_eq!(cursor.position(4999, 15, SortColumn::Created), None);
+        assert_eq!(cursor.position(6000, 15, SortColumn::Created), None);
+        assert_eq!(cursor.position(5001, 15, SortColumn::Email), None);
+        let before = ListParams::from_pairs(&pairs("page=4998&before=5000_9"))
+            .cursor
+            .unwrap();
+        assert_eq!(
+            before.position(4998, 50, SortColumn::Referrals),
+            Some(Position::Before { id: 9, skip: 50 })
+        );
+        for odd in ["after=x", "after=5_", "after=0_3", "before=-1_2", "after=1_2_3"] {
+            assert_eq!(ListParams::from_pairs(&pairs(odd)).cursor, None, "{odd}");
+        }
     }
 
     #[test]

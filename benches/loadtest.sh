@@ -1,0 +1,277 @@
+#!/usr/bin/env bash
+# Referdesk load test: a million customers, every page and API scenario of BENCHMARKS.md.
+#
+#   benches/loadtest.sh
+#
+# It builds the release binary; starts a private PostgreSQL under .referdesk/bench/ (or uses
+# DATABASE_URL, which should name a database of its own, e.g. .../referdesk_bench); seeds
+# 1,000,000 customers with `referdesk seed` unless the program already holds them (so reruns
+# start in seconds); starts the release server on a free port; creates an admin and an API
+# token; signs in with curl; then drives each scenario with wrk from this process (fixed
+# concurrency: 8 connections, 2 threads) and prints requests/s, p50/p99 latency, errors,
+# the database time per request (pg_stat_statements, when available) and the server's peak
+# memory (VmHWM). Needs: cargo, curl, psql, wrk (Debian: apt-get install wrk), and for the
+# private cluster the PostgreSQL server binaries (initdb, pg_ctl) with pg_trgm.
+#
+# Settings (environment):
+#   DATABASE_URL        use this database instead of the private cluster
+#   BENCH_DIR           where the private cluster and the logs live (.referdesk/bench)
+#   BENCH_DURATION      seconds per scenario (10)
+#   BENCH_CUSTOMERS     customers to seed (1000000)
+#   BENCH_ONLY          run only the scenarios whose name contains this text
+#   BENCH_BIN           benchmark this binary instead of building one (e.g. an older build)
+#   REFERDESK_POOL_SIZE, REFERDESK_WORKERS   passed to the server as usual
+#
+# Remove the seeded data with: rm -rf .referdesk/bench
+
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BENCH_DIR=${BENCH_DIR:-$ROOT/.referdesk/bench}
+DURATION=${BENCH_DURATION:-10}
+CUSTOMERS=${BENCH_CUSTOMERS:-1000000}
+ONLY=${BENCH_ONLY:-}
+CONNECTIONS=8
+THREADS=2
+RUN_ID=$(date +%Y%m%d%H%M%S)-$$
+LOG_DIR=$BENCH_DIR/runs/$RUN_ID
+export BENCH_LUA_DIR=$ROOT/benches/wrk
+
+for tool in cargo curl psql wrk; do
+    command -v "$tool" >/dev/null || { echo "loadtest: $tool is required (wrk: apt-get install wrk)" >&2; exit 1; }
+done
+mkdir -p "$LOG_DIR"
+say() { echo "loadtest: $*" >&2; }
+
+SERVER_PID=
+PG_STARTED=
+PG_DIR=$BENCH_DIR/pg
+as_postgres() {
+    if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+cleanup() {
+    if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
+        kill "$SERVER_PID" 2>/dev/null || true
+        wait "$SERVER_PID" 2>/dev/null || true
+    fi
+    if [ -n "$PG_STARTED" ]; then
+        as_postgres "$PG_BIN/pg_ctl" stop -m fast -w -D "$PG_DIR/data" >/dev/null 2>&1 || true
+        say "private PostgreSQL stopped (data kept in $PG_DIR; rm -rf $BENCH_DIR to remove it)"
+    fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+port_is_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+free_port() {
+    local port
+    while :; do
+        port=$((20000 + RANDOM % 20000))
+        if port_is_free "$port"; then echo "$port"; return; fi
+    done
+}
+
+# --- 1. the release binary ------------------------------------------------------------
+if [ -n "${BENCH_BIN:-}" ]; then
+    BIN=$BENCH_BIN
+else
+    say "building the release binary"
+    (cd "$ROOT" && cargo build --release --quiet)
+    BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/referdesk
+fi
+
+# --- 2. the database --------------------------------------------------------------------
+if [ -z "${DATABASE_URL:-}" ]; then
+    PG_BIN=$(dirname "$(command -v initdb 2>/dev/null || ls /usr/lib/postgresql/*/bin/initdb | sort -V | tail -1)")
+    mkdir -p "$PG_DIR"
+    if [ "$(id -u)" = 0 ]; then chown -R postgres: "$PG_DIR"; fi
+    if [ ! -f "$PG_DIR/data/PG_VERSION" ]; then
+        say "initialising a private PostgreSQL in $PG_DIR"
+        head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$PG_DIR/password"
+        chmod 600 "$PG_DIR/password"
+        if [ "$(id -u)" = 0 ]; then chown postgres: "$PG_DIR/password"; fi
+        as_postgres "$PG_BIN/initdb" -D "$PG_DIR/data" -U postgres -E UTF8 --locale=C \
+            --auth=scram-sha-256 --pwfile="$PG_DIR/password" >"$PG_DIR/initdb.log"
+    fi
+    if as_postgres "$PG_BIN/pg_ctl" status -D "$PG_DIR/data" >/dev/null 2>&1; then
+        # Left running (by hand, or by a run that was killed): use it, leave it running.
+        PG_PORT=$(sed -n 4p "$PG_DIR/data/postmaster.pid")
+        say "using the private PostgreSQL already running on port $PG_PORT"
+    else
+        PG_PORT=$(free_port)
+        # The settings of Referdesk's own embedded cluster, plus pg_stat_statements so the
+        # benchmark can show how much of each request is database time.
+        as_postgres "$PG_BIN/pg_ctl" start -w -t 60 -D "$PG_DIR/data" -l "$PG_DIR/postgres.log" \
+            -o "-p $PG_PORT -c listen_addresses=127.0.0.1 -k $PG_DIR -c max_connections=200 \
+                -c shared_preload_libraries=pg_stat_statements" >/dev/null
+        PG_STARTED=1
+    fi
+    DATABASE_URL="postgres://postgres:$(cat "$PG_DIR/password")@127.0.0.1:$PG_PORT/referdesk_bench"
+fi
+export DATABASE_URL
+export REFERDESK_DATA_DIR=$BENCH_DIR/data
+sql() { psql "$DATABASE_URL" -X -q -t -A -v ON_ERROR_STOP=1 -c "$1"; }
+
+"$BIN" migrate 2>"$LOG_DIR/migrate.log"
+PROGRAM_ID=$(sql "SELECT id FROM programs WHERE slug = 'default'")
+SEEDED=$(sql "SELECT count(*) FROM customers WHERE program_id = $PROGRAM_ID AND external_id LIKE 'seed-%'")
+if [ "$SEEDED" -eq 0 ]; then
+    say "seeding $CUSTOMERS customers (once; later runs reuse them)"
+    "$BIN" seed --program default --customers "$CUSTOMERS" 2>&1 | tail -n 2 >&2
+    SEEDED=$CUSTOMERS
+elif [ "$SEEDED" -lt "$CUSTOMERS" ]; then
+    say "the database holds $SEEDED seeded customers, not $CUSTOMERS; remove $BENCH_DIR (or set BENCH_CUSTOMERS=$SEEDED)"
+    exit 1
+fi
+export BENCH_SEEDED=$SEEDED
+STATEMENTS=$(sql "SELECT count(*) FROM pg_available_extensions WHERE name = 'pg_stat_statements'")
+if [ "$STATEMENTS" = 1 ] && sql "CREATE EXTENSION IF NOT EXISTS pg_stat_statements" 2>/dev/null \
+    && sql "SELECT pg_stat_statements_reset()" >/dev/null 2>&1; then
+    STATEMENTS=1
+else
+    STATEMENTS=0
+    say "pg_stat_statements is not loaded: the database-time column stays empty"
+fi
+
+# --- 3. the server, a member and a token ------------------------------------------------
+PORT=$(free_port)
+BASE=http://127.0.0.1:$PORT
+REFERDESK_BIND=127.0.0.1:$PORT REFERDESK_PUBLIC_URL=$BASE REFERDESK_API_RATE=1000000000 \
+    "$BIN" serve >"$LOG_DIR/server.log" 2>&1 &
+SERVER_PID=$!
+for _ in $(seq 1 100); do
+    curl -fsS -o /dev/null "$BASE/healthz" 2>/dev/null && break
+    kill -0 "$SERVER_PID" 2>/dev/null || { say "the server did not start; see $LOG_DIR/server.log"; exit 1; }
+    sleep 0.2
+done
+
+EMAIL="bench-$RUN_ID@bench.example.com"
+PASSWORD="bench-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+REFERDESK_PASSWORD=$PASSWORD "$BIN" user create --email "$EMAIL" --name "Load test" --role admin \
+    >/dev/null 2>>"$LOG_DIR/cli.log"
+TOKEN=$("$BIN" token create --program default --name "loadtest $RUN_ID" 2>>"$LOG_DIR/cli.log")
+
+JAR=$LOG_DIR/cookies.txt
+CSRF=$(curl -fsS -c "$JAR" -b "$JAR" "$BASE/login" | sed -n 's/.*name="csrf_token" value="\([^"]*\)".*/\1/p' | head -1)
+STATUS=$(curl -sS -o /dev/null -w '%{http_code}' -c "$JAR" -b "$JAR" \
+    --data-urlencode "csrf_token=$CSRF" --data-urlencode "email=$EMAIL" \
+    --data-urlencode "password=$PASSWORD" --data-urlencode "next=/" "$BASE/login")
+SESSION=$(awk '$6 == "referdesk_session" { print $7 }' "$JAR")
+if [ "$STATUS" != 303 ] || [ -z "$SESSION" ]; then
+    say "signing in failed (HTTP $STATUS)"
+    exit 1
+fi
+export BENCH_COOKIE="referdesk_session=$SESSION" BENCH_TOKEN=$TOKEN
+curl -fsS -o /dev/null -H "Cookie: $BENCH_COOKIE" "$BASE/customers" \
+    || { say "the signed-in list page failed"; exit 1; }
+
+# --- 4. what the scenarios look at ------------------------------------------------------
+TOP_KEY=$(sql "SELECT key FROM customers WHERE program_id = $PROGRAM_ID AND status = 'active'
+               ORDER BY referrals_count DESC, id DESC LIMIT 1")
+TYPICAL_KEY=$(sql "SELECT key FROM customers WHERE program_id = $PROGRAM_ID AND external_id = 'seed-$((SEEDED / 2 + 7))'")
+EMAIL_EXACT=$(sql "SELECT email FROM customers WHERE program_id = $PROGRAM_ID AND external_id = 'seed-$((SEEDED / 3 + 1))'")
+# Part of someone's address as staff would type it ("ada.12345"), matching a handful.
+EMAIL_PART=$(sql "SELECT left(email, position('@' in email) - 2) FROM customers
+                  WHERE program_id = $PROGRAM_ID AND external_id = 'seed-$((SEEDED / 4 + 3))'")
+# A creation-date range holding about 100,000 customers, for the export.
+read -r EXPORT_FROM EXPORT_TO < <(sql "SELECT to_char(d, 'YYYY-MM-DD'), to_char(d + 36, 'YYYY-MM-DD')
+    FROM (SELECT (min(created_at) AT TIME ZONE 'UTC')::date + 120 AS d FROM customers
+          WHERE program_id = $PROGRAM_ID AND external_id LIKE 'seed-%') first_day" | tr '|' ' ')
+enc() { local value; value=$(printf '%s' "$1" | od -An -tx1 | tr -d ' \n' | sed 's/../%&/g'); echo "$value"; }
+
+# name | kind (page/api/post/export) | path | lua script
+SCENARIOS=(
+    "list page 1|page|/customers|get"
+    "list page 5,000|page|/customers?page=5000|get"
+    "search exact email|page|/customers?q=$(enc "$EMAIL_EXACT")|get"
+    "search partial email|page|/customers?q=$(enc "$EMAIL_PART")|get"
+    "referred, by referrals|page|/customers?refer_status=referred&sort=referrals&dir=desc|get"
+    "detail, top referrer|page|/customers/$TOP_KEY|get"
+    "detail, typical|page|/customers/$TYPICAL_KEY|get"
+    "CSV export ~100k rows|export|/customers/export.csv?from=$EXPORT_FROM&to=$EXPORT_TO|"
+    "API create (referred)|post|/v1/customers|create_customer"
+    "API list|api|/v1/customers|get"
+    "API credit|post|/v1/customers/seed-1/balance/credit|credit"
+)
+
+peak_kib() { awk '/^VmHWM/ { print $2 }' "/proc/$SERVER_PID/status"; }
+rss_kib() { awk '/^VmRSS/ { print $2 }' "/proc/$SERVER_PID/status"; }
+db_ms() {
+    [ "$STATEMENTS" = 1 ] || { echo 0; return; }
+    sql "SELECT coalesce(sum(total_exec_time), 0) FROM pg_stat_statements s
+         JOIN pg_database d ON d.oid = s.dbid AND d.datname = current_database()
+         WHERE s.query NOT ILIKE '%pg_stat_statements%'"
+}
+statement_report() {
+    [ "$STATEMENTS" = 1 ] || return 0
+    sql "SELECT round(s.total_exec_time::numeric, 1) || ' ms total, ' || s.calls || ' calls, '
+                || round(s.mean_exec_time::numeric, 3) || ' ms mean: ' || left(regexp_replace(s.query, '\s+', ' ', 'g'), 240)
+         FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid AND d.datname = current_database()
+         WHERE s.query NOT ILIKE '%pg_stat_statements%' ORDER BY s.total_exec_time DESC LIMIT 6"
+}
+
+say "server pid $SERVER_PID on $BASE; $SEEDED seeded customers; ${DURATION}s per scenario; logs in $LOG_DIR"
+say "machine: $(nproc) cores; load before the run: $(cut -d' ' -f1-3 /proc/loadavg)"
+
+RESULTS=()
+EXPORT_NOTE=
+for scenario in "${SCENARIOS[@]}"; do
+    IFS='|' read -r name kind path script <<<"$scenario"
+    if [ -n "$ONLY" ] && [[ "$name" != *"$ONLY"* ]]; then continue; fi
+    load=$(cut -d' ' -f1 /proc/loadavg)
+    if [ "$kind" = export ]; then
+        best_rate=0 rows=0 seconds=0 failed=0
+        for attempt in 1 2 3; do
+            [ "$STATEMENTS" = 1 ] && sql "SELECT pg_stat_statements_reset()" >/dev/null
+            before_db=$(db_ms)
+            out=$(curl -sS -H "Cookie: $BENCH_COOKIE" -o "$LOG_DIR/export.csv" \
+                -w '%{http_code} %{time_total}' "$BASE$path")
+            read -r code took <<<"$out"
+            lines=$(($(wc -l <"$LOG_DIR/export.csv") - 1))
+            rate=$(awk -v r="$lines" -v t="$took" 'BEGIN { printf "%d", r / t }')
+            if [ "$code" != 200 ]; then failed=$((failed + 1)); continue; fi
+            if [ "$rate" -gt "$best_rate" ]; then
+                best_rate=$rate rows=$lines seconds=$took
+                db=$(awk -v a="$(db_ms)" -v b="$before_db" 'BEGIN { printf "%.0f", a - b }')
+            fi
+        done
+        rm -f "$LOG_DIR/export.csv"
+        statement_report >"$LOG_DIR/statements-export.txt"
+        EXPORT_NOTE="export: $rows rows in ${seconds}s (best of 3; db time is for the whole export)"
+        RESULTS+=("$(printf '%-24s %16s %9s %9s %7s %12s %10s %6s' "$name" \
+            "$best_rate rows/s" "-" "-" "$failed" "db ${db:-0} ms" \
+            "$(( $(peak_kib) / 1024 )) MiB" "$load")")
+        echo "${RESULTS[-1]}"
+        continue
+    fi
+    # A short warm-up (connections, caches), then the measured run.
+    slug=$(echo "$name" | tr 'A-Z' 'a-z' | tr -c 'a-z0-9\n' '-')
+    # Each wrk run gets its own BENCH_RUN, so ids and idempotency keys never repeat.
+    BENCH_RUN=$RUN_ID-$slug-warm wrk -t "$THREADS" -c "$CONNECTIONS" -d 2s -s "$BENCH_LUA_DIR/$script.lua" \
+        "$BASE$path" >/dev/null 2>&1 || true
+    [ "$STATEMENTS" = 1 ] && sql "SELECT pg_stat_statements_reset()" >/dev/null
+    before_db=$(db_ms)
+    out=$(BENCH_RUN=$RUN_ID-$slug wrk -t "$THREADS" -c "$CONNECTIONS" -d "${DURATION}s" --latency --timeout 10s \
+        -s "$BENCH_LUA_DIR/$script.lua" "$BASE$path" 2>&1)
+    echo "$out" >"$LOG_DIR/wrk-$slug.txt"
+    result=$(grep '^RESULT' <<<"$out" || true)
+    if [ -z "$result" ]; then say "wrk failed for $name:"; echo "$out" >&2; continue; fi
+    field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$result"; }
+    requests=$(field requests)
+    db_per=$(awk -v a="$(db_ms)" -v b="$before_db" -v n="$requests" 'BEGIN { printf "%.2f", (n > 0 ? (a - b) / n : 0) }')
+    statement_report >"$LOG_DIR/statements-$slug.txt"
+    RESULTS+=("$(printf '%-24s %16s %9s %9s %7s %12s %10s %6s' "$name" "$(field rps) req/s" \
+        "$(field p50_ms) ms" "$(field p99_ms) ms" "$(field errors)" "db $db_per ms" \
+        "$(( $(peak_kib) / 1024 )) MiB" "$load")")
+    echo "${RESULTS[-1]}"
+done
+
+echo
+echo "Referdesk load test $RUN_ID: $SEEDED customers, wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s, $(nproc) cores"
+printf '%-24s %16s %9s %9s %7s %12s %10s %6s\n' "scenario" "throughput" "p50" "p99" "errors" "db time/req" "peak mem" "load"
+printf '%s\n' "${RESULTS[@]}"
+echo "server: peak memory (VmHWM) $(( $(peak_kib) / 1024 )) MiB, now (VmRSS) $(( $(rss_kib) / 1024 )) MiB"
+echo "errors = non-2xx/3xx answers plus socket errors; db time/req = PostgreSQL execution time per"
+echo "request (pg_stat_statements); load = 1-min load average when the scenario started"
+if [ -n "$EXPORT_NOTE" ]; then echo "$EXPORT_NOTE"; fi
+echo "details (wrk output, top statements per scenario): $LOG_DIR"

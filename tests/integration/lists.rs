@@ -1,0 +1,327 @@
+//! Customer lists at scale: exact tallied totals, estimated totals said to be estimates,
+//! far page links that continue from the rows shown (keyset), deep pages by number, the
+//! export's order, and page views that do not rewrite the session.
+
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Text};
+use referdesk::db::schema::{customer_tallies, customers, sessions};
+use referdesk::domain::customers::listing::{self, CustomerFilter, StatusFilter};
+use referdesk::domain::programs;
+use referdesk::domain::team::Role;
+
+use crate::helpers::TestApp;
+use crate::trials;
+
+pub fn tests() -> Vec<libtest_mimic::Trial> {
+    trials![
+        page_views_without_messages_leave_the_session_alone,
+        tallies_follow_every_change,
+        large_searches_show_an_estimate_and_say_so,
+        far_page_links_continue_from_the_rows_shown,
+        deep_pages_by_number_match_the_keyset_pages,
+        estimated_list_past_its_end_shows_the_real_last_page,
+    ]
+}
+
+fn program_id(app: &TestApp) -> i64 {
+    programs::find_by_slug(&mut app.conn(), "default")
+        .expect("default program")
+        .id
+}
+
+/// `count` customers straight in SQL (like `referdesk seed`): keys `{prefix}0000`…, emails
+/// `{prefix}N@{domain}`, the higher the number the newer (one second apart).
+fn bulk_insert(app: &TestApp, prefix: &str, domain: &str, count: i64) {
+    diesel::sql_query(
+        "INSERT INTO customers (program_id, external_id, key, email, created_at, updated_at)
+         SELECT $1, $2 || '-' || n, $2 || lpad(n::text, 4, '0'), $2 || n || '@' || $3,
+                now() - interval '1 day' + n * interval '1 second',
+                now() - interval '1 day' + n * interval '1 second'
+         FROM generate_series(0, $4 - 1) AS n",
+    )
+    .bind::<BigInt, _>(program_id(app))
+    .bind::<Text, _>(prefix)
+    .bind::<Text, _>(domain)
+    .bind::<BigInt, _>(count)
+    .execute(&mut app.conn())
+    .expect("bulk insert");
+    diesel::sql_query("ANALYZE customers")
+        .execute(&mut app.conn())
+        .expect("analyze");
+}
+
+/// Keys of the customers listed on a list page, in order.
+fn listed_keys(body: &str) -> Vec<String> {
+    let Some(at) = body.find("<tbody>") else {
+        return Vec::new();
+    };
+    body[at..]
+        .split("<td class=\"mono\">")
+        .skip(1)
+        .map(|rest| rest[..rest.find('<').unwrap()].to_string())
+        .collect()
+}
+
+/// The `href` of the first link whose text is `text`, unescaped.
+fn link(body: &str, text: &str) -> Option<String> {
+    let text_at = body.find(&format!(">{text}</a>"))?;
+    let tag = &body[body[..text_at].rfind("<a ")?..text_at];
+    let start = tag.find("href=\"")? + "href=\"".len();
+    let end = tag[start..].find('"')? + start;
+    Some(tag[start..end].replace("&#38;", "&"))
+}
+
+async fn page(app: &TestApp, path: &str) -> String {
+    let (status, body) = app.browser.get_html(path).await;
+    assert_eq!(status, 200, "GET {path}");
+    body
+}
+
+async fn page_views_without_messages_leave_the_session_alone() {
+    let app = TestApp::spawn().await;
+    app.login_as(Role::Admin).await;
+    page(&app, "/customers").await;
+    let stamps = || -> Vec<chrono::DateTime<chrono::Utc>> {
+        sessions::table
+            .order(sessions::id)
+            .select(sessions::updated_at)
+            .load(&mut app.conn())
+            .unwrap()
+    };
+    let before = stamps();
+    for path in ["/customers", "/", "/customers?page=2", "/team"] {
+        page(&app, path).await;
+    }
+    assert_eq!(stamps(), before, "viewing pages rewrote the session");
+
+    // A message is still shown once, and then gone.
+    let response = app
+        .post_form("/customers", &[("email", "flash@example.com"), ("key", "flashy")])
+        .await;
+    assert_eq!(response.status(), 303);
+    let shown = page(&app, "/customers/flashy").await;
+    assert!(shown.contains("flash"), "the flash after creating: {shown}");
+    let again = page(&app, "/customers/flashy").await;
+    let flash_count = |body: &str| body.matches("class=\"flash").count();
+    assert!(
+        flash_count(&shown) > flash_count(&again),
+        "the message is shown once"
+    );
+}
+
+/// The tallies agree with a fresh count for every status and refer status.
+fn assert_tallies_exact(app: &TestApp) {
+    let mut conn = app.conn();
+    let program = program_id(app);
+    for status in ["active", "deleted"] {
+        for referred in [true, false] {
+            let mut query = customers::table
+                .filter(customers::program_id.eq(program))
+                .filter(customers::status.eq(status))
+                .into_boxed();
+            query = if referred {
+                query.filter(customers::referrer_id.is_not_null())
+            } else {
+                query.filter(customers::referrer_id.is_null())
+            };
+            let counted: i64 = query.count().get_result(&mut conn).unwrap();
+            let tallied: Option<bigdecimal::BigDecimal> = customer_tallies::table
+                .filter(customer_tallies::program_id.eq(program))
+                .filter(customer_tallies::status.eq(status))
+                .filter(customer_tallies::referred.eq(referred))
+                .select(diesel::dsl::sum(customer_tallies::customers))
+                .first(&mut conn)
+                .unwrap();
+            let tallied = tallied.map(|sum| sum.to_string()).unwrap_or_else(|| "0".into());
+            assert_eq!(tallied, counted.to_string(), "{status}, referred {referred}");
+        }
+    }
+}
+
+async fn tallies_follow_every_change() {
+    let app = TestApp::spawn().await;
+    app.login_as(Role::Admin).await;
+    let program = program_id(&app);
+    assert_tallies_exact(&app);
+    for (email, key, referrer) in [
+        ("a@example.com", "aa", None),
+        ("b@example.com", "bb", Some("aa")),
+        ("c@example.com", "cc", Some("aa")),
+        ("d@example.com", "dd", None),
+    ] {
+        let mut fields = vec![("email", email), ("key", key)];
+        if let Some(referrer) = referrer {
+            fields.push(("referring_customer", referrer));
+        }
+        assert_eq!(app.post_form("/customers", &fields).await.status(), 303);
+    }
+    assert_tallies_exact(&app);
+    assert_eq!(app.post_form("/customers/bb/delete", &[]).await.status(), 303);
+    assert_tallies_exact(&app);
+    assert_eq!(
+        app.post_form("/customers/dd/referrer", &[("referring_customer", "aa")])
+            .await
+            .status(),
+        303
+    );
+    assert_tallies_exact(&app);
+    assert_eq!(app.post_form("/customers/bb/restore", &[]).await.status(), 303);
+    assert_eq!(app.post_form("/customers/cc/approve", &[]).await.status(), 303);
+    bulk_insert(&app, "bulk", "bulk.test", 50);
+    assert_tallies_exact(&app);
+
+    // The list and the API report the tallied totals.
+    let mut conn = app.conn();
+    let active = listing::tallied_total(&mut conn, program, StatusFilter::Active, None).unwrap();
+    assert_eq!(active, 54);
+    let body = page(&app, "/customers").await;
+    assert!(body.contains("54 customers"), "{body}");
+    assert!(page(&app, "/customers?refer_status=referred")
+        .await
+        .contains("3 customers match these filters"));
+    let filter = CustomerFilter {
+        status: StatusFilter::Deleted,
+        ..CustomerFilter::default()
+    };
+    assert_eq!(
+        listing::total(&mut conn, program, &filter).unwrap(),
+        listing::Total::Exact(0)
+    );
+}
+
+async fn large_searches_show_an_estimate_and_say_so() {
+    let app = TestApp::spawn().await;
+    app.login_as(Role::Viewer).await;
+    bulk_insert(&app, "wide", "wide.test", 1_200);
+    bulk_insert(&app, "narrow", "narrow.test", 3);
+
+    // Few matches: counted exactly.
+    let body = page(&app, "/customers?q=narrow.test").await;
+    assert!(body.contains("3 customers match these filters"), "{body}");
+    assert!(body.contains("Showing 1–3 of 3<"), "{body}");
+    assert!(!body.contains("about"));
+
+    // Many: an estimate, said to be one, never below what was counted.
+    let body = page(&app, "/customers?q=wide.test").await;
+    let marker = "<p class=\"subtitle\">about ";
+    let at = body.find(marker).expect("the total says about") + marker.len();
+    let estimate: i64 = body[at..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == ',')
+        .filter(char::is_ascii_digit)
+        .collect::<String>()
+        .parse()
+        .unwrap();
+    assert!(estimate > listing::COUNT_LIMIT, "estimate {estimate}");
+    assert!(body.contains("(estimated"), "{body}");
+    assert!(body.contains("Showing 1–15 of about "), "{body}");
+    assert_eq!(listed_keys(&body)[0], "wide1199", "newest first");
+    // Without a known last page the pager ends in a gap and a Next link.
+    assert!(link(&body, "Next ›").is_some());
+
+    // Following the pages to the end finds the last row, and there is no Next.
+    let last = page(&app, "/customers?q=wide.test&page=80").await;
+    assert_eq!(
+        listed_keys(&last),
+        vec![
+            "wide0014", "wide0013", "wide0012", "wide0011", "wide0010", "wide0009", "wide0008", "wide0007",
+            "wide0006", "wide0005", "wide0004", "wide0003", "wide0002", "wide0001", "wide0000"
+        ]
+    );
+    assert!(last.contains("Showing 1,186–1,200 of about"), "{last}");
+}
+
+async fn far_page_links_continue_from_the_rows_shown() {
+    let app = TestApp::spawn().await;
+    app.login_as(Role::Viewer).await;
+    bulk_insert(&app, "k", "keyset.test", 1_500);
+
+    // Page 70 by number (offset 1,035): its links beyond row 1,000 carry cursors.
+    let body = page(&app, "/customers?page=70").await;
+    let keys = listed_keys(&body);
+    assert_eq!(keys.first().map(String::as_str), Some("k0464"));
+    assert_eq!(keys.last().map(String::as_str), Some("k0450"));
+    let next = link(&body, "Next ›").expect("a next link");
+    assert!(next.starts_with("/customers?page=71&after=70_"), "{next}");
+    let previous = link(&body, "‹ Previous").expect("a previous link");
+    assert!(
+        previous.starts_with("/customers?page=69&before=70_"),
+        "{previous}"
+    );
+
+    // Following them gives exactly the neighbouring pages.
+    let after = listed_keys(&page(&app, &next).await);
+    assert_eq!(after.first().map(String::as_str), Some("k0449"));
+    assert_eq!(after.len(), 15);
+    let before = listed_keys(&page(&app, &previous).await);
+    assert_eq!(before.first().map(String::as_str), Some("k0479"));
+    assert_eq!(before.last().map(String::as_str), Some("k0465"));
+    // Two pages on (a page-number link): skips one page from the cursor.
+    let two_on = link(&body, "72").expect("a link to page 72");
+    assert!(two_on.contains("after=70_"), "{two_on}");
+    assert_eq!(listed_keys(&page(&app, &two_on).await)[0], "k0434");
+
+    // Other sorts continue the same way; sorted by email they use page numbers only.
+    let by_referrals = page(&app, "/customers?sort=referrals&dir=desc&page=70").await;
+    let next = link(&by_referrals, "Next ›").unwrap();
+    assert!(next.contains("after=70_"), "{next}");
+    let continued = listed_keys(&page(&app, &next).await);
+    let counted = listed_keys(&page(&app, "/customers?sort=referrals&dir=desc&page=71").await);
+    assert_eq!(continued, counted);
+    let by_email = page(&app, "/customers?sort=email&dir=asc&page=70").await;
+    let next = link(&by_email, "Next ›").unwrap();
+    assert_eq!(next, "/customers?sort=email&dir=asc&page=71");
+
+    // A cursor that does not fit (wrong page, unknown customer) falls back to the number.
+    let odd = listed_keys(&page(&app, "/customers?page=71&after=3_999999999").await);
+    assert_eq!(odd, after);
+    let odd = listed_keys(&page(&app, "/customers?page=71&after=70_999999999").await);
+    assert_eq!(odd, after);
+}
+
+async fn deep_pages_by_number_match_the_keyset_pages() {
+    let app = TestApp::spawn().await;
+    app.login_as(Role::Viewer).await;
+    bulk_insert(&app, "d", "deep.test", 1_010);
+    // Every page by number (the second half is read from the end) against one walk of
+    // Next links from page 1.
+    let mut walked = Vec::new();
+    let mut path = "/customers?per_page=50".to_string();
+    while walked.len() < 30 {
+        let body = page(&app, &path).await;
+        walked.push(listed_keys(&body));
+        match link(&body, "Next ›") {
+            Some(next) => path = next,
+            None => break,
+        }
+    }
+    assert_eq!(walked.len(), 21);
+    for (index, keys) in walked.iter().enumerate() {
+        let number = index + 1;
+        let body = page(&app, &format!("/customers?per_page=50&page={number}")).await;
+        assert_eq!(&listed_keys(&body), keys, "page {number}");
+    }
+    assert_eq!(
+        walked[20],
+        vec!["d0009", "d0008", "d0007", "d0006", "d0005", "d0004", "d0003", "d0002", "d0001", "d0000"]
+    );
+    let all: std::collections::HashSet<&String> = walked.iter().flatten().collect();
+    assert_eq!(all.len(), 1_010, "every customer once");
+
+    // The API's list pages the same way, with an exact total.
+    let program = programs::find_by_slug(&mut app.conn(), "default").unwrap();
+    let mut conn = app.conn();
+    let (rows, total) = listing::list(&mut conn, program.id, &CustomerFilter::default(), 21, 50).unwrap();
+    assert_eq!(total, listing::Total::Exact(1_010));
+    assert_eq!(rows.len(), 10);
+    assert_eq!(rows[0].key, "d0009");
+}
+
+async fn estimated_list_past_its_end_shows_the_real_last_page() {
+    let app = TestApp::spawn().await;
+    app.login_as(Role::Viewer).await;
+    bulk_insert(&app, "far", "far.test", 1_100);
+    let body = page(&app, "/customers?q=far.test&page=5000").await;
+    assert_eq!(listed_keys(&body).len(), 5);
+    assert!(body.contains("Showing 1,096–1,100 of 1,100<"), "{body}");
+}
