@@ -13,6 +13,7 @@ use crate::domain::audit::log::{self, LogCursor, LogEntry, LogFilter};
 use crate::domain::team::{self, Member};
 use crate::error::{Error, FieldErrors};
 use crate::web::context::Page;
+use crate::web::customers::export::defuse;
 use crate::web::render_status;
 use crate::AppState;
 
@@ -229,14 +230,10 @@ pub async fn index(
     )
 }
 
-/// A spreadsheet treats a cell starting with one of these as a formula; actor labels come
-/// from whatever was typed at a failed sign-in, so they are neutralised with a quote.
+/// Actor labels come from whatever was typed at a failed sign-in: every text cell goes
+/// through the same formula guard as the customer export.
 fn spreadsheet_safe(value: &str) -> String {
-    if value.starts_with(['=', '+', '-', '@', '\t', '\r']) {
-        format!("'{value}")
-    } else {
-        value.to_string()
-    }
+    defuse(value).into_owned()
 }
 
 fn csv_error(error: csv::Error) -> Error {

@@ -4,7 +4,7 @@
 
 mod actions;
 mod detail;
-mod export;
+pub mod export;
 mod form;
 mod list;
 
