@@ -6,6 +6,7 @@
 //! (`input`), every change runs in one transaction with the `referrals_count` updates and
 //! the audit event it implies, and the database constraints back up every check.
 
+mod fragments;
 mod input;
 pub mod listing;
 

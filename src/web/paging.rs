@@ -143,7 +143,14 @@ impl Pager {
 
     /// A list whose total is an estimate, showing `rows` rows on `page`: the page is not
     /// clamped to the estimate, and the last page is the one with fewer rows than a page.
-    pub fn estimated(url: ListUrl, param: &'static str, page: i64, per_page: i64, total: i64, rows: i64) -> Pager {
+    pub fn estimated(
+        url: ListUrl,
+        param: &'static str,
+        page: i64,
+        per_page: i64,
+        total: i64,
+        rows: i64,
+    ) -> Pager {
         let mut pager = Pager::new(url, param, 1, per_page, total);
         pager.page = page.max(1);
         pager.approximate = true;
@@ -421,7 +428,17 @@ mod tests {
         assert_eq!(full.range_text(), "31–45");
         assert!(full.next_href().is_some());
         let numbers: Vec<(i64, bool)> = full.items().iter().map(|item| (item.number, item.gap)).collect();
-        assert_eq!(numbers, vec![(1, false), (2, false), (3, false), (4, false), (5, false), (0, true)]);
+        assert_eq!(
+            numbers,
+            vec![
+                (1, false),
+                (2, false),
+                (3, false),
+                (4, false),
+                (5, false),
+                (0, true)
+            ]
+        );
         let end = Pager::estimated(ListUrl::new("/c"), "page", 90_000, 15, 120_000, 4);
         assert!(end.next_href().is_none());
         assert_eq!(end.range_text(), "1,349,986–1,349,989");

@@ -13,7 +13,7 @@ mod auth;
 mod customers;
 mod invites;
 mod ledger;
-mod lists;
+mod performance;
 mod security;
 
 fn main() {
@@ -27,7 +27,7 @@ fn main() {
     trials.extend(invites::tests());
     trials.extend(admin::tests());
     trials.extend(api::tests());
-    trials.extend(lists::tests());
+    trials.extend(performance::tests());
     let conclusion = libtest_mimic::run(&args, trials);
     database.finish();
     conclusion.exit();

@@ -109,9 +109,10 @@ fn produce(pool: DbPool, program: Program, filter: CustomerFilter, chunks: Chunk
     }
     let mut after = None;
     loop {
-        let batch = pool.get().map_err(|_| Error::Unavailable).and_then(|mut conn| {
-            customers::export_batch(&mut conn, program.id, &filter, after, BATCH_SIZE)
-        });
+        let batch = pool
+            .get()
+            .map_err(|_| Error::Unavailable)
+            .and_then(|mut conn| customers::export_batch(&mut conn, program.id, &filter, after, BATCH_SIZE));
         let rows = match batch {
             Ok(rows) => rows,
             Err(error) => {

@@ -8,8 +8,7 @@ use crate::db;
 use diesel::PgConnection;
 
 use crate::domain::customers::{
-    self, CustomerFilter, CustomerRow, Position, ReferStatus, SortColumn, SortDirection, StatusFilter,
-    Total,
+    self, CustomerFilter, CustomerRow, Position, ReferStatus, SortColumn, SortDirection, StatusFilter, Total,
 };
 use crate::error::Error;
 use crate::web::context::Page;
@@ -57,10 +56,12 @@ impl Cursor {
             return None;
         }
         match self {
-            Cursor::After { page, id } if wanted > page && wanted - page <= MAX_CURSOR_PAGES => Some(Position::After {
-                id,
-                skip: (wanted - page - 1) * per_page,
-            }),
+            Cursor::After { page, id } if wanted > page && wanted - page <= MAX_CURSOR_PAGES => {
+                Some(Position::After {
+                    id,
+                    skip: (wanted - page - 1) * per_page,
+                })
+            }
             Cursor::Before { page, id } if wanted < page && page - wanted <= MAX_CURSOR_PAGES => {
                 Some(Position::Before {
                     id,
@@ -244,11 +245,19 @@ fn find_page(conn: &mut PgConnection, program_id: i64, params: &ListParams) -> R
     if let Some(position) = cursor {
         let rows = customers::listing::page(conn, program_id, filter, position, per_page, total)?;
         if !rows.is_empty() {
-            let shown = if total.is_exact() { wanted.min(last) } else { wanted };
+            let shown = if total.is_exact() {
+                wanted.min(last)
+            } else {
+                wanted
+            };
             return Ok(Found { rows, total, shown });
         }
     }
-    let shown = if total.is_exact() { wanted.min(last) } else { wanted };
+    let shown = if total.is_exact() {
+        wanted.min(last)
+    } else {
+        wanted
+    };
     let rows = customers::listing::page(conn, program_id, filter, Position::Page(shown), per_page, total)?;
     if rows.is_empty() && shown > 1 && !total.is_exact() {
         let exact = Total::Exact(customers::listing::exact_total(conn, program_id, filter)?);
@@ -356,7 +365,9 @@ mod tests {
         assert_eq!(cursor.position(4999, 15, SortColumn::Created), None);
         assert_eq!(cursor.position(6000, 15, SortColumn::Created), None);
         assert_eq!(cursor.position(5001, 15, SortColumn::Email), None);
-        let before = ListParams::from_pairs(&pairs("page=4998&before=5000_9")).cursor.unwrap();
+        let before = ListParams::from_pairs(&pairs("page=4998&before=5000_9"))
+            .cursor
+            .unwrap();
         assert_eq!(
             before.position(4998, 50, SortColumn::Referrals),
             Some(Position::Before { id: 9, skip: 50 })
