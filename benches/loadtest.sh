@@ -254,12 +254,14 @@ for scenario in "${SCENARIOS[@]}"; do
     fi
     # A short warm-up (connections, caches), then the measured run.
     slug=$(echo "$name" | tr 'A-Z' 'a-z' | tr -c 'a-z0-9\n' '-')
+    # Pages send the session cookie, API calls the token (and no cookie, like a backend).
+    if [ "$kind" = page ]; then cookie=$BENCH_COOKIE token=; else cookie= token=$BENCH_TOKEN; fi
     # Each wrk run gets its own BENCH_RUN, so ids and idempotency keys never repeat.
-    BENCH_RUN=$RUN_ID-$slug-warm wrk -t "$THREADS" -c "$CONNECTIONS" -d 2s -s "$BENCH_LUA_DIR/$script.lua" \
+    BENCH_COOKIE=$cookie BENCH_TOKEN=$token BENCH_RUN=$RUN_ID-$slug-warm wrk -t "$THREADS" -c "$CONNECTIONS" -d 2s -s "$BENCH_LUA_DIR/$script.lua" \
         "$BASE$path" >/dev/null 2>&1 || true
     [ "$STATEMENTS" = 1 ] && sql "SELECT pg_stat_statements_reset()" >/dev/null
     before_db=$(db_ms)
-    out=$(BENCH_RUN=$RUN_ID-$slug wrk -t "$THREADS" -c "$CONNECTIONS" -d "${DURATION}s" --latency --timeout 10s \
+    out=$(BENCH_COOKIE=$cookie BENCH_TOKEN=$token BENCH_RUN=$RUN_ID-$slug wrk -t "$THREADS" -c "$CONNECTIONS" -d "${DURATION}s" --latency --timeout 10s \
         -s "$BENCH_LUA_DIR/$script.lua" "$BASE$path" 2>&1)
     echo "$out" >"$LOG_DIR/wrk-$slug.txt"
     result=$(grep '^RESULT' <<<"$out" || true)

@@ -17,11 +17,25 @@ use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::sql_types::{BigInt, Bool, Text};
 use diesel::{PgConnection, QueryResult, RunQueryDsl};
 
-/// `(arm LIKE lower($1) OR arm LIKE lower($2) …)`: the search, one arm per indexed
-/// expression (each served by its own trigram index).
+/// One way a search term can match a customer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SearchArm {
+    /// `expression LIKE lower(pattern)`, served by the expression's trigram index.
+    Contains(&'static str),
+    /// `(guard AND expression LIKE lower(pattern))`: the term holds a character that only
+    /// the rows passing `guard` can hold, and a partial index lists exactly those rows.
+    ContainsWhere(&'static str, &'static str),
+    /// An email holding `local@domain`: its local part ends with `local` and its domain
+    /// starts with `domain` (stored emails have exactly one `@`). The patterns are the
+    /// reversed, escaped local part and the escaped domain, each followed by `%`.
+    EmailAround { local_reversed: String, domain: String },
+}
+
+/// `(arm OR arm …)`: the search, each arm served by an index of its own.
 #[derive(Debug, Clone)]
 pub struct SearchMatch {
-    pub arms: Vec<&'static str>,
+    pub arms: Vec<SearchArm>,
+    /// `%term%`, escaped.
     pub pattern: String,
 }
 
@@ -53,10 +67,33 @@ impl QueryFragment<Pg> for SearchMatch {
             if index > 0 {
                 out.push_sql(" OR ");
             }
-            out.push_sql(arm);
-            out.push_sql(" LIKE lower(");
-            out.push_bind_param::<Text, String>(&self.pattern)?;
-            out.push_sql(")");
+            match arm {
+                SearchArm::Contains(expression) => {
+                    out.push_sql(expression);
+                    out.push_sql(" LIKE lower(");
+                    out.push_bind_param::<Text, String>(&self.pattern)?;
+                    out.push_sql(")");
+                }
+                SearchArm::ContainsWhere(guard, expression) => {
+                    out.push_sql("(");
+                    out.push_sql(guard);
+                    out.push_sql(" AND ");
+                    out.push_sql(expression);
+                    out.push_sql(" LIKE lower(");
+                    out.push_bind_param::<Text, String>(&self.pattern)?;
+                    out.push_sql("))");
+                }
+                SearchArm::EmailAround {
+                    local_reversed,
+                    domain,
+                } => {
+                    out.push_sql("(reverse(split_part(lower(customers.email), '@', 1)) LIKE lower(");
+                    out.push_bind_param::<Text, String>(local_reversed)?;
+                    out.push_sql(") AND split_part(lower(customers.email), '@', 2) LIKE lower(");
+                    out.push_bind_param::<Text, String>(domain)?;
+                    out.push_sql("))");
+                }
+            }
         }
         out.push_sql(")");
         Ok(())

@@ -169,24 +169,68 @@ pub struct CustomerFilter {
 /// The expression the name trigram index is built on; search and sort use it verbatim.
 const NAME_EXPRESSION: &str = "lower(coalesce(customers.name, '') || ' ' || coalesce(customers.surname, ''))";
 
-/// The searched expressions a term can possibly be found in. Reading a trigram index costs
-/// milliseconds at a million rows, so an arm that cannot match is left out: keys only
-/// hold letters, digits, `-` and `_` (a CHECK constraint), and emails never hold spaces
-/// (every email is validated before it is stored).
-fn search_arms(term: &str) -> Vec<&'static str> {
+/// Names whose characters are all ASCII letters, spaces, `'` and `-` are "plain"; the
+/// partial index `customers_unusual_name_idx` lists the others. Must agree with it.
+const UNUSUAL_NAME: &str =
+    "(coalesce(customers.name, '') || coalesce(customers.surname, '')) ~ '[^A-Za-z ''-]'";
+fn is_plain_name_char(c: char) -> bool {
+    c.is_ascii_alphabetic() || matches!(c, ' ' | '\'' | '-')
+}
+
+/// Ids of ASCII letters, digits, `_` and `-` are "plain"; `customers_unusual_id_idx`
+/// lists the others. Must agree with it.
+const UNUSUAL_ID: &str = "customers.external_id ~ '[^A-Za-z0-9_-]'";
+fn is_plain_id_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '_' | '-')
+}
+
+/// `term` with `%`, `_` and `\` taken literally.
+fn escape_like(term: &str) -> String {
+    let pattern = contains_pattern(term);
+    pattern[1..pattern.len() - 1].to_string()
+}
+
+/// How the search can find `term`, one arm per place it can be in. Reading a trigram
+/// index costs milliseconds at a million rows, so every arm that cannot match is left
+/// out and cheaper indexes are used where the term's shape allows — always with the same
+/// results as matching every field:
+/// - keys only hold letters, digits, `-` and `_` (a CHECK constraint);
+/// - emails hold no spaces and exactly one `@` (every email is validated before it is
+///   stored), so a term with an `@` inside is found by the email's local part (reversed,
+///   a prefix in a btree) and domain, and a term with two `@` in no email at all;
+/// - a term with a character that plain names (or ids) never hold can only be in the few
+///   rows a partial index lists (the planner still takes the trigram index when those
+///   are many).
+pub fn search_arms(term: &str) -> Vec<fragments::SearchArm> {
+    use fragments::SearchArm::{Contains, ContainsWhere, EmailAround};
     let mut arms = Vec::with_capacity(4);
     if !term.chars().any(char::is_whitespace) {
-        arms.push("lower(customers.email)");
+        match term.split_once('@') {
+            Some((local, domain)) if !local.is_empty() && !domain.contains('@') => arms.push(EmailAround {
+                local_reversed: format!("{}%", escape_like(&local.chars().rev().collect::<String>())),
+                domain: format!("{}%", escape_like(domain)),
+            }),
+            Some((_, domain)) if domain.contains('@') => {}
+            _ => arms.push(Contains("lower(customers.email)")),
+        }
     }
     if term.len() <= 64
         && term
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
     {
-        arms.push("lower(customers.key)");
+        arms.push(Contains("lower(customers.key)"));
     }
-    arms.push("lower(customers.external_id)");
-    arms.push(NAME_EXPRESSION);
+    if term.chars().all(is_plain_id_char) {
+        arms.push(Contains("lower(customers.external_id)"));
+    } else {
+        arms.push(ContainsWhere(UNUSUAL_ID, "lower(customers.external_id)"));
+    }
+    if term.chars().all(is_plain_name_char) {
+        arms.push(Contains(NAME_EXPRESSION));
+    } else {
+        arms.push(ContainsWhere(UNUSUAL_NAME, NAME_EXPRESSION));
+    }
     arms
 }
 
@@ -440,25 +484,50 @@ pub fn tallied_total(
         .unwrap_or(0))
 }
 
-/// The number of customers the filter matches: exact from the tallies when only status
-/// and refer status narrow the list, counted when there are at most [`COUNT_LIMIT`], and
-/// estimated beyond that.
-pub fn total(conn: &mut PgConnection, program_id: i64, filter: &CustomerFilter) -> Result<Total, Error> {
-    if is_tallied(filter) {
-        return tallied_total(conn, program_id, filter.status, filter.refer_status).map(Total::Exact);
+/// What a filter matches: how many and, when they were few enough to be counted one by
+/// one, which ones (internal ids) — pages then sort just those instead of searching again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Matches {
+    pub total: Total,
+    ids: Option<Vec<i64>>,
+}
+
+impl Matches {
+    /// `total` customers, not known one by one.
+    pub fn counted(total: Total) -> Matches {
+        Matches { total, ids: None }
     }
-    let counted = fragments::Limited {
+}
+
+/// The customers the filter matches: exactly from the tallies when only status and refer
+/// status narrow the list; one by one when there are at most [`COUNT_LIMIT`]; estimated
+/// beyond that.
+pub fn matches(conn: &mut PgConnection, program_id: i64, filter: &CustomerFilter) -> Result<Matches, Error> {
+    if is_tallied(filter) {
+        let total = tallied_total(conn, program_id, filter.status, filter.refer_status)?;
+        return Ok(Matches::counted(Total::Exact(total)));
+    }
+    let ids = fragments::Limited {
         query: filtered(program_id, filter).select(customers::id),
         limit: COUNT_LIMIT + 1,
         offset: 0,
     }
-    .load::<i64>(conn)?
-    .len() as i64;
-    if counted <= COUNT_LIMIT {
-        return Ok(Total::Exact(counted));
+    .load::<i64>(conn)?;
+    if ids.len() as i64 <= COUNT_LIMIT {
+        return Ok(Matches {
+            total: Total::Exact(ids.len() as i64),
+            ids: Some(ids),
+        });
     }
     let estimate = estimated_rows(conn, filtered(program_id, filter).select(customers::id))?;
-    Ok(Total::About(round_estimate(estimate.max(COUNT_LIMIT + 1))))
+    Ok(Matches::counted(Total::About(round_estimate(
+        estimate.max(COUNT_LIMIT + 1),
+    ))))
+}
+
+/// The number of customers the filter matches (see [`matches`]).
+pub fn total(conn: &mut PgConnection, program_id: i64, filter: &CustomerFilter) -> Result<Total, Error> {
+    Ok(matches(conn, program_id, filter)?.total)
 }
 
 /// The exact number of matches, however many (for the rare page past the end of an
@@ -555,9 +624,9 @@ pub fn page_customers(
     filter: &CustomerFilter,
     position: Position,
     per_page: i64,
-    total: Total,
+    matches: &Matches,
 ) -> Result<Vec<Customer>, Error> {
-    let (positions, reverse) = positions(conn, program_id, filter, position, per_page, total)?;
+    let (positions, reverse) = positions(conn, program_id, filter, position, per_page, matches)?;
     let ids: Vec<i64> = positions.iter().map(|(id, _)| *id).collect();
     let mut rows = load_in_order(conn, &ids)?;
     if reverse {
@@ -576,9 +645,9 @@ pub fn page(
     filter: &CustomerFilter,
     position: Position,
     per_page: i64,
-    total: Total,
+    matches: &Matches,
 ) -> Result<Vec<CustomerRow>, Error> {
-    let (positions, reverse) = positions(conn, program_id, filter, position, per_page, total)?;
+    let (positions, reverse) = positions(conn, program_id, filter, position, per_page, matches)?;
     let mut wanted: Vec<i64> = positions
         .iter()
         .flat_map(|(id, referrer)| std::iter::once(*id).chain(*referrer))
@@ -644,13 +713,13 @@ fn positions(
     filter: &CustomerFilter,
     position: Position,
     per_page: i64,
-    total: Total,
+    matches: &Matches,
 ) -> Result<(Vec<(i64, Option<i64>)>, bool), Error> {
     let per_page = per_page.clamp(1, MAX_PER_PAGE);
     let (reverse, offset, limit, cursor) = match position {
         Position::Page(page) => {
             let offset = (page.max(1) - 1).saturating_mul(per_page);
-            match total {
+            match matches.total {
                 // In the second half of an exactly counted list, counting from the end
                 // reads fewer index entries (the last page reads a single page's worth).
                 Total::Exact(total) if offset >= total => return Ok((Vec::new(), false)),
@@ -664,7 +733,15 @@ fn positions(
         Position::After { id, skip } => (false, skip.max(0), per_page, Some(id)),
         Position::Before { id, skip } => (true, skip.max(0), per_page, Some(id)),
     };
-    let mut query = filtered(program_id, filter)
+    // Few matches, known one by one: sort just those. (Left to itself, PostgreSQL may walk
+    // the list's index in order hoping to meet 15 matches soon, and read every row.)
+    let rows = match &matches.ids {
+        Some(ids) => customers::table
+            .filter(customers::id.eq_any(ids.clone()))
+            .into_boxed(),
+        None => filtered(program_id, filter),
+    };
+    let mut query = rows
         .select((customers::id, customers::referrer_id))
         .order(fragments::fixed::<Text>(order_by(filter, reverse)));
     if let Some(customer_id) = cursor {
@@ -695,15 +772,16 @@ pub fn list(
     page_number: i64,
     per_page: i64,
 ) -> Result<(Vec<Customer>, Total), Error> {
-    let total = total(conn, program_id, filter)?;
+    let matches = matches(conn, program_id, filter)?;
     let rows = page_customers(
         conn,
         program_id,
         filter,
         Position::Page(page_number),
         per_page,
-        total,
+        &matches,
     )?;
+    let total = matches.total;
     Ok((rows, total))
 }
 
@@ -779,6 +857,50 @@ mod tests {
     fn like_wildcards_in_search_terms_are_literal() {
         assert_eq!(contains_pattern("50%_off\\"), "%50\\%\\_off\\\\%");
         assert_eq!(contains_pattern("@acme"), "%@acme%");
+    }
+
+    #[test]
+    fn search_arms_follow_the_shape_of_the_term() {
+        use fragments::SearchArm::{Contains, ContainsWhere, EmailAround};
+        assert_eq!(
+            search_arms("ada"),
+            vec![
+                Contains("lower(customers.email)"),
+                Contains("lower(customers.key)"),
+                Contains("lower(customers.external_id)"),
+                Contains(NAME_EXPRESSION),
+            ]
+        );
+        // A whole address: the email by its parts; ids and names only if unusual.
+        assert_eq!(
+            search_arms("Ada_1@acme.io"),
+            vec![
+                EmailAround {
+                    local_reversed: "1\\_adA%".into(),
+                    domain: "acme.io%".into()
+                },
+                ContainsWhere(UNUSUAL_ID, "lower(customers.external_id)"),
+                ContainsWhere(UNUSUAL_NAME, NAME_EXPRESSION),
+            ]
+        );
+        // "@acme": any local part, so the trigram index; two @: no email at all.
+        assert_eq!(search_arms("@acme")[0], Contains("lower(customers.email)"));
+        assert!(!search_arms("a@b@c")
+            .iter()
+            .any(|arm| matches!(arm, EmailAround { .. })));
+        assert_eq!(search_arms("a@b@c").len(), 2);
+        // Spaces: never in an email, key or plain id.
+        assert_eq!(
+            search_arms("ada love"),
+            vec![
+                ContainsWhere(UNUSUAL_ID, "lower(customers.external_id)"),
+                Contains(NAME_EXPRESSION)
+            ]
+        );
+        assert_eq!(
+            search_arms("Zoë")[2],
+            ContainsWhere(UNUSUAL_NAME, NAME_EXPRESSION)
+        );
     }
 
     #[test]
