@@ -124,6 +124,9 @@ elif [ "$SEEDED" -lt "$CUSTOMERS" ]; then
     exit 1
 fi
 export BENCH_SEEDED=$SEEDED
+# Earlier runs' writes leave pages that autovacuum has not reached yet; vacuum them so each
+# run starts from the same settled state (quick when little changed).
+sql "VACUUM (ANALYZE) customers" 2>/dev/null || say "could not VACUUM customers (not the owner?)"
 STATEMENTS=$(sql "SELECT count(*) FROM pg_available_extensions WHERE name = 'pg_stat_statements'")
 if [ "$STATEMENTS" = 1 ] && sql "CREATE EXTENSION IF NOT EXISTS pg_stat_statements" 2>/dev/null \
     && sql "SELECT pg_stat_statements_reset()" >/dev/null 2>&1; then
@@ -177,12 +180,17 @@ EMAIL_PART=$(sql "SELECT left(email, position('@' in email) - 2) FROM customers
 read -r EXPORT_FROM EXPORT_TO < <(sql "SELECT to_char(d, 'YYYY-MM-DD'), to_char(d + 36, 'YYYY-MM-DD')
     FROM (SELECT (min(created_at) AT TIME ZONE 'UTC')::date + 120 AS d FROM customers
           WHERE program_id = $PROGRAM_ID AND external_id LIKE 'seed-%') first_day" | tr '|' ' ')
+# Page 5,000 as the pager's links reach it: the Next link of page 4,999 (keyset cursor).
+PAGE_5000_NEXT=$(curl -fsS -H "Cookie: $BENCH_COOKIE" "$BASE/customers?page=4999" \
+    | sed -n 's/.*<a href="\([^"]*\)" rel="next".*/\1/p' | head -1 | sed 's/&#38;/\&/g')
+PAGE_5000_NEXT=${PAGE_5000_NEXT:-/customers?page=5000}
 enc() { local value; value=$(printf '%s' "$1" | od -An -tx1 | tr -d ' \n' | sed 's/../%&/g'); echo "$value"; }
 
 # name | kind (page/api/post/export) | path | lua script
 SCENARIOS=(
     "list page 1|page|/customers|get"
     "list page 5,000|page|/customers?page=5000|get"
+    "list page 5,000 (Next link)|page|$PAGE_5000_NEXT|get"
     "search exact email|page|/customers?q=$(enc "$EMAIL_EXACT")|get"
     "search partial email|page|/customers?q=$(enc "$EMAIL_PART")|get"
     "referred, by referrals|page|/customers?refer_status=referred&sort=referrals&dir=desc|get"
@@ -238,7 +246,7 @@ for scenario in "${SCENARIOS[@]}"; do
         rm -f "$LOG_DIR/export.csv"
         statement_report >"$LOG_DIR/statements-export.txt"
         EXPORT_NOTE="export: $rows rows in ${seconds}s (best of 3; db time is for the whole export)"
-        RESULTS+=("$(printf '%-24s %16s %9s %9s %7s %12s %10s %6s' "$name" \
+        RESULTS+=("$(printf '%-28s %16s %9s %9s %7s %12s %10s %6s' "$name" \
             "$best_rate rows/s" "-" "-" "$failed" "db ${db:-0} ms" \
             "$(( $(peak_kib) / 1024 )) MiB" "$load")")
         echo "${RESULTS[-1]}"
@@ -246,12 +254,14 @@ for scenario in "${SCENARIOS[@]}"; do
     fi
     # A short warm-up (connections, caches), then the measured run.
     slug=$(echo "$name" | tr 'A-Z' 'a-z' | tr -c 'a-z0-9\n' '-')
+    # Pages send the session cookie, API calls the token (and no cookie, like a backend).
+    if [ "$kind" = page ]; then cookie=$BENCH_COOKIE token=; else cookie= token=$BENCH_TOKEN; fi
     # Each wrk run gets its own BENCH_RUN, so ids and idempotency keys never repeat.
-    BENCH_RUN=$RUN_ID-$slug-warm wrk -t "$THREADS" -c "$CONNECTIONS" -d 2s -s "$BENCH_LUA_DIR/$script.lua" \
+    BENCH_COOKIE=$cookie BENCH_TOKEN=$token BENCH_RUN=$RUN_ID-$slug-warm wrk -t "$THREADS" -c "$CONNECTIONS" -d 2s -s "$BENCH_LUA_DIR/$script.lua" \
         "$BASE$path" >/dev/null 2>&1 || true
     [ "$STATEMENTS" = 1 ] && sql "SELECT pg_stat_statements_reset()" >/dev/null
     before_db=$(db_ms)
-    out=$(BENCH_RUN=$RUN_ID-$slug wrk -t "$THREADS" -c "$CONNECTIONS" -d "${DURATION}s" --latency --timeout 10s \
+    out=$(BENCH_COOKIE=$cookie BENCH_TOKEN=$token BENCH_RUN=$RUN_ID-$slug wrk -t "$THREADS" -c "$CONNECTIONS" -d "${DURATION}s" --latency --timeout 10s \
         -s "$BENCH_LUA_DIR/$script.lua" "$BASE$path" 2>&1)
     echo "$out" >"$LOG_DIR/wrk-$slug.txt"
     result=$(grep '^RESULT' <<<"$out" || true)
@@ -260,7 +270,7 @@ for scenario in "${SCENARIOS[@]}"; do
     requests=$(field requests)
     db_per=$(awk -v a="$(db_ms)" -v b="$before_db" -v n="$requests" 'BEGIN { printf "%.2f", (n > 0 ? (a - b) / n : 0) }')
     statement_report >"$LOG_DIR/statements-$slug.txt"
-    RESULTS+=("$(printf '%-24s %16s %9s %9s %7s %12s %10s %6s' "$name" "$(field rps) req/s" \
+    RESULTS+=("$(printf '%-28s %16s %9s %9s %7s %12s %10s %6s' "$name" "$(field rps) req/s" \
         "$(field p50_ms) ms" "$(field p99_ms) ms" "$(field errors)" "db $db_per ms" \
         "$(( $(peak_kib) / 1024 )) MiB" "$load")")
     echo "${RESULTS[-1]}"
@@ -268,7 +278,7 @@ done
 
 echo
 echo "Referdesk load test $RUN_ID: $SEEDED customers, wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s, $(nproc) cores"
-printf '%-24s %16s %9s %9s %7s %12s %10s %6s\n' "scenario" "throughput" "p50" "p99" "errors" "db time/req" "peak mem" "load"
+printf '%-28s %16s %9s %9s %7s %12s %10s %6s\n' "scenario" "throughput" "p50" "p99" "errors" "db time/req" "peak mem" "load"
 printf '%s\n' "${RESULTS[@]}"
 echo "server: peak memory (VmHWM) $(( $(peak_kib) / 1024 )) MiB, now (VmRSS) $(( $(rss_kib) / 1024 )) MiB"
 echo "errors = non-2xx/3xx answers plus socket errors; db time/req = PostgreSQL execution time per"

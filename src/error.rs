@@ -191,6 +191,15 @@ impl From<DieselError> for ApiError {
     }
 }
 
+/// Whether a query failed because the connection to the server is gone.
+pub fn is_connection_lost(error: &DieselError) -> bool {
+    match error {
+        DieselError::DatabaseError(DatabaseErrorKind::ClosedConnection, _) => true,
+        DieselError::DatabaseError(_, info) => is_connection_loss(info.message()),
+        _ => false,
+    }
+}
+
 /// libpq reports a dropped server as an "unknown" error with one of these messages.
 fn is_connection_loss(message: &str) -> bool {
     let message = message.to_ascii_lowercase();

@@ -37,6 +37,8 @@ pub struct AppState {
     pub api_limiter: api::throttle::RateLimiter,
     /// Tells the mail worker that a message is waiting.
     pub mail: mail::MailWaker,
+    /// The programs list every signed-in page shows (see `web::access::ProgramsCache`).
+    pub programs: web::access::ProgramsCache,
 }
 
 pub struct Application {
@@ -87,6 +89,7 @@ impl Application {
             config: config.clone(),
             api_limiter: api::throttle::RateLimiter::per_minute(config.api_rate_per_minute),
             mail: mail.waker(),
+            programs: web::access::ProgramsCache::default(),
         });
         let store = web::session_store::PgSessionStore::new(pool.clone());
 

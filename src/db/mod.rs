@@ -2,13 +2,15 @@
 //! `DATABASE_URL` is configured.
 
 pub mod embedded;
+pub mod fixed;
 pub mod schema;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use diesel::connection::{Instrumentation, InstrumentationEvent};
 use diesel::pg::PgConnection;
-use diesel::r2d2::{ConnectionManager, Pool, PooledConnection};
+use diesel::r2d2::{ConnectionManager, ManageConnection, Pool, PooledConnection};
 use diesel::{Connection, RunQueryDsl};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
@@ -16,23 +18,84 @@ use crate::error::Error;
 
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 
-pub type DbPool = Pool<ConnectionManager<PgConnection>>;
-pub type DbConn = PooledConnection<ConnectionManager<PgConnection>>;
+pub type DbPool = Pool<Manager>;
+pub type DbConn = PooledConnection<Manager>;
 
 /// How long a request waits for a connection before the server answers 503. Short, so an
 /// outage gives a quick, clear answer rather than a hung browser.
 const CHECKOUT_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// A connection that answered a query this recently is handed out without a ping.
+const TRUSTED_FOR: Duration = Duration::from_secs(1);
+
 /// Builds the pool without connecting: the server starts answering (503) even while the
 /// database is away, and recovers by itself when it returns.
 pub fn build_pool(database_url: &str, max_size: u32) -> DbPool {
-    let manager = ConnectionManager::<PgConnection>::new(with_connect_timeout(database_url));
+    let manager = Manager(ConnectionManager::new(with_connect_timeout(database_url)));
     Pool::builder()
         .max_size(max_size.max(1))
         .min_idle(Some(1))
         .connection_timeout(CHECKOUT_TIMEOUT)
         .test_on_check_out(true)
         .build_unchecked(manager)
+}
+
+/// Diesel's connection manager, minus most pings.
+///
+/// Checking every connection out with a `SELECT 1` costs a round trip per checkout, and a
+/// page takes three (session, access, page). A connection that answered a query within
+/// the last second is handed out as it is; an idle one is pinged as before, so a database
+/// that restarted is noticed. A connection whose server went away while in use is dropped
+/// when it comes back to the pool (its request answered 503), never handed out again.
+#[derive(Debug)]
+pub struct Manager(ConnectionManager<PgConnection>);
+
+/// Per connection: when it last answered, and whether its server went away. Installed as
+/// the connection's instrumentation, which sees the outcome of every query.
+struct Liveness {
+    answered_at: Instant,
+    lost: bool,
+}
+
+impl Instrumentation for Liveness {
+    fn on_connection_event(&mut self, event: InstrumentationEvent<'_>) {
+        if let InstrumentationEvent::FinishQuery { error, .. } = event {
+            match error {
+                None => self.answered_at = Instant::now(),
+                Some(error) if crate::error::is_connection_lost(error) => self.lost = true,
+                Some(_) => {}
+            }
+        }
+    }
+}
+
+fn liveness(conn: &mut PgConnection) -> Option<&mut Liveness> {
+    conn.instrumentation().downcast_mut::<Liveness>()
+}
+
+impl ManageConnection for Manager {
+    type Connection = PgConnection;
+    type Error = diesel::r2d2::Error;
+
+    fn connect(&self) -> Result<PgConnection, Self::Error> {
+        let mut conn = self.0.connect()?;
+        conn.set_instrumentation(Liveness {
+            answered_at: Instant::now(),
+            lost: false,
+        });
+        Ok(conn)
+    }
+
+    fn is_valid(&self, conn: &mut PgConnection) -> Result<(), Self::Error> {
+        match liveness(conn) {
+            Some(live) if !live.lost && live.answered_at.elapsed() < TRUSTED_FOR => Ok(()),
+            _ => self.0.is_valid(conn),
+        }
+    }
+
+    fn has_broken(&self, conn: &mut PgConnection) -> bool {
+        liveness(conn).is_some_and(|live| live.lost) || self.0.has_broken(conn)
+    }
 }
 
 /// libpq waits forever for an unreachable host unless told otherwise.

@@ -7,6 +7,7 @@
 //! the audit event it implies, and the database constraints back up every check.
 
 mod erasure;
+mod fragments;
 mod input;
 pub mod listing;
 

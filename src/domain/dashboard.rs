@@ -8,12 +8,13 @@
 //! one path forgets it); kept by triggers instead, its per-program row would become a lock
 //! every concurrent customer insert queues on, and a deadlock partner for transactions that
 //! lock a referrer first. Live aggregates are always exact and need nothing from other
-//! code. What keeps them fast (migration `000003_dashboard_indexes`):
+//! code. What keeps them fast (migrations `000003_dashboard_indexes` and
+//! `000009_list_performance`):
 //!
 //! - every customer figure (active, referred, approved, new this week/month, referrals
 //!   this week/month) comes from ONE pass over the program's active customers with
-//!   `count(*) FILTER (...)`, which the covering index `customers_dashboard_idx
-//!   (program_id, status, created_at) INCLUDE (referrer_id, approved)` answers as an
+//!   `count(*) FILTER (...)`, which the covering index `customers_list_idx (program_id,
+//!   status, created_at DESC, id DESC) INCLUDE (referrer_id, approved)` answers as an
 //!   index-only scan of that program's entries alone;
 //! - the 90-day chart is a range scan of the same index (`created_at` within 90 days);
 //! - credits per unit: `balance_transactions_credits_idx (program_id, amount_units,

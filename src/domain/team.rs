@@ -220,6 +220,22 @@ pub fn find(conn: &mut PgConnection, id: i64) -> Result<Member, Error> {
         .first(conn)?)
 }
 
+/// A member, with a fingerprint of the whole `programs` table read in the same statement:
+/// it changes whenever any program does, so a signed-in request can reuse its cached
+/// program list without a second round trip and without ever showing a stale one.
+pub fn find_with_programs_fingerprint(conn: &mut PgConnection, id: i64) -> Result<(Member, String), Error> {
+    let (member, fingerprint): (Member, Option<String>) = team_members::table
+        .find(id)
+        .select((
+            Member::as_select(),
+            crate::db::fixed::fixed::<diesel::sql_types::Nullable<diesel::sql_types::Text>>(
+                "(SELECT md5(string_agg(programs::text, ',' ORDER BY programs.id)) FROM programs)",
+            ),
+        ))
+        .first(conn)?;
+    Ok((member, fingerprint.unwrap_or_default()))
+}
+
 pub fn any_members(conn: &mut PgConnection) -> Result<bool, Error> {
     Ok(diesel::select(diesel::dsl::exists(team_members::table.select(team_members::id))).get_result(conn)?)
 }

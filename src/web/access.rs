@@ -136,6 +136,36 @@ pub struct SignedIn {
     pub programs: Vec<Program>,
 }
 
+/// The list of programs, kept in memory between requests: every signed-in page needs it
+/// (switcher, current program) and it rarely changes. Each request reads the member
+/// together with a fingerprint of the programs table (one statement); the list is read
+/// again only when the fingerprint changed, so it is never stale.
+#[derive(Default)]
+pub struct ProgramsCache {
+    loaded: std::sync::RwLock<Option<(String, std::sync::Arc<Vec<Program>>)>>,
+}
+
+impl ProgramsCache {
+    /// The cached list, if it has this fingerprint.
+    pub fn get(&self, fingerprint: &str) -> Option<std::sync::Arc<Vec<Program>>> {
+        let loaded = self
+            .loaded
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        loaded
+            .as_ref()
+            .filter(|(cached, _)| cached == fingerprint)
+            .map(|(_, programs)| programs.clone())
+    }
+
+    pub fn store(&self, fingerprint: String, programs: std::sync::Arc<Vec<Program>>) {
+        *self
+            .loaded
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some((fingerprint, programs));
+    }
+}
+
 /// Session key holding the id of the program the member last switched to.
 pub const PROGRAM_ID_KEY: &str = "program_id";
 
@@ -179,12 +209,22 @@ pub async fn enforce(
         .app_data::<web::Data<AppState>>()
         .expect("AppState is registered")
         .clone();
-    let loaded = db::run(&state.pool, move |conn| {
-        let member = team::find(conn, member_id)?;
-        let programs = programs::list(conn)?;
-        Ok((member, programs))
-    })
-    .await;
+    let loaded = {
+        let state = state.clone();
+        db::run(&state.pool.clone(), move |conn| {
+            let (member, fingerprint) = team::find_with_programs_fingerprint(conn, member_id)?;
+            let programs = match state.programs.get(&fingerprint) {
+                Some(programs) => programs,
+                None => {
+                    let programs = std::sync::Arc::new(programs::list(conn)?);
+                    state.programs.store(fingerprint, programs.clone());
+                    programs
+                }
+            };
+            Ok((member, programs))
+        })
+        .await
+    };
     let (member, programs) = match loaded {
         Ok(found) => found,
         Err(Error::NotFound) => {
@@ -211,7 +251,7 @@ pub async fn enforce(
     req.extensions_mut().insert(SignedIn {
         member,
         program,
-        programs,
+        programs: programs.as_ref().clone(),
     });
     next.call(req).await.map(ServiceResponse::map_into_left_body)
 }

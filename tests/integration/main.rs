@@ -14,7 +14,7 @@ mod browser;
 mod customers;
 mod invites;
 mod ledger;
-mod lists;
+mod performance;
 mod reliability;
 mod security;
 
@@ -31,7 +31,7 @@ fn main() {
     trials.extend(api::tests());
     trials.extend(browser::tests());
     trials.extend(reliability::tests());
-    trials.extend(lists::tests());
+    trials.extend(performance::tests());
     let conclusion = libtest_mimic::run(&args, trials);
     browser::finish();
     database.finish();

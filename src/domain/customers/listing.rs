@@ -10,6 +10,7 @@ use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel::sql_types::{Bool, Text};
 
+use super::fragments;
 use super::Customer;
 use crate::db::schema::customers;
 use crate::error::Error;
@@ -147,13 +148,6 @@ impl SortDirection {
             SortDirection::Desc => SortDirection::Asc,
         }
     }
-
-    fn sql(self) -> &'static str {
-        match self {
-            SortDirection::Asc => "ASC",
-            SortDirection::Desc => "DESC",
-        }
-    }
 }
 
 /// What the list shows. Parsed leniently at the edge: an unknown value is the default.
@@ -174,6 +168,71 @@ pub struct CustomerFilter {
 
 /// The expression the name trigram index is built on; search and sort use it verbatim.
 const NAME_EXPRESSION: &str = "lower(coalesce(customers.name, '') || ' ' || coalesce(customers.surname, ''))";
+
+/// Names whose characters are all ASCII letters, spaces, `'` and `-` are "plain"; the
+/// partial index `customers_unusual_name_idx` lists the others. Must agree with it.
+const UNUSUAL_NAME: &str =
+    "(coalesce(customers.name, '') || coalesce(customers.surname, '')) ~ '[^A-Za-z ''-]'";
+fn is_plain_name_char(c: char) -> bool {
+    c.is_ascii_alphabetic() || matches!(c, ' ' | '\'' | '-')
+}
+
+/// Ids of ASCII letters, digits, `_` and `-` are "plain"; `customers_unusual_id_idx`
+/// lists the others. Must agree with it.
+const UNUSUAL_ID: &str = "customers.external_id ~ '[^A-Za-z0-9_-]'";
+fn is_plain_id_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '_' | '-')
+}
+
+/// `term` with `%`, `_` and `\` taken literally.
+fn escape_like(term: &str) -> String {
+    let pattern = contains_pattern(term);
+    pattern[1..pattern.len() - 1].to_string()
+}
+
+/// How the search can find `term`, one arm per place it can be in. Reading a trigram
+/// index costs milliseconds at a million rows, so every arm that cannot match is left
+/// out and cheaper indexes are used where the term's shape allows — always with the same
+/// results as matching every field:
+/// - keys only hold letters, digits, `-` and `_` (a CHECK constraint);
+/// - emails hold no spaces and exactly one `@` (every email is validated before it is
+///   stored), so a term with an `@` inside is found by the email's local part (reversed,
+///   a prefix in a btree) and domain, and a term with two `@` in no email at all;
+/// - a term with a character that plain names (or ids) never hold can only be in the few
+///   rows a partial index lists (the planner still takes the trigram index when those
+///   are many).
+pub fn search_arms(term: &str) -> Vec<fragments::SearchArm> {
+    use fragments::SearchArm::{Contains, ContainsWhere, EmailAround};
+    let mut arms = Vec::with_capacity(4);
+    if !term.chars().any(char::is_whitespace) {
+        match term.split_once('@') {
+            Some((local, domain)) if !local.is_empty() && !domain.contains('@') => arms.push(EmailAround {
+                local_reversed: format!("{}%", escape_like(&local.chars().rev().collect::<String>())),
+                domain: format!("{}%", escape_like(domain)),
+            }),
+            Some((_, domain)) if domain.contains('@') => {}
+            _ => arms.push(Contains("lower(customers.email)")),
+        }
+    }
+    if term.len() <= 64
+        && term
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        arms.push(Contains("lower(customers.key)"));
+    }
+    if term.chars().all(is_plain_id_char) {
+        arms.push(Contains("lower(customers.external_id)"));
+    } else {
+        arms.push(ContainsWhere(UNUSUAL_ID, "lower(customers.external_id)"));
+    }
+    if term.chars().all(is_plain_name_char) {
+        arms.push(Contains(NAME_EXPRESSION));
+    } else {
+        arms.push(ContainsWhere(UNUSUAL_NAME, NAME_EXPRESSION));
+    }
+    arms
+}
 
 /// The longest search term used; longer input is cut (nobody types more to find someone).
 const MAX_SEARCH_CHARS: usize = 200;
@@ -221,18 +280,10 @@ fn filtered(program_id: i64, filter: &CustomerFilter) -> BoxedCustomers<'static>
     if let Some(term) = filter.search.as_deref().and_then(normalize_search) {
         // Each arm is served by its own trigram index (a BitmapOr), and every arm spells
         // out the indexed expression exactly.
-        let pattern = contains_pattern(&term);
-        query = query.filter(
-            sql::<Bool>("(lower(customers.email) LIKE lower(")
-                .bind::<Text, _>(pattern.clone())
-                .sql(") OR lower(customers.key) LIKE lower(")
-                .bind::<Text, _>(pattern.clone())
-                .sql(") OR lower(customers.external_id) LIKE lower(")
-                .bind::<Text, _>(pattern.clone())
-                .sql(&format!(") OR {NAME_EXPRESSION} LIKE lower("))
-                .bind::<Text, _>(pattern)
-                .sql("))"),
-        );
+        query = query.filter(fragments::SearchMatch {
+            arms: search_arms(&term),
+            pattern: contains_pattern(&term),
+        });
     }
     query = match filter.refer_status {
         Some(ReferStatus::Referred) => query.filter(customers::referrer_id.is_not_null()),
@@ -441,23 +492,50 @@ pub fn tallied_total(
         .unwrap_or(0))
 }
 
-/// The number of customers the filter matches: exact from the tallies when only status
-/// and refer status narrow the list, counted when there are at most [`COUNT_LIMIT`], and
-/// estimated beyond that.
-pub fn total(conn: &mut PgConnection, program_id: i64, filter: &CustomerFilter) -> Result<Total, Error> {
-    if is_tallied(filter) {
-        return tallied_total(conn, program_id, filter.status, filter.refer_status).map(Total::Exact);
+/// What a filter matches: how many and, when they were few enough to be counted one by
+/// one, which ones (internal ids) — pages then sort just those instead of searching again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Matches {
+    pub total: Total,
+    ids: Option<Vec<i64>>,
+}
+
+impl Matches {
+    /// `total` customers, not known one by one.
+    pub fn counted(total: Total) -> Matches {
+        Matches { total, ids: None }
     }
-    let counted = filtered(program_id, filter)
-        .select(customers::id)
-        .limit(COUNT_LIMIT + 1)
-        .load::<i64>(conn)?
-        .len() as i64;
-    if counted <= COUNT_LIMIT {
-        return Ok(Total::Exact(counted));
+}
+
+/// The customers the filter matches: exactly from the tallies when only status and refer
+/// status narrow the list; one by one when there are at most [`COUNT_LIMIT`]; estimated
+/// beyond that.
+pub fn matches(conn: &mut PgConnection, program_id: i64, filter: &CustomerFilter) -> Result<Matches, Error> {
+    if is_tallied(filter) {
+        let total = tallied_total(conn, program_id, filter.status, filter.refer_status)?;
+        return Ok(Matches::counted(Total::Exact(total)));
+    }
+    let ids = fragments::Limited {
+        query: filtered(program_id, filter).select(customers::id),
+        limit: COUNT_LIMIT + 1,
+        offset: 0,
+    }
+    .load::<i64>(conn)?;
+    if ids.len() as i64 <= COUNT_LIMIT {
+        return Ok(Matches {
+            total: Total::Exact(ids.len() as i64),
+            ids: Some(ids),
+        });
     }
     let estimate = estimated_rows(conn, filtered(program_id, filter).select(customers::id))?;
-    Ok(Total::About(round_estimate(estimate.max(COUNT_LIMIT + 1))))
+    Ok(Matches::counted(Total::About(round_estimate(
+        estimate.max(COUNT_LIMIT + 1),
+    ))))
+}
+
+/// The number of customers the filter matches (see [`matches`]).
+pub fn total(conn: &mut PgConnection, program_id: i64, filter: &CustomerFilter) -> Result<Total, Error> {
+    Ok(matches(conn, program_id, filter)?.total)
 }
 
 /// The exact number of matches, however many (for the rare page past the end of an
@@ -524,33 +602,27 @@ pub enum Position {
     Before { id: i64, skip: i64 },
 }
 
-/// `ORDER BY` for the filter's sort, or its reverse.
-fn order_by(filter: &CustomerFilter, reverse: bool) -> String {
+/// `ORDER BY` for the filter's sort, or its reverse (fixed text: see `fragments`).
+fn order_by(filter: &CustomerFilter, reverse: bool) -> &'static str {
     let direction = if reverse {
         filter.direction.reversed()
     } else {
         filter.direction
+    };
+    match (filter.sort, direction) {
+        (SortColumn::Created, SortDirection::Asc) => "customers.created_at ASC, customers.id ASC",
+        (SortColumn::Created, SortDirection::Desc) => "customers.created_at DESC, customers.id DESC",
+        (SortColumn::Email, SortDirection::Asc) => "lower(customers.email) ASC, customers.id ASC",
+        (SortColumn::Email, SortDirection::Desc) => "lower(customers.email) DESC, customers.id DESC",
+        (SortColumn::Name, SortDirection::Asc) => {
+            "lower(coalesce(customers.name, '') || ' ' || coalesce(customers.surname, '')) ASC, customers.id ASC"
+        }
+        (SortColumn::Name, SortDirection::Desc) => {
+            "lower(coalesce(customers.name, '') || ' ' || coalesce(customers.surname, '')) DESC, customers.id DESC"
+        }
+        (SortColumn::Referrals, SortDirection::Asc) => "customers.referrals_count ASC, customers.id ASC",
+        (SortColumn::Referrals, SortDirection::Desc) => "customers.referrals_count DESC, customers.id DESC",
     }
-    .sql();
-    format!(
-        "{} {direction}, customers.id {direction}",
-        filter.sort.expression()
-    )
-}
-
-/// One page of the filtered list; `per_page` is clamped to 1..=250. The page is found
-/// with a deferred join: the positions are read from an index alone (a covering one for
-/// the usual sorts), then only the rows shown are fetched. Past the end: empty.
-pub fn page(
-    conn: &mut PgConnection,
-    program_id: i64,
-    filter: &CustomerFilter,
-    position: Position,
-    per_page: i64,
-    total: Total,
-) -> Result<Vec<CustomerRow>, Error> {
-    let rows = page_customers(conn, program_id, filter, position, per_page, total)?;
-    with_referrers(conn, rows)
 }
 
 /// [`page`] without the referrers.
@@ -560,16 +632,108 @@ pub fn page_customers(
     filter: &CustomerFilter,
     position: Position,
     per_page: i64,
-    total: Total,
+    matches: &Matches,
 ) -> Result<Vec<Customer>, Error> {
+    let (positions, reverse) = positions(conn, program_id, filter, position, per_page, matches)?;
+    let ids: Vec<i64> = positions.iter().map(|(id, _)| *id).collect();
+    let mut rows = load_in_order(conn, &ids)?;
+    if reverse {
+        rows.reverse();
+    }
+    Ok(rows)
+}
+
+/// One page of the filtered list, with each customer's referrer; `per_page` is clamped to
+/// 1..=250; past the end: empty. A deferred join in two prepared statements: the page's
+/// positions (internal ids and referrer ids) are read from an index alone where a covering
+/// one serves the sort, then the rows of the customers and their referrers at once.
+pub fn page(
+    conn: &mut PgConnection,
+    program_id: i64,
+    filter: &CustomerFilter,
+    position: Position,
+    per_page: i64,
+    matches: &Matches,
+) -> Result<Vec<CustomerRow>, Error> {
+    let (positions, reverse) = positions(conn, program_id, filter, position, per_page, matches)?;
+    let mut wanted: Vec<i64> = positions
+        .iter()
+        .flat_map(|(id, referrer)| std::iter::once(*id).chain(*referrer))
+        .collect();
+    wanted.sort_unstable();
+    wanted.dedup();
+    let mut loaded: HashMap<i64, Customer> = load_rows(conn, &wanted)?
+        .into_iter()
+        .map(|customer| (customer.id, customer))
+        .collect();
+    let summary = |customer: &Customer| ReferrerSummary {
+        id: customer.id,
+        key: customer.key.clone(),
+        external_id: customer.external_id.clone(),
+        email: customer.email.clone(),
+        name: customer.name.clone(),
+        surname: customer.surname.clone(),
+    };
+    let referrers: HashMap<i64, ReferrerSummary> = positions
+        .iter()
+        .filter_map(|(_, referrer)| *referrer)
+        .filter_map(|id| loaded.get(&id).map(|customer| (id, summary(customer))))
+        .collect();
+    let mut rows: Vec<CustomerRow> = positions
+        .iter()
+        .filter_map(|(id, _)| loaded.remove(id))
+        .map(|customer| CustomerRow {
+            referrer: customer.referrer_id.and_then(|id| referrers.get(&id).cloned()),
+            customer,
+        })
+        .collect();
+    if reverse {
+        rows.reverse();
+    }
+    Ok(rows)
+}
+
+fn load_rows(conn: &mut PgConnection, ids: &[i64]) -> Result<Vec<Customer>, Error> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(customers::table
+        .filter(customers::id.eq_any(ids))
+        .select(Customer::as_select())
+        .load(conn)?)
+}
+
+/// The customers with these internal ids, in this order.
+fn load_in_order(conn: &mut PgConnection, ids: &[i64]) -> Result<Vec<Customer>, Error> {
+    let mut loaded: HashMap<i64, Customer> = load_rows(conn, ids)?
+        .into_iter()
+        .map(|customer| (customer.id, customer))
+        .collect();
+    Ok(ids.iter().filter_map(|id| loaded.remove(id)).collect())
+}
+
+/// A page's customers as (id, referrer id), and whether they were read from the far end.
+type PagePositions = (Vec<(i64, Option<i64>)>, bool);
+
+/// Which customers are on the page, in the order read (reversed when `true` is returned:
+/// the page was read from its far end), with each one's referrer. Read from the index
+/// alone where a covering index serves the sort (a deferred join: the rows follow).
+fn positions(
+    conn: &mut PgConnection,
+    program_id: i64,
+    filter: &CustomerFilter,
+    position: Position,
+    per_page: i64,
+    matches: &Matches,
+) -> Result<PagePositions, Error> {
     let per_page = per_page.clamp(1, MAX_PER_PAGE);
     let (reverse, offset, limit, cursor) = match position {
         Position::Page(page) => {
             let offset = (page.max(1) - 1).saturating_mul(per_page);
-            match total {
+            match matches.total {
                 // In the second half of an exactly counted list, counting from the end
                 // reads fewer index entries (the last page reads a single page's worth).
-                Total::Exact(total) if offset >= total => return Ok(Vec::new()),
+                Total::Exact(total) if offset >= total => return Ok((Vec::new(), false)),
                 Total::Exact(total) if offset > total / 2 => {
                     let end = offset.saturating_add(per_page).min(total);
                     (true, total - end, end - offset, None)
@@ -580,41 +744,33 @@ pub fn page_customers(
         Position::After { id, skip } => (false, skip.max(0), per_page, Some(id)),
         Position::Before { id, skip } => (true, skip.max(0), per_page, Some(id)),
     };
-    let mut positions = filtered(program_id, filter)
-        .select(customers::id)
-        .order(sql::<Text>(&order_by(filter, reverse)))
-        .limit(limit)
-        .offset(offset);
-    if let Some(id) = cursor {
+    // Few matches, known one by one: sort just those. (Left to itself, PostgreSQL may walk
+    // the list's index in order hoping to meet 15 matches soon, and read every row.)
+    let rows = match &matches.ids {
+        Some(ids) => customers::table
+            .filter(customers::id.eq_any(ids.clone()))
+            .into_boxed(),
+        None => filtered(program_id, filter),
+    };
+    let mut query = rows
+        .select((customers::id, customers::referrer_id))
+        .order(fragments::fixed::<Text>(order_by(filter, reverse)));
+    if let Some(customer_id) = cursor {
         if !supports_keyset(filter.sort) {
             return Err(Error::BadRequest(
                 "This sort cannot continue from a customer.".into(),
             ));
         }
         // The row comparison follows the ORDER BY: "after" in a descending list is "less".
-        let ascending = (filter.direction == SortDirection::Asc) != reverse;
-        let expression = filter.sort.expression();
-        positions = positions.filter(
-            sql::<Bool>(&format!(
-                "({expression}, customers.id) {} (SELECT {expression}, customers.id FROM customers \
-                 WHERE customers.id = ",
-                if ascending { ">" } else { "<" }
-            ))
-            .bind::<diesel::sql_types::BigInt, _>(id)
-            .sql(" AND customers.program_id = ")
-            .bind::<diesel::sql_types::BigInt, _>(program_id)
-            .sql(")"),
-        );
+        query = query.filter(fragments::Continue {
+            expression: filter.sort.expression(),
+            greater: (filter.direction == SortDirection::Asc) != reverse,
+            customer_id,
+            program_id,
+        });
     }
-    let mut rows = customers::table
-        .filter(customers::id.eq_any(positions))
-        .order(sql::<Text>(&order_by(filter, reverse)))
-        .select(Customer::as_select())
-        .load(conn)?;
-    if reverse {
-        rows.reverse();
-    }
-    Ok(rows)
+    let positions = fragments::Limited { query, limit, offset }.load::<(i64, Option<i64>)>(conn)?;
+    Ok((positions, reverse))
 }
 
 /// One page of the filtered list by number (without referrers), with the number of
@@ -627,15 +783,16 @@ pub fn list(
     page_number: i64,
     per_page: i64,
 ) -> Result<(Vec<Customer>, Total), Error> {
-    let total = total(conn, program_id, filter)?;
+    let matches = matches(conn, program_id, filter)?;
     let rows = page_customers(
         conn,
         program_id,
         filter,
         Position::Page(page_number),
         per_page,
-        total,
+        &matches,
     )?;
+    let total = matches.total;
     Ok((rows, total))
 }
 
@@ -666,17 +823,19 @@ pub fn export_batch(
         query = query.order(customers::id.asc());
     } else {
         if let Some(after) = after {
-            query = query.filter(
-                sql::<Bool>("(customers.created_at, customers.id) > (")
-                    .bind::<diesel::sql_types::Timestamptz, _>(after.created_at)
-                    .sql(", ")
-                    .bind::<diesel::sql_types::BigInt, _>(after.id)
-                    .sql(")"),
-            );
+            query = query.filter(fragments::CreatedAfter {
+                created_at: after.created_at,
+                id: after.id,
+            });
         }
         query = query.order((customers::created_at.asc(), customers::id.asc()));
     }
-    let rows = query.limit(limit).select(Customer::as_select()).load(conn)?;
+    let rows = fragments::Limited {
+        query: query.select(Customer::as_select()),
+        limit,
+        offset: 0,
+    }
+    .load(conn)?;
     with_referrers(conn, rows)
 }
 
@@ -709,6 +868,50 @@ mod tests {
     fn like_wildcards_in_search_terms_are_literal() {
         assert_eq!(contains_pattern("50%_off\\"), "%50\\%\\_off\\\\%");
         assert_eq!(contains_pattern("@acme"), "%@acme%");
+    }
+
+    #[test]
+    fn search_arms_follow_the_shape_of_the_term() {
+        use fragments::SearchArm::{Contains, ContainsWhere, EmailAround};
+        assert_eq!(
+            search_arms("ada"),
+            vec![
+                Contains("lower(customers.email)"),
+                Contains("lower(customers.key)"),
+                Contains("lower(customers.external_id)"),
+                Contains(NAME_EXPRESSION),
+            ]
+        );
+        // A whole address: the email by its parts; ids and names only if unusual.
+        assert_eq!(
+            search_arms("Ada_1@acme.io"),
+            vec![
+                EmailAround {
+                    local_reversed: "1\\_adA%".into(),
+                    domain: "acme.io%".into()
+                },
+                ContainsWhere(UNUSUAL_ID, "lower(customers.external_id)"),
+                ContainsWhere(UNUSUAL_NAME, NAME_EXPRESSION),
+            ]
+        );
+        // "@acme": any local part, so the trigram index; two @: no email at all.
+        assert_eq!(search_arms("@acme")[0], Contains("lower(customers.email)"));
+        assert!(!search_arms("a@b@c")
+            .iter()
+            .any(|arm| matches!(arm, EmailAround { .. })));
+        assert_eq!(search_arms("a@b@c").len(), 2);
+        // Spaces: never in an email, key or plain id.
+        assert_eq!(
+            search_arms("ada love"),
+            vec![
+                ContainsWhere(UNUSUAL_ID, "lower(customers.external_id)"),
+                Contains(NAME_EXPRESSION)
+            ]
+        );
+        assert_eq!(
+            search_arms("Zoë")[2],
+            ContainsWhere(UNUSUAL_NAME, NAME_EXPRESSION)
+        );
     }
 
     #[test]

@@ -4,11 +4,12 @@ use actix_web::{web, HttpResponse};
 use askama::Template;
 use chrono::NaiveDate;
 
-use crate::db;
 use diesel::PgConnection;
 
+use crate::db;
+use crate::domain::customers::listing::{self, Matches};
 use crate::domain::customers::{
-    self, CustomerFilter, CustomerRow, Position, ReferStatus, SortColumn, SortDirection, StatusFilter, Total,
+    CustomerFilter, CustomerRow, Position, ReferStatus, SortColumn, SortDirection, StatusFilter, Total,
 };
 use crate::error::Error;
 use crate::web::context::Page;
@@ -52,7 +53,7 @@ impl Cursor {
     /// Where page `wanted` starts, continuing from this cursor — when the cursor fits that
     /// page and the sort can be continued at all.
     pub fn position(self, wanted: i64, per_page: i64, sort: SortColumn) -> Option<Position> {
-        if !customers::listing::supports_keyset(sort) {
+        if !listing::supports_keyset(sort) {
             return None;
         }
         match self {
@@ -237,35 +238,38 @@ struct Found {
 /// page past the end of an estimated list (a hand-edited address) is the real last page.
 fn find_page(conn: &mut PgConnection, program_id: i64, params: &ListParams) -> Result<Found, Error> {
     let (filter, wanted, per_page) = (&params.filter, params.page, params.per_page);
-    let total = customers::listing::total(conn, program_id, filter)?;
+    let matches = listing::matches(conn, program_id, filter)?;
+    let total = matches.total;
     let last = ((total.value() + per_page - 1) / per_page).max(1);
-    let cursor = params
-        .cursor
-        .and_then(|cursor| cursor.position(wanted, per_page, filter.sort));
-    if let Some(position) = cursor {
-        let rows = customers::listing::page(conn, program_id, filter, position, per_page, total)?;
-        if !rows.is_empty() {
-            let shown = if total.is_exact() {
-                wanted.min(last)
-            } else {
-                wanted
-            };
-            return Ok(Found { rows, total, shown });
-        }
-    }
     let shown = if total.is_exact() {
         wanted.min(last)
     } else {
         wanted
     };
-    let rows = customers::listing::page(conn, program_id, filter, Position::Page(shown), per_page, total)?;
+    let cursor = params
+        .cursor
+        .and_then(|cursor| cursor.position(wanted, per_page, filter.sort));
+    if let Some(position) = cursor {
+        let rows = listing::page(conn, program_id, filter, position, per_page, &matches)?;
+        if !rows.is_empty() {
+            return Ok(Found { rows, total, shown });
+        }
+    }
+    let rows = listing::page(
+        conn,
+        program_id,
+        filter,
+        Position::Page(shown),
+        per_page,
+        &matches,
+    )?;
     if rows.is_empty() && shown > 1 && !total.is_exact() {
-        let exact = Total::Exact(customers::listing::exact_total(conn, program_id, filter)?);
-        let last = ((exact.value() + per_page - 1) / per_page).max(1);
-        let rows = customers::listing::page(conn, program_id, filter, Position::Page(last), per_page, exact)?;
+        let exact = Matches::counted(Total::Exact(listing::exact_total(conn, program_id, filter)?));
+        let last = ((exact.total.value() + per_page - 1) / per_page).max(1);
+        let rows = listing::page(conn, program_id, filter, Position::Page(last), per_page, &exact)?;
         return Ok(Found {
             rows,
-            total: exact,
+            total: exact.total,
             shown: last,
         });
     }
@@ -307,7 +311,7 @@ pub async fn index(
             found.rows.len() as i64,
         ),
     };
-    if customers::listing::supports_keyset(params.filter.sort) {
+    if listing::supports_keyset(params.filter.sort) {
         if let (Some(first), Some(last)) = (found.rows.first(), found.rows.last()) {
             pager = pager.with_cursors(first.customer.id, last.customer.id);
         }

@@ -1,0 +1,216 @@
+//! SQL pieces of the customer list that Diesel's DSL cannot spell, written so that the
+//! statements stay *prepared*.
+//!
+//! `diesel::dsl::sql` marks a whole statement as not cacheable, so PostgreSQL would parse
+//! and plan it on every page view — with fifteen indexes on `customers`, planning cost more
+//! than running the query. These fragments push fixed SQL text (the ORDER BY and search
+//! expressions of this module's callers, never input) and bind every value, so Diesel
+//! keeps one prepared statement per distinct SQL text and PostgreSQL can reuse its plan.
+//! Their `QueryId` is not static: Diesel then caches them by their SQL text. (See also
+//! `db::fixed`.)
+
+pub use crate::db::fixed::fixed;
+
+use diesel::expression::{is_aggregate, AppearsOnTable, Expression, SelectableExpression, ValidGrouping};
+use diesel::pg::Pg;
+use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
+use diesel::sql_types::{BigInt, Bool, Text};
+use diesel::{PgConnection, QueryResult, RunQueryDsl};
+
+/// One way a search term can match a customer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SearchArm {
+    /// `expression LIKE lower(pattern)`, served by the expression's trigram index.
+    Contains(&'static str),
+    /// `(guard AND expression LIKE lower(pattern))`: the term holds a character that only
+    /// the rows passing `guard` can hold, and a partial index lists exactly those rows.
+    ContainsWhere(&'static str, &'static str),
+    /// An email holding `local@domain`: its local part ends with `local` and its domain
+    /// starts with `domain` (stored emails have exactly one `@`). The patterns are the
+    /// reversed, escaped local part and the escaped domain, each followed by `%`.
+    EmailAround { local_reversed: String, domain: String },
+}
+
+/// `(arm OR arm …)`: the search, each arm served by an index of its own.
+#[derive(Debug, Clone)]
+pub struct SearchMatch {
+    pub arms: Vec<SearchArm>,
+    /// `%term%`, escaped.
+    pub pattern: String,
+}
+
+impl QueryId for SearchMatch {
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl Expression for SearchMatch {
+    type SqlType = Bool;
+}
+
+impl<QS> AppearsOnTable<QS> for SearchMatch {}
+
+impl<QS> SelectableExpression<QS> for SearchMatch {}
+
+impl<GB> ValidGrouping<GB> for SearchMatch {
+    type IsAggregate = is_aggregate::Never;
+}
+
+impl QueryFragment<Pg> for SearchMatch {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        if self.arms.is_empty() {
+            out.push_sql("FALSE");
+            return Ok(());
+        }
+        out.push_sql("(");
+        for (index, arm) in self.arms.iter().enumerate() {
+            if index > 0 {
+                out.push_sql(" OR ");
+            }
+            match arm {
+                SearchArm::Contains(expression) => {
+                    out.push_sql(expression);
+                    out.push_sql(" LIKE lower(");
+                    out.push_bind_param::<Text, String>(&self.pattern)?;
+                    out.push_sql(")");
+                }
+                SearchArm::ContainsWhere(guard, expression) => {
+                    out.push_sql("(");
+                    out.push_sql(guard);
+                    out.push_sql(" AND ");
+                    out.push_sql(expression);
+                    out.push_sql(" LIKE lower(");
+                    out.push_bind_param::<Text, String>(&self.pattern)?;
+                    out.push_sql("))");
+                }
+                SearchArm::EmailAround {
+                    local_reversed,
+                    domain,
+                } => {
+                    out.push_sql("(reverse(split_part(lower(customers.email), '@', 1)) LIKE lower(");
+                    out.push_bind_param::<Text, String>(local_reversed)?;
+                    out.push_sql(") AND split_part(lower(customers.email), '@', 2) LIKE lower(");
+                    out.push_bind_param::<Text, String>(domain)?;
+                    out.push_sql("))");
+                }
+            }
+        }
+        out.push_sql(")");
+        Ok(())
+    }
+}
+
+/// `(expression, customers.id) > (the same of customer $1 of program $2)` (or `<`): the
+/// rows after a given customer in the list's order (keyset pagination).
+#[derive(Debug, Clone, Copy)]
+pub struct Continue {
+    pub expression: &'static str,
+    pub greater: bool,
+    pub customer_id: i64,
+    pub program_id: i64,
+}
+
+impl QueryId for Continue {
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl Expression for Continue {
+    type SqlType = Bool;
+}
+
+impl<QS> AppearsOnTable<QS> for Continue {}
+
+impl<QS> SelectableExpression<QS> for Continue {}
+
+impl<GB> ValidGrouping<GB> for Continue {
+    type IsAggregate = is_aggregate::Never;
+}
+
+impl QueryFragment<Pg> for Continue {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql("(");
+        out.push_sql(self.expression);
+        out.push_sql(", customers.id) ");
+        out.push_sql(if self.greater { ">" } else { "<" });
+        out.push_sql(" (SELECT ");
+        out.push_sql(self.expression);
+        out.push_sql(", customers.id FROM customers WHERE customers.id = ");
+        out.push_bind_param::<BigInt, i64>(&self.customer_id)?;
+        out.push_sql(" AND customers.program_id = ");
+        out.push_bind_param::<BigInt, i64>(&self.program_id)?;
+        out.push_sql(")");
+        Ok(())
+    }
+}
+
+/// A query with `LIMIT n` written into its text (and `OFFSET $n` only when there is one).
+///
+/// With the limit as a parameter PostgreSQL cannot know how few rows are wanted, so a
+/// reusable ("generic") plan of the statement looks expensive and it plans every
+/// execution anew. The limit takes few values (the page sizes), so a literal costs few
+/// prepared statements.
+#[derive(Debug, Clone)]
+pub struct Limited<Q> {
+    pub query: Q,
+    pub limit: i64,
+    pub offset: i64,
+}
+
+impl<Q> QueryId for Limited<Q> {
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl<Q: Query> Query for Limited<Q> {
+    type SqlType = Q::SqlType;
+}
+
+impl<Q> RunQueryDsl<PgConnection> for Limited<Q> {}
+
+impl<Q: QueryFragment<Pg>> QueryFragment<Pg> for Limited<Q> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        self.query.walk_ast(out.reborrow())?;
+        out.push_sql(&format!(" LIMIT {}", self.limit.max(0)));
+        if self.offset > 0 {
+            out.push_sql(" OFFSET ");
+            out.push_bind_param::<BigInt, i64>(&self.offset)?;
+        }
+        Ok(())
+    }
+}
+
+/// `(customers.created_at, customers.id) > ($1, $2)`: the export's next batch.
+#[derive(Debug, Clone, Copy)]
+pub struct CreatedAfter {
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub id: i64,
+}
+
+impl QueryId for CreatedAfter {
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl Expression for CreatedAfter {
+    type SqlType = Bool;
+}
+
+impl<QS> AppearsOnTable<QS> for CreatedAfter {}
+
+impl<QS> SelectableExpression<QS> for CreatedAfter {}
+
+impl<GB> ValidGrouping<GB> for CreatedAfter {
+    type IsAggregate = is_aggregate::Never;
+}
+
+impl QueryFragment<Pg> for CreatedAfter {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql("(customers.created_at, customers.id) > (");
+        out.push_bind_param::<diesel::sql_types::Timestamptz, _>(&self.created_at)?;
+        out.push_sql(", ");
+        out.push_bind_param::<BigInt, i64>(&self.id)?;
+        out.push_sql(")");
+        Ok(())
+    }
+}
