@@ -39,6 +39,8 @@ pub struct AppState {
     pub mail: mail::MailWaker,
     /// The programs list every signed-in page shows (see `web::access::ProgramsCache`).
     pub programs: web::access::ProgramsCache,
+    /// Where deep pages of the customer list start (see `listing::PageMarks`).
+    pub page_marks: std::sync::Arc<domain::customers::listing::PageMarks>,
 }
 
 pub struct Application {
@@ -90,6 +92,7 @@ impl Application {
             api_limiter: api::throttle::RateLimiter::per_minute(config.api_rate_per_minute),
             mail: mail.waker(),
             programs: web::access::ProgramsCache::default(),
+            page_marks: Default::default(),
         });
         let store = web::session_store::PgSessionStore::new(pool.clone());
 

@@ -77,9 +77,10 @@ pub async fn list(
     };
     let public_url = state.config.public_url.clone();
     let (limit, page) = (paging.limit, paging.page);
+    let marks = state.page_marks.clone();
     let (items, total) = db::run(&state.pool, move |conn| {
         // The API's filters are all tallied: the total is exact.
-        let (rows, total) = listing::list(conn, client.program.id, &filter, page, limit)?;
+        let (rows, total) = listing::list(conn, &marks, client.program.id, &filter, page, limit)?;
         Ok((
             render_customers(conn, &client.program, &public_url, &rows)?,
             total.value(),

@@ -56,6 +56,7 @@ diesel::table! {
         referred -> Bool,
         slot -> Int2,
         customers -> Int8,
+        changes -> Int8,
     }
 }
 

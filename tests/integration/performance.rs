@@ -21,6 +21,7 @@ pub fn tests() -> Vec<libtest_mimic::Trial> {
         large_searches_show_an_estimate_and_say_so,
         far_page_links_continue_from_the_rows_shown,
         deep_pages_by_number_match_the_keyset_pages,
+        deep_page_numbers_from_marks_follow_every_change,
         estimated_list_past_its_end_shows_the_real_last_page,
         programs_changed_in_the_database_show_at_once,
         a_connection_whose_server_went_away_is_not_handed_out_again,
@@ -315,10 +316,136 @@ async fn deep_pages_by_number_match_the_keyset_pages() {
     // The API's list pages the same way, with an exact total.
     let program = programs::find_by_slug(&mut app.conn(), "default").unwrap();
     let mut conn = app.conn();
-    let (rows, total) = listing::list(&mut conn, program.id, &CustomerFilter::default(), 21, 50).unwrap();
+    let marks = listing::PageMarks::default();
+    let (rows, total) =
+        listing::list(&mut conn, &marks, program.id, &CustomerFilter::default(), 21, 50).unwrap();
     assert_eq!(total, listing::Total::Exact(1_010));
     assert_eq!(rows.len(), 10);
     assert_eq!(rows[0].key, "d0009");
+}
+
+/// Keys of the active customers at `offset..offset + limit` of the list by creation date
+/// (newest first, or oldest first), straight from SQL: what a page must show.
+fn keys_at(app: &TestApp, offset: i64, limit: i64, newest_first: bool) -> Vec<String> {
+    let query = customers::table
+        .filter(customers::program_id.eq(program_id(app)))
+        .filter(customers::status.eq("active"))
+        .select(customers::key)
+        .offset(offset)
+        .limit(limit);
+    let mut conn = app.conn();
+    if newest_first {
+        query
+            .order((customers::created_at.desc(), customers::id.desc()))
+            .load(&mut conn)
+    } else {
+        query
+            .order((customers::created_at.asc(), customers::id.asc()))
+            .load(&mut conn)
+    }
+    .unwrap()
+}
+
+async fn deep_page_numbers_from_marks_follow_every_change() {
+    let app = TestApp::spawn().await;
+    app.login_as(Role::Admin).await;
+    let token = referdesk::domain::tokens::create(
+        &mut app.conn(),
+        program_id(&app),
+        "marks",
+        &referdesk::domain::Actor::system(),
+    )
+    .unwrap()
+    .1;
+    bulk_insert(&app, "m", "marks.test", 2_600);
+    // Page 26 of 50 starts right after the fifth mark: the customer at place 1,250.
+    {
+        let mut conn = app.conn();
+        let (program, filter) = (program_id(&app), CustomerFilter::default());
+        let marks = listing::PageMarks::default();
+        let matches = listing::matches(&mut conn, program, &filter).unwrap();
+        let fifth: i64 = customers::table
+            .filter(customers::key.eq(&keys_at(&app, 5 * listing::MARK_EVERY - 1, 1, true)[0]))
+            .select(customers::id)
+            .first(&mut conn)
+            .unwrap();
+        let position = marks
+            .position(&mut conn, program, &filter, 26, 50, &matches)
+            .unwrap();
+        assert_eq!(position, listing::Position::After { id: fifth, skip: 0 });
+        let position = marks
+            .position(&mut conn, program, &filter, 27, 50, &matches)
+            .unwrap();
+        assert_eq!(position, listing::Position::After { id: fifth, skip: 50 });
+        // Near the start the page is read by its number.
+        let position = marks
+            .position(&mut conn, program, &filter, 3, 50, &matches)
+            .unwrap();
+        assert_eq!(position, listing::Position::Page(3));
+    }
+    let api = reqwest::Client::new();
+    // Pages deep enough to start from a mark (MARK_EVERY customers apart), in both
+    // halves of the list, by the dashboard and by the API.
+    let check = |label: &'static str| {
+        let app = &app;
+        let api = &api;
+        let token = &token;
+        async move {
+            for number in [7, 12, 26, 31, 40, 46] {
+                let expected = keys_at(app, (number - 1) * 50, 50, true);
+                let body = page(app, &format!("/customers?per_page=50&page={number}")).await;
+                assert_eq!(listed_keys(&body), expected, "{label}: page {number}");
+                let answer: serde_json::Value = api
+                    .get(format!("{}/v1/customers?limit=50&page={number}", app.address))
+                    .bearer_auth(token)
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                let keys: Vec<String> = answer["data"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|customer| customer["key"].as_str().unwrap().to_string())
+                    .collect();
+                assert_eq!(keys, expected, "{label}: API page {number}");
+            }
+            // The oldest first, too.
+            let expected = keys_at(app, 6 * 50, 50, false);
+            let body = page(app, "/customers?per_page=50&page=7&sort=created&dir=asc").await;
+            assert_eq!(listed_keys(&body), expected, "{label}: oldest first");
+        }
+    };
+    check("first views").await;
+    check("marks known").await;
+
+    // Every way the list's order can change moves the pages with it.
+    assert_eq!(
+        app.post_form("/customers", &[("email", "new@marks.test"), ("key", "newest")])
+            .await
+            .status(),
+        303
+    );
+    check("after a new customer").await;
+    assert_eq!(app.post_form("/customers/m1500/delete", &[]).await.status(), 303);
+    check("after a delete").await;
+    assert_eq!(app.post_form("/customers/m1500/restore", &[]).await.status(), 303);
+    check("after a restore").await;
+    diesel::sql_query("UPDATE customers SET created_at = now() - interval '3 days' WHERE key = 'm2000'")
+        .execute(&mut app.conn())
+        .unwrap();
+    check("after a creation time changed by hand").await;
+    diesel::sql_query(
+        "DELETE FROM referral_links WHERE customer_id IN (SELECT id FROM customers WHERE key = 'm0100')",
+    )
+    .execute(&mut app.conn())
+    .unwrap();
+    diesel::sql_query("DELETE FROM customers WHERE key = 'm0100'")
+        .execute(&mut app.conn())
+        .unwrap();
+    check("after a row removed by hand").await;
 }
 
 async fn estimated_list_past_its_end_shows_the_real_last_page() {

@@ -214,3 +214,43 @@ impl QueryFragment<Pg> for CreatedAfter {
         Ok(())
     }
 }
+
+/// `SELECT id FROM (<query> LIMIT $limit) … WHERE the row's number is a multiple of
+/// `every``: the internal id of every `every`-th customer of a walk along the list, in
+/// order. `query` selects `(customers.id, customers.created_at)` ordered by
+/// `window_order` (the same order, spelled over the walk's columns), which numbers the
+/// rows without sorting them again.
+#[derive(Debug, Clone)]
+pub struct EveryNth<Q> {
+    pub query: Q,
+    pub window_order: &'static str,
+    pub limit: i64,
+    pub every: i64,
+}
+
+impl<Q> QueryId for EveryNth<Q> {
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl<Q> Query for EveryNth<Q> {
+    type SqlType = BigInt;
+}
+
+impl<Q> RunQueryDsl<PgConnection> for EveryNth<Q> {}
+
+impl<Q: QueryFragment<Pg>> QueryFragment<Pg> for EveryNth<Q> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql("SELECT numbered.id FROM (SELECT walk.id, row_number() OVER (ORDER BY ");
+        out.push_sql(self.window_order);
+        out.push_sql(") AS n FROM (");
+        self.query.walk_ast(out.reborrow())?;
+        out.push_sql(" LIMIT ");
+        out.push_bind_param::<BigInt, i64>(&self.limit)?;
+        out.push_sql(&format!(
+            ") AS walk) AS numbered WHERE numbered.n % {} = 0 ORDER BY numbered.n",
+            self.every.max(1)
+        ));
+        Ok(())
+    }
+}

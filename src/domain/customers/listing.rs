@@ -11,12 +11,15 @@ use diesel::prelude::*;
 use diesel::sql_types::{Bool, Text};
 
 use super::fragments;
+
+mod page_marks;
 use super::Customer;
 use crate::db::schema::customers;
 use crate::error::Error;
+pub use page_marks::{PageMarks, MARK_EVERY};
 
 /// `referred` / `non_referred` (the API's `refer_status`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ReferStatus {
     Referred,
     NonReferred,
@@ -40,7 +43,7 @@ impl ReferStatus {
 }
 
 /// Which customers by status; active by default (deleted ones leave the default list).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum StatusFilter {
     #[default]
     Active,
@@ -119,7 +122,7 @@ impl SortColumn {
     }
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum SortDirection {
     Asc,
     #[default]
@@ -463,18 +466,31 @@ fn is_tallied(filter: &CustomerFilter) -> bool {
         && filter.created_to.is_none()
 }
 
+/// A tallied list (see `customer_tallies`): how many customers it holds, and how many
+/// times a customer joined or left it so far (only ever goes up; page marks are valid
+/// while it stays the same).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tally {
+    pub customers: i64,
+    pub changes: i64,
+}
+
 /// The program's customers with this status and refer status, from the tallies (exact,
 /// and as cheap with a million customers as with ten).
-pub fn tallied_total(
+pub fn tally(
     conn: &mut PgConnection,
     program_id: i64,
     status: StatusFilter,
     refer_status: Option<ReferStatus>,
-) -> Result<i64, Error> {
+) -> Result<Tally, Error> {
     use crate::db::schema::customer_tallies as tallies;
+    use bigdecimal::{BigDecimal, ToPrimitive};
     let mut query = tallies::table
         .filter(tallies::program_id.eq(program_id))
-        .select(diesel::dsl::sum(tallies::customers))
+        .select((
+            diesel::dsl::sum(tallies::customers),
+            diesel::dsl::sum(tallies::changes),
+        ))
         .into_boxed();
     query = match status {
         StatusFilter::Active => query.filter(tallies::status.eq("active")),
@@ -486,10 +502,22 @@ pub fn tallied_total(
         Some(ReferStatus::NonReferred) => query.filter(tallies::referred.eq(false)),
         None => query,
     };
-    let sum: Option<bigdecimal::BigDecimal> = query.first(conn)?;
-    Ok(sum
-        .and_then(|sum| bigdecimal::ToPrimitive::to_i64(&sum))
-        .unwrap_or(0))
+    let (customers, changes): (Option<BigDecimal>, Option<BigDecimal>) = query.first(conn)?;
+    let number = |sum: Option<BigDecimal>| sum.and_then(|sum| sum.to_i64()).unwrap_or(0);
+    Ok(Tally {
+        customers: number(customers),
+        changes: number(changes),
+    })
+}
+
+/// The program's customers with this status and refer status (see [`tally`]).
+pub fn tallied_total(
+    conn: &mut PgConnection,
+    program_id: i64,
+    status: StatusFilter,
+    refer_status: Option<ReferStatus>,
+) -> Result<i64, Error> {
+    Ok(tally(conn, program_id, status, refer_status)?.customers)
 }
 
 /// What a filter matches: how many and, when they were few enough to be counted one by
@@ -498,12 +526,18 @@ pub fn tallied_total(
 pub struct Matches {
     pub total: Total,
     ids: Option<Vec<i64>>,
+    /// The list's change count when it is a tallied one (see [`Tally`]).
+    pub changes: Option<i64>,
 }
 
 impl Matches {
     /// `total` customers, not known one by one.
     pub fn counted(total: Total) -> Matches {
-        Matches { total, ids: None }
+        Matches {
+            total,
+            ids: None,
+            changes: None,
+        }
     }
 }
 
@@ -512,8 +546,12 @@ impl Matches {
 /// beyond that.
 pub fn matches(conn: &mut PgConnection, program_id: i64, filter: &CustomerFilter) -> Result<Matches, Error> {
     if is_tallied(filter) {
-        let total = tallied_total(conn, program_id, filter.status, filter.refer_status)?;
-        return Ok(Matches::counted(Total::Exact(total)));
+        let tally = tally(conn, program_id, filter.status, filter.refer_status)?;
+        return Ok(Matches {
+            total: Total::Exact(tally.customers),
+            ids: None,
+            changes: Some(tally.changes),
+        });
     }
     let ids = fragments::Limited {
         query: filtered(program_id, filter).select(customers::id),
@@ -525,6 +563,7 @@ pub fn matches(conn: &mut PgConnection, program_id: i64, filter: &CustomerFilter
         return Ok(Matches {
             total: Total::Exact(ids.len() as i64),
             ids: Some(ids),
+            changes: None,
         });
     }
     let estimate = estimated_rows(conn, filtered(program_id, filter).select(customers::id))?;
@@ -775,23 +814,18 @@ fn positions(
 
 /// One page of the filtered list by number (without referrers), with the number of
 /// matching customers. `per_page` is clamped to 1..=250 and `page` to >= 1; a page past
-/// the end is empty.
+/// the end is empty. Deep pages start from `marks` where they can.
 pub fn list(
     conn: &mut PgConnection,
+    marks: &PageMarks,
     program_id: i64,
     filter: &CustomerFilter,
     page_number: i64,
     per_page: i64,
 ) -> Result<(Vec<Customer>, Total), Error> {
     let matches = matches(conn, program_id, filter)?;
-    let rows = page_customers(
-        conn,
-        program_id,
-        filter,
-        Position::Page(page_number),
-        per_page,
-        &matches,
-    )?;
+    let position = marks.position(conn, program_id, filter, page_number, per_page, &matches)?;
+    let rows = page_customers(conn, program_id, filter, position, per_page, &matches)?;
     let total = matches.total;
     Ok((rows, total))
 }
@@ -801,6 +835,27 @@ pub fn list(
 pub struct ExportCursor {
     pub created_at: chrono::DateTime<Utc>,
     pub id: i64,
+}
+
+/// One customer as the CSV export writes it: only the columns it shows, with the date of
+/// birth taken out of the metadata and the referrer's key looked up by PostgreSQL (so no
+/// JSON is parsed and no second query is needed per batch).
+#[derive(Debug, Queryable)]
+pub struct ExportRow {
+    pub id: i64,
+    pub external_id: String,
+    pub key: String,
+    pub email: Option<String>,
+    pub name: Option<String>,
+    pub surname: Option<String>,
+    pub status: String,
+    pub approved: bool,
+    pub referrals_count: i32,
+    pub created_at: chrono::DateTime<Utc>,
+    pub updated_at: chrono::DateTime<Utc>,
+    /// `metadata.date_of_birth` as stored (text); the export checks it is a date.
+    pub date_of_birth: Option<String>,
+    pub referrer_key: Option<String>,
 }
 
 /// Up to `limit` filtered customers after `after`, in creation order (oldest first): the
@@ -813,7 +868,8 @@ pub fn export_batch(
     filter: &CustomerFilter,
     after: Option<ExportCursor>,
     limit: i64,
-) -> Result<Vec<CustomerRow>, Error> {
+) -> Result<Vec<ExportRow>, Error> {
+    use diesel::sql_types::Nullable;
     let mut query = filtered(program_id, filter);
     if filter.status == StatusFilter::All {
         // No index orders both statuses by time; the id is creation order too.
@@ -830,13 +886,29 @@ pub fn export_batch(
         }
         query = query.order((customers::created_at.asc(), customers::id.asc()));
     }
-    let rows = fragments::Limited {
-        query: query.select(Customer::as_select()),
+    let columns = (
+        customers::id,
+        customers::external_id,
+        customers::key,
+        customers::email,
+        customers::name,
+        customers::surname,
+        customers::status,
+        customers::approved,
+        customers::referrals_count,
+        customers::created_at,
+        customers::updated_at,
+        fragments::fixed::<Nullable<Text>>("customers.metadata ->> 'date_of_birth'"),
+        fragments::fixed::<Nullable<Text>>(
+            "(SELECT referrer.key FROM customers referrer WHERE referrer.id = customers.referrer_id)",
+        ),
+    );
+    Ok(fragments::Limited {
+        query: query.select(columns),
         limit,
         offset: 0,
     }
-    .load(conn)?;
-    with_referrers(conn, rows)
+    .load(conn)?)
 }
 
 /// The active customers `referrer_id` referred, newest first.

@@ -1,10 +1,10 @@
 //! `GET /customers/export.csv`: the filtered list as CSV, streamed.
 //!
-//! A blocking task walks the filtered customers in batches by keyset (after the last
-//! customer's `(created_at, id)`),
-//! encodes each batch with the `csv` crate and sends it down a bounded channel; the
-//! response streams the channel. Memory stays at a few batches whatever the size of the
-//! program, a slow client slows the task down instead of piling rows up, and a client that
+//! One blocking task walks the filtered customers in batches by keyset (after the last
+//! customer's `(created_at, id)`) while a second encodes the batch read before with the
+//! `csv` crate and sends it down a bounded channel; the response streams the channel.
+//! Memory stays at a few batches whatever the size of the program, a slow client slows
+//! both tasks down instead of piling rows up, and a client that
 //! goes away stops it. The export is in creation order (oldest first) whatever the list's
 //! sort, because that order is what keyset pagination can walk cheaply: each batch is one
 //! index range, so a date-filtered export reads only the matching customers.
@@ -18,7 +18,7 @@ use chrono::SecondsFormat;
 
 use super::list::ListParams;
 use crate::db::DbPool;
-use crate::domain::customers::{self, CustomerFilter, CustomerRow, ExportCursor};
+use crate::domain::customers::{self, CustomerFilter, ExportCursor, ExportRow};
 use crate::domain::programs::Program;
 use crate::error::Error;
 use crate::web::context::Page;
@@ -27,6 +27,8 @@ use crate::AppState;
 const BATCH_SIZE: i64 = 1000;
 /// Batches encoded ahead of the client.
 const CHANNEL_DEPTH: usize = 4;
+/// Batches read ahead of the encoder.
+const BATCHES_AHEAD: usize = 2;
 
 const HEADER: [&str; 13] = [
     "id",
@@ -53,40 +55,56 @@ pub fn defuse(cell: &str) -> Cow<'_, str> {
     }
 }
 
-fn record(program: &Program, row: &CustomerRow) -> [String; 13] {
-    let customer = &row.customer;
-    let text = |value: &Option<String>| value.clone().unwrap_or_default();
-    [
-        customer.external_id.clone(),
-        customer.key.clone(),
-        text(&customer.email),
-        text(&customer.name),
-        text(&customer.surname),
-        customer.status.clone(),
-        customer.approved.to_string(),
-        row.referrer
-            .as_ref()
-            .map(|referrer| referrer.key.clone())
-            .unwrap_or_default(),
-        customer.referrals_count.to_string(),
-        program.referral_url(&customer.key),
-        customer
-            .date_of_birth()
+/// Encodes one batch: the `csv` crate quotes and escapes, [`defuse`] guards formulas.
+/// Cells are written straight from the rows, without copying them into records first.
+fn encode_batch(referral_url_prefix: &str, rows: &[ExportRow]) -> Result<Bytes, Error> {
+    let mut writer = csv::Writer::from_writer(Vec::with_capacity(rows.len() * 256));
+    let mut link = String::with_capacity(referral_url_prefix.len() + 32);
+    let csv_error = |error: csv::Error| Error::Internal(anyhow::anyhow!("csv: {error}"));
+    for row in rows {
+        let text = |value: &Option<String>| defuse(value.as_deref().unwrap_or_default()).into_owned();
+        link.clear();
+        link.push_str(referral_url_prefix);
+        link.push_str(&row.key);
+        let date_of_birth = row
+            .date_of_birth
+            .as_deref()
+            .and_then(|value| chrono::NaiveDate::parse_from_str(value, "%Y-%m-%d").ok())
             .map(|date| date.to_string())
-            .unwrap_or_default(),
-        customer.created_at.to_rfc3339_opts(SecondsFormat::Secs, true),
-        customer.updated_at.to_rfc3339_opts(SecondsFormat::Secs, true),
-    ]
+            .unwrap_or_default();
+        // Every cell that holds text from outside goes through `defuse` (a key may start
+        // with `-`); the others are numbers, booleans, dates and the status.
+        let cells: [&str; 13] = [
+            &defuse(&row.external_id),
+            &defuse(&row.key),
+            &text(&row.email),
+            &text(&row.name),
+            &text(&row.surname),
+            &row.status,
+            if row.approved { "true" } else { "false" },
+            &text(&row.referrer_key),
+            &row.referrals_count.to_string(),
+            &defuse(&link),
+            &date_of_birth,
+            &row.created_at.to_rfc3339_opts(SecondsFormat::Secs, true),
+            &row.updated_at.to_rfc3339_opts(SecondsFormat::Secs, true),
+        ];
+        writer.write_record(cells).map_err(csv_error)?;
+    }
+    let bytes = writer
+        .into_inner()
+        .map_err(|error| Error::Internal(anyhow::anyhow!("csv: {error}")))?;
+    Ok(Bytes::from(bytes))
 }
 
-/// Encodes rows as CSV (quoting and escaping by the `csv` crate).
+/// Encodes rows as CSV (quoting and escaping by the `csv` crate, formulas defused).
 fn encode<I, R>(records: I) -> Result<Bytes, Error>
 where
     I: IntoIterator<Item = R>,
     R: IntoIterator,
     R::Item: AsRef<str>,
 {
-    let mut writer = csv::Writer::from_writer(Vec::with_capacity(64 * 1024));
+    let mut writer = csv::Writer::from_writer(Vec::with_capacity(4 * 1024));
     for record in records {
         writer
             .write_record(record.into_iter().map(|cell| defuse(cell.as_ref()).into_owned()))
@@ -99,37 +117,55 @@ where
 }
 
 type Chunks = tokio::sync::mpsc::Sender<Result<Bytes, Error>>;
+type Batches = std::sync::mpsc::SyncSender<Result<Vec<ExportRow>, Error>>;
 
-/// Runs on a blocking thread: reads batch after batch and sends them on. A connection is
-/// taken per batch, so a slow download never holds one for long.
-fn produce(pool: DbPool, program: Program, filter: CustomerFilter, chunks: Chunks) {
-    let send = |chunk: Result<Bytes, Error>| chunks.blocking_send(chunk).is_ok();
-    if !send(encode([HEADER])) {
-        return;
-    }
+/// Runs on a blocking thread: reads batch after batch and hands them to the encoder. A
+/// connection is taken per batch, so a slow download never holds one for long. Stops when
+/// the encoder has gone (the client left, or encoding failed).
+fn read_batches(pool: DbPool, program_id: i64, filter: CustomerFilter, batches: Batches) {
     let mut after = None;
     loop {
         let batch = pool
             .get()
             .map_err(|_| Error::Unavailable)
-            .and_then(|mut conn| customers::export_batch(&mut conn, program.id, &filter, after, BATCH_SIZE));
+            .and_then(|mut conn| customers::export_batch(&mut conn, program_id, &filter, after, BATCH_SIZE));
         let rows = match batch {
             Ok(rows) => rows,
             Err(error) => {
                 tracing::error!("customer export stopped: {error}");
-                send(Err(error));
+                let _ = batches.send(Err(error));
                 return;
             }
         };
-        let Some(last) = rows.last() else {
-            return;
-        };
-        after = Some(ExportCursor {
-            created_at: last.customer.created_at,
-            id: last.customer.id,
-        });
         let done = (rows.len() as i64) < BATCH_SIZE;
-        if !send(encode(rows.iter().map(|row| record(&program, row)))) || done {
+        if let Some(last) = rows.last() {
+            after = Some(ExportCursor {
+                created_at: last.created_at,
+                id: last.id,
+            });
+        }
+        if rows.is_empty() || batches.send(Ok(rows)).is_err() || done {
+            return;
+        }
+    }
+}
+
+/// Runs on a second blocking thread: encodes what [`read_batches`] reads while it reads
+/// the next batch, and sends the CSV on to the response.
+fn encode_batches(
+    program: Program,
+    batches: std::sync::mpsc::Receiver<Result<Vec<ExportRow>, Error>>,
+    chunks: Chunks,
+) {
+    let send = |chunk: Result<Bytes, Error>| chunks.blocking_send(chunk).is_ok();
+    if !send(encode([HEADER])) {
+        return;
+    }
+    let referral_url_prefix = program.referral_url("");
+    for batch in batches {
+        let chunk = batch.and_then(|rows| encode_batch(&referral_url_prefix, &rows));
+        let failed = chunk.is_err();
+        if !send(chunk) || failed {
             return;
         }
     }
@@ -147,8 +183,13 @@ pub async fn export_csv(
         chrono::Utc::now().format("%Y%m%d-%H%M%S")
     );
     let (sender, receiver) = tokio::sync::mpsc::channel(CHANNEL_DEPTH);
-    let (pool, program) = (state.pool.clone(), page.program.clone());
-    actix_web::rt::task::spawn_blocking(move || produce(pool, program, filter, sender));
+    // Reading and encoding overlap on two threads; batches read ahead wait in a small
+    // channel, so memory stays at a few batches however large the export.
+    let (batch_sender, batch_receiver) = std::sync::mpsc::sync_channel(BATCHES_AHEAD);
+    let (pool, program_id) = (state.pool.clone(), page.program.id);
+    actix_web::rt::task::spawn_blocking(move || read_batches(pool, program_id, filter, batch_sender));
+    let program = page.program.clone();
+    actix_web::rt::task::spawn_blocking(move || encode_batches(program, batch_receiver, sender));
     let body = futures_util::stream::unfold(receiver, |mut receiver| async move {
         receiver.recv().await.map(|chunk| (chunk, receiver))
     });

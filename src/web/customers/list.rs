@@ -7,7 +7,7 @@ use chrono::NaiveDate;
 use diesel::PgConnection;
 
 use crate::db;
-use crate::domain::customers::listing::{self, Matches};
+use crate::domain::customers::listing::{self, Matches, PageMarks};
 use crate::domain::customers::{
     CustomerFilter, CustomerRow, Position, ReferStatus, SortColumn, SortDirection, StatusFilter, Total,
 };
@@ -236,7 +236,12 @@ struct Found {
 /// Finds the page asked for: by the link's cursor when it has one (keyset: constant time
 /// however deep), else by number (clamped to the last page when the total is exact). A
 /// page past the end of an estimated list (a hand-edited address) is the real last page.
-fn find_page(conn: &mut PgConnection, program_id: i64, params: &ListParams) -> Result<Found, Error> {
+fn find_page(
+    conn: &mut PgConnection,
+    marks: &PageMarks,
+    program_id: i64,
+    params: &ListParams,
+) -> Result<Found, Error> {
     let (filter, wanted, per_page) = (&params.filter, params.page, params.per_page);
     let matches = listing::matches(conn, program_id, filter)?;
     let total = matches.total;
@@ -255,14 +260,8 @@ fn find_page(conn: &mut PgConnection, program_id: i64, params: &ListParams) -> R
             return Ok(Found { rows, total, shown });
         }
     }
-    let rows = listing::page(
-        conn,
-        program_id,
-        filter,
-        Position::Page(shown),
-        per_page,
-        &matches,
-    )?;
+    let by_number = marks.position(conn, program_id, filter, shown, per_page, &matches)?;
+    let rows = listing::page(conn, program_id, filter, by_number, per_page, &matches)?;
     if rows.is_empty() && shown > 1 && !total.is_exact() {
         let exact = Matches::counted(Total::Exact(listing::exact_total(conn, program_id, filter)?));
         let last = ((exact.total.value() + per_page - 1) / per_page).max(1);
@@ -285,7 +284,11 @@ pub async fn index(
     let program_id = page.program.id;
     let found = {
         let params = params.clone();
-        db::run(&state.pool, move |conn| find_page(conn, program_id, &params)).await?
+        let marks = state.page_marks.clone();
+        db::run(&state.pool, move |conn| {
+            find_page(conn, &marks, program_id, &params)
+        })
+        .await?
     };
     let per_page = params.per_page;
 

@@ -1,0 +1,173 @@
+//! Page numbers that stay quick deep into a long list: keyset pagination behind page
+//! numbers.
+//!
+//! Page 5,000 of the list by creation date starts after 74,985 customers, and reading past
+//! them in the list's index takes ~30 ms at a million customers — on every view. Instead
+//! the server remembers which customer is at every [`MARK_EVERY`]-th place of the list (a
+//! *mark*) and reads a deep page as "skip fewer than `MARK_EVERY` after the nearest mark",
+//! as cheap as a Next link.
+//!
+//! Marks are exact, never approximate: each list's marks are kept with the list's change
+//! count from `customer_tallies` (raised in the same transaction as every insert, delete,
+//! status or referrer change, and by any change of a creation time), and are dropped as
+//! soon as the count has moved. Only tallied lists (no search, approval or date filter) in
+//! creation order are marked: their order changes only when someone joins or leaves them,
+//! whereas referral counts and names change all day. Marks are taken lazily, up to the
+//! deepest page asked for, in one walk along the covering index — what reading that page
+//! by number cost once anyway. A list whose customers change every second gains nothing
+//! and loses nothing: every deep page is read as before.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use diesel::prelude::*;
+use diesel::sql_types::Text;
+
+use super::{filtered, order_by, Matches, Position, ReferStatus, SortColumn, SortDirection, StatusFilter};
+use super::{CustomerFilter, MAX_PER_PAGE};
+use crate::db::schema::customers;
+use crate::domain::customers::fragments;
+use crate::error::Error;
+
+/// One mark per this many customers: a deep page then reads fewer than this many index
+/// entries before its own (a fraction of a millisecond), and a million customers need
+/// 4,000 marks (32 KB).
+pub const MARK_EVERY: i64 = 250;
+
+/// Which list the marks belong to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct MarkedList {
+    program_id: i64,
+    status: StatusFilter,
+    refer_status: Option<ReferStatus>,
+    direction: SortDirection,
+}
+
+/// `ids[i]` is the customer at place `(i + 1) * MARK_EVERY` (counted from 1) of the list
+/// as it was when its change count was `changes`.
+#[derive(Debug, Default)]
+struct Marks {
+    changes: i64,
+    ids: Vec<i64>,
+}
+
+/// The marks of every list looked at, shared by the server's workers.
+#[derive(Debug, Default)]
+pub struct PageMarks {
+    lists: Mutex<HashMap<MarkedList, Marks>>,
+}
+
+impl PageMarks {
+    /// Where page `page_number` (of `per_page` customers) of the filtered list starts:
+    /// after a mark when the page is deep in a marked list, else by its number.
+    pub fn position(
+        &self,
+        conn: &mut PgConnection,
+        program_id: i64,
+        filter: &CustomerFilter,
+        page_number: i64,
+        per_page: i64,
+        matches: &Matches,
+    ) -> Result<Position, Error> {
+        let by_number = Position::Page(page_number);
+        let Some(changes) = matches.changes else {
+            return Ok(by_number);
+        };
+        if filter.sort != SortColumn::Created {
+            return Ok(by_number);
+        }
+        let per_page = per_page.clamp(1, MAX_PER_PAGE);
+        let offset = (page_number.max(1) - 1).saturating_mul(per_page);
+        let total = matches.total.value();
+        // Near either end of the list the page is read cheaply by number (the second
+        // half from the end).
+        if offset >= total || offset.min(total - offset) < MARK_EVERY {
+            return Ok(by_number);
+        }
+        let list = MarkedList {
+            program_id,
+            status: filter.status,
+            refer_status: filter.refer_status,
+            direction: filter.direction,
+        };
+        let needed = (offset / MARK_EVERY) as usize;
+        let known = self.known(list, changes, needed);
+        let mark = if known.len() >= needed {
+            known[needed - 1]
+        } else {
+            // Walk on from the last mark known (without holding the lock meanwhile).
+            let more = walk(
+                conn,
+                program_id,
+                filter,
+                known.last().copied(),
+                needed - known.len(),
+            )?;
+            let mut ids = known;
+            ids.extend(more);
+            let Some(&mark) = ids.get(needed - 1) else {
+                // The list is shorter than its tally said a moment ago: read by number.
+                return Ok(by_number);
+            };
+            self.remember(list, changes, ids);
+            mark
+        };
+        Ok(Position::After {
+            id: mark,
+            skip: offset - needed as i64 * MARK_EVERY,
+        })
+    }
+
+    /// The marks known for `list` at change count `changes`, up to `needed` of them.
+    fn known(&self, list: MarkedList, changes: i64, needed: usize) -> Vec<i64> {
+        let lists = self.lists.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        match lists.get(&list) {
+            Some(marks) if marks.changes == changes => marks.ids[..marks.ids.len().min(needed)].to_vec(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Keeps `ids` as the marks of `list` at `changes`, unless more of that count (or a
+    /// newer count) are known already.
+    fn remember(&self, list: MarkedList, changes: i64, ids: Vec<i64>) {
+        let mut lists = self.lists.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let marks = lists.entry(list).or_default();
+        let newer = marks.changes > changes || (marks.changes == changes && marks.ids.len() >= ids.len());
+        if !newer {
+            *marks = Marks { changes, ids };
+        }
+    }
+}
+
+/// The next `count` marks of the list after the customer `after` (a mark, or the start of
+/// the list when `None`): one walk along the list's index, numbering the rows in SQL.
+fn walk(
+    conn: &mut PgConnection,
+    program_id: i64,
+    filter: &CustomerFilter,
+    after: Option<i64>,
+    count: usize,
+) -> Result<Vec<i64>, Error> {
+    let mut query = filtered(program_id, filter)
+        .select((customers::id, customers::created_at))
+        .order(fragments::fixed::<Text>(order_by(filter, false)));
+    if let Some(customer_id) = after {
+        query = query.filter(fragments::Continue {
+            expression: SortColumn::Created.expression(),
+            greater: filter.direction == SortDirection::Asc,
+            customer_id,
+            program_id,
+        });
+    }
+    let window_order = match filter.direction {
+        SortDirection::Asc => "walk.created_at ASC, walk.id ASC",
+        SortDirection::Desc => "walk.created_at DESC, walk.id DESC",
+    };
+    Ok(fragments::EveryNth {
+        query,
+        window_order,
+        limit: (count as i64).saturating_mul(MARK_EVERY),
+        every: MARK_EVERY,
+    }
+    .load::<i64>(conn)?)
+}
