@@ -9,8 +9,8 @@
 # start in seconds); starts the release server on a free port; creates an admin and an API
 # token; signs in with curl; then drives each scenario with wrk from this process (fixed
 # concurrency: 8 connections, 2 threads) and prints requests/s, p50/p99 latency, errors,
-# the database time per request (pg_stat_statements, when available) and the server's peak
-# memory (VmHWM). Needs: cargo, curl, psql, wrk (Debian: apt-get install wrk), and for the
+# the database time per request (pg_stat_statements, when available), the server's own CPU
+# time per request, and the server's peak memory (VmHWM). Needs: cargo, curl, psql, wrk (Debian: apt-get install wrk), and for the
 # private cluster the PostgreSQL server binaries (initdb, pg_ctl) with pg_trgm.
 #
 # Settings (environment):
@@ -203,6 +203,9 @@ SCENARIOS=(
 )
 
 peak_kib() { awk '/^VmHWM/ { print $2 }' "/proc/$SERVER_PID/status"; }
+TICKS=$(getconf CLK_TCK)
+# CPU time the server process has used so far (user + system), in ms.
+server_cpu_ms() { awk -v hz="$TICKS" '{ printf "%.0f", ($14 + $15) * 1000 / hz }' "/proc/$SERVER_PID/stat"; }
 rss_kib() { awk '/^VmRSS/ { print $2 }' "/proc/$SERVER_PID/status"; }
 db_ms() {
     [ "$STATEMENTS" = 1 ] || { echo 0; return; }
@@ -232,6 +235,7 @@ for scenario in "${SCENARIOS[@]}"; do
         for attempt in 1 2 3; do
             [ "$STATEMENTS" = 1 ] && sql "SELECT pg_stat_statements_reset()" >/dev/null
             before_db=$(db_ms)
+            before_cpu=$(server_cpu_ms)
             out=$(curl -sS -H "Cookie: $BENCH_COOKIE" -o "$LOG_DIR/export.csv" \
                 -w '%{http_code} %{time_total}' "$BASE$path")
             read -r code took <<<"$out"
@@ -241,13 +245,14 @@ for scenario in "${SCENARIOS[@]}"; do
             if [ "$rate" -gt "$best_rate" ]; then
                 best_rate=$rate rows=$lines seconds=$took
                 db=$(awk -v a="$(db_ms)" -v b="$before_db" 'BEGIN { printf "%.0f", a - b }')
+                app_cpu=$(( $(server_cpu_ms) - before_cpu ))
             fi
         done
         rm -f "$LOG_DIR/export.csv"
         statement_report >"$LOG_DIR/statements-export.txt"
         EXPORT_NOTE="export: $rows rows in ${seconds}s (best of 3; db time is for the whole export)"
-        RESULTS+=("$(printf '%-28s %16s %9s %9s %7s %12s %10s %6s' "$name" \
-            "$best_rate rows/s" "-" "-" "$failed" "db ${db:-0} ms" \
+        RESULTS+=("$(printf '%-28s %16s %9s %9s %7s %12s %13s %10s %6s' "$name" \
+            "$best_rate rows/s" "-" "-" "$failed" "db ${db:-0} ms" "app ${app_cpu:-0} ms" \
             "$(( $(peak_kib) / 1024 )) MiB" "$load")")
         echo "${RESULTS[-1]}"
         continue
@@ -261,6 +266,7 @@ for scenario in "${SCENARIOS[@]}"; do
         "$BASE$path" >/dev/null 2>&1 || true
     [ "$STATEMENTS" = 1 ] && sql "SELECT pg_stat_statements_reset()" >/dev/null
     before_db=$(db_ms)
+    before_cpu=$(server_cpu_ms)
     out=$(BENCH_COOKIE=$cookie BENCH_TOKEN=$token BENCH_RUN=$RUN_ID-$slug wrk -t "$THREADS" -c "$CONNECTIONS" -d "${DURATION}s" --latency --timeout 10s \
         -s "$BENCH_LUA_DIR/$script.lua" "$BASE$path" 2>&1)
     echo "$out" >"$LOG_DIR/wrk-$slug.txt"
@@ -269,19 +275,21 @@ for scenario in "${SCENARIOS[@]}"; do
     field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$result"; }
     requests=$(field requests)
     db_per=$(awk -v a="$(db_ms)" -v b="$before_db" -v n="$requests" 'BEGIN { printf "%.2f", (n > 0 ? (a - b) / n : 0) }')
+    cpu_per=$(awk -v a="$(server_cpu_ms)" -v b="$before_cpu" -v n="$requests" 'BEGIN { printf "%.2f", (n > 0 ? (a - b) / n : 0) }')
     statement_report >"$LOG_DIR/statements-$slug.txt"
-    RESULTS+=("$(printf '%-28s %16s %9s %9s %7s %12s %10s %6s' "$name" "$(field rps) req/s" \
-        "$(field p50_ms) ms" "$(field p99_ms) ms" "$(field errors)" "db $db_per ms" \
+    RESULTS+=("$(printf '%-28s %16s %9s %9s %7s %12s %13s %10s %6s' "$name" "$(field rps) req/s" \
+        "$(field p50_ms) ms" "$(field p99_ms) ms" "$(field errors)" "db $db_per ms" "app $cpu_per ms" \
         "$(( $(peak_kib) / 1024 )) MiB" "$load")")
     echo "${RESULTS[-1]}"
 done
 
 echo
 echo "Referdesk load test $RUN_ID: $SEEDED customers, wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s, $(nproc) cores"
-printf '%-28s %16s %9s %9s %7s %12s %10s %6s\n' "scenario" "throughput" "p50" "p99" "errors" "db time/req" "peak mem" "load"
+printf '%-28s %16s %9s %9s %7s %12s %13s %10s %6s\n' "scenario" "throughput" "p50" "p99" "errors" "db time/req" "app cpu/req" "peak mem" "load"
 printf '%s\n' "${RESULTS[@]}"
 echo "server: peak memory (VmHWM) $(( $(peak_kib) / 1024 )) MiB, now (VmRSS) $(( $(rss_kib) / 1024 )) MiB"
 echo "errors = non-2xx/3xx answers plus socket errors; db time/req = PostgreSQL execution time per"
-echo "request (pg_stat_statements); load = 1-min load average when the scenario started"
+echo "request (pg_stat_statements); app cpu/req = the server process's CPU time per request"
+echo "(user + system); load = 1-min load average when the scenario started"
 if [ -n "$EXPORT_NOTE" ]; then echo "$EXPORT_NOTE"; fi
 echo "details (wrk output, top statements per scenario): $LOG_DIR"

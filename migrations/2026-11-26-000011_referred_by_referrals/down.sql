@@ -1,0 +1,1 @@
+DROP INDEX customers_referred_referrals_idx;
