@@ -292,55 +292,55 @@ fn taken(
             .filter(customers::program_id.eq(program_id))
             .filter(customers::id.ne(me))
     };
-    let mut errors = FieldErrors::new();
-    if let Some(key) = key {
-        if select(exists(others().filter(customers::key.eq(key)))).get_result(conn)? {
-            add_message(
-                &mut errors,
-                "key",
-                "This key is already taken by another customer.",
-            );
-        } else if select(exists(
+    // Every check in one statement (a signup runs this twice); a value not given is bound
+    // as NULL, which matches nothing.
+    let (key_held, key_retired, key_linked, id_held, email_held): (bool, bool, bool, bool, bool) = select((
+        exists(others().filter(customers::key.nullable().eq(key))),
+        exists(
             retired_keys::table
                 .filter(retired_keys::program_id.eq(program_id))
-                .filter(retired_keys::key.eq(key))
+                .filter(retired_keys::key.nullable().eq(key))
                 .filter(retired_keys::customer_id.ne(me)),
-        ))
-        .get_result(conn)?
-        {
-            add_message(
-                &mut errors,
-                "key",
-                "This key belonged to another customer before; their old links still use it, so it cannot be reused.",
-            );
-        } else if select(exists(
+        ),
+        exists(
             referral_links::table
                 .filter(referral_links::program_id.eq(program_id))
-                .filter(referral_links::code.eq(key))
+                .filter(referral_links::code.nullable().eq(key))
                 .filter(
                     referral_links::customer_id
                         .ne(me)
                         .or(referral_links::is_default.eq(false)),
                 ),
-        ))
-        .get_result(conn)?
-        {
-            add_message(
-                &mut errors,
-                "key",
-                "This key is already used as a referral link code.",
-            );
-        }
+        ),
+        exists(others().filter(customers::external_id.nullable().eq(external_id))),
+        exists(others().filter(lower(customers::email).eq(lower(email)))),
+    ))
+    .get_result(conn)?;
+    let mut errors = FieldErrors::new();
+    if key_held {
+        add_message(
+            &mut errors,
+            "key",
+            "This key is already taken by another customer.",
+        );
+    } else if key_retired {
+        add_message(
+            &mut errors,
+            "key",
+            "This key belonged to another customer before; their old links still use it, so it cannot be reused.",
+        );
+    } else if key_linked {
+        add_message(
+            &mut errors,
+            "key",
+            "This key is already used as a referral link code.",
+        );
     }
-    if let Some(external_id) = external_id {
-        if select(exists(others().filter(customers::external_id.eq(external_id)))).get_result(conn)? {
-            add_message(&mut errors, "id", "A customer with this id already exists.");
-        }
+    if id_held {
+        add_message(&mut errors, "id", "A customer with this id already exists.");
     }
-    if let Some(email) = email {
-        if select(exists(others().filter(lower(customers::email).eq(lower(email))))).get_result(conn)? {
-            add_message(&mut errors, "email", "A customer with this email already exists.");
-        }
+    if email_held {
+        add_message(&mut errors, "email", "A customer with this email already exists.");
     }
     Ok(errors)
 }
@@ -518,7 +518,7 @@ pub fn create(
             .returning(Customer::as_returning())
             .get_result(conn)
             .map_err(unique_to_field)?;
-        links::set_default_code(conn, &customer, &customer.key).map_err(unique_to_field)?;
+        links::add_default_link(conn, &customer).map_err(unique_to_field)?;
         if let Some(referrer) = &referrer {
             add_referrals(conn, referrer.id, 1)?;
         }

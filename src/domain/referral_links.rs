@@ -116,15 +116,25 @@ pub(crate) fn set_default_code(
     .set(referral_links::code.eq(code))
     .execute(conn)?;
     if renamed == 0 {
-        diesel::insert_into(referral_links::table)
-            .values((
-                referral_links::program_id.eq(customer.program_id),
-                referral_links::customer_id.eq(customer.id),
-                referral_links::code.eq(code),
-                referral_links::is_default.eq(true),
-            ))
-            .execute(conn)?;
+        insert_default(conn, customer, code)?;
     }
+    Ok(())
+}
+
+/// The default link of a customer who has none yet (just created): their key as the code.
+pub(crate) fn add_default_link(conn: &mut PgConnection, customer: &Customer) -> Result<(), DieselError> {
+    insert_default(conn, customer, &customer.key)
+}
+
+fn insert_default(conn: &mut PgConnection, customer: &Customer, code: &str) -> Result<(), DieselError> {
+    diesel::insert_into(referral_links::table)
+        .values((
+            referral_links::program_id.eq(customer.program_id),
+            referral_links::customer_id.eq(customer.id),
+            referral_links::code.eq(code),
+            referral_links::is_default.eq(true),
+        ))
+        .execute(conn)?;
     Ok(())
 }
 
