@@ -35,6 +35,9 @@ const SKIPPED: &str =
     "skipped: install chromium and chromium-driver (apt-get install -y chromium chromium-driver) to run the browser tests";
 /// How long a person would wait for a page before calling it broken.
 const PATIENCE: Duration = Duration::from_secs(20);
+/// How long a pressed button may take to leave the page before we assume it does not
+/// submit anything.
+const NAVIGATION_PATIENCE: Duration = Duration::from_secs(5);
 /// The mail worker polls every second; a queued invite is sent well within this.
 const MAIL_PATIENCE: Duration = Duration::from_secs(30);
 
@@ -486,18 +489,35 @@ impl Tab {
         Ok(message.text().await?)
     }
 
+    /// Clicks the button and, when it submits a form, waits for the next page: a click
+    /// can return before the browser has left the page, and reading the old page's
+    /// elements then fails as "stale" (or reads the old values).
     async fn press(&self, button: &str) -> anyhow::Result<()> {
         let xpath = format!(
             "//button[normalize-space()={text}] | //input[@type='submit' and @value={text}]",
             text = literal(button)
         );
+        let page = self.client.find(Locator::Css("html")).await?;
         self.client
             .find(Locator::XPath(&xpath))
             .await
             .with_context(|| format!("no button {button:?} on this page"))?
             .click()
             .await?;
-        Ok(())
+        // The old document's root goes stale once the next page has replaced it. A
+        // button that does not submit leaves it in place: give up waiting after a while.
+        let deadline = Instant::now() + NAVIGATION_PATIENCE;
+        while page.tag_name().await.is_ok() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let state = self.client.execute("return document.readyState", vec![]).await?;
+            if state.as_str() == Some("complete") || Instant::now() > deadline {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
     }
 
     async fn follow(&self, link: &str) -> anyhow::Result<()> {
