@@ -382,6 +382,23 @@ async fn deep_page_numbers_from_marks_follow_every_change() {
             .position(&mut conn, program, &filter, 3, 50, &matches)
             .unwrap();
         assert_eq!(position, listing::Position::Page(3));
+        // In the second half, from the end: page 40 (places 1,951–2,000) is read backwards
+        // after skipping 100 past the second mark from the end (the 500th oldest customer).
+        let oldest_500th: i64 = customers::table
+            .filter(customers::key.eq(&keys_at(&app, 2 * listing::MARK_EVERY - 1, 1, false)[0]))
+            .select(customers::id)
+            .first(&mut conn)
+            .unwrap();
+        let position = marks
+            .position(&mut conn, program, &filter, 40, 50, &matches)
+            .unwrap();
+        assert_eq!(
+            position,
+            listing::Position::Before {
+                id: oldest_500th,
+                skip: 100
+            }
+        );
     }
     let api = reqwest::Client::new();
     // Pages deep enough to start from a mark (MARK_EVERY customers apart), in both

@@ -14,7 +14,8 @@
 //! creation order are marked: their order changes only when someone joins or leaves them,
 //! whereas referral counts and names change all day. Marks are taken lazily, up to the
 //! deepest page asked for, in one walk along the covering index — what reading that page
-//! by number cost once anyway. A list whose customers change every second gains nothing
+//! by number cost once anyway. Pages in the second half of a list are counted from its end,
+//! as when read by number, so the walk there is never longer than half the list either. A list whose customers change every second gains nothing
 //! and loses nothing: every deep page is read as before.
 
 use std::collections::HashMap;
@@ -79,27 +80,42 @@ impl PageMarks {
         let per_page = per_page.clamp(1, MAX_PER_PAGE);
         let offset = (page_number.max(1) - 1).saturating_mul(per_page);
         let total = matches.total.value();
-        // Near either end of the list the page is read cheaply by number (the second
-        // half from the end).
-        if offset >= total || offset.min(total - offset) < MARK_EVERY {
+        if offset >= total {
+            return Ok(by_number);
+        }
+        // Like a page read by number, a page in the second half is found from the end of
+        // the list: with the marks of the list in the other direction (which are also
+        // that list's own marks).
+        let from_end = offset > total / 2;
+        let (direction, place) = if from_end {
+            (filter.direction.reversed(), total - offset - per_page)
+        } else {
+            (filter.direction, offset)
+        };
+        // Near either end the page is read cheaply by number.
+        if place < MARK_EVERY {
             return Ok(by_number);
         }
         let list = MarkedList {
             program_id,
             status: filter.status,
             refer_status: filter.refer_status,
-            direction: filter.direction,
+            direction,
         };
-        let needed = (offset / MARK_EVERY) as usize;
+        let needed = (place / MARK_EVERY) as usize;
         let known = self.known(list, changes, needed);
         let mark = if known.len() >= needed {
             known[needed - 1]
         } else {
             // Walk on from the last mark known (without holding the lock meanwhile).
+            let walked = CustomerFilter {
+                direction,
+                ..filter.clone()
+            };
             let more = walk(
                 conn,
                 program_id,
-                filter,
+                &walked,
                 known.last().copied(),
                 needed - known.len(),
             )?;
@@ -112,9 +128,11 @@ impl PageMarks {
             self.remember(list, changes, ids);
             mark
         };
-        Ok(Position::After {
-            id: mark,
-            skip: offset - needed as i64 * MARK_EVERY,
+        let skip = place - needed as i64 * MARK_EVERY;
+        Ok(if from_end {
+            Position::Before { id: mark, skip }
+        } else {
+            Position::After { id: mark, skip }
         })
     }
 
