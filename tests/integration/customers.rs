@@ -17,6 +17,7 @@ pub fn tests() -> Vec<libtest_mimic::Trial> {
         odd_page_numbers_never_fail,
         search_finds_partial_emails_names_keys_and_ids,
         search_takes_wildcards_quotes_and_unicode_literally,
+        whole_address_search_finds_what_contains_would,
         filters_by_refer_status_status_approved_and_dates,
         sorts_by_referrals_and_combines_with_filters,
         per_page_is_clamped,
@@ -301,6 +302,59 @@ async fn search_takes_wildcards_quotes_and_unicode_literally() {
         assert!(!body.contains("<script>"), "search term is escaped");
     }
     assert_eq!(list(&app, "").await.len(), 3, "nothing was dropped");
+}
+
+/// A term holding an address is looked up by the email's reversed local part (a btree
+/// range) and domain; it must find exactly what "the email contains the term" finds, also
+/// once PostgreSQL reuses the statement's generic plan.
+async fn whole_address_search_finds_what_contains_would() {
+    let app = TestApp::spawn().await;
+    app.login_as(Role::Viewer).await;
+    for (email, key) in [
+        ("Ada_1@Acme.io", "exact"),
+        ("xada_1@acme.io.uk", "longer-both-ways"),
+        ("bada_1@acme.iot", "longer-domain"),
+        ("adax1@acme.io", "underscore-is-literal"),
+        ("ada_10@acme.io", "local-goes-on"),
+        ("ada_1@acme-io.com", "other-domain"),
+        ("50%off@deals.io", "percent"),
+        ("5x0%off@deals.io", "percent-elsewhere"),
+        ("~ada_1@acme.io", "tilde"),
+    ] {
+        make_named(&app, email, key, None);
+    }
+    let contains = |term: &str| -> Vec<String> {
+        let mut keys: Vec<String> = customers::table
+            .filter(
+                diesel::dsl::sql::<diesel::sql_types::Bool>("strpos(lower(email), lower(")
+                    .bind::<diesel::sql_types::Text, _>(term.to_string())
+                    .sql(")) > 0"),
+            )
+            .select(customers::key)
+            .load(&mut app.conn())
+            .unwrap();
+        keys.sort();
+        keys
+    };
+    for (term, query) in [
+        ("ADA_1@acme.IO", "ADA_1%40acme.IO"),
+        ("50%off@deals.io", "50%25off%40deals.io"),
+        ("0%off@deals", "0%25off%40deals"),
+        ("1@acme.io", "1%40acme.io"),
+    ] {
+        let expected = contains(term);
+        assert!(!expected.is_empty(), "{term} finds someone");
+        // Enough times for every pooled connection to switch to the reusable plan.
+        for _ in 0..25 {
+            let mut found = list(&app, &format!("?q={query}")).await;
+            found.sort();
+            assert_eq!(found, expected, "q={term}");
+        }
+    }
+    assert_eq!(
+        contains("ADA_1@acme.IO"),
+        vec!["exact", "longer-both-ways", "longer-domain", "tilde"]
+    );
 }
 
 async fn filters_by_refer_status_status_approved_and_dates() {

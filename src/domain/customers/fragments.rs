@@ -26,9 +26,16 @@ pub enum SearchArm {
     /// the rows passing `guard` can hold, and a partial index lists exactly those rows.
     ContainsWhere(&'static str, &'static str),
     /// An email holding `local@domain`: its local part ends with `local` and its domain
-    /// starts with `domain` (stored emails have exactly one `@`). The patterns are the
-    /// reversed, escaped local part and the escaped domain, each followed by `%`.
-    EmailAround { local_reversed: String, domain: String },
+    /// starts with `domain` (stored emails have exactly one `@`). `local_reversed` is the
+    /// local part reversed, `local_reversed_upper` the same followed by U+10FFFF (the end
+    /// of the range of strings starting with it); the patterns are it and the domain
+    /// escaped, each followed by `%`.
+    EmailAround {
+        local_reversed: String,
+        local_reversed_upper: String,
+        local_reversed_pattern: String,
+        domain: String,
+    },
 }
 
 /// `(arm OR arm …)`: the search, each arm served by an index of its own.
@@ -85,10 +92,30 @@ impl QueryFragment<Pg> for SearchMatch {
                 }
                 SearchArm::EmailAround {
                     local_reversed,
+                    local_reversed_upper,
+                    local_reversed_pattern,
                     domain,
                 } => {
-                    out.push_sql("(reverse(split_part(lower(customers.email), '@', 1)) LIKE lower(");
+                    // The reversed local part as a range of the btree (what PostgreSQL
+                    // makes of a `LIKE 'prefix%'` only when it plans with the value at
+                    // hand): written out, the index serves the reusable plan of this
+                    // prepared statement too, and searches are not planned anew on every
+                    // call. The upper end is the prefix followed by U+10FFFF, the highest
+                    // code point (a noncharacter no email holds), so everything starting
+                    // with the prefix sorts below it. `LIKE` then checks the match exactly.
+                    const REVERSED_LOCAL: &str = "reverse(split_part(lower(customers.email), '@', 1))";
+                    out.push_sql("(");
+                    out.push_sql(REVERSED_LOCAL);
+                    out.push_sql(" ~>=~ lower(");
                     out.push_bind_param::<Text, String>(local_reversed)?;
+                    out.push_sql(") AND ");
+                    out.push_sql(REVERSED_LOCAL);
+                    out.push_sql(" ~<~ lower(");
+                    out.push_bind_param::<Text, String>(local_reversed_upper)?;
+                    out.push_sql(") AND ");
+                    out.push_sql(REVERSED_LOCAL);
+                    out.push_sql(" LIKE lower(");
+                    out.push_bind_param::<Text, String>(local_reversed_pattern)?;
                     out.push_sql(") AND split_part(lower(customers.email), '@', 2) LIKE lower(");
                     out.push_bind_param::<Text, String>(domain)?;
                     out.push_sql("))");

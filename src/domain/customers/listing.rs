@@ -209,10 +209,15 @@ pub fn search_arms(term: &str) -> Vec<fragments::SearchArm> {
     let mut arms = Vec::with_capacity(4);
     if !term.chars().any(char::is_whitespace) {
         match term.split_once('@') {
-            Some((local, domain)) if !local.is_empty() && !domain.contains('@') => arms.push(EmailAround {
-                local_reversed: format!("{}%", escape_like(&local.chars().rev().collect::<String>())),
-                domain: format!("{}%", escape_like(domain)),
-            }),
+            Some((local, domain)) if !local.is_empty() && !domain.contains('@') => {
+                let reversed: String = local.chars().rev().collect();
+                arms.push(EmailAround {
+                    local_reversed_pattern: format!("{}%", escape_like(&reversed)),
+                    local_reversed_upper: format!("{reversed}\u{10FFFF}"),
+                    local_reversed: reversed,
+                    domain: format!("{}%", escape_like(domain)),
+                })
+            }
             Some((_, domain)) if domain.contains('@') => {}
             _ => arms.push(Contains("lower(customers.email)")),
         }
@@ -959,7 +964,9 @@ mod tests {
             search_arms("Ada_1@acme.io"),
             vec![
                 EmailAround {
-                    local_reversed: "1\\_adA%".into(),
+                    local_reversed: "1_adA".into(),
+                    local_reversed_upper: "1_adA\u{10FFFF}".into(),
+                    local_reversed_pattern: "1\\_adA%".into(),
                     domain: "acme.io%".into()
                 },
                 ContainsWhere(UNUSUAL_ID, "lower(customers.external_id)"),
