@@ -9,7 +9,8 @@
 # start in seconds); starts the release server on a free port; creates an admin and an API
 # token; signs in with curl; then drives each scenario with wrk from this process (fixed
 # concurrency: 8 connections, 2 threads) and prints requests/s, p50/p99 latency, errors,
-# the database time per request (pg_stat_statements, when available), the server's own CPU
+# the database time per request (planning and execution, from pg_stat_statements when
+# available), the server's own CPU
 # time per request, and the server's peak memory (VmHWM). Needs: cargo, curl, psql, wrk (Debian: apt-get install wrk), and for the
 # private cluster the PostgreSQL server binaries (initdb, pg_ctl) with pg_trgm.
 #
@@ -103,7 +104,7 @@ if [ -z "${DATABASE_URL:-}" ]; then
         # benchmark can show how much of each request is database time.
         as_postgres "$PG_BIN/pg_ctl" start -w -t 60 -D "$PG_DIR/data" -l "$PG_DIR/postgres.log" \
             -o "-p $PG_PORT -c listen_addresses=127.0.0.1 -k $PG_DIR -c max_connections=200 \
-                -c shared_preload_libraries=pg_stat_statements" >/dev/null
+                -c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track_planning=on" >/dev/null
         PG_STARTED=1
     fi
     DATABASE_URL="postgres://postgres:$(cat "$PG_DIR/password")@127.0.0.1:$PG_PORT/referdesk_bench"
@@ -209,16 +210,18 @@ server_cpu_ms() { awk -v hz="$TICKS" '{ printf "%.0f", ($14 + $15) * 1000 / hz }
 rss_kib() { awk '/^VmRSS/ { print $2 }' "/proc/$SERVER_PID/status"; }
 db_ms() {
     [ "$STATEMENTS" = 1 ] || { echo 0; return; }
-    sql "SELECT coalesce(sum(total_exec_time), 0) FROM pg_stat_statements s
+    sql "SELECT coalesce(sum(total_exec_time + total_plan_time), 0) FROM pg_stat_statements s
          JOIN pg_database d ON d.oid = s.dbid AND d.datname = current_database()
          WHERE s.query NOT ILIKE '%pg_stat_statements%'"
 }
 statement_report() {
     [ "$STATEMENTS" = 1 ] || return 0
-    sql "SELECT round(s.total_exec_time::numeric, 1) || ' ms total, ' || s.calls || ' calls, '
-                || round(s.mean_exec_time::numeric, 3) || ' ms mean: ' || left(regexp_replace(s.query, '\s+', ' ', 'g'), 240)
+    sql "SELECT round((s.total_exec_time + s.total_plan_time)::numeric, 1) || ' ms total ('
+                || round(s.total_plan_time::numeric, 1) || ' planning), ' || s.calls || ' calls, '
+                || round(s.mean_exec_time::numeric, 3) || ' ms mean run: ' || left(regexp_replace(s.query, '\s+', ' ', 'g'), 240)
          FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid AND d.datname = current_database()
-         WHERE s.query NOT ILIKE '%pg_stat_statements%' ORDER BY s.total_exec_time DESC LIMIT 6"
+         WHERE s.query NOT ILIKE '%pg_stat_statements%'
+         ORDER BY s.total_exec_time + s.total_plan_time DESC LIMIT 8"
 }
 
 say "server pid $SERVER_PID on $BASE; $SEEDED seeded customers; ${DURATION}s per scenario; logs in $LOG_DIR"
@@ -288,8 +291,9 @@ echo "Referdesk load test $RUN_ID: $SEEDED customers, wrk -t$THREADS -c$CONNECTI
 printf '%-28s %16s %9s %9s %7s %12s %13s %10s %6s\n' "scenario" "throughput" "p50" "p99" "errors" "db time/req" "app cpu/req" "peak mem" "load"
 printf '%s\n' "${RESULTS[@]}"
 echo "server: peak memory (VmHWM) $(( $(peak_kib) / 1024 )) MiB, now (VmRSS) $(( $(rss_kib) / 1024 )) MiB"
-echo "errors = non-2xx/3xx answers plus socket errors; db time/req = PostgreSQL execution time per"
-echo "request (pg_stat_statements); app cpu/req = the server process's CPU time per request"
+echo "errors = non-2xx/3xx answers plus socket errors; db time/req = PostgreSQL planning and execution"
+echo "time per request (pg_stat_statements; planning only where track_planning is on, as in the"
+echo "private cluster); app cpu/req = the server process's CPU time per request"
 echo "(user + system); load = 1-min load average when the scenario started"
 if [ -n "$EXPORT_NOTE" ]; then echo "$EXPORT_NOTE"; fi
 echo "details (wrk output, top statements per scenario): $LOG_DIR"

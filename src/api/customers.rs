@@ -143,7 +143,7 @@ pub async fn create(
     fields.finish()?;
     let new = NewCustomer::parse(input)?;
     let public_url = state.config.public_url.clone();
-    let view = db::run(&state.pool, move |conn| {
+    let view = db::run_lookups(&state.pool, move |conn| {
         let customer = customers::create(conn, &client.program, &client.actor, new)?;
         render_one(conn, &client.program, &public_url, &customer)
     })
@@ -158,7 +158,7 @@ pub async fn show(
 ) -> Result<HttpResponse, ApiError> {
     let ident = ident.into_inner();
     let public_url = state.config.public_url.clone();
-    let view = db::run(&state.pool, move |conn| {
+    let view = db::run_lookups(&state.pool, move |conn| {
         let customer = customers::find_by_ident(conn, client.program.id, &ident)?;
         render_one(conn, &client.program, &public_url, &customer)
     })
@@ -190,7 +190,7 @@ async fn apply_update(
     fields.finish()?;
     let changes = CustomerChanges::parse(input)?;
     let public_url = state.config.public_url.clone();
-    let view = db::run(&state.pool, move |conn| {
+    let view = db::run_lookups(&state.pool, move |conn| {
         let customer = customers::find_by_ident(conn, client.program.id, &ident)?;
         let updated = customers::update(conn, &client.program, &client.actor, customer.id, changes)?;
         render_one(conn, &client.program, &public_url, &updated)

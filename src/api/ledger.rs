@@ -158,7 +158,7 @@ pub async fn credit(
     .map_err(api_field_names)?;
     let ident = ident.into_inner();
     let public_url = state.config.public_url.clone();
-    let (view, booked_now) = db::run(&state.pool, move |conn| {
+    let (view, booked_now) = db::run_lookups(&state.pool, move |conn| {
         let customer = customers::find_by_ident(conn, client.program.id, &ident)?;
         let (transaction, booked_now) =
             ledger::book(conn, client.program.id, customer.id, &client.actor, entry)?;

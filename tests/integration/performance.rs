@@ -25,6 +25,7 @@ pub fn tests() -> Vec<libtest_mimic::Trial> {
         estimated_list_past_its_end_shows_the_real_last_page,
         programs_changed_in_the_database_show_at_once,
         a_connection_whose_server_went_away_is_not_handed_out_again,
+        generic_plans_last_only_for_the_work_that_asked,
     ]
 }
 
@@ -520,4 +521,30 @@ async fn a_connection_whose_server_went_away_is_not_handed_out_again() {
         let next = pid_of(&mut pool.get().unwrap()).expect("a working connection");
         assert_ne!(next, first);
     }
+}
+
+#[derive(QueryableByName)]
+struct Setting {
+    #[diesel(sql_type = Text)]
+    plan_cache_mode: String,
+}
+
+fn plan_cache_mode(conn: &mut PgConnection) -> String {
+    diesel::sql_query("SHOW plan_cache_mode")
+        .get_result::<Setting>(conn)
+        .unwrap()
+        .plan_cache_mode
+}
+
+async fn generic_plans_last_only_for_the_work_that_asked() {
+    let app = TestApp::spawn().await;
+    let mut conn = app.conn();
+    assert_eq!(plan_cache_mode(&mut conn), "auto");
+    let inside = referdesk::db::with_generic_plans(&mut conn, |conn| Ok(plan_cache_mode(conn))).unwrap();
+    assert_eq!(inside, "force_generic_plan");
+    assert_eq!(plan_cache_mode(&mut conn), "auto", "after the work");
+    let failed: Result<(), _> =
+        referdesk::db::with_generic_plans(&mut conn, |_| Err(referdesk::error::Error::NotFound));
+    assert!(failed.is_err());
+    assert_eq!(plan_cache_mode(&mut conn), "auto", "after failed work");
 }

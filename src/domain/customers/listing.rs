@@ -699,6 +699,25 @@ pub fn page(
     per_page: i64,
     matches: &Matches,
 ) -> Result<Vec<CustomerRow>, Error> {
+    if matches.ids.is_some() {
+        // A few matches known by id (a search): both statements look rows up by id, and
+        // with a list that short PostgreSQL would otherwise plan them on every call.
+        crate::db::with_generic_plans(conn, |conn| {
+            page_rows(conn, program_id, filter, position, per_page, matches)
+        })
+    } else {
+        page_rows(conn, program_id, filter, position, per_page, matches)
+    }
+}
+
+fn page_rows(
+    conn: &mut PgConnection,
+    program_id: i64,
+    filter: &CustomerFilter,
+    position: Position,
+    per_page: i64,
+    matches: &Matches,
+) -> Result<Vec<CustomerRow>, Error> {
     let (positions, reverse) = positions(conn, program_id, filter, position, per_page, matches)?;
     let mut wanted: Vec<i64> = positions
         .iter()

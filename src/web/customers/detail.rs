@@ -121,7 +121,7 @@ pub(super) async fn render_detail(
     let program_id = page.program.id;
     let key = key.to_string();
     let (customer, referrer, links, referrals, events, shown, panels, erased_at) =
-        db::run(&state.pool, move |conn| {
+        db::run_lookups(&state.pool, move |conn| {
             let customer = customers::find_by_key(conn, program_id, &key)?;
             let referrer = customers::with_referrers(conn, vec![customer.clone()])?
                 .pop()
