@@ -11,11 +11,11 @@ use diesel::prelude::*;
 use diesel::sql_types::{Bool, Text};
 
 use super::fragments;
-
-mod page_marks;
 use super::Customer;
 use crate::db::schema::customers;
 use crate::error::Error;
+
+mod page_marks;
 pub use page_marks::{PageMarks, MARK_EVERY};
 
 /// `referred` / `non_referred` (the API's `refer_status`).
