@@ -18,6 +18,7 @@
 #   DATABASE_URL        use this database instead of the private cluster
 #   BENCH_DIR           where the private cluster and the logs live (.referdesk/bench)
 #   BENCH_DURATION      seconds per scenario (10)
+#   BENCH_RUNS          run every scenario this many times and print the medians too (1)
 #   BENCH_CUSTOMERS     customers to seed (1000000)
 #   BENCH_ONLY          run only the scenarios whose name contains this text
 #   BENCH_BIN           benchmark this binary instead of building one (e.g. an older build)
@@ -30,6 +31,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BENCH_DIR=${BENCH_DIR:-$ROOT/.referdesk/bench}
 DURATION=${BENCH_DURATION:-10}
+RUNS=${BENCH_RUNS:-1}
 CUSTOMERS=${BENCH_CUSTOMERS:-1000000}
 ONLY=${BENCH_ONLY:-}
 CONNECTIONS=8
@@ -229,6 +231,11 @@ say "machine: $(nproc) cores; load before the run: $(cut -d' ' -f1-3 /proc/loada
 
 RESULTS=()
 EXPORT_NOTE=
+# Every run's figures, one line per scenario: run, name, throughput, p50, p99, errors, db, app.
+RAW=$LOG_DIR/results.tsv
+: >"$RAW"
+for run in $(seq 1 "$RUNS"); do
+[ "$RUNS" -gt 1 ] && say "run $run of $RUNS"
 for scenario in "${SCENARIOS[@]}"; do
     IFS='|' read -r name kind path script <<<"$scenario"
     if [ -n "$ONLY" ] && [[ "$name" != *"$ONLY"* ]]; then continue; fi
@@ -254,6 +261,7 @@ for scenario in "${SCENARIOS[@]}"; do
         rm -f "$LOG_DIR/export.csv"
         statement_report >"$LOG_DIR/statements-export.txt"
         EXPORT_NOTE="export: $rows rows in ${seconds}s (best of 3; db time is for the whole export)"
+        printf '%s\t%s\t%s\t-\t-\t%s\t%s\t%s\n' "$run" "$name" "$best_rate" "$failed" "${db:-0}" "${app_cpu:-0}" >>"$RAW"
         RESULTS+=("$(printf '%-28s %16s %9s %9s %7s %12s %13s %10s %6s' "$name" \
             "$best_rate rows/s" "-" "-" "$failed" "db ${db:-0} ms" "app ${app_cpu:-0} ms" \
             "$(( $(peak_kib) / 1024 )) MiB" "$load")")
@@ -262,6 +270,7 @@ for scenario in "${SCENARIOS[@]}"; do
     fi
     # A short warm-up (connections, caches), then the measured run.
     slug=$(echo "$name" | tr 'A-Z' 'a-z' | tr -c 'a-z0-9\n' '-')
+    if [ "$RUNS" -gt 1 ]; then slug=$slug-run$run; fi
     # Pages send the session cookie, API calls the token (and no cookie, like a backend).
     if [ "$kind" = page ]; then cookie=$BENCH_COOKIE token=; else cookie= token=$BENCH_TOKEN; fi
     # Each wrk run gets its own BENCH_RUN, so ids and idempotency keys never repeat.
@@ -280,10 +289,13 @@ for scenario in "${SCENARIOS[@]}"; do
     db_per=$(awk -v a="$(db_ms)" -v b="$before_db" -v n="$requests" 'BEGIN { printf "%.2f", (n > 0 ? (a - b) / n : 0) }')
     cpu_per=$(awk -v a="$(server_cpu_ms)" -v b="$before_cpu" -v n="$requests" 'BEGIN { printf "%.2f", (n > 0 ? (a - b) / n : 0) }')
     statement_report >"$LOG_DIR/statements-$slug.txt"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$run" "$name" "$(field rps)" "$(field p50_ms)" \
+        "$(field p99_ms)" "$(field errors)" "$db_per" "$cpu_per" >>"$RAW"
     RESULTS+=("$(printf '%-28s %16s %9s %9s %7s %12s %13s %10s %6s' "$name" "$(field rps) req/s" \
         "$(field p50_ms) ms" "$(field p99_ms) ms" "$(field errors)" "db $db_per ms" "app $cpu_per ms" \
         "$(( $(peak_kib) / 1024 )) MiB" "$load")")
     echo "${RESULTS[-1]}"
+done
 done
 
 echo
@@ -296,4 +308,25 @@ echo "time per request (pg_stat_statements; planning only where track_planning i
 echo "private cluster); app cpu/req = the server process's CPU time per request"
 echo "(user + system); load = 1-min load average when the scenario started"
 if [ -n "$EXPORT_NOTE" ]; then echo "$EXPORT_NOTE"; fi
+if [ "$RUNS" -gt 1 ]; then
+    # The middle value of the numbers on standard input.
+    median() {
+        sort -g | awk '{ v[NR] = $1 }
+            END { if (v[1] == "-") print "-"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+    }
+    column_of() { awk -F'\t' -v name="$1" -v col="$2" '$2 == name { print $col }' "$RAW"; }
+    echo
+    echo "median of $RUNS runs (p99 range over the runs):"
+    printf '%-28s %12s %9s %9s %17s %7s %12s %13s\n' "scenario" "throughput" "p50" "p99" "p99 range" "errors" "db time/req" "app cpu/req"
+    cut -f2 "$RAW" | awk '!seen[$0]++' | while IFS= read -r name; do
+        p99s=$(column_of "$name" 5 | sort -g)
+        range="$(head -1 <<<"$p99s")-$(tail -1 <<<"$p99s")"
+        if [ "$range" = "---" ]; then range=-; fi
+        printf '%-28s %12s %9s %9s %17s %7s %12s %13s\n' "$name" "$(column_of "$name" 3 | median)" \
+            "$(column_of "$name" 4 | median)" "$(column_of "$name" 5 | median)" "$range" \
+            "$(column_of "$name" 6 | awk '{ s += $1 } END { print s }')" \
+            "$(column_of "$name" 7 | median)" "$(column_of "$name" 8 | median)"
+    done
+    echo "(throughput in req/s, or rows/s for the export; times in ms; errors summed over the runs)"
+fi
 echo "details (wrk output, top statements per scenario): $LOG_DIR"
