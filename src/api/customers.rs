@@ -143,8 +143,9 @@ pub async fn create(
     fields.finish()?;
     let new = NewCustomer::parse(input)?;
     let public_url = state.config.public_url.clone();
+    // One transaction for the signup and the reads of its answer (`run_lookups` opens it).
     let view = db::run_lookups(&state.pool, move |conn| {
-        let customer = customers::create(conn, &client.program, &client.actor, new)?;
+        let customer = customers::create_in(conn, &client.program, &client.actor, new)?;
         render_one(conn, &client.program, &public_url, &customer)
     })
     .await?;

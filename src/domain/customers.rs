@@ -345,26 +345,19 @@ fn taken(
     Ok(errors)
 }
 
-/// A fresh random key (or id) nobody in the program holds, held, or uses as a link code.
-fn generate_unique(conn: &mut PgConnection, program_id: i64, field: &str) -> Result<String, Error> {
-    for _ in 0..8 {
+/// A random key as a customer could have chosen it (checked for being free with the other
+/// fields, in [`create_in`]).
+fn random_key() -> String {
+    loop {
         let candidate = random_code(GENERATED_LENGTH);
-        let errors = if field == "key" {
-            if input::parse_key(&candidate).is_err() {
-                continue;
-            }
-            taken(conn, program_id, None, Some(&candidate), None, None)?
-        } else {
-            taken(conn, program_id, None, None, Some(&candidate), None)?
-        };
-        if errors.is_empty() {
-            return Ok(candidate);
+        if input::parse_key(&candidate).is_ok() {
+            return candidate;
         }
     }
-    Err(Error::Internal(anyhow::anyhow!(
-        "could not generate a unique customer {field}"
-    )))
 }
+
+/// How often a generated key or id is drawn again when it happens to be taken.
+const GENERATION_ATTEMPTS: usize = 8;
 
 /// Text that can match a stored value at all: no control characters (PostgreSQL refuses
 /// NUL outright), not absurdly long. Lookups of anything else find nothing.
@@ -474,63 +467,85 @@ pub fn create(
     actor: &Actor,
     input: NewCustomer,
 ) -> Result<Customer, Error> {
-    conn.transaction(|conn| {
-        let mut errors = taken(
+    conn.transaction(|conn| create_in(conn, program, actor, input))
+}
+
+/// [`create`] within a transaction the caller has opened (its statements must commit
+/// together), e.g. one that also reads what the answer shows.
+pub fn create_in(
+    conn: &mut PgConnection,
+    program: &Program,
+    actor: &Actor,
+    input: NewCustomer,
+) -> Result<Customer, Error> {
+    // A blank key or id is generated first, so that one statement checks every field;
+    // a generated value that happens to be taken is drawn again.
+    let mut attempts = 0;
+    let (key, external_id, mut errors) = loop {
+        attempts += 1;
+        let key = input.key.clone().unwrap_or_else(random_key);
+        let external_id = input
+            .external_id
+            .clone()
+            .unwrap_or_else(|| random_code(GENERATED_LENGTH));
+        let errors = taken(
             conn,
             program.id,
             None,
-            input.key.as_deref(),
-            input.external_id.as_deref(),
+            Some(&key),
+            Some(&external_id),
             input.email.as_deref(),
         )?;
-        let referrer = match &input.referrer {
-            Some(referrer) => collect(&mut errors, find_referrer(conn, program.id, referrer))?,
-            None => None,
-        };
-        if !errors.is_empty() {
-            return Err(Error::invalid_fields(errors));
+        let generated_taken = (input.key.is_none() && errors.contains_key("key"))
+            || (input.external_id.is_none() && errors.contains_key("id"));
+        if !generated_taken {
+            break (key, external_id, errors);
         }
-        let key = match input.key {
-            Some(key) => key,
-            None => generate_unique(conn, program.id, "key")?,
-        };
-        let external_id = match input.external_id {
-            Some(id) => id,
-            None => generate_unique(conn, program.id, "id")?,
-        };
-        let mut metadata = Map::new();
-        if let Some(date) = input.date_of_birth {
-            metadata.insert("date_of_birth".into(), json!(date.format("%Y-%m-%d").to_string()));
+        if attempts == GENERATION_ATTEMPTS {
+            return Err(Error::Internal(anyhow::anyhow!(
+                "could not generate a free customer key and id"
+            )));
         }
-        let customer = diesel::insert_into(customers::table)
-            .values((
-                customers::program_id.eq(program.id),
-                customers::external_id.eq(&external_id),
-                customers::key.eq(&key),
-                customers::email.eq(&input.email),
-                customers::name.eq(&input.name),
-                customers::surname.eq(&input.surname),
-                customers::metadata.eq(Value::Object(metadata)),
-                customers::custom_fields.eq(Value::Object(input.custom_fields)),
-                customers::approved.eq(!program.require_approval),
-                customers::referrer_id.eq(referrer.as_ref().map(|referrer| referrer.id)),
-            ))
-            .returning(Customer::as_returning())
-            .get_result(conn)
-            .map_err(unique_to_field)?;
-        links::add_default_link(conn, &customer).map_err(unique_to_field)?;
-        if let Some(referrer) = &referrer {
-            add_referrals(conn, referrer.id, 1)?;
-        }
-        let mut after = customer.snapshot();
-        after["referring_customer"] = json!(referrer.as_ref().map(|referrer| &referrer.key));
-        audit::record(
-            conn,
-            actor,
-            customer_change(program.id, &customer, "customer.create", None, Some(after)),
-        )?;
-        Ok(customer)
-    })
+    };
+    let referrer = match &input.referrer {
+        Some(referrer) => collect(&mut errors, find_referrer(conn, program.id, referrer))?,
+        None => None,
+    };
+    if !errors.is_empty() {
+        return Err(Error::invalid_fields(errors));
+    }
+    let mut metadata = Map::new();
+    if let Some(date) = input.date_of_birth {
+        metadata.insert("date_of_birth".into(), json!(date.format("%Y-%m-%d").to_string()));
+    }
+    let customer = diesel::insert_into(customers::table)
+        .values((
+            customers::program_id.eq(program.id),
+            customers::external_id.eq(&external_id),
+            customers::key.eq(&key),
+            customers::email.eq(&input.email),
+            customers::name.eq(&input.name),
+            customers::surname.eq(&input.surname),
+            customers::metadata.eq(Value::Object(metadata)),
+            customers::custom_fields.eq(Value::Object(input.custom_fields)),
+            customers::approved.eq(!program.require_approval),
+            customers::referrer_id.eq(referrer.as_ref().map(|referrer| referrer.id)),
+        ))
+        .returning(Customer::as_returning())
+        .get_result(conn)
+        .map_err(unique_to_field)?;
+    links::add_default_link(conn, &customer).map_err(unique_to_field)?;
+    if let Some(referrer) = &referrer {
+        add_referrals(conn, referrer.id, 1)?;
+    }
+    let mut after = customer.snapshot();
+    after["referring_customer"] = json!(referrer.as_ref().map(|referrer| &referrer.key));
+    audit::record(
+        conn,
+        actor,
+        customer_change(program.id, &customer, "customer.create", None, Some(after)),
+    )?;
+    Ok(customer)
 }
 
 /// Applies `changes`. A new key renames the default referral link; the old key is
