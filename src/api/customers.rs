@@ -12,7 +12,7 @@ use crate::api::list::{self, ListQuery};
 use crate::api::views::{self, CustomerContext};
 use crate::api::{data, done, ApiClient};
 use crate::db;
-use crate::domain::customers::listing::{self, CustomerFilter, ReferStatus};
+use crate::domain::customers::listing::{self, CustomerFilter, ReferStatus, ReferrerSummary};
 use crate::domain::customers::{self, Customer, CustomerChanges, CustomerInput, NewCustomer};
 use crate::domain::programs::Program;
 use crate::domain::referral_links;
@@ -36,6 +36,24 @@ fn render_customers(
         links: &links,
     };
     Ok(rows.iter().map(|row| views::customer(row, &context)).collect())
+}
+
+/// The JSON of a customer just created, from what the signup read and wrote (its referrer,
+/// its one link): no further queries.
+fn render_created(program: &Program, public_url: &str, created: &customers::Created) -> Value {
+    let referrers: HashMap<i64, ReferrerSummary> = created
+        .referrer
+        .iter()
+        .map(|referrer| (referrer.id, ReferrerSummary::of(referrer)))
+        .collect();
+    let links = HashMap::from([(created.customer.id, vec![created.link.clone()])]);
+    let context = CustomerContext {
+        program,
+        public_url,
+        referrers: &referrers,
+        links: &links,
+    };
+    views::customer(&created.customer, &context)
 }
 
 pub(crate) fn render_one(
@@ -143,10 +161,9 @@ pub async fn create(
     fields.finish()?;
     let new = NewCustomer::parse(input)?;
     let public_url = state.config.public_url.clone();
-    // One transaction for the signup and the reads of its answer (`run_lookups` opens it).
     let view = db::run_lookups(&state.pool, move |conn| {
-        let customer = customers::create_in(conn, &client.program, &client.actor, new)?;
-        render_one(conn, &client.program, &public_url, &customer)
+        let created = customers::create_in(conn, &client.program, &client.actor, new)?;
+        Ok(render_created(&client.program, &public_url, &created))
     })
     .await?;
     Ok(data(StatusCode::CREATED, &view))

@@ -468,16 +468,26 @@ pub fn create(
     input: NewCustomer,
 ) -> Result<Customer, Error> {
     conn.transaction(|conn| create_in(conn, program, actor, input))
+        .map(|created| created.customer)
+}
+
+/// A customer just created, with what was read or written on the way: their referrer and
+/// their (only) referral link.
+#[derive(Debug)]
+pub struct Created {
+    pub customer: Customer,
+    pub referrer: Option<Customer>,
+    pub link: links::ReferralLink,
 }
 
 /// [`create`] within a transaction the caller has opened (its statements must commit
-/// together), e.g. one that also reads what the answer shows.
+/// together), e.g. one that also builds the answer.
 pub fn create_in(
     conn: &mut PgConnection,
     program: &Program,
     actor: &Actor,
     input: NewCustomer,
-) -> Result<Customer, Error> {
+) -> Result<Created, Error> {
     // A blank key or id is generated first, so that one statement checks every field;
     // a generated value that happens to be taken is drawn again.
     let mut attempts = 0;
@@ -534,7 +544,7 @@ pub fn create_in(
         .returning(Customer::as_returning())
         .get_result(conn)
         .map_err(unique_to_field)?;
-    links::add_default_link(conn, &customer).map_err(unique_to_field)?;
+    let link = links::add_default_link(conn, &customer).map_err(unique_to_field)?;
     if let Some(referrer) = &referrer {
         add_referrals(conn, referrer.id, 1)?;
     }
@@ -545,7 +555,11 @@ pub fn create_in(
         actor,
         customer_change(program.id, &customer, "customer.create", None, Some(after)),
     )?;
-    Ok(customer)
+    Ok(Created {
+        customer,
+        referrer,
+        link,
+    })
 }
 
 /// Applies `changes`. A new key renames the default referral link; the old key is

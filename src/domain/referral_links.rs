@@ -122,11 +122,18 @@ pub(crate) fn set_default_code(
 }
 
 /// The default link of a customer who has none yet (just created): their key as the code.
-pub(crate) fn add_default_link(conn: &mut PgConnection, customer: &Customer) -> Result<(), DieselError> {
+pub(crate) fn add_default_link(
+    conn: &mut PgConnection,
+    customer: &Customer,
+) -> Result<ReferralLink, DieselError> {
     insert_default(conn, customer, &customer.key)
 }
 
-fn insert_default(conn: &mut PgConnection, customer: &Customer, code: &str) -> Result<(), DieselError> {
+fn insert_default(
+    conn: &mut PgConnection,
+    customer: &Customer,
+    code: &str,
+) -> Result<ReferralLink, DieselError> {
     diesel::insert_into(referral_links::table)
         .values((
             referral_links::program_id.eq(customer.program_id),
@@ -134,8 +141,8 @@ fn insert_default(conn: &mut PgConnection, customer: &Customer, code: &str) -> R
             referral_links::code.eq(code),
             referral_links::is_default.eq(true),
         ))
-        .execute(conn)?;
-    Ok(())
+        .returning(ReferralLink::as_returning())
+        .get_result(conn)
 }
 
 /// A free code for an extra link: the customer's key and a random suffix.

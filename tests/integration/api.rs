@@ -186,6 +186,12 @@ async fn referred_customers_count_and_unknown_referrers_are_refused() {
         .await;
     assert_eq!(referred["referring_customer"]["key"], "referrer");
     assert_eq!(referred["referring_customer"]["id"], "ref-1");
+    // The answer to a create is built from what the signup wrote; it is exactly what
+    // reading the customer back gives.
+    let (_, read_back) = api
+        .get(&format!("/customers/{}", referred["id"].as_str().unwrap()))
+        .await;
+    assert_eq!(read_back["data"], referred);
     // id wins over key when both are given.
     api.create(json!({"id": "ref-2", "key": "other"})).await;
     let by_id = api

@@ -328,6 +328,18 @@ pub struct ReferrerSummary {
 }
 
 impl ReferrerSummary {
+    /// The summary of a customer already loaded.
+    pub fn of(customer: &Customer) -> ReferrerSummary {
+        ReferrerSummary {
+            id: customer.id,
+            key: customer.key.clone(),
+            external_id: customer.external_id.clone(),
+            email: customer.email.clone(),
+            name: customer.name.clone(),
+            surname: customer.surname.clone(),
+        }
+    }
+
     pub fn display_name(&self) -> String {
         let full = [self.name.as_deref(), self.surname.as_deref()]
             .into_iter()
@@ -729,18 +741,14 @@ fn page_rows(
         .into_iter()
         .map(|customer| (customer.id, customer))
         .collect();
-    let summary = |customer: &Customer| ReferrerSummary {
-        id: customer.id,
-        key: customer.key.clone(),
-        external_id: customer.external_id.clone(),
-        email: customer.email.clone(),
-        name: customer.name.clone(),
-        surname: customer.surname.clone(),
-    };
     let referrers: HashMap<i64, ReferrerSummary> = positions
         .iter()
         .filter_map(|(_, referrer)| *referrer)
-        .filter_map(|id| loaded.get(&id).map(|customer| (id, summary(customer))))
+        .filter_map(|id| {
+            loaded
+                .get(&id)
+                .map(|customer| (id, ReferrerSummary::of(customer)))
+        })
         .collect();
     let mut rows: Vec<CustomerRow> = positions
         .iter()
