@@ -52,6 +52,12 @@ struct Marks {
     ids: Vec<i64>,
 }
 
+/// What [`PageMarks::lookup`] found.
+enum Known {
+    Mark(i64),
+    Fewer(Vec<i64>),
+}
+
 /// The marks of every list looked at, shared by the server's workers.
 #[derive(Debug, Default)]
 pub struct PageMarks {
@@ -103,30 +109,23 @@ impl PageMarks {
             direction,
         };
         let needed = (place / MARK_EVERY) as usize;
-        let known = self.known(list, changes, needed);
-        let mark = if known.len() >= needed {
-            known[needed - 1]
-        } else {
-            // Walk on from the last mark known (without holding the lock meanwhile).
-            let walked = CustomerFilter {
-                direction,
-                ..filter.clone()
-            };
-            let more = walk(
-                conn,
-                program_id,
-                &walked,
-                known.last().copied(),
-                needed - known.len(),
-            )?;
-            let mut ids = known;
-            ids.extend(more);
-            let Some(&mark) = ids.get(needed - 1) else {
-                // The list is shorter than its tally said a moment ago: read by number.
-                return Ok(by_number);
-            };
-            self.remember(list, changes, ids);
-            mark
+        let mark = match self.lookup(list, changes, needed) {
+            Known::Mark(mark) => mark,
+            Known::Fewer(mut ids) => {
+                // Walk on from the last mark known (without holding the lock meanwhile).
+                let walked = CustomerFilter {
+                    direction,
+                    ..filter.clone()
+                };
+                let more = walk(conn, program_id, &walked, ids.last().copied(), needed - ids.len())?;
+                ids.extend(more);
+                let Some(&mark) = ids.get(needed - 1) else {
+                    // The list is shorter than its tally said a moment ago: read by number.
+                    return Ok(by_number);
+                };
+                self.remember(list, changes, ids);
+                mark
+            }
         };
         let skip = place - needed as i64 * MARK_EVERY;
         Ok(if from_end {
@@ -136,12 +135,17 @@ impl PageMarks {
         })
     }
 
-    /// The marks known for `list` at change count `changes`, up to `needed` of them.
-    fn known(&self, list: MarkedList, changes: i64, needed: usize) -> Vec<i64> {
+    /// The `needed`-th mark of `list` at change count `changes`, or the fewer marks known
+    /// (none when the count has moved) to walk on from. Only the latter copies the marks:
+    /// a page view that finds its mark reads one number under the lock.
+    fn lookup(&self, list: MarkedList, changes: i64, needed: usize) -> Known {
         let lists = self.lists.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         match lists.get(&list) {
-            Some(marks) if marks.changes == changes => marks.ids[..marks.ids.len().min(needed)].to_vec(),
-            _ => Vec::new(),
+            Some(marks) if marks.changes == changes => match marks.ids.get(needed - 1) {
+                Some(&mark) => Known::Mark(mark),
+                None => Known::Fewer(marks.ids.clone()),
+            },
+            _ => Known::Fewer(Vec::new()),
         }
     }
 
