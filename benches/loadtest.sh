@@ -172,8 +172,9 @@ curl -fsS -o /dev/null -H "Cookie: $BENCH_COOKIE" "$BASE/customers" \
     || { say "the signed-in list page failed"; exit 1; }
 
 # --- 4. what the scenarios look at ------------------------------------------------------
-TOP_KEY=$(sql "SELECT key FROM customers WHERE program_id = $PROGRAM_ID AND status = 'active'
-               ORDER BY referrals_count DESC, id DESC LIMIT 1")
+TOP_KEY=$(sql "SELECT c.key FROM referral_standings s JOIN customers c ON c.id = s.customer_id
+               WHERE s.program_id = $PROGRAM_ID AND s.status = 'active'
+               ORDER BY s.referrals_count DESC, s.customer_id DESC LIMIT 1")
 TYPICAL_KEY=$(sql "SELECT key FROM customers WHERE program_id = $PROGRAM_ID AND external_id = 'seed-$((SEEDED / 2 + 7))'")
 EMAIL_EXACT=$(sql "SELECT email FROM customers WHERE program_id = $PROGRAM_ID AND external_id = 'seed-$((SEEDED / 3 + 1))'")
 # Part of someone's address as staff would type it ("ada.12345"), matching a handful.

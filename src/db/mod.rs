@@ -8,7 +8,9 @@ pub mod schema;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use diesel::connection::{Instrumentation, InstrumentationEvent};
+use diesel::connection::{
+    AnsiTransactionManager, Instrumentation, InstrumentationEvent, SimpleConnection, TransactionManager,
+};
 use diesel::pg::PgConnection;
 use diesel::r2d2::{ConnectionManager, ManageConnection, Pool, PooledConnection};
 use diesel::{Connection, RunQueryDsl};
@@ -153,10 +155,33 @@ pub fn with_generic_plans<T>(
     conn: &mut PgConnection,
     work: impl FnOnce(&mut PgConnection) -> Result<T, Error>,
 ) -> Result<T, Error> {
-    conn.transaction(|conn| {
-        diesel::sql_query("SET LOCAL plan_cache_mode = force_generic_plan").execute(conn)?;
-        work(conn)
-    })
+    const SETTING: &str = "SET LOCAL plan_cache_mode = force_generic_plan";
+    let depth = AnsiTransactionManager::transaction_manager_status_mut(conn).transaction_depth()?;
+    if depth.is_some() {
+        // Inside a transaction already: a savepoint, and the setting ends with it.
+        return conn.transaction(|conn| {
+            diesel::sql_query(SETTING).execute(conn)?;
+            work(conn)
+        });
+    }
+    // Both in one round trip: these are the server's most frequent transactions.
+    if let Err(error) = AnsiTransactionManager::begin_transaction_sql(conn, &format!("BEGIN; {SETTING}")) {
+        // Should BEGIN have run and the setting failed, Diesel does not know of the
+        // transaction; end it so the connection goes back to the pool clean.
+        let _ = conn.batch_execute("ROLLBACK");
+        return Err(error.into());
+    }
+    match work(conn) {
+        Ok(value) => {
+            AnsiTransactionManager::commit_transaction(conn)?;
+            Ok(value)
+        }
+        Err(error) => {
+            // As Diesel's own `transaction`: the work's error is the one that matters.
+            let _ = AnsiTransactionManager::rollback_transaction(conn);
+            Err(error)
+        }
+    }
 }
 
 /// Applies every pending migration.

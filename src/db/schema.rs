@@ -173,6 +173,17 @@ diesel::table! {
 }
 
 diesel::table! {
+    referral_standings (customer_id) {
+        customer_id -> Int8,
+        program_id -> Int8,
+        status -> Text,
+        referrals_count -> Int4,
+        referrer_id -> Nullable<Int8>,
+        approved -> Bool,
+    }
+}
+
+diesel::table! {
     retired_keys (program_id, key) {
         program_id -> Int8,
         key -> Text,
@@ -231,6 +242,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     programs,
     referral_clicks,
     referral_links,
+    referral_standings,
     retired_keys,
     sessions,
     team_members,

@@ -212,11 +212,39 @@ fn lock(conn: &mut PgConnection, program_id: i64, id: i64, mode: Lock) -> Result
 /// One atomic `UPDATE … SET referrals_count = referrals_count + delta`: concurrent
 /// transactions queue on the row lock, so the count stays exact.
 fn add_referrals(conn: &mut PgConnection, referrer_id: i64, delta: i32) -> Result<(), Error> {
-    diesel::update(customers::table.find(referrer_id))
-        .set((customers::referrals_count.eq(customers::referrals_count + delta),))
-        .execute(conn)?;
+    AddReferrals { referrer_id, delta }.execute(conn)?;
     Ok(())
 }
+
+/// The statement of [`add_referrals`], written out so that it stays prepared: Diesel sends
+/// every `diesel::update` unprepared (an update's text depends on its changeset), so
+/// PostgreSQL would parse and plan this one anew on every referred signup — as long as
+/// running it. Cached by its SQL text (the `QueryId` is not static).
+struct AddReferrals {
+    referrer_id: i64,
+    delta: i32,
+}
+
+impl diesel::query_builder::QueryId for AddReferrals {
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl diesel::query_builder::QueryFragment<diesel::pg::Pg> for AddReferrals {
+    fn walk_ast<'b>(
+        &'b self,
+        mut out: diesel::query_builder::AstPass<'_, 'b, diesel::pg::Pg>,
+    ) -> QueryResult<()> {
+        use diesel::sql_types::{BigInt, Integer};
+        out.push_sql("UPDATE customers SET referrals_count = referrals_count + ");
+        out.push_bind_param::<Integer, i32>(&self.delta)?;
+        out.push_sql(" WHERE id = ");
+        out.push_bind_param::<BigInt, i64>(&self.referrer_id)?;
+        Ok(())
+    }
+}
+
+impl RunQueryDsl<PgConnection> for AddReferrals {}
 
 fn add_message(errors: &mut FieldErrors, field: &str, message: impl Into<String>) {
     errors.entry(field.to_string()).or_default().push(message.into());

@@ -18,6 +18,7 @@ pub fn tests() -> Vec<libtest_mimic::Trial> {
     trials![
         page_views_without_messages_leave_the_session_alone,
         tallies_follow_every_change,
+        referral_order_follows_every_change,
         large_searches_show_an_estimate_and_say_so,
         far_page_links_continue_from_the_rows_shown,
         deep_pages_by_number_match_the_keyset_pages,
@@ -26,6 +27,7 @@ pub fn tests() -> Vec<libtest_mimic::Trial> {
         programs_changed_in_the_database_show_at_once,
         a_connection_whose_server_went_away_is_not_handed_out_again,
         generic_plans_last_only_for_the_work_that_asked,
+        a_signups_referrer_update_is_prepared_once,
     ]
 }
 
@@ -192,6 +194,145 @@ async fn tallies_follow_every_change() {
     assert_eq!(
         listing::total(&mut conn, program, &filter).unwrap(),
         listing::Total::Exact(0)
+    );
+}
+
+/// `referral_standings` (which carries the list's referral order) holds exactly the
+/// program's customers with their status, count, referrer and approval.
+fn assert_standings_exact(app: &TestApp, when: &str) {
+    #[derive(QueryableByName, Debug)]
+    struct Differences {
+        #[diesel(sql_type = BigInt)]
+        missing: i64,
+        #[diesel(sql_type = BigInt)]
+        extra: i64,
+    }
+    let differences: Differences = diesel::sql_query(
+        "WITH truth AS (SELECT id, program_id, status, referrals_count, referrer_id, approved FROM customers),
+              kept AS (SELECT customer_id, program_id, status, referrals_count, referrer_id, approved
+                       FROM referral_standings)
+         SELECT (SELECT count(*) FROM (SELECT * FROM truth EXCEPT SELECT * FROM kept) m) AS missing,
+                (SELECT count(*) FROM (SELECT * FROM kept EXCEPT SELECT * FROM truth) e) AS extra",
+    )
+    .get_result(&mut app.conn())
+    .unwrap();
+    assert_eq!((differences.missing, differences.extra), (0, 0), "{when}");
+}
+
+/// The keys of a list sorted by referrals, computed from `customers` alone.
+fn keys_by_referrals(app: &TestApp, filter: &str, ascending: bool, offset: i64, limit: i64) -> Vec<String> {
+    let order = if ascending { "ASC" } else { "DESC" };
+    diesel::sql_query(format!(
+        "SELECT key FROM customers WHERE program_id = $1 AND {filter}
+         ORDER BY referrals_count {order}, id {order} LIMIT $2 OFFSET $3"
+    ))
+    .bind::<BigInt, _>(program_id(app))
+    .bind::<BigInt, _>(limit)
+    .bind::<BigInt, _>(offset)
+    .load::<Key>(&mut app.conn())
+    .unwrap()
+    .into_iter()
+    .map(|row| row.key)
+    .collect()
+}
+
+#[derive(QueryableByName)]
+struct Key {
+    #[diesel(sql_type = Text)]
+    key: String,
+}
+
+async fn referral_order_follows_every_change() {
+    let app = TestApp::spawn().await;
+    app.login_as(Role::Admin).await;
+    assert_standings_exact(&app, "empty");
+    for (email, key, referrer) in [
+        ("a@example.com", "aa", None),
+        ("b@example.com", "bb", Some("aa")),
+        ("c@example.com", "cc", Some("aa")),
+        ("d@example.com", "dd", Some("bb")),
+        ("e@example.com", "ee", None),
+    ] {
+        let mut fields = vec![("email", email), ("key", key)];
+        if let Some(referrer) = referrer {
+            fields.push(("referring_customer", referrer));
+        }
+        assert_eq!(app.post_form("/customers", &fields).await.status(), 303);
+    }
+    assert_standings_exact(&app, "after signups");
+    assert_eq!(app.post_form("/customers/cc/delete", &[]).await.status(), 303);
+    assert_standings_exact(&app, "after a delete");
+    assert_eq!(
+        app.post_form("/customers/ee/referrer", &[("referring_customer", "bb")])
+            .await
+            .status(),
+        303
+    );
+    assert_standings_exact(&app, "after a new referrer");
+    assert_eq!(app.post_form("/customers/cc/restore", &[]).await.status(), 303);
+    diesel::sql_query("UPDATE customers SET approved = FALSE WHERE key IN ('dd', 'ee')")
+        .execute(&mut app.conn())
+        .unwrap();
+    assert_standings_exact(&app, "after a restore and approvals changed by hand");
+
+    // More than the list counts one by one, with counts set by hand: the search and the
+    // date range are answered through the standings too.
+    bulk_insert(&app, "wide", "wide.test", 1_050);
+    diesel::sql_query("UPDATE customers SET referrals_count = (id * 7919) % 13 WHERE key LIKE 'wide%'")
+        .execute(&mut app.conn())
+        .unwrap();
+    diesel::sql_query("DELETE FROM customers WHERE key IN ('wide0003', 'wide0500')")
+        .execute(&mut app.conn())
+        .unwrap();
+    assert_standings_exact(&app, "after a bulk insert, counts and deletes by hand");
+    let from = (chrono::Utc::now() - chrono::Duration::days(2)).format("%Y-%m-%d");
+    let cases = [
+        ("sort=referrals&dir=desc", "status = 'active'", false),
+        ("sort=referrals&dir=asc", "status = 'active'", true),
+        (
+            "sort=referrals&dir=desc&refer_status=referred",
+            "status = 'active' AND referrer_id IS NOT NULL",
+            false,
+        ),
+        (
+            "sort=referrals&dir=desc&approved=no",
+            "status = 'active' AND NOT approved",
+            false,
+        ),
+        ("sort=referrals&dir=desc&status=all", "TRUE", false),
+        (
+            "sort=referrals&dir=desc&q=wide.test",
+            "status = 'active' AND email LIKE '%wide.test%'",
+            false,
+        ),
+        (
+            "sort=referrals&dir=asc&status=all&from=FROM",
+            "created_at >= current_date - 2",
+            true,
+        ),
+    ];
+    for (query, truth, ascending) in cases {
+        let query = query.replace("FROM", &from.to_string());
+        let mut checked = 0;
+        for page_number in [1, 3, 20] {
+            // (A page past the end shows the last one; only pages inside the list here.)
+            let expected = keys_by_referrals(&app, truth, ascending, (page_number - 1) * 50, 50);
+            if expected.is_empty() {
+                continue;
+            }
+            let path = format!("/customers?{query}&per_page=50&page={page_number}");
+            let listed = listed_keys(&page(&app, &path).await);
+            assert_eq!(listed, expected, "{path}");
+            checked += 1;
+        }
+        assert!(checked > 0, "{query}");
+    }
+    // The dashboard's top referrers: the biggest counts among active customers.
+    let dashboard = page(&app, "/").await;
+    let top = keys_by_referrals(&app, "status = 'active' AND referrals_count > 0", false, 0, 1);
+    assert!(
+        dashboard.contains(&format!("/customers/{}", top[0])),
+        "{dashboard}"
     );
 }
 
@@ -547,4 +688,46 @@ async fn generic_plans_last_only_for_the_work_that_asked() {
         referdesk::db::with_generic_plans(&mut conn, |_| Err(referdesk::error::Error::NotFound));
     assert!(failed.is_err());
     assert_eq!(plan_cache_mode(&mut conn), "auto", "after failed work");
+}
+
+#[derive(QueryableByName)]
+struct PreparedStatement {
+    #[diesel(sql_type = Text)]
+    statement: String,
+}
+
+/// Diesel sends every `UPDATE` unprepared (parsed and planned on each call); the referrer's
+/// count, updated on every referred signup, is kept prepared on its connection instead.
+async fn a_signups_referrer_update_is_prepared_once() {
+    use referdesk::domain::customers::{self as domain, NewCustomer, ReferrerRef};
+    use referdesk::domain::Actor;
+    let app = TestApp::spawn().await;
+    let mut conn = app.conn();
+    let program = programs::find_by_slug(&mut conn, "default").unwrap();
+    let new = |id: &str, referrer: Option<&str>| NewCustomer {
+        external_id: Some(id.to_string()),
+        referrer: referrer.map(|id| ReferrerRef::Id(id.to_string())),
+        ..NewCustomer::default()
+    };
+    domain::create(&mut conn, &program, &Actor::system(), new("ref", None)).unwrap();
+    let referrer_updates = |conn: &mut PgConnection| {
+        diesel::sql_query("SELECT statement FROM pg_prepared_statements")
+            .load::<PreparedStatement>(conn)
+            .unwrap()
+            .into_iter()
+            .filter(|row| row.statement.contains("SET referrals_count"))
+            .count()
+    };
+    assert_eq!(referrer_updates(&mut conn), 0);
+    for n in 0..3 {
+        let id = format!("friend-{n}");
+        domain::create(&mut conn, &program, &Actor::system(), new(&id, Some("ref"))).unwrap();
+        assert_eq!(referrer_updates(&mut conn), 1, "after signup {n}");
+    }
+    let count: i32 = customers::table
+        .filter(customers::external_id.eq("ref"))
+        .select(customers::referrals_count)
+        .first(&mut conn)
+        .unwrap();
+    assert_eq!(count, 3);
 }

@@ -127,11 +127,20 @@ impl QueryFragment<Pg> for SearchMatch {
     }
 }
 
-/// `(expression, customers.id) > (the same of customer $1 of program $2)` (or `<`): the
-/// rows after a given customer in the list's order (keyset pagination).
+/// Where a keyset continuation reads the list's order from: the table, its customer id
+/// column (which breaks ties) and the sort expression, all fixed SQL text.
+#[derive(Debug, Clone, Copy)]
+pub struct Keyset {
+    pub table: &'static str,
+    pub id: &'static str,
+    pub expression: &'static str,
+}
+
+/// `(expression, id) > (the same of customer $1 of program $2)` (or `<`): the rows after a
+/// given customer in the list's order (keyset pagination).
 #[derive(Debug, Clone, Copy)]
 pub struct Continue {
-    pub expression: &'static str,
+    pub keyset: Keyset,
     pub greater: bool,
     pub customer_id: i64,
     pub program_id: i64,
@@ -156,15 +165,32 @@ impl<GB> ValidGrouping<GB> for Continue {
 
 impl QueryFragment<Pg> for Continue {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        let Keyset {
+            table,
+            id,
+            expression,
+        } = self.keyset;
         out.push_sql("(");
-        out.push_sql(self.expression);
-        out.push_sql(", customers.id) ");
-        out.push_sql(if self.greater { ">" } else { "<" });
-        out.push_sql(" (SELECT ");
-        out.push_sql(self.expression);
-        out.push_sql(", customers.id FROM customers WHERE customers.id = ");
+        out.push_sql(expression);
+        out.push_sql(", ");
+        out.push_sql(id);
+        out.push_sql(if self.greater {
+            ") > (SELECT "
+        } else {
+            ") < (SELECT "
+        });
+        out.push_sql(expression);
+        out.push_sql(", ");
+        out.push_sql(id);
+        out.push_sql(" FROM ");
+        out.push_sql(table);
+        out.push_sql(" WHERE ");
+        out.push_sql(id);
+        out.push_sql(" = ");
         out.push_bind_param::<BigInt, i64>(&self.customer_id)?;
-        out.push_sql(" AND customers.program_id = ");
+        out.push_sql(" AND ");
+        out.push_sql(table);
+        out.push_sql(".program_id = ");
         out.push_bind_param::<BigInt, i64>(&self.program_id)?;
         out.push_sql(")");
         Ok(())

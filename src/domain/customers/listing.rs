@@ -12,7 +12,7 @@ use diesel::sql_types::{Bool, Text};
 
 use super::fragments;
 use super::Customer;
-use crate::db::schema::customers;
+use crate::db::schema::{customers, referral_standings as standings};
 use crate::error::Error;
 
 mod page_marks;
@@ -120,7 +120,23 @@ impl SortColumn {
             SortColumn::Referrals => "customers.referrals_count",
         }
     }
+
+    /// Continuing the list after a customer, sorted by this column (see [`positions`]).
+    fn keyset(self) -> fragments::Keyset {
+        fragments::Keyset {
+            table: "customers",
+            id: "customers.id",
+            expression: self.expression(),
+        }
+    }
 }
+
+/// Continuing the list sorted by referrals as read from `referral_standings`.
+const STANDINGS_KEYSET: fragments::Keyset = fragments::Keyset {
+    table: "referral_standings",
+    id: "referral_standings.customer_id",
+    expression: "referral_standings.referrals_count",
+};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum SortDirection {
@@ -306,6 +322,35 @@ fn filtered(program_id: i64, filter: &CustomerFilter) -> BoxedCustomers<'static>
     }
     if let Some(to) = filter.created_to.and_then(|to| to.succ_opt()) {
         query = query.filter(customers::created_at.lt(Utc.from_utc_datetime(&to.and_time(NaiveTime::MIN))));
+    }
+    query
+}
+
+/// The filtered customers of one program as rows of `referral_standings`, which carries
+/// the list's referral order (see the migration that made it). Status, refer status and
+/// approval are checked on the standings themselves; a search or a creation-date range,
+/// which only `customers` can answer, narrows them to the customers it matches.
+fn standings_filtered(program_id: i64, filter: &CustomerFilter) -> standings::BoxedQuery<'static, Pg> {
+    let mut query = standings::table
+        .filter(standings::program_id.eq(program_id))
+        .into_boxed();
+    query = match filter.status {
+        StatusFilter::Active => query.filter(standings::status.eq("active")),
+        StatusFilter::Deleted => query.filter(standings::status.eq("deleted")),
+        StatusFilter::All => query,
+    };
+    query = match filter.refer_status {
+        Some(ReferStatus::Referred) => query.filter(standings::referrer_id.is_not_null()),
+        Some(ReferStatus::NonReferred) => query.filter(standings::referrer_id.is_null()),
+        None => query,
+    };
+    if let Some(approved) = filter.approved {
+        query = query.filter(standings::approved.eq(approved));
+    }
+    let searched = filter.search.as_deref().and_then(normalize_search).is_some();
+    if searched || filter.created_from.is_some() || filter.created_to.is_some() {
+        query =
+            query.filter(standings::customer_id.eq_any(filtered(program_id, filter).select(customers::id)));
     }
     query
 }
@@ -681,6 +726,19 @@ fn order_by(filter: &CustomerFilter, reverse: bool) -> &'static str {
     }
 }
 
+/// [`order_by`] for the list sorted by referrals as read from `referral_standings`.
+fn standings_order_by(filter: &CustomerFilter, reverse: bool) -> &'static str {
+    let direction = if reverse {
+        filter.direction.reversed()
+    } else {
+        filter.direction
+    };
+    match direction {
+        SortDirection::Asc => "referral_standings.referrals_count ASC, referral_standings.customer_id ASC",
+        SortDirection::Desc => "referral_standings.referrals_count DESC, referral_standings.customer_id DESC",
+    }
+}
+
 /// [`page`] without the referrers.
 pub fn page_customers(
     conn: &mut PgConnection,
@@ -815,32 +873,52 @@ fn positions(
         Position::After { id, skip } => (false, skip.max(0), per_page, Some(id)),
         Position::Before { id, skip } => (true, skip.max(0), per_page, Some(id)),
     };
-    // Few matches, known one by one: sort just those. (Left to itself, PostgreSQL may walk
-    // the list's index in order hoping to meet 15 matches soon, and read every row.)
-    let rows = match &matches.ids {
-        Some(ids) => customers::table
-            .filter(customers::id.eq_any(ids.clone()))
-            .into_boxed(),
-        None => filtered(program_id, filter),
-    };
-    let mut query = rows
-        .select((customers::id, customers::referrer_id))
-        .order(fragments::fixed::<Text>(order_by(filter, reverse)));
-    if let Some(customer_id) = cursor {
-        if !supports_keyset(filter.sort) {
-            return Err(Error::BadRequest(
-                "This sort cannot continue from a customer.".into(),
-            ));
-        }
-        // The row comparison follows the ORDER BY: "after" in a descending list is "less".
-        query = query.filter(fragments::Continue {
-            expression: filter.sort.expression(),
-            greater: (filter.direction == SortDirection::Asc) != reverse,
+    if cursor.is_some() && !supports_keyset(filter.sort) {
+        return Err(Error::BadRequest(
+            "This sort cannot continue from a customer.".into(),
+        ));
+    }
+    // The row comparison follows the ORDER BY: "after" in a descending list is "less".
+    let greater = (filter.direction == SortDirection::Asc) != reverse;
+    let continuing = |keyset| {
+        cursor.map(|customer_id| fragments::Continue {
+            keyset,
+            greater,
             customer_id,
             program_id,
-        });
-    }
-    let positions = fragments::Limited { query, limit, offset }.load::<(i64, Option<i64>)>(conn)?;
+        })
+    };
+    let positions = match &matches.ids {
+        // Sorted by referrals, the order is read from `referral_standings` (no index on
+        // `customers` holds the count).
+        None if filter.sort == SortColumn::Referrals => {
+            let mut query = standings_filtered(program_id, filter)
+                .select((standings::customer_id, standings::referrer_id))
+                .order(fragments::fixed::<Text>(standings_order_by(filter, reverse)));
+            if let Some(after) = continuing(STANDINGS_KEYSET) {
+                query = query.filter(after);
+            }
+            fragments::Limited { query, limit, offset }.load::<(i64, Option<i64>)>(conn)?
+        }
+        ids => {
+            // Few matches, known one by one: sort just those. (Left to itself, PostgreSQL
+            // may walk the list's index in order hoping to meet 15 matches soon, and read
+            // every row.)
+            let rows = match ids {
+                Some(ids) => customers::table
+                    .filter(customers::id.eq_any(ids.clone()))
+                    .into_boxed(),
+                None => filtered(program_id, filter),
+            };
+            let mut query = rows
+                .select((customers::id, customers::referrer_id))
+                .order(fragments::fixed::<Text>(order_by(filter, reverse)));
+            if let Some(after) = continuing(filter.sort.keyset()) {
+                query = query.filter(after);
+            }
+            fragments::Limited { query, limit, offset }.load::<(i64, Option<i64>)>(conn)?
+        }
+    };
     Ok((positions, reverse))
 }
 

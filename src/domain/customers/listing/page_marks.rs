@@ -175,7 +175,7 @@ fn walk(
         .order(fragments::fixed::<Text>(order_by(filter, false)));
     if let Some(customer_id) = after {
         query = query.filter(fragments::Continue {
-            expression: SortColumn::Created.expression(),
+            keyset: SortColumn::Created.keyset(),
             greater: filter.direction == SortDirection::Asc,
             customer_id,
             program_id,
