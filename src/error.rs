@@ -180,6 +180,14 @@ impl From<DieselError> for Error {
             DieselError::DatabaseError(_, ref info) if is_connection_loss(info.message()) => {
                 Error::Unavailable
             }
+            // Input checks refuse control characters field by field; should a NUL still
+            // reach PostgreSQL (whose text cannot hold one), the statement fails before
+            // changing anything, and the client gets a clear 400 rather than a 500.
+            DieselError::DatabaseError(_, ref info)
+                if info.message().starts_with("invalid byte sequence for encoding") =>
+            {
+                Error::BadRequest("Text cannot hold the NUL character (\\0); remove it and try again.".into())
+            }
             other => Error::Internal(anyhow::Error::new(other)),
         }
     }

@@ -158,6 +158,9 @@ impl NewInvite {
                 format!("Keep the name to {MAX_NAME_CHARS} characters."),
             );
         }
+        if self.name.as_deref().is_some_and(super::has_control_chars) {
+            push(fields, "name", "A name cannot hold control characters.");
+        }
         if self.personalization.len() > MAX_PERSONALIZATION_PAIRS {
             push(
                 fields,
@@ -180,6 +183,13 @@ impl NewInvite {
                     fields,
                     "personalization",
                     format!("Keep {key} to {MAX_PERSONALIZATION_VALUE_CHARS} characters."),
+                );
+            }
+            if super::has_control_chars_beyond_lines(value) {
+                push(
+                    fields,
+                    "personalization",
+                    format!("{key} cannot hold control characters (line breaks and tabs are fine)."),
                 );
             }
         }

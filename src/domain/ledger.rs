@@ -25,6 +25,8 @@ pub const MAX_AMOUNT: u32 = 1_000_000;
 pub const CURRENCY_DECIMALS: usize = 2;
 pub const UNIT_DECIMALS: usize = 4;
 pub const MAX_NOTE_CHARS: usize = 1000;
+
+const CONTROL_CHARS_IN_NOTE: &str = "A note cannot hold control characters (line breaks and tabs are fine).";
 pub const MAX_UNIT_CHARS: usize = 32;
 pub const MAX_IDEMPOTENCY_KEY_CHARS: usize = 255;
 
@@ -198,14 +200,17 @@ impl NewEntry {
                 format!("Keep the note to {MAX_NOTE_CHARS} characters."),
             );
         }
+        if super::has_control_chars_beyond_lines(note) {
+            push(&mut fields, "note", CONTROL_CHARS_IN_NOTE);
+        }
         let idempotency_key = idempotency_key.map(str::trim);
-        if idempotency_key
-            .is_some_and(|key| key.is_empty() || key.chars().count() > MAX_IDEMPOTENCY_KEY_CHARS)
-        {
+        if idempotency_key.is_some_and(|key| {
+            key.is_empty() || key.chars().count() > MAX_IDEMPOTENCY_KEY_CHARS || super::has_control_chars(key)
+        }) {
             push(
                 &mut fields,
                 "idempotency_key",
-                format!("An idempotency key has 1 to {MAX_IDEMPOTENCY_KEY_CHARS} characters."),
+                format!("An idempotency key has 1 to {MAX_IDEMPOTENCY_KEY_CHARS} characters, none of them control characters."),
             );
         }
         match (kind, amount, units) {
@@ -251,14 +256,19 @@ impl NewEntry {
             );
         }
         if self
-            .idempotency_key
-            .as_ref()
-            .is_some_and(|key| key.is_empty() || key.chars().count() > MAX_IDEMPOTENCY_KEY_CHARS)
+            .note
+            .as_deref()
+            .is_some_and(super::has_control_chars_beyond_lines)
         {
+            push(&mut fields, "note", CONTROL_CHARS_IN_NOTE);
+        }
+        if self.idempotency_key.as_ref().is_some_and(|key| {
+            key.is_empty() || key.chars().count() > MAX_IDEMPOTENCY_KEY_CHARS || super::has_control_chars(key)
+        }) {
             push(
                 &mut fields,
                 "idempotency_key",
-                format!("An idempotency key has 1 to {MAX_IDEMPOTENCY_KEY_CHARS} characters."),
+                format!("An idempotency key has 1 to {MAX_IDEMPOTENCY_KEY_CHARS} characters, none of them control characters."),
             );
         }
         if fields.is_empty() {

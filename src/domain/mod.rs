@@ -25,6 +25,19 @@ pub fn random_token(length: usize) -> String {
         .collect()
 }
 
+/// Whether `text` holds a control character: NUL (which PostgreSQL text cannot store),
+/// line breaks, escapes and the like — none belong in a one-line field.
+pub fn has_control_chars(text: &str) -> bool {
+    text.chars().any(char::is_control)
+}
+
+/// [`has_control_chars`] for text that may run over several lines (notes, messages):
+/// line breaks and tabs are allowed.
+pub fn has_control_chars_beyond_lines(text: &str) -> bool {
+    text.chars()
+        .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+}
+
 /// Hex SHA-256: how tokens and session keys are stored (never in clear).
 pub fn sha256_hex(value: &str) -> String {
     hex::encode(Sha256::digest(value.as_bytes()))

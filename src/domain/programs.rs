@@ -139,8 +139,11 @@ impl ProgramInput {
         let mut fields = FieldErrors::new();
         let mut fail = |field: &str, message: String| fields.entry(field.into()).or_default().push(message);
         let name = name.trim().to_string();
-        if name.is_empty() || name.chars().count() > 200 {
-            fail("name", "Enter a name (at most 200 characters).".into());
+        if name.is_empty() || name.chars().count() > 200 || super::has_control_chars(&name) {
+            fail(
+                "name",
+                "Enter a name (at most 200 characters, without control characters).".into(),
+            );
         }
         let slug = slug.trim().to_string();
         if !is_slug(&slug) {

@@ -121,11 +121,11 @@ impl NewMember {
             fields.entry("email".into()).or_default().push(message);
         }
         let name = name.trim().to_string();
-        if name.is_empty() || name.chars().count() > 200 {
+        if name.is_empty() || name.chars().count() > 200 || super::has_control_chars(&name) {
             fields
                 .entry("name".into())
                 .or_default()
-                .push("Enter a name (at most 200 characters).".into());
+                .push("Enter a name (at most 200 characters, without control characters).".into());
         }
         let role = Role::parse(role.trim());
         if role.is_none() {
@@ -726,11 +726,11 @@ impl ProfileChange {
     pub fn parse(name: &str, current: &str, new: &str, confirmation: &str) -> Result<ProfileChange, Error> {
         let mut fields = FieldErrors::new();
         let name = name.trim().to_string();
-        if name.is_empty() || name.chars().count() > 200 {
+        if name.is_empty() || name.chars().count() > 200 || super::has_control_chars(&name) {
             fields
                 .entry("name".into())
                 .or_default()
-                .push("Enter a name (at most 200 characters).".into());
+                .push("Enter a name (at most 200 characters, without control characters).".into());
         }
         let wants_password = !new.is_empty() || !confirmation.is_empty();
         if wants_password {

@@ -45,10 +45,10 @@ const SHOWN_PREFIX_LENGTH: usize = 10;
 
 pub fn parse_name(name: &str) -> Result<String, Error> {
     let name = name.trim();
-    if name.is_empty() || name.chars().count() > 100 {
+    if name.is_empty() || name.chars().count() > 100 || super::has_control_chars(name) {
         return Err(Error::invalid(
             "name",
-            "Give the token a name of 1 to 100 characters.",
+            "Give the token a name of 1 to 100 characters, without control characters.",
         ));
     }
     Ok(name.to_string())

@@ -23,6 +23,7 @@ pub fn tests() -> Vec<libtest_mimic::Trial> {
         credit_with_idempotency_key_books_once,
         balance_stats_transactions_and_referrals,
         invite_queues_an_email,
+        control_characters_get_a_field_message,
         tokens_are_checked_and_scoped_to_their_program,
         errors_are_json_with_the_exact_content_type,
         requests_beyond_the_rate_get_429,
@@ -756,4 +757,46 @@ async fn cli_creates_a_working_token() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
+}
+
+/// PostgreSQL text cannot hold NUL: text fields refuse control characters with a message
+/// next to the field (a 422) and book, queue or change nothing.
+async fn control_characters_get_a_field_message() {
+    let api = Api::spawn().await;
+    api.create(json!({"id": "c", "email": "c@example.com"})).await;
+    let (status, answer) = api
+        .post(
+            "/customers/c/balance/credit",
+            json!({"amount": "5", "amount_units": "points", "is_currency": false, "note": "a\0b"}),
+        )
+        .await;
+    assert_eq!(status, 422, "{answer}");
+    assert!(answer.to_string().contains("control characters"), "{answer}");
+    // Line breaks in a note are fine.
+    let (status, answer) = api
+        .post(
+            "/customers/c/balance/credit",
+            json!({"amount": "5", "amount_units": "points", "is_currency": false, "note": "line one\nline two"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{answer}");
+    for body in [
+        json!({"email": "friend@example.com", "name": "a\0b"}),
+        json!({"email": "friend@example.com", "personalization": {"message": "hi\0"}}),
+    ] {
+        let (status, answer) = api.post("/customers:invite", body.clone()).await;
+        assert_eq!(status, 422, "{body}: {answer}");
+        assert!(answer.to_string().contains("control characters"), "{answer}");
+    }
+    let mut conn = api.app.conn();
+    let booked: i64 = referdesk::db::schema::balance_transactions::table
+        .count()
+        .get_result(&mut conn)
+        .unwrap();
+    assert_eq!(booked, 1, "only the note with line breaks was booked");
+    let queued: i64 = referdesk::db::schema::invites::table
+        .count()
+        .get_result(&mut conn)
+        .unwrap();
+    assert_eq!(queued, 0);
 }

@@ -5,6 +5,7 @@
 use chrono::{NaiveDate, Utc};
 use serde_json::{Map, Value};
 
+use crate::domain::has_control_chars;
 use crate::domain::team::check_email;
 use crate::error::{Error, FieldErrors};
 
@@ -119,10 +120,6 @@ impl Messages {
     }
 }
 
-fn has_control_chars(value: &str) -> bool {
-    value.chars().any(char::is_control)
-}
-
 /// A referral-link-safe key or code: 1–64 of `A-Z a-z 0-9 _ -`.
 pub fn check_code(value: &str) -> Result<(), String> {
     let valid = !value.is_empty()
@@ -228,7 +225,7 @@ pub fn parse_custom_fields(rows: &[(String, String)]) -> Result<Map<String, Valu
             ));
         }
         if value.chars().count() > MAX_CUSTOM_FIELD_VALUE_LENGTH
-            || value.chars().any(|c| c.is_control() && c != '\n' && c != '\t')
+            || crate::domain::has_control_chars_beyond_lines(value)
         {
             return Err(format!(
                 "Values have at most {MAX_CUSTOM_FIELD_VALUE_LENGTH} characters, without control characters."
