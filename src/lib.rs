@@ -120,6 +120,7 @@ impl Application {
                     Error::BadRequest(format!("The address has an invalid parameter: {error}")).into()
                 }))
                 .app_data(PathConfig::default().error_handler(|_, _| Error::NotFound.into()))
+                .wrap(from_fn(web::error_pages::catch_panics))
                 .wrap(from_fn(web::access::enforce))
                 .wrap(from_fn(web::csrf::protect))
                 .wrap(sessions)

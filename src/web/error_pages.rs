@@ -71,6 +71,35 @@ pub async fn fill_empty_errors(
     }
 }
 
+/// A handler that panics answers 500 with the usual page (or JSON body under `/v1`)
+/// instead of dropping the connection: the panic is caught here, logged, and turned into
+/// an internal error. Innermost, so the session and the other middleware finish normally.
+pub async fn catch_panics(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    use futures_util::FutureExt;
+    let is_api = req.path().starts_with("/v1");
+    match std::panic::AssertUnwindSafe(next.call(req)).catch_unwind().await {
+        Ok(answer) => answer,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|message| message.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic without a message".into());
+            // The request went down with the handler; the error renders its own answer
+            // (as the errors handlers return do).
+            let error = Error::Internal(anyhow::anyhow!("the handler panicked: {what}"));
+            Err(if is_api {
+                ApiError(error).into()
+            } else {
+                error.into()
+            })
+        }
+    }
+}
+
 async fn database_answers(state: &AppState) -> bool {
     db::run(&state.pool, |conn| {
         diesel::sql_query("SELECT 1").execute(conn)?;
@@ -78,4 +107,52 @@ async fn database_answers(state: &AppState) -> bool {
     })
     .await
     .is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_web::middleware::from_fn;
+    use actix_web::{test, web, App, HttpResponse};
+
+    use super::catch_panics;
+
+    async fn panics() -> HttpResponse {
+        panic!("a bug in a handler")
+    }
+
+    #[actix_web::test]
+    async fn a_panicking_handler_answers_500_with_our_page_or_json() {
+        let app = test::init_service(
+            App::new()
+                .wrap(from_fn(catch_panics))
+                .route("/boom", web::get().to(panics))
+                .route("/v1/boom", web::get().to(panics))
+                .route(
+                    "/fine",
+                    web::get().to(|| async { HttpResponse::Ok().body("fine") }),
+                ),
+        )
+        .await;
+        // What the server answers for an error from its services (their own rendering).
+        let answer = |path: &'static str| {
+            let app = &app;
+            async move {
+                let request = test::TestRequest::get().uri(path).to_request();
+                match test::try_call_service(app, request).await {
+                    Ok(response) => response.into_parts().1.map_into_boxed_body(),
+                    Err(error) => error.error_response(),
+                }
+            }
+        };
+        let page = answer("/boom").await;
+        assert_eq!(page.status(), 500);
+        let body = actix_web::body::to_bytes(page.into_body()).await.unwrap();
+        let body = String::from_utf8(body.to_vec()).unwrap();
+        assert!(body.contains("Something went wrong on our side"), "{body}");
+        let api = answer("/v1/boom").await;
+        assert_eq!(api.status(), 500);
+        assert_eq!(api.headers().get("content-type").unwrap(), "application/json");
+        // The worker carries on.
+        assert_eq!(answer("/fine").await.status(), 200);
+    }
 }
