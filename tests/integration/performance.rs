@@ -118,6 +118,17 @@ async fn page_views_without_messages_leave_the_session_alone() {
 }
 
 /// The tallies agree with a fresh count for every status and refer status.
+/// Creates customers through the dashboard's form: (email, key, referrer's key).
+async fn sign_up(app: &TestApp, customers: &[(&str, &str, Option<&str>)]) {
+    for &(email, key, referrer) in customers {
+        let mut fields = vec![("email", email), ("key", key)];
+        if let Some(referrer) = referrer {
+            fields.push(("referring_customer", referrer));
+        }
+        assert_eq!(app.post_form("/customers", &fields).await.status(), 303);
+    }
+}
+
 fn assert_tallies_exact(app: &TestApp) {
     let mut conn = app.conn();
     let program = program_id(app);
@@ -151,18 +162,16 @@ async fn tallies_follow_every_change() {
     app.login_as(Role::Admin).await;
     let program = program_id(&app);
     assert_tallies_exact(&app);
-    for (email, key, referrer) in [
-        ("a@example.com", "aa", None),
-        ("b@example.com", "bb", Some("aa")),
-        ("c@example.com", "cc", Some("aa")),
-        ("d@example.com", "dd", None),
-    ] {
-        let mut fields = vec![("email", email), ("key", key)];
-        if let Some(referrer) = referrer {
-            fields.push(("referring_customer", referrer));
-        }
-        assert_eq!(app.post_form("/customers", &fields).await.status(), 303);
-    }
+    sign_up(
+        &app,
+        &[
+            ("a@example.com", "aa", None),
+            ("b@example.com", "bb", Some("aa")),
+            ("c@example.com", "cc", Some("aa")),
+            ("d@example.com", "dd", None),
+        ],
+    )
+    .await;
     assert_tallies_exact(&app);
     assert_eq!(app.post_form("/customers/bb/delete", &[]).await.status(), 303);
     assert_tallies_exact(&app);
@@ -246,19 +255,17 @@ async fn referral_order_follows_every_change() {
     let app = TestApp::spawn().await;
     app.login_as(Role::Admin).await;
     assert_standings_exact(&app, "empty");
-    for (email, key, referrer) in [
-        ("a@example.com", "aa", None),
-        ("b@example.com", "bb", Some("aa")),
-        ("c@example.com", "cc", Some("aa")),
-        ("d@example.com", "dd", Some("bb")),
-        ("e@example.com", "ee", None),
-    ] {
-        let mut fields = vec![("email", email), ("key", key)];
-        if let Some(referrer) = referrer {
-            fields.push(("referring_customer", referrer));
-        }
-        assert_eq!(app.post_form("/customers", &fields).await.status(), 303);
-    }
+    sign_up(
+        &app,
+        &[
+            ("a@example.com", "aa", None),
+            ("b@example.com", "bb", Some("aa")),
+            ("c@example.com", "cc", Some("aa")),
+            ("d@example.com", "dd", Some("bb")),
+            ("e@example.com", "ee", None),
+        ],
+    )
+    .await;
     assert_standings_exact(&app, "after signups");
     assert_eq!(app.post_form("/customers/cc/delete", &[]).await.status(), 303);
     assert_standings_exact(&app, "after a delete");
