@@ -237,6 +237,42 @@ async fn duplicates_are_422_naming_the_field() {
     assert_eq!(status, 422);
     assert!(answer["errors"]["id"].is_array(), "{answer}");
     assert!(answer["message"].is_string());
+
+    // With a referrer (by id or by key), every taken field is reported, nothing is created
+    // and the referrer's count stays.
+    for referrer in [json!({"id": "u1"}), json!({"key": "k1"})] {
+        let (status, answer) = api
+            .post(
+                "/customers",
+                json!({"id": "u1", "key": "k1", "email": "DUP@example.com", "referring_customer": referrer}),
+            )
+            .await;
+        assert_eq!(status, 422, "{answer}");
+        for field in ["id", "key", "email"] {
+            assert!(answer["errors"][field].is_array(), "{field}: {answer}");
+        }
+    }
+    let (_, referrer) = api.get("/customers/u1").await;
+    assert_eq!(referrer["data"]["referrals_count"], 0);
+    // A deleted referrer is refused next to its field, with the other fields' messages.
+    let (status, _) = api.call(reqwest::Method::DELETE, "/customers/u1", None).await;
+    assert_eq!(status, 200);
+    let (status, answer) = api
+        .post(
+            "/customers",
+            json!({"email": "dup@example.com", "referring_customer": {"id": "u1"}}),
+        )
+        .await;
+    assert_eq!(status, 422, "{answer}");
+    assert!(answer["errors"]["email"].is_array(), "{answer}");
+    assert!(
+        answer["errors"]["referring_customer.id"]
+            .to_string()
+            .contains("deleted"),
+        "{answer}"
+    );
+    let count: i64 = customers::table.count().get_result(&mut api.app.conn()).unwrap();
+    assert_eq!(count, 1, "nothing was created");
 }
 
 async fn wrong_types_are_422_naming_the_field() {
