@@ -25,10 +25,10 @@ pub const MAX_AMOUNT: u32 = 1_000_000;
 pub const CURRENCY_DECIMALS: usize = 2;
 pub const UNIT_DECIMALS: usize = 4;
 pub const MAX_NOTE_CHARS: usize = 1000;
-
-const CONTROL_CHARS_IN_NOTE: &str = "A note cannot hold control characters (line breaks and tabs are fine).";
 pub const MAX_UNIT_CHARS: usize = 32;
 pub const MAX_IDEMPOTENCY_KEY_CHARS: usize = 255;
+
+const CONTROL_CHARS_IN_NOTE: &str = "A note cannot hold control characters (line breaks and tabs are fine).";
 
 const IDEMPOTENCY_CONSTRAINT: &str = "balance_transactions_program_id_idempotency_key_key";
 
