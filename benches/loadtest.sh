@@ -30,6 +30,8 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BENCH_DIR=${BENCH_DIR:-$ROOT/.referdesk/bench}
+# Absolute: PostgreSQL resolves its socket directory from its own data directory.
+mkdir -p "$BENCH_DIR" && BENCH_DIR=$(cd "$BENCH_DIR" && pwd)
 DURATION=${BENCH_DURATION:-10}
 RUNS=${BENCH_RUNS:-1}
 CUSTOMERS=${BENCH_CUSTOMERS:-1000000}
@@ -172,9 +174,12 @@ curl -fsS -o /dev/null -H "Cookie: $BENCH_COOKIE" "$BASE/customers" \
     || { say "the signed-in list page failed"; exit 1; }
 
 # --- 4. what the scenarios look at ------------------------------------------------------
+# (From the referral order's own table; a build older than it has the order on customers.)
 TOP_KEY=$(sql "SELECT c.key FROM referral_standings s JOIN customers c ON c.id = s.customer_id
                WHERE s.program_id = $PROGRAM_ID AND s.status = 'active'
-               ORDER BY s.referrals_count DESC, s.customer_id DESC LIMIT 1")
+               ORDER BY s.referrals_count DESC, s.customer_id DESC LIMIT 1" 2>/dev/null \
+    || sql "SELECT key FROM customers WHERE program_id = $PROGRAM_ID AND status = 'active'
+            ORDER BY referrals_count DESC, id DESC LIMIT 1")
 TYPICAL_KEY=$(sql "SELECT key FROM customers WHERE program_id = $PROGRAM_ID AND external_id = 'seed-$((SEEDED / 2 + 7))'")
 EMAIL_EXACT=$(sql "SELECT email FROM customers WHERE program_id = $PROGRAM_ID AND external_id = 'seed-$((SEEDED / 3 + 1))'")
 # Part of someone's address as staff would type it ("ada.12345"), matching a handful.
