@@ -132,6 +132,7 @@ export BENCH_SEEDED=$SEEDED
 # Earlier runs' writes leave pages that autovacuum has not reached yet; vacuum them so each
 # run starts from the same settled state (quick when little changed).
 sql "VACUUM (ANALYZE) customers" 2>/dev/null || say "could not VACUUM customers (not the owner?)"
+sql "VACUUM (ANALYZE) referral_standings" 2>/dev/null || true   # (absent before that migration)
 STATEMENTS=$(sql "SELECT count(*) FROM pg_available_extensions WHERE name = 'pg_stat_statements'")
 if [ "$STATEMENTS" = 1 ] && sql "CREATE EXTENSION IF NOT EXISTS pg_stat_statements" 2>/dev/null \
     && sql "SELECT pg_stat_statements_reset()" >/dev/null 2>&1; then

@@ -42,6 +42,8 @@ pub fn seed(conn: &mut PgConnection, program_slug: &str, count: i64) -> Result<(
     // their covering indexes alone right away rather than after autovacuum gets to them.
     diesel::sql_query("VACUUM (ANALYZE) customers").execute(conn)?;
     diesel::sql_query("VACUUM (ANALYZE) referral_links").execute(conn)?;
+    // The recount rewrote the referrers' standings (their triggers): settle those too.
+    diesel::sql_query("VACUUM (ANALYZE) referral_standings").execute(conn)?;
     eprintln!("referral counts recomputed; tables vacuumed and analysed");
     Ok(())
 }
