@@ -19,6 +19,7 @@ pub fn tests() -> Vec<libtest_mimic::Trial> {
         page_views_without_messages_leave_the_session_alone,
         tallies_follow_every_change,
         referral_order_follows_every_change,
+        a_truncated_customers_table_leaves_no_counts_behind,
         large_searches_show_an_estimate_and_say_so,
         far_page_links_continue_from_the_rows_shown,
         deep_pages_by_number_match_the_keyset_pages,
@@ -341,6 +342,50 @@ async fn referral_order_follows_every_change() {
         dashboard.contains(&format!("/customers/{}", top[0])),
         "{dashboard}"
     );
+}
+
+/// A hand-run `TRUNCATE customers CASCADE` fires none of the triggers that keep the
+/// tallies and standings; its own trigger empties them, and deep pages start over.
+async fn a_truncated_customers_table_leaves_no_counts_behind() {
+    let app = TestApp::spawn().await;
+    app.login_as(Role::Admin).await;
+    sign_up(
+        &app,
+        &[("a@example.com", "aa", None), ("b@example.com", "bb", Some("aa"))],
+    )
+    .await;
+    bulk_insert(&app, "t", "trunc.test", 600);
+    // Deep pages by number take their marks.
+    let before = listed_keys(&page(&app, "/customers?page=30").await);
+    assert_eq!(before.len(), 15);
+    diesel::sql_query("TRUNCATE customers CASCADE")
+        .execute(&mut app.conn())
+        .unwrap();
+    assert_tallies_exact(&app);
+    assert_standings_exact(&app, "after TRUNCATE");
+    assert!(page(&app, "/customers").await.contains("0 customers"));
+    // New customers are counted from zero, and deep pages follow the new list.
+    bulk_insert(&app, "n", "new.test", 500);
+    assert_tallies_exact(&app);
+    assert_standings_exact(&app, "after new customers");
+    let deep = listed_keys(&page(&app, "/customers?page=30").await);
+    assert_eq!(deep, keys_newest_first(&app, 29 * 15, 15));
+}
+
+/// The keys of the active customers, newest first (the default list), from SQL.
+fn keys_newest_first(app: &TestApp, offset: i64, limit: i64) -> Vec<String> {
+    diesel::sql_query(
+        "SELECT key FROM customers WHERE program_id = $1 AND status = 'active'
+         ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3",
+    )
+    .bind::<BigInt, _>(program_id(app))
+    .bind::<BigInt, _>(limit)
+    .bind::<BigInt, _>(offset)
+    .load::<Key>(&mut app.conn())
+    .unwrap()
+    .into_iter()
+    .map(|row| row.key)
+    .collect()
 }
 
 async fn large_searches_show_an_estimate_and_say_so() {

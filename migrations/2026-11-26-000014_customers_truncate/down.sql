@@ -1,0 +1,2 @@
+DROP TRIGGER customers_truncated ON customers;
+DROP FUNCTION customers_truncated();
