@@ -155,7 +155,13 @@ pub fn with_generic_plans<T>(
     conn: &mut PgConnection,
     work: impl FnOnce(&mut PgConnection) -> Result<T, Error>,
 ) -> Result<T, Error> {
-    const SETTING: &str = "SET LOCAL plan_cache_mode = force_generic_plan";
+    macro_rules! setting {
+        () => {
+            "SET LOCAL plan_cache_mode = force_generic_plan"
+        };
+    }
+    const SETTING: &str = setting!();
+    const BEGIN_WITH_SETTING: &str = concat!("BEGIN; ", setting!());
     let depth = AnsiTransactionManager::transaction_manager_status_mut(conn).transaction_depth()?;
     if depth.is_some() {
         // Inside a transaction already: a savepoint, and the setting ends with it.
@@ -165,7 +171,7 @@ pub fn with_generic_plans<T>(
         });
     }
     // Both in one round trip: these are the server's most frequent transactions.
-    if let Err(error) = AnsiTransactionManager::begin_transaction_sql(conn, &format!("BEGIN; {SETTING}")) {
+    if let Err(error) = AnsiTransactionManager::begin_transaction_sql(conn, BEGIN_WITH_SETTING) {
         // Should BEGIN have run and the setting failed, Diesel does not know of the
         // transaction; end it so the connection goes back to the pool clean.
         let _ = conn.batch_execute("ROLLBACK");

@@ -390,7 +390,7 @@ const GENERATION_ATTEMPTS: usize = 8;
 /// Text that can match a stored value at all: no control characters (PostgreSQL refuses
 /// NUL outright), not absurdly long. Lookups of anything else find nothing.
 fn is_storable(value: &str) -> bool {
-    value.len() <= 1024 && !value.chars().any(char::is_control)
+    value.len() <= 1024 && !super::has_control_chars(value)
 }
 
 /// The referrer named in input: it must exist in the program and not be deleted.

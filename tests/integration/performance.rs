@@ -369,23 +369,7 @@ async fn a_truncated_customers_table_leaves_no_counts_behind() {
     assert_tallies_exact(&app);
     assert_standings_exact(&app, "after new customers");
     let deep = listed_keys(&page(&app, "/customers?page=30").await);
-    assert_eq!(deep, keys_newest_first(&app, 29 * 15, 15));
-}
-
-/// The keys of the active customers, newest first (the default list), from SQL.
-fn keys_newest_first(app: &TestApp, offset: i64, limit: i64) -> Vec<String> {
-    diesel::sql_query(
-        "SELECT key FROM customers WHERE program_id = $1 AND status = 'active'
-         ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3",
-    )
-    .bind::<BigInt, _>(program_id(app))
-    .bind::<BigInt, _>(limit)
-    .bind::<BigInt, _>(offset)
-    .load::<Key>(&mut app.conn())
-    .unwrap()
-    .into_iter()
-    .map(|row| row.key)
-    .collect()
+    assert_eq!(deep, keys_at(&app, 29 * 15, 15, true));
 }
 
 async fn large_searches_show_an_estimate_and_say_so() {
