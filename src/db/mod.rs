@@ -4,6 +4,7 @@
 pub mod embedded;
 pub mod fixed;
 pub mod schema;
+pub mod together;
 
 use std::time::{Duration, Instant};
 

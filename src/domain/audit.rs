@@ -1,9 +1,13 @@
 //! Audit events: who changed what, before and after, when and from where.
 
+use diesel::pg::Pg;
 use diesel::prelude::*;
+use diesel::query_builder::QueryFragment;
+use diesel::query_dsl::methods::ExecuteDsl;
 use serde_json::Value;
 
 use crate::db::schema::audit_events;
+use crate::db::together::Write;
 use crate::domain::Actor;
 use crate::error::Error;
 
@@ -20,22 +24,33 @@ pub struct Change<'a> {
 }
 
 pub fn record(conn: &mut PgConnection, actor: &Actor, change: Change<'_>) -> Result<(), Error> {
-    diesel::insert_into(audit_events::table)
-        .values((
-            audit_events::program_id.eq(change.program_id),
-            audit_events::actor_member_id.eq(actor.member_id),
-            audit_events::actor_token_id.eq(actor.token_id),
-            audit_events::actor_label.eq(&actor.label),
-            audit_events::action.eq(change.action),
-            audit_events::subject_type.eq(change.subject_type),
-            audit_events::subject_id.eq(change.subject_id),
-            audit_events::customer_id.eq(change.customer_id),
-            audit_events::before.eq(change.before),
-            audit_events::after.eq(change.after),
-            audit_events::address.eq(&actor.address),
-        ))
-        .execute(conn)?;
+    ExecuteDsl::execute(insert(actor, change), conn)?;
     Ok(())
+}
+
+/// [`record`] as a write to send along with another statement (see
+/// [`Together`](crate::db::together::Together)).
+pub fn recording<'a>(actor: &'a Actor, change: Change<'a>) -> Write<'a> {
+    Box::new(insert(actor, change))
+}
+
+fn insert<'a>(
+    actor: &'a Actor,
+    change: Change<'a>,
+) -> impl QueryFragment<Pg> + ExecuteDsl<PgConnection> + 'a {
+    diesel::insert_into(audit_events::table).values((
+        audit_events::program_id.eq(change.program_id),
+        audit_events::actor_member_id.eq(actor.member_id),
+        audit_events::actor_token_id.eq(actor.token_id),
+        audit_events::actor_label.eq(&actor.label),
+        audit_events::action.eq(change.action),
+        audit_events::subject_type.eq(change.subject_type),
+        audit_events::subject_id.eq(change.subject_id),
+        audit_events::customer_id.eq(change.customer_id),
+        audit_events::before.eq(change.before),
+        audit_events::after.eq(change.after),
+        audit_events::address.eq(&actor.address),
+    ))
 }
 
 /// One event on a customer's activity panel.

@@ -6,7 +6,7 @@
 
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Text};
-use referdesk::db::schema::{customer_tallies, customers, sessions};
+use referdesk::db::schema::{audit_events, customer_tallies, customers, referral_links, sessions};
 use referdesk::domain::customers::listing::{self, CustomerFilter, StatusFilter};
 use referdesk::domain::programs;
 use referdesk::domain::team::Role;
@@ -28,7 +28,7 @@ pub fn tests() -> Vec<libtest_mimic::Trial> {
         programs_changed_in_the_database_show_at_once,
         a_connection_whose_server_went_away_is_not_handed_out_again,
         generic_plans_last_only_for_the_work_that_asked,
-        a_signups_referrer_update_is_prepared_once,
+        a_signups_later_writes_are_one_prepared_statement,
     ]
 }
 
@@ -732,9 +732,10 @@ struct PreparedStatement {
     statement: String,
 }
 
-/// Diesel sends every `UPDATE` unprepared (parsed and planned on each call); the referrer's
-/// count, updated on every referred signup, is kept prepared on its connection instead.
-async fn a_signups_referrer_update_is_prepared_once() {
+/// A signup's writes after the customer's row go as one statement (a round trip less for
+/// each), kept prepared on its connection — Diesel sends every `UPDATE` unprepared, parsed
+/// and planned on each call — and each of them is made.
+async fn a_signups_later_writes_are_one_prepared_statement() {
     use referdesk::domain::customers::{self as domain, NewCustomer, ReferrerRef};
     use referdesk::domain::Actor;
     let app = TestApp::spawn().await;
@@ -746,13 +747,24 @@ async fn a_signups_referrer_update_is_prepared_once() {
         ..NewCustomer::default()
     };
     domain::create(&mut conn, &program, &Actor::system(), new("ref", None)).unwrap();
+    // The referrer's count, the default link and the audit event: one statement, prepared
+    // once (Diesel would send a `diesel::update` unprepared every time).
     let referrer_updates = |conn: &mut PgConnection| {
-        diesel::sql_query("SELECT statement FROM pg_prepared_statements")
+        let statements: Vec<String> = diesel::sql_query("SELECT statement FROM pg_prepared_statements")
             .load::<PreparedStatement>(conn)
             .unwrap()
             .into_iter()
-            .filter(|row| row.statement.contains("SET referrals_count"))
-            .count()
+            .map(|row| row.statement)
+            .filter(|statement| statement.contains("SET referrals_count"))
+            .collect();
+        for statement in &statements {
+            assert!(
+                statement.contains("INSERT INTO \"audit_events\"")
+                    && statement.contains("INSERT INTO \"referral_links\""),
+                "{statement}"
+            );
+        }
+        statements.len()
     };
     assert_eq!(referrer_updates(&mut conn), 0);
     for n in 0..3 {
@@ -766,4 +778,23 @@ async fn a_signups_referrer_update_is_prepared_once() {
         .first(&mut conn)
         .unwrap();
     assert_eq!(count, 3);
+    let friends: Vec<i64> = customers::table
+        .filter(customers::external_id.like("friend-%"))
+        .select(customers::id)
+        .load(&mut conn)
+        .unwrap();
+    let default_links: i64 = referral_links::table
+        .filter(referral_links::customer_id.eq_any(&friends))
+        .filter(referral_links::is_default.eq(true))
+        .count()
+        .get_result(&mut conn)
+        .unwrap();
+    assert_eq!(default_links, 3);
+    let creations: i64 = audit_events::table
+        .filter(audit_events::customer_id.assume_not_null().eq_any(&friends))
+        .filter(audit_events::action.eq("customer.create"))
+        .count()
+        .get_result(&mut conn)
+        .unwrap();
+    assert_eq!(creations, 3);
 }
