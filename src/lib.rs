@@ -41,6 +41,8 @@ pub struct AppState {
     pub programs: web::access::ProgramsCache,
     /// Where deep pages of the customer list start (see `listing::PageMarks`).
     pub page_marks: std::sync::Arc<domain::customers::listing::PageMarks>,
+    /// Which part of a partial email search to look up (see `listing::EmailSamples`).
+    pub email_samples: std::sync::Arc<domain::customers::listing::EmailSamples>,
 }
 
 pub struct Application {
@@ -93,6 +95,7 @@ impl Application {
             mail: mail.waker(),
             programs: web::access::ProgramsCache::default(),
             page_marks: Default::default(),
+            email_samples: Default::default(),
         });
         let store = web::session_store::PgSessionStore::new(pool.clone());
 

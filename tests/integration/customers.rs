@@ -17,6 +17,7 @@ pub fn tests() -> Vec<libtest_mimic::Trial> {
         odd_page_numbers_never_fail,
         search_finds_partial_emails_names_keys_and_ids,
         search_takes_wildcards_quotes_and_unicode_literally,
+        a_search_by_its_rare_part_finds_exactly_the_whole_terms_matches,
         whole_address_search_finds_what_contains_would,
         filters_by_refer_status_status_approved_and_dates,
         sorts_by_referrals_and_combines_with_filters,
@@ -269,6 +270,83 @@ async fn search_finds_partial_emails_names_keys_and_ids() {
         body.contains("2 customers match these filters"),
         "plural verb for two"
     );
+}
+
+/// A partial email search looks up only its rare part in the trigram index when the
+/// sample of emails says that is cheaper (`listing::EmailSamples`), and still finds
+/// exactly what contains the whole term: not the rows holding just the part, `_` taken
+/// literally, any case — in the list and in the export.
+async fn a_search_by_its_rare_part_finds_exactly_the_whole_terms_matches() {
+    use diesel::sql_types::BigInt;
+    use referdesk::domain::customers::listing::{self, CustomerFilter, EmailSamples};
+    let app = TestApp::spawn().await;
+    app.login_as(Role::Viewer).await;
+    let program_id = programs::find_by_slug(&mut app.conn(), "default").unwrap().id;
+    // 20,000 emails starting with "linus": its trigrams are in every one of them.
+    diesel::sql_query(
+        "INSERT INTO customers (program_id, external_id, key, email)
+         SELECT $1, 'bulk-' || n, 'bulk' || n, 'linus' || n || '@example.org'
+         FROM generate_series(1, 20000) AS n",
+    )
+    .bind::<BigInt, _>(program_id)
+    .execute(&mut app.conn())
+    .unwrap();
+    for (key, email) in [
+        ("match", "linus.25000@y.test"),
+        ("longer", "xlinus.250001@w.test"),
+        ("caps", "Linus.25000@CAPS.test"),
+        ("part-only", "ada.25000@x.test"),
+        ("underscore", "linus_25000@z.test"),
+    ] {
+        make_named(&app, email, key, None);
+    }
+    diesel::sql_query("ANALYZE customers")
+        .execute(&mut app.conn())
+        .unwrap();
+
+    let samples = EmailSamples::default();
+    let part = |term: &str| samples.index_part(&mut app.conn(), term).unwrap();
+    assert_eq!(part("linus.25000").as_deref(), Some("25000"));
+    assert_eq!(part("LINUS_25000").as_deref(), Some("25000"));
+    assert_eq!(part("linus"), None, "a single word");
+
+    let mut found = list(&app, "?q=linus.25000").await;
+    found.sort();
+    assert_eq!(found, vec!["caps", "longer", "match"]);
+    assert_eq!(list(&app, "?q=LINUS_25000").await, vec!["underscore"]);
+    assert_eq!(list(&app, "?q=s.2500").await.len(), 3);
+    let export = app
+        .get("/customers/export.csv?q=linus.25000")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(export.lines().count(), 4, "{export}");
+    assert!(!export.contains("part-only") && !export.contains("underscore"));
+
+    // The same matches as the whole term looked up whole.
+    for term in [
+        "linus.25000",
+        "LINUS_25000",
+        "us.250",
+        "ada.25000",
+        "nobody.25000",
+    ] {
+        let whole = CustomerFilter {
+            search: Some(term.into()),
+            ..CustomerFilter::default()
+        };
+        let mut narrowed = whole.clone();
+        listing::narrow_email_search(&mut app.conn(), &samples, &mut narrowed).unwrap();
+        let ids = |filter: &CustomerFilter| {
+            listing::export_batch(&mut app.conn(), program_id, filter, None, 100)
+                .unwrap()
+                .into_iter()
+                .map(|row| row.key)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(ids(&narrowed), ids(&whole), "{term}");
+    }
 }
 
 async fn search_takes_wildcards_quotes_and_unicode_literally() {

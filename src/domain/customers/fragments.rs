@@ -22,6 +22,16 @@ use diesel::{PgConnection, QueryResult, RunQueryDsl};
 pub enum SearchArm {
     /// `expression LIKE lower(pattern)`, served by the expression's trigram index.
     Contains(&'static str),
+    /// `(expression LIKE lower(part_pattern) AND strpos(expression, lower(term)) > 0)`:
+    /// the trigram index looks up a part of the term (cheaper; see
+    /// `listing::EmailSamples`), and the rows it finds are checked for the whole term
+    /// (literally: `term` is not a pattern). The index cannot serve `strpos`, so
+    /// PostgreSQL leaves that check out of the index scan.
+    ContainsPart {
+        expression: &'static str,
+        part_pattern: String,
+        term: String,
+    },
     /// `(guard AND expression LIKE lower(pattern))`: the term holds a character that only
     /// the rows passing `guard` can hold, and a partial index lists exactly those rows.
     ContainsWhere(&'static str, &'static str),
@@ -80,6 +90,21 @@ impl QueryFragment<Pg> for SearchMatch {
                     out.push_sql(" LIKE lower(");
                     out.push_bind_param::<Text, String>(&self.pattern)?;
                     out.push_sql(")");
+                }
+                SearchArm::ContainsPart {
+                    expression,
+                    part_pattern,
+                    term,
+                } => {
+                    out.push_sql("(");
+                    out.push_sql(expression);
+                    out.push_sql(" LIKE lower(");
+                    out.push_bind_param::<Text, String>(part_pattern)?;
+                    out.push_sql(") AND strpos(");
+                    out.push_sql(expression);
+                    out.push_sql(", lower(");
+                    out.push_bind_param::<Text, String>(term)?;
+                    out.push_sql(")) > 0)");
                 }
                 SearchArm::ContainsWhere(guard, expression) => {
                     out.push_sql("(");

@@ -15,7 +15,9 @@ use super::Customer;
 use crate::db::schema::{customers, referral_standings as standings};
 use crate::error::Error;
 
+mod email_samples;
 mod page_marks;
+pub use email_samples::{EmailSample, EmailSamples};
 pub use page_marks::{PageMarks, MARK_EVERY};
 
 /// `referred` / `non_referred` (the API's `refer_status`).
@@ -183,6 +185,10 @@ pub struct CustomerFilter {
     pub created_to: Option<NaiveDate>,
     pub sort: SortColumn,
     pub direction: SortDirection,
+    /// How the search is run, not what it finds: the part of the term to look up in the
+    /// email trigram index instead of the whole term (see [`EmailSamples`]; set by
+    /// [`narrow_email_search`]). The whole term is still what every email must contain.
+    pub email_index_part: Option<String>,
 }
 
 /// The expression the name trigram index is built on; search and sort use it verbatim.
@@ -220,8 +226,8 @@ fn escape_like(term: &str) -> String {
 /// - a term with a character that plain names (or ids) never hold can only be in the few
 ///   rows a partial index lists (the planner still takes the trigram index when those
 ///   are many).
-pub fn search_arms(term: &str) -> Vec<fragments::SearchArm> {
-    use fragments::SearchArm::{Contains, ContainsWhere, EmailAround};
+pub fn search_arms(term: &str, email_index_part: Option<&str>) -> Vec<fragments::SearchArm> {
+    use fragments::SearchArm::{Contains, ContainsPart, ContainsWhere, EmailAround};
     let mut arms = Vec::with_capacity(4);
     if !term.chars().any(char::is_whitespace) {
         match term.split_once('@') {
@@ -235,7 +241,14 @@ pub fn search_arms(term: &str) -> Vec<fragments::SearchArm> {
                 })
             }
             Some((_, domain)) if domain.contains('@') => {}
-            _ => arms.push(Contains("lower(customers.email)")),
+            _ => match email_index_part {
+                Some(part) if term.contains(part) => arms.push(ContainsPart {
+                    expression: "lower(customers.email)",
+                    part_pattern: contains_pattern(part),
+                    term: term.to_string(),
+                }),
+                _ => arms.push(Contains("lower(customers.email)")),
+            },
         }
     }
     if term.len() <= 64
@@ -289,6 +302,20 @@ pub fn normalize_search(raw: &str) -> Option<String> {
     (!term.is_empty()).then_some(term)
 }
 
+/// Sets the filter's [`CustomerFilter::email_index_part`] for its search term, from the
+/// server's sample of emails (terms with an `@` are found without the trigram index).
+pub fn narrow_email_search(
+    conn: &mut PgConnection,
+    samples: &EmailSamples,
+    filter: &mut CustomerFilter,
+) -> Result<(), Error> {
+    filter.email_index_part = match filter.search.as_deref().and_then(normalize_search) {
+        Some(term) if !term.contains('@') => samples.index_part(conn, &term)?,
+        _ => None,
+    };
+    Ok(())
+}
+
 type BoxedCustomers<'a> = customers::BoxedQuery<'a, Pg>;
 
 /// The filtered rows of one program, unordered.
@@ -305,7 +332,7 @@ fn filtered(program_id: i64, filter: &CustomerFilter) -> BoxedCustomers<'static>
         // Each arm is served by its own trigram index (a BitmapOr), and every arm spells
         // out the indexed expression exactly.
         query = query.filter(fragments::SearchMatch {
-            arms: search_arms(&term),
+            arms: search_arms(&term, filter.email_index_part.as_deref()),
             pattern: contains_pattern(&term),
         });
     }
@@ -628,7 +655,13 @@ pub fn matches(conn: &mut PgConnection, program_id: i64, filter: &CustomerFilter
             changes: None,
         });
     }
-    let estimate = estimated_rows(conn, filtered(program_id, filter).select(customers::id))?;
+    // Estimated for the whole term: PostgreSQL has statistics for a `LIKE`, and none for
+    // the check that follows a narrowed search's lookup (see `EmailSamples`).
+    let whole_term = CustomerFilter {
+        email_index_part: None,
+        ..filter.clone()
+    };
+    let estimate = estimated_rows(conn, filtered(program_id, &whole_term).select(customers::id))?;
     Ok(Matches::counted(Total::About(round_estimate(
         estimate.max(COUNT_LIMIT + 1),
     ))))
@@ -1056,7 +1089,7 @@ mod tests {
     fn search_arms_follow_the_shape_of_the_term() {
         use fragments::SearchArm::{Contains, ContainsWhere, EmailAround};
         assert_eq!(
-            search_arms("ada"),
+            search_arms("ada", None),
             vec![
                 Contains("lower(customers.email)"),
                 Contains("lower(customers.key)"),
@@ -1066,7 +1099,7 @@ mod tests {
         );
         // A whole address: the email by its parts; ids and names only if unusual.
         assert_eq!(
-            search_arms("Ada_1@acme.io"),
+            search_arms("Ada_1@acme.io", None),
             vec![
                 EmailAround {
                     local_reversed: "1_adA".into(),
@@ -1079,23 +1112,50 @@ mod tests {
             ]
         );
         // "@acme": any local part, so the trigram index; two @: no email at all.
-        assert_eq!(search_arms("@acme")[0], Contains("lower(customers.email)"));
-        assert!(!search_arms("a@b@c")
+        assert_eq!(search_arms("@acme", None)[0], Contains("lower(customers.email)"));
+        assert!(!search_arms("a@b@c", None)
             .iter()
             .any(|arm| matches!(arm, EmailAround { .. })));
-        assert_eq!(search_arms("a@b@c").len(), 2);
+        assert_eq!(search_arms("a@b@c", None).len(), 2);
         // Spaces: never in an email, key or plain id.
         assert_eq!(
-            search_arms("ada love"),
+            search_arms("ada love", None),
             vec![
                 ContainsWhere(UNUSUAL_ID, "lower(customers.external_id)"),
                 Contains(NAME_EXPRESSION)
             ]
         );
         assert_eq!(
-            search_arms("Zoë")[2],
+            search_arms("Zoë", None)[2],
             ContainsWhere(UNUSUAL_NAME, NAME_EXPRESSION)
         );
+    }
+
+    #[test]
+    fn an_email_index_part_looks_up_the_part_and_checks_the_whole_term() {
+        use fragments::SearchArm::{ContainsPart, ContainsWhere};
+        assert_eq!(
+            search_arms("Linus_x.25000", Some("25000")),
+            vec![
+                ContainsPart {
+                    expression: "lower(customers.email)",
+                    part_pattern: "%25000%".into(),
+                    term: "Linus_x.25000".into(),
+                },
+                ContainsWhere(UNUSUAL_ID, "lower(customers.external_id)"),
+                ContainsWhere(UNUSUAL_NAME, NAME_EXPRESSION),
+            ]
+        );
+        // A part that is not in the term (a filter reused for another term) is ignored.
+        assert_eq!(
+            search_arms("ada.7", Some("25000"))[0],
+            fragments::SearchArm::Contains("lower(customers.email)")
+        );
+        // Terms with an `@` do not use the trigram index at all.
+        assert!(matches!(
+            search_arms("linus.25000@acme.io", Some("25000"))[0],
+            fragments::SearchArm::EmailAround { .. }
+        ));
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! index range, so a date-filtered export reads only the matching customers.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use actix_web::http::header;
 use actix_web::web::{self, Bytes};
@@ -18,6 +19,7 @@ use chrono::SecondsFormat;
 
 use super::list::ListParams;
 use crate::db::DbPool;
+use crate::domain::customers::listing::{self, EmailSamples};
 use crate::domain::customers::{self, CustomerFilter, ExportCursor, ExportRow};
 use crate::domain::programs::Program;
 use crate::error::Error;
@@ -122,13 +124,21 @@ type Batches = std::sync::mpsc::SyncSender<Result<Vec<ExportRow>, Error>>;
 /// Runs on a blocking thread: reads batch after batch and hands them to the encoder. A
 /// connection is taken per batch, so a slow download never holds one for long. Stops when
 /// the encoder has gone (the client left, or encoding failed).
-fn read_batches(pool: DbPool, program_id: i64, filter: CustomerFilter, batches: Batches) {
+fn read_batches(
+    pool: DbPool,
+    samples: Arc<EmailSamples>,
+    program_id: i64,
+    mut filter: CustomerFilter,
+    batches: Batches,
+) {
     let mut after = None;
     loop {
-        let batch = pool
-            .get()
-            .map_err(|_| Error::Unavailable)
-            .and_then(|mut conn| customers::export_batch(&mut conn, program_id, &filter, after, BATCH_SIZE));
+        let batch = pool.get().map_err(|_| Error::Unavailable).and_then(|mut conn| {
+            if after.is_none() {
+                listing::narrow_email_search(&mut conn, &samples, &mut filter)?;
+            }
+            customers::export_batch(&mut conn, program_id, &filter, after, BATCH_SIZE)
+        });
         let rows = match batch {
             Ok(rows) => rows,
             Err(error) => {
@@ -187,7 +197,10 @@ pub async fn export_csv(
     // channel, so memory stays at a few batches however large the export.
     let (batch_sender, batch_receiver) = std::sync::mpsc::sync_channel(BATCHES_AHEAD);
     let (pool, program_id) = (state.pool.clone(), page.program.id);
-    actix_web::rt::task::spawn_blocking(move || read_batches(pool, program_id, filter, batch_sender));
+    let samples = state.email_samples.clone();
+    actix_web::rt::task::spawn_blocking(move || {
+        read_batches(pool, samples, program_id, filter, batch_sender)
+    });
     let program = page.program.clone();
     actix_web::rt::task::spawn_blocking(move || encode_batches(program, batch_receiver, sender));
     let body = futures_util::stream::unfold(receiver, |mut receiver| async move {

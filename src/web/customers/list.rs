@@ -7,7 +7,7 @@ use chrono::NaiveDate;
 use diesel::PgConnection;
 
 use crate::db;
-use crate::domain::customers::listing::{self, Matches, PageMarks};
+use crate::domain::customers::listing::{self, EmailSamples, Matches, PageMarks};
 use crate::domain::customers::{
     CustomerFilter, CustomerRow, Position, ReferStatus, SortColumn, SortDirection, StatusFilter, Total,
 };
@@ -239,10 +239,14 @@ struct Found {
 fn find_page(
     conn: &mut PgConnection,
     marks: &PageMarks,
+    samples: &EmailSamples,
     program_id: i64,
     params: &ListParams,
 ) -> Result<Found, Error> {
-    let (filter, wanted, per_page) = (&params.filter, params.page, params.per_page);
+    let (wanted, per_page) = (params.page, params.per_page);
+    let mut filter = params.filter.clone();
+    listing::narrow_email_search(conn, samples, &mut filter)?;
+    let filter = &filter;
     let matches = listing::matches(conn, program_id, filter)?;
     let total = matches.total;
     let last = ((total.value() + per_page - 1) / per_page).max(1);
@@ -284,9 +288,9 @@ pub async fn index(
     let program_id = page.program.id;
     let found = {
         let params = params.clone();
-        let marks = state.page_marks.clone();
+        let (marks, samples) = (state.page_marks.clone(), state.email_samples.clone());
         db::run(&state.pool, move |conn| {
-            find_page(conn, &marks, program_id, &params)
+            find_page(conn, &marks, &samples, program_id, &params)
         })
         .await?
     };
