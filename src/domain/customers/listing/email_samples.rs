@@ -46,8 +46,7 @@ impl EmailSamples {
     /// The part of `term` to look up in the email trigram index, when one costs less than
     /// the whole term. `term` is a normalized search term.
     pub fn index_part(&self, conn: &mut PgConnection, term: &str) -> Result<Option<String>, Error> {
-        if words(term).nth(1).is_none() {
-            // A single word (or none): nothing to leave out.
+        if parts(term).next().is_none() {
             return Ok(None);
         }
         Ok(self.sample(conn)?.index_part(term).map(str::to_string))
@@ -132,16 +131,15 @@ impl EmailSample {
         }
     }
 
-    /// The word of `term` (a run of ASCII letters and digits, three or more long) that is
-    /// cheapest to look up, when it is cheaper than the whole term.
+    /// The part of `term` (see [`parts`]) that is cheapest to look up, when it is cheaper
+    /// than the whole term.
     pub fn index_part<'t>(&self, term: &'t str) -> Option<&'t str> {
         if self.emails.is_empty() {
             return None;
         }
         let whole_cost = self.cost(words(term), &term.to_lowercase());
-        words(term)
-            .filter(|word| word.len() >= 3 && word.len() < term.len())
-            .map(|word| (self.cost(std::iter::once(word), &word.to_ascii_lowercase()), word))
+        parts(term)
+            .map(|part| (self.cost(std::iter::once(part), &part.to_ascii_lowercase()), part))
             .filter(|(cost, _)| *cost < whole_cost)
             .min_by(|(a, _), (b, _)| a.total_cmp(b))
             .map(|(_, word)| word)
@@ -160,6 +158,25 @@ impl EmailSample {
         let found = self.emails.iter().filter(|email| email.contains(text)).count() as f64;
         (postings / POSTINGS_PER_PAGE + found.max(0.5)) / sampled
     }
+}
+
+/// The parts of `term` that can be looked up instead of it: its words, and the runs of
+/// letters and of digits inside them (`linus25000` has `linus` and `25000`) — every
+/// trigram of such a part is a trigram of the term — at least a trigram long and shorter
+/// than the term.
+fn parts(term: &str) -> impl Iterator<Item = &str> {
+    let mut parts: Vec<&str> = words(term)
+        .flat_map(|word| {
+            let runs = word
+                .split(|c: char| !c.is_ascii_alphabetic())
+                .chain(word.split(|c: char| !c.is_ascii_digit()));
+            std::iter::once(word).chain(runs)
+        })
+        .filter(|part| part.len() >= 3 && part.len() < term.len())
+        .collect();
+    parts.sort_unstable();
+    parts.dedup();
+    parts.into_iter()
 }
 
 /// The runs of ASCII letters and digits in `text` — how the trigram index splits it into
@@ -223,6 +240,27 @@ mod tests {
         assert_eq!(sample.index_part("quokka.zebra"), Some("quokka"));
         // Every row holds both: the part with fewer posting lists to read is enough.
         assert_eq!(sample.index_part("zoo.test"), Some("zoo"));
+    }
+
+    #[test]
+    fn a_word_of_letters_and_digits_is_narrowed_to_its_digits() {
+        let sample = seeded_sample();
+        let mut emails = sample.emails.clone();
+        emails.extend((1..=400).map(|n| format!("linus{n}@example.org")));
+        let sample = EmailSample::of(emails);
+        assert_eq!(sample.index_part("linus3133"), Some("3133"));
+    }
+
+    #[test]
+    fn parts_are_words_and_their_letter_and_digit_runs() {
+        assert_eq!(parts("linus.25000").collect::<Vec<_>>(), ["25000", "linus"]);
+        assert_eq!(parts("ab12cd345").collect::<Vec<_>>(), ["345"]);
+        assert_eq!(
+            parts("john1987@x").collect::<Vec<_>>(),
+            ["1987", "john", "john1987"]
+        );
+        assert_eq!(parts("linus").count(), 0, "the term itself is no part");
+        assert_eq!(parts("a.b").count(), 0);
     }
 
     #[test]
