@@ -133,6 +133,19 @@ export BENCH_SEEDED=$SEEDED
 # run starts from the same settled state (quick when little changed).
 sql "VACUUM (ANALYZE) customers" 2>/dev/null || say "could not VACUUM customers (not the owner?)"
 sql "VACUUM (ANALYZE) referral_standings" 2>/dev/null || true   # (absent before that migration)
+# Seeding, vacuuming and each run's writes end with PostgreSQL writing their pages out (a
+# checkpoint, spread over minutes); a CHECKPOINT before each run writes them out first, so
+# that no run measures the setup's or an earlier run's writing. (The writes of a run's own
+# create and credit scenarios still reach the scenarios after them, as in production: the
+# "ckpt" column shows how much checkpoint writing each scenario shared the machine with.)
+CHECKPOINTS=1
+checkpoint() {
+    if [ "$CHECKPOINTS" = 1 ] && ! sql "CHECKPOINT" 2>/dev/null; then
+        say "could not CHECKPOINT (needs a superuser or pg_checkpoint); runs may measure earlier writes"
+        CHECKPOINTS=0
+    fi
+}
+checkpoint_pages() { sql "SELECT buffers_checkpoint FROM pg_stat_bgwriter"; }
 STATEMENTS=$(sql "SELECT count(*) FROM pg_available_extensions WHERE name = 'pg_stat_statements'")
 if [ "$STATEMENTS" = 1 ] && sql "CREATE EXTENSION IF NOT EXISTS pg_stat_statements" 2>/dev/null \
     && sql "SELECT pg_stat_statements_reset()" >/dev/null 2>&1; then
@@ -243,6 +256,7 @@ RAW=$LOG_DIR/results.tsv
 : >"$RAW"
 for run in $(seq 1 "$RUNS"); do
 [ "$RUNS" -gt 1 ] && say "run $run of $RUNS"
+checkpoint
 for scenario in "${SCENARIOS[@]}"; do
     IFS='|' read -r name kind path script <<<"$scenario"
     if [ -n "$ONLY" ] && [[ "$name" != *"$ONLY"* ]]; then continue; fi
@@ -269,9 +283,9 @@ for scenario in "${SCENARIOS[@]}"; do
         statement_report >"$LOG_DIR/statements-export.txt"
         EXPORT_NOTE="export: $rows rows in ${seconds}s (best of 3; db time is for the whole export)"
         printf '%s\t%s\t%s\t-\t-\t%s\t%s\t%s\n' "$run" "$name" "$best_rate" "$failed" "${db:-0}" "${app_cpu:-0}" >>"$RAW"
-        RESULTS+=("$(printf '%-28s %16s %9s %9s %7s %12s %13s %10s %6s' "$name" \
+        RESULTS+=("$(printf '%-28s %16s %9s %9s %7s %12s %13s %10s %6s %7s' "$name" \
             "$best_rate rows/s" "-" "-" "$failed" "db ${db:-0} ms" "app ${app_cpu:-0} ms" \
-            "$(( $(peak_kib) / 1024 )) MiB" "$load")")
+            "$(( $(peak_kib) / 1024 )) MiB" "$load" "-")")
         echo "${RESULTS[-1]}"
         continue
     fi
@@ -286,6 +300,7 @@ for scenario in "${SCENARIOS[@]}"; do
     [ "$STATEMENTS" = 1 ] && sql "SELECT pg_stat_statements_reset()" >/dev/null
     before_db=$(db_ms)
     before_cpu=$(server_cpu_ms)
+    before_ckpt=$(checkpoint_pages)
     out=$(BENCH_COOKIE=$cookie BENCH_TOKEN=$token BENCH_RUN=$RUN_ID-$slug wrk -t "$THREADS" -c "$CONNECTIONS" -d "${DURATION}s" --latency --timeout 10s \
         -s "$BENCH_LUA_DIR/$script.lua" "$BASE$path" 2>&1)
     echo "$out" >"$LOG_DIR/wrk-$slug.txt"
@@ -295,25 +310,27 @@ for scenario in "${SCENARIOS[@]}"; do
     requests=$(field requests)
     db_per=$(awk -v a="$(db_ms)" -v b="$before_db" -v n="$requests" 'BEGIN { printf "%.2f", (n > 0 ? (a - b) / n : 0) }')
     cpu_per=$(awk -v a="$(server_cpu_ms)" -v b="$before_cpu" -v n="$requests" 'BEGIN { printf "%.2f", (n > 0 ? (a - b) / n : 0) }')
+    ckpt=$(awk -v a="$(checkpoint_pages)" -v b="$before_ckpt" 'BEGIN { printf "%.0f", (a - b) * 8 / 1024 }')
     statement_report >"$LOG_DIR/statements-$slug.txt"
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$run" "$name" "$(field rps)" "$(field p50_ms)" \
-        "$(field p99_ms)" "$(field errors)" "$db_per" "$cpu_per" >>"$RAW"
-    RESULTS+=("$(printf '%-28s %16s %9s %9s %7s %12s %13s %10s %6s' "$name" "$(field rps) req/s" \
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$run" "$name" "$(field rps)" "$(field p50_ms)" \
+        "$(field p99_ms)" "$(field errors)" "$db_per" "$cpu_per" "$ckpt" >>"$RAW"
+    RESULTS+=("$(printf '%-28s %16s %9s %9s %7s %12s %13s %10s %6s %7s' "$name" "$(field rps) req/s" \
         "$(field p50_ms) ms" "$(field p99_ms) ms" "$(field errors)" "db $db_per ms" "app $cpu_per ms" \
-        "$(( $(peak_kib) / 1024 )) MiB" "$load")")
+        "$(( $(peak_kib) / 1024 )) MiB" "$load" "$ckpt MiB")")
     echo "${RESULTS[-1]}"
 done
 done
 
 echo
 echo "Referdesk load test $RUN_ID: $SEEDED customers, wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s, $(nproc) cores"
-printf '%-28s %16s %9s %9s %7s %12s %13s %10s %6s\n' "scenario" "throughput" "p50" "p99" "errors" "db time/req" "app cpu/req" "peak mem" "load"
+printf '%-28s %16s %9s %9s %7s %12s %13s %10s %6s %7s\n' "scenario" "throughput" "p50" "p99" "errors" "db time/req" "app cpu/req" "peak mem" "load" "ckpt"
 printf '%s\n' "${RESULTS[@]}"
 echo "server: peak memory (VmHWM) $(( $(peak_kib) / 1024 )) MiB, now (VmRSS) $(( $(rss_kib) / 1024 )) MiB"
 echo "errors = non-2xx/3xx answers plus socket errors; db time/req = PostgreSQL planning and execution"
 echo "time per request (pg_stat_statements; planning only where track_planning is on, as in the"
 echo "private cluster); app cpu/req = the server process's CPU time per request"
-echo "(user + system); load = 1-min load average when the scenario started"
+echo "(user + system); load = 1-min load average when the scenario started; ckpt = what"
+echo "PostgreSQL's checkpointer wrote to disk during the scenario (earlier scenarios' writes)"
 if [ -n "$EXPORT_NOTE" ]; then echo "$EXPORT_NOTE"; fi
 if [ "$RUNS" -gt 1 ]; then
     # The middle value of the numbers on standard input.
