@@ -17,7 +17,7 @@ use crate::error::Error;
 
 mod email_samples;
 mod page_marks;
-pub use email_samples::{EmailSample, EmailSamples};
+pub use email_samples::EmailSamples;
 pub use page_marks::{PageMarks, MARK_EVERY};
 
 /// `referred` / `non_referred` (the API's `refer_status`).

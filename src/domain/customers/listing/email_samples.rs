@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use diesel::prelude::*;
-use diesel::sql_types::{Double, Text};
+use diesel::sql_types::{BigInt, Double, Text};
 
 use crate::error::Error;
 
@@ -75,9 +75,13 @@ impl EmailSamples {
 /// Lower-cased emails, and in how many of them each trigram of ASCII letters and digits
 /// occurs (the trigrams the index holds for the inside of words).
 #[derive(Debug)]
-pub struct EmailSample {
+struct EmailSample {
     taken_at: Instant,
-    emails: Vec<String>,
+    /// How many emails the sample holds.
+    rows: usize,
+    /// The emails, one per line: one pass of a substring search counts the holders of a
+    /// part (a search weighs a few parts on every page view).
+    lines: String,
     trigram_rows: HashMap<[u8; 3], u32>,
 }
 
@@ -87,25 +91,34 @@ struct SampledEmail {
     email: String,
 }
 
+#[derive(QueryableByName)]
+struct TableSize {
+    #[diesel(sql_type = Double)]
+    rows: f64,
+}
+
 impl EmailSample {
     fn take(conn: &mut PgConnection) -> Result<EmailSample, Error> {
         // `SYSTEM` sampling reads whole pages picked at random: a few milliseconds however
-        // large the table. Twice the pages needed, as some rows have no email.
-        let estimated_rows: f64 = diesel::select(diesel::dsl::sql::<Double>(
-            "greatest(reltuples, 0)::float8 FROM pg_class WHERE oid = 'customers'::regclass",
-        ))
+        // large the table. Twice the rows needed (some have no email), and a random half
+        // of them: the pages come in table order, so a plain LIMIT would keep the oldest.
+        let size: TableSize = diesel::sql_query(
+            "SELECT greatest(reltuples, 0)::float8 AS rows FROM pg_class
+             WHERE oid = 'customers'::regclass",
+        )
         .get_result(conn)?;
-        let percent = if estimated_rows <= 2.0 * SAMPLE_SIZE as f64 {
+        let wanted = 2.0 * SAMPLE_SIZE as f64;
+        let percent = if size.rows <= wanted {
             100.0
         } else {
-            100.0 * 2.0 * SAMPLE_SIZE as f64 / estimated_rows
+            100.0 * wanted / size.rows
         };
         let emails = diesel::sql_query(
             "SELECT lower(email) AS email FROM customers TABLESAMPLE SYSTEM ($1)
-             WHERE email IS NOT NULL LIMIT $2",
+             WHERE email IS NOT NULL ORDER BY random() LIMIT $2",
         )
         .bind::<Double, _>(percent)
-        .bind::<diesel::sql_types::BigInt, _>(SAMPLE_SIZE as i64)
+        .bind::<BigInt, _>(SAMPLE_SIZE as i64)
         .load::<SampledEmail>(conn)?
         .into_iter()
         .map(|row| row.email)
@@ -114,7 +127,7 @@ impl EmailSample {
     }
 
     /// A sample of these (lower-cased) emails.
-    pub fn of(emails: Vec<String>) -> EmailSample {
+    fn of(emails: Vec<String>) -> EmailSample {
         let mut trigram_rows: HashMap<[u8; 3], u32> = HashMap::new();
         for email in &emails {
             let mut seen: Vec<[u8; 3]> = trigrams(email).collect();
@@ -126,15 +139,16 @@ impl EmailSample {
         }
         EmailSample {
             taken_at: Instant::now(),
-            emails,
+            rows: emails.len(),
+            lines: emails.join("\n"),
             trigram_rows,
         }
     }
 
     /// The part of `term` (see [`parts`]) that is cheapest to look up, when it is cheaper
     /// than the whole term.
-    pub fn index_part<'t>(&self, term: &'t str) -> Option<&'t str> {
-        if self.emails.is_empty() {
+    fn index_part<'t>(&self, term: &'t str) -> Option<&'t str> {
+        if self.rows == 0 {
             return None;
         }
         let whole_cost = self.cost(words(term), &term.to_lowercase());
@@ -150,13 +164,14 @@ impl EmailSample {
     /// trigrams, and one page for each row found (at least half a sampled row's worth:
     /// a part no sampled email holds is still held by a few).
     fn cost<'w>(&self, words: impl Iterator<Item = &'w str>, text: &str) -> f64 {
-        let sampled = self.emails.len() as f64;
         let postings: f64 = words
             .flat_map(|word| trigrams(word).collect::<Vec<_>>())
             .map(|trigram| self.trigram_rows.get(&trigram).copied().unwrap_or(0) as f64)
             .sum();
-        let found = self.emails.iter().filter(|email| email.contains(text)).count() as f64;
-        (postings / POSTINGS_PER_PAGE + found.max(0.5)) / sampled
+        // Occurrences, not emails: an email holding a part twice is rare enough. Search
+        // terms hold no line breaks (control characters are dropped), so no match spans two.
+        let found = memchr::memmem::find_iter(self.lines.as_bytes(), text.as_bytes()).count() as f64;
+        (postings / POSTINGS_PER_PAGE + found.max(0.5)) / self.rows as f64
     }
 }
 
@@ -245,7 +260,7 @@ mod tests {
     #[test]
     fn a_word_of_letters_and_digits_is_narrowed_to_its_digits() {
         let sample = seeded_sample();
-        let mut emails = sample.emails.clone();
+        let mut emails: Vec<String> = sample.lines.lines().map(str::to_string).collect();
         emails.extend((1..=400).map(|n| format!("linus{n}@example.org")));
         let sample = EmailSample::of(emails);
         assert_eq!(sample.index_part("linus3133"), Some("3133"));
