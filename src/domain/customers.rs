@@ -573,7 +573,7 @@ pub fn create_in(
         .get_result(conn)
         .map_err(unique_to_field)?;
     // The audit event, the referrer's count and the default link need nothing from each
-    // other: one statement writes all three (a round trip each was a fifth of a signup).
+    // other: one statement writes all three (two round trips fewer per referred signup).
     let mut after = customer.snapshot();
     after["referring_customer"] = json!(referrer.as_ref().map(|referrer| &referrer.key));
     let mut along = vec![audit::recording(
