@@ -303,17 +303,17 @@ pub fn normalize_search(raw: &str) -> Option<String> {
 }
 
 /// Sets the filter's [`CustomerFilter::email_index_part`] for its search term, from the
-/// server's sample of emails (terms with an `@` are found without the trigram index).
-pub fn narrow_email_search(
-    conn: &mut PgConnection,
-    samples: &EmailSamples,
-    filter: &mut CustomerFilter,
-) -> Result<(), Error> {
+/// server's sample of emails (terms with an `@` are found without the trigram index). A
+/// sample that cannot be taken only costs speed: the whole term is looked up. Run it
+/// outside a transaction (a failed sample would abort one).
+pub fn narrow_email_search(conn: &mut PgConnection, samples: &EmailSamples, filter: &mut CustomerFilter) {
     filter.email_index_part = match filter.search.as_deref().and_then(normalize_search) {
-        Some(term) if !term.contains('@') => samples.index_part(conn, &term)?,
+        Some(term) if !term.contains('@') => samples.index_part(conn, &term).unwrap_or_else(|error| {
+            tracing::warn!("searching by the whole term: no sample of emails ({error})");
+            None
+        }),
         _ => None,
     };
-    Ok(())
 }
 
 type BoxedCustomers<'a> = customers::BoxedQuery<'a, Pg>;

@@ -135,7 +135,7 @@ fn read_batches(
     loop {
         let batch = pool.get().map_err(|_| Error::Unavailable).and_then(|mut conn| {
             if after.is_none() {
-                listing::narrow_email_search(&mut conn, &samples, &mut filter)?;
+                listing::narrow_email_search(&mut conn, &samples, &mut filter);
             }
             customers::export_batch(&mut conn, program_id, &filter, after, BATCH_SIZE)
         });
