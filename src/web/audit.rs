@@ -14,6 +14,7 @@ use crate::domain::team::{self, Member};
 use crate::error::{Error, FieldErrors};
 use crate::web::context::Page;
 use crate::web::customers::export::defuse;
+use crate::web::paging::thousands;
 use crate::web::render_status;
 use crate::AppState;
 
@@ -108,9 +109,13 @@ struct AuditPage {
     members: Vec<Member>,
     known_actions: &'static [&'static str],
     entries: Vec<LogEntry>,
+    /// Exact when `total_is_exact`, else a lower bound ("more than").
     total: i64,
+    total_is_exact: bool,
     current: i64,
+    /// The last page when the total is exact, else the last page known to exist.
     pages: i64,
+    has_next: bool,
     unknown_customer: bool,
     errors: FieldErrors,
 }
@@ -147,7 +152,15 @@ impl AuditPage {
     }
 
     fn last_shown(&self) -> i64 {
-        ((self.current - 1) * PER_PAGE + self.entries.len() as i64).min(self.total)
+        (self.current - 1) * PER_PAGE + self.entries.len() as i64
+    }
+
+    fn total_text(&self) -> String {
+        if self.total_is_exact {
+            thousands(self.total)
+        } else {
+            format!("more than {}", thousands(self.total))
+        }
     }
 
     fn previous_link(&self) -> Option<String> {
@@ -155,7 +168,7 @@ impl AuditPage {
     }
 
     fn next_link(&self) -> Option<String> {
-        (self.current < self.pages).then(|| self.page_link(self.current + 1))
+        self.has_next.then(|| self.page_link(self.current + 1))
     }
 
     /// The first, last and nearby pages; a gap between them is an item without a number.
@@ -208,11 +221,22 @@ pub async fn index(
         Err(Error::Invalid { fields, .. }) => (StatusCode::UNPROCESSABLE_ENTITY, fields),
         Err(error) => return Err(error),
     };
-    let (entries, total, unknown_customer) = match result {
-        Some(found) => (found.entries, found.total, found.unknown_customer),
-        None => (Vec::new(), 0, false),
+    let (entries, total, total_is_exact, has_next, unknown_customer) = match result {
+        Some(found) => (
+            found.entries,
+            found.total,
+            found.total_is_exact,
+            found.has_next,
+            found.unknown_customer,
+        ),
+        None => (Vec::new(), 0, true, false, false),
     };
-    let pages = ((total + PER_PAGE - 1) / PER_PAGE).max(1);
+    // A long log is not counted to its end: its pager runs to the next page.
+    let pages = if total_is_exact {
+        ((total + PER_PAGE - 1) / PER_PAGE).max(1)
+    } else {
+        current + i64::from(has_next)
+    };
     render_status(
         status,
         &AuditPage {
@@ -222,8 +246,10 @@ pub async fn index(
             known_actions: KNOWN_ACTIONS,
             entries,
             total,
+            total_is_exact,
             current,
             pages,
+            has_next,
             unknown_customer,
             errors,
         },

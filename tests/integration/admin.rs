@@ -28,6 +28,7 @@ pub fn tests() -> Vec<libtest_mimic::Trial> {
         pages_only_show_the_current_program,
         audit_filters_return_exactly_the_matching_events,
         sign_ins_and_failed_sign_ins_are_in_the_audit_log,
+        a_long_audit_log_merges_both_scopes_in_order_and_counts_to_a_limit,
         dashboard_numbers_equal_counts_from_the_database,
     ]
 }
@@ -1227,6 +1228,90 @@ async fn sign_ins_and_failed_sign_ins_are_in_the_audit_log() {
         .await;
     assert_eq!(listed_event_ids(&page_two).len(), 6);
     assert!(listed_event_ids(&body).is_disjoint(&listed_event_ids(&page_two)));
+}
+
+/// Event ids in the order the page lists them.
+fn listed_event_order(body: &str) -> Vec<i64> {
+    body.match_indices("class=\"audit-event\" data-id=\"")
+        .map(|(at, marker)| {
+            let start = at + marker.len();
+            let end = body[start..].find('"').unwrap() + start;
+            body[start..end].parse().unwrap()
+        })
+        .collect()
+}
+
+/// The program's events and the program-less ones are read from their own indexes and
+/// merged: every page shows exactly SQL's order of both (ties in time broken by id), other
+/// programs' events never, the total is exact up to 1,000 and "more than" beyond, and the
+/// export holds every event once.
+async fn a_long_audit_log_merges_both_scopes_in_order_and_counts_to_a_limit() {
+    use diesel::sql_types::BigInt;
+    let app = TestApp::spawn().await;
+    app.login_as(Role::Admin).await;
+    let program = default_program(&app);
+    let other = insert_program(&app, "other");
+    // Two events a second (pairs share a time), every third one program-less.
+    diesel::sql_query(
+        "INSERT INTO audit_events (program_id, actor_label, action, subject_type, created_at)
+         SELECT CASE WHEN n % 3 = 0 THEN NULL ELSE $1 END, 'bulk',
+                CASE WHEN n % 3 = 0 THEN 'auth.sign_in_failed' ELSE 'customer.update' END,
+                'customer', now() - interval '1 hour' - (n / 2) * interval '1 second'
+         FROM generate_series(1, 1200) AS n
+         UNION ALL
+         SELECT $2, 'elsewhere', 'customer.update', 'customer', now() - interval '1 hour' - n * interval '1 second'
+         FROM generate_series(1, 300) AS n",
+    )
+    .bind::<BigInt, _>(program)
+    .bind::<BigInt, _>(other)
+    .execute(&mut app.conn())
+    .unwrap();
+    let expected: Vec<i64> = audit_events::table
+        .filter(
+            audit_events::program_id
+                .eq(program)
+                .or(audit_events::program_id.is_null()),
+        )
+        .order((audit_events::created_at.desc(), audit_events::id.desc()))
+        .select(audit_events::id)
+        .load(&mut app.conn())
+        .unwrap();
+    assert!(expected.len() > 1200, "the bulk events and the sign-in");
+    let pages = (expected.len() as i64 + 49) / 50;
+
+    let (_, first) = app.browser.get_html("/audit").await;
+    assert_eq!(listed_event_order(&first), expected[..50]);
+    assert!(
+        first.contains("Showing 1–50 of more than 1,000 events."),
+        "{first}"
+    );
+    assert!(first.contains("href=\"/audit?page=2\" rel=\"next\""));
+    for page in [2, 13, pages - 1, pages] {
+        let (_, body) = app.browser.get_html(&format!("/audit?page={page}")).await;
+        let from = ((page - 1) * 50) as usize;
+        let to = (from + 50).min(expected.len());
+        assert_eq!(listed_event_order(&body), expected[from..to], "page {page}");
+        assert_eq!(
+            body.contains(&format!("href=\"/audit?page={}\" rel=\"next\"", page + 1)),
+            page < pages,
+            "Next link on page {page}"
+        );
+    }
+    let (_, past) = app.browser.get_html(&format!("/audit?page={}", pages + 3)).await;
+    assert!(past.contains("No events on this page."));
+
+    // Few enough to count: an exact total and a last page.
+    let (_, failed) = app.browser.get_html("/audit?action=auth.sign_in_failed").await;
+    assert!(failed.contains("Showing 1–50 of 400 events."), "{failed}");
+    assert!(failed.contains("href=\"/audit?action=auth.sign_in_failed&#38;page=8\""));
+
+    let export = app.get("/audit/export").await.text().await.unwrap();
+    assert_eq!(
+        export.lines().count(),
+        expected.len() + 1,
+        "header and every event once"
+    );
+    assert!(!export.contains("elsewhere"));
 }
 
 // ---- dashboard ---------------------------------------------------------------------------
