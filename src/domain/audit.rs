@@ -123,6 +123,7 @@ pub fn for_customer(
 /// The audit log page: filtering, paging, export and the before/after diff. In its own
 /// module so that it shares no names or imports with the rest of this file.
 pub mod log {
+    use std::cmp::Reverse;
     use std::collections::{BTreeMap, HashMap};
 
     use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
@@ -347,11 +348,6 @@ pub mod log {
         query
     }
 
-    /// The log's order, newest first, as a sortable key.
-    fn newest_first(a: &(DateTime<Utc>, i64), b: &(DateTime<Utc>, i64)) -> std::cmp::Ordering {
-        b.cmp(a)
-    }
-
     /// The first `depth` events of the log (both scopes), as (time, id), newest first.
     fn newest_keys(
         conn: &mut PgConnection,
@@ -370,7 +366,7 @@ pub mod log {
                     .load::<(DateTime<Utc>, i64)>(conn)?,
             );
         }
-        keys.sort_by(newest_first);
+        keys.sort_by_key(|key| Reverse(*key)); // the log's order: newest first
         keys.truncate(usize::try_from(depth).unwrap_or(usize::MAX));
         Ok(keys)
     }
@@ -485,7 +481,7 @@ pub mod log {
                 .select(LogEvent::as_select())
                 .load(conn)?
         };
-        events.sort_by(|a, b| newest_first(&(a.created_at, a.id), &(b.created_at, b.id)));
+        events.sort_by_key(|event| Reverse((event.created_at, event.id)));
         Ok(LogPage {
             entries: with_customer_keys(conn, events)?,
             total: if total_is_exact { counted } else { LOG_COUNT_LIMIT },
@@ -529,7 +525,7 @@ pub mod log {
                     .load::<LogEvent>(conn)?,
             );
         }
-        events.sort_by(|a, b| newest_first(&(a.created_at, a.id), &(b.created_at, b.id)));
+        events.sort_by_key(|event| Reverse((event.created_at, event.id)));
         events.truncate(usize::try_from(limit).unwrap_or(0));
         with_customer_keys(conn, events)
     }

@@ -202,13 +202,7 @@ fn value_after(body: &str, marker: &str) -> i64 {
 
 /// Every `data-id` on the audit page, i.e. the ids of the events it lists.
 fn listed_event_ids(body: &str) -> BTreeSet<i64> {
-    body.match_indices("class=\"audit-event\" data-id=\"")
-        .map(|(at, marker)| {
-            let start = at + marker.len();
-            let end = body[start..].find('"').unwrap() + start;
-            body[start..end].parse().unwrap()
-        })
-        .collect()
+    listed_event_order(body).into_iter().collect()
 }
 
 fn member_role(app: &TestApp, id: i64) -> String {
