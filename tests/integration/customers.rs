@@ -17,6 +17,7 @@ pub fn tests() -> Vec<libtest_mimic::Trial> {
         odd_page_numbers_never_fail,
         search_finds_partial_emails_names_keys_and_ids,
         search_takes_wildcards_quotes_and_unicode_literally,
+        unusual_ids_and_names_are_found_by_their_unusual_characters,
         a_search_by_its_rare_part_finds_exactly_the_whole_terms_matches,
         whole_address_search_finds_what_contains_would,
         filters_by_refer_status_status_approved_and_dates,
@@ -381,6 +382,52 @@ async fn search_takes_wildcards_quotes_and_unicode_literally() {
         assert!(!body.contains("<script>"), "search term is escaped");
     }
     assert_eq!(list(&app, "").await.len(), 3, "nothing was dropped");
+}
+
+/// A term with a character plain ids (names) never hold is looked up only among the rows
+/// the partial indexes list as unusual (`customer_id_is_unusual`, `customer_name_is_unusual`
+/// in migration 000016); those tests must agree with the server's idea of "plain", or
+/// such customers could not be found at all.
+async fn unusual_ids_and_names_are_found_by_their_unusual_characters() {
+    let app = TestApp::spawn().await;
+    app.login_as(Role::Viewer).await;
+    for (id, name, surname, key) in [
+        ("acct.7", "Ada", "Lovelace", "dotted-id"),
+        ("ada@corp.example", "Ada", "Byron", "email-as-id"),
+        ("naïve-7", "Grace", "Hopper", "accented-id"),
+        ("acct-7", "J. R.", "Smith", "dotted-name"),
+        ("acct-8", "Zoë", "Brontë", "accented-name"),
+        ("acct-9", "Anne-Marie", "O'Neil", "plain-name"),
+    ] {
+        make(
+            &app,
+            CustomerInput {
+                email: Some(format!("{key}@example.com")),
+                name: Some(name.into()),
+                surname: Some(surname.into()),
+                key: Some(key.into()),
+                id: Some(id.into()),
+                ..Default::default()
+            },
+        );
+    }
+    for (query, expected) in [
+        ("acct.7", vec!["dotted-id"]),
+        ("T.7", vec!["dotted-id"]),
+        ("%40CORP", vec!["email-as-id"]),
+        ("%C3%AFve", vec!["accented-id"]),
+        ("j.+r.+sm", vec!["dotted-name"]),
+        ("%C3%AB+br", vec!["accented-name"]),
+        ("%C3%AB", vec!["accented-name"]),
+        ("anne-marie+o%27n", vec!["plain-name"]),
+        ("acct-", vec!["dotted-name", "accented-name", "plain-name"]),
+    ] {
+        let mut found = list(&app, &format!("?q={query}")).await;
+        found.sort();
+        let mut expected: Vec<&str> = expected;
+        expected.sort();
+        assert_eq!(found, expected, "q={query}");
+    }
 }
 
 /// A term holding an address is looked up by the email's reversed local part (a btree
