@@ -247,7 +247,21 @@ statement_report() {
 }
 
 say "server pid $SERVER_PID on $BASE; $SEEDED seeded customers; ${DURATION}s per scenario; logs in $LOG_DIR"
-say "machine: $(nproc) cores; load before the run: $(cut -d' ' -f1-3 /proc/loadavg)"
+# How fast this machine's cores are right now: the same machine kind has run the same build
+# up to 1.8x slower on one day than on another (shared hosts), so figures of different runs
+# compare only when this one is close. The median of three: ms for PostgreSQL to sum five
+# million numbers (one core, no disk).
+calibration_ms() {
+    local times=() i start
+    for i in 1 2 3; do
+        start=$(date +%s%N)
+        sql "SELECT sum(i) FROM generate_series(1, 5000000) i" >/dev/null
+        times+=($(( ($(date +%s%N) - start) / 1000000 )))
+    done
+    printf '%s\n' "${times[@]}" | sort -n | sed -n 2p
+}
+CALIBRATION_MS=$(calibration_ms)
+say "machine: $(nproc) cores, calibration ${CALIBRATION_MS} ms; load before the run: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 RESULTS=()
 EXPORT_NOTE=
@@ -322,7 +336,7 @@ done
 done
 
 echo
-echo "Referdesk load test $RUN_ID: $SEEDED customers, wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s, $(nproc) cores"
+echo "Referdesk load test $RUN_ID: $SEEDED customers, wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s, $(nproc) cores, calibration ${CALIBRATION_MS} ms"
 printf '%-28s %16s %9s %9s %7s %12s %13s %10s %6s %7s\n' "scenario" "throughput" "p50" "p99" "errors" "db time/req" "app cpu/req" "peak mem" "load" "ckpt"
 printf '%s\n' "${RESULTS[@]}"
 echo "server: peak memory (VmHWM) $(( $(peak_kib) / 1024 )) MiB, now (VmRSS) $(( $(rss_kib) / 1024 )) MiB"
@@ -330,7 +344,8 @@ echo "errors = non-2xx/3xx answers plus socket errors; db time/req = PostgreSQL 
 echo "time per request (pg_stat_statements; planning only where track_planning is on, as in the"
 echo "private cluster); app cpu/req = the server process's CPU time per request"
 echo "(user + system); load = 1-min load average when the scenario started; ckpt = what"
-echo "PostgreSQL's checkpointer wrote to disk during the scenario (earlier scenarios' writes)"
+echo "PostgreSQL's checkpointer wrote to disk during the scenario (earlier scenarios' writes);"
+echo "calibration = ms for PostgreSQL to sum 5 million numbers before the run (lower = faster cores)"
 if [ -n "$EXPORT_NOTE" ]; then echo "$EXPORT_NOTE"; fi
 if [ "$RUNS" -gt 1 ]; then
     # The middle value of the numbers on standard input.

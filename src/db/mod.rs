@@ -43,6 +43,18 @@ pub fn build_pool(database_url: &str, max_size: u32) -> DbPool {
         .build_unchecked(manager)
 }
 
+/// Set on every pooled connection when it opens.
+///
+/// No parallel plans: the server's queries read a page, a batch or a count of an index
+/// range, each meant to keep one core busy for a moment. A parallel plan starts two more
+/// backends for one of them, costing milliseconds where the query needs a tenth of one,
+/// and takes cores from the other requests. PostgreSQL picks one when a row estimate is
+/// far off: a search for a whole address (`SearchArm::EmailAround`) read its index range
+/// with a default guess of 0.5% of the table, and once a cheaper estimate of the other
+/// arms tipped the balance, the one-row search ran in parallel — 40 ms instead of 0.04 ms
+/// under load, seen in `benches/loadtest.sh`.
+pub const SESSION_SETTINGS: &str = "SET max_parallel_workers_per_gather = 0";
+
 /// Diesel's connection manager, minus most pings.
 ///
 /// Checking every connection out with a `SELECT 1` costs a round trip per checkout, and a
@@ -82,6 +94,8 @@ impl ManageConnection for Manager {
 
     fn connect(&self) -> Result<PgConnection, Self::Error> {
         let mut conn = self.0.connect()?;
+        conn.batch_execute(SESSION_SETTINGS)
+            .map_err(diesel::r2d2::Error::QueryError)?;
         conn.set_instrumentation(Liveness {
             answered_at: Instant::now(),
             lost: false,

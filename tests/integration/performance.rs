@@ -28,6 +28,7 @@ pub fn tests() -> Vec<libtest_mimic::Trial> {
         programs_changed_in_the_database_show_at_once,
         a_connection_whose_server_went_away_is_not_handed_out_again,
         generic_plans_last_only_for_the_work_that_asked,
+        pooled_connections_plan_without_parallel_workers,
         a_signups_later_writes_are_one_prepared_statement,
     ]
 }
@@ -703,14 +704,28 @@ async fn a_connection_whose_server_went_away_is_not_handed_out_again() {
 #[derive(QueryableByName)]
 struct Setting {
     #[diesel(sql_type = Text)]
-    plan_cache_mode: String,
+    value: String,
+}
+
+fn setting(conn: &mut PgConnection, name: &str) -> String {
+    diesel::sql_query("SELECT current_setting($1) AS value")
+        .bind::<Text, _>(name)
+        .get_result::<Setting>(conn)
+        .unwrap()
+        .value
 }
 
 fn plan_cache_mode(conn: &mut PgConnection) -> String {
-    diesel::sql_query("SHOW plan_cache_mode")
-        .get_result::<Setting>(conn)
-        .unwrap()
-        .plan_cache_mode
+    setting(conn, "plan_cache_mode")
+}
+
+/// Every pooled connection plans without parallel workers (see `db::SESSION_SETTINGS`),
+/// also one opened after the first ones.
+async fn pooled_connections_plan_without_parallel_workers() {
+    let app = TestApp::spawn().await;
+    let (mut first, mut second) = (app.conn(), app.conn());
+    assert_eq!(setting(&mut first, "max_parallel_workers_per_gather"), "0");
+    assert_eq!(setting(&mut second, "max_parallel_workers_per_gather"), "0");
 }
 
 async fn generic_plans_last_only_for_the_work_that_asked() {
