@@ -87,7 +87,10 @@ impl Application {
         let port = listener.local_addr()?.port();
         let key = Key::derive_from(&config.cookie_secret()?);
         let secure_cookies = config.serves_https();
-        let mail = mail::MailWorker::start(pool.clone(), &config)?;
+        // The mail worker keeps a connection while it talks to the SMTP server (seconds,
+        // when that is slow): its own, so a batch of invites never takes one of the few
+        // the pages share.
+        let mail = mail::MailWorker::start(db::build_pool(&database_url, 1), &config)?;
         let state = Data::new(AppState {
             pool: pool.clone(),
             config: config.clone(),
