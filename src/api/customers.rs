@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 
 use crate::api::body::{read_object, Fields};
 use crate::api::list::{self, ListQuery};
-use crate::api::views::{self, CustomerContext};
+use crate::api::views::{self, CustomerContext, CustomerJson};
 use crate::api::{data, done, ApiClient};
 use crate::db;
 use crate::domain::customers::listing::{self, CustomerFilter, ReferStatus, ReferrerSummary};
@@ -25,7 +25,7 @@ fn render_customers(
     program: &Program,
     public_url: &str,
     rows: &[Customer],
-) -> Result<Vec<Value>, Error> {
+) -> Result<Vec<CustomerJson>, Error> {
     let referrers: HashMap<_, _> = listing::referrer_summaries(conn, rows)?;
     let ids: Vec<i64> = rows.iter().map(|row| row.id).collect();
     let links = referral_links::for_customers(conn, &ids)?;
@@ -40,7 +40,7 @@ fn render_customers(
 
 /// The JSON of a customer just created, from what the signup read and wrote (its referrer,
 /// its one link): no further queries.
-fn render_created(program: &Program, public_url: &str, created: &customers::Created) -> Value {
+fn render_created(program: &Program, public_url: &str, created: &customers::Created) -> CustomerJson {
     let referrers: HashMap<i64, ReferrerSummary> = created
         .referrer
         .iter()
@@ -61,12 +61,10 @@ pub(crate) fn render_one(
     program: &Program,
     public_url: &str,
     customer: &Customer,
-) -> Result<Value, Error> {
-    Ok(
-        render_customers(conn, program, public_url, std::slice::from_ref(customer))?
-            .pop()
-            .unwrap_or(Value::Null),
-    )
+) -> Result<CustomerJson, Error> {
+    render_customers(conn, program, public_url, std::slice::from_ref(customer))?
+        .pop()
+        .ok_or_else(|| Error::Internal(anyhow::anyhow!("no JSON for customer {}", customer.id)))
 }
 
 pub async fn list(

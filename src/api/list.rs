@@ -2,7 +2,7 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse};
-use serde_json::{json, Value};
+use serde::Serialize;
 
 use crate::domain::customers::listing;
 use crate::error::{ApiError, Error, FieldErrors};
@@ -84,11 +84,40 @@ impl ListQuery {
     }
 }
 
+/// The list envelope. Fields in alphabetical order, as serde_json prints maps (see
+/// `views::CustomerJson`).
+#[derive(Serialize)]
+struct Envelope<'a, T> {
+    data: &'a [T],
+    links: Links,
+    meta: Meta<'a>,
+    status: u8,
+}
+
+#[derive(Serialize)]
+struct Links {
+    first: String,
+    last: String,
+    next: Option<String>,
+    prev: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Meta<'a> {
+    current_page: i64,
+    from: Option<i64>,
+    last_page: i64,
+    path: &'a str,
+    per_page: i64,
+    to: Option<i64>,
+    total: i64,
+}
+
 /// The list envelope: `data`, `links` (keeping every other parameter), `meta`, `status`.
-pub fn response(
+pub fn response<T: Serialize>(
     req: &HttpRequest,
     state: &AppState,
-    items: Vec<Value>,
+    items: Vec<T>,
     paging: &Paging,
     total: i64,
 ) -> HttpResponse {
@@ -111,24 +140,24 @@ pub fn response(
     let count = items.len() as i64;
     crate::api::json(
         StatusCode::OK,
-        &json!({
-            "data": items,
-            "links": {
-                "first": page_url(1),
-                "last": page_url(last_page),
-                "prev": (paging.page > 1).then(|| page_url((paging.page - 1).min(last_page))),
-                "next": (paging.page < last_page).then(|| page_url(paging.page + 1)),
+        &Envelope {
+            data: &items,
+            links: Links {
+                first: page_url(1),
+                last: page_url(last_page),
+                next: (paging.page < last_page).then(|| page_url(paging.page + 1)),
+                prev: (paging.page > 1).then(|| page_url((paging.page - 1).min(last_page))),
             },
-            "meta": {
-                "current_page": paging.page,
-                "from": (count > 0).then_some(from),
-                "to": (count > 0).then_some(from.saturating_add(count - 1)),
-                "per_page": paging.limit,
-                "last_page": last_page,
-                "total": total,
-                "path": path,
+            meta: Meta {
+                current_page: paging.page,
+                from: (count > 0).then_some(from),
+                last_page,
+                path: &path,
+                per_page: paging.limit,
+                to: (count > 0).then_some(from.saturating_add(count - 1)),
+                total,
             },
-            "status": 1,
-        }),
+            status: 1,
+        },
     )
 }

@@ -64,7 +64,12 @@ pub fn json<T: Serialize>(status: StatusCode, body: &T) -> HttpResponse {
 
 /// `{"data": ..., "status": 1}`
 pub fn data<T: Serialize>(status: StatusCode, data: &T) -> HttpResponse {
-    json(status, &serde_json::json!({ "data": data, "status": 1 }))
+    #[derive(Serialize)]
+    struct Data<'a, T> {
+        data: &'a T,
+        status: u8,
+    }
+    json(status, &Data { data, status: 1 })
 }
 
 /// `{"status": 1}` for actions without a body.

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 
 use bigdecimal::{BigDecimal, ToPrimitive};
 use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::domain::customers::listing::ReferrerSummary;
@@ -32,50 +33,95 @@ pub struct CustomerContext<'a> {
     pub links: &'a HashMap<i64, Vec<ReferralLink>>,
 }
 
-fn referrer_json(referrer: &ReferrerSummary) -> Value {
-    json!({
-        "id": referrer.external_id,
-        "key": referrer.key,
-        "email": referrer.email,
-        "name": referrer.name,
-        "surname": referrer.surname,
-    })
+/// A customer as the API shows it. Typed rather than built as a `serde_json::Value` (a map
+/// per object, copied again into every envelope): a list answer was mostly allocation.
+/// Fields are in alphabetical order, the order serde_json printed the maps in, so answers
+/// stay the same byte for byte.
+#[derive(Debug, Serialize)]
+pub struct CustomerJson {
+    approved: bool,
+    created_at: String,
+    custom_fields: Value,
+    email: Option<String>,
+    id: String,
+    key: String,
+    metadata: Value,
+    name: Option<String>,
+    referral_link: String,
+    referral_links: Vec<LinkJson>,
+    referrals_count: i32,
+    referring_customer: Option<ReferrerJson>,
+    status: String,
+    surname: Option<String>,
+    updated_at: String,
 }
 
-pub fn customer(customer: &Customer, context: &CustomerContext<'_>) -> Value {
+#[derive(Debug, Serialize)]
+struct LinkJson {
+    clicks: i64,
+    code: String,
+    is_default: bool,
+    url: String,
+}
+
+#[derive(Debug, Serialize)]
+struct ReferrerJson {
+    email: Option<String>,
+    id: String,
+    key: String,
+    name: Option<String>,
+    surname: Option<String>,
+}
+
+fn referrer_json(referrer: &ReferrerSummary) -> ReferrerJson {
+    ReferrerJson {
+        email: referrer.email.clone(),
+        id: referrer.external_id.clone(),
+        key: referrer.key.clone(),
+        name: referrer.name.clone(),
+        surname: referrer.surname.clone(),
+    }
+}
+
+pub fn customer(customer: &Customer, context: &CustomerContext<'_>) -> CustomerJson {
     let referral_link = context.program.referral_url(&customer.key);
-    let links: Vec<Value> = context
+    let referral_links = context
         .links
         .get(&customer.id)
         .map(|links| {
             links
                 .iter()
-                .map(|link| {
-                    json!({
-                        "code": link.code,
-                        "url": if link.is_default { referral_link.clone() } else { link.share_url(context.public_url, context.program) },
-                        "is_default": link.is_default,
-                        "clicks": link.clicks,
-                    })
+                .map(|link| LinkJson {
+                    clicks: link.clicks,
+                    code: link.code.clone(),
+                    is_default: link.is_default,
+                    url: if link.is_default {
+                        referral_link.clone()
+                    } else {
+                        link.share_url(context.public_url, context.program)
+                    },
                 })
                 .collect()
         })
         .unwrap_or_default();
-    json!({
-        "id": customer.external_id,
-        "key": customer.key,
-        "email": customer.email,
-        "name": customer.name,
-        "surname": customer.surname,
-        "status": customer.status,
-        "approved": customer.approved,
-        "referring_customer": customer.referrer_id.and_then(|id| context.referrers.get(&id)).map(referrer_json),
-        "referrals_count": customer.referrals_count,
-        "metadata": customer.metadata,
-        "referral_link": referral_link,
-        "referral_links": links,
-        "custom_fields": customer.custom_fields,
-        "created_at": timestamp(&customer.created_at),
-        "updated_at": timestamp(&customer.updated_at),
-    })
+    CustomerJson {
+        approved: customer.approved,
+        created_at: timestamp(&customer.created_at),
+        custom_fields: customer.custom_fields.clone(),
+        email: customer.email.clone(),
+        id: customer.external_id.clone(),
+        key: customer.key.clone(),
+        metadata: customer.metadata.clone(),
+        name: customer.name.clone(),
+        referral_link,
+        referral_links,
+        referrals_count: customer.referrals_count,
+        referring_customer: customer
+            .referrer_id
+            .and_then(|id| context.referrers.get(&id))
+            .map(referrer_json),
+        status: customer.status.clone(),
+        surname: customer.surname.clone(),
+        updated_at: timestamp(&customer.updated_at),
+    }
 }
