@@ -73,6 +73,15 @@ impl<GB> ValidGrouping<GB> for SearchMatch {
     type IsAggregate = is_aggregate::Never;
 }
 
+/// `expression LIKE lower(pattern)`, the pattern a bound parameter.
+fn push_like<'b>(out: &mut AstPass<'_, 'b, Pg>, expression: &'b str, pattern: &'b String) -> QueryResult<()> {
+    out.push_sql(expression);
+    out.push_sql(" LIKE lower(");
+    out.push_bind_param::<Text, String>(pattern)?;
+    out.push_sql(")");
+    Ok(())
+}
+
 impl QueryFragment<Pg> for SearchMatch {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
         if self.arms.is_empty() {
@@ -85,22 +94,15 @@ impl QueryFragment<Pg> for SearchMatch {
                 out.push_sql(" OR ");
             }
             match arm {
-                SearchArm::Contains(expression) => {
-                    out.push_sql(expression);
-                    out.push_sql(" LIKE lower(");
-                    out.push_bind_param::<Text, String>(&self.pattern)?;
-                    out.push_sql(")");
-                }
+                SearchArm::Contains(expression) => push_like(&mut out, expression, &self.pattern)?,
                 SearchArm::ContainsPart {
                     expression,
                     part_pattern,
                     term,
                 } => {
                     out.push_sql("(");
-                    out.push_sql(expression);
-                    out.push_sql(" LIKE lower(");
-                    out.push_bind_param::<Text, String>(part_pattern)?;
-                    out.push_sql(") AND strpos(");
+                    push_like(&mut out, expression, part_pattern)?;
+                    out.push_sql(" AND strpos(");
                     out.push_sql(expression);
                     out.push_sql(", lower(");
                     out.push_bind_param::<Text, String>(term)?;
@@ -110,10 +112,8 @@ impl QueryFragment<Pg> for SearchMatch {
                     out.push_sql("(");
                     out.push_sql(guard);
                     out.push_sql(" AND ");
-                    out.push_sql(expression);
-                    out.push_sql(" LIKE lower(");
-                    out.push_bind_param::<Text, String>(&self.pattern)?;
-                    out.push_sql("))");
+                    push_like(&mut out, expression, &self.pattern)?;
+                    out.push_sql(")");
                 }
                 SearchArm::EmailAround {
                     local_reversed,
@@ -123,11 +123,12 @@ impl QueryFragment<Pg> for SearchMatch {
                 } => {
                     // The reversed local part as a range of the btree (what PostgreSQL
                     // makes of a `LIKE 'prefix%'` only when it plans with the value at
-                    // hand): written out, the index serves the reusable plan of this
-                    // prepared statement too, and searches are not planned anew on every
-                    // call. The upper end is the prefix followed by U+10FFFF, the highest
-                    // code point (a noncharacter no email holds), so everything starting
-                    // with the prefix sorts below it. `LIKE` then checks the match exactly.
+                    // hand): written out, the index can serve a reusable plan of this
+                    // prepared statement too (PostgreSQL keeps one when it costs no more
+                    // than a plan made per call). The upper end is the prefix followed by
+                    // U+10FFFF, the highest code point (a noncharacter no email holds), so
+                    // everything starting with the prefix sorts below it. `LIKE` then
+                    // checks the match exactly.
                     const REVERSED_LOCAL: &str = "reverse(split_part(lower(customers.email), '@', 1))";
                     out.push_sql("(");
                     out.push_sql(REVERSED_LOCAL);
@@ -138,12 +139,10 @@ impl QueryFragment<Pg> for SearchMatch {
                     out.push_sql(" ~<~ lower(");
                     out.push_bind_param::<Text, String>(local_reversed_upper)?;
                     out.push_sql(") AND ");
-                    out.push_sql(REVERSED_LOCAL);
-                    out.push_sql(" LIKE lower(");
-                    out.push_bind_param::<Text, String>(local_reversed_pattern)?;
-                    out.push_sql(") AND split_part(lower(customers.email), '@', 2) LIKE lower(");
-                    out.push_bind_param::<Text, String>(domain)?;
-                    out.push_sql("))");
+                    push_like(&mut out, REVERSED_LOCAL, local_reversed_pattern)?;
+                    out.push_sql(" AND ");
+                    push_like(&mut out, "split_part(lower(customers.email), '@', 2)", domain)?;
+                    out.push_sql(")");
                 }
             }
         }

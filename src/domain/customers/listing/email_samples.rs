@@ -158,21 +158,20 @@ impl EmailSample {
         if self.rows == 0 {
             return None;
         }
-        let whole_cost = self.cost(words(term), &term.to_lowercase());
+        let whole_cost = self.cost(term, &term.to_lowercase());
         parts(term)
-            .map(|part| (self.cost(std::iter::once(part), &part.to_ascii_lowercase()), part))
+            .map(|part| (self.cost(part, &part.to_ascii_lowercase()), part))
             .filter(|(cost, _)| *cost < whole_cost)
             .min_by(|(a, _), (b, _)| a.total_cmp(b))
             .map(|(_, word)| word)
     }
 
     /// Pages read per sampled row (the same factor for every candidate) to find the rows
-    /// holding `text`, looked up by the trigrams of `words`: the posting lists of those
+    /// holding `text`, looked up by the trigrams of `looked_up`: the posting lists of those
     /// trigrams, and one page for each row found (at least half a sampled row's worth:
     /// a part no sampled email holds is still held by a few).
-    fn cost<'w>(&self, words: impl Iterator<Item = &'w str>, text: &str) -> f64 {
-        let postings: f64 = words
-            .flat_map(|word| trigrams(word).collect::<Vec<_>>())
+    fn cost(&self, looked_up: &str, text: &str) -> f64 {
+        let postings: f64 = trigrams(looked_up)
             .map(|trigram| self.trigram_rows.get(&trigram).copied().unwrap_or(0) as f64)
             .sum();
         // Occurrences, not emails: an email holding a part twice is rare enough. Search
