@@ -1,10 +1,15 @@
 //! `Authorization: Bearer <token>` on every `/v1` call; the token decides the program.
+//!
+//! The token is looked up in the same blocking task, on the same pooled connection, as the
+//! call's own work ([`ApiCall::run`]): one hand-off to a blocking thread and one pool
+//! checkout per call instead of two. With a pool of a few connections shared by many
+//! callers, that is also one wait in the pool's queue fewer (`benches/loadtest.sh`).
 
-use std::future::Future;
-use std::pin::Pin;
+use std::future::{ready, Ready};
 
 use actix_web::http::header;
 use actix_web::{dev::Payload, web, FromRequest, HttpRequest};
+use diesel::PgConnection;
 
 use crate::db;
 use crate::domain::programs::Program;
@@ -21,6 +26,14 @@ pub struct ApiClient {
     pub actor: Actor,
 }
 
+/// An API request's credentials as sent, not yet checked: [`ApiCall::run`] checks them
+/// before anything else the call does.
+pub struct ApiCall {
+    state: web::Data<AppState>,
+    secret: Option<String>,
+    address: String,
+}
+
 fn bearer(req: &HttpRequest) -> Option<String> {
     let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
@@ -29,32 +42,98 @@ fn bearer(req: &HttpRequest) -> Option<String> {
         .then(|| token.trim().to_string())
 }
 
-impl FromRequest for ApiClient {
+impl FromRequest for ApiCall {
     type Error = ApiError;
-    type Future = Pin<Box<dyn Future<Output = Result<ApiClient, ApiError>>>>;
+    type Future = Ready<Result<ApiCall, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let secret = bearer(req);
         let state = req.app_data::<web::Data<AppState>>().cloned();
-        let address = client_address(req);
-        Box::pin(async move {
-            let state =
-                state.ok_or_else(|| ApiError(Error::Internal(anyhow::anyhow!("AppState missing"))))?;
-            let secret = secret.ok_or(ApiError(Error::Unauthenticated))?;
-            let found = db::run(&state.pool, move |conn| tokens::authenticate(conn, &secret)).await?;
-            let (token, program) = found.ok_or(ApiError(Error::Unauthenticated))?;
-            state.api_limiter.check(token.id).map_err(|retry_after_secs| {
-                ApiError(Error::TooManyRequests {
-                    message: "Too many requests. Slow down and retry later.".into(),
-                    retry_after_secs,
-                })
-            })?;
-            let actor = token.actor(Some(address));
-            Ok(ApiClient {
-                token,
-                program,
-                actor,
-            })
+        ready(match state {
+            Some(state) => Ok(ApiCall {
+                state,
+                secret: bearer(req),
+                address: client_address(req),
+            }),
+            None => Err(ApiError(Error::Internal(anyhow::anyhow!("AppState missing")))),
         })
     }
+}
+
+impl ApiCall {
+    /// Checks the token and the caller's rate, then hands `input` to `work`, all on one
+    /// connection in one blocking task.
+    ///
+    /// `input` is what the handler read from the request (its body, query or headers):
+    /// an error in it is answered only once the caller is known, so an unauthenticated
+    /// client learns nothing but 401 (or 429 once over its rate).
+    pub async fn run<I, T, F>(self, input: Result<I, ApiError>, work: F) -> Result<T, ApiError>
+    where
+        I: Send + 'static,
+        T: Send + 'static,
+        F: FnOnce(&mut PgConnection, ApiClient, I) -> Result<T, Error> + Send + 'static,
+    {
+        self.run_on(false, input, work).await
+    }
+
+    /// [`run`](Self::run) for work made of lookups by key, whose statements use their
+    /// reusable plans ([`db::run_lookups`]).
+    pub async fn run_lookups<I, T, F>(self, input: Result<I, ApiError>, work: F) -> Result<T, ApiError>
+    where
+        I: Send + 'static,
+        T: Send + 'static,
+        F: FnOnce(&mut PgConnection, ApiClient, I) -> Result<T, Error> + Send + 'static,
+    {
+        self.run_on(true, input, work).await
+    }
+
+    async fn run_on<I, T, F>(
+        self,
+        generic_plans: bool,
+        input: Result<I, ApiError>,
+        work: F,
+    ) -> Result<T, ApiError>
+    where
+        I: Send + 'static,
+        T: Send + 'static,
+        F: FnOnce(&mut PgConnection, ApiClient, I) -> Result<T, Error> + Send + 'static,
+    {
+        // No token at all: answered without the database.
+        let secret = self.secret.ok_or(ApiError(Error::Unauthenticated))?;
+        let state = self.state.clone();
+        let address = self.address;
+        let done = db::run(&self.state.pool, move |conn| {
+            // Outside the work's transaction: a call that fails still counts as a use.
+            let client = authenticate(conn, &state, &secret, address)?;
+            let input = input.map_err(|ApiError(error)| error)?;
+            if generic_plans {
+                db::with_generic_plans(conn, |conn| work(conn, client, input))
+            } else {
+                work(conn, client, input)
+            }
+        })
+        .await?;
+        Ok(done)
+    }
+}
+
+fn authenticate(
+    conn: &mut PgConnection,
+    state: &AppState,
+    secret: &str,
+    address: String,
+) -> Result<ApiClient, Error> {
+    let (token, program) = tokens::authenticate(conn, secret)?.ok_or(Error::Unauthenticated)?;
+    state
+        .api_limiter
+        .check(token.id)
+        .map_err(|retry_after_secs| Error::TooManyRequests {
+            message: "Too many requests. Slow down and retry later.".into(),
+            retry_after_secs,
+        })?;
+    let actor = token.actor(Some(address));
+    Ok(ApiClient {
+        token,
+        program,
+        actor,
+    })
 }

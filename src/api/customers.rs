@@ -10,8 +10,7 @@ use serde_json::{Map, Value};
 use crate::api::body::{read_object, Fields};
 use crate::api::list::{self, ListQuery};
 use crate::api::views::{self, CustomerContext, CustomerJson};
-use crate::api::{data, done, ApiClient};
-use crate::db;
+use crate::api::{data, done, ApiCall};
 use crate::domain::customers::listing::{self, CustomerFilter, ReferStatus, ReferrerSummary};
 use crate::domain::customers::{self, Customer, CustomerChanges, CustomerInput, NewCustomer};
 use crate::domain::programs::Program;
@@ -70,7 +69,7 @@ pub(crate) fn render_one(
 pub async fn list(
     req: HttpRequest,
     state: web::Data<AppState>,
-    client: ApiClient,
+    call: ApiCall,
 ) -> Result<HttpResponse, ApiError> {
     let mut query = ListQuery::parse(&req);
     let refer_status = match query.value("refer_status") {
@@ -86,23 +85,28 @@ pub async fn list(
             }
         },
     };
-    let paging = query.finish()?;
+    let paging = query.finish();
     let filter = CustomerFilter {
         refer_status,
         ..CustomerFilter::default()
     };
     let public_url = state.config.public_url.clone();
-    let (limit, page) = (paging.limit, paging.page);
     let marks = state.page_marks.clone();
-    let (items, total) = db::run(&state.pool, move |conn| {
-        // The API's filters are all tallied: the total is exact.
-        let (rows, total) = listing::list(conn, &marks, client.program.id, &filter, page, limit)?;
-        Ok((
-            render_customers(conn, &client.program, &public_url, &rows)?,
-            total.value(),
-        ))
-    })
-    .await?;
+    let (items, total, paging) = call
+        .run(paging, move |conn, client, paging| {
+            // The API's filters are all tallied: the total is exact.
+            let (rows, total) = listing::list(
+                conn,
+                &marks,
+                client.program.id,
+                &filter,
+                paging.page,
+                paging.limit,
+            )?;
+            let items = render_customers(conn, &client.program, &public_url, &rows)?;
+            Ok((items, total.value(), paging))
+        })
+        .await?;
     Ok(list::response(&req, &state, items, &paging, total))
 }
 
@@ -148,54 +152,55 @@ fn customer_input(fields: &mut Fields<'_>, with_referrer: bool) -> CustomerInput
     input
 }
 
-pub async fn create(
-    state: web::Data<AppState>,
-    client: ApiClient,
-    payload: web::Payload,
-) -> Result<HttpResponse, ApiError> {
+/// A create body as a new customer, or the 400/413/422 to answer once the caller is known.
+async fn new_customer(payload: web::Payload) -> Result<NewCustomer, ApiError> {
     let body = read_object(payload).await?;
     let mut fields = Fields::new(&body);
     let input = customer_input(&mut fields, true);
     fields.finish()?;
-    let new = NewCustomer::parse(input)?;
+    Ok(NewCustomer::parse(input)?)
+}
+
+pub async fn create(
+    state: web::Data<AppState>,
+    call: ApiCall,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let new = new_customer(payload).await;
     let public_url = state.config.public_url.clone();
-    let view = db::run_lookups(&state.pool, move |conn| {
-        let created = customers::create_in(conn, &client.program, &client.actor, new)?;
-        Ok(render_created(&client.program, &public_url, &created))
-    })
-    .await?;
+    let view = call
+        .run_lookups(new, move |conn, client, new| {
+            let created = customers::create_in(conn, &client.program, &client.actor, new)?;
+            Ok(render_created(&client.program, &public_url, &created))
+        })
+        .await?;
     Ok(data(StatusCode::CREATED, &view))
 }
 
 pub async fn show(
     state: web::Data<AppState>,
-    client: ApiClient,
+    call: ApiCall,
     ident: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let ident = ident.into_inner();
     let public_url = state.config.public_url.clone();
-    let view = db::run_lookups(&state.pool, move |conn| {
-        let customer = customers::find_by_ident(conn, client.program.id, &ident)?;
-        render_one(conn, &client.program, &public_url, &customer)
-    })
-    .await?;
+    let view = call
+        .run_lookups(Ok(ident.into_inner()), move |conn, client, ident| {
+            let customer = customers::find_by_ident(conn, client.program.id, &ident)?;
+            render_one(conn, &client.program, &public_url, &customer)
+        })
+        .await?;
     Ok(data(StatusCode::OK, &view))
 }
 
-/// Applies an update body: `{"update": {...}}`, or the fields flat at the top level.
-async fn apply_update(
-    state: &AppState,
-    client: ApiClient,
-    ident: String,
-    body: Map<String, Value>,
-) -> Result<HttpResponse, ApiError> {
-    let mut outer = Fields::new(&body);
+/// Reads an update body: `{"update": {...}}`, or the fields flat at the top level.
+fn customer_changes(body: &Map<String, Value>) -> Result<CustomerChanges, ApiError> {
+    let mut outer = Fields::new(body);
     let changes_source = match outer.object("update") {
         Some(update) => update,
-        None => &body,
+        None => body,
     };
     outer.finish()?;
-    let mut fields = if std::ptr::eq(changes_source, &body) {
+    let mut fields = if std::ptr::eq(changes_source, body) {
         Fields::new(changes_source)
     } else {
         Fields::nested(changes_source, "update")
@@ -204,49 +209,56 @@ async fn apply_update(
     // The identifier of `PUT /v1/customers` is not a change of id.
     input.id = None;
     fields.finish()?;
-    let changes = CustomerChanges::parse(input)?;
+    Ok(CustomerChanges::parse(input)?)
+}
+
+/// Applies the changes to the customer named by `ident`.
+async fn apply_update(
+    state: &AppState,
+    call: ApiCall,
+    update: Result<(String, CustomerChanges), ApiError>,
+) -> Result<HttpResponse, ApiError> {
     let public_url = state.config.public_url.clone();
-    let view = db::run_lookups(&state.pool, move |conn| {
-        let customer = customers::find_by_ident(conn, client.program.id, &ident)?;
-        let updated = customers::update(conn, &client.program, &client.actor, customer.id, changes)?;
-        render_one(conn, &client.program, &public_url, &updated)
-    })
-    .await?;
+    let view = call
+        .run_lookups(update, move |conn, client, (ident, changes)| {
+            let customer = customers::find_by_ident(conn, client.program.id, &ident)?;
+            let updated = customers::update(conn, &client.program, &client.actor, customer.id, changes)?;
+            render_one(conn, &client.program, &public_url, &updated)
+        })
+        .await?;
     Ok(data(StatusCode::OK, &view))
 }
 
 pub async fn update(
     state: web::Data<AppState>,
-    client: ApiClient,
+    call: ApiCall,
     ident: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let body = read_object(payload).await?;
-    apply_update(&state, client, ident.into_inner(), body).await
+    let body = read_object(payload).await;
+    let update = body.and_then(|body| Ok((ident.into_inner(), customer_changes(&body)?)));
+    apply_update(&state, call, update).await
 }
 
 pub async fn update_by_body(
     state: web::Data<AppState>,
-    client: ApiClient,
+    call: ApiCall,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let mut body = read_object(payload).await?;
-    let mut fields = Fields::new(&body);
-    fields.require("id");
-    let ident = fields.identifier("id");
-    fields.finish()?;
-    let ident = ident.unwrap_or_default();
-    body.remove("id");
-    apply_update(&state, client, ident, body).await
+    let body = read_object(payload).await;
+    let update = body.and_then(|mut body| {
+        let mut fields = Fields::new(&body);
+        fields.require("id");
+        let ident = fields.identifier("id");
+        fields.finish()?;
+        body.remove("id");
+        Ok((ident.unwrap_or_default(), customer_changes(&body)?))
+    });
+    apply_update(&state, call, update).await
 }
 
-pub async fn delete(
-    state: web::Data<AppState>,
-    client: ApiClient,
-    ident: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
-    let ident = ident.into_inner();
-    db::run(&state.pool, move |conn| {
+pub async fn delete(call: ApiCall, ident: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    call.run(Ok(ident.into_inner()), move |conn, client, ident| {
         let customer = customers::find_by_ident(conn, client.program.id, &ident)?;
         customers::delete(conn, &client.program, &client.actor, customer.id)
     })
@@ -257,7 +269,7 @@ pub async fn delete(
 pub async fn search(
     req: HttpRequest,
     state: web::Data<AppState>,
-    client: ApiClient,
+    call: ApiCall,
 ) -> Result<HttpResponse, ApiError> {
     let mut query = ListQuery::parse(&req);
     let criteria = listing::ExactMatch {
@@ -268,40 +280,37 @@ pub async fn search(
     if criteria.key.is_none() && criteria.external_id.is_none() && criteria.email.is_none() {
         query.error("key", "Give at least one of key, id or email.".into());
     }
-    let paging = query.finish()?;
+    let paging = query.finish();
     let public_url = state.config.public_url.clone();
-    let (limit, page) = (paging.limit, paging.page);
-    let (items, total) = db::run(&state.pool, move |conn| {
-        let (rows, total) = listing::exact_matches(conn, client.program.id, &criteria, page, limit)?;
-        Ok((
-            render_customers(conn, &client.program, &public_url, &rows)?,
-            total,
-        ))
-    })
-    .await?;
+    let (items, total, paging) = call
+        .run(paging, move |conn, client, paging| {
+            let (rows, total) =
+                listing::exact_matches(conn, client.program.id, &criteria, paging.page, paging.limit)?;
+            let items = render_customers(conn, &client.program, &public_url, &rows)?;
+            Ok((items, total, paging))
+        })
+        .await?;
     Ok(list::response(&req, &state, items, &paging, total))
 }
 
 pub async fn referrals(
     req: HttpRequest,
     state: web::Data<AppState>,
-    client: ApiClient,
+    call: ApiCall,
     ident: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let paging = ListQuery::parse(&req).finish()?;
+    let paging = ListQuery::parse(&req).finish();
     let ident = ident.into_inner();
     let public_url = state.config.public_url.clone();
-    let (limit, page) = (paging.limit, paging.page);
-    let (items, total) = db::run(&state.pool, move |conn| {
-        let referrer = customers::find_by_ident(conn, client.program.id, &ident)?;
-        let rows = listing::referrals(conn, client.program.id, referrer.id, page, limit)?;
-        // Exact by invariant: kept in step with the rows in the same transactions.
-        let total = i64::from(referrer.referrals_count);
-        Ok((
-            render_customers(conn, &client.program, &public_url, &rows)?,
-            total,
-        ))
-    })
-    .await?;
+    let (items, total, paging) = call
+        .run(paging, move |conn, client, paging| {
+            let referrer = customers::find_by_ident(conn, client.program.id, &ident)?;
+            let rows = listing::referrals(conn, client.program.id, referrer.id, paging.page, paging.limit)?;
+            // Exact by invariant: kept in step with the rows in the same transactions.
+            let total = i64::from(referrer.referrals_count);
+            let items = render_customers(conn, &client.program, &public_url, &rows)?;
+            Ok((items, total, paging))
+        })
+        .await?;
     Ok(list::response(&req, &state, items, &paging, total))
 }

@@ -8,8 +8,7 @@ use crate::api::body::{read_object, Fields};
 use crate::api::customers::render_one;
 use crate::api::list::{self, ListQuery};
 use crate::api::views;
-use crate::api::{data, ApiClient};
-use crate::db;
+use crate::api::{data, ApiCall};
 use crate::domain::customers;
 use crate::domain::invites::{self, Invite, NewInvite};
 use crate::domain::ledger::{self, Balance, NewEntry, Transaction, TransactionRow};
@@ -58,40 +57,36 @@ fn booked_json(row: &Transaction) -> Value {
 
 pub async fn balance(
     state: web::Data<AppState>,
-    client: ApiClient,
+    call: ApiCall,
     ident: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let ident = ident.into_inner();
     let public_url = state.config.public_url.clone();
-    let view = db::run(&state.pool, move |conn| {
-        let customer = customers::find_by_ident(conn, client.program.id, &ident)?;
-        let balances = ledger::balances(conn, customer.id)?;
-        Ok(json!({
-            "customer": render_one(conn, &client.program, &public_url, &customer)?,
-            "balance": { "currency": balances_json(&balances) },
-        }))
-    })
-    .await?;
+    let view = call
+        .run(Ok(ident.into_inner()), move |conn, client, ident| {
+            let customer = customers::find_by_ident(conn, client.program.id, &ident)?;
+            let balances = ledger::balances(conn, customer.id)?;
+            Ok(json!({
+                "customer": render_one(conn, &client.program, &public_url, &customer)?,
+                "balance": { "currency": balances_json(&balances) },
+            }))
+        })
+        .await?;
     Ok(data(StatusCode::OK, &view))
 }
 
-pub async fn stats(
-    state: web::Data<AppState>,
-    client: ApiClient,
-    ident: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
-    let ident = ident.into_inner();
-    let view = db::run(&state.pool, move |conn| {
-        let customer = customers::find_by_ident(conn, client.program.id, &ident)?;
-        let clicks = referral_links::total_clicks(conn, customer.id)?;
-        let credits = ledger::credits_of(conn, customer.id)?;
-        Ok(json!({
-            "clicks": clicks,
-            "signups": customer.referrals_count,
-            "credits": balances_json(&credits),
-        }))
-    })
-    .await?;
+pub async fn stats(call: ApiCall, ident: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let view = call
+        .run(Ok(ident.into_inner()), move |conn, client, ident| {
+            let customer = customers::find_by_ident(conn, client.program.id, &ident)?;
+            let clicks = referral_links::total_clicks(conn, customer.id)?;
+            let credits = ledger::credits_of(conn, customer.id)?;
+            Ok(json!({
+                "clicks": clicks,
+                "signups": customer.referrals_count,
+                "credits": balances_json(&credits),
+            }))
+        })
+        .await?;
     Ok(data(StatusCode::OK, &view))
 }
 
@@ -113,13 +108,9 @@ fn api_field_names(error: Error) -> Error {
 
 const MAX_IDEMPOTENCY_KEY_CHARS: usize = 200;
 
-pub async fn credit(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    client: ApiClient,
-    ident: web::Path<String>,
-    payload: web::Payload,
-) -> Result<HttpResponse, ApiError> {
+/// A credit's body and `Idempotency-Key` as a ledger entry, or the 400/413/422 to answer
+/// once the caller is known.
+async fn credit_entry(req: &HttpRequest, payload: web::Payload) -> Result<NewEntry, ApiError> {
     let body = read_object(payload).await?;
     let mut fields = Fields::new(&body);
     for required in ["amount", "amount_units", "is_currency"] {
@@ -156,24 +147,37 @@ pub async fn credit(
         scoped_key.as_deref(),
     )
     .map_err(api_field_names)?;
-    let ident = ident.into_inner();
+    Ok(entry)
+}
+
+pub async fn credit(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    call: ApiCall,
+    ident: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let credit = credit_entry(&req, payload)
+        .await
+        .map(|entry| (ident.into_inner(), entry));
     let public_url = state.config.public_url.clone();
-    let (view, booked_now) = db::run_lookups(&state.pool, move |conn| {
-        let customer = customers::find_by_ident(conn, client.program.id, &ident)?;
-        let (transaction, booked_now) =
-            ledger::book(conn, client.program.id, customer.id, &client.actor, entry)?;
-        let balances = ledger::balances(conn, customer.id)?;
-        Ok((
-            json!({
-                "customer": render_one(conn, &client.program, &public_url, &customer)?,
-                "transaction": booked_json(&transaction),
-                "balance": { "currency": balances_json(&balances) },
-            }),
-            booked_now,
-        ))
-    })
-    .await
-    .map_err(api_field_names)?;
+    let (view, booked_now) = call
+        .run_lookups(credit, move |conn, client, (ident, entry)| {
+            let customer = customers::find_by_ident(conn, client.program.id, &ident)?;
+            let (transaction, booked_now) =
+                ledger::book(conn, client.program.id, customer.id, &client.actor, entry)
+                    .map_err(api_field_names)?;
+            let balances = ledger::balances(conn, customer.id)?;
+            Ok((
+                json!({
+                    "customer": render_one(conn, &client.program, &public_url, &customer)?,
+                    "transaction": booked_json(&transaction),
+                    "balance": { "currency": balances_json(&balances) },
+                }),
+                booked_now,
+            ))
+        })
+        .await?;
     let status = if booked_now {
         StatusCode::CREATED
     } else {
@@ -185,18 +189,19 @@ pub async fn credit(
 pub async fn transactions(
     req: HttpRequest,
     state: web::Data<AppState>,
-    client: ApiClient,
+    call: ApiCall,
     ident: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let paging = ListQuery::parse(&req).finish()?;
+    let paging = ListQuery::parse(&req).finish();
     let ident = ident.into_inner();
-    let (limit, page) = (paging.limit, paging.page);
-    let (items, total) = db::run(&state.pool, move |conn| {
-        let customer = customers::find_by_ident(conn, client.program.id, &ident)?;
-        let (rows, total) = ledger::transactions(conn, customer.id, page, limit)?;
-        Ok((rows.iter().map(transaction_json).collect::<Vec<_>>(), total))
-    })
-    .await?;
+    let (items, total, paging) = call
+        .run(paging, move |conn, client, paging| {
+            let customer = customers::find_by_ident(conn, client.program.id, &ident)?;
+            let (rows, total) = ledger::transactions(conn, customer.id, paging.page, paging.limit)?;
+            let items = rows.iter().map(transaction_json).collect::<Vec<_>>();
+            Ok((items, total, paging))
+        })
+        .await?;
     Ok(list::response(&req, &state, items, &paging, total))
 }
 
@@ -211,11 +216,8 @@ fn invite_json(invite: &Invite) -> Value {
     })
 }
 
-pub async fn invite(
-    state: web::Data<AppState>,
-    client: ApiClient,
-    payload: web::Payload,
-) -> Result<HttpResponse, ApiError> {
+/// An invite's body, or the 400/413/422 to answer once the caller is known.
+async fn new_invite(payload: web::Payload) -> Result<NewInvite, ApiError> {
     let body = read_object(payload).await?;
     let mut fields = Fields::new(&body);
     fields.require("email");
@@ -236,11 +238,24 @@ pub async fn invite(
         }
     }
     fields.finish()?;
-    let new = NewInvite::parse(&email.unwrap_or_default(), &name.unwrap_or_default(), &pairs)?;
-    let invite = db::run(&state.pool, move |conn| {
-        invites::create(conn, &client.program, &client.actor, None, new)
-    })
-    .await?;
+    Ok(NewInvite::parse(
+        &email.unwrap_or_default(),
+        &name.unwrap_or_default(),
+        &pairs,
+    )?)
+}
+
+pub async fn invite(
+    state: web::Data<AppState>,
+    call: ApiCall,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let new = new_invite(payload).await;
+    let invite = call
+        .run(new, move |conn, client, new| {
+            invites::create(conn, &client.program, &client.actor, None, new)
+        })
+        .await?;
     state.mail.wake();
     Ok(data(StatusCode::CREATED, &invite_json(&invite)))
 }

@@ -20,7 +20,7 @@ use serde::Serialize;
 
 use crate::error::Error;
 
-pub use auth::ApiClient;
+pub use auth::ApiCall;
 
 /// The largest request body the API reads.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;

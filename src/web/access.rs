@@ -85,8 +85,8 @@ pub const RULES: &[Rule] = &[
     rule("GET", "/api-tokens", ADMIN),
     rule("POST", "/api-tokens", ADMIN),
     rule("POST", "/api-tokens/{id}/revoke", ADMIN),
-    // The JSON API: a bearer token on every call (checked by `api::ApiClient`), except the
-    // public description of the API itself.
+    // The JSON API: a bearer token on every call (checked by `api::ApiCall` before the
+    // call does anything else), except the public description of the API itself.
     rule("GET", "/v1/openapi.json", Public),
     rule("GET", "/v1/customers", ApiToken),
     rule("POST", "/v1/customers", ApiToken),

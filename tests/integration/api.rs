@@ -645,6 +645,65 @@ async fn tokens_are_checked_and_scoped_to_their_program() {
         let body: Value = response.json().await.unwrap();
         assert!(body["message"].is_string());
     }
+
+    // A bad body, query or header is answered only to a known caller: without a valid
+    // token every call is a 401 and changes nothing, whatever else is wrong with it.
+    let broken = [
+        (reqwest::Method::POST, "/customers", "not json"),
+        (
+            reqwest::Method::POST,
+            "/customers",
+            r#"{"email": 5, "referring_customer": []}"#,
+        ),
+        (reqwest::Method::PUT, "/customers", r#"{"name": "no id"}"#),
+        (
+            reqwest::Method::PUT,
+            "/customers/in-a",
+            r#"{"email": "not an address"}"#,
+        ),
+        (
+            reqwest::Method::POST,
+            "/customers/in-a/balance/credit",
+            r#"{"amount": "x"}"#,
+        ),
+        (reqwest::Method::POST, "/customers:invite", "[]"),
+        (reqwest::Method::GET, "/customers?limit=-1&refer_status=maybe", ""),
+        (reqwest::Method::GET, "/customers:search", ""),
+    ];
+    for (method, path, body) in &broken {
+        for token in [Some("rd_not-a-token"), None] {
+            let mut request = b
+                .request(method.clone(), api.url(path))
+                .header("content-type", "application/json")
+                .body(body.to_string());
+            if let Some(token) = token {
+                request = request.bearer_auth(token);
+            }
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), 401, "{method} {path} {body} with {token:?}");
+        }
+        // The same call with a valid token is told what is wrong with it.
+        let response = b
+            .request(method.clone(), api.url(path))
+            .bearer_auth(&api.token)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            [400, 422].contains(&response.status().as_u16()),
+            "{method} {path} {body}: {}",
+            response.status()
+        );
+    }
+    let customers: i64 = customers::table.count().get_result(&mut api.app.conn()).unwrap();
+    assert_eq!(customers, 1, "only the customer created above");
+    let credits: i64 = balance_transactions::table
+        .count()
+        .get_result(&mut api.app.conn())
+        .unwrap();
+    assert_eq!(credits, 0);
 }
 
 async fn errors_are_json_with_the_exact_content_type() {
