@@ -7,8 +7,11 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 
-use crate::db::schema::sessions;
+use diesel::sql_types::{Nullable, Text};
+
+use crate::db::schema::{sessions, team_members};
 use crate::domain::sha256_hex;
+use crate::domain::team::{Member, PROGRAMS_FINGERPRINT};
 use crate::error::Error;
 
 /// The session-state entry that names the signed-in member.
@@ -24,14 +27,35 @@ fn member_of(state: &State) -> Option<i64> {
     state.get(MEMBER_ID_KEY).and_then(|value| value.parse().ok())
 }
 
-pub fn load(conn: &mut PgConnection, session_key: &str) -> Result<Option<State>, Error> {
-    let row: Option<serde_json::Value> = sessions::table
-        .find(row_id(session_key))
+/// A session as loaded, with its signed-in member read in the same statement.
+pub struct Loaded {
+    pub state: State,
+    /// The member the session is signed in as, as they are now, and the fingerprint of the
+    /// programs table (see `web::access::ProgramsCache`); `None` when the session names no
+    /// member or the member no longer exists.
+    pub member: Option<(Member, String)>,
+}
+
+/// A live session. Every signed-in page needs the member's current role and state and
+/// the programs' fingerprint; reading them here, joined to the session row, saves each
+/// page a round trip and a hand-off to a blocking thread (`web::session_store`).
+pub fn load(conn: &mut PgConnection, session_key: &str) -> Result<Option<Loaded>, Error> {
+    let row: Option<(serde_json::Value, Option<Member>, Option<String>)> = sessions::table
+        .left_join(team_members::table)
+        .filter(sessions::id.eq(row_id(session_key)))
         .filter(sessions::expires_at.gt(Utc::now()))
-        .select(sessions::state)
+        .select((
+            sessions::state,
+            Option::<Member>::as_select(),
+            crate::db::fixed::fixed::<Nullable<Text>>(PROGRAMS_FINGERPRINT),
+        ))
         .first(conn)
         .optional()?;
-    Ok(row.and_then(|state| serde_json::from_value(state).ok()))
+    Ok(row.and_then(|(state, member, fingerprint)| {
+        let state = serde_json::from_value(state).ok()?;
+        let member = member.map(|member| (member, fingerprint.unwrap_or_default()));
+        Some(Loaded { state, member })
+    }))
 }
 
 pub fn insert(

@@ -4,7 +4,7 @@ use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, Pass
 use argon2::Argon2;
 use chrono::{DateTime, Duration, Utc};
 use diesel::prelude::*;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::db::schema::{login_failures, one_time_tokens, sessions, team_members};
@@ -42,7 +42,9 @@ impl std::fmt::Display for Role {
     }
 }
 
-#[derive(Clone, Debug, Queryable, Selectable, Serialize)]
+/// A team member. Deserializable for the session store's hand-over of the signed-in
+/// member (`web::session_store`), which never carries the password hash.
+#[derive(Clone, Debug, Queryable, Selectable, Serialize, Deserialize)]
 #[diesel(table_name = team_members)]
 pub struct Member {
     pub id: i64,
@@ -220,21 +222,12 @@ pub fn find(conn: &mut PgConnection, id: i64) -> Result<Member, Error> {
         .first(conn)?)
 }
 
-/// A member, with a fingerprint of the whole `programs` table read in the same statement:
-/// it changes whenever any program does, so a signed-in request can reuse its cached
-/// program list without a second round trip and without ever showing a stale one.
-pub fn find_with_programs_fingerprint(conn: &mut PgConnection, id: i64) -> Result<(Member, String), Error> {
-    let (member, fingerprint): (Member, Option<String>) = team_members::table
-        .find(id)
-        .select((
-            Member::as_select(),
-            crate::db::fixed::fixed::<diesel::sql_types::Nullable<diesel::sql_types::Text>>(
-                "(SELECT md5(string_agg(programs::text, ',' ORDER BY programs.id)) FROM programs)",
-            ),
-        ))
-        .first(conn)?;
-    Ok((member, fingerprint.unwrap_or_default()))
-}
+/// A fingerprint of the whole `programs` table, read with each signed-in session
+/// (`sessions::load`): it changes whenever any program does, so a signed-in request can
+/// reuse its cached program list without a second round trip and without ever showing a
+/// stale one (`web::access::ProgramsCache`).
+pub const PROGRAMS_FINGERPRINT: &str =
+    "(SELECT md5(string_agg(programs::text, ',' ORDER BY programs.id)) FROM programs)";
 
 pub fn any_members(conn: &mut PgConnection) -> Result<bool, Error> {
     Ok(diesel::select(diesel::dsl::exists(team_members::table.select(team_members::id))).get_result(conn)?)

@@ -14,8 +14,9 @@ use actix_web::{web, HttpMessage, HttpResponse};
 use crate::db;
 use crate::domain::programs::{self, Program};
 use crate::domain::sessions::MEMBER_ID_KEY;
-use crate::domain::team::{self, Member, Role};
+use crate::domain::team::{Member, Role};
 use crate::error::Error;
+use crate::web::session_store::{loaded_member, LoadedMember};
 use crate::AppState;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -137,9 +138,9 @@ pub struct SignedIn {
 }
 
 /// The list of programs, kept in memory between requests: every signed-in page needs it
-/// (switcher, current program) and it rarely changes. Each request reads the member
-/// together with a fingerprint of the programs table (one statement); the list is read
-/// again only when the fingerprint changed, so it is never stale.
+/// (switcher, current program) and it rarely changes. Each request reads a fingerprint of
+/// the programs table with its session and member (one statement, `sessions::load`); the
+/// list is read again only when the fingerprint changed, so it is never stale.
 #[derive(Default)]
 pub struct ProgramsCache {
     loaded: std::sync::RwLock<Option<(String, std::sync::Arc<Vec<Program>>)>>,
@@ -205,33 +206,35 @@ pub async fn enforce(
         return Ok(to_login(req));
     };
     let program_id = session.get::<i64>(PROGRAM_ID_KEY).ok().flatten();
+    // Read with the session, in the same statement (`web::session_store`): the member as
+    // they are now, not as they were at sign-in.
+    let loaded = loaded_member(&session).filter(|loaded| loaded.member.id == member_id);
+    let Some(LoadedMember {
+        member,
+        programs_fingerprint,
+    }) = loaded
+    else {
+        // The member is gone.
+        session.purge();
+        return Ok(to_login(req));
+    };
     let state = req
         .app_data::<web::Data<AppState>>()
         .expect("AppState is registered")
         .clone();
-    let loaded = {
-        let state = state.clone();
-        db::run(&state.pool.clone(), move |conn| {
-            let (member, fingerprint) = team::find_with_programs_fingerprint(conn, member_id)?;
-            let programs = match state.programs.get(&fingerprint) {
-                Some(programs) => programs,
-                None => {
-                    let programs = std::sync::Arc::new(programs::list(conn)?);
-                    state.programs.store(fingerprint, programs.clone());
+    let programs = match state.programs.get(&programs_fingerprint) {
+        Some(programs) => programs,
+        None => {
+            let read = db::run(&state.pool, programs::list).await;
+            match read {
+                Ok(programs) => {
+                    let programs = std::sync::Arc::new(programs);
+                    state.programs.store(programs_fingerprint, programs.clone());
                     programs
                 }
-            };
-            Ok((member, programs))
-        })
-        .await
-    };
-    let (member, programs) = match loaded {
-        Ok(found) => found,
-        Err(Error::NotFound) => {
-            session.purge();
-            return Ok(to_login(req));
+                Err(error) => return Ok(refuse(req, error)),
+            }
         }
-        Err(error) => return Ok(refuse(req, error)),
     };
     if member.disabled {
         session.purge();

@@ -1,11 +1,60 @@
 //! actix-session's `SessionStore` over the `sessions` table.
+//!
+//! Loading a session also reads its signed-in member, in the same statement
+//! (`sessions::load`), and hands it to the access check (`web::access::enforce`) inside
+//! the loaded state under [`LOADED_MEMBER_KEY`]: one round trip and one hand-off to a
+//! blocking thread per page fewer than looking the member up again. That entry is always
+//! the one just read — load replaces it, and save and update strip it, so it never reaches
+//! the database and a stale copy is never trusted.
 
 use actix_session::storage::{LoadError, SaveError, SessionKey, SessionStore, UpdateError};
 use actix_web::cookie::time::Duration;
 use chrono::Utc;
 
+use actix_session::Session;
+use serde::{Deserialize, Serialize};
+
 use crate::db::{self, DbPool};
+use crate::domain::team::Member;
 use crate::domain::{random_token, sessions};
+
+/// The state entry holding the [`LoadedMember`] of the session just loaded.
+const LOADED_MEMBER_KEY: &str = "loaded_member";
+
+/// The signed-in member as the session's load read them.
+#[derive(Serialize, Deserialize)]
+pub struct LoadedMember {
+    pub member: Member,
+    /// The programs' fingerprint read with the member (`web::access::ProgramsCache`).
+    pub programs_fingerprint: String,
+}
+
+/// The member the session was loaded with, if it names one that exists.
+pub fn loaded_member(session: &Session) -> Option<LoadedMember> {
+    session.get::<LoadedMember>(LOADED_MEMBER_KEY).ok().flatten()
+}
+
+/// The state as actix-session sees it: the stored entries plus the member just read.
+fn with_loaded_member(loaded: sessions::Loaded) -> sessions::State {
+    let mut state = loaded.state;
+    state.remove(LOADED_MEMBER_KEY);
+    if let Some((member, programs_fingerprint)) = loaded.member {
+        let entry = LoadedMember {
+            member,
+            programs_fingerprint,
+        };
+        if let Ok(json) = serde_json::to_string(&entry) {
+            state.insert(LOADED_MEMBER_KEY.to_string(), json);
+        }
+    }
+    state
+}
+
+/// The state as stored: without the member read on load.
+fn to_store(mut state: sessions::State) -> sessions::State {
+    state.remove(LOADED_MEMBER_KEY);
+    state
+}
 
 #[derive(Clone)]
 pub struct PgSessionStore {
@@ -30,12 +79,14 @@ fn new_key() -> SessionKey {
 impl SessionStore for PgSessionStore {
     async fn load(&self, session_key: &SessionKey) -> Result<Option<sessions::State>, LoadError> {
         let key = session_key.as_ref().to_string();
-        db::run(&self.pool, move |conn| sessions::load(conn, &key))
+        let loaded = db::run(&self.pool, move |conn| sessions::load(conn, &key))
             .await
-            .map_err(|error| LoadError::Other(anyhow::anyhow!(error)))
+            .map_err(|error| LoadError::Other(anyhow::anyhow!(error)))?;
+        Ok(loaded.map(with_loaded_member))
     }
 
     async fn save(&self, state: sessions::State, ttl: &Duration) -> Result<SessionKey, SaveError> {
+        let state = to_store(state);
         let key = new_key();
         let raw = key.as_ref().to_string();
         let expires_at = expiry(ttl);
@@ -53,6 +104,7 @@ impl SessionStore for PgSessionStore {
         state: sessions::State,
         ttl: &Duration,
     ) -> Result<SessionKey, UpdateError> {
+        let state = to_store(state);
         let raw = session_key.as_ref().to_string();
         let expires_at = expiry(ttl);
         let still_there = {

@@ -6,7 +6,9 @@
 
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Text};
-use referdesk::db::schema::{audit_events, customer_tallies, customers, referral_links, sessions};
+use referdesk::db::schema::{
+    audit_events, customer_tallies, customers, referral_links, sessions, team_members,
+};
 use referdesk::domain::customers::listing::{self, CustomerFilter, StatusFilter};
 use referdesk::domain::programs;
 use referdesk::domain::team::Role;
@@ -17,6 +19,7 @@ use crate::trials;
 pub fn tests() -> Vec<libtest_mimic::Trial> {
     trials![
         page_views_without_messages_leave_the_session_alone,
+        the_member_read_with_the_session_is_current_and_never_stored,
         tallies_follow_every_change,
         referral_order_follows_every_change,
         a_truncated_customers_table_leaves_no_counts_behind,
@@ -117,6 +120,72 @@ async fn page_views_without_messages_leave_the_session_alone() {
         flash_count(&shown) > flash_count(&again),
         "the message is shown once"
     );
+}
+
+/// A signed-in page reads its member in the same statement as its session
+/// (`web::session_store`): what it reads is the member as they are now — a change written
+/// straight to the database (as another server would) counts on the next page — and the
+/// copy handed to the access check is never written into the session's row.
+async fn the_member_read_with_the_session_is_current_and_never_stored() {
+    let app = TestApp::spawn().await;
+    let member_id = app.login_as(Role::Admin).await;
+    let stored_states = || -> Vec<String> {
+        sessions::table
+            .select(sessions::state)
+            .load::<serde_json::Value>(&mut app.conn())
+            .unwrap()
+            .iter()
+            .map(|state| state.to_string())
+            .collect()
+    };
+    // A page that changes the session (its message), then the page showing the message.
+    let response = app
+        .post_form("/customers", &[("email", "kept@example.com"), ("key", "kept")])
+        .await;
+    assert_eq!(response.status(), 303);
+    assert!(page(&app, "/customers/kept").await.contains("kept@example.com"));
+    let states = stored_states();
+    assert!(!states.is_empty());
+    for state in &states {
+        assert!(state.contains("member_id"), "{state}");
+        assert!(!state.contains("loaded_member"), "{state}");
+        assert!(
+            !state.contains("last_sign_in_at"),
+            "no member fields stored: {state}"
+        );
+    }
+
+    // Demoted in the database: the next page already refuses what only an admin may see.
+    assert_eq!(app.get("/api-tokens").await.status(), 200);
+    diesel::update(team_members::table.find(member_id))
+        .set(team_members::role.eq("viewer"))
+        .execute(&mut app.conn())
+        .unwrap();
+    assert_eq!(app.get("/api-tokens").await.status(), 403);
+    assert_eq!(app.get("/customers").await.status(), 200);
+    // Renamed: shown at once.
+    diesel::update(team_members::table.find(member_id))
+        .set(team_members::name.eq("Renamed Member"))
+        .execute(&mut app.conn())
+        .unwrap();
+    assert!(page(&app, "/customers").await.contains("Renamed Member"));
+    // Disabled: signed out on the next page, and the session row is gone.
+    diesel::update(team_members::table.find(member_id))
+        .set(team_members::disabled.eq(true))
+        .execute(&mut app.conn())
+        .unwrap();
+    let response = app.get("/customers").await;
+    assert_eq!(response.status(), 303);
+    assert!(response.headers()["location"]
+        .to_str()
+        .unwrap()
+        .starts_with("/login"));
+    let left: i64 = sessions::table
+        .filter(sessions::member_id.eq(member_id))
+        .count()
+        .get_result(&mut app.conn())
+        .unwrap();
+    assert_eq!(left, 0);
 }
 
 /// The tallies agree with a fresh count for every status and refer status.
