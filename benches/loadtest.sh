@@ -22,6 +22,8 @@
 #   BENCH_CUSTOMERS     customers to seed (1000000)
 #   BENCH_ONLY          run only the scenarios whose name contains this text
 #   BENCH_BIN           benchmark this binary instead of building one (e.g. an older build)
+#   BENCH_TRANSPORT     how the server reaches the private cluster: socket (the default,
+#                       as Referdesk's embedded cluster) or tcp (127.0.0.1)
 #   REFERDESK_POOL_SIZE, REFERDESK_WORKERS   passed to the server as usual
 #
 # Remove the seeded data with: rm -rf .referdesk/bench
@@ -67,6 +69,18 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+# Every byte but letters and digits as %XX (a socket directory as a URL's host).
+percent_encode() {
+    local LC_ALL=C text=$1 out= char i
+    for ((i = 0; i < ${#text}; i++)); do
+        char=${text:i:1}
+        case $char in
+            [A-Za-z0-9]) out+=$char ;;
+            *) printf -v char '%%%02X' "'$char"; out+=$char ;;
+        esac
+    done
+    echo "$out"
+}
 port_is_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 free_port() {
     local port
@@ -111,7 +125,12 @@ if [ -z "${DATABASE_URL:-}" ]; then
                 -c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track_planning=on" >/dev/null
         PG_STARTED=1
     fi
-    DATABASE_URL="postgres://postgres:$(cat "$PG_DIR/password")@127.0.0.1:$PG_PORT/referdesk_bench"
+    if [ "${BENCH_TRANSPORT:-socket}" = tcp ]; then
+        DATABASE_URL="postgres://postgres:$(cat "$PG_DIR/password")@127.0.0.1:$PG_PORT/referdesk_bench"
+    else
+        # Over the Unix-domain socket, as Referdesk's embedded cluster is reached.
+        DATABASE_URL="postgres://postgres:$(cat "$PG_DIR/password")@$(percent_encode "$PG_DIR"):$PG_PORT/referdesk_bench"
+    fi
 fi
 export DATABASE_URL
 export REFERDESK_DATA_DIR=$BENCH_DIR/data
@@ -261,7 +280,11 @@ calibration_ms() {
     printf '%s\n' "${times[@]}" | sort -n | sed -n 2p
 }
 CALIBRATION_MS=$(calibration_ms)
-say "machine: $(nproc) cores, calibration ${CALIBRATION_MS} ms; load before the run: $(cut -d' ' -f1-3 /proc/loadavg)"
+case $DATABASE_URL in
+    *@%2F* | *host=/*) TRANSPORT="Unix socket" ;;
+    *) TRANSPORT=TCP ;;
+esac
+say "machine: $(nproc) cores, calibration ${CALIBRATION_MS} ms; load before the run: $(cut -d' ' -f1-3 /proc/loadavg); database over $TRANSPORT"
 
 RESULTS=()
 EXPORT_NOTE=
@@ -336,7 +359,7 @@ done
 done
 
 echo
-echo "Referdesk load test $RUN_ID: $SEEDED customers, wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s, $(nproc) cores, calibration ${CALIBRATION_MS} ms"
+echo "Referdesk load test $RUN_ID: $SEEDED customers, wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s, $(nproc) cores, calibration ${CALIBRATION_MS} ms, database over $TRANSPORT"
 printf '%-28s %16s %9s %9s %7s %12s %13s %10s %6s %7s\n' "scenario" "throughput" "p50" "p99" "errors" "db time/req" "app cpu/req" "peak mem" "load" "ckpt"
 printf '%s\n' "${RESULTS[@]}"
 echo "server: peak memory (VmHWM) $(( $(peak_kib) / 1024 )) MiB, now (VmRSS) $(( $(rss_kib) / 1024 )) MiB"

@@ -61,6 +61,15 @@ fn running_as_root() -> bool {
         .unwrap_or(false)
 }
 
+/// A libpq URL for a server's Unix-domain socket in `socket_dir`: the directory goes in
+/// the host part, percent-encoded (libpq reads a host starting with `/` as a socket
+/// directory), and the port names the socket file (`.s.PGSQL.<port>`).
+fn socket_url(socket_dir: &Path, port: u16, password: &str, database: &str) -> String {
+    let dir = socket_dir.to_string_lossy();
+    let host = percent_encoding::utf8_percent_encode(&dir, percent_encoding::NON_ALPHANUMERIC);
+    format!("postgres://postgres:{password}@{host}:{port}/{database}")
+}
+
 fn free_port() -> anyhow::Result<u16> {
     let listener = TcpListener::bind("127.0.0.1:0").context("could not find a free local port")?;
     Ok(listener.local_addr()?.port())
@@ -100,12 +109,13 @@ impl EmbeddedPostgres {
         Ok(cluster)
     }
 
-    /// A URL for `database` on this cluster.
+    /// A URL for `database` on this cluster, over its Unix-domain socket (in the data
+    /// directory, see `pg_ctl_start`) rather than TCP on 127.0.0.1: each query's round
+    /// trip costs both processes less CPU. Measured with `benches/loadtest.sh`: list page 1
+    /// 1,208/1,305 → 1,401/1,483 req/s, server CPU per request 0.71/0.68 → 0.64/0.62 ms
+    /// (BENCHMARKS.md). The server still listens on 127.0.0.1 for `psql -h 127.0.0.1`.
     pub fn url(&self, database: &str) -> String {
-        format!(
-            "postgres://postgres:{}@127.0.0.1:{}/{}",
-            self.password, self.port, database
-        )
+        socket_url(&self.data_dir, self.port, &self.password, database)
     }
 
     pub fn port(&self) -> u16 {
@@ -257,5 +267,24 @@ impl EmbeddedPostgres {
 impl Drop for EmbeddedPostgres {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn socket_urls_encode_the_directory_as_the_host() {
+        let url = socket_url(Path::new("/srv/refer desk/pg"), 54321, "secret", "referdesk");
+        assert_eq!(
+            url,
+            "postgres://postgres:secret@%2Fsrv%2Frefer%20desk%2Fpg:54321/referdesk"
+        );
+        // Another database on the same server keeps the socket.
+        assert_eq!(
+            crate::db::url_with_database(&url, "postgres"),
+            "postgres://postgres:secret@%2Fsrv%2Frefer%20desk%2Fpg:54321/postgres"
+        );
     }
 }
