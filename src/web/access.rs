@@ -132,6 +132,8 @@ pub fn rule_for(method: &Method, pattern: &str) -> Option<Access> {
 /// The signed-in member and the program they are working in, for this request.
 #[derive(Clone)]
 pub struct SignedIn {
+    /// As read with the session: current, but without its password hash (`None`), which
+    /// pages never need — the password checks read the member themselves.
     pub member: Member,
     pub program: Program,
     pub programs: Vec<Program>,
