@@ -266,6 +266,17 @@ async fn admin_debits_and_a_debit_never_goes_below_zero() {
         .get_result(&mut app.conn())
         .unwrap();
     assert_eq!(debits, 2);
+
+    // Back at zero, the customer's page still lists every entry of the ledger.
+    let (_, page) = app.browser.get_html("/customers/bob").await;
+    let panel = &page[page.find("id=\"balance\"").expect("the balance panel")..];
+    assert_eq!(panel.matches("badge-red\">debit<").count(), 2, "{panel}");
+    assert_eq!(panel.matches("badge-green\">credit<").count(), 1, "{panel}");
+    // A customer without entries or referrals: the empty states.
+    insert_customer(&app, "newbie", "Newbie");
+    let (_, page) = app.browser.get_html("/customers/newbie").await;
+    assert!(page.contains("No credits yet."), "{page}");
+    assert!(page.contains("No transactions."), "{page}");
 }
 
 async fn bad_amounts_are_refused_and_nothing_is_booked() {

@@ -130,11 +130,22 @@ pub(super) async fn render_detail(
             let total = i64::from(customer.referrals_count);
             let last = ((total + REFERRALS_PER_PAGE - 1) / REFERRALS_PER_PAGE).max(1);
             let shown = pages.referrals.clamp(1, last);
-            let referrals = customers::referrals(conn, program_id, customer.id, shown, REFERRALS_PER_PAGE)?;
+            // Most customers referred nobody and hold no ledger entry: their page asks
+            // neither (three round trips of about eleven), as the count and the balances
+            // already say so — the count is kept with the rows in the same transactions,
+            // and a customer with any entry has a balance row for its unit.
+            let referrals = if total == 0 {
+                Vec::new()
+            } else {
+                customers::referrals(conn, program_id, customer.id, shown, REFERRALS_PER_PAGE)?
+            };
             let events = audit::for_customer(conn, program_id, customer.id, ACTIVITY_LIMIT)?;
             let balances = ledger::balances(conn, customer.id)?;
-            let (transactions, ledger_total) =
-                ledger::transactions(conn, customer.id, pages.ledger, LEDGER_PER_PAGE)?;
+            let (transactions, ledger_total) = if balances.is_empty() {
+                (Vec::new(), 0)
+            } else {
+                ledger::transactions(conn, customer.id, pages.ledger, LEDGER_PER_PAGE)?
+            };
             let invites = invites::for_customer(conn, customer.id, INVITES_LIMIT)?;
             let panels = (balances, transactions, ledger_total, invites);
             let erased_at = customers::erased_at(conn, customer.id)?;
