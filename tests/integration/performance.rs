@@ -33,6 +33,7 @@ pub fn tests() -> Vec<libtest_mimic::Trial> {
         generic_plans_last_only_for_the_work_that_asked,
         pooled_connections_plan_without_parallel_workers,
         a_signups_later_writes_are_one_prepared_statement,
+        short_skips_keep_the_page_query_on_its_reusable_plan,
     ]
 }
 
@@ -881,4 +882,50 @@ async fn a_signups_later_writes_are_one_prepared_statement() {
         .get_result(&mut conn)
         .unwrap();
     assert_eq!(creations, 3);
+}
+
+#[derive(QueryableByName)]
+struct PlanCounts {
+    #[diesel(sql_type = Text)]
+    statement: String,
+    #[diesel(sql_type = BigInt)]
+    generic_plans: i64,
+}
+
+/// A page a short way into a list (page 3; a deep page after its mark) skips its first
+/// rows without `OFFSET $n`, which would keep PostgreSQL planning the statement on every
+/// call: the statement settles on its reusable plan, and the pages are still the right
+/// ones (checked against the keyset pages in `deep_pages_by_number_match_the_keyset_pages`).
+async fn short_skips_keep_the_page_query_on_its_reusable_plan() {
+    let app = TestApp::spawn().await;
+    bulk_insert(&app, "skip", "skip.test", 600);
+    let mut conn = app.conn();
+    let program = programs::find_by_slug(&mut conn, "default").unwrap();
+    let marks = listing::PageMarks::default();
+    let filter = CustomerFilter::default();
+    let first = |conn: &mut PgConnection, page: i64| {
+        let (rows, _) = listing::list(conn, &marks, program.id, &filter, page, 25).unwrap();
+        rows.first().map(|row| row.key.clone()).unwrap()
+    };
+    for _ in 0..8 {
+        // Newest first: page 3 starts with the 51st newest, page 12 (after the mark at
+        // 250) with the 276th.
+        assert_eq!(first(&mut conn, 3), "skip0549");
+        assert_eq!(first(&mut conn, 12), "skip0324");
+    }
+    let counts: Vec<PlanCounts> = diesel::sql_query(
+        "SELECT statement, generic_plans FROM pg_prepared_statements \
+         WHERE statement LIKE '%\"customers\".\"referrer_id\" FROM%'",
+    )
+    .load(&mut conn)
+    .unwrap();
+    assert!(!counts.is_empty());
+    for count in &counts {
+        assert!(!count.statement.contains("OFFSET"), "{}", count.statement);
+        assert!(
+            count.generic_plans > 0,
+            "planned on every call: {}",
+            count.statement
+        );
+    }
 }

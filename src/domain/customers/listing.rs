@@ -911,6 +911,19 @@ fn positions(
             "This sort cannot continue from a customer.".into(),
         ));
     }
+    // A short skip (a page near the start, or after a mark or one of the pager's far
+    // links) is read and dropped here rather than sent as `OFFSET $n`: with the offset a
+    // parameter PostgreSQL cannot cost the statement's reusable plan (it guesses that a
+    // tenth of the rows are skipped) and plans every call anew — 0.26 of page 5,000's
+    // 0.38 ms of database time under load. The window read is a whole number of pages,
+    // so the statement texts stay few (at most eleven per page size).
+    let wanted = limit;
+    let (offset, limit, dropped) = if 0 < offset && offset < MARK_EVERY {
+        let pages = (offset + limit - 1) / limit + 1;
+        (0, pages * limit, offset)
+    } else {
+        (offset, limit, 0)
+    };
     // The row comparison follows the ORDER BY: "after" in a descending list is "less".
     let greater = (filter.direction == SortDirection::Asc) != reverse;
     let continuing = |keyset| {
@@ -952,7 +965,12 @@ fn positions(
             fragments::Limited { query, limit, offset }.load::<(i64, Option<i64>)>(conn)?
         }
     };
-    Ok((positions, reverse))
+    let page = positions
+        .into_iter()
+        .skip(dropped as usize)
+        .take(wanted as usize)
+        .collect();
+    Ok((page, reverse))
 }
 
 /// One page of the filtered list by number (without referrers), with the number of
