@@ -219,7 +219,6 @@ diesel::table! {
 
 diesel::joinable!(api_tokens -> programs (program_id));
 diesel::joinable!(api_tokens -> team_members (created_by));
-diesel::joinable!(audit_events -> customers (customer_id));
 diesel::joinable!(balance_transactions -> customers (customer_id));
 diesel::joinable!(customer_tallies -> programs (program_id));
 diesel::joinable!(customers -> programs (program_id));
