@@ -6,7 +6,6 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
-
 use diesel::sql_types::{Nullable, Text};
 
 use crate::db::schema::{sessions, team_members};

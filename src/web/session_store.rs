@@ -8,10 +8,9 @@
 //! the database and a stale copy is never trusted.
 
 use actix_session::storage::{LoadError, SaveError, SessionKey, SessionStore, UpdateError};
+use actix_session::Session;
 use actix_web::cookie::time::Duration;
 use chrono::Utc;
-
-use actix_session::Session;
 use serde::{Deserialize, Serialize};
 
 use crate::db::{self, DbPool};
