@@ -27,10 +27,11 @@ pub struct ApiClient {
 }
 
 /// An API request's credentials as sent, not yet checked: [`ApiCall::run`] checks them
-/// before anything else the call does.
+/// before anything else the call does. A request without any bearer token is refused
+/// here, before its body is read.
 pub struct ApiCall {
     state: web::Data<AppState>,
-    secret: Option<String>,
+    secret: String,
     address: String,
 }
 
@@ -48,13 +49,14 @@ impl FromRequest for ApiCall {
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let state = req.app_data::<web::Data<AppState>>().cloned();
-        ready(match state {
-            Some(state) => Ok(ApiCall {
+        ready(match (state, bearer(req)) {
+            (Some(state), Some(secret)) => Ok(ApiCall {
                 state,
-                secret: bearer(req),
+                secret,
                 address: client_address(req),
             }),
-            None => Err(ApiError(Error::Internal(anyhow::anyhow!("AppState missing")))),
+            (Some(_), None) => Err(ApiError(Error::Unauthenticated)),
+            (None, _) => Err(ApiError(Error::Internal(anyhow::anyhow!("AppState missing")))),
         })
     }
 }
@@ -97,8 +99,7 @@ impl ApiCall {
         T: Send + 'static,
         F: FnOnce(&mut PgConnection, ApiClient, I) -> Result<T, Error> + Send + 'static,
     {
-        // No token at all: answered without the database.
-        let secret = self.secret.ok_or(ApiError(Error::Unauthenticated))?;
+        let secret = self.secret;
         let state = self.state.clone();
         let address = self.address;
         let done = db::run(&self.state.pool, move |conn| {
