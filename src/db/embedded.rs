@@ -61,6 +61,18 @@ fn running_as_root() -> bool {
         .unwrap_or(false)
 }
 
+/// The longest path of a Unix-domain socket (`sun_path` holds 108 bytes on Linux, 104 on
+/// macOS and the BSDs, with the closing NUL).
+const MAX_SOCKET_PATH: usize = 103;
+
+/// Where the cluster's socket goes: its data directory, unless the socket's path would be
+/// too long for the system — then the cluster has no socket and is reached over TCP on
+/// 127.0.0.1 (PostgreSQL refuses to start when it cannot create a socket it was told to).
+fn socket_dir(data_dir: &Path) -> Option<&Path> {
+    let socket_file = "/.s.PGSQL.65535";
+    (data_dir.as_os_str().len() + socket_file.len() <= MAX_SOCKET_PATH).then_some(data_dir)
+}
+
 /// A libpq URL for a server's Unix-domain socket in `socket_dir`: the directory goes in
 /// the host part, percent-encoded (libpq reads a host starting with `/` as a socket
 /// directory), and the port names the socket file (`.s.PGSQL.<port>`).
@@ -110,12 +122,19 @@ impl EmbeddedPostgres {
     }
 
     /// A URL for `database` on this cluster, over its Unix-domain socket (in the data
-    /// directory, see `pg_ctl_start`) rather than TCP on 127.0.0.1: each query's round
+    /// directory when its path is short enough, see [`socket_dir`]; else TCP) rather than
+    /// TCP on 127.0.0.1: each query's round
     /// trip costs both processes less CPU. Measured with `benches/loadtest.sh`: list page 1
     /// 1,208/1,305 → 1,401/1,483 req/s, server CPU per request 0.71/0.68 → 0.64/0.62 ms
     /// (BENCHMARKS.md). The server still listens on 127.0.0.1 for `psql -h 127.0.0.1`.
     pub fn url(&self, database: &str) -> String {
-        socket_url(&self.data_dir, self.port, &self.password, database)
+        match socket_dir(&self.data_dir) {
+            Some(dir) => socket_url(dir, self.port, &self.password, database),
+            None => format!(
+                "postgres://postgres:{}@127.0.0.1:{}/{}",
+                self.password, self.port, database
+            ),
+        }
     }
 
     pub fn port(&self) -> u16 {
@@ -206,10 +225,13 @@ impl EmbeddedPostgres {
     }
 
     fn pg_ctl_start(&self, port: u16) -> anyhow::Result<()> {
-        let options = format!(
-            "-p {port} -c listen_addresses=127.0.0.1 -k {} -c max_connections=200",
-            self.data_dir.display()
-        );
+        // `pg_ctl` hands these to a shell: the directory is quoted.
+        let socket_dir = match socket_dir(&self.data_dir) {
+            Some(dir) => format!("'{}'", dir.display().to_string().replace('\'', r"'\''")),
+            None => "''".to_string(),
+        };
+        let options =
+            format!("-p {port} -c listen_addresses=127.0.0.1 -k {socket_dir} -c max_connections=200");
         let output = self
             .command("pg_ctl")
             .arg("start")
@@ -273,6 +295,14 @@ impl Drop for EmbeddedPostgres {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_data_directory_too_deep_for_a_socket_is_reached_over_tcp() {
+        let short = Path::new("/srv/referdesk/postgres");
+        assert_eq!(socket_dir(short), Some(short));
+        let deep = format!("/srv/{}/postgres", "d".repeat(80));
+        assert_eq!(socket_dir(Path::new(&deep)), None);
+    }
 
     #[test]
     fn socket_urls_encode_the_directory_as_the_host() {

@@ -16,6 +16,7 @@ use crate::trials;
 
 pub fn tests() -> Vec<libtest_mimic::Trial> {
     trials![
+        an_embedded_cluster_is_reached_over_its_socket_or_else_tcp,
         fuzz::junk_at_every_dashboard_route_never_gets_a_500,
         fuzz::junk_at_every_api_endpoint_never_gets_a_500,
         fuzz_findings_stay_fixed,
@@ -678,4 +679,38 @@ async fn erase_personal_data_keeps_ledger_and_structure() {
         .first(&mut conn)
         .unwrap();
     assert_eq!(name.as_deref(), Some(ERASED_NAME));
+}
+
+/// The embedded cluster is reached over the Unix-domain socket in its directory, also one
+/// whose path needs quoting; a directory too deep for a socket path gets none, and the
+/// cluster is reached over TCP instead (PostgreSQL would refuse to start otherwise).
+async fn an_embedded_cluster_is_reached_over_its_socket_or_else_tcp() {
+    use referdesk::db::embedded::EmbeddedPostgres;
+    let base = std::env::temp_dir().join(format!("rd-sock-{}", referdesk::domain::random_token(6)));
+    let answers = |url: &str| -> i32 {
+        #[derive(QueryableByName)]
+        struct One {
+            #[diesel(sql_type = diesel::sql_types::Integer)]
+            one: i32,
+        }
+        let mut conn = PgConnection::establish(url).unwrap_or_else(|error| panic!("{url}: {error}"));
+        diesel::sql_query("SELECT 1 AS one")
+            .get_result::<One>(&mut conn)
+            .unwrap()
+            .one
+    };
+    let quoted = base.join("it's here");
+    let mut cluster = EmbeddedPostgres::start(&quoted).expect("a cluster in a quoted directory");
+    let url = cluster.url("postgres");
+    assert!(!url.contains("127.0.0.1"), "over the socket: {url}");
+    assert_eq!(answers(&url), 1);
+    cluster.stop();
+
+    let deep = base.join("d".repeat(90));
+    let mut cluster = EmbeddedPostgres::start(&deep).expect("a cluster in a deep directory");
+    let url = cluster.url("postgres");
+    assert!(url.contains("@127.0.0.1:"), "over TCP: {url}");
+    assert_eq!(answers(&url), 1);
+    cluster.stop();
+    let _ = std::fs::remove_dir_all(&base);
 }
