@@ -285,6 +285,22 @@ mod tests {
         assert_eq!(sample.index_part("linus.25000"), Some("25000"));
     }
 
+    /// A rare part whose holders the sample happens to meet once, on a page without the
+    /// looked-up customer (`ada.125000` holds `25000` but not `linus.25000`).
+    #[test]
+    fn one_sampled_page_holding_a_part_does_not_make_it_common() {
+        let names = [
+            "ada", "grace", "alan", "linus", "barbara", "ken", "margaret", "dennis", "frances", "edsger",
+        ];
+        let emails = (240_000..244_000)
+            .map(|n: i64| (format!("{}.{n}@example.org", names[(n % 10) as usize]), n / 30))
+            .chain([("ada.125000@example.org".to_string(), 125_000 / 30)])
+            .collect();
+        let sample = EmailSample::of(emails);
+        assert_eq!(sample.pages_holding("25000"), 1);
+        assert_eq!(sample.index_part("linus.25000"), Some("25000"));
+    }
+
     #[test]
     fn a_common_name_is_left_out_and_the_rare_number_looked_up() {
         let sample = seeded_sample();
