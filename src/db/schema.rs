@@ -219,13 +219,11 @@ diesel::table! {
 
 diesel::joinable!(api_tokens -> programs (program_id));
 diesel::joinable!(api_tokens -> team_members (created_by));
-diesel::joinable!(balance_transactions -> customers (customer_id));
 diesel::joinable!(customer_tallies -> programs (program_id));
 diesel::joinable!(customers -> programs (program_id));
 diesel::joinable!(invites -> customers (customer_id));
 diesel::joinable!(mail_outbox -> invites (invite_id));
 diesel::joinable!(referral_clicks -> referral_links (link_id));
-diesel::joinable!(referral_links -> customers (customer_id));
 diesel::joinable!(sessions -> team_members (member_id));
 
 diesel::allow_tables_to_appear_in_same_query!(

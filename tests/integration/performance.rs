@@ -23,6 +23,7 @@ pub fn tests() -> Vec<libtest_mimic::Trial> {
         tallies_follow_every_change,
         referral_order_follows_every_change,
         a_truncated_customers_table_leaves_no_counts_behind,
+        links_ledger_entries_and_old_keys_stay_in_their_customers_program,
         large_searches_show_an_estimate_and_say_so,
         far_page_links_continue_from_the_rows_shown,
         deep_pages_by_number_match_the_keyset_pages,
@@ -364,6 +365,7 @@ async fn referral_order_follows_every_change() {
         .execute(&mut app.conn())
         .unwrap();
     assert_standings_exact(&app, "after a bulk insert, counts and deletes by hand");
+    assert_tallies_exact(&app);
     let from = (chrono::Utc::now() - chrono::Duration::days(2)).format("%Y-%m-%d");
     let cases = [
         ("sort=referrals&dir=desc", "status = 'active'", false),
@@ -450,6 +452,68 @@ async fn a_truncated_customers_table_leaves_no_counts_behind() {
     assert_standings_exact(&app, "after new customers");
     let deep = listed_keys(&page(&app, "/customers?page=30").await);
     assert_eq!(deep, keys_at(&app, 29 * 15, 15, true));
+}
+
+/// A referral link, a ledger entry and a retired key are filed under their customer's
+/// program: the database refuses one under another program (one composite key checks the
+/// customer and the program together, migration 000019), and one naming no customer.
+async fn links_ledger_entries_and_old_keys_stay_in_their_customers_program() {
+    let app = TestApp::spawn().await;
+    app.login_as(Role::Admin).await;
+    sign_up(&app, &[("a@example.com", "aa", None)]).await;
+    let mut conn = app.conn();
+    let home = program_id(&app);
+    let other: i64 = diesel::sql_query(
+        "INSERT INTO programs (slug, name, referral_base_url) VALUES ('other', 'Other', 'https://other.example') RETURNING id AS n",
+    )
+    .get_result::<Number>(&mut conn)
+    .unwrap()
+    .n;
+    let customer: i64 = customers::table
+        .filter(customers::key.eq("aa"))
+        .select(customers::id)
+        .first(&mut conn)
+        .unwrap();
+    let writes = [
+        "INSERT INTO referral_links (program_id, customer_id, code) VALUES ($1, $2, 'elsewhere')",
+        "INSERT INTO balance_transactions (program_id, customer_id, kind, amount, amount_units, is_currency)
+         VALUES ($1, $2, 'credit', 5, 'USD', true)",
+        "INSERT INTO retired_keys (program_id, key, customer_id) VALUES ($1, 'elsewhere', $2)",
+    ];
+    for write in writes {
+        for (program, customer, what) in [
+            (other, customer, "another program"),
+            (home, customer + 1_000, "no customer"),
+            (home + other + 1_000, customer, "no program"),
+        ] {
+            let refused = diesel::sql_query(write)
+                .bind::<BigInt, _>(program)
+                .bind::<BigInt, _>(customer)
+                .execute(&mut conn);
+            assert!(
+                matches!(
+                    refused,
+                    Err(diesel::result::Error::DatabaseError(
+                        diesel::result::DatabaseErrorKind::ForeignKeyViolation,
+                        _
+                    ))
+                ),
+                "{write} with {what}: {refused:?}"
+            );
+        }
+        // Under the customer's own program it is taken.
+        diesel::sql_query(write)
+            .bind::<BigInt, _>(home)
+            .bind::<BigInt, _>(customer)
+            .execute(&mut conn)
+            .unwrap_or_else(|error| panic!("{write}: {error}"));
+    }
+}
+
+#[derive(QueryableByName)]
+struct Number {
+    #[diesel(sql_type = BigInt)]
+    n: i64,
 }
 
 async fn large_searches_show_an_estimate_and_say_so() {
