@@ -4,7 +4,6 @@
 pub mod embedded;
 pub mod fixed;
 pub mod schema;
-pub mod together;
 
 use std::time::{Duration, Instant};
 

@@ -7,7 +7,6 @@ use diesel::query_dsl::methods::ExecuteDsl;
 use serde_json::Value;
 
 use crate::db::schema::audit_events;
-use crate::db::together::Write;
 use crate::domain::Actor;
 use crate::error::Error;
 
@@ -26,12 +25,6 @@ pub struct Change<'a> {
 pub fn record(conn: &mut PgConnection, actor: &Actor, change: Change<'_>) -> Result<(), Error> {
     ExecuteDsl::execute(insert(actor, change), conn)?;
     Ok(())
-}
-
-/// [`record`] as a write to send along with another statement (see
-/// [`Together`](crate::db::together::Together)).
-pub fn recording<'a>(actor: &'a Actor, change: Change<'a>) -> Write<'a> {
-    Box::new(insert(actor, change))
 }
 
 fn insert<'a>(

@@ -3,13 +3,15 @@
 //! Every query here is scoped by `program_id`: nothing leaks across programs.
 //!
 //! The rules live here, for the dashboard and the API alike: inputs are parsed once
-//! (`input`), every change runs in one transaction with the `referrals_count` updates and
-//! the audit event it implies, and the database constraints back up every check.
+//! (`input`), every change is written together with the `referrals_count` updates and the
+//! audit event it implies (in one transaction, or for a signup in one statement), and the
+//! database constraints back up every check.
 
 mod erasure;
 mod fragments;
 mod input;
 pub mod listing;
+mod signup;
 
 pub use erasure::{erase_personal_data, erased_at, message_erased, ERASED, ERASED_EMAIL_DOMAIN, ERASED_NAME};
 
@@ -32,7 +34,7 @@ use crate::domain::programs::Program;
 use crate::domain::{audit, referral_links as links, Actor};
 use crate::error::{is_unique_violation, Error, FieldErrors};
 
-#[derive(Clone, Debug, Queryable, Selectable, Identifiable, Serialize)]
+#[derive(Clone, Debug, Queryable, QueryableByName, Selectable, Identifiable, Serialize)]
 #[diesel(table_name = customers)]
 pub struct Customer {
     /// Internal primary key; never shown to integrators.
@@ -103,9 +105,23 @@ impl Customer {
             })
             .unwrap_or_default()
     }
+}
 
-    /// The editable state, as recorded in audit events.
-    fn snapshot(&self) -> Value {
+/// A customer's editable state as audit events record it (also before the row exists).
+struct Snapshot<'a> {
+    external_id: &'a str,
+    key: &'a str,
+    email: Option<&'a str>,
+    name: Option<&'a str>,
+    surname: Option<&'a str>,
+    metadata: &'a Value,
+    custom_fields: &'a Value,
+    status: &'a str,
+    approved: bool,
+}
+
+impl Snapshot<'_> {
+    fn to_json(&self) -> Value {
         json!({
             "id": self.external_id,
             "key": self.key,
@@ -374,7 +390,7 @@ fn taken(
 }
 
 /// A random key as a customer could have chosen it (checked for being free with the other
-/// fields, in [`create_in`]).
+/// fields, in [`sign_up`]).
 fn random_key() -> String {
     loop {
         let candidate = random_code(GENERATED_LENGTH);
@@ -495,8 +511,7 @@ pub fn create(
     actor: &Actor,
     input: NewCustomer,
 ) -> Result<Customer, Error> {
-    conn.transaction(|conn| create_in(conn, program, actor, input))
-        .map(|created| created.customer)
+    sign_up(conn, program, actor, input).map(|created| created.customer)
 }
 
 /// A customer just created, with what was read or written on the way: their referrer and
@@ -508,9 +523,11 @@ pub struct Created {
     pub link: links::ReferralLink,
 }
 
-/// [`create`] within a transaction the caller has opened (its statements must commit
-/// together), e.g. one that also builds the answer.
-pub fn create_in(
+/// [`create`], returning what an answer about the new customer needs. It needs no
+/// transaction: the checks only read, and every write is one statement (`signup`), so a
+/// clash found by a unique index after the checks (a concurrent signup) still changes
+/// nothing and is reported on its field.
+pub fn sign_up(
     conn: &mut PgConnection,
     program: &Program,
     actor: &Actor,
@@ -556,37 +573,36 @@ pub fn create_in(
     if let Some(date) = input.date_of_birth {
         metadata.insert("date_of_birth".into(), json!(date.format("%Y-%m-%d").to_string()));
     }
-    let customer = diesel::insert_into(customers::table)
-        .values((
-            customers::program_id.eq(program.id),
-            customers::external_id.eq(&external_id),
-            customers::key.eq(&key),
-            customers::email.eq(&input.email),
-            customers::name.eq(&input.name),
-            customers::surname.eq(&input.surname),
-            customers::metadata.eq(Value::Object(metadata)),
-            customers::custom_fields.eq(Value::Object(input.custom_fields)),
-            customers::approved.eq(!program.require_approval),
-            customers::referrer_id.eq(referrer.as_ref().map(|referrer| referrer.id)),
-        ))
-        .returning(Customer::as_returning())
-        .get_result(conn)
-        .map_err(unique_to_field)?;
-    // The audit event, the referrer's count and the default link need nothing from each
-    // other: one statement writes all three (two round trips fewer per referred signup).
-    let mut after = customer.snapshot();
-    after["referring_customer"] = json!(referrer.as_ref().map(|referrer| &referrer.key));
-    let mut along = vec![audit::recording(
-        actor,
-        customer_change(program.id, &customer, "customer.create", None, Some(after)),
-    )];
-    if let Some(referrer) = &referrer {
-        along.push(Box::new(AddReferrals {
-            referrer_id: referrer.id,
-            delta: 1,
-        }));
+    let metadata = Value::Object(metadata);
+    let custom_fields = Value::Object(input.custom_fields);
+    let row = signup::NewRow {
+        program_id: program.id,
+        external_id: &external_id,
+        key: &key,
+        email: input.email.as_deref(),
+        name: input.name.as_deref(),
+        surname: input.surname.as_deref(),
+        metadata: &metadata,
+        custom_fields: &custom_fields,
+        approved: !program.require_approval,
+        referrer_id: referrer.as_ref().map(|referrer| referrer.id),
+    };
+    // Everything the event records is chosen here (a new customer is active), so it is
+    // written with the customer in one statement.
+    let mut after = Snapshot {
+        external_id: row.external_id,
+        key: row.key,
+        email: row.email,
+        name: row.name,
+        surname: row.surname,
+        metadata: row.metadata,
+        custom_fields: row.custom_fields,
+        status: "active",
+        approved: row.approved,
     }
-    let link = links::add_default_link(conn, &customer, along).map_err(unique_to_field)?;
+    .to_json();
+    after["referring_customer"] = json!(referrer.as_ref().map(|referrer| &referrer.key));
+    let (customer, link) = signup::insert(conn, row, actor, &after).map_err(unique_to_field)?;
     Ok(Created {
         customer,
         referrer,

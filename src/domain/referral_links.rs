@@ -14,7 +14,6 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::db::schema::{customers, referral_clicks, referral_links, retired_keys};
-use crate::db::together::{Together, Write};
 use crate::domain::customers::{self as customer_rules, check_code, Customer};
 use crate::domain::programs::{self, Program};
 use crate::domain::{audit, random_token, Actor};
@@ -117,37 +116,25 @@ pub(crate) fn set_default_code(
     .set(referral_links::code.eq(code))
     .execute(conn)?;
     if renamed == 0 {
-        insert_default(conn, customer, code, Vec::new())?;
+        insert_default(conn, customer, code)?;
     }
     Ok(())
-}
-
-/// The default link of a customer who has none yet (just created): their key as the code.
-/// `along` are other writes of the same change, sent in the same statement (see
-/// [`Together`]).
-pub(crate) fn add_default_link(
-    conn: &mut PgConnection,
-    customer: &Customer,
-    along: Vec<Write<'_>>,
-) -> Result<ReferralLink, DieselError> {
-    insert_default(conn, customer, &customer.key, along)
 }
 
 fn insert_default(
     conn: &mut PgConnection,
     customer: &Customer,
     code: &str,
-    along: Vec<Write<'_>>,
 ) -> Result<ReferralLink, DieselError> {
-    let insert = diesel::insert_into(referral_links::table)
+    diesel::insert_into(referral_links::table)
         .values((
             referral_links::program_id.eq(customer.program_id),
             referral_links::customer_id.eq(customer.id),
             referral_links::code.eq(code),
             referral_links::is_default.eq(true),
         ))
-        .returning(ReferralLink::as_returning());
-    Together::new(along, insert).get_result(conn)
+        .returning(ReferralLink::as_returning())
+        .get_result(conn)
 }
 
 /// A free code for an extra link: the customer's key and a random suffix.

@@ -4,6 +4,7 @@
 //! not rewrite the session, the cached program list, and pooled connections handed out
 //! without a ping. (Speed itself is measured by `benches/loadtest.sh`, never asserted.)
 
+use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Text};
 use referdesk::db::schema::{
@@ -33,7 +34,7 @@ pub fn tests() -> Vec<libtest_mimic::Trial> {
         a_connection_whose_server_went_away_is_not_handed_out_again,
         generic_plans_last_only_for_the_work_that_asked,
         pooled_connections_plan_without_parallel_workers,
-        a_signups_later_writes_are_one_prepared_statement,
+        a_signups_writes_are_one_prepared_statement_all_or_nothing,
         short_skips_keep_the_page_query_on_its_reusable_plan,
     ]
 }
@@ -890,10 +891,10 @@ struct PreparedStatement {
     statement: String,
 }
 
-/// A signup's writes after the customer's row go as one statement (a round trip less for
-/// each), kept prepared on its connection — Diesel sends every `UPDATE` unprepared, parsed
-/// and planned on each call — and each of them is made.
-async fn a_signups_later_writes_are_one_prepared_statement() {
+/// A signup's writes — the customer, their link, the event and the referrer's count — go
+/// as one statement, kept prepared on its connection, outside any transaction; each of
+/// them is made, and when one part fails none is.
+async fn a_signups_writes_are_one_prepared_statement_all_or_nothing() {
     use referdesk::domain::customers::{self as domain, NewCustomer, ReferrerRef};
     use referdesk::domain::Actor;
     let app = TestApp::spawn().await;
@@ -905,8 +906,8 @@ async fn a_signups_later_writes_are_one_prepared_statement() {
         ..NewCustomer::default()
     };
     domain::create(&mut conn, &program, &Actor::system(), new("ref", None)).unwrap();
-    // The referrer's count, the default link and the audit event: one statement, prepared
-    // once (Diesel would send a `diesel::update` unprepared every time).
+    // The customer, the referrer's count, the default link and the audit event: one
+    // statement, prepared once (Diesel would send a `diesel::update` unprepared every time).
     let referrer_updates = |conn: &mut PgConnection| {
         let statements: Vec<String> = diesel::sql_query("SELECT statement FROM pg_prepared_statements")
             .load::<PreparedStatement>(conn)
@@ -917,8 +918,9 @@ async fn a_signups_later_writes_are_one_prepared_statement() {
             .collect();
         for statement in &statements {
             assert!(
-                statement.contains("INSERT INTO \"audit_events\"")
-                    && statement.contains("INSERT INTO \"referral_links\""),
+                statement.contains("INSERT INTO customers")
+                    && statement.contains("INSERT INTO audit_events")
+                    && statement.contains("INSERT INTO referral_links"),
                 "{statement}"
             );
         }
@@ -955,6 +957,39 @@ async fn a_signups_later_writes_are_one_prepared_statement() {
         .get_result(&mut conn)
         .unwrap();
     assert_eq!(creations, 3);
+
+    // The event is written last here: when it fails, the customer, their link and the
+    // referrer's count written before it in the same statement are not kept either.
+    conn.batch_execute(
+        "CREATE FUNCTION refuse_event() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN RAISE EXCEPTION 'refused for the test'; END $$;
+         CREATE TRIGGER refuse_event BEFORE INSERT ON audit_events
+             FOR EACH ROW WHEN (NEW.actor_label = 'refused') EXECUTE FUNCTION refuse_event()",
+    )
+    .unwrap();
+    let refused = Actor {
+        label: "refused".to_string(),
+        ..Actor::system()
+    };
+    let outcome = domain::create(&mut conn, &program, &refused, new("friend-refused", Some("ref")));
+    assert!(outcome.is_err(), "{outcome:?}");
+    let kept: i64 = customers::table
+        .filter(customers::external_id.eq("friend-refused"))
+        .count()
+        .get_result(&mut conn)
+        .unwrap();
+    assert_eq!(kept, 0);
+    let count: i32 = customers::table
+        .filter(customers::external_id.eq("ref"))
+        .select(customers::referrals_count)
+        .first(&mut conn)
+        .unwrap();
+    assert_eq!(count, 3);
+    let links: i64 = referral_links::table.count().get_result(&mut conn).unwrap();
+    assert_eq!(links, 4);
+    drop(conn);
+    assert_standings_exact(&app, "after a refused signup");
+    assert_tallies_exact(&app);
 }
 
 #[derive(QueryableByName)]
