@@ -107,35 +107,6 @@ impl Customer {
     }
 }
 
-/// A customer's editable state as audit events record it (also before the row exists).
-struct Snapshot<'a> {
-    external_id: &'a str,
-    key: &'a str,
-    email: Option<&'a str>,
-    name: Option<&'a str>,
-    surname: Option<&'a str>,
-    metadata: &'a Value,
-    custom_fields: &'a Value,
-    status: &'a str,
-    approved: bool,
-}
-
-impl Snapshot<'_> {
-    fn to_json(&self) -> Value {
-        json!({
-            "id": self.external_id,
-            "key": self.key,
-            "email": self.email,
-            "name": self.name,
-            "surname": self.surname,
-            "metadata": self.metadata,
-            "custom_fields": self.custom_fields,
-            "status": self.status,
-            "approved": self.approved,
-        })
-    }
-}
-
 /// A customer by public key (dashboard URLs use the key).
 pub fn find_by_key(conn: &mut PgConnection, program_id: i64, key: &str) -> Result<Customer, Error> {
     // No key has another shape; PostgreSQL text would refuse some of them (NUL) anyway.
@@ -589,19 +560,18 @@ pub fn sign_up(
     };
     // Everything the event records is chosen here (a new customer is active), so it is
     // written with the customer in one statement.
-    let mut after = Snapshot {
-        external_id: row.external_id,
-        key: row.key,
-        email: row.email,
-        name: row.name,
-        surname: row.surname,
-        metadata: row.metadata,
-        custom_fields: row.custom_fields,
-        status: "active",
-        approved: row.approved,
-    }
-    .to_json();
-    after["referring_customer"] = json!(referrer.as_ref().map(|referrer| &referrer.key));
+    let after = json!({
+        "id": row.external_id,
+        "key": row.key,
+        "email": row.email,
+        "name": row.name,
+        "surname": row.surname,
+        "metadata": row.metadata,
+        "custom_fields": row.custom_fields,
+        "status": "active",
+        "approved": row.approved,
+        "referring_customer": referrer.as_ref().map(|referrer| &referrer.key),
+    });
     let (customer, link) = signup::insert(conn, row, actor, &after).map_err(unique_to_field)?;
     Ok(Created {
         customer,

@@ -905,7 +905,9 @@ async fn a_signups_writes_are_one_prepared_statement_all_or_nothing() {
         referrer: referrer.map(|id| ReferrerRef::Id(id.to_string())),
         ..NewCustomer::default()
     };
-    domain::create(&mut conn, &program, &Actor::system(), new("ref", None)).unwrap();
+    let referrer_key = domain::create(&mut conn, &program, &Actor::system(), new("ref", None))
+        .unwrap()
+        .key;
     // The customer, the referrer's count, the default link and the audit event: one
     // statement, prepared once (Diesel would send a `diesel::update` unprepared every time).
     let referrer_updates = |conn: &mut PgConnection| {
@@ -957,6 +959,33 @@ async fn a_signups_writes_are_one_prepared_statement_all_or_nothing() {
         .get_result(&mut conn)
         .unwrap();
     assert_eq!(creations, 3);
+    // The event records the customer as the row holds them, and who referred them.
+    let (friend_id, friend_key): (i64, String) = customers::table
+        .filter(customers::external_id.eq("friend-0"))
+        .select((customers::id, customers::key))
+        .first(&mut conn)
+        .unwrap();
+    let (subject_id, actor_label, after): (Option<String>, String, Option<serde_json::Value>) =
+        audit_events::table
+            .filter(audit_events::customer_id.eq(friend_id))
+            .filter(audit_events::action.eq("customer.create"))
+            .select((
+                audit_events::subject_id,
+                audit_events::actor_label,
+                audit_events::after,
+            ))
+            .first(&mut conn)
+            .unwrap();
+    assert_eq!(subject_id, Some(friend_id.to_string()));
+    assert_eq!(actor_label, "system");
+    assert_eq!(
+        after,
+        Some(serde_json::json!({
+            "id": "friend-0", "key": friend_key, "email": null, "name": null, "surname": null,
+            "metadata": {}, "custom_fields": {}, "status": "active", "approved": true,
+            "referring_customer": referrer_key,
+        }))
+    );
 
     // The event is written last here: when it fails, the customer, their link and the
     // referrer's count written before it in the same statement are not kept either.
