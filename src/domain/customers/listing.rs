@@ -12,12 +12,13 @@ use diesel::sql_types::{Bool, Text};
 
 use super::fragments;
 use super::Customer;
+use crate::db;
 use crate::db::schema::{customers, referral_standings as standings};
 use crate::error::Error;
 
 mod email_samples;
 mod page_marks;
-pub use email_samples::EmailSamples;
+pub use email_samples::{EmailSamples, IndexPart};
 pub use page_marks::{PageMarks, MARK_EVERY};
 
 /// `referred` / `non_referred` (the API's `refer_status`).
@@ -188,7 +189,7 @@ pub struct CustomerFilter {
     /// How the search is run, not what it finds: the part of the term to look up in the
     /// email trigram index instead of the whole term (see [`EmailSamples`]; set by
     /// [`narrow_email_search`]). The whole term is still what every email must contain.
-    pub email_index_part: Option<String>,
+    pub email_index_part: Option<IndexPart>,
 }
 
 /// The expression the name trigram index is built on; search and sort use it verbatim.
@@ -332,7 +333,10 @@ fn filtered(program_id: i64, filter: &CustomerFilter) -> BoxedCustomers<'static>
         // Each arm is served by its own trigram index (a BitmapOr), and every arm spells
         // out the indexed expression exactly.
         query = query.filter(fragments::SearchMatch {
-            arms: search_arms(&term, filter.email_index_part.as_deref()),
+            arms: search_arms(
+                &term,
+                filter.email_index_part.as_ref().map(|index| index.part.as_str()),
+            ),
             pattern: contains_pattern(&term),
         });
     }
@@ -642,12 +646,19 @@ pub fn matches(conn: &mut PgConnection, program_id: i64, filter: &CustomerFilter
             changes: Some(tally.changes),
         });
     }
-    let ids = fragments::Limited {
-        query: filtered(program_id, filter).select(customers::id),
-        limit: COUNT_LIMIT + 1,
-        offset: 0,
-    }
-    .load::<i64>(conn)?;
+    let matching = |conn: &mut PgConnection| -> Result<Vec<i64>, Error> {
+        Ok(fragments::Limited {
+            query: filtered(program_id, filter).select(customers::id),
+            limit: COUNT_LIMIT + 1,
+            offset: 0,
+        }
+        .load::<i64>(conn)?)
+    };
+    let ids = if reusable_plan_fits(filter) {
+        db::with_generic_plans(conn, matching)?
+    } else {
+        matching(conn)?
+    };
     if ids.len() as i64 <= COUNT_LIMIT {
         return Ok(Matches {
             total: Total::Exact(ids.len() as i64),
@@ -665,6 +676,28 @@ pub fn matches(conn: &mut PgConnection, program_id: i64, filter: &CustomerFilter
     Ok(Matches::counted(Total::About(round_estimate(
         estimate.max(COUNT_LIMIT + 1),
     ))))
+}
+
+/// Whether the search's statement can run on its reusable plan instead of being planned
+/// for its values (0.3 of a partial email search's 0.75 ms of database time at a million
+/// customers). The term decides the plan only where an arm's best index depends on how
+/// many rows hold the text: not for a part the sample found rare (the email trigram index
+/// is the way to find a handful of rows), nor for arms on a partial index of unusual ids
+/// or names, whose size the reusable plan weighs as any plan does. A common part, or an
+/// arm on the key, id or name trigram indexes, keeps the plan made for its values (one
+/// that can stop at the 1,001st match instead of reading every holder).
+fn reusable_plan_fits(filter: &CustomerFilter) -> bool {
+    use fragments::SearchArm::{ContainsPart, ContainsWhere};
+    let (Some(term), Some(index_part)) = (
+        filter.search.as_deref().and_then(normalize_search),
+        filter.email_index_part.as_ref(),
+    ) else {
+        return false;
+    };
+    index_part.rare
+        && search_arms(&term, Some(&index_part.part))
+            .iter()
+            .all(|arm| matches!(arm, ContainsPart { .. } | ContainsWhere(..)))
 }
 
 /// The number of customers the filter matches (see [`matches`]).

@@ -51,11 +51,15 @@ pub struct EmailSamples {
 impl EmailSamples {
     /// The part of `term` to look up in the email trigram index, when one costs less than
     /// the whole term. `term` is a normalized search term.
-    pub fn index_part(&self, conn: &mut PgConnection, term: &str) -> Result<Option<String>, Error> {
+    pub fn index_part(&self, conn: &mut PgConnection, term: &str) -> Result<Option<IndexPart>, Error> {
         if parts(term).next().is_none() {
             return Ok(None);
         }
-        Ok(self.sample(conn)?.index_part(term).map(str::to_string))
+        let sample = self.sample(conn)?;
+        Ok(sample.index_part(term).map(|part| IndexPart {
+            part: part.to_string(),
+            rare: sample.pages_holding(&part.to_ascii_lowercase()) <= 1,
+        }))
     }
 
     fn sample(&self, conn: &mut PgConnection) -> Result<Arc<EmailSample>, Error> {
@@ -76,6 +80,16 @@ impl EmailSamples {
             .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(sample.clone());
         Ok(sample)
     }
+}
+
+/// The part of a search term to look up instead of it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IndexPart {
+    pub part: String,
+    /// At most one sampled page holds it, as for any text a handful of rows hold: the
+    /// trigram index is the right way to find it, whatever the part (see
+    /// `listing::matches`).
+    pub rare: bool,
 }
 
 /// Lower-cased emails, and in how many of them each trigram of ASCII letters and digits
