@@ -735,6 +735,11 @@ fn set_status(
         } else {
             (STATUS_ACTIVE, None, "customer.restore", 1)
         };
+        // The referrer's row before the tallies (which the status change below moves):
+        // the order a signup takes them in (see `signup`), so the two never deadlock.
+        if let Some(referrer_id) = current.referrer_id {
+            add_referrals(conn, referrer_id, delta)?;
+        }
         let updated = diesel::update(customers::table.find(current.id))
             .set((
                 customers::status.eq(status),
@@ -743,9 +748,6 @@ fn set_status(
             ))
             .returning(Customer::as_returning())
             .get_result(conn)?;
-        if let Some(referrer_id) = current.referrer_id {
-            add_referrals(conn, referrer_id, delta)?;
-        }
         audit::record(
             conn,
             actor,
@@ -869,13 +871,7 @@ pub fn change_referrer(
             return Ok(current);
         }
         let old_key = key_of(conn, current.referrer_id)?;
-        let updated = diesel::update(customers::table.find(current.id))
-            .set((
-                customers::referrer_id.eq(new_id),
-                customers::updated_at.eq(Utc::now()),
-            ))
-            .returning(Customer::as_returning())
-            .get_result(conn)?;
+        // The referrers' rows before the tallies (see `set_status`).
         if !current.is_deleted() {
             if let Some(old) = current.referrer_id {
                 add_referrals(conn, old, -1)?;
@@ -884,6 +880,13 @@ pub fn change_referrer(
                 add_referrals(conn, new, 1)?;
             }
         }
+        let updated = diesel::update(customers::table.find(current.id))
+            .set((
+                customers::referrer_id.eq(new_id),
+                customers::updated_at.eq(Utc::now()),
+            ))
+            .returning(Customer::as_returning())
+            .get_result(conn)?;
         audit::record(
             conn,
             actor,

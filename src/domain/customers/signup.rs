@@ -8,6 +8,9 @@
 //! link and the event take the customer's id from the inserted row (`FROM created`). Every
 //! part runs against the same snapshot, so none may need another's effect: the referrer's
 //! row is only updated, and the triggers on `customers` run at the end of the statement.
+//! So the referrer's row is locked before the list tallies the new row's trigger updates;
+//! every change of a customer's status or referrer takes them in the same order (its
+//! referrers' counts first), or two of them could each wait for the other's lock.
 //!
 //! Measured with pgbench on the load test's database (3 clients, as the server's pool):
 //! 1,180–1,440 signups/s as `BEGIN`, two statements and `COMMIT`; 1,550–1,950/s as this
