@@ -8,7 +8,7 @@ use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Text};
 use referdesk::db::schema::{
-    audit_events, customer_tallies, customers, referral_links, sessions, team_members,
+    self, audit_events, customer_tallies, customers, referral_links, sessions, team_members,
 };
 use referdesk::domain::customers::listing::{self, CustomerFilter, StatusFilter};
 use referdesk::domain::programs;
@@ -465,12 +465,15 @@ async fn links_ledger_entries_and_old_keys_stay_in_their_customers_program() {
     sign_up(&app, &[("a@example.com", "aa", None)]).await;
     let mut conn = app.conn();
     let home = program_id(&app);
-    let other: i64 = diesel::sql_query(
-        "INSERT INTO programs (slug, name, referral_base_url) VALUES ('other', 'Other', 'https://other.example') RETURNING id AS n",
-    )
-    .get_result::<Number>(&mut conn)
-    .unwrap()
-    .n;
+    let other: i64 = diesel::insert_into(schema::programs::table)
+        .values((
+            schema::programs::slug.eq("other"),
+            schema::programs::name.eq("Other"),
+            schema::programs::referral_base_url.eq("https://other.example"),
+        ))
+        .returning(schema::programs::id)
+        .get_result(&mut conn)
+        .unwrap();
     let customer: i64 = customers::table
         .filter(customers::key.eq("aa"))
         .select(customers::id)
@@ -510,12 +513,6 @@ async fn links_ledger_entries_and_old_keys_stay_in_their_customers_program() {
             .execute(&mut conn)
             .unwrap_or_else(|error| panic!("{write}: {error}"));
     }
-}
-
-#[derive(QueryableByName)]
-struct Number {
-    #[diesel(sql_type = BigInt)]
-    n: i64,
 }
 
 async fn large_searches_show_an_estimate_and_say_so() {
