@@ -115,27 +115,20 @@ impl Config {
             .with_context(|| format!("could not create {}", self.data_dir.display()))?;
         let path = self.data_dir.join("secret");
         let secret = match std::fs::read_to_string(&path) {
-            Ok(existing) if existing.trim().len() >= 32 => existing.trim().to_string(),
+            Ok(existing) if existing.trim().len() >= 32 => {
+                crate::private_files::set_mode(&path, crate::private_files::FILE_MODE)
+                    .with_context(|| format!("could not make {} private", path.display()))?;
+                existing.trim().to_string()
+            }
             _ => {
                 let generated = crate::domain::random_token(64);
-                write_private_file(&path, &generated)
+                crate::private_files::write_private_file(&path, generated.as_bytes())
                     .with_context(|| format!("could not write {}", path.display()))?;
                 generated
             }
         };
         Ok(Sha512::digest(secret.as_bytes()).to_vec())
     }
-}
-
-fn write_private_file(path: &std::path::Path, contents: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    #[cfg(unix)]
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    options.mode(0o600);
-    options.open(path)?.write_all(contents.as_bytes())
 }
 
 #[cfg(test)]

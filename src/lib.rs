@@ -9,6 +9,7 @@ pub mod db;
 pub mod domain;
 pub mod error;
 pub mod mail;
+pub mod private_files;
 pub mod seed;
 pub mod web;
 
@@ -55,13 +56,27 @@ pub struct Application {
     mail: Option<mail::MailWorker>,
 }
 
-/// Where the database is: the configured server, or a private cluster we started.
+/// Where the database is: the configured server, or the private cluster under the data dir
+/// (started here, or found running). Makes the data dir private first.
 pub fn resolve_database(config: &Config) -> anyhow::Result<(String, Option<EmbeddedPostgres>)> {
+    let cluster_group = match &config.database_url {
+        Some(_) => None,
+        None => db::embedded::server_group()?,
+    };
+    private_files::data_dir(&config.data_dir, cluster_group)
+        .with_context(|| format!("could not create {}", config.data_dir.display()))?;
     match &config.database_url {
         Some(url) => Ok((url.clone(), None)),
         None => {
             let cluster = EmbeddedPostgres::start(&config.data_dir.join("postgres"))?;
-            tracing::info!(port = cluster.port(), "started the embedded PostgreSQL cluster");
+            if cluster.started_here() {
+                tracing::info!(port = cluster.port(), "started the embedded PostgreSQL cluster");
+            } else {
+                tracing::info!(
+                    port = cluster.port(),
+                    "using the running embedded PostgreSQL cluster"
+                );
+            }
             Ok((cluster.url("referdesk"), Some(cluster)))
         }
     }

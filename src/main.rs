@@ -75,12 +75,14 @@ fn init_logging() {
     let filter = EnvFilter::try_from_env("REFERDESK_LOG")
         .or_else(|_| EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    // Colours only on a terminal: a log file or journal gets plain text.
+    // Logs go to stderr, so that stdout carries only a command's result (`TOKEN=$(referdesk
+    // token create …)`). Colours only on a terminal: a log file or journal gets plain text.
     use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
-        .with_ansi(std::io::stdout().is_terminal())
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
 }
 
@@ -111,7 +113,7 @@ fn main() -> anyhow::Result<()> {
                     new,
                 )
                 .map_err(describe)?;
-                println!("Created {} <{}> as {}.", member.name, member.email, member.role());
+                eprintln!("Created {} <{}> as {}.", member.name, member.email, member.role());
                 Ok(())
             })
         }

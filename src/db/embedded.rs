@@ -1,14 +1,26 @@
 //! A private PostgreSQL cluster under the data dir, for when no `DATABASE_URL` is set.
 //!
-//! `initdb` runs once; each start picks a free local port and `pg_ctl` starts the server;
-//! dropping [`EmbeddedPostgres`] stops it. PostgreSQL refuses to run as root, so as root
-//! every command runs as the `postgres` system user through `runuser`.
+//! `initdb` runs once; a start picks a free local port and `pg_ctl` starts the server.
+//! PostgreSQL refuses to run as root, so as root every command runs as the `postgres`
+//! system user through `runuser`.
+//!
+//! Several Referdesk processes share one cluster (the server, and CLI commands run beside
+//! it). Only the process that started the cluster stops it, and only when no other still
+//! uses it; one that found it running uses it and leaves it running. Two lock files in the
+//! cluster's directory arrange this: `start.lock`, held exclusively while a process
+//! starts or stops the cluster, so two never both start it; and `users.lock`, on which
+//! every process using the cluster holds a shared lock for as long as it does, so the
+//! starter can tell at exit whether others still need it. The kernel drops both locks of a
+//! process that dies, so a killed process never leaves a lock behind.
 
+use std::fs::File;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, Context};
+
+use crate::private_files;
 
 pub struct EmbeddedPostgres {
     bin_dir: PathBuf,
@@ -17,6 +29,10 @@ pub struct EmbeddedPostgres {
     port: u16,
     password: String,
     stopped: bool,
+    /// This process started the cluster (rather than finding it running).
+    started_here: bool,
+    /// The shared lock on `users.lock` held while this process uses the cluster.
+    in_use: Option<File>,
 }
 
 const INSTALL_HINT: &str = "No PostgreSQL server binaries (initdb, pg_ctl) were found on PATH or under \
@@ -51,6 +67,23 @@ pub fn find_bin_dir() -> Option<PathBuf> {
         .into_iter()
         .chain(debian)
         .find(|dir| dir.join("initdb").is_file() && dir.join("pg_ctl").is_file())
+}
+
+/// The group of the system user the cluster runs as, when that is not us (we are root):
+/// it must be able to reach the cluster's directory inside the data dir.
+pub fn server_group() -> anyhow::Result<Option<u32>> {
+    if !running_as_root() {
+        return Ok(None);
+    }
+    let output = Command::new("id")
+        .args(["-g", "postgres"])
+        .output()
+        .context("could not run id")?;
+    let gid = String::from_utf8_lossy(&output.stdout).trim().parse().ok();
+    match gid {
+        Some(gid) if output.status.success() => Ok(Some(gid)),
+        _ => bail!("running as root, the embedded PostgreSQL needs a `postgres` system user"),
+    }
 }
 
 fn running_as_root() -> bool {
@@ -88,11 +121,13 @@ fn free_port() -> anyhow::Result<u16> {
 }
 
 impl EmbeddedPostgres {
-    /// Initialises (first time) and starts the cluster in `dir`.
+    /// Initialises (first time) and starts the cluster in `dir`, or uses it when another
+    /// process has started it already.
     pub fn start(dir: &Path) -> anyhow::Result<Self> {
         let bin_dir = find_bin_dir().context(INSTALL_HINT)?;
         let run_as = running_as_root().then(|| "postgres".to_string());
-        std::fs::create_dir_all(dir).with_context(|| format!("could not create {}", dir.display()))?;
+        private_files::private_dir(dir, private_files::DIR_MODE)
+            .with_context(|| format!("could not create {}", dir.display()))?;
         let data_dir = std::fs::canonicalize(dir)?;
         let mut cluster = EmbeddedPostgres {
             bin_dir,
@@ -101,24 +136,36 @@ impl EmbeddedPostgres {
             port: 0,
             password: String::new(),
             stopped: true,
+            started_here: false,
+            in_use: None,
         };
+        let _starting = cluster.lock_start_stop()?;
         cluster.give_to_server_user()?;
         cluster.init_once()?;
+        private_files::set_mode(&cluster.password_file(), private_files::FILE_MODE)?;
         cluster.password = std::fs::read_to_string(cluster.password_file())
             .context("could not read the embedded cluster's password file")?
             .trim()
             .to_string();
+        cluster.in_use = Some(cluster.lock_in_use()?);
         cluster.port = match cluster.running_port() {
-            // A previous run was killed without stopping its server: reuse it.
+            // Another Referdesk process started it (or one that was killed, or someone by hand).
             Some(port) => port,
             None => {
                 let port = free_port()?;
                 cluster.pg_ctl_start(port)?;
+                cluster.started_here = true;
                 port
             }
         };
         cluster.stopped = false;
         Ok(cluster)
+    }
+
+    /// Whether this process started the cluster (and will stop it), rather than finding it
+    /// running.
+    pub fn started_here(&self) -> bool {
+        self.started_here
     }
 
     /// A URL for `database` on this cluster, over its Unix-domain socket (in the data
@@ -139,6 +186,41 @@ impl EmbeddedPostgres {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The exclusive lock that serialises starting and stopping, released when dropped.
+    fn lock_start_stop(&self) -> anyhow::Result<File> {
+        let file = self.lock_file("start.lock")?;
+        file.lock()
+            .context("could not lock the embedded cluster's start.lock")?;
+        Ok(file)
+    }
+
+    /// A shared lock on `users.lock`: this process uses the cluster while it holds it.
+    fn lock_in_use(&self) -> anyhow::Result<File> {
+        let file = self.lock_file("users.lock")?;
+        file.lock_shared()
+            .context("could not lock the embedded cluster's users.lock")?;
+        Ok(file)
+    }
+
+    fn lock_file(&self, name: &str) -> anyhow::Result<File> {
+        let path = self.data_dir.join(name);
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("could not open {}", path.display()))
+    }
+
+    /// Whether another process holds `users.lock` (the caller has released its own).
+    fn used_by_others(&self) -> anyhow::Result<bool> {
+        match self.lock_file("users.lock")?.try_lock() {
+            Ok(()) => Ok(false),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(true),
+            Err(std::fs::TryLockError::Error(error)) => Err(error.into()),
+        }
     }
 
     fn password_file(&self) -> PathBuf {
@@ -181,7 +263,9 @@ impl EmbeddedPostgres {
             return Ok(());
         }
         let password = crate::domain::random_token(32);
-        std::fs::write(self.password_file(), &password)?;
+        private_files::write_private_file(&self.password_file(), password.as_bytes())
+            .context("could not write the embedded cluster's password file")?;
+        // As root, initdb runs as the server user and must read the file: it becomes theirs.
         self.give_to_server_user()?;
         let output = self
             .command("initdb")
@@ -255,12 +339,38 @@ impl EmbeddedPostgres {
         Ok(())
     }
 
-    /// Stops the server (fast shutdown: open transactions roll back, nothing committed is lost).
+    /// Stops using the cluster, and stops the cluster (fast shutdown: open transactions roll
+    /// back, nothing committed is lost) if this process started it and no other Referdesk
+    /// process still uses it; otherwise it keeps running for them.
     pub fn stop(&mut self) {
         if self.stopped {
             return;
         }
         self.stopped = true;
+        if !self.started_here {
+            self.in_use = None;
+            return;
+        }
+        // Nobody may start using the cluster between the check and the stop.
+        let stopping = self.lock_start_stop();
+        self.in_use = None;
+        let others = stopping.and_then(|_stopping| {
+            let others = self.used_by_others()?;
+            if !others {
+                self.pg_ctl_stop();
+            }
+            Ok(others)
+        });
+        match others {
+            Ok(true) => {
+                tracing::info!("embedded PostgreSQL left running: another Referdesk process still uses it")
+            }
+            Ok(false) => {}
+            Err(error) => tracing::warn!("embedded PostgreSQL left running: {error:#}"),
+        }
+    }
+
+    fn pg_ctl_stop(&self) {
         let result = self
             .command("pg_ctl")
             .arg("stop")
@@ -278,9 +388,12 @@ impl EmbeddedPostgres {
         }
     }
 
-    /// Starts a stopped cluster again on the same port (used by outage tests).
+    /// Starts a cluster this process stopped again, on the same port (used by outage tests).
     pub fn restart_stopped(&mut self) -> anyhow::Result<()> {
+        let _starting = self.lock_start_stop()?;
+        self.in_use = Some(self.lock_in_use()?);
         self.pg_ctl_start(self.port)?;
+        self.started_here = true;
         self.stopped = false;
         Ok(())
     }

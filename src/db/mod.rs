@@ -256,10 +256,12 @@ pub fn ensure_database_exists(url: &str) -> anyhow::Result<()> {
         format!("could not connect to the PostgreSQL server of DATABASE_URL to create database {database:?}")
     })?;
     let quoted = format!("\"{}\"", database.replace('"', "\"\""));
-    diesel::sql_query(format!("CREATE DATABASE {quoted}"))
-        .execute(&mut admin)
-        .with_context(|| format!("could not create database {database:?}"))?;
-    tracing::info!(%database, "created database");
+    match diesel::sql_query(format!("CREATE DATABASE {quoted}")).execute(&mut admin) {
+        Ok(_) => tracing::info!(%database, "created database"),
+        // Another process starting at the same time (a server and a CLI command) made it.
+        Err(_) if PgConnection::establish(url).is_ok() => {}
+        Err(error) => return Err(error).with_context(|| format!("could not create database {database:?}")),
+    }
     Ok(())
 }
 
@@ -267,6 +269,10 @@ pub fn ensure_database_exists(url: &str) -> anyhow::Result<()> {
 pub fn prepare(url: &str) -> anyhow::Result<()> {
     ensure_database_exists(url)?;
     let mut conn = PgConnection::establish(url).context("could not connect to the database")?;
+    // One process at a time migrates (a server and a CLI command may start together); the
+    // lock goes with the connection.
+    conn.batch_execute("SELECT pg_advisory_lock(7218480112)")
+        .context("could not lock the database for migrations")?;
     migrate(&mut conn)?;
     crate::domain::programs::ensure_default_program(&mut conn)
         .map_err(|error| anyhow::anyhow!("could not create the default program: {error}"))?;

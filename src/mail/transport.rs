@@ -7,6 +7,8 @@ use std::time::Duration;
 use anyhow::Context;
 use lettre::{Message, SmtpTransport, Transport as _};
 
+use crate::private_files;
+
 /// How long one SMTP conversation may take before it counts as a failed attempt.
 const SMTP_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -52,9 +54,16 @@ impl Transport {
                 Ok(Transport::Smtp(builder.timeout(Some(SMTP_TIMEOUT)).build()))
             }
             None => {
+                // Messages hold personal data: the folder and each file are the owner's only.
                 let folder = data_dir.join("mail");
-                std::fs::create_dir_all(&folder)
+                private_files::private_dir(&folder, private_files::DIR_MODE)
                     .with_context(|| format!("could not create the mail folder {}", folder.display()))?;
+                for entry in std::fs::read_dir(&folder)? {
+                    let path = entry?.path();
+                    if path.extension().is_some_and(|extension| extension == "eml") {
+                        private_files::set_mode(&path, private_files::FILE_MODE)?;
+                    }
+                }
                 Ok(Transport::Files(folder))
             }
         }
@@ -79,12 +88,10 @@ impl Transport {
     }
 }
 
-/// Writes `{outbox_id}-{timestamp}.eml`, complete or not at all (written aside, then
-/// renamed), so a reader never sees half a message.
+/// Writes `{outbox_id}-{timestamp}.eml` (mode 0600), complete or not at all, so a reader
+/// never sees half a message.
 fn write_eml(folder: &std::path::Path, outbox_id: i64, message: &Message) -> std::io::Result<()> {
     let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.6fZ");
     let name = format!("{outbox_id}-{stamp}.eml");
-    let partial = folder.join(format!(".{name}.partial"));
-    std::fs::write(&partial, message.formatted())?;
-    std::fs::rename(&partial, folder.join(name))
+    private_files::write_private_file(&folder.join(name), &message.formatted())
 }

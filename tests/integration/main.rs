@@ -12,6 +12,7 @@ mod api;
 mod auth;
 mod browser;
 mod customers;
+mod embedded;
 mod invites;
 mod ledger;
 mod performance;
@@ -31,6 +32,7 @@ fn main() {
     trials.extend(api::tests());
     trials.extend(browser::tests());
     trials.extend(reliability::tests());
+    trials.extend(embedded::tests());
     trials.extend(performance::tests());
     let conclusion = libtest_mimic::run(&args, trials);
     browser::finish();
