@@ -9,6 +9,7 @@ pub mod context;
 pub mod csrf;
 pub mod customers;
 pub mod dashboard;
+pub mod device;
 pub mod error_pages;
 pub mod health;
 pub mod invites;
