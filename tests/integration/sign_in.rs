@@ -12,6 +12,7 @@ pub fn tests() -> Vec<libtest_mimic::Trial> {
     trials![
         one_account_is_throttled_across_addresses,
         parallel_wrong_attempts_never_exceed_the_budget,
+        simultaneous_attempts_count_one_after_another,
         the_device_cookie_lets_its_owner_in_during_an_attack,
         forwarded_for_is_believed_only_from_a_trusted_proxy,
         behind_a_trusted_proxy_one_client_cannot_lock_out_another,
@@ -132,6 +133,42 @@ async fn parallel_wrong_attempts_never_exceed_the_budget() {
     );
     assert_eq!(failures_for(&app, "sam@example.com"), MAX_FAILURES_PER_ACCOUNT);
     assert_eq!(failed_sign_in_events(&app).len() as i64, MAX_FAILURES_PER_ACCOUNT);
+}
+
+/// The same race without HTTP in between: 30 attempts released at one instant, each on its
+/// own connection, so their counts and inserts overlap as closely as they can.
+async fn simultaneous_attempts_count_one_after_another() {
+    use referdesk::domain::team::{self, SignIn};
+    let app = TestApp::spawn().await;
+    app.create_member("sam@example.com", Role::Admin, PASSWORD);
+    let pool = referdesk::db::build_pool(&app.database_url, 30);
+    let start = std::sync::Arc::new(std::sync::Barrier::new(30));
+    let attempts: Vec<_> = (0..30)
+        .map(|n| {
+            let mut conn = pool.get().expect("connection");
+            let start = start.clone();
+            std::thread::spawn(move || {
+                start.wait();
+                let address = format!("192.0.2.{n}");
+                match team::sign_in(&mut conn, "sam@example.com", WRONG, &address, None) {
+                    Ok(SignIn::Refused) => 401,
+                    Ok(SignIn::Throttled { .. }) => 429,
+                    Ok(SignIn::Ok(_)) => 200,
+                    Err(error) => panic!("sign-in failed: {error}"),
+                }
+            })
+        })
+        .collect();
+    let statuses: Vec<u16> = attempts
+        .into_iter()
+        .map(|attempt| attempt.join().expect("attempt thread"))
+        .collect();
+    let checked = statuses.iter().filter(|status| **status == 401).count() as i64;
+    assert_eq!(
+        checked, MAX_FAILURES_PER_ACCOUNT,
+        "passwords checked: {statuses:?}"
+    );
+    assert_eq!(failures_for(&app, "sam@example.com"), MAX_FAILURES_PER_ACCOUNT);
 }
 
 async fn the_device_cookie_lets_its_owner_in_during_an_attack() {
