@@ -59,3 +59,64 @@ pub fn issue(member_id: i64, key: &Key, secure: bool) -> Cookie<'static> {
         .cloned()
         .unwrap_or_else(|| Cookie::new(DEVICE_COOKIE, ""))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::test::TestRequest;
+
+    fn signed(value: String, key: &Key) -> Cookie<'static> {
+        let mut jar = CookieJar::new();
+        jar.signed_mut(key).add(Cookie::new(DEVICE_COOKIE, value));
+        jar.get(DEVICE_COOKIE).cloned().unwrap()
+    }
+
+    fn read(cookie: Cookie<'static>, key: &Key) -> Option<(i64, String)> {
+        let req = TestRequest::default().cookie(cookie).to_http_request();
+        from_request(&req, key).map(|device| (device.member_id, device.id))
+    }
+
+    #[test]
+    fn only_an_unaltered_recent_device_cookie_of_this_server_counts() {
+        let key = Key::generate();
+        let cookie = issue(42, &key, true);
+        assert!(cookie.http_only().unwrap_or(false) && cookie.secure().unwrap_or(false));
+        let (member_id, id) = read(cookie.clone(), &key).expect("its own cookie");
+        assert_eq!(member_id, 42);
+        assert_eq!(id.len(), 32);
+        assert_ne!(
+            read(issue(42, &key, true), &key).unwrap().1,
+            id,
+            "a new id each time"
+        );
+
+        assert_eq!(
+            read(cookie.clone(), &Key::generate()),
+            None,
+            "another server's key"
+        );
+        let forged = cookie.value().replacen(".42.", ".43.", 1);
+        assert_eq!(read(Cookie::new(DEVICE_COOKIE, forged), &key), None, "altered");
+        let now = chrono::Utc::now().timestamp();
+        let old = now - (LIFETIME_DAYS + 1) * 24 * 3600;
+        assert_eq!(
+            read(signed(format!("device.42.{old}.abc"), &key), &key),
+            None,
+            "too old"
+        );
+        assert_eq!(
+            read(signed(format!("session.42.{now}.abc"), &key), &key),
+            None,
+            "purpose"
+        );
+        assert_eq!(
+            read(signed(format!("device.42.{now}.abc.x"), &key), &key),
+            None,
+            "shape"
+        );
+        assert_eq!(
+            read(signed(format!("device.42.{now}.abc"), &key), &key),
+            Some((42, "abc".to_string()))
+        );
+    }
+}
