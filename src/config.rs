@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
+use ipnet::IpNet;
 
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -32,6 +33,9 @@ pub struct Config {
     pub api_rate_per_minute: u32,
     /// `REFERDESK_WORKERS`: HTTP worker threads (default: one per CPU core).
     pub workers: usize,
+    /// `REFERDESK_TRUSTED_PROXIES`: reverse proxies whose `X-Forwarded-For` names the
+    /// client (default: none, the header is ignored). See `web::access::client_address`.
+    pub trusted_proxies: Vec<IpNet>,
 }
 
 /// The sender of invite emails when `REFERDESK_MAIL_FROM` is unset.
@@ -68,6 +72,24 @@ fn parse_var<T: std::str::FromStr>(name: &str, default: T) -> anyhow::Result<T> 
     }
 }
 
+/// A list of CIDR ranges or single addresses, separated by commas or spaces.
+pub fn parse_trusted_proxies(raw: &str) -> anyhow::Result<Vec<IpNet>> {
+    raw.split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|item| !item.is_empty())
+        .map(|item| {
+            item.parse::<IpNet>()
+                .map(|net| net.trunc())
+                .or_else(|_| item.parse::<std::net::IpAddr>().map(IpNet::from))
+                .map_err(|_| {
+                    anyhow::anyhow!(
+                        "REFERDESK_TRUSTED_PROXIES: {item:?} is not an IP address or CIDR range \
+                         (expected e.g. \"127.0.0.1, 10.0.0.0/8, ::1\")"
+                    )
+                })
+        })
+        .collect()
+}
+
 impl Config {
     /// Reads `.env` (if present) and the environment.
     pub fn from_env() -> anyhow::Result<Self> {
@@ -93,6 +115,7 @@ impl Config {
             mail_retry_base_secs: parse_var("REFERDESK_MAIL_RETRY_SECS", 30)?,
             api_rate_per_minute: parse_var("REFERDESK_API_RATE", 600)?,
             workers: parse_var("REFERDESK_WORKERS", cpu_cores())?,
+            trusted_proxies: parse_trusted_proxies(&var("REFERDESK_TRUSTED_PROXIES").unwrap_or_default())?,
         })
     }
 
@@ -133,7 +156,22 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
-    use super::default_pool_size;
+    use super::{default_pool_size, parse_trusted_proxies};
+
+    #[test]
+    fn trusted_proxies_are_a_list_of_ranges_or_addresses() {
+        let parsed = parse_trusted_proxies(" 127.0.0.1, 10.0.0.0/8 fd00::/8,::1").unwrap();
+        let shown: Vec<String> = parsed.iter().map(ToString::to_string).collect();
+        assert_eq!(shown, ["127.0.0.1/32", "10.0.0.0/8", "fd00::/8", "::1/128"]);
+        assert!(parse_trusted_proxies("").unwrap().is_empty());
+        for bad in ["10.0.0.0/33", "proxy.example", "10.0.0", "*"] {
+            let error = parse_trusted_proxies(bad).unwrap_err().to_string();
+            assert!(
+                error.contains("REFERDESK_TRUSTED_PROXIES") && error.contains(bad),
+                "{bad}: {error}"
+            );
+        }
+    }
 
     #[test]
     fn the_pool_has_a_connection_per_core_and_one_more() {

@@ -36,6 +36,8 @@ pub struct AppState {
     pub pool: DbPool,
     pub config: Config,
     pub api_limiter: api::throttle::RateLimiter,
+    /// Signs cookies besides the session's (the device cookie, `web::device`).
+    pub cookie_key: Key,
     /// Tells the mail worker that a message is waiting.
     pub mail: mail::MailWaker,
     /// The programs list every signed-in page shows (see `web::access::ProgramsCache`).
@@ -110,6 +112,7 @@ impl Application {
             pool: pool.clone(),
             config: config.clone(),
             api_limiter: api::throttle::RateLimiter::per_minute(config.api_rate_per_minute),
+            cookie_key: key.clone(),
             mail: mail.waker(),
             programs: web::access::ProgramsCache::default(),
             page_marks: Default::default(),

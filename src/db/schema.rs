@@ -105,6 +105,7 @@ diesel::table! {
         email -> Text,
         address -> Text,
         created_at -> Timestamptz,
+        device -> Nullable<Text>,
     }
 }
 

@@ -12,7 +12,7 @@ use crate::domain::team::{self, NewMember, SignIn};
 use crate::error::{Error, FieldErrors};
 use crate::web::access::PROGRAM_ID_KEY;
 use crate::web::context::{Page, PublicPage};
-use crate::web::{csrf, redirect, render, render_status, safe_next};
+use crate::web::{csrf, device, redirect, render, render_status, safe_next};
 use crate::AppState;
 
 #[derive(Template)]
@@ -63,6 +63,7 @@ pub struct LoginForm {
 }
 
 pub async fn login(
+    req: HttpRequest,
     state: web::Data<AppState>,
     page: PublicPage,
     form: web::Form<LoginForm>,
@@ -75,8 +76,9 @@ pub async fn login(
     let next = safe_next(next.as_deref()).to_string();
     let address = page.address.clone();
     let attempt_email = email.clone();
+    let known_device = device::from_request(&req, &state.cookie_key);
     let outcome = db::run(&state.pool, move |conn| {
-        team::sign_in(conn, &attempt_email, &password, &address)
+        team::sign_in(conn, &attempt_email, &password, &address, known_device.as_ref())
     })
     .await?;
     let again = |status: StatusCode, message: &str| {
@@ -100,13 +102,23 @@ pub async fn login(
                 .map_err(|error| Error::Internal(anyhow::anyhow!("session: {error}")))?;
             csrf::rotate(&page.session);
             tracing::info!(member_id = member.id, "signed in");
-            Ok(redirect(&next))
+            let mut response = redirect(&next);
+            let cookie = device::issue(member.id, &state.cookie_key, state.config.serves_https());
+            response
+                .add_cookie(&cookie)
+                .map_err(|error| Error::Internal(anyhow::anyhow!("device cookie: {error}")))?;
+            Ok(response)
         }
         SignIn::Refused => again(StatusCode::UNAUTHORIZED, "The email or password is incorrect."),
         SignIn::Throttled { retry_after_secs } => {
+            let minutes = retry_after_secs.div_ceil(60);
             let mut response = again(
                 StatusCode::TOO_MANY_REQUESTS,
-                "Too many failed sign-in attempts. Wait 15 minutes and try again.",
+                &format!(
+                    "Too many failed sign-in attempts. Try again in {minutes} minute{}. \
+                     A browser you have signed in with before can still sign in.",
+                    if minutes == 1 { "" } else { "s" }
+                ),
             )?;
             response.headers_mut().insert(
                 actix_web::http::header::RETRY_AFTER,

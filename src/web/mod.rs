@@ -9,6 +9,7 @@ pub mod context;
 pub mod csrf;
 pub mod customers;
 pub mod dashboard;
+pub mod device;
 pub mod error_pages;
 pub mod health;
 pub mod invites;
@@ -152,19 +153,59 @@ pub fn render_status<T: Template>(status: StatusCode, template: &T) -> Result<Ht
 }
 
 /// 303 See Other: the answer to a successful form POST.
+///
+/// A location that cannot be a header value (control characters) becomes `/`: building
+/// the response with it would fail and answer 500.
 pub fn redirect(location: &str) -> HttpResponse {
+    let location = header::HeaderValue::from_str(location).unwrap_or_else(|_| {
+        tracing::warn!("refused a redirect location that is not a valid header value");
+        header::HeaderValue::from_static("/")
+    });
     HttpResponse::SeeOther()
         .insert_header((header::LOCATION, location))
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .finish()
 }
 
-/// Only same-site paths are followed after sign-in (no open redirect).
+/// Only same-site paths are followed after sign-in (no open redirect): anything else
+/// gives `/`.
 pub fn safe_next(next: Option<&str>) -> &str {
     match next {
-        Some(path) if path.starts_with('/') && !path.starts_with("//") && !path.contains('\\') => path,
+        Some(path) if is_same_site_path(path) => path,
         _ => "/",
     }
+}
+
+/// A path on this site, as a browser would read it: one leading `/` not followed by `/`
+/// or `\` (either makes a network-path reference to another host), no backslash (browsers
+/// read it as `/`), and no control characters or whitespace (browsers drop some of them,
+/// turning `/\t/host` into `//host`, and CR/LF cannot go in a header). Percent-encoded
+/// forms are decoded and checked again, until decoding changes nothing.
+fn is_same_site_path(path: &str) -> bool {
+    // More rounds than any honest path needs; a deeper nesting is refused.
+    const MAX_DECODINGS: usize = 4;
+    let mut current = std::borrow::Cow::Borrowed(path);
+    for _ in 0..MAX_DECODINGS {
+        if !has_same_site_shape(&current) {
+            return false;
+        }
+        let decoded = match percent_encoding::percent_decode_str(&current).decode_utf8() {
+            Ok(decoded) => decoded.into_owned(),
+            Err(_) => return false,
+        };
+        if decoded == current {
+            return true;
+        }
+        current = std::borrow::Cow::Owned(decoded);
+    }
+    false
+}
+
+fn has_same_site_shape(path: &str) -> bool {
+    path.starts_with('/')
+        && !path[1..].starts_with('/')
+        && !path.contains('\\')
+        && !path.chars().any(|c| c.is_control() || c.is_whitespace())
 }
 
 /// The answer for a route that does not exist: JSON under `/v1`, a styled page elsewhere.
@@ -173,5 +214,51 @@ pub async fn not_found(req: actix_web::HttpRequest) -> HttpResponse {
         Error::NotFound.json_response()
     } else {
         Error::NotFound.html_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::safe_next;
+
+    #[test]
+    fn next_is_followed_only_to_a_path_on_this_site() {
+        let off_site = [
+            "/%09/x.example",
+            "/%0d%0aSet-Cookie:x",
+            "/\r\nSet-Cookie:x",
+            "/\t/x.example",
+            "/\u{0b}/x.example",
+            "//x.example",
+            "/\\x.example",
+            "\\/x.example",
+            "https://x.example",
+            "/%2F%2Fx.example",
+            "/%2f/x.example",
+            "/%5Cx.example",
+            "/%252F%252Fx.example",
+            "/%25252F%25252Fx.example",
+            "/%ff",
+            "/a b",
+            "/a\u{a0}b",
+            "javascript:alert(1)",
+            "x.example",
+            "",
+        ];
+        for next in off_site {
+            assert_eq!(safe_next(Some(next)), "/", "{next:?} must not be followed");
+        }
+        let on_site = [
+            "/",
+            "/customers",
+            "/customers?q=a&page=2",
+            "/customers?q=ada+lovelace&status=referred",
+            "/customers/%C3%A9",
+            "/invites?status=sent#top",
+        ];
+        for next in on_site {
+            assert_eq!(safe_next(Some(next)), next, "{next:?} is a path on this site");
+        }
+        assert_eq!(safe_next(None), "/");
     }
 }

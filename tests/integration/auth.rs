@@ -9,6 +9,7 @@ pub fn tests() -> Vec<libtest_mimic::Trial> {
     trials![
         setup_link_creates_the_first_admin_once,
         sign_in_with_the_right_password_reaches_the_dashboard,
+        next_never_leads_off_site,
         wrong_password_and_unknown_email_get_the_same_answer,
         repeated_failures_are_throttled,
         anonymous_visitors_are_sent_to_login,
@@ -126,6 +127,61 @@ async fn sign_in_with_the_right_password_reaches_the_dashboard() {
     assert_eq!(location(&response), "/");
 }
 
+/// `next` as an attacker would write it (each value arrives at the server as written here),
+/// and where a browser may be sent with it.
+const NEXT_CASES: &[(&str, &str)] = &[
+    ("/%09/x.example", "/"),
+    ("/\t/x.example", "/"),
+    ("/%0d%0aSet-Cookie:x", "/"),
+    ("/\r\nSet-Cookie:x", "/"),
+    ("/\u{0b}/x.example", "/"),
+    ("//x.example", "/"),
+    ("/\\x.example", "/"),
+    ("\\/x.example", "/"),
+    ("https://x.example", "/"),
+    ("/%2F%2Fx.example", "/"),
+    ("/%252F%252Fx.example", "/"),
+    ("javascript:alert(1)", "/"),
+    (" /customers", "/"),
+    ("/customers", "/customers"),
+    ("/customers?q=a&page=2", "/customers?q=a&page=2"),
+    ("/customers?q=ada+lovelace", "/customers?q=ada+lovelace"),
+];
+
+async fn next_never_leads_off_site() {
+    let app = TestApp::spawn().await;
+    app.create_member("sam@example.com", Role::Support, PASSWORD);
+    let signed_in = app.new_browser();
+    assert_eq!(signed_in.login("sam@example.com", PASSWORD).await.status(), 303);
+    for &(next, expected) in NEXT_CASES {
+        // Already signed in: the login page sends the browser on at once.
+        let response = signed_in
+            .client
+            .get(signed_in.url("/login"))
+            .query(&[("next", next)])
+            .send()
+            .await
+            .expect("GET /login");
+        assert_eq!(response.status(), 303, "GET /login?next={next:?}");
+        assert_eq!(location(&response), expected, "GET /login?next={next:?}");
+
+        // Signing in with the form's hidden `next`.
+        let browser = app.new_browser();
+        let response = browser
+            .post_form(
+                "/login",
+                &[
+                    ("email", "sam@example.com"),
+                    ("password", PASSWORD),
+                    ("next", next),
+                ],
+            )
+            .await;
+        assert_eq!(response.status(), 303, "POST /login next={next:?}");
+        assert_eq!(location(&response), expected, "POST /login next={next:?}");
+    }
+}
+
 async fn wrong_password_and_unknown_email_get_the_same_answer() {
     let app = TestApp::spawn().await;
     app.create_member("sam@example.com", Role::Support, PASSWORD);
@@ -144,7 +200,7 @@ async fn wrong_password_and_unknown_email_get_the_same_answer() {
 async fn repeated_failures_are_throttled() {
     let app = TestApp::spawn().await;
     app.create_member("sam@example.com", Role::Support, PASSWORD);
-    for _ in 0..5 {
+    for _ in 0..referdesk::domain::team::MAX_FAILURES_PER_ACCOUNT {
         let response = app.browser.login("sam@example.com", "wrong password!!").await;
         assert_eq!(response.status(), 401);
     }

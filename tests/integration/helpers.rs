@@ -155,6 +155,7 @@ pub fn test_config(database_url: &str) -> Config {
         mail_retry_base_secs: 30,
         api_rate_per_minute: 100_000,
         workers: 2,
+        trusted_proxies: Vec::new(),
     }
 }
 
@@ -258,11 +259,17 @@ pub struct Browser {
 
 impl Browser {
     pub fn new(address: &str) -> Browser {
+        Browser::with_client(address, reqwest::Client::builder())
+    }
+
+    /// A browser whose client is set up further, e.g. with a `local_address` or
+    /// default headers.
+    pub fn with_client(address: &str, builder: reqwest::ClientBuilder) -> Browser {
         let jar = std::sync::Arc::new(reqwest::cookie::Jar::default());
         Browser {
             address: address.to_string(),
             jar: jar.clone(),
-            client: reqwest::Client::builder()
+            client: builder
                 .cookie_provider(jar)
                 .redirect(reqwest::redirect::Policy::none())
                 .build()

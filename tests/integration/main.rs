@@ -18,6 +18,7 @@ mod ledger;
 mod performance;
 mod reliability;
 mod security;
+mod sign_in;
 
 fn main() {
     let args = libtest_mimic::Arguments::from_args();
@@ -26,6 +27,7 @@ fn main() {
     trials.extend(auth::tests());
     trials.extend(customers::tests());
     trials.extend(security::tests());
+    trials.extend(sign_in::tests());
     trials.extend(ledger::tests());
     trials.extend(invites::tests());
     trials.extend(admin::tests());
