@@ -32,10 +32,19 @@ pub struct Config {
     pub api_rate_per_minute: u32,
     /// `REFERDESK_WORKERS`: HTTP worker threads (default: one per CPU core).
     pub workers: usize,
+    /// `REFERDESK_STATEMENT_TIMEOUT_MS`: the longest a page's or API call's statement may
+    /// run (see `db::build_pool`).
+    pub statement_timeout_ms: u64,
 }
 
 /// The sender of invite emails when `REFERDESK_MAIL_FROM` is unset.
 pub const DEFAULT_MAIL_FROM: &str = "Referdesk <referdesk@localhost>";
+
+/// A page or API call needs milliseconds; a statement still running after this is stuck
+/// or far off its plan, and holds a connection the others need.
+pub const DEFAULT_STATEMENT_TIMEOUT_MS: u64 = 5_000;
+/// Below this a busy moment would cancel ordinary statements.
+const MIN_STATEMENT_TIMEOUT_MS: u64 = 100;
 
 fn cpu_cores() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
@@ -93,6 +102,8 @@ impl Config {
             mail_retry_base_secs: parse_var("REFERDESK_MAIL_RETRY_SECS", 30)?,
             api_rate_per_minute: parse_var("REFERDESK_API_RATE", 600)?,
             workers: parse_var("REFERDESK_WORKERS", cpu_cores())?,
+            statement_timeout_ms: parse_var("REFERDESK_STATEMENT_TIMEOUT_MS", DEFAULT_STATEMENT_TIMEOUT_MS)?
+                .max(MIN_STATEMENT_TIMEOUT_MS),
         })
     }
 

@@ -74,7 +74,8 @@ impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Application> {
         let (database_url, embedded) = resolve_database(&config)?;
         db::prepare(&database_url)?;
-        let pool = db::build_pool(&database_url, config.pool_size);
+        let statement_timeout = std::time::Duration::from_millis(config.statement_timeout_ms);
+        let pool = db::build_server_pool(&database_url, config.pool_size, statement_timeout);
 
         let setup_url = {
             let mut conn = pool.get().context("could not connect to the database")?;
@@ -90,7 +91,10 @@ impl Application {
         // The mail worker keeps a connection while it talks to the SMTP server (seconds,
         // when that is slow): its own, so a batch of invites never takes one of the few
         // the pages share.
-        let mail = mail::MailWorker::start(db::build_pool(&database_url, 1), &config)?;
+        let mail = mail::MailWorker::start(
+            db::build_server_pool(&database_url, 1, statement_timeout),
+            &config,
+        )?;
         let state = Data::new(AppState {
             pool: pool.clone(),
             config: config.clone(),
@@ -130,6 +134,7 @@ impl Application {
                 .wrap(from_fn(web::access::enforce))
                 .wrap(from_fn(web::csrf::protect))
                 .wrap(sessions)
+                .wrap(from_fn(web::sessionless::skip_sessions))
                 .wrap(
                     DefaultHeaders::new()
                         .add(("Content-Security-Policy", CONTENT_SECURITY_POLICY))

@@ -155,6 +155,7 @@ pub fn test_config(database_url: &str) -> Config {
         mail_retry_base_secs: 30,
         api_rate_per_minute: 100_000,
         workers: 2,
+        statement_timeout_ms: referdesk::config::DEFAULT_STATEMENT_TIMEOUT_MS,
     }
 }
 
