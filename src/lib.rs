@@ -35,6 +35,8 @@ pub struct AppState {
     pub pool: DbPool,
     pub config: Config,
     pub api_limiter: api::throttle::RateLimiter,
+    /// Refuses addresses that guess API tokens (see `api::throttle::UnknownTokens`).
+    pub unknown_tokens: api::throttle::UnknownTokens,
     /// Tells the mail worker that a message is waiting.
     pub mail: mail::MailWaker,
     /// The programs list every signed-in page shows (see `web::access::ProgramsCache`).
@@ -99,6 +101,7 @@ impl Application {
             pool: pool.clone(),
             config: config.clone(),
             api_limiter: api::throttle::RateLimiter::per_minute(config.api_rate_per_minute),
+            unknown_tokens: Default::default(),
             mail: mail.waker(),
             programs: web::access::ProgramsCache::default(),
             page_marks: Default::default(),
@@ -134,7 +137,6 @@ impl Application {
                 .wrap(from_fn(web::access::enforce))
                 .wrap(from_fn(web::csrf::protect))
                 .wrap(sessions)
-                .wrap(from_fn(web::sessionless::skip_sessions))
                 .wrap(
                     DefaultHeaders::new()
                         .add(("Content-Security-Policy", CONTENT_SECURITY_POLICY))
@@ -143,7 +145,11 @@ impl Application {
                         .add(("Referrer-Policy", "same-origin")),
                 )
                 .wrap(from_fn(web::error_pages::fill_empty_errors))
+                .wrap(from_fn(api::no_store))
                 .wrap(from_fn(log_request))
+                // Outermost: it edits the request's headers, which only works while no
+                // other middleware holds the request.
+                .wrap(from_fn(web::sessionless::skip_sessions))
                 .configure(web::routes)
                 .configure(api::routes)
                 .default_service(actix_web::web::to(web::not_found))

@@ -355,6 +355,13 @@ pub fn csrf_in(html: &str) -> Option<String> {
     Some(html[at..end].to_string())
 }
 
+/// The value of the first `form_token` hidden input (a form's one-time token) in a page.
+pub fn form_token_in(html: &str) -> Option<String> {
+    let at = html.find("name=\"form_token\" value=\"")? + "name=\"form_token\" value=\"".len();
+    let end = html[at..].find('"')? + at;
+    Some(html[at..end].to_string())
+}
+
 pub fn location(response: &reqwest::Response) -> String {
     response
         .headers()
