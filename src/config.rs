@@ -36,10 +36,19 @@ pub struct Config {
     /// `REFERDESK_TRUSTED_PROXIES`: reverse proxies whose `X-Forwarded-For` names the
     /// client (default: none, the header is ignored). See `web::access::client_address`.
     pub trusted_proxies: Vec<IpNet>,
+    /// `REFERDESK_STATEMENT_TIMEOUT_MS`: the longest a page's or API call's statement may
+    /// run (see `db::build_pool`).
+    pub statement_timeout_ms: u64,
 }
 
 /// The sender of invite emails when `REFERDESK_MAIL_FROM` is unset.
 pub const DEFAULT_MAIL_FROM: &str = "Referdesk <referdesk@localhost>";
+
+/// A page or API call needs milliseconds; a statement still running after this is stuck
+/// or far off its plan, and holds a connection the others need.
+pub const DEFAULT_STATEMENT_TIMEOUT_MS: u64 = 5_000;
+/// Below this a busy moment would cancel ordinary statements.
+const MIN_STATEMENT_TIMEOUT_MS: u64 = 100;
 
 fn cpu_cores() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
@@ -116,6 +125,8 @@ impl Config {
             api_rate_per_minute: parse_var("REFERDESK_API_RATE", 600)?,
             workers: parse_var("REFERDESK_WORKERS", cpu_cores())?,
             trusted_proxies: parse_trusted_proxies(&var("REFERDESK_TRUSTED_PROXIES").unwrap_or_default())?,
+            statement_timeout_ms: parse_var("REFERDESK_STATEMENT_TIMEOUT_MS", DEFAULT_STATEMENT_TIMEOUT_MS)?
+                .max(MIN_STATEMENT_TIMEOUT_MS),
         })
     }
 

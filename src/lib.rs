@@ -38,6 +38,8 @@ pub struct AppState {
     pub api_limiter: api::throttle::RateLimiter,
     /// Signs cookies besides the session's (the device cookie, `web::device`).
     pub cookie_key: Key,
+    /// Refuses addresses that guess API tokens (see `api::throttle::UnknownTokens`).
+    pub unknown_tokens: api::throttle::UnknownTokens,
     /// Tells the mail worker that a message is waiting.
     pub mail: mail::MailWaker,
     /// The programs list every signed-in page shows (see `web::access::ProgramsCache`).
@@ -91,7 +93,8 @@ impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Application> {
         let (database_url, embedded) = resolve_database(&config)?;
         db::prepare(&database_url)?;
-        let pool = db::build_pool(&database_url, config.pool_size);
+        let statement_timeout = std::time::Duration::from_millis(config.statement_timeout_ms);
+        let pool = db::build_server_pool(&database_url, config.pool_size, statement_timeout);
 
         let setup_url = {
             let mut conn = pool.get().context("could not connect to the database")?;
@@ -107,12 +110,16 @@ impl Application {
         // The mail worker keeps a connection while it talks to the SMTP server (seconds,
         // when that is slow): its own, so a batch of invites never takes one of the few
         // the pages share.
-        let mail = mail::MailWorker::start(db::build_pool(&database_url, 1), &config)?;
+        let mail = mail::MailWorker::start(
+            db::build_server_pool(&database_url, 1, statement_timeout),
+            &config,
+        )?;
         let state = Data::new(AppState {
             pool: pool.clone(),
             config: config.clone(),
             api_limiter: api::throttle::RateLimiter::per_minute(config.api_rate_per_minute),
             cookie_key: key.clone(),
+            unknown_tokens: Default::default(),
             mail: mail.waker(),
             programs: web::access::ProgramsCache::default(),
             page_marks: Default::default(),
@@ -156,7 +163,11 @@ impl Application {
                         .add(("Referrer-Policy", "same-origin")),
                 )
                 .wrap(from_fn(web::error_pages::fill_empty_errors))
+                .wrap(from_fn(api::no_store))
                 .wrap(from_fn(log_request))
+                // Outermost: it edits the request's headers, which only works while no
+                // other middleware holds the request.
+                .wrap(from_fn(web::sessionless::skip_sessions))
                 .configure(web::routes)
                 .configure(api::routes)
                 .default_service(actix_web::web::to(web::not_found))

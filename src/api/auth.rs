@@ -11,6 +11,7 @@ use actix_web::http::header;
 use actix_web::{dev::Payload, web, FromRequest, HttpRequest};
 use diesel::PgConnection;
 
+use crate::api::throttle::Admitted;
 use crate::db;
 use crate::domain::programs::Program;
 use crate::domain::tokens::{self, ApiToken};
@@ -102,9 +103,17 @@ impl ApiCall {
         let secret = self.secret;
         let state = self.state.clone();
         let address = self.address;
+        // Before any database work: an address guessing tokens is refused here.
+        let admitted = state
+            .unknown_tokens
+            .admit(&address, &secret)
+            .map_err(|retry_after_secs| Error::TooManyRequests {
+                message: "Too many requests with unknown tokens. Check the token and retry later.".into(),
+                retry_after_secs,
+            })?;
         let done = db::run(&self.state.pool, move |conn| {
             // Outside the work's transaction: a call that fails still counts as a use.
-            let client = authenticate(conn, &state, &secret, address)?;
+            let client = authenticate(conn, &state, &secret, address, admitted)?;
             let input = input.map_err(|ApiError(error)| error)?;
             if generic_plans {
                 db::with_generic_plans(conn, |conn| work(conn, client, input))
@@ -122,8 +131,13 @@ fn authenticate(
     state: &AppState,
     secret: &str,
     address: String,
+    admitted: Admitted,
 ) -> Result<ApiClient, Error> {
-    let (token, program) = tokens::authenticate(conn, secret)?.ok_or(Error::Unauthenticated)?;
+    let Some((token, program)) = tokens::authenticate(conn, secret)? else {
+        admitted.unknown();
+        return Err(Error::Unauthenticated);
+    };
+    state.unknown_tokens.live(secret, admitted);
     state
         .api_limiter
         .check(token.id)

@@ -14,7 +14,10 @@ pub mod openapi;
 pub mod throttle;
 pub mod views;
 
-use actix_web::http::StatusCode;
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::{header, StatusCode};
+use actix_web::middleware::Next;
 use actix_web::{web, HttpResponse};
 use serde::Serialize;
 
@@ -50,6 +53,33 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(
             web::resource("/v1/customers/{ident}/transactions").route(web::get().to(ledger::transactions)),
         );
+}
+
+/// Every `/v1` answer, errors included, is `Cache-Control: no-store`: they carry customer
+/// data, and no cache between client and server should keep a copy.
+pub async fn no_store(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    if !(req.path() == "/v1" || req.path().starts_with("/v1/")) {
+        return next.call(req).await;
+    }
+    let no_store = (
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
+    match next.call(req).await {
+        Ok(mut response) => {
+            response.headers_mut().insert(no_store.0, no_store.1);
+            Ok(response)
+        }
+        // An error still on its way out is rendered here, so its answer gets the header too.
+        Err(error) => {
+            let mut answer = error.error_response();
+            answer.headers_mut().insert(no_store.0, no_store.1);
+            Err(actix_web::error::InternalError::from_response(error.to_string(), answer).into())
+        }
+    }
 }
 
 /// A JSON answer with the exact content type clients expect.

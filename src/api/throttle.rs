@@ -1,11 +1,14 @@
-//! Per-token request throttling: a fixed one-minute window per token, kept in memory.
+//! API throttling, kept in memory: a fixed one-minute window per token, and one per client
+//! address for tokens that match no live token.
 //!
 //! In-process on purpose: Referdesk runs as one server process, and a restart forgetting
 //! the counts only ever lets a client through sooner, never locks it out.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use crate::domain::sha256_hex;
 
 const WINDOW: Duration = Duration::from_secs(60);
 
@@ -49,6 +52,116 @@ impl RateLimiter {
     }
 }
 
+/// Requests per client address and minute whose bearer token matches no live token.
+pub const UNKNOWN_TOKENS_PER_MINUTE: u32 = 20;
+
+/// How long a token that authenticated stays exempt from its address's refusals.
+const REMEMBERED_FOR: Duration = Duration::from_secs(15 * 60);
+
+/// Guessing tokens, per client address.
+///
+/// Each request with a token takes a place in its address's window before the token is
+/// looked up, and gives it back when the token turns out to be live, so at most
+/// [`UNKNOWN_TOKENS_PER_MINUTE`] lookups of unknown tokens per address and minute reach
+/// the database, however many run at once. Over the limit, an address's requests are
+/// refused before any database work — except those with a token that authenticated in
+/// the last 15 minutes (remembered by its hash), so a guesser sharing an address with a
+/// real client (a NAT, a proxy) does not lock that client out.
+pub struct UnknownTokens {
+    windows: Arc<Mutex<Windows>>,
+    live: Mutex<HashMap<String, Instant>>,
+}
+
+type Windows = HashMap<String, (Instant, u32)>;
+
+/// A request admitted by [`UnknownTokens::admit`]. Its place in the address's window is
+/// given back when this is dropped, unless the token turned out [`unknown`](Self::unknown)
+/// — so a lookup that never happened (the database away) counts for nothing.
+pub struct Admitted {
+    place: Option<(Arc<Mutex<Windows>>, String)>,
+}
+
+impl Admitted {
+    /// The token matched no live token: the place stays taken.
+    pub fn unknown(mut self) {
+        self.place = None;
+    }
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        if let Some((windows, address)) = self.place.take() {
+            if let Some((_, count)) = lock(&windows).get_mut(&address) {
+                *count = count.saturating_sub(1);
+            }
+        }
+    }
+}
+
+impl UnknownTokens {
+    pub fn new() -> Self {
+        UnknownTokens {
+            windows: Arc::new(Mutex::new(HashMap::new())),
+            live: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Lets a request with `secret` from `address` look its token up, or `Err(seconds)`
+    /// to retry in.
+    pub fn admit(&self, address: &str, secret: &str) -> Result<Admitted, u64> {
+        let now = Instant::now();
+        let mut windows = lock(&self.windows);
+        if windows.len() > 10_000 {
+            windows.retain(|_, (started, _)| now.duration_since(*started) < WINDOW);
+        }
+        let (started, count) = windows.entry(address.to_string()).or_insert((now, 0));
+        if now.duration_since(*started) >= WINDOW {
+            *started = now;
+            *count = 0;
+        }
+        if *count < UNKNOWN_TOKENS_PER_MINUTE {
+            *count += 1;
+            return Ok(Admitted {
+                place: Some((self.windows.clone(), address.to_string())),
+            });
+        }
+        let retry = WINDOW
+            .saturating_sub(now.duration_since(*started))
+            .as_secs()
+            .max(1);
+        drop(windows);
+        let remembered = lock(&self.live)
+            .get(&sha256_hex(secret))
+            .is_some_and(|at| now.duration_since(*at) < REMEMBERED_FOR);
+        if remembered {
+            Ok(Admitted { place: None })
+        } else {
+            Err(retry)
+        }
+    }
+
+    /// The admitted request's token is live: remembered, and its place given back.
+    pub fn live(&self, secret: &str, admitted: Admitted) {
+        drop(admitted);
+        let now = Instant::now();
+        let mut live = lock(&self.live);
+        if live.len() > 10_000 {
+            live.retain(|_, at| now.duration_since(*at) < REMEMBERED_FOR);
+        }
+        live.insert(sha256_hex(secret), now);
+    }
+}
+
+impl Default for UnknownTokens {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -61,5 +174,41 @@ mod tests {
         let retry = limiter.check(1).unwrap_err();
         assert!((1..=60).contains(&retry));
         assert!(limiter.check(2).is_ok());
+    }
+
+    #[test]
+    fn unknown_tokens_are_refused_per_address_past_the_limit_but_live_ones_pass() {
+        let guard = UnknownTokens::new();
+        let live = guard.admit("10.0.0.1", "rd_live").unwrap();
+        guard.live("rd_live", live);
+        for n in 0..UNKNOWN_TOKENS_PER_MINUTE {
+            let admitted = guard.admit("10.0.0.1", &format!("rd_guess{n}"));
+            admitted.expect("under the limit").unknown();
+        }
+        let Err(retry) = guard.admit("10.0.0.1", "rd_another") else {
+            panic!("the address is over its limit");
+        };
+        assert!((1..=60).contains(&retry));
+        assert!(guard.admit("10.0.0.2", "rd_another").is_ok(), "another address");
+        assert!(
+            guard.admit("10.0.0.1", "rd_live").is_ok(),
+            "a token known to be live"
+        );
+    }
+
+    #[test]
+    fn only_unknown_tokens_keep_their_place() {
+        let guard = UnknownTokens::new();
+        for _ in 0..UNKNOWN_TOKENS_PER_MINUTE - 1 {
+            guard.admit("a", "rd_x").unwrap().unknown();
+        }
+        // A lookup that did not happen (or found a live token) gives its place back.
+        for _ in 0..3 {
+            drop(guard.admit("a", "rd_x").unwrap());
+        }
+        let last = guard.admit("a", "rd_x").unwrap();
+        assert!(guard.admit("a", "rd_y").is_err(), "every place taken");
+        last.unknown();
+        assert!(guard.admit("a", "rd_y").is_err());
     }
 }

@@ -20,7 +20,6 @@ use crate::error::Error;
 
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 
-pub type DbPool = Pool<Manager>;
 pub type DbConn = PooledConnection<Manager>;
 
 /// How long a request waits for a connection before the server answers 503. Short, so an
@@ -30,10 +29,59 @@ const CHECKOUT_TIMEOUT: Duration = Duration::from_secs(3);
 /// A connection that answered a query this recently is handed out without a ping.
 const TRUSTED_FOR: Duration = Duration::from_secs(1);
 
+/// How long a readiness check waits for the database, so that `/readyz` answers within
+/// two seconds whatever the database does.
+pub const READY_WITHIN: Duration = Duration::from_secs(1);
+
+/// A pool of connections, and how long a request waits for its database work.
+///
+/// PostgreSQL ends a statement that runs past `statement_timeout` itself, but only while it
+/// runs: a server that stops answering (a frozen process, a host gone without closing
+/// the connection) enforces nothing, and a Unix socket has no TCP keepalive to notice.
+/// So [`run`] stops waiting after the wait for a connection plus the statement timeout,
+/// answers 503, and the connection it gave up on is dropped once it comes back.
+#[derive(Clone)]
+pub struct DbPool {
+    pool: Pool<Manager>,
+    wait_limit: Option<Duration>,
+}
+
+impl DbPool {
+    /// A connection for work outside a request (start-up, the mail worker, tests).
+    pub fn get(&self) -> Result<DbConn, r2d2::Error> {
+        self.pool.get()
+    }
+}
+
+/// A pool whose statements run as long as they need and whose [`run`] waits for them:
+/// for tools and tests. The server's pool is [`build_server_pool`].
+pub fn build_pool(database_url: &str, max_size: u32) -> DbPool {
+    DbPool {
+        pool: pool_of(database_url, max_size, SESSION_SETTINGS.to_string()),
+        wait_limit: None,
+    }
+}
+
+/// The server's pool: every connection ends a statement running longer than
+/// `statement_timeout`, and [`run`] waits at most for a connection plus that long.
+pub fn build_server_pool(database_url: &str, max_size: u32, statement_timeout: Duration) -> DbPool {
+    let settings = format!(
+        "{SESSION_SETTINGS}; SET statement_timeout = {}",
+        statement_timeout.as_millis()
+    );
+    DbPool {
+        pool: pool_of(database_url, max_size, settings),
+        wait_limit: Some(CHECKOUT_TIMEOUT + statement_timeout),
+    }
+}
+
 /// Builds the pool without connecting: the server starts answering (503) even while the
 /// database is away, and recovers by itself when it returns.
-pub fn build_pool(database_url: &str, max_size: u32) -> DbPool {
-    let manager = Manager(ConnectionManager::new(with_connect_timeout(database_url)));
+fn pool_of(database_url: &str, max_size: u32, settings: String) -> Pool<Manager> {
+    let manager = Manager {
+        inner: ConnectionManager::new(with_connection_params(database_url)),
+        settings,
+    };
     Pool::builder()
         .max_size(max_size.max(1))
         .min_idle(Some(1))
@@ -58,11 +106,17 @@ pub const SESSION_SETTINGS: &str = "SET max_parallel_workers_per_gather = 0";
 ///
 /// Checking every connection out with a `SELECT 1` costs a round trip per checkout, and a
 /// page takes three (session, access, page). A connection that answered a query within
-/// the last second is handed out as it is; an idle one is pinged as before, so a database
-/// that restarted is noticed. A connection whose server went away while in use is dropped
-/// when it comes back to the pool (its request answered 503), never handed out again.
+/// the last second is handed out after a look at its socket alone (no round trip), which
+/// finds one whose server closed it — a restart — so the request gets a working one
+/// instead; an idle one is pinged as before. A connection whose server went away while
+/// in use is dropped when it comes back to the pool (its request answered 503), never
+/// handed out again.
 #[derive(Debug)]
-pub struct Manager(ConnectionManager<PgConnection>);
+pub struct Manager {
+    inner: ConnectionManager<PgConnection>,
+    /// Run once on every new connection.
+    settings: String,
+}
 
 /// Per connection: when it last answered, and whether its server went away. Installed as
 /// the connection's instrumentation, which sees the outcome of every query.
@@ -92,8 +146,8 @@ impl ManageConnection for Manager {
     type Error = diesel::r2d2::Error;
 
     fn connect(&self) -> Result<PgConnection, Self::Error> {
-        let mut conn = self.0.connect()?;
-        conn.batch_execute(SESSION_SETTINGS)
+        let mut conn = self.inner.connect()?;
+        conn.batch_execute(&self.settings)
             .map_err(diesel::r2d2::Error::QueryError)?;
         conn.set_instrumentation(Liveness {
             answered_at: Instant::now(),
@@ -103,45 +157,121 @@ impl ManageConnection for Manager {
     }
 
     fn is_valid(&self, conn: &mut PgConnection) -> Result<(), Self::Error> {
-        match liveness(conn) {
-            Some(live) if !live.lost && live.answered_at.elapsed() < TRUSTED_FOR => Ok(()),
-            _ => self.0.is_valid(conn),
+        let trusted =
+            liveness(conn).is_some_and(|live| !live.lost && live.answered_at.elapsed() < TRUSTED_FOR);
+        if trusted && still_open(conn) {
+            Ok(())
+        } else {
+            self.inner.is_valid(conn)
         }
     }
 
     fn has_broken(&self, conn: &mut PgConnection) -> bool {
-        liveness(conn).is_some_and(|live| live.lost) || self.0.has_broken(conn)
+        liveness(conn).is_some_and(|live| live.lost) || self.inner.has_broken(conn)
     }
 }
 
-/// libpq waits forever for an unreachable host unless told otherwise.
-fn with_connect_timeout(url: &str) -> String {
-    if url.contains("connect_timeout=") {
-        url.to_string()
-    } else if url.contains('?') {
-        format!("{url}&connect_timeout=3")
-    } else {
-        format!("{url}?connect_timeout=3")
+/// Whether the server has not closed the connection, from what already arrived on its
+/// socket: a non-blocking read (libpq's `PQconsumeInput`, through Diesel's notification
+/// poll; the server's connections never `LISTEN`, so there are no notifications to
+/// lose). A server that shut down sent its goodbye and closed the socket; the first read
+/// may only take the goodbye, the second meets the end of the stream.
+fn still_open(conn: &mut PgConnection) -> bool {
+    (0..2).all(|_| !matches!(conn.notifications_iter().next(), Some(Err(_))))
+}
+
+/// What libpq is told on every pooled connection, unless the URL says otherwise: give up
+/// connecting after 3 s, and over TCP, notice a peer that vanished (a host down, a
+/// network cut) through keepalives within about a minute, and data it never acknowledges
+/// within 30 s. libpq ignores the TCP ones on a Unix socket.
+const CONNECTION_PARAMS: &[(&str, &str)] = &[
+    ("connect_timeout", "3"),
+    ("keepalives", "1"),
+    ("keepalives_idle", "30"),
+    ("keepalives_interval", "10"),
+    ("keepalives_count", "3"),
+    ("tcp_user_timeout", "30000"),
+];
+
+fn with_connection_params(url: &str) -> String {
+    let mut url = url.to_string();
+    for (name, value) in CONNECTION_PARAMS {
+        let present = url
+            .split_once('?')
+            .is_some_and(|(_, query)| query.split('&').any(|pair| pair.split('=').next() == Some(name)));
+        if !present {
+            let separator = if url.contains('?') { '&' } else { '?' };
+            url = format!("{url}{separator}{name}={value}");
+        }
     }
+    url
 }
 
 /// Runs blocking Diesel work on the blocking thread pool so that actix workers never wait
-/// on the database.
+/// on the database, and answers [`Error::Unavailable`] once the pool's wait limit (see
+/// [`DbPool`]) has passed.
 pub async fn run<T, F>(pool: &DbPool, work: F) -> Result<T, Error>
 where
     F: FnOnce(&mut PgConnection) -> Result<T, Error> + Send + 'static,
     T: Send + 'static,
 {
-    let pool = pool.clone();
-    // The blocking thread logs under the request's span (and so its request id).
-    let span = tracing::Span::current();
-    actix_web::rt::task::spawn_blocking(move || {
-        let _entered = span.enter();
-        let mut conn = pool.get().map_err(|_| Error::Unavailable)?;
-        work(&mut conn)
+    // A pool without a limit waits as long as its statements run (tokio's timeout
+    // reads an unrepresentable deadline as none).
+    run_within(pool, pool.wait_limit.unwrap_or(Duration::MAX), work).await
+}
+
+/// Whether the database answers a `SELECT 1` within [`READY_WITHIN`].
+pub async fn answers(pool: &DbPool) -> bool {
+    run_within(pool, READY_WITHIN, |conn| {
+        diesel::sql_query("SELECT 1").execute(conn)?;
+        Ok(())
     })
     .await
-    .map_err(|join_error| Error::Internal(anyhow::anyhow!("database task failed: {join_error}")))?
+    .is_ok()
+}
+
+/// [`run`], waiting at most `limit` for the connection and the work together.
+///
+/// A blocking thread cannot be interrupted: work that overruns goes on without anyone
+/// waiting for it. It does not start at all if its connection came too late, and the
+/// connection it used is dropped when it finishes rather than handed to the next request.
+pub async fn run_within<T, F>(pool: &DbPool, limit: Duration, work: F) -> Result<T, Error>
+where
+    F: FnOnce(&mut PgConnection) -> Result<T, Error> + Send + 'static,
+    T: Send + 'static,
+{
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let pool = pool.pool.clone();
+    let abandoned = Arc::new(AtomicBool::new(false));
+    let given_up = abandoned.clone();
+    // The blocking thread logs under the request's span (and so its request id).
+    let span = tracing::Span::current();
+    let task = actix_web::rt::task::spawn_blocking(move || {
+        let _entered = span.enter();
+        let mut conn = pool
+            .get_timeout(limit.min(CHECKOUT_TIMEOUT))
+            .map_err(|_| Error::Unavailable)?;
+        if given_up.load(Ordering::SeqCst) {
+            return Err(Error::Unavailable);
+        }
+        let result = work(&mut conn);
+        if given_up.load(Ordering::SeqCst) {
+            if let Some(live) = liveness(&mut conn) {
+                live.lost = true;
+            }
+        }
+        result
+    });
+    match actix_web::rt::time::timeout(limit, task).await {
+        Ok(joined) => joined
+            .map_err(|join_error| Error::Internal(anyhow::anyhow!("database task failed: {join_error}")))?,
+        Err(_) => {
+            abandoned.store(true, Ordering::SeqCst);
+            tracing::warn!(?limit, "the database did not answer in time");
+            Err(Error::Unavailable)
+        }
+    }
 }
 
 /// [`run`] for work made of lookups by key — a customer by key or id, their links, ledger
@@ -282,6 +412,19 @@ pub fn prepare(url: &str) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_connection_gets_timeouts_and_keepalives_unless_the_url_sets_them() {
+        assert_eq!(
+            with_connection_params("postgres://localhost/app"),
+            "postgres://localhost/app?connect_timeout=3&keepalives=1&keepalives_idle=30\
+             &keepalives_interval=10&keepalives_count=3&tcp_user_timeout=30000"
+        );
+        let own = with_connection_params("postgres://h/app?sslmode=disable&connect_timeout=10&keepalives=0");
+        assert!(own.starts_with("postgres://h/app?sslmode=disable&connect_timeout=10&keepalives=0&"));
+        assert_eq!(own.matches("connect_timeout=").count(), 1);
+        assert_eq!(own.matches("keepalives=").count(), 1);
+    }
 
     #[test]
     fn replaces_the_database_name_and_keeps_the_query() {

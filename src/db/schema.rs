@@ -11,6 +11,7 @@ diesel::table! {
         last_used_at -> Nullable<Timestamptz>,
         revoked_at -> Nullable<Timestamptz>,
         created_at -> Timestamptz,
+        form_token -> Nullable<Uuid>,
     }
 }
 

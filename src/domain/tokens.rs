@@ -3,11 +3,14 @@
 use chrono::{DateTime, Duration, Utc};
 use diesel::prelude::*;
 use serde_json::json;
+use uuid::Uuid;
 
 use crate::db::schema::{api_tokens, programs};
 use crate::domain::programs::Program;
 use crate::domain::{audit, random_token, sha256_hex, Actor};
-use crate::error::Error;
+use crate::error::{is_unique_violation, Error};
+
+diesel::define_sql_function!(fn lower(text: diesel::sql_types::Text) -> diesel::sql_types::Text);
 
 #[derive(Clone, Debug, Queryable, Selectable)]
 #[diesel(table_name = api_tokens)]
@@ -61,9 +64,77 @@ pub fn create(
     name: &str,
     actor: &Actor,
 ) -> Result<(ApiToken, String), Error> {
+    insert(conn, program_id, name, None, actor)
+}
+
+/// What a creation form did.
+pub enum Created {
+    /// A new token, with its clear text.
+    New(ApiToken, String),
+    /// This form had created this token already; nothing new was created.
+    Before(ApiToken),
+}
+
+/// Creates a token for a form carrying the one-time `form_token`: the same form sent
+/// again (a reload, a double click) creates nothing more.
+pub fn create_once(
+    conn: &mut PgConnection,
+    program_id: i64,
+    name: &str,
+    form_token: Uuid,
+    actor: &Actor,
+) -> Result<Created, Error> {
+    if let Some(token) = created_by_form(conn, form_token)? {
+        return Ok(Created::Before(token));
+    }
+    match insert(conn, program_id, name, Some(form_token), actor) {
+        Ok((token, secret)) => Ok(Created::New(token, secret)),
+        // The same form, sent twice at once: the other request created it.
+        Err(error) if violates(&error, "api_tokens_form_token_key") => created_by_form(conn, form_token)?
+            .map(Created::Before)
+            .ok_or(error),
+        Err(other) => Err(other),
+    }
+}
+
+fn created_by_form(conn: &mut PgConnection, form_token: Uuid) -> Result<Option<ApiToken>, Error> {
+    Ok(api_tokens::table
+        .filter(api_tokens::form_token.eq(form_token))
+        .select(ApiToken::as_select())
+        .first(conn)
+        .optional()?)
+}
+
+fn name_taken(name: &str) -> Error {
+    Error::invalid(
+        "name",
+        format!(
+            "A live token of this program is already named \"{name}\". Choose another name, or revoke that token first."
+        ),
+    )
+}
+
+fn insert(
+    conn: &mut PgConnection,
+    program_id: i64,
+    name: &str,
+    form_token: Option<Uuid>,
+    actor: &Actor,
+) -> Result<(ApiToken, String), Error> {
     let name = parse_name(name)?;
     let secret = format!("{TOKEN_PREFIX}{}", random_token(40));
-    conn.transaction(|conn| {
+    // Asked first for a clear message; the unique index decides between two at once.
+    let taken: Option<String> = api_tokens::table
+        .filter(api_tokens::program_id.eq(program_id))
+        .filter(api_tokens::revoked_at.is_null())
+        .filter(lower(api_tokens::name).eq(name.to_lowercase()))
+        .select(api_tokens::name)
+        .first(conn)
+        .optional()?;
+    if let Some(existing) = taken {
+        return Err(name_taken(&existing));
+    }
+    let inserted = conn.transaction(|conn| {
         let token = diesel::insert_into(api_tokens::table)
             .values((
                 api_tokens::program_id.eq(program_id),
@@ -71,6 +142,7 @@ pub fn create(
                 api_tokens::token_hash.eq(sha256_hex(&secret)),
                 api_tokens::token_prefix.eq(&secret[..SHOWN_PREFIX_LENGTH]),
                 api_tokens::created_by.eq(actor.member_id),
+                api_tokens::form_token.eq(form_token),
             ))
             .returning(ApiToken::as_returning())
             .get_result(conn)?;
@@ -88,7 +160,20 @@ pub fn create(
             },
         )?;
         Ok((token, secret))
-    })
+    });
+    match inserted {
+        Err(error) if violates(&error, "api_tokens_live_name") => Err(name_taken(&name)),
+        other => other,
+    }
+}
+
+/// Whether `error` is a unique violation of `constraint` (which the error type keeps as
+/// an internal error).
+fn violates(error: &Error, constraint: &str) -> bool {
+    matches!(error, Error::Internal(inner)
+        if inner
+            .downcast_ref::<diesel::result::Error>()
+            .is_some_and(|error| is_unique_violation(error, constraint)))
 }
 
 pub fn list(conn: &mut PgConnection, program_id: i64) -> Result<Vec<ApiToken>, Error> {

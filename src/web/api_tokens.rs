@@ -3,10 +3,11 @@
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use askama::Template;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
 use crate::db;
-use crate::domain::tokens::{self, ApiToken};
+use crate::domain::tokens::{self, ApiToken, Created};
 use crate::error::Error;
 use crate::web::context::Page;
 use crate::web::{redirect, render, render_status};
@@ -33,17 +34,29 @@ struct TokensPage {
     tokens: Vec<ApiToken>,
     name: String,
     name_error: Option<String>,
-    /// Shown once, right after creation.
-    created: Option<(String, String)>,
+    /// The form's one-time token (see [`tokens::create_once`]).
+    form_token: String,
+    /// Shown once, on the page the creation redirects to.
+    created: Option<NewToken>,
     base_url: String,
 }
+
+/// A token just created, kept in its creator's session until the token page shows it
+/// (once): the page the creating POST redirects to, so a reload there creates nothing.
+#[derive(Serialize, Deserialize)]
+struct NewToken {
+    name: String,
+    secret: String,
+}
+
+const NEW_TOKEN_KEY: &str = "new_api_token";
 
 async fn tokens_page(
     state: &AppState,
     page: Page,
-    name: String,
+    form: CreateForm,
     name_error: Option<String>,
-    created: Option<(String, String)>,
+    created: Option<NewToken>,
     status: StatusCode,
 ) -> Result<HttpResponse, Error> {
     let program_id = page.program.id;
@@ -53,8 +66,9 @@ async fn tokens_page(
         &TokensPage {
             page,
             tokens,
-            name,
+            name: form.name,
             name_error,
+            form_token: form.form_token,
             created,
             base_url: format!("{}/v1", state.config.public_url),
         },
@@ -62,13 +76,26 @@ async fn tokens_page(
 }
 
 pub async fn index(state: web::Data<AppState>, page: Page) -> Result<HttpResponse, Error> {
-    tokens_page(&state, page, String::new(), None, None, StatusCode::OK).await
+    let created = if page.session.contains_key(NEW_TOKEN_KEY) {
+        page.session
+            .remove_as::<NewToken>(NEW_TOKEN_KEY)
+            .and_then(Result::ok)
+    } else {
+        None
+    };
+    let form = CreateForm {
+        name: String::new(),
+        form_token: Uuid::new_v4().to_string(),
+    };
+    tokens_page(&state, page, form, None, created, StatusCode::OK).await
 }
 
 #[derive(Deserialize)]
 pub struct CreateForm {
     #[serde(default)]
     name: String,
+    #[serde(default)]
+    form_token: String,
 }
 
 pub async fn create(
@@ -76,32 +103,72 @@ pub async fn create(
     page: Page,
     form: web::Form<CreateForm>,
 ) -> Result<HttpResponse, Error> {
-    let name = form.into_inner().name;
+    let form = form.into_inner();
+    // The name first: its message is the one a person can act on.
+    let checked = tokens::parse_name(&form.name).and_then(|_| {
+        Uuid::parse_str(form.form_token.trim()).map_err(|_| {
+            Error::invalid(
+                "name",
+                "This form is incomplete or expired. Check the name and submit it again.",
+            )
+        })
+    });
+    let form_token = match checked {
+        Ok(form_token) => form_token,
+        Err(Error::Invalid { message, .. }) => {
+            let form = CreateForm {
+                form_token: Uuid::new_v4().to_string(),
+                ..form
+            };
+            return tokens_page(
+                &state,
+                page,
+                form,
+                Some(message),
+                None,
+                StatusCode::UNPROCESSABLE_ENTITY,
+            )
+            .await;
+        }
+        Err(other) => return Err(other),
+    };
     let program_id = page.program.id;
     let actor = page.actor();
-    let requested = name.clone();
+    let requested = form.name.clone();
     let result = db::run(&state.pool, move |conn| {
-        tokens::create(conn, program_id, &requested, &actor)
+        tokens::create_once(conn, program_id, &requested, form_token, &actor)
     })
     .await;
     match result {
-        // The clear token is in this one response only; nothing stores it.
-        Ok((token, secret)) => {
-            tokens_page(
-                &state,
-                page,
-                String::new(),
-                None,
-                Some((token.name, secret)),
-                StatusCode::OK,
-            )
-            .await
+        // The clear token goes to the page the browser is sent to, and from there nowhere.
+        Ok(Created::New(token, secret)) => {
+            page.session
+                .insert(
+                    NEW_TOKEN_KEY,
+                    NewToken {
+                        name: token.name,
+                        secret,
+                    },
+                )
+                .map_err(|error| Error::Internal(anyhow::anyhow!("session: {error}")))?;
+            Ok(redirect("/api-tokens"))
+        }
+        Ok(Created::Before(token)) => {
+            page.flash(
+                "info",
+                format!(
+                    "This form was already submitted: token \"{}\" was created once, not twice. \
+                     Its secret was shown once; if it is lost, revoke the token and create another.",
+                    token.name
+                ),
+            );
+            Ok(redirect("/api-tokens"))
         }
         Err(Error::Invalid { message, .. }) => {
             tokens_page(
                 &state,
                 page,
-                name,
+                form,
                 Some(message),
                 None,
                 StatusCode::UNPROCESSABLE_ENTITY,

@@ -12,7 +12,6 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::StatusCode;
 use actix_web::middleware::Next;
 use actix_web::web::Data;
-use diesel::RunQueryDsl;
 
 use crate::db;
 use crate::error::{ApiError, Error};
@@ -38,7 +37,10 @@ pub async fn fill_empty_errors(
                 .get(actix_web::http::header::CONTENT_TYPE)
                 .and_then(|value| value.to_str().ok())
                 .is_some_and(|value| value.starts_with("text/plain"));
-            if !((empty || bare_text) && (status.is_client_error() || status.is_server_error())) {
+            // The probes' plain-text answers are their own (and `/readyz` has asked the
+            // database already).
+            let probe = response.request().path() == "/readyz";
+            if probe || !((empty || bare_text) && (status.is_client_error() || status.is_server_error())) {
                 return Ok(response.map_into_left_body());
             }
             (status, Some(response))
@@ -51,7 +53,7 @@ pub async fn fill_empty_errors(
         StatusCode::PAYLOAD_TOO_LARGE => Error::PayloadTooLarge,
         StatusCode::BAD_REQUEST => Error::BadRequest("The request could not be understood.".into()),
         status if status.is_server_error() => match state {
-            Some(state) if !database_answers(&state).await => Error::Unavailable,
+            Some(state) if !db::answers(&state.pool).await => Error::Unavailable,
             _ => Error::Internal(anyhow::anyhow!("an empty {status} answer")),
         },
         _ => Error::BadRequest(status.canonical_reason().unwrap_or("Bad request").to_string() + "."),
@@ -98,15 +100,6 @@ pub async fn catch_panics(
             })
         }
     }
-}
-
-async fn database_answers(state: &AppState) -> bool {
-    db::run(&state.pool, |conn| {
-        diesel::sql_query("SELECT 1").execute(conn)?;
-        Ok(())
-    })
-    .await
-    .is_ok()
 }
 
 #[cfg(test)]

@@ -1,7 +1,6 @@
 //! Liveness and readiness probes.
 
 use actix_web::{web, HttpResponse};
-use diesel::RunQueryDsl;
 
 use crate::db;
 use crate::AppState;
@@ -11,17 +10,13 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain").body("ok")
 }
 
-/// The database answers too; 503 otherwise.
+/// The database answers too, within [`db::READY_WITHIN`]; 503 otherwise.
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    let ping = db::run(&state.pool, |conn| {
-        diesel::sql_query("SELECT 1").execute(conn)?;
-        Ok(())
-    })
-    .await;
-    match ping {
-        Ok(()) => HttpResponse::Ok().content_type("text/plain").body("ready"),
-        Err(_) => HttpResponse::ServiceUnavailable()
+    if db::answers(&state.pool).await {
+        HttpResponse::Ok().content_type("text/plain").body("ready")
+    } else {
+        HttpResponse::ServiceUnavailable()
             .content_type("text/plain")
-            .body("database unavailable"),
+            .body("database unavailable")
     }
 }

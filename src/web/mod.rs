@@ -19,6 +19,7 @@ pub mod profile;
 pub mod programs;
 pub mod referral_redirect;
 pub mod session_store;
+pub mod sessionless;
 pub mod team;
 
 use actix_web::http::{header, StatusCode};

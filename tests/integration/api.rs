@@ -29,6 +29,9 @@ pub fn tests() -> Vec<libtest_mimic::Trial> {
         requests_beyond_the_rate_get_429,
         token_page_shows_the_token_once_and_revokes,
         cli_creates_a_working_token,
+        cli_refuses_a_duplicate_token_name,
+        every_v1_answer_is_no_store,
+        unknown_tokens_are_refused_per_address_without_database_work,
     ]
 }
 
@@ -762,52 +765,115 @@ async fn requests_beyond_the_rate_get_429() {
     assert_eq!(response.headers()["content-type"], "application/json");
 }
 
+/// The whole secret shown on a page, if any (lists show the first characters only).
+fn secret_in(html: &str) -> Option<String> {
+    html.match_indices("rd_").find_map(|(at, _)| {
+        let secret: String = html[at..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        (secret.len() == 43).then_some(secret)
+    })
+}
+
+fn live_tokens(app: &TestApp) -> Vec<String> {
+    use referdesk::db::schema::api_tokens;
+    api_tokens::table
+        .filter(api_tokens::revoked_at.is_null())
+        .select(api_tokens::name)
+        .order(api_tokens::id)
+        .load(&mut app.conn())
+        .unwrap()
+}
+
+/// Creating a token answers with a redirect (post/redirect/get); the page it leads to
+/// shows the secret once, and a reload shows it no more and creates nothing.
 async fn token_page_shows_the_token_once_and_revokes() {
+    use referdesk::db::schema::api_tokens;
     let app = TestApp::spawn().await;
     app.login_as(Role::Admin).await;
-    let response = app.post_form("/api-tokens", &[("name", "Signup backend")]).await;
-    assert_eq!(response.status(), 200);
-    let body = response.text().await.unwrap();
-    let at = body.find("rd_").expect("the token is shown");
-    let secret: String = body[at..]
-        .chars()
-        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-        .collect();
+    let (_, form) = app.browser.get_html("/api-tokens").await;
+    let form_token = crate::helpers::form_token_in(&form).expect("the form has a one-time token");
+    let response = app
+        .post_form(
+            "/api-tokens",
+            &[("name", "Signup backend"), ("form_token", &form_token)],
+        )
+        .await;
+    assert_eq!(response.status(), 303);
+    assert_eq!(crate::helpers::location(&response), "/api-tokens");
+    let (status, shown) = app.browser.get_html("/api-tokens").await;
+    assert_eq!(status, 200);
+    let secret = secret_in(&shown).expect("the token is shown");
+    assert!(shown.contains("Token &#34;Signup backend&#34; created") || shown.contains("Signup backend"));
     let client = reqwest::Client::new();
     let url = format!("{}/v1/customers", app.address);
-    assert_eq!(
-        client
-            .get(&url)
-            .bearer_auth(&secret)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    let status_with = |secret: String| {
+        let request = client.get(&url).bearer_auth(secret);
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(status_with(secret.clone()).await, 200);
 
+    // A reload of the page shows the list, not the secret, and creates nothing.
     let (_, list) = app.browser.get_html("/api-tokens").await;
     assert!(list.contains("Signup backend"));
-    assert!(!list.contains(&secret), "the list shows a prefix only");
-    let id: i64 = {
-        use referdesk::db::schema::api_tokens;
-        api_tokens::table
-            .select(api_tokens::id)
-            .first(&mut app.conn())
-            .unwrap()
-    };
+    assert!(!list.contains(&secret), "the secret is shown once");
+    assert_eq!(secret_in(&list), None, "{list}");
+    assert_eq!(live_tokens(&app), vec!["Signup backend".to_string()]);
+
+    // The same form sent again (the back button and a re-post) creates no second token.
+    let response = app
+        .post_form(
+            "/api-tokens",
+            &[("name", "Signup backend"), ("form_token", &form_token)],
+        )
+        .await;
+    assert_eq!(response.status(), 303);
+    let (_, page) = app.browser.get_html("/api-tokens").await;
+    assert!(page.contains("This form was already submitted"), "{page}");
+    assert_eq!(secret_in(&page), None);
+    assert_eq!(live_tokens(&app), vec!["Signup backend".to_string()]);
+
+    // A second live token of the same name, whatever its case, is refused next to the field.
+    let fresh = crate::helpers::form_token_in(&page).unwrap();
+    assert_ne!(fresh, form_token, "every form has its own token");
+    let response = app
+        .post_form(
+            "/api-tokens",
+            &[("name", " signup BACKEND "), ("form_token", &fresh)],
+        )
+        .await;
+    assert_eq!(response.status(), 422);
+    let body = response.text().await.unwrap();
+    assert!(body.contains("already named"), "{body}");
+    assert!(body.contains("has-error"), "the message is at the field");
+    assert_eq!(live_tokens(&app).len(), 1);
+
+    // The revoke confirmation names the token and the day it was made.
+    let (id, created_at): (i64, chrono::DateTime<chrono::Utc>) = api_tokens::table
+        .select((api_tokens::id, api_tokens::created_at))
+        .first(&mut app.conn())
+        .unwrap();
+    let confirm = format!(
+        "data-confirm=\"Revoke the token “Signup backend”, created {}?",
+        created_at.format("%Y-%m-%d %H:%M")
+    );
+    assert!(page.contains(&confirm), "{confirm} in {page}");
     let response = app.post_form(&format!("/api-tokens/{id}/revoke"), &[]).await;
     assert_eq!(response.status(), 303);
-    assert_eq!(
-        client
-            .get(&url)
-            .bearer_auth(&secret)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        401
-    );
+    assert_eq!(status_with(secret).await, 401);
+
+    // A revoked token's name may be given again.
+    let (_, page) = app.browser.get_html("/api-tokens").await;
+    let fresh = crate::helpers::form_token_in(&page).unwrap();
+    let response = app
+        .post_form(
+            "/api-tokens",
+            &[("name", "Signup backend"), ("form_token", &fresh)],
+        )
+        .await;
+    assert_eq!(response.status(), 303);
+    assert_eq!(live_tokens(&app), vec!["Signup backend".to_string()]);
 
     let response = app.post_form("/api-tokens", &[("name", "")]).await;
     assert_eq!(response.status(), 422);
@@ -818,6 +884,25 @@ async fn token_page_shows_the_token_once_and_revokes() {
         .login("support@example.com", crate::helpers::PASSWORD)
         .await;
     assert_eq!(support.get("/api-tokens").await.status(), 403);
+}
+
+/// The CLI refuses a second live token of the same name in a program, saying why.
+async fn cli_refuses_a_duplicate_token_name() {
+    let app = TestApp::spawn().await;
+    new_token(&app, "default");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_referdesk"))
+        .args(["token", "create", "--program", "default", "--name", "TESTS"])
+        .env("DATABASE_URL", &app.database_url)
+        .env(
+            "REFERDESK_DATA_DIR",
+            std::env::temp_dir().join("referdesk-cli-test"),
+        )
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("already named \"tests\""), "{stderr}");
+    assert_eq!(live_tokens(&app), vec!["tests".to_string()]);
 }
 
 async fn cli_creates_a_working_token() {
@@ -894,4 +979,123 @@ async fn control_characters_get_a_field_message() {
         .get_result(&mut conn)
         .unwrap();
     assert_eq!(queued, 0);
+}
+
+/// Every `/v1` answer — success or error, from a handler or from the framework — tells
+/// caches not to keep it.
+async fn every_v1_answer_is_no_store() {
+    use referdesk::api::throttle::UNKNOWN_TOKENS_PER_MINUTE;
+    let api = Api::spawn().await;
+    let client = &api.client;
+    let token = api.token.as_str();
+    let calls = [
+        (reqwest::Method::GET, "/customers", Some(token), None, 200),
+        (reqwest::Method::GET, "/openapi.json", None, None, 200),
+        (reqwest::Method::GET, "/customers", None, None, 401),
+        (reqwest::Method::GET, "/customers/nobody", Some(token), None, 404),
+        (reqwest::Method::GET, "/nothing-here", Some(token), None, 404),
+        (reqwest::Method::PATCH, "/customers", Some(token), None, 405),
+        (
+            reqwest::Method::POST,
+            "/customers",
+            Some(token),
+            Some(json!({"email": 5})),
+            422,
+        ),
+    ];
+    for (method, path, token, body, expected) in calls {
+        let mut request = client.request(method.clone(), api.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), expected, "{method} {path}");
+        assert_eq!(
+            response
+                .headers()
+                .get("cache-control")
+                .map(|v| v.to_str().unwrap()),
+            Some("no-store"),
+            "{method} {path}"
+        );
+    }
+    let mut last = None;
+    for n in 0..=UNKNOWN_TOKENS_PER_MINUTE {
+        let response = client
+            .get(api.url("/customers"))
+            .bearer_auth(format!("rd_guess{n}"))
+            .send()
+            .await
+            .unwrap();
+        last = Some(response);
+    }
+    let refused = last.unwrap();
+    assert_eq!(refused.status(), 429);
+    assert_eq!(refused.headers()["cache-control"], "no-store");
+}
+
+/// Bearer tokens that match no live token are counted per client address; past the limit
+/// the address is refused (429) before any database work, while a token that worked
+/// before still does, and other addresses are not affected.
+async fn unknown_tokens_are_refused_per_address_without_database_work() {
+    use diesel::connection::SimpleConnection;
+    use referdesk::api::throttle::UNKNOWN_TOKENS_PER_MINUTE;
+    use std::time::{Duration, Instant};
+    let api = Api::spawn().await;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let guess = |n: String, client: &reqwest::Client| {
+        let request = client.get(api.url("/customers")).bearer_auth(format!("rd_{n}"));
+        async move {
+            let response = request.send().await.unwrap();
+            let retry = response.headers().get("retry-after").cloned();
+            (response.status().as_u16(), retry)
+        }
+    };
+    assert_eq!(
+        api.get("/customers").await.0,
+        200,
+        "a live token, used before the attack"
+    );
+    for n in 0..UNKNOWN_TOKENS_PER_MINUTE {
+        assert_eq!(guess(format!("guess{n}"), &client).await.0, 401, "guess {n}");
+    }
+    let (status, retry) = guess("one-more".into(), &client).await;
+    assert_eq!(status, 429);
+    let retry: u64 = retry.expect("Retry-After").to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+
+    // With the tokens table locked, a token lookup would wait (until the statement
+    // timeout); the refusal does not look anything up, so it comes at once.
+    let mut locker = diesel::PgConnection::establish(&api.app.database_url).unwrap();
+    locker
+        .batch_execute("BEGIN; LOCK TABLE api_tokens IN ACCESS EXCLUSIVE MODE")
+        .unwrap();
+    let started = Instant::now();
+    for n in 0..5 {
+        assert_eq!(guess(format!("locked{n}"), &client).await.0, 429);
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    locker.batch_execute("ROLLBACK").unwrap();
+
+    // The live token still works from the refused address; another address guesses anew.
+    assert_eq!(api.get("/customers").await.0, 200, "the live token");
+    let elsewhere = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .build()
+        .unwrap();
+    assert_eq!(
+        guess("elsewhere".into(), &elsewhere).await.0,
+        401,
+        "another address"
+    );
 }

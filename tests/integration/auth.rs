@@ -433,8 +433,12 @@ async fn flash_messages_survive_a_second_post() {
             .unwrap()
     };
     // Two POSTs in a row, each queueing a message, before any page is shown.
-    let response = app.post_form("/api-tokens", &[("name", "first")]).await;
-    assert_eq!(response.status(), 200);
+    let (_, form) = app.browser.get_html("/api-tokens").await;
+    let form_token = crate::helpers::form_token_in(&form).unwrap();
+    let response = app
+        .post_form("/api-tokens", &[("name", "first"), ("form_token", &form_token)])
+        .await;
+    assert_eq!(response.status(), 303);
     let id: i64 = {
         use diesel::prelude::*;
         use referdesk::db::schema::api_tokens;

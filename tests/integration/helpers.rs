@@ -156,6 +156,7 @@ pub fn test_config(database_url: &str) -> Config {
         api_rate_per_minute: 100_000,
         workers: 2,
         trusted_proxies: Vec::new(),
+        statement_timeout_ms: referdesk::config::DEFAULT_STATEMENT_TIMEOUT_MS,
     }
 }
 
@@ -357,6 +358,13 @@ impl Browser {
 /// The value of the first `csrf_token` hidden input in a page.
 pub fn csrf_in(html: &str) -> Option<String> {
     let at = html.find("name=\"csrf_token\" value=\"")? + "name=\"csrf_token\" value=\"".len();
+    let end = html[at..].find('"')? + at;
+    Some(html[at..end].to_string())
+}
+
+/// The value of the first `form_token` hidden input (a form's one-time token) in a page.
+pub fn form_token_in(html: &str) -> Option<String> {
+    let at = html.find("name=\"form_token\" value=\"")? + "name=\"form_token\" value=\"".len();
     let end = html[at..].find('"')? + at;
     Some(html[at..end].to_string())
 }

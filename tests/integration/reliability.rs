@@ -2,6 +2,7 @@
 //! generated junk at every route (`fuzz`), SIGTERM under load (`shutdown`), concurrent
 //! referrals and credits, soft deletes and the erasure of personal data.
 
+mod frozen;
 mod fuzz;
 mod shutdown;
 
@@ -26,6 +27,9 @@ pub fn tests() -> Vec<libtest_mimic::Trial> {
         concurrent_duplicate_credits_book_once_per_key,
         delete_never_removes_rows,
         erase_personal_data_keeps_ledger_and_structure,
+        frozen::a_frozen_database_gets_quick_503s_and_recovery,
+        frozen::the_first_request_after_a_database_restart_succeeds,
+        frozen::server_connections_end_long_statements,
     ]
 }
 

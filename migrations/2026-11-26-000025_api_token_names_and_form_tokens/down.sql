@@ -1,0 +1,2 @@
+ALTER TABLE api_tokens DROP COLUMN form_token;
+DROP INDEX api_tokens_live_name;
