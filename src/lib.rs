@@ -101,6 +101,7 @@ impl Application {
             email_samples: Default::default(),
         });
         let store = web::session_store::PgSessionStore::new(pool.clone());
+        let form_tokens = Data::new(web::csrf::FormTokens::new(&key, secure_cookies));
 
         let server = HttpServer::new(move || {
             let sessions = SessionMiddleware::builder(store.clone(), key.clone())
@@ -115,6 +116,7 @@ impl Application {
                 .build();
             App::new()
                 .app_data(state.clone())
+                .app_data(form_tokens.clone())
                 .app_data(
                     FormConfig::default()
                         .limit(web::csrf::MAX_FORM_BYTES)

@@ -14,6 +14,7 @@ mod browser;
 mod customers;
 mod invites;
 mod ledger;
+mod maintenance;
 mod performance;
 mod reliability;
 mod security;
@@ -32,6 +33,7 @@ fn main() {
     trials.extend(browser::tests());
     trials.extend(reliability::tests());
     trials.extend(performance::tests());
+    trials.extend(maintenance::tests());
     let conclusion = libtest_mimic::run(&args, trials);
     browser::finish();
     database.finish();
