@@ -9,6 +9,7 @@ pub mod db;
 pub mod domain;
 pub mod error;
 pub mod mail;
+pub mod pruner;
 pub mod seed;
 pub mod web;
 
@@ -53,6 +54,7 @@ pub struct Application {
     pub pool: DbPool,
     embedded: Option<EmbeddedPostgres>,
     mail: Option<mail::MailWorker>,
+    pruner: Option<pruner::Pruner>,
 }
 
 /// Where the database is: the configured server, or a private cluster we started.
@@ -91,6 +93,7 @@ impl Application {
         // when that is slow): its own, so a batch of invites never takes one of the few
         // the pages share.
         let mail = mail::MailWorker::start(db::build_pool(&database_url, 1), &config)?;
+        let pruner = pruner::Pruner::start(pool.clone())?;
         let state = Data::new(AppState {
             pool: pool.clone(),
             config: config.clone(),
@@ -156,6 +159,7 @@ impl Application {
             pool,
             embedded,
             mail: Some(mail),
+            pruner: Some(pruner),
         })
     }
 
@@ -169,11 +173,15 @@ impl Application {
     }
 
     /// Serves until SIGINT/SIGTERM (or a stop through [`Application::handle`]), then stops
-    /// the mail worker after the message it is sending, and the embedded database (if any).
+    /// the mail worker after the message it is sending, the pruner after its pass, and the
+    /// embedded database (if any).
     pub async fn run_until_stopped(mut self) -> std::io::Result<()> {
         let result = self.server.await;
         if let Some(worker) = self.mail.take() {
             let _ = actix_web::rt::task::spawn_blocking(move || worker.stop()).await;
+        }
+        if let Some(pruner) = self.pruner.take() {
+            let _ = actix_web::rt::task::spawn_blocking(move || pruner.stop()).await;
         }
         if let Some(mut cluster) = self.embedded.take() {
             cluster.stop();

@@ -237,6 +237,9 @@ pub fn any_members(conn: &mut PgConnection) -> Result<bool, Error> {
 const MAX_FAILURES_PER_EMAIL_AND_ADDRESS: i64 = 5;
 const MAX_FAILURES_PER_ADDRESS: i64 = 30;
 const THROTTLE_WINDOW_MINUTES: i64 = 15;
+/// How long a failed sign-in counts for any throttle: the longest window above. Older
+/// failures are pruned (`domain::maintenance`).
+pub const LOGIN_FAILURES_KEPT_MINUTES: i64 = THROTTLE_WINDOW_MINUTES;
 
 pub enum SignIn {
     Ok(Member),
