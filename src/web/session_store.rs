@@ -127,8 +127,8 @@ impl SessionStore for PgSessionStore {
         if still_there {
             return Ok(session_key);
         }
-        // The session was ended meanwhile (logout elsewhere, member disabled): start a
-        // fresh one without the sign-in rather than resurrecting the old row.
+        // The session was ended meanwhile (logout elsewhere, member disabled): drop the
+        // sign-in rather than resurrecting the old row (`save` stores no row without one).
         let mut state = state;
         state.remove(sessions::MEMBER_ID_KEY);
         self.save(state, ttl)
