@@ -10,6 +10,7 @@ pub mod domain;
 pub mod error;
 pub mod mail;
 pub mod private_files;
+pub mod pruner;
 pub mod seed;
 pub mod web;
 
@@ -58,6 +59,7 @@ pub struct Application {
     pub pool: DbPool,
     embedded: Option<EmbeddedPostgres>,
     mail: Option<mail::MailWorker>,
+    pruner: Option<pruner::Pruner>,
 }
 
 /// Where the database is: the configured server, or the private cluster under the data dir
@@ -114,6 +116,8 @@ impl Application {
             db::build_server_pool(&database_url, 1, statement_timeout),
             &config,
         )?;
+        // Its own connection without a statement timeout: a large backlog may take longer.
+        let pruner = pruner::Pruner::start(db::build_pool(&database_url, 1))?;
         let state = Data::new(AppState {
             pool: pool.clone(),
             config: config.clone(),
@@ -126,6 +130,7 @@ impl Application {
             email_samples: Default::default(),
         });
         let store = web::session_store::PgSessionStore::new(pool.clone());
+        let form_tokens = Data::new(web::csrf::FormTokens::new(&key, secure_cookies));
 
         let server = HttpServer::new(move || {
             let sessions = SessionMiddleware::builder(store.clone(), key.clone())
@@ -140,6 +145,7 @@ impl Application {
                 .build();
             App::new()
                 .app_data(state.clone())
+                .app_data(form_tokens.clone())
                 .app_data(
                     FormConfig::default()
                         .limit(web::csrf::MAX_FORM_BYTES)
@@ -183,6 +189,7 @@ impl Application {
             pool,
             embedded,
             mail: Some(mail),
+            pruner: Some(pruner),
         })
     }
 
@@ -196,11 +203,15 @@ impl Application {
     }
 
     /// Serves until SIGINT/SIGTERM (or a stop through [`Application::handle`]), then stops
-    /// the mail worker after the message it is sending, and the embedded database (if any).
+    /// the mail worker after the message it is sending, the pruner after its pass, and the
+    /// embedded database (if any).
     pub async fn run_until_stopped(mut self) -> std::io::Result<()> {
         let result = self.server.await;
         if let Some(worker) = self.mail.take() {
             let _ = actix_web::rt::task::spawn_blocking(move || worker.stop()).await;
+        }
+        if let Some(pruner) = self.pruner.take() {
+            let _ = actix_web::rt::task::spawn_blocking(move || pruner.stop()).await;
         }
         if let Some(mut cluster) = self.embedded.take() {
             cluster.stop();

@@ -128,6 +128,13 @@ diesel::table! {
 }
 
 diesel::table! {
+    maintenance_runs (task) {
+        task -> Text,
+        last_run_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
     one_time_tokens (id) {
         id -> Int8,
         token_hash -> Text,
@@ -237,6 +244,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     invites,
     login_failures,
     mail_outbox,
+    maintenance_runs,
     one_time_tokens,
     programs,
     referral_clicks,

@@ -6,6 +6,7 @@ pub mod customers;
 pub mod dashboard;
 pub mod invites;
 pub mod ledger;
+pub mod maintenance;
 pub mod programs;
 pub mod referral_links;
 pub mod sessions;

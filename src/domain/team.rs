@@ -244,6 +244,9 @@ pub const THROTTLE_WINDOW_MINUTES: i64 = 15;
 /// The longest email an account can have. A typed one is cut to this before it is
 /// counted, stored or audited, so a huge "email" costs no more than a real one.
 pub const MAX_EMAIL_LENGTH: usize = 254;
+/// How long a failed sign-in counts for any throttle: the longest window above. Older
+/// failures are pruned (`domain::maintenance`).
+pub const LOGIN_FAILURES_KEPT_MINUTES: i64 = THROTTLE_WINDOW_MINUTES;
 
 pub enum SignIn {
     Ok(Member),

@@ -125,7 +125,8 @@ impl FromRequest for Page {
     }
 }
 
-/// The context of a page anyone may see (login, setup).
+/// The context of a page anyone may see (login, setup, set-password links). Its CSRF token
+/// needs no session row for a visitor who is not signed in (`csrf::public_token`).
 pub struct PublicPage {
     pub csrf: String,
     pub address: String,
@@ -139,7 +140,7 @@ impl FromRequest for PublicPage {
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let session = req.get_session();
         ready(Ok(PublicPage {
-            csrf: csrf::token(&session),
+            csrf: csrf::public_token(req),
             address: client_address(req),
             session,
         }))

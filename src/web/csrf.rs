@@ -1,20 +1,32 @@
-//! CSRF protection for every state-changing dashboard request.
+//! CSRF protection for every state-changing request.
 //!
-//! Each session carries a random token; every form includes it as `csrf_token` (or a
-//! script sends it as `X-CSRF-Token`). This middleware checks it before any handler runs,
-//! so a new form cannot forget the check. A request whose `Origin` names another site is
-//! refused outright. `/v1` is token-authenticated, carries no cookies, and is exempt.
+//! Every form includes a token as `csrf_token` (or a script sends it as `X-CSRF-Token`).
+//! This middleware checks it before any handler runs, so a new form cannot forget the
+//! check. A request whose `Origin` names another site is refused outright. `/v1` is
+//! token-authenticated, carries no cookies, and is exempt.
+//!
+//! Which token is expected depends on who asks:
+//! - a signed-in member's session carries a random token (stored with the session);
+//! - anyone else (the login, setup and set-password forms) gets a signed double-submit
+//!   token: a random value in its own `HttpOnly` cookie, and in the form an HMAC of that
+//!   value under the server's secret. Nothing is stored, so an anonymous visitor never
+//!   costs a session row, and a token only works with the cookie of the browser it was
+//!   issued to.
 
 use actix_session::{Session, SessionExt};
 use actix_web::body::{EitherBody, MessageBody};
+use actix_web::cookie::{Cookie, Key, SameSite};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::{header, Method};
 use actix_web::middleware::Next;
-use actix_web::web::{Bytes, BytesMut};
-use actix_web::HttpMessage;
+use actix_web::web::{Bytes, BytesMut, Data};
+use actix_web::{HttpMessage, HttpRequest};
 use futures_util::StreamExt;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
 
 use crate::domain::random_token;
+use crate::domain::sessions::MEMBER_ID_KEY;
 use crate::error::Error;
 
 pub const SESSION_KEY: &str = "csrf";
@@ -22,8 +34,94 @@ pub const FIELD: &str = "csrf_token";
 const HEADER: &str = "x-csrf-token";
 /// Forms are small; anything larger is refused before it is buffered.
 pub const MAX_FORM_BYTES: usize = 256 * 1024;
+/// The cookie holding the random value that public forms' tokens are bound to.
+pub const FORM_COOKIE: &str = "referdesk_form";
+const FORM_COOKIE_LENGTH: usize = 43;
 
-/// The session's CSRF token, created on first use.
+/// Makes and checks the tokens of public forms (see the module docs).
+#[derive(Clone)]
+pub struct FormTokens {
+    mac: Hmac<Sha256>,
+    secure: bool,
+}
+
+impl FormTokens {
+    /// `secure` marks the cookie `Secure` (when served over HTTPS).
+    pub fn new(key: &Key, secure: bool) -> FormTokens {
+        // Its own label, so a form token is never the signature of anything else.
+        let mut mac = Hmac::<Sha256>::new_from_slice(key.signing()).expect("HMAC takes any key length");
+        mac.update(b"referdesk public form token\0");
+        FormTokens { mac, secure }
+    }
+
+    fn token_for(&self, cookie_value: &str) -> String {
+        let mut mac = self.mac.clone();
+        mac.update(cookie_value.as_bytes());
+        hex::encode(mac.finalize().into_bytes())
+    }
+
+    fn cookie(&self, value: String) -> Cookie<'static> {
+        Cookie::build(FORM_COOKIE, value)
+            .path("/")
+            .http_only(true)
+            .secure(self.secure)
+            .same_site(SameSite::Lax)
+            .finish()
+    }
+}
+
+/// A form cookie value made during this request, to be set on its response.
+#[derive(Clone)]
+struct IssuedFormCookie(String);
+
+fn form_cookie_value(req: &HttpRequest) -> Option<String> {
+    if let Some(IssuedFormCookie(value)) = req.extensions().get::<IssuedFormCookie>() {
+        return Some(value.clone());
+    }
+    req.cookie(FORM_COOKIE)
+        .map(|cookie| cookie.value().to_string())
+        .filter(|value| {
+            value.len() == FORM_COOKIE_LENGTH && value.bytes().all(|byte| byte.is_ascii_alphanumeric())
+        })
+}
+
+fn form_tokens(req: &HttpRequest) -> &FormTokens {
+    req.app_data::<Data<FormTokens>>()
+        .expect("FormTokens are registered")
+}
+
+fn is_signed_in(session: &Session) -> bool {
+    session.contains_key(MEMBER_ID_KEY)
+}
+
+/// The token for a form on a page anyone may see: the session's for a signed-in member,
+/// otherwise one bound to this browser's form cookie (set with the response when missing).
+/// Never writes the session of a visitor who is not signed in.
+pub fn public_token(req: &HttpRequest) -> String {
+    let session = req.get_session();
+    if is_signed_in(&session) {
+        return token(&session);
+    }
+    let value = form_cookie_value(req).unwrap_or_else(|| {
+        let fresh = random_token(FORM_COOKIE_LENGTH);
+        req.extensions_mut().insert(IssuedFormCookie(fresh.clone()));
+        fresh
+    });
+    form_tokens(req).token_for(&value)
+}
+
+/// The token this request must carry: the session's for a signed-in member, else the one
+/// bound to the form cookie it sent.
+fn expected_token(req: &HttpRequest) -> Option<String> {
+    let session = req.get_session();
+    if is_signed_in(&session) {
+        return session.get::<String>(SESSION_KEY).ok().flatten();
+    }
+    form_cookie_value(req).map(|value| form_tokens(req).token_for(&value))
+}
+
+/// The session's CSRF token, created on first use. For signed-in sessions only: an
+/// anonymous visitor's token comes from [`public_token`].
 pub fn token(session: &Session) -> String {
     if let Ok(Some(existing)) = session.get::<String>(SESSION_KEY) {
         return existing;
@@ -57,6 +155,19 @@ fn is_cross_origin(req: &ServiceRequest) -> bool {
 }
 
 pub async fn protect(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    let mut response = check(req, next).await?;
+    let issued = response.request().extensions().get::<IssuedFormCookie>().cloned();
+    if let Some(IssuedFormCookie(value)) = issued {
+        let cookie = form_tokens(response.request()).cookie(value);
+        response.response_mut().add_cookie(&cookie)?;
+    }
+    Ok(response)
+}
+
+async fn check(
     mut req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
@@ -70,7 +181,7 @@ pub async fn protect(
             Error::Forbidden("Cross-site requests are not allowed.".into()),
         ));
     }
-    let expected = req.get_session().get::<String>(SESSION_KEY).ok().flatten();
+    let expected = expected_token(req.request());
 
     let from_header = req
         .headers()

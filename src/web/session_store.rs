@@ -6,6 +6,10 @@
 //! blocking thread per page fewer than looking the member up again. That entry is always
 //! the one just read — load replaces it, and save and update strip it, so it never reaches
 //! the database and a stale copy is never trusted.
+//!
+//! Only a signed-in member's session is ever written: a visitor who is not signed in
+//! keeps nothing in the session (public forms' CSRF tokens live in their own cookie,
+//! `web::csrf`), and [`PgSessionStore`] refuses to insert a row without a member.
 
 use actix_session::storage::{LoadError, SaveError, SessionKey, SessionStore, UpdateError};
 use actix_session::Session;
@@ -87,6 +91,12 @@ impl SessionStore for PgSessionStore {
     async fn save(&self, state: sessions::State, ttl: &Duration) -> Result<SessionKey, SaveError> {
         let state = to_store(state);
         let key = new_key();
+        if !state.contains_key(sessions::MEMBER_ID_KEY) {
+            // Rows are for signed-in members only: anything else a visitor could create
+            // by the thousand. The key names no row, so it loads as an empty session.
+            tracing::debug!("not storing a session without a signed-in member");
+            return Ok(key);
+        }
         let raw = key.as_ref().to_string();
         let expires_at = expiry(ttl);
         db::run(&self.pool, move |conn| {
@@ -117,8 +127,8 @@ impl SessionStore for PgSessionStore {
         if still_there {
             return Ok(session_key);
         }
-        // The session was ended meanwhile (logout elsewhere, member disabled): start a
-        // fresh one without the sign-in rather than resurrecting the old row.
+        // The session was ended meanwhile (logout elsewhere, member disabled): drop the
+        // sign-in rather than resurrecting the old row (`save` stores no row without one).
         let mut state = state;
         state.remove(sessions::MEMBER_ID_KEY);
         self.save(state, ttl)

@@ -23,6 +23,7 @@ pub fn tests() -> Vec<libtest_mimic::Trial> {
         health_and_readiness,
         unknown_pages_get_a_styled_404,
         flash_messages_survive_a_second_post,
+        public_forms_need_the_token_of_their_own_browser,
     ]
 }
 
@@ -310,20 +311,25 @@ fn session_cookie(browser: &Browser) -> Option<String> {
         .map(str::to_string)
 }
 
+/// A fresh browser signs in on its first POST; the session id is renewed at every sign-in,
+/// so a session cookie held before (as a fixation attempt would plant) is not signed in
+/// after.
 async fn session_id_changes_at_sign_in() {
     let app = TestApp::spawn().await;
     app.create_member("sam@example.com", Role::Support, PASSWORD);
+    app.create_member("kim@example.com", Role::Viewer, PASSWORD);
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
     let response = client.get(app.browser.url("/login")).send().await.unwrap();
-    let before = set_cookie(&response).expect("the login page starts a session");
+    assert_eq!(set_cookie(&response), None, "no session before sign-in");
+    let form_cookie = cookie_set(&response, "referdesk_form").expect("the form's cookie");
     let body = response.text().await.unwrap();
     let csrf = crate::helpers::csrf_in(&body).unwrap();
     let response = client
         .post(app.browser.url("/login"))
-        .header("Cookie", format!("referdesk_session={before}"))
+        .header("Cookie", format!("referdesk_form={form_cookie}"))
         .form(&[
             ("csrf_token", csrf.as_str()),
             ("email", "sam@example.com"),
@@ -339,13 +345,37 @@ async fn session_id_changes_at_sign_in() {
         .iter()
         .map(|value| value.to_str().unwrap().to_string())
         .find(|value| value.starts_with("referdesk_session="))
-        .expect("a new cookie at sign-in");
+        .expect("a session cookie at sign-in");
     assert!(cookie_header.contains("HttpOnly"));
     assert!(cookie_header.contains("SameSite=Lax"));
-    let after = set_cookie(&response).unwrap();
+    let before = set_cookie(&response).unwrap();
+
+    // Signing in again from that session (as someone else) gives a new session id.
+    let cookies = format!("referdesk_session={before}; referdesk_form={form_cookie}");
+    let response = client
+        .get(app.browser.url("/"))
+        .header("Cookie", &cookies)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let csrf = crate::helpers::csrf_in(&response.text().await.unwrap()).unwrap();
+    let response = client
+        .post(app.browser.url("/login"))
+        .header("Cookie", &cookies)
+        .form(&[
+            ("csrf_token", csrf.as_str()),
+            ("email", "kim@example.com"),
+            ("password", PASSWORD),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 303);
+    let after = set_cookie(&response).expect("a new cookie at sign-in");
     assert_ne!(before, after);
 
-    // The pre-login cookie is not signed in.
+    // The earlier cookie is not signed in any more.
     let response = client
         .get(app.browser.url("/"))
         .header("Cookie", format!("referdesk_session={before}"))
@@ -360,15 +390,22 @@ async fn session_id_changes_at_sign_in() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
+    assert!(response.text().await.unwrap().contains("kim@example.com"));
 }
 
 fn set_cookie(response: &reqwest::Response) -> Option<String> {
+    cookie_set(response, "referdesk_session")
+}
+
+/// The value of the cookie `name` that a response sets.
+fn cookie_set(response: &reqwest::Response, name: &str) -> Option<String> {
+    let prefix = format!("{name}=");
     response
         .headers()
         .get_all("set-cookie")
         .iter()
         .filter_map(|value| value.to_str().ok())
-        .find_map(|value| value.strip_prefix("referdesk_session="))
+        .find_map(|value| value.strip_prefix(prefix.as_str()))
         .map(|rest| rest.split(';').next().unwrap_or_default().to_string())
 }
 
@@ -458,4 +495,130 @@ async fn flash_messages_survive_a_second_post() {
         "{body}"
     );
     assert!(body.contains("Now working in"));
+}
+
+/// The login, setup and set-password forms work without a session, and still refuse a
+/// POST whose token is missing, wrong, another browser's, or sent without its cookie.
+async fn public_forms_need_the_token_of_their_own_browser() {
+    use diesel::prelude::*;
+    use referdesk::db::schema::{sessions, team_members};
+    use referdesk::domain::{team, Actor};
+
+    let app = TestApp::spawn().await;
+    let setup_path = {
+        let url = app.setup_url.clone().expect("a setup link");
+        url[url.find("/setup").unwrap()..].to_string()
+    };
+    let setup_token = setup_path.split("token=").nth(1).unwrap().to_string();
+    let members = || -> i64 { team_members::table.count().get_result(&mut app.conn()).unwrap() };
+    let session_rows = || -> i64 { sessions::table.count().get_result(&mut app.conn()).unwrap() };
+
+    let ada = app.new_browser();
+    let (status, body) = ada.get_html(&setup_path).await;
+    assert_eq!(status, 200);
+    let ada_token = crate::helpers::csrf_in(&body).unwrap();
+    let stranger = app.new_browser();
+    let (_, body) = stranger.get_html("/login").await;
+    let stranger_token = crate::helpers::csrf_in(&body).unwrap();
+    assert_ne!(ada_token, stranger_token);
+    assert_eq!(session_rows(), 0);
+
+    let setup_fields = [
+        ("token", setup_token.as_str()),
+        ("email", "ada@example.com"),
+        ("name", "Ada"),
+        ("password", PASSWORD),
+        ("password_confirmation", PASSWORD),
+    ];
+    for (case, token) in [
+        ("missing", None),
+        ("wrong", Some("0".repeat(64))),
+        ("another browser's", Some(stranger_token.clone())),
+    ] {
+        let response = post_with_token(&ada, "/setup", &setup_fields, token.as_deref()).await;
+        assert_eq!(response.status(), 403, "setup with a {case} token");
+    }
+    // The right token without the cookie it is bound to.
+    let cookieless = Browser::new(&app.address);
+    let response = post_with_token(&cookieless, "/setup", &setup_fields, Some(&ada_token)).await;
+    assert_eq!(response.status(), 403, "setup with a token but no cookie");
+    assert_eq!(members(), 0, "a refused setup creates nobody");
+
+    let response = post_with_token(&ada, "/setup", &setup_fields, Some(&ada_token)).await;
+    assert_eq!(response.status(), 303);
+    assert_eq!(ada.get_html("/").await.0, 200, "signed in after setup");
+    assert_eq!(members(), 1);
+    assert_eq!(session_rows(), 1, "one row: the signed-in admin's");
+
+    // Sign-in.
+    let sam = app.new_browser();
+    app.create_member("sam@example.com", Role::Viewer, PASSWORD);
+    let (_, body) = sam.get_html("/login").await;
+    let sam_token = crate::helpers::csrf_in(&body).unwrap();
+    let login_fields = [("email", "sam@example.com"), ("password", PASSWORD)];
+    for (case, token) in [
+        ("missing", None),
+        ("wrong", Some(format!("{sam_token}x"))),
+        ("another browser's", Some(stranger_token.clone())),
+    ] {
+        let response = post_with_token(&sam, "/login", &login_fields, token.as_deref()).await;
+        assert_eq!(response.status(), 403, "sign-in with a {case} token");
+    }
+    let response = post_with_token(&cookieless, "/login", &login_fields, Some(&sam_token)).await;
+    assert_eq!(response.status(), 403, "sign-in with a token but no cookie");
+    assert_eq!(session_rows(), 1, "refused sign-ins store nothing");
+    let response = post_with_token(&sam, "/login", &login_fields, Some(&sam_token)).await;
+    assert_eq!(response.status(), 303);
+    assert_eq!(sam.get_html("/").await.0, 200, "signed in");
+
+    // A set-password link.
+    let lin_id = team::create_member(
+        &mut app.conn(),
+        &Actor::system(),
+        team::NewMember::parse("lin@example.com", "Lin", "viewer", None).unwrap(),
+    )
+    .unwrap()
+    .id;
+    let link_token = team::issue_password_link(&mut app.conn(), &Actor::system(), lin_id).unwrap();
+    let lin = app.new_browser();
+    let (status, body) = lin.get_html(&format!("/set-password?token={link_token}")).await;
+    assert_eq!(status, 200);
+    let lin_token = crate::helpers::csrf_in(&body).unwrap();
+    let password_fields = [
+        ("token", link_token.as_str()),
+        ("password", PASSWORD),
+        ("password_confirmation", PASSWORD),
+    ];
+    for (case, token) in [
+        ("missing", None),
+        ("another browser's", Some(stranger_token.clone())),
+    ] {
+        let response = post_with_token(&lin, "/set-password", &password_fields, token.as_deref()).await;
+        assert_eq!(response.status(), 403, "set-password with a {case} token");
+    }
+    let response = post_with_token(&lin, "/set-password", &password_fields, Some(&lin_token)).await;
+    assert_eq!(response.status(), 303);
+    let (status, body) = lin.get_html("/").await;
+    assert_eq!(status, 200);
+    assert!(body.contains("Your password is set"));
+}
+
+/// POSTs a form from `browser` (with its cookies) with exactly this CSRF token, or none.
+async fn post_with_token(
+    browser: &Browser,
+    path: &str,
+    fields: &[(&str, &str)],
+    token: Option<&str>,
+) -> reqwest::Response {
+    let mut fields = fields.to_vec();
+    if let Some(token) = token {
+        fields.push(("csrf_token", token));
+    }
+    browser
+        .client
+        .post(browser.url(path))
+        .form(&fields)
+        .send()
+        .await
+        .unwrap()
 }

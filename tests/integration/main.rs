@@ -15,6 +15,7 @@ mod customers;
 mod embedded;
 mod invites;
 mod ledger;
+mod maintenance;
 mod performance;
 mod reliability;
 mod security;
@@ -36,6 +37,7 @@ fn main() {
     trials.extend(reliability::tests());
     trials.extend(embedded::tests());
     trials.extend(performance::tests());
+    trials.extend(maintenance::tests());
     let conclusion = libtest_mimic::run(&args, trials);
     browser::finish();
     database.finish();

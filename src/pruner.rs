@@ -1,0 +1,110 @@
+//! The background thread that prunes expired rows (`domain::maintenance::prune`).
+//!
+//! Started by `Application::build` and stopped with the server, like the mail worker. It
+//! tries a pass at start and then every [`PRUNE_INTERVAL`]; the pass itself makes sure
+//! that, of several server processes on one database, only one runs it per interval.
+
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+
+use anyhow::Context;
+
+use crate::db::DbPool;
+use crate::domain::maintenance::{self, PRUNE_INTERVAL};
+
+#[derive(Default)]
+struct Stop {
+    requested: Mutex<bool>,
+    changed: Condvar,
+}
+
+impl Stop {
+    fn request(&self) {
+        *self
+            .requested
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = true;
+        self.changed.notify_all();
+    }
+
+    /// Sleeps for `timeout` or until a stop is requested; true when it was.
+    fn wait(&self, timeout: std::time::Duration) -> bool {
+        let requested = self
+            .requested
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let (requested, _) = self
+            .changed
+            .wait_timeout_while(requested, timeout, |requested| !*requested)
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        *requested
+    }
+}
+
+/// The running pruner. [`Pruner::stop`] ends it; dropping it asks it to stop.
+pub struct Pruner {
+    stop: Arc<Stop>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Pruner {
+    pub fn start(pool: DbPool) -> anyhow::Result<Pruner> {
+        let stop = Arc::new(Stop::default());
+        let thread = std::thread::Builder::new()
+            .name("pruner".to_string())
+            .spawn({
+                let stop = stop.clone();
+                move || run(&stop, &pool)
+            })
+            .context("could not start the pruning thread")?;
+        Ok(Pruner {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Asks the pruner to stop after the pass it is running, and waits for it.
+    /// Blocking: call it from a blocking context.
+    pub fn stop(mut self) {
+        self.stop.request();
+        if let Some(thread) = self.thread.take() {
+            if thread.join().is_err() {
+                tracing::error!("the pruning thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for Pruner {
+    fn drop(&mut self) {
+        self.stop.request();
+    }
+}
+
+fn run(stop: &Stop, pool: &DbPool) {
+    let min_gap = chrono::Duration::from_std(PRUNE_INTERVAL).unwrap_or_else(|_| chrono::Duration::minutes(5));
+    loop {
+        pass(pool, min_gap);
+        if stop.wait(PRUNE_INTERVAL) {
+            break;
+        }
+    }
+}
+
+fn pass(pool: &DbPool, min_gap: chrono::Duration) {
+    // A database that is away now is tried again at the next interval.
+    let result = pool
+        .get()
+        .map_err(|error| anyhow::anyhow!(error))
+        .and_then(|mut conn| maintenance::prune(&mut conn, min_gap).map_err(anyhow::Error::from));
+    match result {
+        Ok(Some(pruned)) => tracing::info!(
+            sessions = pruned.sessions,
+            login_failures = pruned.login_failures,
+            one_time_links = pruned.one_time_tokens,
+            "pruned expired rows"
+        ),
+        Ok(None) => tracing::debug!("another process pruned recently"),
+        Err(error) => tracing::warn!(error = %error, "pruning expired rows failed"),
+    }
+}
