@@ -17,6 +17,7 @@ mod ledger;
 mod performance;
 mod reliability;
 mod security;
+mod seed;
 
 fn main() {
     let args = libtest_mimic::Arguments::from_args();
@@ -32,6 +33,7 @@ fn main() {
     trials.extend(browser::tests());
     trials.extend(reliability::tests());
     trials.extend(performance::tests());
+    trials.extend(seed::tests());
     let conclusion = libtest_mimic::run(&args, trials);
     browser::finish();
     database.finish();
