@@ -1,7 +1,7 @@
 //! `referdesk seed`: fills a program with demo data that shows every screen — customers
 //! over the last year, about 30% of them referred (a few referrers with many referrals),
 //! link clicks, ledger credits and debits, invites in every status — for demos and
-//! benchmarks; a million customers in well under a minute, in batches of set-based SQL.
+//! benchmarks, written in batches of set-based SQL.
 //!
 //! The data is drawn from one seed ([`plan`]): the same seed and count give the same
 //! customers, keys, emails and referral graph. It keeps every invariant the application
