@@ -13,6 +13,8 @@
 //! `ledger.debit`, `invite.create`), by the actor `seed`.
 //!
 //! Everything is written in one transaction: a failed or interrupted seed leaves nothing.
+//! (Beside a server in use, that transaction holds the seed's slot of the customer tallies:
+//! a signup on a connection that shares the slot waits until the seed commits.)
 //! No seeded address can reach a real mailbox (reserved domains only), and queued invites
 //! are held: their next attempt is a century away, so a server started on the data sends
 //! none of them.
@@ -52,9 +54,7 @@ pub fn seed(conn: &mut PgConnection, program_slug: &str, count: i64, seed: Optio
     conn.transaction(|conn| {
         let base = last_number(conn, program.id)?;
         let plan = Plan::draw(seed, base, count as u32, Utc::now());
-        let lists = PendingLists::widen(conn)?;
         let ids = write_customers(conn, &program, &plan)?;
-        lists.merge_and_restore(conn)?;
         write_clicks(conn, &plan, &ids)?;
         write_bookings(conn, &program, &plan, &ids)?;
         write_invites(conn, &program, &plan, &ids)?;
@@ -92,68 +92,6 @@ fn last_number(conn: &mut PgConnection, program_id: i64) -> Result<i64, Error> {
     .bind::<BigInt, _>(program_id)
     .get_result(conn)?;
     Ok(row.number)
-}
-
-#[derive(QueryableByName)]
-struct GinIndex {
-    #[diesel(sql_type = Text)]
-    name: String,
-    #[diesel(sql_type = Nullable<Text>)]
-    limit: Option<String>,
-}
-
-/// The trigram (GIN) indexes of `customers` keep short pending lists, which an insert
-/// merges into the index whenever they fill up: in a bulk insert that is thousands of
-/// small merges, a good part of the seed's time. For the seed's own transaction the lists
-/// are made as long as PostgreSQL allows, then merged once, in bulk, and the indexes get
-/// their own limits back before the transaction commits, so nothing else ever sees the
-/// change.
-struct PendingLists {
-    indexes: Vec<GinIndex>,
-}
-
-impl PendingLists {
-    fn widen(conn: &mut PgConnection) -> Result<PendingLists, Error> {
-        let indexes: Vec<GinIndex> = diesel::sql_query(
-            "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) AS name,
-                    (SELECT option_value FROM pg_options_to_table(c.reloptions)
-                     WHERE option_name = 'gin_pending_list_limit') AS limit
-             FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
-             JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_am a ON a.oid = c.relam
-             WHERE i.indrelid = 'customers'::regclass AND a.amname = 'gin'",
-        )
-        .load(conn)?;
-        for index in &indexes {
-            // The largest limit PostgreSQL accepts (in kB).
-            diesel::sql_query(format!(
-                "ALTER INDEX {} SET (gin_pending_list_limit = 2097151)",
-                index.name
-            ))
-            .execute(conn)?;
-        }
-        Ok(PendingLists { indexes })
-    }
-
-    fn merge_and_restore(self, conn: &mut PgConnection) -> Result<(), Error> {
-        for index in &self.indexes {
-            diesel::sql_query(format!(
-                "SELECT gin_clean_pending_list('{}'::regclass)",
-                index.name.replace('\'', "''")
-            ))
-            .execute(conn)?;
-            let restore = match index.limit.as_deref() {
-                Some(limit) if limit.bytes().all(|b| b.is_ascii_digit()) => {
-                    format!(
-                        "ALTER INDEX {} SET (gin_pending_list_limit = {limit})",
-                        index.name
-                    )
-                }
-                _ => format!("ALTER INDEX {} RESET (gin_pending_list_limit)", index.name),
-            };
-            diesel::sql_query(restore).execute(conn)?;
-        }
-        Ok(())
-    }
 }
 
 #[derive(QueryableByName)]
