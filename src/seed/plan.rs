@@ -523,6 +523,19 @@ mod tests {
     }
 
     #[test]
+    fn tiny_counts_draw_without_failing() {
+        for count in 0..12 {
+            let plan = Plan::draw(5, 0, count, now());
+            assert_eq!(plan.people.len(), count as usize);
+            assert!(plan
+                .people
+                .iter()
+                .enumerate()
+                .all(|(i, p)| p.referrer.is_none_or(|r| (r as usize) < i)));
+        }
+    }
+
+    #[test]
     fn a_few_customers_refer_many() {
         let plan = Plan::draw(3, 0, 20_000, now());
         let mut counts: Vec<i32> = plan.people.iter().map(|person| person.referrals).collect();
