@@ -20,6 +20,7 @@
 #   BENCH_DURATION      seconds per scenario (10)
 #   BENCH_RUNS          run every scenario this many times and print the medians too (1)
 #   BENCH_CUSTOMERS     customers to seed (1000000)
+#   BENCH_SEED          the seed's --seed, so that every fresh seed holds the same data (1)
 #   BENCH_ONLY          run only the scenarios whose name contains this text
 #   BENCH_BIN           benchmark this binary instead of building one (e.g. an older build)
 #   BENCH_TRANSPORT     how the server reaches the private cluster: socket (the default,
@@ -37,6 +38,7 @@ mkdir -p "$BENCH_DIR" && BENCH_DIR=$(cd "$BENCH_DIR" && pwd)
 DURATION=${BENCH_DURATION:-10}
 RUNS=${BENCH_RUNS:-1}
 CUSTOMERS=${BENCH_CUSTOMERS:-1000000}
+SEED=${BENCH_SEED:-1}
 ONLY=${BENCH_ONLY:-}
 CONNECTIONS=8
 THREADS=2
@@ -141,7 +143,7 @@ PROGRAM_ID=$(sql "SELECT id FROM programs WHERE slug = 'default'")
 SEEDED=$(sql "SELECT count(*) FROM customers WHERE program_id = $PROGRAM_ID AND external_id LIKE 'seed-%'")
 if [ "$SEEDED" -eq 0 ]; then
     say "seeding $CUSTOMERS customers (once; later runs reuse them)"
-    "$BIN" seed --program default --customers "$CUSTOMERS" 2>&1 | tail -n 2 >&2
+    "$BIN" seed --program default --customers "$CUSTOMERS" --seed "$SEED" 2>&1 | tail -n 2 >&2
     SEEDED=$CUSTOMERS
 elif [ "$SEEDED" -lt "$CUSTOMERS" ]; then
     say "the database holds $SEEDED seeded customers, not $CUSTOMERS; remove $BENCH_DIR (or set BENCH_CUSTOMERS=$SEEDED)"

@@ -36,6 +36,10 @@ enum Command {
         program: String,
         #[arg(long, default_value_t = 1_000_000)]
         customers: i64,
+        /// Draw the data from this seed: the same seed and count give the same data set
+        /// (a random seed, logged, when absent).
+        #[arg(long)]
+        seed: Option<u64>,
     },
     /// Manage API tokens.
     Token {
@@ -117,8 +121,12 @@ fn main() -> anyhow::Result<()> {
                 Ok(())
             })
         }
-        Command::Seed { program, customers } => with_database(&config, move |conn| {
-            referdesk::seed::seed(conn, &program, customers).map_err(describe)
+        Command::Seed {
+            program,
+            customers,
+            seed,
+        } => with_database(&config, move |conn| {
+            referdesk::seed::seed(conn, &program, customers, seed).map_err(describe)
         }),
         Command::Token {
             command: TokenCommand::Create { program, name },

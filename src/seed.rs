@@ -1,108 +1,367 @@
-//! `referdesk seed`: fills a program with realistic-looking customers for benchmarks and
-//! demos — a million rows in about a minute, straight in SQL rather than row by row.
+//! `referdesk seed`: fills a program with demo data that shows every screen — customers
+//! over the last year, about 30% of them referred (a few referrers with many referrals),
+//! link clicks, ledger credits and debits, invites in every status — for demos and
+//! benchmarks, written in batches of set-based SQL.
 //!
-//! The data keeps every invariant the application keeps: default referral links whose code
-//! is the key, referrers inside the program created before the customers they referred,
-//! and exact `referrals_count`s.
+//! The data is drawn from one seed ([`plan`]): the same seed and count give the same
+//! customers, keys, emails and referral graph. It keeps every invariant the application
+//! keeps: default referral links whose code is the key, referrers in the program who
+//! joined before the customers they referred, exact `referrals_count`s (written with each
+//! row, so the tally and standings triggers copy the right values), link click counters
+//! equal to their click rows, debits within the balance. Each row gets the audit event
+//! the real path writes (`customer.create`, `customer.delete`, `ledger.credit`,
+//! `ledger.debit`, `invite.create`), by the actor `seed`.
+//!
+//! Everything is written in one transaction: a failed or interrupted seed leaves nothing.
+//! (Beside a server in use, that transaction holds the seed's slot of the customer tallies:
+//! a signup on a connection that shares the slot waits until the seed commits.)
+//! No seeded address can reach a real mailbox (reserved domains only), and queued invites
+//! are held: their next attempt is a century away, so a server started on the data sends
+//! none of them.
 
+pub mod plan;
+
+use chrono::{DateTime, Duration, NaiveDate, Utc};
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Text};
+use diesel::sql_types::{Array, BigInt, Bool, Date, Integer, Nullable, Text, Timestamptz};
 
-use crate::domain::programs;
+use crate::domain::invites::InviteEmail;
+use crate::domain::programs::{self, Program};
 use crate::error::Error;
+use plan::Plan;
 
-/// Inserts `count` customers into the program, in batches, and prints progress.
-pub fn seed(conn: &mut PgConnection, program_slug: &str, count: i64) -> Result<(), Error> {
-    let program = programs::find_by_slug(conn, program_slug)?;
-    let salt = crate::domain::random_token(8);
-    const BATCH: i64 = 100_000;
-    let mut done = 0;
-    while done < count {
-        let size = BATCH.min(count - done);
-        conn.transaction(|conn| {
-            insert_batch(conn, program.id, &salt, done, size)?;
-            Ok::<_, Error>(())
-        })?;
-        done += size;
-        eprintln!("seeded {done}/{count} customers");
+/// Customers per statement: large enough that per-statement costs vanish, small enough
+/// for steady progress lines.
+const BATCH: usize = 100_000;
+/// The largest count accepted (the plan numbers customers with `u32`).
+pub const MAX_CUSTOMERS: i64 = 50_000_000;
+/// Shown as the actor of every seeded audit event.
+const ACTOR: &str = "seed";
+
+/// Seeds `count` customers (and their clicks, bookings and invites) into the program.
+/// Without `seed`, a random one is drawn and logged, so the data set can be made again.
+pub fn seed(conn: &mut PgConnection, program_slug: &str, count: i64, seed: Option<u64>) -> Result<(), Error> {
+    if !(0..=MAX_CUSTOMERS).contains(&count) {
+        return Err(Error::invalid(
+            "customers",
+            format!("Seed between 0 and {MAX_CUSTOMERS} customers."),
+        ));
     }
+    let program = programs::find_by_slug(conn, program_slug)
+        .map_err(|_| Error::invalid("program", format!("There is no program {program_slug:?}.")))?;
+    let seed = seed.unwrap_or_else(rand::random);
+    tracing::info!("seeding {count} customers into {program_slug:?} with --seed {seed}");
     conn.transaction(|conn| {
-        diesel::sql_query(
-            "UPDATE customers c SET referrals_count = counted.n
-             FROM (SELECT referrer_id, count(*)::int AS n FROM customers
-                   WHERE program_id = $1 AND referrer_id IS NOT NULL AND status = 'active'
-                   GROUP BY referrer_id) counted
-             WHERE c.id = counted.referrer_id",
-        )
-        .bind::<BigInt, _>(program.id)
-        .execute(conn)?;
+        let base = last_number(conn, program.id)?;
+        let plan = Plan::draw(seed, base, count as u32, Utc::now());
+        let ids = write_customers(conn, &program, &plan)?;
+        write_clicks(conn, &plan, &ids)?;
+        write_bookings(conn, &program, &plan, &ids)?;
+        write_invites(conn, &program, &plan, &ids)?;
+        tracing::info!(
+            "seeded {count} customers, {} link clicks, {} ledger entries, {} invites",
+            plan.clicks.len(),
+            plan.bookings.len(),
+            plan.invites.len()
+        );
         Ok::<_, Error>(())
     })?;
     // VACUUM as well as ANALYZE: it marks the new pages all-visible, so lists are read from
     // their covering indexes alone right away rather than after autovacuum gets to them.
-    diesel::sql_query("VACUUM (ANALYZE) customers").execute(conn)?;
-    diesel::sql_query("VACUUM (ANALYZE) referral_links").execute(conn)?;
-    // The recount rewrote the referrers' standings (their triggers): settle those too.
-    diesel::sql_query("VACUUM (ANALYZE) referral_standings").execute(conn)?;
-    eprintln!("referral counts recomputed; tables vacuumed and analysed");
+    for table in ["customers", "referral_links", "referral_standings"] {
+        diesel::sql_query(format!("VACUUM (ANALYZE) {table}")).execute(conn)?;
+    }
+    diesel::sql_query("ANALYZE referral_clicks, balance_transactions, invites, mail_outbox, audit_events")
+        .execute(conn)?;
+    tracing::info!("tables vacuumed and analysed");
     Ok(())
 }
 
-fn insert_batch(
-    conn: &mut PgConnection,
-    program_id: i64,
-    salt: &str,
-    offset: i64,
-    size: i64,
-) -> Result<(), Error> {
-    // Names, domains and dates cycle through fixed lists; about 30% of customers are
-    // referred, mostly by a small set of prolific referrers (power-law-ish), always by
-    // someone created earlier in the same program.
-    diesel::sql_query(
-        "WITH existing AS (
-             SELECT min(id) AS first_id, max(id) AS last_id FROM customers WHERE program_id = $1
-         ), numbered AS (
-             SELECT g AS n FROM generate_series($3 + 1, $3 + $4) AS g
-         ), rows AS (
-             SELECT n,
-                    'seed-' || n AS external_id,
-                    substr(md5($2 || n::text), 1, 12) AS key,
-                    (ARRAY['ada','grace','alan','linus','barbara','ken','margaret','dennis','frances','edsger'])[1 + n % 10]
-                        || '.' || n || '@' ||
-                    (ARRAY['acme.com','example.org','mail.test','globex.io','initech.net','umbrella.co','hooli.xyz','stark.dev'])[1 + (n / 7) % 8] AS email,
-                    (ARRAY['Ada','Grace','Alan','Linus','Barbara','Ken','Margaret','Dennis','Frances','Edsger'])[1 + n % 10] AS name,
-                    (ARRAY['Lovelace','Hopper','Turing','Torvalds','Liskov','Thompson','Hamilton','Ritchie','Allen','Dijkstra'])[1 + (n / 10) % 10] AS surname,
-                    now() - ((n * 7919) % 31536000) * interval '1 second' AS created_at,
-                    (n % 10 < 3) AS referred,
-                    (n % 50 <> 0) AS approved
-             FROM numbered
-         )
-         INSERT INTO customers (program_id, external_id, key, email, name, surname, metadata, approved,
-                                referrer_id, created_at, updated_at)
-         SELECT $1, external_id, key, email, name, surname,
-                jsonb_build_object('date_of_birth', to_char(date '1960-01-01' + (n % 15000)::int, 'YYYY-MM-DD')),
-                approved,
-                CASE WHEN referred AND existing.first_id IS NOT NULL
-                     THEN existing.first_id + floor(power(((n * 2654435761) % 1000003) / 1000003.0, 3)
-                                                   * (existing.last_id - existing.first_id))::bigint
-                END,
-                created_at, created_at
-         FROM rows, existing",
+#[derive(QueryableByName)]
+struct Number {
+    #[diesel(sql_type = BigInt)]
+    number: i64,
+}
+
+/// The highest `seed-{n}` of the program: a later seed numbers its customers after it.
+fn last_number(conn: &mut PgConnection, program_id: i64) -> Result<i64, Error> {
+    let row: Number = diesel::sql_query(
+        "SELECT coalesce(max(substr(external_id, 6)::bigint), 0) AS number FROM customers
+         WHERE program_id = $1 AND external_id ~ '^seed-[0-9]{1,15}$'",
     )
     .bind::<BigInt, _>(program_id)
-    .bind::<Text, _>(salt)
-    .bind::<BigInt, _>(offset)
-    .bind::<BigInt, _>(size)
+    .get_result(conn)?;
+    Ok(row.number)
+}
+
+#[derive(QueryableByName)]
+struct Ids {
+    #[diesel(sql_type = Array<BigInt>)]
+    ids: Vec<i64>,
+}
+
+/// `count` ids from the table's own sequence, ascending: rows written with them never
+/// clash with rows the application inserts meanwhile, and an earlier row gets a lower id.
+fn reserve_ids(conn: &mut PgConnection, table: &str, count: usize) -> Result<Vec<i64>, Error> {
+    if count == 0 {
+        return Ok(Vec::new());
+    }
+    let row: Ids = diesel::sql_query(
+        "SELECT array_agg(id ORDER BY id) AS ids FROM
+         (SELECT nextval((SELECT pg_get_serial_sequence($1, 'id'))::regclass) AS id
+          FROM generate_series(1, $2)) reserved",
+    )
+    .bind::<Text, _>(table)
+    .bind::<BigInt, _>(count as i64)
+    .get_result(conn)?;
+    Ok(row.ids)
+}
+
+/// Customers, their default links and their audit events, batch by batch (a referrer is
+/// always in an earlier batch or earlier in the same one). Returns the customers' ids.
+fn write_customers(conn: &mut PgConnection, program: &Program, plan: &Plan) -> Result<Vec<i64>, Error> {
+    let total = plan.people.len();
+    let mut ids: Vec<i64> = Vec::with_capacity(total);
+    let mut start = 0;
+    while start < total {
+        let end = (start + BATCH).min(total);
+        ids.extend(reserve_ids(conn, "customers", end - start)?);
+        let people = &plan.people[start..end];
+        let referrers: Vec<Option<usize>> = people
+            .iter()
+            .map(|person| person.referrer.map(|i| i as usize))
+            .collect();
+        diesel::sql_query(
+            "WITH rows AS (
+                 SELECT * FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[],
+                                      $7::text[], $8::date[], $9::bool[], $10::bigint[], $11::text[],
+                                      $12::int[], $13::bigint[], $14::timestamptz[], $15::timestamptz[])
+                     AS r(id, external_id, key, email, name, surname, born, approved, referrer_id,
+                          referrer_key, referrals_count, clicks, created_at, deleted_at)
+             ), created AS (
+                 INSERT INTO customers (id, program_id, external_id, key, email, name, surname, metadata,
+                                        status, approved, referrer_id, referrals_count, deleted_at,
+                                        created_at, updated_at)
+                 SELECT id, $1, external_id, key, email, name, surname,
+                        jsonb_build_object('date_of_birth', to_char(born, 'YYYY-MM-DD')),
+                        CASE WHEN deleted_at IS NULL THEN 'active' ELSE 'deleted' END,
+                        approved, referrer_id, referrals_count, deleted_at,
+                        created_at, coalesce(deleted_at, created_at)
+                 FROM rows
+             ), links AS (
+                 INSERT INTO referral_links (program_id, customer_id, code, is_default, clicks, created_at)
+                 SELECT $1, id, key, TRUE, clicks, created_at FROM rows
+             )
+             INSERT INTO audit_events (program_id, actor_label, action, subject_type, subject_id,
+                                       customer_id, before, after, created_at)
+             SELECT $1, $16, 'customer.create', 'customer', id::text, id, NULL::jsonb,
+                    jsonb_build_object('id', external_id, 'key', key, 'email', email, 'name', name,
+                        'surname', surname,
+                        'metadata', jsonb_build_object('date_of_birth', to_char(born, 'YYYY-MM-DD')),
+                        'custom_fields', '{}'::jsonb, 'status', 'active', 'approved', approved,
+                        'referring_customer', referrer_key),
+                    created_at
+             FROM rows
+             UNION ALL
+             SELECT $1, $16, 'customer.delete', 'customer', id::text, id,
+                    '{\"status\": \"active\"}'::jsonb, '{\"status\": \"deleted\"}'::jsonb, deleted_at
+             FROM rows WHERE deleted_at IS NOT NULL",
+        )
+        .bind::<BigInt, _>(program.id)
+        .bind::<Array<BigInt>, _>(&ids[start..end])
+        .bind::<Array<Text>, _>((start..end).map(|i| plan.external_id(i)).collect::<Vec<_>>())
+        .bind::<Array<Text>, _>(people.iter().map(|p| p.key()).collect::<Vec<_>>())
+        .bind::<Array<Text>, _>((start..end).map(|i| plan.email(i)).collect::<Vec<_>>())
+        .bind::<Array<Text>, _>(people.iter().map(|p| p.name()).collect::<Vec<_>>())
+        .bind::<Array<Text>, _>(people.iter().map(|p| p.surname()).collect::<Vec<_>>())
+        .bind::<Array<Date>, _>(people.iter().map(|p| p.born).collect::<Vec<NaiveDate>>())
+        .bind::<Array<Bool>, _>(people.iter().map(|p| p.approved).collect::<Vec<_>>())
+        .bind::<Array<Nullable<BigInt>>, _>(referrers.iter().map(|r| r.map(|i| ids[i])).collect::<Vec<_>>())
+        .bind::<Array<Nullable<Text>>, _>(
+            referrers
+                .iter()
+                .map(|r| r.map(|i| plan.people[i].key()))
+                .collect::<Vec<_>>(),
+        )
+        .bind::<Array<Integer>, _>(people.iter().map(|p| p.referrals).collect::<Vec<_>>())
+        .bind::<Array<BigInt>, _>(people.iter().map(|p| p.clicks).collect::<Vec<_>>())
+        .bind::<Array<Timestamptz>, _>(people.iter().map(|p| p.created_at).collect::<Vec<_>>())
+        .bind::<Array<Nullable<Timestamptz>>, _>(people.iter().map(|p| p.deleted_at).collect::<Vec<_>>())
+        .bind::<Text, _>(ACTOR)
+        .execute(conn)?;
+        start = end;
+        tracing::info!("seeded {start}/{total} customers");
+    }
+    Ok(ids)
+}
+
+/// The click rows behind the links' counters (written with the links).
+fn write_clicks(conn: &mut PgConnection, plan: &Plan, ids: &[i64]) -> Result<(), Error> {
+    if plan.clicks.is_empty() {
+        return Ok(());
+    }
+    diesel::sql_query(
+        "INSERT INTO referral_clicks (link_id, referer, created_at)
+         SELECT l.id, c.referer, c.at
+         FROM unnest($1::bigint[], $2::text[], $3::timestamptz[]) WITH ORDINALITY AS c(customer_id, referer, at, n)
+         JOIN referral_links l ON l.customer_id = c.customer_id AND l.is_default
+         ORDER BY c.n",
+    )
+    .bind::<Array<BigInt>, _>(plan.clicks.iter().map(|click| ids[click.customer as usize]).collect::<Vec<_>>())
+    .bind::<Array<Nullable<Text>>, _>(plan.clicks.iter().map(|click| click.referer).collect::<Vec<_>>())
+    .bind::<Array<Timestamptz>, _>(plan.clicks.iter().map(|click| click.at).collect::<Vec<_>>())
     .execute(conn)?;
+    Ok(())
+}
+
+/// Credits and debits with the events `ledger::book` writes for them.
+fn write_bookings(
+    conn: &mut PgConnection,
+    program: &Program,
+    plan: &Plan,
+    customers: &[i64],
+) -> Result<(), Error> {
+    let bookings = &plan.bookings;
+    if bookings.is_empty() {
+        return Ok(());
+    }
+    let ids = reserve_ids(conn, "balance_transactions", bookings.len())?;
     diesel::sql_query(
-        "INSERT INTO referral_links (program_id, customer_id, code, is_default, created_at)
-         SELECT c.program_id, c.id, c.key, TRUE, c.created_at FROM customers c
-         WHERE c.program_id = $1 AND c.external_id IN
-               (SELECT 'seed-' || g FROM generate_series($2 + 1, $2 + $3) AS g)",
+        "WITH rows AS (
+             SELECT * FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[],
+                                  $7::bool[], $8::text[], $9::timestamptz[])
+                 AS r(id, customer_id, kind, amount, units, is_currency, note, at)
+         ), booked AS (
+             INSERT INTO balance_transactions (id, program_id, customer_id, kind, amount, amount_units,
+                                               is_currency, note, created_at)
+             SELECT id, $1, customer_id, kind, amount::numeric, units, is_currency, note, at FROM rows
+         )
+         INSERT INTO audit_events (program_id, actor_label, action, subject_type, subject_id,
+                                   customer_id, after, created_at)
+         SELECT $1, $10, 'ledger.' || kind, 'balance_transaction', id::text, customer_id,
+                jsonb_build_object('kind', kind, 'amount', amount, 'amount_units', units,
+                                   'is_currency', is_currency, 'note', note),
+                at
+         FROM rows",
     )
-    .bind::<BigInt, _>(program_id)
-    .bind::<BigInt, _>(offset)
-    .bind::<BigInt, _>(size)
+    .bind::<BigInt, _>(program.id)
+    .bind::<Array<BigInt>, _>(&ids)
+    .bind::<Array<BigInt>, _>(
+        bookings
+            .iter()
+            .map(|b| customers[b.customer as usize])
+            .collect::<Vec<_>>(),
+    )
+    .bind::<Array<Text>, _>(
+        bookings
+            .iter()
+            .map(|b| if b.credit { "credit" } else { "debit" })
+            .collect::<Vec<_>>(),
+    )
+    .bind::<Array<Text>, _>(bookings.iter().map(|b| b.amount_display()).collect::<Vec<_>>())
+    .bind::<Array<Text>, _>(bookings.iter().map(|b| b.units).collect::<Vec<_>>())
+    .bind::<Array<Bool>, _>(bookings.iter().map(|b| b.is_currency).collect::<Vec<_>>())
+    .bind::<Array<Text>, _>(bookings.iter().map(|b| b.note.as_str()).collect::<Vec<_>>())
+    .bind::<Array<Timestamptz>, _>(bookings.iter().map(|b| b.at).collect::<Vec<_>>())
+    .bind::<Text, _>(ACTOR)
+    .execute(conn)?;
+    Ok(())
+}
+
+/// Invites with their rendered messages in the outbox and their `invite.create` events.
+/// Sent and failed ones look as the mail worker leaves them; queued ones are held (see the
+/// module documentation).
+fn write_invites(
+    conn: &mut PgConnection,
+    program: &Program,
+    plan: &Plan,
+    customers: &[i64],
+) -> Result<(), Error> {
+    let invites = &plan.invites;
+    if invites.is_empty() {
+        return Ok(());
+    }
+    let ids = reserve_ids(conn, "invites", invites.len())?;
+    let now = Utc::now();
+    let held_until = now + Duration::days(36_525);
+    let mut messages = Vec::with_capacity(invites.len());
+    for invite in invites {
+        let inviter = invite.inviter.map(|i| &plan.people[i as usize]);
+        let email = InviteEmail {
+            program_name: program.name.clone(),
+            recipient_name: Some(invite.name.clone()),
+            inviter: inviter.map(|person| format!("{} {}", person.name(), person.surname())),
+            referral_link: match inviter {
+                Some(person) => program.referral_url(person.key()),
+                None => program.referral_base_url.clone(),
+            },
+            message: invite.message.map(str::to_string),
+            details: Vec::new(),
+        };
+        messages.push(email.render()?);
+    }
+    // When the worker finished with a message: a few seconds after it was queued.
+    let handled: Vec<DateTime<Utc>> = invites
+        .iter()
+        .map(|invite| (invite.created_at + Duration::seconds(3)).min(now))
+        .collect();
+    diesel::sql_query(
+        "WITH rows AS (
+             SELECT * FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[],
+                                  $7::timestamptz[], $8::timestamptz[], $9::text[], $10::text[], $11::text[],
+                                  $12::text[])
+                 AS r(id, customer_id, email, name, message, created_at, handled_at, status,
+                      subject, body_text, body_html)
+         ), created AS (
+             INSERT INTO invites (id, program_id, customer_id, email, name, personalization, status,
+                                  last_error, sent_at, created_at, updated_at)
+             SELECT id, $1, customer_id, email, name,
+                    CASE WHEN message IS NULL THEN '{}'::jsonb ELSE jsonb_build_object('message', message) END,
+                    status, CASE WHEN status = 'failed' THEN $13 END,
+                    CASE WHEN status = 'sent' THEN handled_at END,
+                    created_at, CASE WHEN status = 'queued' THEN created_at ELSE handled_at END
+             FROM rows
+         ), queued AS (
+             INSERT INTO mail_outbox (invite_id, recipient, subject, body_text, body_html, status, attempts,
+                                      next_attempt_at, last_error, sent_at, created_at)
+             SELECT id, email, subject, body_text, body_html, status,
+                    CASE WHEN status = 'queued' THEN 0 ELSE 1 END,
+                    CASE WHEN status = 'queued' THEN $14 ELSE created_at END,
+                    CASE WHEN status = 'failed' THEN $13 END,
+                    CASE WHEN status = 'sent' THEN handled_at END,
+                    created_at
+             FROM rows
+         )
+         INSERT INTO audit_events (program_id, actor_label, action, subject_type, subject_id,
+                                   customer_id, after, created_at)
+         SELECT $1, $15, 'invite.create', 'invite', id::text, customer_id,
+                jsonb_build_object('email', email, 'name', name,
+                    'personalization', CASE WHEN message IS NULL THEN '{}'::jsonb
+                                            ELSE jsonb_build_object('message', message) END,
+                    'status', 'queued'),
+                created_at
+         FROM rows",
+    )
+    .bind::<BigInt, _>(program.id)
+    .bind::<Array<BigInt>, _>(&ids)
+    .bind::<Array<Nullable<BigInt>>, _>(
+        invites
+            .iter()
+            .map(|invite| invite.inviter.map(|i| customers[i as usize]))
+            .collect::<Vec<_>>(),
+    )
+    .bind::<Array<Text>, _>(invites.iter().map(|invite| invite.email.as_str()).collect::<Vec<_>>())
+    .bind::<Array<Text>, _>(invites.iter().map(|invite| invite.name.as_str()).collect::<Vec<_>>())
+    .bind::<Array<Nullable<Text>>, _>(invites.iter().map(|invite| invite.message).collect::<Vec<_>>())
+    .bind::<Array<Timestamptz>, _>(invites.iter().map(|invite| invite.created_at).collect::<Vec<_>>())
+    .bind::<Array<Timestamptz>, _>(&handled)
+    .bind::<Array<Text>, _>(invites.iter().map(|invite| invite.status.as_str()).collect::<Vec<_>>())
+    .bind::<Array<Text>, _>(messages.iter().map(|m| m.subject.as_str()).collect::<Vec<_>>())
+    .bind::<Array<Text>, _>(messages.iter().map(|m| m.text.as_str()).collect::<Vec<_>>())
+    .bind::<Array<Text>, _>(messages.iter().map(|m| m.html.as_str()).collect::<Vec<_>>())
+    .bind::<Text, _>(plan::FAILURE)
+    .bind::<Timestamptz, _>(held_until)
+    .bind::<Text, _>(ACTOR)
     .execute(conn)?;
     Ok(())
 }

@@ -19,6 +19,7 @@ mod maintenance;
 mod performance;
 mod reliability;
 mod security;
+mod seed;
 mod sign_in;
 
 fn main() {
@@ -38,6 +39,7 @@ fn main() {
     trials.extend(embedded::tests());
     trials.extend(performance::tests());
     trials.extend(maintenance::tests());
+    trials.extend(seed::tests());
     let conclusion = libtest_mimic::run(&args, trials);
     browser::finish();
     database.finish();
