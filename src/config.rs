@@ -34,7 +34,7 @@ pub struct Config {
     /// `REFERDESK_WORKERS`: HTTP worker threads (default: one per CPU core).
     pub workers: usize,
     /// `REFERDESK_TRUSTED_PROXIES`: reverse proxies whose `X-Forwarded-For` names the
-    /// client (default: none, the header is ignored). See `web::access::client_address`.
+    /// client (default: none, the header is ignored). See `client_address`.
     pub trusted_proxies: Vec<IpNet>,
     /// `REFERDESK_STATEMENT_TIMEOUT_MS`: the longest a page's or API call's statement may
     /// run (see `db::build_pool`).

@@ -4,6 +4,7 @@
 //! tests exercise exactly what runs in production.
 
 pub mod api;
+pub mod client_address;
 pub mod config;
 pub mod db;
 pub mod domain;
@@ -11,6 +12,7 @@ pub mod error;
 pub mod mail;
 pub mod private_files;
 pub mod pruner;
+pub mod routes;
 pub mod seed;
 pub mod web;
 
@@ -143,7 +145,10 @@ impl Application {
                     BrowserSession::default().state_ttl(actix_web::cookie::time::Duration::hours(12)),
                 )
                 .build();
+            // The access check reads the rules of exactly the routes registered here.
+            let routes = routes::all();
             App::new()
+                .app_data(Data::new(routes.table()))
                 .app_data(state.clone())
                 .app_data(form_tokens.clone())
                 .app_data(
@@ -174,8 +179,7 @@ impl Application {
                 // Outermost: it edits the request's headers, which only works while no
                 // other middleware holds the request.
                 .wrap(from_fn(web::sessionless::skip_sessions))
-                .configure(web::routes)
-                .configure(api::routes)
+                .configure(|cfg| routes.register(cfg))
                 .default_service(actix_web::web::to(web::not_found))
         })
         .workers(config.workers)

@@ -12,12 +12,12 @@ use actix_web::{dev::Payload, web, FromRequest, HttpRequest};
 use diesel::PgConnection;
 
 use crate::api::throttle::Admitted;
+use crate::client_address::client_address;
 use crate::db;
 use crate::domain::programs::Program;
 use crate::domain::tokens::{self, ApiToken};
 use crate::domain::Actor;
 use crate::error::{ApiError, Error};
-use crate::web::access::client_address;
 use crate::AppState;
 
 /// The authenticated caller of an API request.

@@ -18,40 +18,40 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::{header, StatusCode};
 use actix_web::middleware::Next;
-use actix_web::{web, HttpResponse};
+use actix_web::HttpResponse;
 use serde::Serialize;
 
 use crate::error::Error;
+use crate::routes::Access::{ApiToken, Public};
+use crate::routes::Routes;
 
 pub use auth::ApiCall;
 
 /// The largest request body the API reads.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    // Full paths, no scope: the access-rule test reads these lines to find every route.
-    // `customers:search` and `customers:invite` are registered before `customers/{ident}`.
-    cfg.service(web::resource("/v1/openapi.json").route(web::get().to(openapi::document)))
-        .service(
-            web::resource("/v1/customers")
-                .route(web::get().to(customers::list))
-                .route(web::post().to(customers::create))
-                .route(web::put().to(customers::update_by_body)),
-        )
-        .service(web::resource("/v1/customers:search").route(web::get().to(customers::search)))
-        .service(web::resource("/v1/customers:invite").route(web::post().to(ledger::invite)))
-        .service(
-            web::resource("/v1/customers/{ident}")
-                .route(web::get().to(customers::show))
-                .route(web::put().to(customers::update))
-                .route(web::delete().to(customers::delete)),
-        )
-        .service(web::resource("/v1/customers/{ident}/referrals").route(web::get().to(customers::referrals)))
-        .service(web::resource("/v1/customers/{ident}/stats").route(web::get().to(ledger::stats)))
-        .service(web::resource("/v1/customers/{ident}/balance").route(web::get().to(ledger::balance)))
-        .service(web::resource("/v1/customers/{ident}/balance/credit").route(web::post().to(ledger::credit)))
-        .service(
-            web::resource("/v1/customers/{ident}/transactions").route(web::get().to(ledger::transactions)),
+/// Every `/v1` route and who may call it: a bearer token on every call (checked by
+/// [`ApiCall`] before the call does anything else), except the description of the API.
+/// `customers:search` and `customers:invite` are declared before `customers/{ident}`.
+pub fn routes(routes: &mut Routes) {
+    routes
+        .get("/v1/openapi.json", Public, openapi::document)
+        .get("/v1/customers", ApiToken, customers::list)
+        .post("/v1/customers", ApiToken, customers::create)
+        .put("/v1/customers", ApiToken, customers::update_by_body)
+        .get("/v1/customers:search", ApiToken, customers::search)
+        .post("/v1/customers:invite", ApiToken, ledger::invite)
+        .get("/v1/customers/{ident}", ApiToken, customers::show)
+        .put("/v1/customers/{ident}", ApiToken, customers::update)
+        .delete("/v1/customers/{ident}", ApiToken, customers::delete)
+        .get("/v1/customers/{ident}/referrals", ApiToken, customers::referrals)
+        .get("/v1/customers/{ident}/stats", ApiToken, ledger::stats)
+        .get("/v1/customers/{ident}/balance", ApiToken, ledger::balance)
+        .post("/v1/customers/{ident}/balance/credit", ApiToken, ledger::credit)
+        .get(
+            "/v1/customers/{ident}/transactions",
+            ApiToken,
+            ledger::transactions,
         );
 }
 

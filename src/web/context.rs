@@ -7,11 +7,12 @@ use actix_session::{Session, SessionExt};
 use actix_web::{dev::Payload, FromRequest, HttpMessage, HttpRequest};
 use serde::{Deserialize, Serialize};
 
+use crate::client_address::client_address;
 use crate::domain::programs::Program;
 use crate::domain::team::{Member, Role};
 use crate::domain::Actor;
 use crate::error::Error;
-use crate::web::access::{client_address, SignedIn};
+use crate::web::access::SignedIn;
 use crate::web::csrf;
 
 const FLASH_KEY: &str = "flash";

@@ -172,7 +172,7 @@ pub async fn submit(
         "" => Kind::Credit.as_str(),
         other => other,
     };
-    // Debits are for admins only, whatever the form offered.
+    // The route admits support (`web::routes`); a debit needs an admin, whatever the form offered.
     if kind == Kind::Debit.as_str() && !page.is_admin() {
         return Err(Error::Forbidden("Only admins may debit a balance.".to_string()));
     }

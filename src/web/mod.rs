@@ -23,117 +23,82 @@ pub mod sessionless;
 pub mod team;
 
 use actix_web::http::{header, StatusCode};
-use actix_web::{web, HttpResponse};
+use actix_web::HttpResponse;
 use askama::Template;
 
 use crate::error::Error;
+use crate::routes::Access::Public;
+use crate::routes::{Routes, ADMIN, SUPPORT, VIEWER};
 
-/// Registers every dashboard route. Each must also have a line in [`access::RULES`].
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    // One resource per path, so a wrong method is a 405 rather than a 404.
-    cfg.service(web::resource("/healthz").route(web::get().to(health::healthz)))
-        .service(web::resource("/readyz").route(web::get().to(health::readyz)))
-        .service(web::resource("/static/{file}").route(web::get().to(assets::serve)))
-        .service(
-            web::resource("/login")
-                .route(web::get().to(auth::login_form))
-                .route(web::post().to(auth::login)),
+/// Every dashboard route and who may use it (checked for each request by
+/// [`access::enforce`]). One resource per path, so a wrong method is a 405 rather than a
+/// 404; a fixed path is declared before a pattern that would match it too.
+pub fn routes(routes: &mut Routes) {
+    routes
+        .get("/healthz", Public, health::healthz)
+        .get("/readyz", Public, health::readyz)
+        .get("/static/{file}", Public, assets::serve)
+        .get("/login", Public, auth::login_form)
+        .post("/login", Public, auth::login)
+        .post("/logout", VIEWER, auth::logout)
+        .get("/setup", Public, auth::setup_form)
+        .post("/setup", Public, auth::setup)
+        .post("/program", VIEWER, auth::switch_program)
+        .get("/", VIEWER, dashboard::show)
+        .get("/team", ADMIN, team::index)
+        .post("/team", ADMIN, team::create)
+        .get("/team/new", ADMIN, team::new_form)
+        .post("/team/{id}/role", ADMIN, team::change_role)
+        .post("/team/{id}/disable", ADMIN, team::disable)
+        .post("/team/{id}/enable", ADMIN, team::enable)
+        .get("/team/{id}/password", ADMIN, team::password_form)
+        .post("/team/{id}/password", ADMIN, team::reset_password)
+        // Reached through a one-time link, before the member can sign in.
+        .get("/set-password", Public, profile::set_password_form)
+        .post("/set-password", Public, profile::set_password)
+        .get("/profile", VIEWER, profile::show)
+        .post("/profile", VIEWER, profile::update)
+        .get("/programs", ADMIN, programs::index)
+        .post("/programs", ADMIN, programs::create)
+        .get("/programs/new", ADMIN, programs::new_form)
+        .get("/programs/{id}/edit", ADMIN, programs::edit_form)
+        .post("/programs/{id}/edit", ADMIN, programs::update)
+        .get("/audit", ADMIN, audit::index)
+        .get("/audit/export", ADMIN, audit::export)
+        .get("/r/{program}/{code}", Public, referral_redirect::follow)
+        .get("/customers", VIEWER, customers::index)
+        .post("/customers", SUPPORT, customers::create)
+        .get("/customers/new", SUPPORT, customers::new_form)
+        .get("/customers/export.csv", VIEWER, customers::export_csv)
+        .get("/customers/{key}", VIEWER, customers::show)
+        .get("/customers/{key}/edit", SUPPORT, customers::edit_form)
+        .post("/customers/{key}/edit", SUPPORT, customers::update)
+        .post("/customers/{key}/delete", ADMIN, customers::delete)
+        .post("/customers/{key}/restore", ADMIN, customers::restore)
+        .post("/customers/{key}/erase", ADMIN, customers::erase)
+        .post("/customers/{key}/approve", SUPPORT, customers::approve)
+        .post("/customers/{key}/unapprove", SUPPORT, customers::unapprove)
+        .post("/customers/{key}/referrer", ADMIN, customers::change_referrer)
+        .post("/customers/{key}/links", SUPPORT, customers::add_link)
+        .post(
+            "/customers/{key}/links/{link_id}/delete",
+            SUPPORT,
+            customers::delete_link,
         )
-        .service(web::resource("/logout").route(web::post().to(auth::logout)))
-        .service(
-            web::resource("/setup")
-                .route(web::get().to(auth::setup_form))
-                .route(web::post().to(auth::setup)),
-        )
-        .service(web::resource("/program").route(web::post().to(auth::switch_program)))
-        .service(web::resource("/").route(web::get().to(dashboard::show)))
-        .service(
-            web::resource("/team")
-                .route(web::get().to(team::index))
-                .route(web::post().to(team::create)),
-        )
-        .service(web::resource("/team/new").route(web::get().to(team::new_form)))
-        .service(web::resource("/team/{id}/role").route(web::post().to(team::change_role)))
-        .service(web::resource("/team/{id}/disable").route(web::post().to(team::disable)))
-        .service(web::resource("/team/{id}/enable").route(web::post().to(team::enable)))
-        .service(
-            web::resource("/team/{id}/password")
-                .route(web::get().to(team::password_form))
-                .route(web::post().to(team::reset_password)),
-        )
-        .service(
-            web::resource("/set-password")
-                .route(web::get().to(profile::set_password_form))
-                .route(web::post().to(profile::set_password)),
-        )
-        .service(
-            web::resource("/profile")
-                .route(web::get().to(profile::show))
-                .route(web::post().to(profile::update)),
-        )
-        .service(
-            web::resource("/programs")
-                .route(web::get().to(programs::index))
-                .route(web::post().to(programs::create)),
-        )
-        .service(web::resource("/programs/new").route(web::get().to(programs::new_form)))
-        .service(
-            web::resource("/programs/{id}/edit")
-                .route(web::get().to(programs::edit_form))
-                .route(web::post().to(programs::update)),
-        )
-        .service(web::resource("/audit").route(web::get().to(audit::index)))
-        .service(web::resource("/audit/export").route(web::get().to(audit::export)))
-        .service(web::resource("/r/{program}/{code}").route(web::get().to(referral_redirect::follow)))
-        // Fixed paths before `/customers/{key}`, which would match them too.
-        .service(
-            web::resource("/customers")
-                .route(web::get().to(customers::index))
-                .route(web::post().to(customers::create)),
-        )
-        .service(web::resource("/customers/new").route(web::get().to(customers::new_form)))
-        .service(web::resource("/customers/export.csv").route(web::get().to(customers::export_csv)))
-        .service(web::resource("/customers/{key}").route(web::get().to(customers::show)))
-        .service(
-            web::resource("/customers/{key}/edit")
-                .route(web::get().to(customers::edit_form))
-                .route(web::post().to(customers::update)),
-        )
-        .service(web::resource("/customers/{key}/delete").route(web::post().to(customers::delete)))
-        .service(web::resource("/customers/{key}/restore").route(web::post().to(customers::restore)))
-        .service(web::resource("/customers/{key}/erase").route(web::post().to(customers::erase)))
-        .service(web::resource("/customers/{key}/approve").route(web::post().to(customers::approve)))
-        .service(web::resource("/customers/{key}/unapprove").route(web::post().to(customers::unapprove)))
-        .service(web::resource("/customers/{key}/referrer").route(web::post().to(customers::change_referrer)))
-        .service(web::resource("/customers/{key}/links").route(web::post().to(customers::add_link)))
-        .service(
-            web::resource("/customers/{key}/links/{link_id}/delete")
-                .route(web::post().to(customers::delete_link)),
-        )
-        .service(web::resource("/api").route(web::get().to(api_tokens::docs)))
-        .service(
-            web::resource("/api-tokens")
-                .route(web::get().to(api_tokens::index))
-                .route(web::post().to(api_tokens::create)),
-        )
-        .service(web::resource("/api-tokens/{id}/revoke").route(web::post().to(api_tokens::revoke)))
-        .service(
-            web::resource("/customers/{key}/credit")
-                .route(web::get().to(ledger::form))
-                .route(web::post().to(ledger::submit)),
-        )
-        .service(
-            web::resource("/customers/{key}/invite")
-                .route(web::get().to(invites::customer_form))
-                .route(web::post().to(invites::customer_create)),
-        )
-        .service(web::resource("/invites").route(web::get().to(invites::index)))
-        .service(
-            web::resource("/invites/new")
-                .route(web::get().to(invites::new_form))
-                .route(web::post().to(invites::create)),
-        )
-        .service(web::resource("/invites/{id}/retry").route(web::post().to(invites::retry)));
+        .get("/api", VIEWER, api_tokens::docs)
+        .get("/api-tokens", ADMIN, api_tokens::index)
+        .post("/api-tokens", ADMIN, api_tokens::create)
+        .post("/api-tokens/{id}/revoke", ADMIN, api_tokens::revoke)
+        .get("/customers/{key}/credit", SUPPORT, ledger::form)
+        // A debit (`kind=debit` on the same form) needs ADMIN: `ledger::submit` checks it
+        // before anything else.
+        .post("/customers/{key}/credit", SUPPORT, ledger::submit)
+        .get("/customers/{key}/invite", SUPPORT, invites::customer_form)
+        .post("/customers/{key}/invite", SUPPORT, invites::customer_create)
+        .get("/invites", VIEWER, invites::index)
+        .get("/invites/new", SUPPORT, invites::new_form)
+        .post("/invites/new", SUPPORT, invites::create)
+        .post("/invites/{id}/retry", SUPPORT, invites::retry);
 }
 
 /// Renders a page with 200 OK.

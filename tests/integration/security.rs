@@ -1,7 +1,7 @@
 //! Reliability and security properties that cut across every area.
 
 use referdesk::domain::team::Role;
-use referdesk::web::access::{Access, RULES};
+use referdesk::routes::{self, Access};
 
 use crate::helpers::{location, Browser, TestApp, PASSWORD};
 use crate::trials;
@@ -47,7 +47,7 @@ async fn try_route(browser: &Browser, method: &str, path: &str, bearer: Option<&
         "POST" => browser.client.post(&url).json(&serde_json::json!({})),
         "PUT" => browser.client.put(&url).json(&serde_json::json!({})),
         "DELETE" => browser.client.delete(&url),
-        other => panic!("method {other} in RULES"),
+        other => panic!("method {other} in the route table"),
     };
     let request = match bearer {
         Some(token) => request.bearer_auth(token),
@@ -95,7 +95,7 @@ async fn authorization_matrix_matches_the_rules_table() {
     };
 
     // Sign-out last, or it would end the sessions the other rows use.
-    let mut rules: Vec<_> = RULES.iter().collect();
+    let mut rules: Vec<_> = routes::rules().iter().collect();
     rules.sort_by_key(|rule| rule.path == "/logout");
     let mut checked = 0;
     for rule in rules {
@@ -103,7 +103,7 @@ async fn authorization_matrix_matches_the_rules_table() {
             Access::ApiToken => {
                 let browser = &browsers[0].1;
                 for (bearer, name) in [(None, "no token"), (Some(revoked.as_str()), "a revoked token")] {
-                    let (outcome, status) = try_route(browser, rule.method, rule.path, bearer).await;
+                    let (outcome, status) = try_route(browser, rule.method.as_str(), rule.path, bearer).await;
                     assert!(
                         matches!(outcome, Outcome::Refused),
                         "{} {} with {name}: {status}",
@@ -112,7 +112,8 @@ async fn authorization_matrix_matches_the_rules_table() {
                     );
                     assert_eq!(status, 401, "{} {} with {name}", rule.method, rule.path);
                 }
-                let (outcome, status) = try_route(browser, rule.method, rule.path, Some(&token)).await;
+                let (outcome, status) =
+                    try_route(browser, rule.method.as_str(), rule.path, Some(&token)).await;
                 assert!(
                     matches!(outcome, Outcome::Allowed),
                     "{} {} with a live token: {status}",
@@ -128,7 +129,7 @@ async fn authorization_matrix_matches_the_rules_table() {
                         Access::Member(needed) => role.is_some_and(|role| role >= needed),
                         Access::ApiToken => unreachable!(),
                     };
-                    let (outcome, status) = try_route(browser, rule.method, rule.path, None).await;
+                    let (outcome, status) = try_route(browser, rule.method.as_str(), rule.path, None).await;
                     let who = role
                         .map(|role| role.to_string())
                         .unwrap_or_else(|| "anonymous".into());

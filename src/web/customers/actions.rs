@@ -1,7 +1,7 @@
 //! The buttons and small forms of a customer's page: delete / restore (admin), approve /
 //! unapprove (support), change referrer (admin), add / delete an extra link (support),
 //! erase personal data (admin).
-//! Roles are enforced by `access::RULES`; the rules themselves live in the domain.
+//! Roles are declared with the routes (`web::routes`); the rules themselves live in the domain.
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};

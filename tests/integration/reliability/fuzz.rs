@@ -24,7 +24,7 @@ use proptest::sample::select;
 use proptest::test_runner::{Config, TestCaseError, TestError, TestRunner};
 use referdesk::db::schema::{customers, invites, mail_outbox, programs, team_members};
 use referdesk::domain::team::Role;
-use referdesk::web::access::{Access, RULES};
+use referdesk::routes::{self, Access};
 
 use crate::helpers::{csrf_in, TestApp};
 
@@ -579,20 +579,20 @@ fn idempotency_key() -> BoxedStrategy<Option<Vec<u8>>> {
 type Route = (&'static str, &'static str);
 
 fn dashboard_routes() -> Vec<Route> {
-    RULES
+    routes::rules()
         .iter()
         .filter(|rule| !matches!(rule.access, Access::ApiToken) && !rule.path.starts_with("/v1"))
         // Sign-out takes no input; it would only end the session the other cases use.
         .filter(|rule| rule.path != "/logout")
-        .map(|rule| (rule.method, rule.path))
+        .map(|rule| (rule.method.as_str(), rule.path))
         .collect()
 }
 
 fn api_routes() -> Vec<Route> {
-    RULES
+    routes::rules()
         .iter()
         .filter(|rule| rule.path.starts_with("/v1"))
-        .map(|rule| (rule.method, rule.path))
+        .map(|rule| (rule.method.as_str(), rule.path))
         .collect()
 }
 
