@@ -6,7 +6,7 @@ use diesel::{Connection, PgConnection};
 use referdesk::config::Config;
 use referdesk::domain::{programs, team, tokens, Actor};
 use referdesk::error::Error;
-use referdesk::{db, resolve_database, Application};
+use referdesk::{prepare_database, resolve_database, Application};
 
 #[derive(Parser)]
 #[command(
@@ -161,7 +161,7 @@ fn with_database(
     task: impl FnOnce(&mut PgConnection) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     let (url, _cluster) = resolve_database(config)?;
-    db::prepare(&url)?;
+    prepare_database(&url)?;
     let mut conn = PgConnection::establish(&url).context("could not connect to the database")?;
     task(&mut conn)
 }

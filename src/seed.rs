@@ -14,7 +14,7 @@ use crate::error::Error;
 /// Inserts `count` customers into the program, in batches, and prints progress.
 pub fn seed(conn: &mut PgConnection, program_slug: &str, count: i64) -> Result<(), Error> {
     let program = programs::find_by_slug(conn, program_slug)?;
-    let salt = crate::domain::random_token(8);
+    let salt = crate::random::random_token(8);
     const BATCH: i64 = 100_000;
     let mut done = 0;
     while done < count {

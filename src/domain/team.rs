@@ -8,8 +8,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::db::schema::{login_failures, one_time_tokens, sessions, team_members};
-use crate::domain::{audit, random_token, sha256_hex, Actor};
+use crate::domain::{audit, sha256_hex, Actor};
 use crate::error::{is_unique_violation, Error, FieldErrors};
+use crate::random::random_token;
 
 /// Ordered: each role may do everything the ones before it may.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
