@@ -4,6 +4,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use diesel::{Connection, PgConnection};
 use referdesk::config::Config;
+use referdesk::domain::team::Role;
 use referdesk::domain::{programs, team, tokens, Actor};
 use referdesk::error::Error;
 use referdesk::{prepare_database, resolve_database, Application};
@@ -65,7 +66,7 @@ enum UserCommand {
         #[arg(long)]
         name: String,
         /// viewer, support or admin
-        #[arg(long, default_value = "viewer")]
+        #[arg(long, default_value = Role::Viewer.as_str())]
         role: String,
     },
 }
@@ -113,7 +114,7 @@ fn main() -> anyhow::Result<()> {
                     new,
                 )
                 .map_err(describe)?;
-                eprintln!("Created {} <{}> as {}.", member.name, member.email, member.role());
+                eprintln!("Created {} <{}> as {}.", member.name, member.email, member.role);
                 Ok(())
             })
         }

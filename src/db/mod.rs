@@ -4,6 +4,9 @@
 pub mod embedded;
 pub mod fixed;
 pub mod schema;
+pub mod text_enum;
+
+pub(crate) use text_enum::text_enum;
 
 use std::time::{Duration, Instant};
 
