@@ -493,14 +493,14 @@ pub fn create_one_time_token(
     valid_for: Duration,
 ) -> Result<String, Error> {
     let token = random_token(40);
-    let (purpose_name, member_id) = match purpose {
+    let (purpose, member_id) = match purpose {
         OneTimePurpose::Setup => (LinkPurpose::Setup, None),
         OneTimePurpose::SetPassword(member_id) => (LinkPurpose::SetPassword, Some(member_id)),
     };
     diesel::insert_into(one_time_tokens::table)
         .values((
             one_time_tokens::token_hash.eq(sha256_hex(&token)),
-            one_time_tokens::purpose.eq(purpose_name),
+            one_time_tokens::purpose.eq(purpose),
             one_time_tokens::member_id.eq(member_id),
             one_time_tokens::expires_at.eq(Utc::now() + valid_for),
         ))
