@@ -155,7 +155,7 @@ impl Config {
                 existing.trim().to_string()
             }
             _ => {
-                let generated = crate::domain::random_token(64);
+                let generated = crate::random::random_token(64);
                 crate::private_files::write_private_file(&path, generated.as_bytes())
                     .with_context(|| format!("could not write {}", path.display()))?;
                 generated

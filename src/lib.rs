@@ -12,6 +12,7 @@ pub mod error;
 pub mod mail;
 pub mod private_files;
 pub mod pruner;
+pub mod random;
 pub mod routes;
 pub mod seed;
 pub mod web;
@@ -90,13 +91,21 @@ pub fn resolve_database(config: &Config) -> anyhow::Result<(String, Option<Embed
     }
 }
 
+/// Creates and migrates the database, then makes sure the first program exists: what the
+/// server, each CLI command and the tests' template database start with.
+pub fn prepare_database(url: &str) -> anyhow::Result<()> {
+    let mut conn = db::prepare(url)?;
+    domain::programs::ensure_default_program(&mut conn)
+        .map_err(|error| anyhow::anyhow!("could not create the default program: {error}"))
+}
+
 const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
 img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'";
 
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Application> {
         let (database_url, embedded) = resolve_database(&config)?;
-        db::prepare(&database_url)?;
+        prepare_database(&database_url)?;
         let statement_timeout = std::time::Duration::from_millis(config.statement_timeout_ms);
         let pool = db::build_server_pool(&database_url, config.pool_size, statement_timeout);
 
@@ -231,7 +240,7 @@ async fn log_request(
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     use tracing::Instrument;
     let started = Instant::now();
-    let span = tracing::info_span!("request", id = %domain::random_token(12));
+    let span = tracing::info_span!("request", id = %random::random_token(12));
     let method = req.method().clone();
     let path = req.path().to_string();
     // Everything the request logs, in handlers and blocking database work alike, carries

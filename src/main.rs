@@ -4,9 +4,10 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use diesel::{Connection, PgConnection};
 use referdesk::config::Config;
+use referdesk::domain::team::Role;
 use referdesk::domain::{programs, team, tokens, Actor};
 use referdesk::error::Error;
-use referdesk::{db, resolve_database, Application};
+use referdesk::{prepare_database, resolve_database, Application};
 
 #[derive(Parser)]
 #[command(
@@ -69,7 +70,7 @@ enum UserCommand {
         #[arg(long)]
         name: String,
         /// viewer, support or admin
-        #[arg(long, default_value = "viewer")]
+        #[arg(long, default_value = Role::Viewer.as_str())]
         role: String,
     },
 }
@@ -117,7 +118,7 @@ fn main() -> anyhow::Result<()> {
                     new,
                 )
                 .map_err(describe)?;
-                eprintln!("Created {} <{}> as {}.", member.name, member.email, member.role());
+                eprintln!("Created {} <{}> as {}.", member.name, member.email, member.role);
                 Ok(())
             })
         }
@@ -169,7 +170,7 @@ fn with_database(
     task: impl FnOnce(&mut PgConnection) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     let (url, _cluster) = resolve_database(config)?;
-    db::prepare(&url)?;
+    prepare_database(&url)?;
     let mut conn = PgConnection::establish(&url).context("could not connect to the database")?;
     task(&mut conn)
 }

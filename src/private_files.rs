@@ -65,7 +65,7 @@ pub fn write_private_file(path: &Path, contents: &[u8]) -> io::Result<()> {
         .file_name()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "a file path is needed"))?
         .to_string_lossy();
-    let partial = path.with_file_name(format!(".{name}.{}.partial", crate::domain::random_token(8)));
+    let partial = path.with_file_name(format!(".{name}.{}.partial", crate::random::random_token(8)));
     let written = OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -92,7 +92,7 @@ mod tests {
 
     #[test]
     fn private_files_and_folders_are_created_tight_and_tightened_when_wider() {
-        let base = std::env::temp_dir().join(format!("rd-private-{}", crate::domain::random_token(8)));
+        let base = std::env::temp_dir().join(format!("rd-private-{}", crate::random::random_token(8)));
         let dir = base.join("a").join("b");
         private_dir(&dir, DIR_MODE).unwrap();
         assert_eq!(mode(&dir), 0o700);

@@ -11,7 +11,7 @@ use crate::api::views;
 use crate::api::{data, ApiCall};
 use crate::domain::customers;
 use crate::domain::invites::{self, Invite, NewInvite};
-use crate::domain::ledger::{self, Balance, NewEntry, Transaction, TransactionRow};
+use crate::domain::ledger::{self, Balance, Kind, NewEntry, Transaction, TransactionRow};
 use crate::domain::referral_links;
 use crate::error::{ApiError, Error};
 use crate::AppState;
@@ -139,7 +139,7 @@ async fn credit_entry(req: &HttpRequest, payload: web::Payload) -> Result<NewEnt
     // API keys live in their own namespace, apart from the dashboard's form tokens.
     let scoped_key = idempotency_key.map(|key| format!("api:{key}"));
     let entry = NewEntry::parse(
-        "credit",
+        Kind::Credit.as_str(),
         &amount.unwrap_or_default(),
         &units.unwrap_or_default(),
         is_currency.unwrap_or(false),

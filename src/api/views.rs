@@ -120,7 +120,7 @@ pub fn customer(customer: &Customer, context: &CustomerContext<'_>) -> CustomerJ
             .referrer_id
             .and_then(|id| context.referrers.get(&id))
             .map(referrer_json),
-        status: customer.status.clone(),
+        status: customer.status.to_string(),
         surname: customer.surname.clone(),
         updated_at: timestamp(&customer.updated_at),
     }

@@ -262,7 +262,7 @@ impl EmbeddedPostgres {
         if self.pg_data().join("PG_VERSION").is_file() {
             return Ok(());
         }
-        let password = crate::domain::random_token(32);
+        let password = crate::random::random_token(32);
         private_files::write_private_file(&self.password_file(), password.as_bytes())
             .context("could not write the embedded cluster's password file")?;
         // As root, initdb runs as the server user and must read the file: it becomes theirs.

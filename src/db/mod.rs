@@ -4,6 +4,9 @@
 pub mod embedded;
 pub mod fixed;
 pub mod schema;
+pub mod text_enum;
+
+pub(crate) use text_enum::text_enum;
 
 use std::time::{Duration, Instant};
 
@@ -395,8 +398,10 @@ pub fn ensure_database_exists(url: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Connects, migrates and makes sure the first program exists.
-pub fn prepare(url: &str) -> anyhow::Result<()> {
+/// Creates the database if needed and migrates it. The connection is handed back still
+/// holding the migration lock, so the caller's first writes (`crate::prepare_database`)
+/// run before another starting process gets past this point.
+pub fn prepare(url: &str) -> anyhow::Result<PgConnection> {
     ensure_database_exists(url)?;
     let mut conn = PgConnection::establish(url).context("could not connect to the database")?;
     // One process at a time migrates (a server and a CLI command may start together); the
@@ -404,9 +409,7 @@ pub fn prepare(url: &str) -> anyhow::Result<()> {
     conn.batch_execute("SELECT pg_advisory_lock(7218480112)")
         .context("could not lock the database for migrations")?;
     migrate(&mut conn)?;
-    crate::domain::programs::ensure_default_program(&mut conn)
-        .map_err(|error| anyhow::anyhow!("could not create the default program: {error}"))?;
-    Ok(())
+    Ok(conn)
 }
 
 #[cfg(test)]

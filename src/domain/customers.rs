@@ -30,9 +30,19 @@ use serde::Serialize;
 use serde_json::{json, Map, Value};
 
 use crate::db::schema::{customers, referral_links, retired_keys};
+use crate::db::text_enum;
 use crate::domain::programs::Program;
 use crate::domain::{audit, referral_links as links, Actor};
 use crate::error::{is_unique_violation, Error, FieldErrors};
+
+text_enum! {
+    /// `customers.status`, mirrored in `referral_standings` and `customer_tallies`. A
+    /// deleted customer has `deleted_at` set and leaves the default list.
+    pub enum CustomerStatus {
+        Active = "active",
+        Deleted = "deleted",
+    }
+}
 
 #[derive(Clone, Debug, Queryable, QueryableByName, Selectable, Identifiable, Serialize)]
 #[diesel(table_name = customers)]
@@ -48,7 +58,7 @@ pub struct Customer {
     pub surname: Option<String>,
     pub metadata: serde_json::Value,
     pub custom_fields: serde_json::Value,
-    pub status: String,
+    pub status: CustomerStatus,
     pub approved: bool,
     pub referrer_id: Option<i64>,
     pub referrals_count: i32,
@@ -59,7 +69,7 @@ pub struct Customer {
 
 impl Customer {
     pub fn is_deleted(&self) -> bool {
-        self.status == "deleted"
+        self.status == CustomerStatus::Deleted
     }
 
     /// "Ada Lovelace", or the email, or the key: whatever names this customer best.
@@ -161,9 +171,6 @@ diesel::define_sql_function!(fn lower(value: diesel::sql_types::Nullable<diesel:
 // ---------------------------------------------------------------------------------------
 // Changes. Each runs in one transaction with the counters and the audit event it implies.
 // ---------------------------------------------------------------------------------------
-
-pub const STATUS_ACTIVE: &str = "active";
-pub const STATUS_DELETED: &str = "deleted";
 
 /// Lengths of generated keys and ids: short, URL-safe, unguessable (about 51 bits).
 const GENERATED_LENGTH: usize = 10;
@@ -568,7 +575,7 @@ pub fn sign_up(
         "surname": row.surname,
         "metadata": row.metadata,
         "custom_fields": row.custom_fields,
-        "status": "active",
+        "status": CustomerStatus::Active,
         "approved": row.approved,
         "referring_customer": referrer.as_ref().map(|referrer| &referrer.key),
     });
@@ -731,9 +738,9 @@ fn set_status(
         }
         let now = Utc::now();
         let (status, deleted_at, action, delta) = if deleted {
-            (STATUS_DELETED, Some(now), "customer.delete", -1)
+            (CustomerStatus::Deleted, Some(now), "customer.delete", -1)
         } else {
-            (STATUS_ACTIVE, None, "customer.restore", 1)
+            (CustomerStatus::Active, None, "customer.restore", 1)
         };
         // The referrer's row before the tallies (which the status change below moves):
         // the order a signup takes them in (see `signup`), so the two never deadlock.

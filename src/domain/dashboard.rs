@@ -37,7 +37,8 @@ use diesel::sql_types::{BigInt, Date, Timestamptz};
 
 use crate::db::schema::{customers, invites};
 use crate::domain::customers::listing::{self, ReferStatus, StatusFilter};
-use crate::domain::customers::Customer;
+use crate::domain::customers::{Customer, CustomerStatus};
+use crate::domain::invites::DeliveryStatus;
 use crate::domain::ledger::{self, Balance};
 use crate::error::Error;
 
@@ -132,7 +133,7 @@ pub fn totals(conn: &mut PgConnection, program_id: i64, now: DateTime<Utc>) -> R
     let unapproved: i64 = customers::table
         .filter(customers::program_id.eq(program_id))
         .filter(customers::approved.eq(false))
-        .filter(customers::status.eq("active"))
+        .filter(customers::status.eq(CustomerStatus::Active))
         .count()
         .get_result(conn)?;
     // `FILTER` is beyond the query builder, so this is SQL text with bound parameters. A
@@ -151,7 +152,7 @@ pub fn totals(conn: &mut PgConnection, program_id: i64, now: DateTime<Utc>) -> R
     let credits = ledger::credits_issued(conn, program_id)?;
     let invites_sent: i64 = invites::table
         .filter(invites::program_id.eq(program_id))
-        .filter(invites::status.eq("sent"))
+        .filter(invites::status.eq(DeliveryStatus::Sent))
         .count()
         .get_result(conn)?;
     Ok(Totals {
@@ -227,7 +228,7 @@ pub fn top_referrers(conn: &mut PgConnection, program_id: i64) -> Result<Vec<Cus
     Ok(standings::table
         .inner_join(customers::table.on(customers::id.eq(standings::customer_id)))
         .filter(standings::program_id.eq(program_id))
-        .filter(standings::status.eq("active"))
+        .filter(standings::status.eq(CustomerStatus::Active))
         .filter(standings::referrals_count.gt(0))
         .order((standings::referrals_count.desc(), standings::customer_id.desc()))
         .limit(TOP_REFERRERS)

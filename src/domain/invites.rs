@@ -14,6 +14,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::db::schema::{customers, invites, mail_outbox};
+use crate::db::text_enum;
 use crate::domain::customers::Customer;
 use crate::domain::programs::Program;
 use crate::domain::team::check_email;
@@ -26,7 +27,15 @@ pub const MAX_PERSONALIZATION_KEY_CHARS: usize = 40;
 pub const MAX_PERSONALIZATION_VALUE_CHARS: usize = 500;
 /// The personalization key whose value the email shows as the personal message.
 pub const MESSAGE_KEY: &str = "message";
-pub const STATUSES: [&str; 3] = ["queued", "sent", "failed"];
+
+text_enum! {
+    /// Where an invite's delivery stands (`invites.status`, and its `mail_outbox` row's).
+    pub enum DeliveryStatus {
+        Queued = "queued",
+        Sent = "sent",
+        Failed = "failed",
+    }
+}
 
 const PENDING_CONSTRAINT: &str = "invites_pending_key";
 const PENDING_MESSAGE: &str = "An invite to this address is already waiting to be sent.";
@@ -40,7 +49,7 @@ pub struct Invite {
     pub email: String,
     pub name: Option<String>,
     pub personalization: serde_json::Value,
-    pub status: String,
+    pub status: DeliveryStatus,
     pub last_error: Option<String>,
     pub sent_at: Option<DateTime<Utc>>,
     pub actor_member_id: Option<i64>,
@@ -51,20 +60,16 @@ pub struct Invite {
 
 impl Invite {
     pub fn is_failed(&self) -> bool {
-        self.status == "failed"
+        self.status == DeliveryStatus::Failed
     }
 
     /// CSS badge modifier for the status.
     pub fn status_badge(&self) -> &'static str {
-        status_badge(&self.status)
-    }
-}
-
-pub fn status_badge(status: &str) -> &'static str {
-    match status {
-        "sent" => "badge-green",
-        "failed" => "badge-red",
-        _ => "badge-yellow",
+        match self.status {
+            DeliveryStatus::Sent => "badge-green",
+            DeliveryStatus::Failed => "badge-red",
+            DeliveryStatus::Queued => "badge-yellow",
+        }
     }
 }
 
@@ -387,7 +392,7 @@ pub fn retry(
         let now = Utc::now();
         let updated: Invite = diesel::update(invites::table.find(invite.id))
             .set((
-                invites::status.eq("queued"),
+                invites::status.eq(DeliveryStatus::Queued),
                 invites::last_error.eq(None::<String>),
                 invites::updated_at.eq(now),
             ))
@@ -402,7 +407,7 @@ pub fn retry(
             })?;
         diesel::update(mail_outbox::table.filter(mail_outbox::invite_id.eq(invite.id)))
             .set((
-                mail_outbox::status.eq("queued"),
+                mail_outbox::status.eq(DeliveryStatus::Queued),
                 mail_outbox::attempts.eq(0),
                 mail_outbox::next_attempt_at.eq(now),
                 mail_outbox::last_error.eq(None::<String>),
@@ -438,8 +443,8 @@ pub fn for_customer(conn: &mut PgConnection, customer_id: i64, limit: i64) -> Re
 /// What the invites page filters by.
 #[derive(Clone, Debug, Default)]
 pub struct InviteFilter {
-    /// `queued`, `sent` or `failed`; `None` for all.
-    pub status: Option<String>,
+    /// `None` for all.
+    pub status: Option<DeliveryStatus>,
     /// Part of the recipient's email.
     pub email: Option<String>,
 }
@@ -469,8 +474,8 @@ pub fn list(
         let mut query = invites::table
             .filter(invites::program_id.eq(program_id))
             .into_boxed();
-        if let Some(status) = &filter.status {
-            query = query.filter(invites::status.eq(status.clone()));
+        if let Some(status) = filter.status {
+            query = query.filter(invites::status.eq(status));
         }
         if let Some(email) = &filter.email {
             let escaped = email
@@ -495,7 +500,7 @@ pub fn list(
         .select((customers::id, customers::key))
         .load(conn)?;
     let invite_ids: Vec<i64> = found.iter().map(|invite| invite.id).collect();
-    let deliveries: Vec<(Option<i64>, i32, DateTime<Utc>, String)> = mail_outbox::table
+    let deliveries: Vec<(Option<i64>, i32, DateTime<Utc>, DeliveryStatus)> = mail_outbox::table
         .filter(mail_outbox::invite_id.eq_any(&invite_ids))
         .select((
             mail_outbox::invite_id,
@@ -515,7 +520,7 @@ pub fn list(
                     .map(|(_, key)| key.clone()),
                 attempts: delivery.map(|(_, attempts, ..)| *attempts).unwrap_or(0),
                 next_attempt_at: delivery
-                    .filter(|(.., status)| status == "queued")
+                    .filter(|(.., status)| *status == DeliveryStatus::Queued)
                     .map(|(_, _, at, _)| *at),
                 invite,
             }
@@ -525,8 +530,11 @@ pub fn list(
 }
 
 /// Invites per status in a program (for the filter's counts).
-pub fn status_counts(conn: &mut PgConnection, program_id: i64) -> Result<BTreeMap<String, i64>, Error> {
-    let counts: Vec<(String, i64)> = invites::table
+pub fn status_counts(
+    conn: &mut PgConnection,
+    program_id: i64,
+) -> Result<BTreeMap<DeliveryStatus, i64>, Error> {
+    let counts: Vec<(DeliveryStatus, i64)> = invites::table
         .filter(invites::program_id.eq(program_id))
         .group_by(invites::status)
         .select((invites::status, diesel::dsl::count_star()))

@@ -16,6 +16,8 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::db::schema::{api_tokens, balance_transactions, customers, team_members};
+use crate::db::text_enum;
+use crate::domain::customers::CustomerStatus;
 use crate::domain::{audit, Actor};
 use crate::error::{is_unique_violation, Error, FieldErrors};
 
@@ -52,27 +54,11 @@ pub fn is_currency_code(code: &str) -> bool {
     CURRENCIES.contains(&code)
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Kind {
-    Credit,
-    Debit,
-}
-
-impl Kind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::Credit => "credit",
-            Kind::Debit => "debit",
-        }
-    }
-
-    pub fn parse(value: &str) -> Option<Kind> {
-        match value.trim() {
-            "credit" => Some(Kind::Credit),
-            "debit" => Some(Kind::Debit),
-            _ => None,
-        }
+text_enum! {
+    /// Which way a booking moves the balance (`balance_transactions.kind`).
+    pub enum Kind {
+        Credit = "credit",
+        Debit = "debit",
     }
 }
 
@@ -177,7 +163,7 @@ impl NewEntry {
         idempotency_key: Option<&str>,
     ) -> Result<NewEntry, Error> {
         let mut fields = FieldErrors::new();
-        let kind = Kind::parse(kind);
+        let kind = Kind::parse(kind.trim());
         if kind.is_none() {
             push(&mut fields, "kind", "Choose credit or debit.");
         }
@@ -286,7 +272,7 @@ pub struct Transaction {
     pub id: i64,
     pub program_id: i64,
     pub customer_id: i64,
-    pub kind: String,
+    pub kind: Kind,
     pub amount: BigDecimal,
     pub amount_units: String,
     pub is_currency: bool,
@@ -339,7 +325,7 @@ pub fn format_amount(amount: &BigDecimal, is_currency: bool) -> String {
 #[derive(Clone, Debug, Serialize)]
 pub struct TransactionRow {
     pub id: i64,
-    pub kind: String,
+    pub kind: Kind,
     pub amount: BigDecimal,
     pub amount_units: String,
     pub is_currency: bool,
@@ -355,7 +341,7 @@ impl TransactionRow {
     }
 
     pub fn is_debit(&self) -> bool {
-        self.kind == "debit"
+        self.kind == Kind::Debit
     }
 }
 
@@ -446,7 +432,7 @@ fn book_locked(
 ) -> Result<(Transaction, bool), Failure> {
     // The lock serialises bookings per customer: a debit sees every earlier booking, and
     // a replayed key sees the booking made by the request it waited for.
-    let status: String = customers::table
+    let status: CustomerStatus = customers::table
         .filter(customers::program_id.eq(program_id))
         .filter(customers::id.eq(customer_id))
         .select(customers::status)
@@ -457,7 +443,7 @@ fn book_locked(
             return Ok(replay(existing, customer_id)?);
         }
     }
-    if status == "deleted" {
+    if status == CustomerStatus::Deleted {
         return Err(Error::invalid(
             "customer",
             "This customer is deleted; restore them before booking credits or debits.",
@@ -482,7 +468,7 @@ fn book_locked(
         .values((
             balance_transactions::program_id.eq(program_id),
             balance_transactions::customer_id.eq(customer_id),
-            balance_transactions::kind.eq(entry.kind.as_str()),
+            balance_transactions::kind.eq(entry.kind),
             balance_transactions::amount.eq(&entry.amount),
             balance_transactions::amount_units.eq(&entry.units),
             balance_transactions::is_currency.eq(entry.is_currency),
@@ -519,7 +505,7 @@ fn book_locked(
 }
 
 /// One group of [`sums`]: units, is_currency, kind and the total amount.
-type Sum = (String, bool, String, Option<BigDecimal>);
+type Sum = (String, bool, Kind, Option<BigDecimal>);
 
 /// Sums per (units, is_currency, kind), optionally for one customer or a whole program.
 fn sums(
@@ -560,7 +546,7 @@ pub fn balances(conn: &mut PgConnection, customer_id: i64) -> Result<Vec<Balance
     let mut balances: Vec<Balance> = Vec::new();
     for (units, is_currency, kind, total) in sums(conn, Some(customer_id), None)? {
         let total = total.unwrap_or_default();
-        let signed = if kind == "debit" { -total } else { total };
+        let signed = if kind == Kind::Debit { -total } else { total };
         match balances
             .iter_mut()
             .find(|balance| balance.amount_units == units && balance.is_currency == is_currency)
@@ -609,7 +595,7 @@ fn credited(
     program_id: Option<i64>,
 ) -> Result<Vec<Balance>, Error> {
     let mut query = balance_transactions::table
-        .filter(balance_transactions::kind.eq(Kind::Credit.as_str()))
+        .filter(balance_transactions::kind.eq(Kind::Credit))
         .group_by((
             balance_transactions::amount_units,
             balance_transactions::is_currency,

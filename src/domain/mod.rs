@@ -13,18 +13,7 @@ pub mod sessions;
 pub mod team;
 pub mod tokens;
 
-use rand::distributions::Alphanumeric;
-use rand::Rng;
 use sha2::{Digest, Sha256};
-
-/// A random string of ASCII letters and digits from the OS-seeded CSPRNG.
-pub fn random_token(length: usize) -> String {
-    rand::thread_rng()
-        .sample_iter(&Alphanumeric)
-        .take(length)
-        .map(char::from)
-        .collect()
-}
 
 /// Whether `text` holds a control character: NUL (which PostgreSQL text cannot store),
 /// line breaks, escapes and the like — none belong in a one-line field.

@@ -16,8 +16,9 @@ use serde_json::json;
 use crate::db::schema::{customers, referral_clicks, referral_links, retired_keys};
 use crate::domain::customers::{self as customer_rules, check_code, Customer};
 use crate::domain::programs::{self, Program};
-use crate::domain::{audit, random_token, Actor};
+use crate::domain::{audit, Actor};
 use crate::error::{is_unique_violation, Error};
+use crate::random::random_token;
 
 #[derive(Clone, Debug, Queryable, Selectable, Identifiable, Serialize)]
 #[diesel(table_name = referral_links)]

@@ -8,37 +8,25 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::db::schema::{login_failures, one_time_tokens, sessions, team_members};
-use crate::domain::{audit, random_token, sha256_hex, Actor};
+use crate::db::text_enum;
+use crate::domain::{audit, sha256_hex, Actor};
 use crate::error::{is_unique_violation, Error, FieldErrors};
+use crate::random::random_token;
 
-/// Ordered: each role may do everything the ones before it may.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    Viewer,
-    Support,
-    Admin,
-}
-
-impl Role {
-    pub const ALL: [Role; 3] = [Role::Viewer, Role::Support, Role::Admin];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Viewer => "viewer",
-            Role::Support => "support",
-            Role::Admin => "admin",
-        }
-    }
-
-    pub fn parse(value: &str) -> Option<Role> {
-        Role::ALL.into_iter().find(|role| role.as_str() == value)
+text_enum! {
+    /// `team_members.role`. Ordered: each role may do everything the ones before it may.
+    pub enum Role {
+        Viewer = "viewer",
+        Support = "support",
+        Admin = "admin",
     }
 }
 
-impl std::fmt::Display for Role {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+text_enum! {
+    /// What a one-time link is for (`one_time_tokens.purpose`).
+    pub enum LinkPurpose {
+        Setup = "setup",
+        SetPassword = "set_password",
     }
 }
 
@@ -50,9 +38,7 @@ pub struct Member {
     pub id: i64,
     pub email: String,
     pub name: String,
-    #[diesel(column_name = role)]
-    #[serde(rename = "role")]
-    pub role_name: String,
+    pub role: Role,
     #[serde(skip)]
     pub password_hash: Option<String>,
     pub disabled: bool,
@@ -61,13 +47,8 @@ pub struct Member {
 }
 
 impl Member {
-    pub fn role(&self) -> Role {
-        // The CHECK constraint allows only the three names; viewer is the safe reading.
-        Role::parse(&self.role_name).unwrap_or(Role::Viewer)
-    }
-
     pub fn can(&self, needed: Role) -> bool {
-        !self.disabled && self.role() >= needed
+        !self.disabled && self.role >= needed
     }
 
     pub fn actor(&self, address: Option<String>) -> Actor {
@@ -186,7 +167,7 @@ pub fn create_member(conn: &mut PgConnection, actor: &Actor, new: NewMember) -> 
             .values((
                 team_members::email.eq(&new.email),
                 team_members::name.eq(&new.name),
-                team_members::role.eq(new.role.as_str()),
+                team_members::role.eq(new.role),
                 team_members::password_hash.eq(password_hash),
             ))
             .returning(Member::as_returning())
@@ -208,7 +189,7 @@ pub fn create_member(conn: &mut PgConnection, actor: &Actor, new: NewMember) -> 
                 subject_id: Some(member.id.to_string()),
                 customer_id: None,
                 before: None,
-                after: Some(json!({"email": member.email, "name": member.name, "role": member.role_name})),
+                after: Some(json!({"email": member.email, "name": member.name, "role": member.role})),
             },
         )?;
         Ok(member)
@@ -512,14 +493,14 @@ pub fn create_one_time_token(
     valid_for: Duration,
 ) -> Result<String, Error> {
     let token = random_token(40);
-    let (purpose_name, member_id) = match purpose {
-        OneTimePurpose::Setup => ("setup", None),
-        OneTimePurpose::SetPassword(member_id) => ("set_password", Some(member_id)),
+    let (purpose, member_id) = match purpose {
+        OneTimePurpose::Setup => (LinkPurpose::Setup, None),
+        OneTimePurpose::SetPassword(member_id) => (LinkPurpose::SetPassword, Some(member_id)),
     };
     diesel::insert_into(one_time_tokens::table)
         .values((
             one_time_tokens::token_hash.eq(sha256_hex(&token)),
-            one_time_tokens::purpose.eq(purpose_name),
+            one_time_tokens::purpose.eq(purpose),
             one_time_tokens::member_id.eq(member_id),
             one_time_tokens::expires_at.eq(Utc::now() + valid_for),
         ))
@@ -531,7 +512,7 @@ pub fn create_one_time_token(
 pub fn find_one_time_token(
     conn: &mut PgConnection,
     token: &str,
-    purpose: &str,
+    purpose: LinkPurpose,
 ) -> Result<(i64, Option<i64>), Error> {
     one_time_tokens::table
         .filter(one_time_tokens::token_hash.eq(sha256_hex(token)))
@@ -574,7 +555,7 @@ pub fn complete_setup(
     address: Option<String>,
 ) -> Result<Member, Error> {
     conn.transaction(|conn| {
-        let (token_id, _) = find_one_time_token(conn, token, "setup")?;
+        let (token_id, _) = find_one_time_token(conn, token, LinkPurpose::Setup)?;
         if any_members(conn)? || !use_one_time_token(conn, token_id)? {
             return Err(Error::BadRequest(
                 "Setup is already complete. Please sign in.".into(),
@@ -618,7 +599,7 @@ pub const LAST_ADMIN_MESSAGE: &str =
 /// moment therefore cannot both succeed: the second sees the first's change.
 fn lock_for_admin_change(conn: &mut PgConnection, member_id: i64) -> Result<(Member, usize), Error> {
     let enabled_admins: Vec<i64> = team_members::table
-        .filter(team_members::role.eq(Role::Admin.as_str()))
+        .filter(team_members::role.eq(Role::Admin))
         .filter(team_members::disabled.eq(false))
         .order(team_members::id)
         .select(team_members::id)
@@ -633,7 +614,7 @@ fn lock_for_admin_change(conn: &mut PgConnection, member_id: i64) -> Result<(Mem
 }
 
 fn is_enabled_admin(member: &Member) -> bool {
-    !member.disabled && member.role() == Role::Admin
+    !member.disabled && member.role == Role::Admin
 }
 
 /// Changes a member's role. The last enabled admin cannot be demoted.
@@ -645,7 +626,7 @@ pub fn change_role(
 ) -> Result<Member, Error> {
     conn.transaction(|conn| {
         let (member, enabled_admins) = lock_for_admin_change(conn, member_id)?;
-        if member.role() == role {
+        if member.role == role {
             return Ok(member);
         }
         if is_enabled_admin(&member) && enabled_admins <= 1 {
@@ -653,7 +634,7 @@ pub fn change_role(
         }
         let updated = diesel::update(team_members::table.find(member_id))
             .set((
-                team_members::role.eq(role.as_str()),
+                team_members::role.eq(role),
                 team_members::updated_at.eq(Utc::now()),
             ))
             .returning(Member::as_returning())
@@ -667,8 +648,8 @@ pub fn change_role(
                 subject_type: "team_member",
                 subject_id: Some(member_id.to_string()),
                 customer_id: None,
-                before: Some(json!({"role": member.role_name})),
-                after: Some(json!({"role": updated.role_name})),
+                before: Some(json!({"role": member.role})),
+                after: Some(json!({"role": updated.role})),
             },
         )?;
         Ok(updated)
@@ -754,7 +735,7 @@ pub fn issue_password_link(conn: &mut PgConnection, actor: &Actor, member_id: i6
         diesel::update(
             one_time_tokens::table
                 .filter(one_time_tokens::member_id.eq(member.id))
-                .filter(one_time_tokens::purpose.eq("set_password"))
+                .filter(one_time_tokens::purpose.eq(LinkPurpose::SetPassword))
                 .filter(one_time_tokens::used_at.is_null())
                 .filter(one_time_tokens::expires_at.gt(now)),
         )
@@ -796,7 +777,7 @@ pub fn reset_password(
 
 /// The member a usable set-password link belongs to (for showing the form).
 pub fn member_for_password_link(conn: &mut PgConnection, token: &str) -> Result<Member, Error> {
-    let (_, member_id) = find_one_time_token(conn, token, "set_password")?;
+    let (_, member_id) = find_one_time_token(conn, token, LinkPurpose::SetPassword)?;
     let member_id = member_id.ok_or(Error::NotFound)?;
     let member = find(conn, member_id)?;
     if member.disabled {
@@ -816,7 +797,7 @@ pub fn complete_password_link(
     address: Option<String>,
 ) -> Result<Member, Error> {
     conn.transaction(|conn| {
-        let (token_id, _) = find_one_time_token(conn, token, "set_password")?;
+        let (token_id, _) = find_one_time_token(conn, token, LinkPurpose::SetPassword)?;
         let member = member_for_password_link(conn, token)?;
         if !use_one_time_token(conn, token_id)? {
             return Err(Error::BadRequest(

@@ -7,8 +7,9 @@ use uuid::Uuid;
 
 use crate::db::schema::{api_tokens, programs};
 use crate::domain::programs::Program;
-use crate::domain::{audit, random_token, sha256_hex, Actor};
+use crate::domain::{audit, sha256_hex, Actor};
 use crate::error::{is_unique_violation, Error};
+use crate::random::random_token;
 
 diesel::define_sql_function!(fn lower(text: diesel::sql_types::Text) -> diesel::sql_types::Text);
 

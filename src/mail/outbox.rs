@@ -13,6 +13,7 @@ use lettre::message::{Mailbox, MultiPart};
 use lettre::Message;
 
 use crate::db::schema::{invites, mail_outbox};
+use crate::domain::invites::DeliveryStatus;
 use crate::error::Error;
 use crate::mail::transport::{SendError, Transport};
 
@@ -91,7 +92,7 @@ pub fn deliver_next(
 ) -> Result<Option<(i64, Outcome)>, Error> {
     conn.transaction::<_, Error, _>(|conn| {
         let due: Option<OutboxMessage> = mail_outbox::table
-            .filter(mail_outbox::status.eq("queued"))
+            .filter(mail_outbox::status.eq(DeliveryStatus::Queued))
             .filter(mail_outbox::next_attempt_at.le(Utc::now()))
             .order((mail_outbox::next_attempt_at, mail_outbox::id))
             .select(OutboxMessage::as_select())
@@ -123,7 +124,7 @@ fn mark_sent(conn: &mut PgConnection, row: &OutboxMessage) -> Result<(), Error> 
     let now = Utc::now();
     diesel::update(mail_outbox::table.find(row.id))
         .set((
-            mail_outbox::status.eq("sent"),
+            mail_outbox::status.eq(DeliveryStatus::Sent),
             mail_outbox::attempts.eq(row.attempts + 1),
             mail_outbox::sent_at.eq(now),
             mail_outbox::last_error.eq(None::<String>),
@@ -132,7 +133,7 @@ fn mark_sent(conn: &mut PgConnection, row: &OutboxMessage) -> Result<(), Error> 
     if let Some(invite_id) = row.invite_id {
         diesel::update(invites::table.find(invite_id))
             .set((
-                invites::status.eq("sent"),
+                invites::status.eq(DeliveryStatus::Sent),
                 invites::sent_at.eq(now),
                 invites::last_error.eq(None::<String>),
                 invites::updated_at.eq(now),
@@ -155,7 +156,7 @@ fn record_failure(
     if give_up {
         diesel::update(mail_outbox::table.find(row.id))
             .set((
-                mail_outbox::status.eq("failed"),
+                mail_outbox::status.eq(DeliveryStatus::Failed),
                 mail_outbox::attempts.eq(attempts),
                 mail_outbox::last_error.eq(&message),
             ))
@@ -163,7 +164,7 @@ fn record_failure(
         if let Some(invite_id) = row.invite_id {
             diesel::update(invites::table.find(invite_id))
                 .set((
-                    invites::status.eq("failed"),
+                    invites::status.eq(DeliveryStatus::Failed),
                     invites::last_error.eq(&message),
                     invites::updated_at.eq(now),
                 ))

@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use crate::db;
 use crate::domain::sessions::MEMBER_ID_KEY;
-use crate::domain::team::{self, NewMember, SignIn};
+use crate::domain::team::{self, NewMember, Role, SignIn};
 use crate::error::{Error, FieldErrors};
 use crate::web::access::PROGRAM_ID_KEY;
 use crate::web::context::{Page, PublicPage};
@@ -166,7 +166,7 @@ pub async fn setup_form(
     let token = query.into_inner().token;
     let check = token.clone();
     db::run(&state.pool, move |conn| {
-        team::find_one_time_token(conn, &check, "setup")
+        team::find_one_time_token(conn, &check, team::LinkPurpose::Setup)
     })
     .await?;
     render(&SetupPage {
@@ -199,7 +199,13 @@ pub async fn setup(
     form: web::Form<SetupForm>,
 ) -> Result<HttpResponse, Error> {
     let form = form.into_inner();
-    let parsed = NewMember::parse(&form.email, &form.name, "admin", Some(&form.password)).and_then(|new| {
+    let parsed = NewMember::parse(
+        &form.email,
+        &form.name,
+        Role::Admin.as_str(),
+        Some(&form.password),
+    )
+    .and_then(|new| {
         if form.password.is_empty() {
             Err(Error::invalid("password", "Choose a password."))
         } else if form.password != form.password_confirmation {

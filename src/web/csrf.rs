@@ -25,9 +25,9 @@ use futures_util::StreamExt;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::domain::random_token;
 use crate::domain::sessions::MEMBER_ID_KEY;
 use crate::error::Error;
+use crate::random::random_token;
 
 pub const SESSION_KEY: &str = "csrf";
 pub const FIELD: &str = "csrf_token";

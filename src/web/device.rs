@@ -6,8 +6,8 @@
 use actix_web::cookie::{time, Cookie, CookieJar, Key, SameSite};
 use actix_web::HttpRequest;
 
-use crate::domain::random_token;
 use crate::domain::team::Device;
+use crate::random::random_token;
 
 pub const DEVICE_COOKIE: &str = "referdesk_device";
 

@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use crate::db;
 use crate::domain::customers::{self, Customer};
-use crate::domain::invites::{self, Invite, InviteFilter, InviteRow, NewInvite, STATUSES};
+use crate::domain::invites::{self, DeliveryStatus, Invite, InviteFilter, InviteRow, NewInvite};
 use crate::error::{Error, FieldErrors};
 use crate::web::access::urlencode;
 use crate::web::context::Page;
@@ -246,21 +246,21 @@ struct InvitesPage {
     page: Page,
     rows: Vec<InviteRow>,
     total: i64,
-    counts: BTreeMap<String, i64>,
+    counts: BTreeMap<DeliveryStatus, i64>,
     status: String,
     email: String,
     current: i64,
     pages: i64,
-    statuses: [&'static str; 3],
+    statuses: [DeliveryStatus; 3],
 }
 
 impl InvitesPage {
-    fn count(&self, status: &str) -> i64 {
+    fn count(&self, status: &DeliveryStatus) -> i64 {
         self.counts.get(status).copied().unwrap_or(0)
     }
 
-    fn is_status(&self, option: &str) -> bool {
-        self.status == option
+    fn is_status(&self, option: &DeliveryStatus) -> bool {
+        self.status == option.as_str()
     }
 
     fn all_count(&self) -> i64 {
@@ -295,8 +295,7 @@ pub async fn index(
     // An unknown status shows everything rather than an empty list.
     let status = query
         .status
-        .map(|status| status.trim().to_string())
-        .filter(|status| STATUSES.contains(&status.as_str()));
+        .and_then(|status| DeliveryStatus::parse(status.trim()));
     let email = query
         .email
         .map(|email| email.trim().to_string())
@@ -304,7 +303,7 @@ pub async fn index(
         .map(|email| email.chars().take(254).collect::<String>());
     let current = query.page.unwrap_or(1).max(1);
     let filter = InviteFilter {
-        status: status.clone(),
+        status,
         email: email.clone(),
     };
     let program_id = page.program.id;
@@ -319,11 +318,13 @@ pub async fn index(
         rows,
         total,
         counts,
-        status: status.unwrap_or_default(),
+        status: status
+            .map(|status| status.as_str().to_string())
+            .unwrap_or_default(),
         email: email.unwrap_or_default(),
         current,
         pages: ((total + PER_PAGE - 1) / PER_PAGE).max(1),
-        statuses: STATUSES,
+        statuses: DeliveryStatus::ALL,
     })
 }
 

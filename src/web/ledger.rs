@@ -246,7 +246,7 @@ pub async fn submit(
     .await;
     match booked {
         Ok((customer, transaction, true)) => {
-            let verb = if transaction.kind == "debit" {
+            let verb = if transaction.kind == Kind::Debit {
                 "Debited"
             } else {
                 "Credited"

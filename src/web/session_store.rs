@@ -18,8 +18,9 @@ use chrono::Utc;
 use serde::{Deserialize, Serialize};
 
 use crate::db::{self, DbPool};
+use crate::domain::sessions;
 use crate::domain::team::Member;
-use crate::domain::{random_token, sessions};
+use crate::random::random_token;
 
 /// The state entry holding the [`LoadedMember`] of the session just loaded.
 const LOADED_MEMBER_KEY: &str = "loaded_member";

@@ -180,7 +180,7 @@ pub async fn create(
             }
             page.flash(
                 "success",
-                format!("{} was added as {}.", member.email, member.role()),
+                format!("{} was added as {}.", member.email, member.role),
             );
             Ok(redirect("/team"))
         }
@@ -216,7 +216,7 @@ pub async fn change_role(
             team::change_role(conn, &actor, member_id, role)
         })
         .await
-        .map(|member| format!("{} is now {}.", member.email, member.role())),
+        .map(|member| format!("{} is now {}.", member.email, member.role)),
         None => Err(Error::invalid("role", "Choose viewer, support or admin.")),
     };
     after_action(&state, page, result).await

@@ -216,7 +216,7 @@ impl Profile {
         let dir = std::env::temp_dir().join(format!(
             "referdesk-chromium-{}-{name}-{}",
             std::process::id(),
-            referdesk::domain::random_token(6)
+            referdesk::random::random_token(6)
         ));
         std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
         Ok(Profile(dir))

@@ -971,7 +971,7 @@ async fn delete_and_restore_adjust_the_referrers_count() {
     let response = app.post_form("/customers/ff/delete", &[]).await;
     assert_eq!(response.status(), 303);
     let after = reload(&app, friend.id);
-    assert_eq!(after.status, "deleted");
+    assert_eq!(after.status.as_str(), "deleted");
     assert!(after.deleted_at.is_some());
     assert_eq!(reload(&app, referrer.id).referrals_count, 0);
     assert!(
@@ -987,7 +987,7 @@ async fn delete_and_restore_adjust_the_referrers_count() {
 
     let response = app.post_form("/customers/ff/restore", &[]).await;
     assert_eq!(response.status(), 303);
-    assert_eq!(reload(&app, friend.id).status, "active");
+    assert_eq!(reload(&app, friend.id).status.as_str(), "active");
     assert_eq!(reload(&app, referrer.id).referrals_count, 1);
     assert_eq!(audit_count(&app, "customer.delete", friend.id), 1);
     assert_eq!(audit_count(&app, "customer.restore", friend.id), 1);
@@ -1109,7 +1109,7 @@ async fn viewer_and_support_are_refused_server_side() {
     }
     let after = reload(&app, customer.id);
     assert_eq!(after.email.as_deref(), Some("v@example.com"));
-    assert_eq!(after.status, "active");
+    assert_eq!(after.status.as_str(), "active");
     let count: i64 = customers::table.count().get_result(&mut app.conn()).unwrap();
     assert_eq!(count, 1);
     let links: i64 = referral_links::table.count().get_result(&mut app.conn()).unwrap();

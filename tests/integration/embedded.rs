@@ -30,7 +30,7 @@ struct Install {
 
 impl Install {
     fn new() -> Install {
-        let base = std::env::temp_dir().join(format!("rd-emb-{}", referdesk::domain::random_token(8)));
+        let base = std::env::temp_dir().join(format!("rd-emb-{}", referdesk::random::random_token(8)));
         std::fs::create_dir_all(&base).expect("scratch dir");
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|listener| listener.local_addr())

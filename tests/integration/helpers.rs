@@ -31,7 +31,7 @@ impl TestDatabase {
         let prefix = format!(
             "rdtest_{}_{}",
             std::process::id(),
-            referdesk::domain::random_token(6).to_lowercase()
+            referdesk::random::random_token(6).to_lowercase()
         );
         let scratch = std::env::temp_dir().join(&prefix);
         std::fs::create_dir_all(&scratch).expect("scratch dir");
@@ -48,7 +48,8 @@ impl TestDatabase {
         diesel::sql_query(format!("CREATE DATABASE {template}"))
             .execute(&mut admin)
             .expect("create template");
-        db::prepare(&db::url_with_database(&admin_url, &template)).expect("migrate the template");
+        referdesk::prepare_database(&db::url_with_database(&admin_url, &template))
+            .expect("migrate the template");
         SERVER
             .set((admin_url.clone(), prefix.clone(), scratch.clone()))
             .ok();

@@ -699,7 +699,7 @@ async fn domain_functions_for_the_customer_page_and_dashboard() {
     let (page_one, total) = ledger::transactions(&mut conn, kim, 1, 2).unwrap();
     assert_eq!(total, 3);
     assert_eq!(page_one.len(), 2);
-    assert_eq!(page_one[0].kind, "debit", "newest first");
+    assert_eq!(page_one[0].kind.as_str(), "debit", "newest first");
     assert_eq!(page_one[0].actor, "system");
     let (page_two, _) = ledger::transactions(&mut conn, kim, 2, 2).unwrap();
     assert_eq!(page_two.len(), 1);

@@ -690,7 +690,7 @@ async fn erase_personal_data_keeps_ledger_and_structure() {
 /// cluster is reached over TCP instead (PostgreSQL would refuse to start otherwise).
 async fn an_embedded_cluster_is_reached_over_its_socket_or_else_tcp() {
     use referdesk::db::embedded::EmbeddedPostgres;
-    let base = std::env::temp_dir().join(format!("rd-sock-{}", referdesk::domain::random_token(6)));
+    let base = std::env::temp_dir().join(format!("rd-sock-{}", referdesk::random::random_token(6)));
     let answers = |url: &str| -> i32 {
         #[derive(QueryableByName)]
         struct One {

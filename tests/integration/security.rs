@@ -233,7 +233,7 @@ async fn database_outage_gives_503_and_recovers() {
     use referdesk::db::embedded::EmbeddedPostgres;
     use std::time::{Duration, Instant};
 
-    let dir = std::env::temp_dir().join(format!("rd-outage-{}", referdesk::domain::random_token(8)));
+    let dir = std::env::temp_dir().join(format!("rd-outage-{}", referdesk::random::random_token(8)));
     let mut cluster = EmbeddedPostgres::start(&dir).expect("a private cluster for this test");
     let config = crate::helpers::test_config(&cluster.url("outage"));
     let app = TestApp::spawn_with(config).await;

@@ -15,6 +15,7 @@ use serde_json::{json, Map, Value};
 
 use super::{customer_change, lock, Customer, Lock};
 use crate::db::schema::{audit_events, customers, invites, mail_outbox};
+use crate::domain::invites::DeliveryStatus;
 use crate::domain::programs::Program;
 use crate::domain::{audit, Actor};
 use crate::error::Error;
@@ -242,20 +243,20 @@ fn cancel_and_erase_messages(
     diesel::update(
         mail_outbox::table
             .filter(mail_outbox::invite_id.eq_any(invite_ids))
-            .filter(mail_outbox::status.eq("queued")),
+            .filter(mail_outbox::status.eq(DeliveryStatus::Queued)),
     )
     .set((
-        mail_outbox::status.eq("failed"),
+        mail_outbox::status.eq(DeliveryStatus::Failed),
         mail_outbox::last_error.eq(reason),
     ))
     .execute(conn)?;
     diesel::update(
         invites::table
             .filter(invites::id.eq_any(invite_ids))
-            .filter(invites::status.eq("queued")),
+            .filter(invites::status.eq(DeliveryStatus::Queued)),
     )
     .set((
-        invites::status.eq("failed"),
+        invites::status.eq(DeliveryStatus::Failed),
         invites::last_error.eq(reason),
         invites::updated_at.eq(now),
     ))

@@ -11,7 +11,7 @@ use diesel::prelude::*;
 use diesel::sql_types::{Bool, Text};
 
 use super::fragments;
-use super::Customer;
+use super::{Customer, CustomerStatus};
 use crate::db;
 use crate::db::schema::{customers, referral_standings as standings};
 use crate::error::Error;
@@ -57,18 +57,28 @@ pub enum StatusFilter {
 impl StatusFilter {
     pub fn parse(value: &str) -> Option<StatusFilter> {
         match value {
-            "active" => Some(StatusFilter::Active),
-            "deleted" => Some(StatusFilter::Deleted),
             "all" => Some(StatusFilter::All),
-            _ => None,
+            status => CustomerStatus::parse(status).map(StatusFilter::only),
         }
     }
 
     pub fn as_str(self) -> &'static str {
+        self.status().map_or("all", CustomerStatus::as_str)
+    }
+
+    pub fn only(status: CustomerStatus) -> StatusFilter {
+        match status {
+            CustomerStatus::Active => StatusFilter::Active,
+            CustomerStatus::Deleted => StatusFilter::Deleted,
+        }
+    }
+
+    /// The one status kept, or `None` for all of them.
+    pub fn status(self) -> Option<CustomerStatus> {
         match self {
-            StatusFilter::Active => "active",
-            StatusFilter::Deleted => "deleted",
-            StatusFilter::All => "all",
+            StatusFilter::Active => Some(CustomerStatus::Active),
+            StatusFilter::Deleted => Some(CustomerStatus::Deleted),
+            StatusFilter::All => None,
         }
     }
 }
@@ -324,11 +334,9 @@ fn filtered(program_id: i64, filter: &CustomerFilter) -> BoxedCustomers<'static>
     let mut query = customers::table
         .filter(customers::program_id.eq(program_id))
         .into_boxed();
-    query = match filter.status {
-        StatusFilter::Active => query.filter(customers::status.eq("active")),
-        StatusFilter::Deleted => query.filter(customers::status.eq("deleted")),
-        StatusFilter::All => query,
-    };
+    if let Some(status) = filter.status.status() {
+        query = query.filter(customers::status.eq(status));
+    }
     if let Some(term) = filter.search.as_deref().and_then(normalize_search) {
         // Each arm is served by its own trigram index (a BitmapOr), and every arm spells
         // out the indexed expression exactly.
@@ -365,11 +373,9 @@ fn standings_filtered(program_id: i64, filter: &CustomerFilter) -> standings::Bo
     let mut query = standings::table
         .filter(standings::program_id.eq(program_id))
         .into_boxed();
-    query = match filter.status {
-        StatusFilter::Active => query.filter(standings::status.eq("active")),
-        StatusFilter::Deleted => query.filter(standings::status.eq("deleted")),
-        StatusFilter::All => query,
-    };
+    if let Some(status) = filter.status.status() {
+        query = query.filter(standings::status.eq(status));
+    }
     query = match filter.refer_status {
         Some(ReferStatus::Referred) => query.filter(standings::referrer_id.is_not_null()),
         Some(ReferStatus::NonReferred) => query.filter(standings::referrer_id.is_null()),
@@ -585,11 +591,9 @@ pub fn tally(
             diesel::dsl::sum(tallies::changes),
         ))
         .into_boxed();
-    query = match status {
-        StatusFilter::Active => query.filter(tallies::status.eq("active")),
-        StatusFilter::Deleted => query.filter(tallies::status.eq("deleted")),
-        StatusFilter::All => query,
-    };
+    if let Some(status) = status.status() {
+        query = query.filter(tallies::status.eq(status));
+    }
     query = match refer_status {
         Some(ReferStatus::Referred) => query.filter(tallies::referred.eq(true)),
         Some(ReferStatus::NonReferred) => query.filter(tallies::referred.eq(false)),
@@ -1044,7 +1048,7 @@ pub struct ExportRow {
     pub email: Option<String>,
     pub name: Option<String>,
     pub surname: Option<String>,
-    pub status: String,
+    pub status: CustomerStatus,
     pub approved: bool,
     pub referrals_count: i32,
     pub created_at: chrono::DateTime<Utc>,
@@ -1120,7 +1124,7 @@ pub fn referrals(
     Ok(customers::table
         .filter(customers::referrer_id.eq(referrer_id))
         .filter(customers::program_id.eq(program_id))
-        .filter(customers::status.eq("active"))
+        .filter(customers::status.eq(CustomerStatus::Active))
         .order((customers::created_at.desc(), customers::id.desc()))
         .limit(per_page)
         .offset(offset)

@@ -21,7 +21,7 @@ struct PrivateCluster {
 
 impl PrivateCluster {
     fn start(name: &str) -> PrivateCluster {
-        let dir = std::env::temp_dir().join(format!("rd-{name}-{}", referdesk::domain::random_token(8)));
+        let dir = std::env::temp_dir().join(format!("rd-{name}-{}", referdesk::random::random_token(8)));
         let cluster = EmbeddedPostgres::start(&dir).expect("a private cluster for this test");
         PrivateCluster {
             dir,

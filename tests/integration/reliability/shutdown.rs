@@ -191,7 +191,7 @@ fn assert_mail_consistent(conn: &mut PgConnection, dir: &Path) -> (usize, usize)
 pub async fn sigterm_under_load_loses_nothing() {
     let database_url = fresh_database();
     let dir: PathBuf =
-        std::env::temp_dir().join(format!("rd-shutdown-{}", referdesk::domain::random_token(8)));
+        std::env::temp_dir().join(format!("rd-shutdown-{}", referdesk::random::random_token(8)));
     std::fs::create_dir_all(&dir).unwrap();
     let mut server = Server::start(&database_url, &dir, "first.log").await;
 

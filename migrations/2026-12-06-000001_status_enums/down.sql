@@ -1,0 +1,1 @@
+ALTER TABLE referral_standings DROP CONSTRAINT referral_standings_status_check;
