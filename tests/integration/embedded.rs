@@ -294,9 +294,11 @@ async fn cli_commands_beside_a_running_server_leave_its_cluster_running() {
         .json()
         .await
         .expect("a JSON list");
-    assert_eq!(
-        list["meta"]["total"], 100,
-        "the token works and the seeded customers are listed"
+    // The demo data deletes about 1% of its customers, and lists show the active ones.
+    let listed = list["meta"]["total"].as_i64().unwrap_or(0);
+    assert!(
+        (95..=100).contains(&listed),
+        "the token works and the seeded customers are listed (total {listed})"
     );
 
     let log = server.terminate().await;
