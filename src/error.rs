@@ -101,17 +101,17 @@ impl Error {
     /// The JSON body used on `/v1`: `{"message": ..., "errors": {...}}`.
     pub fn json_response(&self) -> HttpResponse {
         self.log();
-        let mut body = serde_json::json!({ "message": self.public_message() });
-        if let Error::Invalid { fields, .. } = self {
-            body["errors"] = serde_json::json!(fields);
-        }
+        let body = ErrorBody {
+            errors: self.field_errors(),
+            message: self.public_message(),
+        };
         let mut response = HttpResponse::build(self.status());
         if let Error::TooManyRequests { retry_after_secs, .. } = self {
             response.insert_header((header::RETRY_AFTER, retry_after_secs.to_string()));
         }
         response
             .insert_header((header::CONTENT_TYPE, "application/json"))
-            .body(body.to_string())
+            .body(serde_json::to_string(&body).unwrap_or_default())
     }
 
     /// The styled HTML page used by the dashboard.
@@ -135,6 +135,14 @@ impl Error {
                 .body(page.message),
         }
     }
+}
+
+/// The JSON body of a `/v1` error; `errors` only when input was refused field by field.
+#[derive(serde::Serialize)]
+struct ErrorBody<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    errors: Option<&'a FieldErrors>,
+    message: String,
 }
 
 #[derive(Template)]

@@ -2,7 +2,7 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::api::body::{read_object, Fields};
 use crate::api::customers::render_one;
@@ -10,50 +10,11 @@ use crate::api::list::{self, ListQuery};
 use crate::api::views;
 use crate::api::{data, ApiCall};
 use crate::domain::customers;
-use crate::domain::invites::{self, Invite, NewInvite};
-use crate::domain::ledger::{self, Balance, Kind, NewEntry, Transaction, TransactionRow};
+use crate::domain::invites::{self, NewInvite};
+use crate::domain::ledger::{self, Kind, NewEntry};
 use crate::domain::referral_links;
 use crate::error::{ApiError, Error};
 use crate::AppState;
-
-fn balances_json(balances: &[Balance]) -> Value {
-    Value::Array(
-        balances
-            .iter()
-            .map(|balance| {
-                json!({
-                    "amount": views::amount(&balance.amount),
-                    "amount_units": balance.amount_units,
-                    "is_currency": balance.is_currency,
-                })
-            })
-            .collect(),
-    )
-}
-
-fn transaction_json(row: &TransactionRow) -> Value {
-    json!({
-        "id": row.id,
-        "kind": row.kind,
-        "amount": views::amount(&row.amount),
-        "amount_units": row.amount_units,
-        "is_currency": row.is_currency,
-        "note": row.note,
-        "created_at": views::timestamp(&row.created_at),
-    })
-}
-
-fn booked_json(row: &Transaction) -> Value {
-    json!({
-        "id": row.id,
-        "kind": row.kind,
-        "amount": views::amount(&row.amount),
-        "amount_units": row.amount_units,
-        "is_currency": row.is_currency,
-        "note": row.note,
-        "created_at": views::timestamp(&row.created_at),
-    })
-}
 
 pub async fn balance(
     state: web::Data<AppState>,
@@ -65,10 +26,8 @@ pub async fn balance(
         .run(Ok(ident.into_inner()), move |conn, client, ident| {
             let customer = customers::find_by_ident(conn, client.program.id, &ident)?;
             let balances = ledger::balances(conn, customer.id)?;
-            Ok(json!({
-                "customer": render_one(conn, &client.program, &public_url, &customer)?,
-                "balance": { "currency": balances_json(&balances) },
-            }))
+            let customer = render_one(conn, &client.program, &public_url, &customer)?;
+            Ok(views::customer_balance(customer, &balances))
         })
         .await?;
     Ok(data(StatusCode::OK, &view))
@@ -80,11 +39,7 @@ pub async fn stats(call: ApiCall, ident: web::Path<String>) -> Result<HttpRespon
             let customer = customers::find_by_ident(conn, client.program.id, &ident)?;
             let clicks = referral_links::total_clicks(conn, customer.id)?;
             let credits = ledger::credits_of(conn, customer.id)?;
-            Ok(json!({
-                "clicks": clicks,
-                "signups": customer.referrals_count,
-                "credits": balances_json(&credits),
-            }))
+            Ok(views::stats(clicks, customer.referrals_count, &credits))
         })
         .await?;
     Ok(data(StatusCode::OK, &view))
@@ -168,14 +123,8 @@ pub async fn credit(
                 ledger::book(conn, client.program.id, customer.id, &client.actor, entry)
                     .map_err(api_field_names)?;
             let balances = ledger::balances(conn, customer.id)?;
-            Ok((
-                json!({
-                    "customer": render_one(conn, &client.program, &public_url, &customer)?,
-                    "transaction": booked_json(&transaction),
-                    "balance": { "currency": balances_json(&balances) },
-                }),
-                booked_now,
-            ))
+            let customer = render_one(conn, &client.program, &public_url, &customer)?;
+            Ok((views::credit(customer, &transaction, &balances), booked_now))
         })
         .await?;
     let status = if booked_now {
@@ -198,22 +147,11 @@ pub async fn transactions(
         .run(paging, move |conn, client, paging| {
             let customer = customers::find_by_ident(conn, client.program.id, &ident)?;
             let (rows, total) = ledger::transactions(conn, customer.id, paging.page, paging.limit)?;
-            let items = rows.iter().map(transaction_json).collect::<Vec<_>>();
+            let items = rows.iter().map(views::transaction).collect::<Vec<_>>();
             Ok((items, total, paging))
         })
         .await?;
     Ok(list::response(&req, &state, items, &paging, total))
-}
-
-fn invite_json(invite: &Invite) -> Value {
-    json!({
-        "id": invite.id,
-        "email": invite.email,
-        "name": invite.name,
-        "personalization": invite.personalization,
-        "status": invite.status,
-        "created_at": views::timestamp(&invite.created_at),
-    })
 }
 
 /// An invite's body, or the 400/413/422 to answer once the caller is known.
@@ -257,5 +195,5 @@ pub async fn invite(
         })
         .await?;
     state.mail.wake();
-    Ok(data(StatusCode::CREATED, &invite_json(&invite)))
+    Ok(data(StatusCode::CREATED, &views::invite(&invite)))
 }

@@ -104,5 +104,9 @@ pub fn data<T: Serialize>(status: StatusCode, data: &T) -> HttpResponse {
 
 /// `{"status": 1}` for actions without a body.
 pub fn done() -> HttpResponse {
-    json(StatusCode::OK, &serde_json::json!({ "status": 1 }))
+    #[derive(Serialize)]
+    struct Done {
+        status: u8,
+    }
+    json(StatusCode::OK, &Done { status: 1 })
 }

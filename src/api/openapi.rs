@@ -1,6 +1,7 @@
 //! `GET /v1/openapi.json`: the machine-readable description of the API, kept beside the
 //! handlers it describes. It is public (documentation, no data) so the dashboard's API page
-//! and tools like schemathesis can fetch it without a token.
+//! and tools like schemathesis can fetch it without a token. `tests/integration/openapi.rs`
+//! checks every answer it documents against a real one, field by field.
 
 use actix_web::HttpResponse;
 

@@ -5,10 +5,12 @@ use std::collections::HashMap;
 use bigdecimal::{BigDecimal, ToPrimitive};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::domain::customers::listing::ReferrerSummary;
 use crate::domain::customers::Customer;
+use crate::domain::invites::{DeliveryStatus, Invite};
+use crate::domain::ledger::{Balance, Kind, Transaction, TransactionRow};
 use crate::domain::programs::Program;
 use crate::domain::referral_links::ReferralLink;
 
@@ -18,10 +20,17 @@ pub fn timestamp(at: &DateTime<Utc>) -> String {
 
 /// Amounts are JSON numbers, as the original service sends them. Every stored amount has
 /// at most 4 decimals and at most 7 integer digits, which an f64 prints back exactly.
-pub fn amount(value: &BigDecimal) -> Value {
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum Amount {
+    Number(f64),
+    Text(String),
+}
+
+pub fn amount(value: &BigDecimal) -> Amount {
     match value.to_f64() {
-        Some(number) => json!(number),
-        None => json!(value.to_string()),
+        Some(number) => Amount::Number(number),
+        None => Amount::Text(value.to_string()),
     }
 }
 
@@ -123,5 +132,136 @@ pub fn customer(customer: &Customer, context: &CustomerContext<'_>) -> CustomerJ
         status: customer.status.to_string(),
         surname: customer.surname.clone(),
         updated_at: timestamp(&customer.updated_at),
+    }
+}
+
+// Every struct below keeps its fields in alphabetical order, like `CustomerJson`.
+
+/// One balance (or credited total) per unit.
+#[derive(Debug, Serialize)]
+pub struct BalanceJson {
+    amount: Amount,
+    amount_units: String,
+    is_currency: bool,
+}
+
+pub fn balances(balances: &[Balance]) -> Vec<BalanceJson> {
+    balances
+        .iter()
+        .map(|balance| BalanceJson {
+            amount: amount(&balance.amount),
+            amount_units: balance.amount_units.clone(),
+            is_currency: balance.is_currency,
+        })
+        .collect()
+}
+
+/// `{"currency": [...]}`, the `balance` of a customer.
+#[derive(Debug, Serialize)]
+pub struct BalancesJson {
+    currency: Vec<BalanceJson>,
+}
+
+/// `GET /v1/customers/{ident}/balance`.
+#[derive(Debug, Serialize)]
+pub struct CustomerBalanceJson {
+    balance: BalancesJson,
+    customer: CustomerJson,
+}
+
+pub fn customer_balance(customer: CustomerJson, of: &[Balance]) -> CustomerBalanceJson {
+    CustomerBalanceJson {
+        balance: BalancesJson {
+            currency: balances(of),
+        },
+        customer,
+    }
+}
+
+/// `GET /v1/customers/{ident}/stats`.
+#[derive(Debug, Serialize)]
+pub struct StatsJson {
+    clicks: i64,
+    credits: Vec<BalanceJson>,
+    signups: i32,
+}
+
+pub fn stats(clicks: i64, signups: i32, credits: &[Balance]) -> StatsJson {
+    StatsJson {
+        clicks,
+        credits: balances(credits),
+        signups,
+    }
+}
+
+/// A ledger entry, in a customer's transactions and in the answer to a credit.
+#[derive(Debug, Serialize)]
+pub struct TransactionJson {
+    amount: Amount,
+    amount_units: String,
+    created_at: String,
+    id: i64,
+    is_currency: bool,
+    kind: Kind,
+    note: Option<String>,
+}
+
+pub fn transaction(row: &TransactionRow) -> TransactionJson {
+    TransactionJson {
+        amount: amount(&row.amount),
+        amount_units: row.amount_units.clone(),
+        created_at: timestamp(&row.created_at),
+        id: row.id,
+        is_currency: row.is_currency,
+        kind: row.kind,
+        note: row.note.clone(),
+    }
+}
+
+/// `POST /v1/customers/{ident}/balance/credit`: the customer, the entry and the new balance.
+#[derive(Debug, Serialize)]
+pub struct CreditJson {
+    balance: BalancesJson,
+    customer: CustomerJson,
+    transaction: TransactionJson,
+}
+
+pub fn credit(customer: CustomerJson, booked: &Transaction, balances_now: &[Balance]) -> CreditJson {
+    CreditJson {
+        balance: BalancesJson {
+            currency: balances(balances_now),
+        },
+        customer,
+        transaction: TransactionJson {
+            amount: amount(&booked.amount),
+            amount_units: booked.amount_units.clone(),
+            created_at: timestamp(&booked.created_at),
+            id: booked.id,
+            is_currency: booked.is_currency,
+            kind: booked.kind,
+            note: booked.note.clone(),
+        },
+    }
+}
+
+/// `POST /v1/customers:invite`.
+#[derive(Debug, Serialize)]
+pub struct InviteJson {
+    created_at: String,
+    email: String,
+    id: i64,
+    name: Option<String>,
+    personalization: Value,
+    status: DeliveryStatus,
+}
+
+pub fn invite(invite: &Invite) -> InviteJson {
+    InviteJson {
+        created_at: timestamp(&invite.created_at),
+        email: invite.email.clone(),
+        id: invite.id,
+        name: invite.name.clone(),
+        personalization: invite.personalization.clone(),
+        status: invite.status,
     }
 }

@@ -16,6 +16,7 @@ mod embedded;
 mod invites;
 mod ledger;
 mod maintenance;
+mod openapi;
 mod performance;
 mod reliability;
 mod security;
@@ -34,6 +35,7 @@ fn main() {
     trials.extend(invites::tests());
     trials.extend(admin::tests());
     trials.extend(api::tests());
+    trials.extend(openapi::tests());
     trials.extend(browser::tests());
     trials.extend(reliability::tests());
     trials.extend(embedded::tests());
