@@ -62,6 +62,16 @@ struct CreditPage {
     currencies: &'static [&'static str],
 }
 
+impl CreditPage {
+    /// The units message, next to the currency box or the unit name box, whichever is in
+    /// use (`currency` says which one asks).
+    fn units_error(&self, currency: bool) -> Option<String> {
+        self.errors
+            .joined("units")
+            .filter(|_| self.form.is_currency == currency)
+    }
+}
+
 /// Problems that belong to no input of the form (deleted customer, expired form).
 const GENERAL_FIELDS: &[&str] = &["customer", "form_token", "idempotency_key", "kind"];
 
