@@ -1,6 +1,5 @@
 //! The API page (how to call `/v1`) and API token management (admins).
 
-use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use askama::Template;
 use serde::{Deserialize, Serialize};
@@ -10,6 +9,7 @@ use crate::db;
 use crate::domain::tokens::{self, ApiToken, Created};
 use crate::error::Error;
 use crate::web::context::Page;
+use crate::web::forms::FormErrors;
 use crate::web::{redirect, render, render_status};
 use crate::AppState;
 
@@ -33,7 +33,8 @@ struct TokensPage {
     page: Page,
     tokens: Vec<ApiToken>,
     name: String,
-    name_error: Option<String>,
+    /// The name box shows the refusal's summary: every refusal here is about the name.
+    errors: FormErrors,
     /// The form's one-time token (see [`tokens::create_once`]).
     form_token: String,
     /// Shown once, on the page the creation redirects to.
@@ -55,19 +56,18 @@ async fn tokens_page(
     state: &AppState,
     page: Page,
     form: CreateForm,
-    name_error: Option<String>,
+    errors: FormErrors,
     created: Option<NewToken>,
-    status: StatusCode,
 ) -> Result<HttpResponse, Error> {
     let program_id = page.program.id;
     let tokens = db::run(&state.pool, move |conn| tokens::list(conn, program_id)).await?;
     render_status(
-        status,
+        errors.status(),
         &TokensPage {
             page,
             tokens,
             name: form.name,
-            name_error,
+            errors,
             form_token: form.form_token,
             created,
             base_url: format!("{}/v1", state.config.public_url),
@@ -87,7 +87,7 @@ pub async fn index(state: web::Data<AppState>, page: Page) -> Result<HttpRespons
         name: String::new(),
         form_token: Uuid::new_v4().to_string(),
     };
-    tokens_page(&state, page, form, None, created, StatusCode::OK).await
+    tokens_page(&state, page, form, FormErrors::default(), created).await
 }
 
 #[derive(Deserialize)]
@@ -115,22 +115,14 @@ pub async fn create(
     });
     let form_token = match checked {
         Ok(form_token) => form_token,
-        Err(Error::Invalid { message, .. }) => {
+        Err(error) => {
+            let errors = FormErrors::from_error(error)?;
             let form = CreateForm {
                 form_token: Uuid::new_v4().to_string(),
                 ..form
             };
-            return tokens_page(
-                &state,
-                page,
-                form,
-                Some(message),
-                None,
-                StatusCode::UNPROCESSABLE_ENTITY,
-            )
-            .await;
+            return tokens_page(&state, page, form, errors, None).await;
         }
-        Err(other) => return Err(other),
     };
     let program_id = page.program.id;
     let actor = page.actor();
@@ -164,18 +156,7 @@ pub async fn create(
             );
             Ok(redirect("/api-tokens"))
         }
-        Err(Error::Invalid { message, .. }) => {
-            tokens_page(
-                &state,
-                page,
-                form,
-                Some(message),
-                None,
-                StatusCode::UNPROCESSABLE_ENTITY,
-            )
-            .await
-        }
-        Err(error) => Err(error),
+        Err(error) => tokens_page(&state, page, form, FormErrors::from_error(error)?, None).await,
     }
 }
 

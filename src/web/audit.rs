@@ -2,7 +2,7 @@
 //! belong to no program (sign-ins, failed sign-ins, team changes), filterable, paginated,
 //! and exportable as CSV.
 
-use actix_web::http::{header, StatusCode};
+use actix_web::http::header;
 use actix_web::web::Bytes;
 use actix_web::{web, HttpResponse};
 use askama::Template;
@@ -11,10 +11,11 @@ use serde::{Deserialize, Serialize};
 use crate::db::{self, DbPool};
 use crate::domain::audit::log::{self, LogCursor, LogEntry, LogFilter};
 use crate::domain::team::{self, Member};
-use crate::error::{Error, FieldErrors};
+use crate::error::Error;
 use crate::web::context::Page;
 use crate::web::customers::export::defuse;
-use crate::web::paging::thousands;
+use crate::web::forms::FormErrors;
+use crate::web::paging::{ListUrl, Pager};
 use crate::web::render_status;
 use crate::AppState;
 
@@ -58,9 +59,9 @@ impl LogQuery {
         self.page.trim().parse::<i64>().unwrap_or(1).clamp(1, 1_000_000)
     }
 
-    /// The filters as a query string (without the page), for page and export links.
-    fn query_string(&self) -> String {
-        let pairs: Vec<(&str, &str)> = [
+    /// The address of the log with these filters (without the page).
+    fn url(&self) -> ListUrl {
+        [
             ("actor", &self.actor),
             ("member", &self.member),
             ("action", &self.action),
@@ -70,9 +71,9 @@ impl LogQuery {
         ]
         .into_iter()
         .filter(|(_, value)| !value.trim().is_empty())
-        .map(|(key, value)| (key, value.as_str()))
-        .collect();
-        serde_urlencoded::to_string(pairs).unwrap_or_default()
+        .fold(ListUrl::new("/audit"), |url, (name, value)| {
+            url.param(name, value.as_str())
+        })
     }
 }
 
@@ -95,12 +96,6 @@ const KNOWN_ACTIONS: &[&str] = &[
     "customer.",
 ];
 
-pub struct PageItem {
-    number: Option<i64>,
-    href: String,
-    current: bool,
-}
-
 #[derive(Template)]
 #[template(path = "audit/index.html")]
 struct AuditPage {
@@ -109,91 +104,15 @@ struct AuditPage {
     members: Vec<Member>,
     known_actions: &'static [&'static str],
     entries: Vec<LogEntry>,
-    /// Exact when `total_is_exact`, else a lower bound ("more than").
-    total: i64,
-    total_is_exact: bool,
-    current: i64,
-    /// The last page when the total is exact, else the last page known to exist.
-    pages: i64,
-    has_next: bool,
+    /// Exact, or a lower bound ("more than") for a long log.
+    pager: Pager,
     unknown_customer: bool,
-    errors: FieldErrors,
+    errors: FormErrors,
 }
 
 impl AuditPage {
-    fn error(&self, field: &str) -> Option<&String> {
-        self.errors.get(field).and_then(|messages| messages.first())
-    }
-
-    fn page_link(&self, number: i64) -> String {
-        let filters = self.query.query_string();
-        if filters.is_empty() {
-            format!("/audit?page={number}")
-        } else {
-            format!("/audit?{filters}&page={number}")
-        }
-    }
-
     fn export_link(&self) -> String {
-        let filters = self.query.query_string();
-        if filters.is_empty() {
-            "/audit/export".to_string()
-        } else {
-            format!("/audit/export?{filters}")
-        }
-    }
-
-    fn first_shown(&self) -> i64 {
-        if self.total == 0 {
-            0
-        } else {
-            (self.current - 1) * PER_PAGE + 1
-        }
-    }
-
-    fn last_shown(&self) -> i64 {
-        (self.current - 1) * PER_PAGE + self.entries.len() as i64
-    }
-
-    fn total_text(&self) -> String {
-        if self.total_is_exact {
-            thousands(self.total)
-        } else {
-            format!("more than {}", thousands(self.total))
-        }
-    }
-
-    fn previous_link(&self) -> Option<String> {
-        (self.current > 1).then(|| self.page_link(self.current - 1))
-    }
-
-    fn next_link(&self) -> Option<String> {
-        self.has_next.then(|| self.page_link(self.current + 1))
-    }
-
-    /// The first, last and nearby pages; a gap between them is an item without a number.
-    fn page_items(&self) -> Vec<PageItem> {
-        let mut items = Vec::new();
-        let mut previous = 0;
-        for number in 1..=self.pages {
-            let near = (number - self.current).abs() <= 2;
-            if number == 1 || number == self.pages || near {
-                if number > previous + 1 {
-                    items.push(PageItem {
-                        number: None,
-                        href: String::new(),
-                        current: false,
-                    });
-                }
-                items.push(PageItem {
-                    number: Some(number),
-                    href: self.page_link(number),
-                    current: number == self.current,
-                });
-                previous = number;
-            }
-        }
-        items
+        self.query.url().on_path("/audit/export")
     }
 }
 
@@ -216,10 +135,9 @@ pub async fn index(
         Ok((members, result))
     })
     .await?;
-    let (status, errors) = match parsed {
-        Ok(_) => (StatusCode::OK, FieldErrors::new()),
-        Err(Error::Invalid { fields, .. }) => (StatusCode::UNPROCESSABLE_ENTITY, fields),
-        Err(error) => return Err(error),
+    let errors = match parsed {
+        Ok(_) => FormErrors::default(),
+        Err(error) => FormErrors::from_error(error)?,
     };
     let (entries, total, total_is_exact, has_next, unknown_customer) = match result {
         Some(found) => (
@@ -231,25 +149,30 @@ pub async fn index(
         ),
         None => (Vec::new(), 0, true, false, false),
     };
+    let url = query.url();
     // A long log is not counted to its end: its pager runs to the next page.
-    let pages = if total_is_exact {
-        ((total + PER_PAGE - 1) / PER_PAGE).max(1)
+    let pager = if total_is_exact {
+        Pager::new(url, "page", current, PER_PAGE, total)
     } else {
-        current + i64::from(has_next)
+        Pager::at_least(
+            url,
+            "page",
+            current,
+            PER_PAGE,
+            total,
+            entries.len() as i64,
+            has_next,
+        )
     };
     render_status(
-        status,
+        errors.status(),
         &AuditPage {
             page,
             query,
             members,
             known_actions: KNOWN_ACTIONS,
             entries,
-            total,
-            total_is_exact,
-            current,
-            pages,
-            has_next,
+            pager,
             unknown_customer,
             errors,
         },
@@ -396,7 +319,10 @@ mod tests {
             page: "3".into(),
             ..LogQuery::default()
         };
-        assert_eq!(query.query_string(), "actor=ada%40example.com&action=member.");
+        assert_eq!(
+            query.url().href(),
+            "/audit?actor=ada%40example.com&action=member."
+        );
         assert_eq!(query.page(), 3);
         assert_eq!(LogQuery::default().page(), 1);
     }

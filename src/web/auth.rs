@@ -9,9 +9,10 @@ use serde::Deserialize;
 use crate::db;
 use crate::domain::sessions::MEMBER_ID_KEY;
 use crate::domain::team::{self, NewMember, Role, SignIn};
-use crate::error::{Error, FieldErrors};
+use crate::error::Error;
 use crate::web::access::PROGRAM_ID_KEY;
 use crate::web::context::{Page, PublicPage};
+use crate::web::forms::{rerender, FormErrors};
 use crate::web::{csrf, device, redirect, render, render_status, safe_next};
 use crate::AppState;
 
@@ -142,14 +143,8 @@ struct SetupPage {
     token: String,
     email: String,
     name: String,
-    errors: FieldErrors,
+    errors: FormErrors,
     message: Option<String>,
-}
-
-impl SetupPage {
-    fn error(&self, field: &str) -> Option<&String> {
-        self.errors.get(field).and_then(|messages| messages.first())
-    }
 }
 
 #[derive(Deserialize)]
@@ -174,7 +169,7 @@ pub async fn setup_form(
         token,
         email: String::new(),
         name: String::new(),
-        errors: FieldErrors::new(),
+        errors: FormErrors::default(),
         message: None,
     })
 }
@@ -238,18 +233,14 @@ pub async fn setup(
             crate::web::context::flash(&page.session, "success", "Welcome! Your admin account is ready.");
             Ok(redirect("/"))
         }
-        Err(Error::Invalid { fields, .. }) => render_status(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            &SetupPage {
-                csrf: page.csrf,
-                token: form.token,
-                email: form.email,
-                name: form.name,
-                errors: fields,
-                message: None,
-            },
-        ),
-        Err(error) => Err(error),
+        Err(error) => rerender(error, |errors| SetupPage {
+            csrf: page.csrf,
+            token: form.token,
+            email: form.email,
+            name: form.name,
+            errors,
+            message: None,
+        }),
     }
 }
 

@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 
-use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use askama::Template;
 use serde::Deserialize;
@@ -12,9 +11,10 @@ use serde::Deserialize;
 use crate::db;
 use crate::domain::customers::{self, Customer};
 use crate::domain::invites::{self, DeliveryStatus, Invite, InviteFilter, InviteRow, NewInvite};
-use crate::error::{Error, FieldErrors};
-use crate::web::access::urlencode;
+use crate::error::Error;
 use crate::web::context::Page;
+use crate::web::forms::FormErrors;
+use crate::web::paging::{ListUrl, Pager};
 use crate::web::{redirect, render, render_status, safe_next};
 use crate::AppState;
 
@@ -93,16 +93,12 @@ struct InviteForm {
     referral_link: String,
     values: InviteValues,
     rows: Vec<(String, String)>,
-    errors: FieldErrors,
+    errors: FormErrors,
     /// The customer's recent invites (empty for a program invite).
     invites: Vec<Invite>,
 }
 
 impl InviteForm {
-    fn error(&self, field: &str) -> Option<String> {
-        self.errors.get(field).map(|messages| messages.join(" "))
-    }
-
     fn action(&self) -> String {
         match &self.customer {
             Some(customer) => format!("/customers/{}/invite", customer.key),
@@ -115,9 +111,8 @@ async fn show_form(
     state: &AppState,
     page: Page,
     key: Option<String>,
-    status: StatusCode,
     values: InviteValues,
-    errors: FieldErrors,
+    errors: FormErrors,
 ) -> Result<HttpResponse, Error> {
     let program = page.program.clone();
     let (customer, invites) = db::run(&state.pool, move |conn| match key {
@@ -134,7 +129,7 @@ async fn show_form(
         None => page.program.referral_base_url.clone(),
     };
     render_status(
-        status,
+        errors.status(),
         &InviteForm {
             rows: values.form_rows(),
             page,
@@ -156,10 +151,7 @@ async fn submit(
     let values = InviteValues::from_body(body)?;
     let new = match NewInvite::parse(&values.email, &values.name, &values.rows) {
         Ok(new) => new,
-        Err(Error::Invalid { fields, .. }) => {
-            return show_form(state, page, key, StatusCode::UNPROCESSABLE_ENTITY, values, fields).await
-        }
-        Err(other) => return Err(other),
+        Err(error) => return show_form(state, page, key, values, FormErrors::from_error(error)?).await,
     };
     let program = page.program.clone();
     let actor = page.actor();
@@ -184,23 +176,12 @@ async fn submit(
                 None => "/invites".to_string(),
             }))
         }
-        Err(Error::Invalid { fields, .. }) => {
-            show_form(state, page, key, StatusCode::UNPROCESSABLE_ENTITY, values, fields).await
-        }
-        Err(other) => Err(other),
+        Err(error) => show_form(state, page, key, values, FormErrors::from_error(error)?).await,
     }
 }
 
 pub async fn new_form(state: web::Data<AppState>, page: Page) -> Result<HttpResponse, Error> {
-    show_form(
-        &state,
-        page,
-        None,
-        StatusCode::OK,
-        InviteValues::default(),
-        FieldErrors::new(),
-    )
-    .await
+    show_form(&state, page, None, InviteValues::default(), FormErrors::default()).await
 }
 
 pub async fn create(state: web::Data<AppState>, page: Page, body: web::Bytes) -> Result<HttpResponse, Error> {
@@ -217,9 +198,8 @@ pub async fn customer_form(
         &state,
         page,
         Some(key),
-        StatusCode::OK,
         InviteValues::default(),
-        FieldErrors::new(),
+        FormErrors::default(),
     )
     .await
 }
@@ -249,8 +229,10 @@ struct InvitesPage {
     counts: BTreeMap<DeliveryStatus, i64>,
     status: String,
     email: String,
+    url: ListUrl,
+    /// The page asked for (the pager clamps its own to the pages there are).
     current: i64,
-    pages: i64,
+    pager: Pager,
     statuses: [DeliveryStatus; 3],
 }
 
@@ -267,22 +249,9 @@ impl InvitesPage {
         self.counts.values().sum()
     }
 
-    /// This list's address on another page, every filter kept.
-    fn page_link(&self, number: i64) -> String {
-        let mut query = Vec::new();
-        if !self.status.is_empty() {
-            query.push(format!("status={}", urlencode(&self.status)));
-        }
-        if !self.email.is_empty() {
-            query.push(format!("email={}", urlencode(&self.email)));
-        }
-        query.push(format!("page={number}"));
-        format!("/invites?{}", query.join("&"))
-    }
-
-    /// Where a retry comes back to: this very list.
+    /// Where a retry comes back to: this very list, on this page.
     fn here(&self) -> String {
-        self.page_link(self.current)
+        self.url.with(&[("page", Some(&self.current.to_string()))])
     }
 }
 
@@ -313,17 +282,23 @@ pub async fn index(
         Ok((rows, total, counts))
     })
     .await?;
+    let status = status
+        .map(|status| status.as_str().to_string())
+        .unwrap_or_default();
+    let email = email.unwrap_or_default();
+    let url = ListUrl::new("/invites")
+        .param("status", status.as_str())
+        .param("email", email.as_str());
     render(&InvitesPage {
         page,
         rows,
         total,
         counts,
-        status: status
-            .map(|status| status.as_str().to_string())
-            .unwrap_or_default(),
-        email: email.unwrap_or_default(),
+        pager: Pager::new(url.clone(), "page", current, PER_PAGE, total),
+        url,
         current,
-        pages: ((total + PER_PAGE - 1) / PER_PAGE).max(1),
+        status,
+        email,
         statuses: DeliveryStatus::ALL,
     })
 }

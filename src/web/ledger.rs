@@ -4,7 +4,6 @@
 //! becomes the booking's idempotency key `form:<uuid>`, so a double-click or a re-sent
 //! form books once.
 
-use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use askama::Template;
 use serde::Deserialize;
@@ -13,8 +12,10 @@ use uuid::Uuid;
 use crate::db;
 use crate::domain::customers::{self, Customer};
 use crate::domain::ledger::{self, Balance, Kind, NewEntry, TransactionRow, CURRENCIES};
-use crate::error::{Error, FieldErrors};
+use crate::error::Error;
 use crate::web::context::Page;
+use crate::web::forms::FormErrors;
+use crate::web::paging::{ListUrl, Pager};
 use crate::web::{redirect, render_status};
 use crate::AppState;
 
@@ -55,25 +56,24 @@ struct CreditPage {
     balances: Vec<Balance>,
     transactions: Vec<TransactionRow>,
     ledger_page: i64,
-    ledger_pages: i64,
+    ledger_pager: Pager,
     form: CreditValues,
-    errors: FieldErrors,
+    errors: FormErrors,
     currencies: &'static [&'static str],
 }
 
 impl CreditPage {
-    fn error(&self, field: &str) -> Option<String> {
-        self.errors.get(field).map(|messages| messages.join(" "))
-    }
-
-    /// Problems that belong to no input of the form (deleted customer, expired form).
-    fn general_errors(&self) -> Vec<String> {
-        ["customer", "form_token", "idempotency_key", "kind"]
-            .iter()
-            .filter_map(|field| self.error(field))
-            .collect()
+    /// The units message, next to the currency box or the unit name box, whichever is in
+    /// use (`currency` says which one asks).
+    fn units_error(&self, currency: bool) -> Option<String> {
+        self.errors
+            .joined("units")
+            .filter(|_| self.form.is_currency == currency)
     }
 }
+
+/// Problems that belong to no input of the form (deleted customer, expired form).
+const GENERAL_FIELDS: &[&str] = &["customer", "form_token", "idempotency_key", "kind"];
 
 #[derive(Deserialize)]
 pub struct LedgerQuery {
@@ -96,26 +96,32 @@ async fn load(
     .await
 }
 
+/// The pages of a customer's ledger, for the balance panel on `path`.
+pub fn ledger_pager(path: &str, ledger_page: i64, total: i64) -> Pager {
+    let url = ListUrl::new(path).anchor("balance");
+    Pager::new(url, "ledger_page", ledger_page, LEDGER_PER_PAGE, total)
+}
+
 async fn show(
     state: &AppState,
     page: Page,
     key: String,
     ledger_page: i64,
-    status: StatusCode,
     form: CreditValues,
-    errors: FieldErrors,
+    errors: FormErrors,
 ) -> Result<HttpResponse, Error> {
     let ledger_page = ledger_page.max(1);
     let (customer, balances, transactions, total) = load(state, page.program.id, key, ledger_page).await?;
+    let ledger_pager = ledger_pager(&page.path, ledger_page, total);
     render_status(
-        status,
+        errors.status(),
         &CreditPage {
             page,
             customer,
             balances,
             transactions,
+            ledger_pager,
             ledger_page,
-            ledger_pages: ((total + LEDGER_PER_PAGE - 1) / LEDGER_PER_PAGE).max(1),
             form,
             errors,
             currencies: CURRENCIES,
@@ -135,9 +141,8 @@ pub async fn form(
         page,
         path.into_inner(),
         ledger_page,
-        StatusCode::OK,
         CreditValues::fresh(),
-        FieldErrors::new(),
+        FormErrors::default(),
     )
     .await
 }
@@ -190,21 +195,11 @@ pub async fn submit(
         Ok(token) => token,
         Err(_) => {
             values.form_token = Uuid::new_v4().to_string();
-            let mut errors = FieldErrors::new();
-            errors.insert(
-                "form_token".into(),
-                vec!["This form is incomplete or expired. Check the values and submit it again.".into()],
+            let errors = FormErrors::one(
+                "form_token",
+                "This form is incomplete or expired. Check the values and submit it again.",
             );
-            return show(
-                &state,
-                page,
-                key,
-                1,
-                StatusCode::UNPROCESSABLE_ENTITY,
-                values,
-                errors,
-            )
-            .await;
+            return show(&state, page, key, 1, values, errors).await;
         }
     };
     let units = if is_currency {
@@ -221,19 +216,7 @@ pub async fn submit(
         Some(&format!("form:{token}")),
     ) {
         Ok(entry) => entry,
-        Err(Error::Invalid { fields, .. }) => {
-            return show(
-                &state,
-                page,
-                key,
-                1,
-                StatusCode::UNPROCESSABLE_ENTITY,
-                values,
-                fields,
-            )
-            .await;
-        }
-        Err(other) => return Err(other),
+        Err(error) => return show(&state, page, key, 1, values, FormErrors::from_error(error)?).await,
     };
     let program_id = page.program.id;
     let actor = page.actor();
@@ -269,18 +252,6 @@ pub async fn submit(
             );
             Ok(redirect(&format!("/customers/{}#balance", customer.key)))
         }
-        Err(Error::Invalid { fields, .. }) => {
-            show(
-                &state,
-                page,
-                key,
-                1,
-                StatusCode::UNPROCESSABLE_ENTITY,
-                values,
-                fields,
-            )
-            .await
-        }
-        Err(other) => Err(other),
+        Err(error) => show(&state, page, key, 1, values, FormErrors::from_error(error)?).await,
     }
 }

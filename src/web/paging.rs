@@ -9,6 +9,8 @@ use crate::web::access::urlencode;
 pub struct ListUrl {
     path: String,
     params: Vec<(String, String)>,
+    /// `#id` of the part of the page the list is in, when it is not the whole page.
+    anchor: Option<&'static str>,
 }
 
 impl ListUrl {
@@ -16,7 +18,14 @@ impl ListUrl {
         ListUrl {
             path: path.to_string(),
             params: Vec::new(),
+            anchor: None,
         }
+    }
+
+    /// Links land on the element with this id (a panel of a longer page).
+    pub fn anchor(mut self, id: &'static str) -> ListUrl {
+        self.anchor = Some(id);
+        self
     }
 
     /// Adds a parameter; empty values are left out of the address.
@@ -51,10 +60,11 @@ impl ListUrl {
             .map(|(name, value)| format!("{}={}", urlencode(name), urlencode(value)))
             .collect::<Vec<_>>()
             .join("&");
+        let anchor = self.anchor.map(|id| format!("#{id}")).unwrap_or_default();
         if query.is_empty() {
-            self.path.clone()
+            format!("{}{anchor}", self.path)
         } else {
-            format!("{}?{}", self.path, query)
+            format!("{}?{}{anchor}", self.path, query)
         }
     }
 
@@ -68,6 +78,7 @@ impl ListUrl {
         ListUrl {
             path: path.to_string(),
             params: self.params.clone(),
+            anchor: None,
         }
         .href()
     }
@@ -107,15 +118,28 @@ pub fn thousands(n: i64) -> String {
 /// start, when the list supports it. Nearer pages keep plain `page=N` addresses.
 pub const KEYSET_FROM_ROW: i64 = 1000;
 
+/// How many pages a list of `total` rows fills, at least one.
+pub fn page_count(total: i64, per_page: i64) -> i64 {
+    ((total.max(0) + per_page - 1) / per_page.max(1)).max(1)
+}
+
+/// How much a pager knows about the size of its list.
+enum Count {
+    /// The total is exact: the last page is known.
+    Exact,
+    /// The total is an estimate (see `domain::customers::Total`); the page shows `rows` rows.
+    Estimated { rows: i64 },
+    /// The total is a lower bound (counting stopped there); the page shows `rows` rows and
+    /// whether another follows is known.
+    AtLeast { rows: i64, has_next: bool },
+}
+
 /// Which page of how many, and the links to the others.
 pub struct Pager {
     pub page: i64,
     pub per_page: i64,
     pub total: i64,
-    /// The total is an estimate (see `domain::customers::Total`).
-    approximate: bool,
-    /// Rows on this page, when known (an estimated list's last page is found by reaching it).
-    rows: Option<i64>,
+    count: Count,
     /// Internal ids of the first and last row shown, for links that continue from them.
     cursors: Option<(i64, i64)>,
     url: ListUrl,
@@ -127,18 +151,16 @@ impl Pager {
     /// The page is clamped to the existing ones.
     pub fn new(url: ListUrl, param: &'static str, page: i64, per_page: i64, total: i64) -> Pager {
         let per_page = per_page.max(1);
-        let mut pager = Pager {
-            page: 1,
+        let total = total.max(0);
+        Pager {
+            page: page.clamp(1, page_count(total, per_page)),
             per_page,
-            total: total.max(0),
-            approximate: false,
-            rows: None,
+            total,
+            count: Count::Exact,
             cursors: None,
             url,
             param,
-        };
-        pager.page = page.clamp(1, pager.last_page());
-        pager
+        }
     }
 
     /// A list whose total is an estimate, showing `rows` rows on `page`: the page is not
@@ -153,8 +175,24 @@ impl Pager {
     ) -> Pager {
         let mut pager = Pager::new(url, param, 1, per_page, total);
         pager.page = page.max(1);
-        pager.approximate = true;
-        pager.rows = Some(rows);
+        pager.count = Count::Estimated { rows };
+        pager
+    }
+
+    /// A list counted only up to `total` ("more than"), showing `rows` rows on `page`: the
+    /// links reach the page after this one when `has_next`.
+    pub fn at_least(
+        url: ListUrl,
+        param: &'static str,
+        page: i64,
+        per_page: i64,
+        total: i64,
+        rows: i64,
+        has_next: bool,
+    ) -> Pager {
+        let mut pager = Pager::new(url, param, 1, per_page, total);
+        pager.page = page.max(1);
+        pager.count = Count::AtLeast { rows, has_next };
         pager
     }
 
@@ -165,33 +203,50 @@ impl Pager {
     }
 
     pub fn is_approximate(&self) -> bool {
-        self.approximate
+        matches!(self.count, Count::Estimated { .. })
     }
 
-    /// "1,000,000", or "about 1,000,000" for an estimate.
+    /// "1,000,000", "about 1,000,000" for an estimate, "more than 1,000" for a lower bound.
     pub fn total_text(&self) -> String {
-        if self.approximate {
-            format!("about {}", thousands(self.total))
-        } else {
-            thousands(self.total)
+        match self.count {
+            Count::Exact => thousands(self.total),
+            Count::Estimated { .. } => format!("about {}", thousands(self.total)),
+            Count::AtLeast { .. } => format!("more than {}", thousands(self.total)),
         }
     }
 
     pub fn last_page(&self) -> i64 {
-        ((self.total + self.per_page - 1) / self.per_page).max(1)
+        page_count(self.total, self.per_page)
+    }
+
+    /// Whether the list has pages to link to.
+    pub fn has_other_pages(&self) -> bool {
+        match self.count {
+            Count::AtLeast { has_next, .. } => self.page > 1 || has_next,
+            _ => self.last_page() > 1,
+        }
+    }
+
+    /// Rows on this page, when the list said.
+    fn rows(&self) -> Option<i64> {
+        match self.count {
+            Count::Exact => None,
+            Count::Estimated { rows } | Count::AtLeast { rows, .. } => Some(rows),
+        }
     }
 
     /// Whether a page follows this one.
     fn has_next(&self) -> bool {
-        match (self.approximate, self.rows) {
-            (true, Some(rows)) => rows >= self.per_page,
-            _ => self.page < self.last_page(),
+        match self.count {
+            Count::Exact => self.page < self.last_page(),
+            Count::Estimated { rows } => rows >= self.per_page,
+            Count::AtLeast { has_next, .. } => has_next,
         }
     }
 
     /// Number of the first row shown (0 when there is none).
     pub fn from(&self) -> i64 {
-        if self.total == 0 || self.rows == Some(0) {
+        if self.total == 0 || self.rows() == Some(0) {
             0
         } else {
             (self.page - 1) * self.per_page + 1
@@ -200,9 +255,9 @@ impl Pager {
 
     /// Number of the last row shown.
     pub fn to(&self) -> i64 {
-        match self.rows {
-            Some(rows) if self.approximate => (self.page - 1) * self.per_page + rows,
-            _ => (self.page * self.per_page).min(self.total),
+        match self.rows() {
+            Some(rows) => (self.page - 1) * self.per_page + rows,
+            None => (self.page * self.per_page).min(self.total),
         }
     }
 
@@ -218,7 +273,7 @@ impl Pager {
         let number = page.to_string();
         let far = (page - 1).saturating_mul(self.per_page) >= KEYSET_FROM_ROW;
         // The last page of an exact list is read from the end: no cursor needed.
-        let last = !self.approximate && page == self.last_page();
+        let last = matches!(self.count, Count::Exact) && page == self.last_page();
         match self.cursors {
             Some((first, last_row)) if far && !last && page != self.page => {
                 let (name, id) = if page > self.page {
@@ -243,16 +298,14 @@ impl Pager {
     }
 
     /// First, last, and two pages either side of the current one, with gaps between. An
-    /// estimated list has no known last page: it ends with a gap while more follow.
+    /// estimated list has no known last page: it ends with a gap while more follow. A list
+    /// counted to a limit runs to the page after this one.
     pub fn items(&self) -> Vec<PageItem> {
-        let last = if self.approximate {
-            if self.has_next() {
-                self.page + 2
-            } else {
-                self.page
-            }
-        } else {
-            self.last_page()
+        let last = match self.count {
+            Count::Exact => self.last_page(),
+            Count::Estimated { .. } if self.has_next() => self.page + 2,
+            Count::Estimated { .. } => self.page,
+            Count::AtLeast { has_next, .. } => self.page + i64::from(has_next),
         };
         let mut numbers: Vec<i64> = vec![1, last];
         numbers.extend((self.page - 2).max(1)..=(self.page + 2).min(last));
@@ -272,7 +325,7 @@ impl Pager {
             });
             previous = number;
         }
-        if self.approximate && self.has_next() {
+        if self.is_approximate() && self.has_next() {
             items.push(PageItem::gap());
         }
         items

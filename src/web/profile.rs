@@ -2,7 +2,6 @@
 //! (`/set-password?token=`).
 
 use actix_web::cookie::{CookieJar, Key};
-use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use askama::Template;
 use serde::Deserialize;
@@ -11,8 +10,9 @@ use crate::config::Config;
 use crate::db;
 use crate::domain::sessions::{self, MEMBER_ID_KEY};
 use crate::domain::team::{self, ProfileChange};
-use crate::error::{Error, FieldErrors};
+use crate::error::Error;
 use crate::web::context::{flash, Page, PublicPage};
+use crate::web::forms::{rerender, FormErrors};
 use crate::web::{csrf, redirect, render, render_status};
 use crate::AppState;
 
@@ -38,13 +38,7 @@ pub fn current_session_row_id(req: &HttpRequest, config: &Config) -> Option<Stri
 struct ProfilePage {
     page: Page,
     name: String,
-    errors: FieldErrors,
-}
-
-impl ProfilePage {
-    fn error(&self, field: &str) -> Option<&String> {
-        self.errors.get(field).and_then(|messages| messages.first())
-    }
+    errors: FormErrors,
 }
 
 pub async fn show(page: Page) -> Result<HttpResponse, Error> {
@@ -52,7 +46,7 @@ pub async fn show(page: Page) -> Result<HttpResponse, Error> {
     render(&ProfilePage {
         page,
         name,
-        errors: FieldErrors::new(),
+        errors: FormErrors::default(),
     })
 }
 
@@ -115,15 +109,11 @@ pub async fn update(
             }
             Ok(redirect("/profile"))
         }
-        Err(Error::Invalid { fields, .. }) => render_status(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            &ProfilePage {
-                page,
-                name: form.name,
-                errors: fields,
-            },
-        ),
-        Err(error) => Err(error),
+        Err(error) => rerender(error, |errors| ProfilePage {
+            page,
+            name: form.name,
+            errors,
+        }),
     }
 }
 
@@ -133,13 +123,7 @@ struct SetPasswordPage {
     csrf: String,
     token: String,
     email: String,
-    errors: FieldErrors,
-}
-
-impl SetPasswordPage {
-    fn error(&self, field: &str) -> Option<&String> {
-        self.errors.get(field).and_then(|messages| messages.first())
-    }
+    errors: FormErrors,
 }
 
 #[derive(Deserialize)]
@@ -163,7 +147,7 @@ pub async fn set_password_form(
         csrf: page.csrf,
         token,
         email: member.email,
-        errors: FieldErrors::new(),
+        errors: FormErrors::default(),
     })
 }
 
@@ -213,22 +197,22 @@ pub async fn set_password(
             );
             Ok(redirect("/"))
         }
-        Err(Error::Invalid { fields, .. }) => {
+        Err(error) => {
+            let errors = FormErrors::from_error(error)?;
             let token = form.token.clone();
             let member = db::run(&state.pool, move |conn| {
                 team::member_for_password_link(conn, &token)
             })
             .await?;
             render_status(
-                StatusCode::UNPROCESSABLE_ENTITY,
+                errors.status(),
                 &SetPasswordPage {
                     csrf: page.csrf,
                     token: form.token,
                     email: member.email,
-                    errors: fields,
+                    errors,
                 },
             )
         }
-        Err(error) => Err(error),
     }
 }

@@ -1,16 +1,16 @@
 //! Programs (admins only): the list, and the create and edit forms. The program switcher
 //! in the top bar lists every program; the current one scopes every other page.
 
-use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use askama::Template;
 use serde::Deserialize;
 
 use crate::db;
 use crate::domain::programs::{self, Program, ProgramInput, DEFAULT_LINK_PARAM};
-use crate::error::{Error, FieldErrors};
+use crate::error::Error;
 use crate::web::context::Page;
-use crate::web::{redirect, render, render_status};
+use crate::web::forms::{rerender, FormErrors};
+use crate::web::{redirect, render};
 use crate::AppState;
 
 #[derive(Template)]
@@ -73,14 +73,10 @@ struct ProgramFormPage {
     /// `None` when creating.
     program: Option<Program>,
     form: ProgramForm,
-    errors: FieldErrors,
+    errors: FormErrors,
 }
 
 impl ProgramFormPage {
-    fn error(&self, field: &str) -> Option<&String> {
-        self.errors.get(field).and_then(|messages| messages.first())
-    }
-
     fn action(&self) -> String {
         match &self.program {
             Some(program) => format!("/programs/{}/edit", program.id),
@@ -97,7 +93,7 @@ pub async fn new_form(page: Page) -> Result<HttpResponse, Error> {
             link_param: DEFAULT_LINK_PARAM.into(),
             ..ProgramForm::default()
         },
-        errors: FieldErrors::new(),
+        errors: FormErrors::default(),
     })
 }
 
@@ -123,16 +119,12 @@ pub async fn create(
             );
             Ok(redirect("/programs"))
         }
-        Err(Error::Invalid { fields, .. }) => render_status(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            &ProgramFormPage {
-                page,
-                program: None,
-                form,
-                errors: fields,
-            },
-        ),
-        Err(error) => Err(error),
+        Err(error) => rerender(error, |errors| ProgramFormPage {
+            page,
+            program: None,
+            form,
+            errors,
+        }),
     }
 }
 
@@ -147,7 +139,7 @@ pub async fn edit_form(
         page,
         form: ProgramForm::from_program(&program),
         program: Some(program),
-        errors: FieldErrors::new(),
+        errors: FormErrors::default(),
     })
 }
 
@@ -170,15 +162,11 @@ pub async fn update(
             page.flash("success", format!("Program {} was saved.", program.name));
             Ok(redirect("/programs"))
         }
-        Err(Error::Invalid { fields, .. }) => render_status(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            &ProgramFormPage {
-                page,
-                program: Some(program),
-                form,
-                errors: fields,
-            },
-        ),
-        Err(error) => Err(error),
+        Err(error) => rerender(error, |errors| ProgramFormPage {
+            page,
+            program: Some(program),
+            form,
+            errors,
+        }),
     }
 }

@@ -2,15 +2,15 @@
 //! role, disabling/enabling, and resetting a password.
 
 use actix_session::Session;
-use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use askama::Template;
 use serde::{Deserialize, Serialize};
 
 use crate::db;
 use crate::domain::team::{self, Member, NewMember, Role};
-use crate::error::{Error, FieldErrors};
+use crate::error::Error;
 use crate::web::context::Page;
+use crate::web::forms::{rerender, FormErrors};
 use crate::web::{redirect, render, render_status};
 use crate::AppState;
 
@@ -56,31 +56,27 @@ struct TeamPage {
     members: Vec<Member>,
     roles: [Role; 3],
     issued: Option<IssuedLink>,
-    error: Option<String>,
+    /// A refused list action (e.g. disabling the last admin), shown above the list.
+    errors: FormErrors,
 }
 
-async fn team_page(
-    state: &AppState,
-    page: Page,
-    status: StatusCode,
-    error: Option<String>,
-) -> Result<HttpResponse, Error> {
+async fn team_page(state: &AppState, page: Page, errors: FormErrors) -> Result<HttpResponse, Error> {
     let members = db::run(&state.pool, team::list_members).await?;
     let issued = take_link(&page.session);
     render_status(
-        status,
+        errors.status(),
         &TeamPage {
             page,
             members,
             roles: Role::ALL,
             issued,
-            error,
+            errors,
         },
     )
 }
 
 pub async fn index(state: web::Data<AppState>, page: Page) -> Result<HttpResponse, Error> {
-    team_page(&state, page, StatusCode::OK, None).await
+    team_page(&state, page, FormErrors::default()).await
 }
 
 /// Renders the outcome of a list action: back to the list, or the list again with the
@@ -95,10 +91,7 @@ async fn after_action(
             page.flash("success", message);
             Ok(redirect("/team"))
         }
-        Err(Error::Invalid { message, .. }) => {
-            team_page(state, page, StatusCode::UNPROCESSABLE_ENTITY, Some(message)).await
-        }
-        Err(error) => Err(error),
+        Err(error) => team_page(state, page, FormErrors::from_error(error)?).await,
     }
 }
 
@@ -108,13 +101,7 @@ struct NewMemberPage {
     page: Page,
     form: NewMemberForm,
     roles: [Role; 3],
-    errors: FieldErrors,
-}
-
-impl NewMemberPage {
-    fn error(&self, field: &str) -> Option<&String> {
-        self.errors.get(field).and_then(|messages| messages.first())
-    }
+    errors: FormErrors,
 }
 
 #[derive(Deserialize, Default)]
@@ -147,7 +134,7 @@ pub async fn new_form(page: Page) -> Result<HttpResponse, Error> {
             ..NewMemberForm::default()
         },
         roles: Role::ALL,
-        errors: FieldErrors::new(),
+        errors: FormErrors::default(),
     })
 }
 
@@ -184,16 +171,12 @@ pub async fn create(
             );
             Ok(redirect("/team"))
         }
-        Err(Error::Invalid { fields, .. }) => render_status(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            &NewMemberPage {
-                page,
-                form,
-                roles: Role::ALL,
-                errors: fields,
-            },
-        ),
-        Err(error) => Err(error),
+        Err(error) => rerender(error, |errors| NewMemberPage {
+            page,
+            form,
+            roles: Role::ALL,
+            errors,
+        }),
     }
 }
 
@@ -264,13 +247,7 @@ async fn set_disabled(
 struct ResetPasswordPage {
     page: Page,
     member: Member,
-    errors: FieldErrors,
-}
-
-impl ResetPasswordPage {
-    fn error(&self, field: &str) -> Option<&String> {
-        self.errors.get(field).and_then(|messages| messages.first())
-    }
+    errors: FormErrors,
 }
 
 pub async fn password_form(
@@ -283,7 +260,7 @@ pub async fn password_form(
     render(&ResetPasswordPage {
         page,
         member,
-        errors: FieldErrors::new(),
+        errors: FormErrors::default(),
     })
 }
 
@@ -333,18 +310,11 @@ pub async fn reset_password(
                 );
                 Ok(redirect("/team"))
             }
-            Err(Error::Invalid { fields, .. }) => {
+            Err(error) => {
+                let errors = FormErrors::from_error(error)?;
                 let member = db::run(&state.pool, move |conn| team::find(conn, member_id)).await?;
-                render_status(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    &ResetPasswordPage {
-                        page,
-                        member,
-                        errors: fields,
-                    },
-                )
+                render_status(errors.status(), &ResetPasswordPage { page, member, errors })
             }
-            Err(error) => Err(error),
         };
     }
     let (member, token) = db::run(&state.pool, move |conn| {

@@ -3,7 +3,6 @@
 //! erase personal data (admin).
 //! Roles are declared with the routes (`web::routes`); the rules themselves live in the domain.
 
-use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 
@@ -16,6 +15,7 @@ use crate::domain::referral_links;
 use crate::domain::Actor;
 use crate::error::Error;
 use crate::web::context::Page;
+use crate::web::forms::FormErrors;
 use crate::web::redirect;
 use crate::AppState;
 
@@ -142,23 +142,14 @@ pub async fn change_referrer(
             page.flash("success", message);
             Ok(redirect(&detail_path(&changed.key)))
         }
-        Err(Error::Invalid { fields, .. }) => {
+        Err(error) => {
             let forms = InlineForms {
                 referrer: typed,
-                errors: fields,
+                errors: FormErrors::from_error(error)?,
                 ..Default::default()
             };
-            render_detail(
-                &state,
-                page,
-                &customer.key,
-                Pages::FIRST,
-                forms,
-                StatusCode::UNPROCESSABLE_ENTITY,
-            )
-            .await
+            render_detail(&state, page, &customer.key, Pages::FIRST, forms).await
         }
-        Err(other) => Err(other),
     }
 }
 
@@ -187,23 +178,14 @@ pub async fn add_link(
             page.flash("success", format!("Link {} added.", link.code));
             Ok(redirect(&format!("{}#links", detail_path(&customer.key))))
         }
-        Err(Error::Invalid { fields, .. }) => {
+        Err(error) => {
             let forms = InlineForms {
                 code: typed,
-                errors: fields,
+                errors: FormErrors::from_error(error)?,
                 ..Default::default()
             };
-            render_detail(
-                &state,
-                page,
-                &customer.key,
-                Pages::FIRST,
-                forms,
-                StatusCode::UNPROCESSABLE_ENTITY,
-            )
-            .await
+            render_detail(&state, page, &customer.key, Pages::FIRST, forms).await
         }
-        Err(other) => Err(other),
     }
 }
 

@@ -1,20 +1,20 @@
 //! `GET /customers/{key}`: everything about one customer.
 
-use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use askama::Template;
 
-use super::{first, KeyPath};
+use super::KeyPath;
 use crate::db;
 use crate::domain::audit::{self, CustomerEvent};
 use crate::domain::customers::{self, Customer, ReferrerSummary};
 use crate::domain::invites::{self, Invite};
 use crate::domain::ledger::{self, Balance, TransactionRow};
 use crate::domain::referral_links::{self, ReferralLink};
-use crate::error::{Error, FieldErrors};
+use crate::error::Error;
 use crate::web::context::Page;
-use crate::web::ledger::LEDGER_PER_PAGE;
-use crate::web::paging::{ListUrl, Pager};
+use crate::web::forms::FormErrors;
+use crate::web::ledger::{ledger_pager, LEDGER_PER_PAGE};
+use crate::web::paging::{page_count, ListUrl, Pager};
 use crate::web::render_status;
 use crate::AppState;
 
@@ -28,7 +28,7 @@ const INVITES_LIMIT: i64 = 10;
 pub(super) struct InlineForms {
     pub referrer: String,
     pub code: String,
-    pub errors: FieldErrors,
+    pub errors: FormErrors,
 }
 
 #[derive(Template)]
@@ -44,7 +44,7 @@ struct DetailPage {
     balances: Vec<Balance>,
     transactions: Vec<TransactionRow>,
     ledger_page: i64,
-    ledger_pages: i64,
+    ledger_pager: Pager,
     invites: Vec<Invite>,
     erased_at: Option<chrono::DateTime<chrono::Utc>>,
     custom_fields: Vec<(String, String)>,
@@ -54,10 +54,6 @@ struct DetailPage {
 }
 
 impl DetailPage {
-    fn error(&self, field: &str) -> Option<&String> {
-        first(&self.forms.errors, field)
-    }
-
     fn share_url(&self, link: &ReferralLink) -> String {
         link.share_url(&self.public_url, &self.page.program)
     }
@@ -90,7 +86,6 @@ pub async fn show(
             ledger: page_number(query.ledger_page.as_deref()),
         },
         InlineForms::default(),
-        StatusCode::OK,
     )
     .await
 }
@@ -109,14 +104,13 @@ impl Pages {
     };
 }
 
-/// Renders the page; the action handlers use it to show a form's message in place.
+/// Renders the page (422 when a small form comes back with a message, shown in place).
 pub(super) async fn render_detail(
     state: &web::Data<AppState>,
     page: Page,
     key: &str,
     pages: Pages,
     forms: InlineForms,
-    status: StatusCode,
 ) -> Result<HttpResponse, Error> {
     let program_id = page.program.id;
     let key = key.to_string();
@@ -128,8 +122,7 @@ pub(super) async fn render_detail(
                 .and_then(|row| row.referrer);
             let links = referral_links::for_customer(conn, customer.id)?;
             let total = i64::from(customer.referrals_count);
-            let last = ((total + REFERRALS_PER_PAGE - 1) / REFERRALS_PER_PAGE).max(1);
-            let shown = pages.referrals.clamp(1, last);
+            let shown = pages.referrals.clamp(1, page_count(total, REFERRALS_PER_PAGE));
             // Most customers referred nobody and hold no ledger entry: their page asks
             // neither (three round trips of about eleven), as the count and the balances
             // already say so — the count is kept with the rows in the same transactions,
@@ -154,15 +147,16 @@ pub(super) async fn render_detail(
             ))
         })
         .await?;
+    let customer_path = format!("/customers/{}", customer.key);
     let referrals_pager = Pager::new(
-        ListUrl::new(&format!("/customers/{}", customer.key)),
+        ListUrl::new(&customer_path),
         "referrals_page",
         shown,
         REFERRALS_PER_PAGE,
         i64::from(customer.referrals_count),
     );
     render_status(
-        status,
+        forms.errors.status(),
         &DetailPage {
             landing_url: page.program.referral_url(&customer.key),
             public_url: state.config.public_url.clone(),
@@ -175,8 +169,8 @@ pub(super) async fn render_detail(
             events,
             balances: panels.0,
             transactions: panels.1,
+            ledger_pager: ledger_pager(&customer_path, pages.ledger, panels.2),
             ledger_page: pages.ledger,
-            ledger_pages: ((panels.2 + LEDGER_PER_PAGE - 1) / LEDGER_PER_PAGE).max(1),
             invites: panels.3,
             erased_at,
             forms,

@@ -2,16 +2,16 @@
 
 use std::collections::BTreeMap;
 
-use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use askama::Template;
 
-use super::{detail_path, first, load, KeyPath};
+use super::{detail_path, load, KeyPath};
 use crate::db;
 use crate::domain::customers::{self, Customer, CustomerChanges, CustomerInput, NewCustomer};
-use crate::error::{Error, FieldErrors};
+use crate::error::Error;
 use crate::web::context::Page;
-use crate::web::{redirect, render, render_status};
+use crate::web::forms::{rerender, FormErrors};
+use crate::web::{redirect, render};
 use crate::AppState;
 
 /// Custom field rows a form may carry (the form size limit bounds it too).
@@ -123,22 +123,17 @@ struct FormPage {
     /// `None` for a new customer; the customer being edited otherwise.
     customer: Option<Customer>,
     form: CustomerForm,
-    errors: FieldErrors,
+    errors: FormErrors,
 }
 
 impl FormPage {
-    fn error(&self, field: &str) -> Option<&String> {
-        first(&self.errors, field)
-    }
-
+    /// The referrer box answers for the referrer given by key or by id.
     fn referrer_error(&self) -> Option<&String> {
-        [
+        self.errors.first_of(&[
             "referring_customer",
             "referring_customer.key",
             "referring_customer.id",
-        ]
-        .into_iter()
-        .find_map(|field| first(&self.errors, field))
+        ])
     }
 
     fn action(&self) -> String {
@@ -157,18 +152,12 @@ fn again(
     form: CustomerForm,
     error: Error,
 ) -> Result<HttpResponse, Error> {
-    match error {
-        Error::Invalid { fields, .. } => render_status(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            &FormPage {
-                page,
-                customer,
-                form,
-                errors: fields,
-            },
-        ),
-        other => Err(other),
-    }
+    rerender(error, |errors| FormPage {
+        page,
+        customer,
+        form,
+        errors,
+    })
 }
 
 pub async fn new_form(page: Page) -> Result<HttpResponse, Error> {
@@ -176,7 +165,7 @@ pub async fn new_form(page: Page) -> Result<HttpResponse, Error> {
         page,
         customer: None,
         form: CustomerForm::default(),
-        errors: FieldErrors::new(),
+        errors: FormErrors::default(),
     })
 }
 
@@ -217,7 +206,7 @@ pub async fn edit_form(
         form: CustomerForm::from_customer(&customer),
         customer: Some(customer),
         page,
-        errors: FieldErrors::new(),
+        errors: FormErrors::default(),
     })
 }
 

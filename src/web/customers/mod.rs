@@ -18,7 +18,7 @@ use actix_web::web;
 
 use crate::db;
 use crate::domain::customers::{self, Customer};
-use crate::error::{Error, FieldErrors};
+use crate::error::Error;
 use crate::AppState;
 
 /// `/customers/{key}` and the routes below it.
@@ -34,11 +34,6 @@ async fn load(state: &web::Data<AppState>, program_id: i64, key: &str) -> Result
         customers::find_by_key(conn, program_id, &key)
     })
     .await
-}
-
-/// The first message for a field, for the template next to it.
-fn first<'a>(errors: &'a FieldErrors, field: &str) -> Option<&'a String> {
-    errors.get(field).and_then(|messages| messages.first())
 }
 
 /// Where a customer's page is.
