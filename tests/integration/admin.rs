@@ -6,6 +6,7 @@ use std::str::FromStr;
 use bigdecimal::BigDecimal;
 use chrono::{DateTime, Datelike, Duration, NaiveDate, TimeZone, Utc};
 use diesel::prelude::*;
+use macro_rules_attribute::apply;
 use referdesk::db::schema::{
     audit_events, balance_transactions, customers, invites, programs, sessions, team_members,
 };
@@ -13,25 +14,7 @@ use referdesk::domain::team::{self, Role};
 use referdesk::domain::Actor;
 
 use crate::helpers::{location, Browser, TestApp, PASSWORD};
-use crate::trials;
-
-pub fn tests() -> Vec<libtest_mimic::Trial> {
-    trials![
-        admin_pages_render_for_admins_and_are_refused_to_others,
-        disabling_a_member_signs_them_out_at_once,
-        the_last_admin_cannot_be_demoted_or_disabled,
-        members_are_added_with_a_password_or_a_one_time_link,
-        set_password_link_works_once,
-        admin_resets_a_password_and_their_sessions_end,
-        profile_password_change_needs_the_old_password_and_ends_other_sessions,
-        programs_are_created_and_edited_with_per_field_messages,
-        pages_only_show_the_current_program,
-        audit_filters_return_exactly_the_matching_events,
-        sign_ins_and_failed_sign_ins_are_in_the_audit_log,
-        a_long_audit_log_merges_both_scopes_in_order_and_counts_to_a_limit,
-        dashboard_numbers_equal_counts_from_the_database,
-    ]
-}
+use crate::integration_test;
 
 // ---- seeding and page-reading helpers -----------------------------------------------------
 
@@ -246,6 +229,7 @@ async fn signed_in_browser(app: &TestApp, email: &str, role: Role) -> (i64, Brow
 
 // ---- access ------------------------------------------------------------------------------
 
+#[apply(integration_test!)]
 async fn admin_pages_render_for_admins_and_are_refused_to_others() {
     let app = TestApp::spawn().await;
     let admin_id = app.login_as(Role::Admin).await;
@@ -323,6 +307,7 @@ async fn admin_pages_render_for_admins_and_are_refused_to_others() {
 
 // ---- team --------------------------------------------------------------------------------
 
+#[apply(integration_test!)]
 async fn disabling_a_member_signs_them_out_at_once() {
     let app = TestApp::spawn().await;
     app.login_as(Role::Admin).await;
@@ -353,6 +338,7 @@ async fn disabling_a_member_signs_them_out_at_once() {
     assert_eq!(count_events(&app, "member.enable", support_id), 1);
 }
 
+#[apply(integration_test!)]
 async fn the_last_admin_cannot_be_demoted_or_disabled() {
     let app = TestApp::spawn().await;
     let admin_id = app.login_as(Role::Admin).await;
@@ -412,6 +398,7 @@ async fn the_last_admin_cannot_be_demoted_or_disabled() {
     assert!(error.to_string().contains("last enabled admin"));
 }
 
+#[apply(integration_test!)]
 async fn members_are_added_with_a_password_or_a_one_time_link() {
     let app = TestApp::spawn().await;
     app.login_as(Role::Admin).await;
@@ -507,6 +494,7 @@ async fn members_are_added_with_a_password_or_a_one_time_link() {
     assert!(body.contains("class=\"diff-after\">viewer<"));
 }
 
+#[apply(integration_test!)]
 async fn set_password_link_works_once() {
     let app = TestApp::spawn().await;
     app.login_as(Role::Admin).await;
@@ -611,6 +599,7 @@ async fn set_password_link_works_once() {
     assert_eq!(status, 400);
 }
 
+#[apply(integration_test!)]
 async fn admin_resets_a_password_and_their_sessions_end() {
     let app = TestApp::spawn().await;
     app.login_as(Role::Admin).await;
@@ -669,6 +658,7 @@ async fn admin_resets_a_password_and_their_sessions_end() {
     assert_eq!(count_events(&app, "member.password_link", kim_id), 2);
 }
 
+#[apply(integration_test!)]
 async fn profile_password_change_needs_the_old_password_and_ends_other_sessions() {
     let app = TestApp::spawn().await;
     let (id, laptop) = signed_in_browser(&app, "vic@example.com", Role::Viewer).await;
@@ -765,6 +755,7 @@ async fn profile_password_change_needs_the_old_password_and_ends_other_sessions(
 
 // ---- programs ----------------------------------------------------------------------------
 
+#[apply(integration_test!)]
 async fn programs_are_created_and_edited_with_per_field_messages() {
     let app = TestApp::spawn().await;
     app.login_as(Role::Admin).await;
@@ -901,6 +892,7 @@ async fn programs_are_created_and_edited_with_per_field_messages() {
     assert_eq!(app.get("/programs/999999/edit").await.status(), 404);
 }
 
+#[apply(integration_test!)]
 async fn pages_only_show_the_current_program() {
     let app = TestApp::spawn().await;
     app.login_as(Role::Admin).await;
@@ -980,6 +972,7 @@ type CustomerRow = (String, Option<i64>, String, bool, DateTime<Utc>, i32);
 
 // ---- audit log ---------------------------------------------------------------------------
 
+#[apply(integration_test!)]
 async fn audit_filters_return_exactly_the_matching_events() {
     let app = TestApp::spawn().await;
     let admin_id = app.login_as(Role::Admin).await;
@@ -1178,6 +1171,7 @@ async fn audit_filters_return_exactly_the_matching_events() {
     assert_eq!(app.get("/audit/export?from=nope").await.status(), 422);
 }
 
+#[apply(integration_test!)]
 async fn sign_ins_and_failed_sign_ins_are_in_the_audit_log() {
     let app = TestApp::spawn().await;
     app.login_as(Role::Admin).await;
@@ -1239,6 +1233,7 @@ fn listed_event_order(body: &str) -> Vec<i64> {
 /// merged: every page shows exactly SQL's order of both (ties in time broken by id), other
 /// programs' events never, the total is exact up to 1,000 and "more than" beyond, and the
 /// export holds every event once.
+#[apply(integration_test!)]
 async fn a_long_audit_log_merges_both_scopes_in_order_and_counts_to_a_limit() {
     use diesel::sql_types::BigInt;
     let app = TestApp::spawn().await;
@@ -1310,6 +1305,7 @@ async fn a_long_audit_log_merges_both_scopes_in_order_and_counts_to_a_limit() {
 
 // ---- dashboard ---------------------------------------------------------------------------
 
+#[apply(integration_test!)]
 async fn dashboard_numbers_equal_counts_from_the_database() {
     let app = TestApp::spawn().await;
     app.login_as(Role::Viewer).await;

@@ -2,6 +2,7 @@
 //! edit, actions, referral links and the public redirect, CSV export, exact counts.
 
 use diesel::prelude::*;
+use macro_rules_attribute::apply;
 use referdesk::db::schema::{audit_events, customers, referral_clicks, referral_links, retired_keys};
 use referdesk::domain::customers::{self as domain, Customer, CustomerInput, NewCustomer};
 use referdesk::domain::programs::{self, Program};
@@ -9,43 +10,7 @@ use referdesk::domain::team::Role;
 use referdesk::domain::Actor;
 
 use crate::helpers::{location, Browser, TestApp, PASSWORD};
-use crate::trials;
-
-pub fn tests() -> Vec<libtest_mimic::Trial> {
-    trials![
-        list_paginates_and_page_links_keep_every_filter,
-        odd_page_numbers_never_fail,
-        search_finds_partial_emails_names_keys_and_ids,
-        search_takes_wildcards_quotes_and_unicode_literally,
-        unusual_ids_and_names_are_found_by_their_unusual_characters,
-        a_search_by_its_rare_part_finds_exactly_the_whole_terms_matches,
-        whole_address_search_finds_what_contains_would,
-        filters_by_refer_status_status_approved_and_dates,
-        sorts_by_referrals_and_combines_with_filters,
-        per_page_is_clamped,
-        empty_list_says_what_to_do,
-        create_with_referrer_counts_the_referral,
-        create_with_unknown_referrer_changes_nothing,
-        blank_key_and_id_are_generated,
-        invalid_input_rerenders_with_typed_values,
-        edit_with_invalid_email_rerenders_and_changes_nothing,
-        duplicate_email_is_refused_case_insensitively,
-        edit_saves_every_field_and_records_before_and_after,
-        key_change_moves_the_default_link_and_old_links_still_work,
-        retired_key_of_another_customer_cannot_be_reused,
-        delete_and_restore_adjust_the_referrers_count,
-        approve_and_unapprove,
-        change_referrer_refuses_self_referral_and_cycles,
-        viewer_and_support_are_refused_server_side,
-        viewer_sees_no_edit_buttons,
-        referral_link_redirect_counts_clicks,
-        unknown_referral_code_gets_a_friendly_404,
-        extra_links_can_be_added_and_deleted,
-        detail_shows_links_referrer_referrals_and_activity,
-        csv_export_streams_the_filtered_list_safely,
-        concurrent_referred_creates_keep_counts_exact,
-    ]
-}
+use crate::integration_test;
 
 // --- helpers -------------------------------------------------------------------------
 
@@ -162,6 +127,7 @@ async fn browser_as(app: &TestApp, role: Role, email: &str) -> Browser {
 
 // --- list ------------------------------------------------------------------------------
 
+#[apply(integration_test!)]
 async fn list_paginates_and_page_links_keep_every_filter() {
     let app = TestApp::spawn().await;
     app.login_as(Role::Viewer).await;
@@ -203,6 +169,7 @@ async fn list_paginates_and_page_links_keep_every_filter() {
     assert!(page3.contains(&format!("href=\"{}\"", attr(sort))));
 }
 
+#[apply(integration_test!)]
 async fn odd_page_numbers_never_fail() {
     let app = TestApp::spawn().await;
     app.login_as(Role::Viewer).await;
@@ -227,6 +194,7 @@ async fn odd_page_numbers_never_fail() {
     assert_eq!(keys.len(), 5);
 }
 
+#[apply(integration_test!)]
 async fn search_finds_partial_emails_names_keys_and_ids() {
     let app = TestApp::spawn().await;
     app.login_as(Role::Viewer).await;
@@ -277,6 +245,7 @@ async fn search_finds_partial_emails_names_keys_and_ids() {
 /// sample of emails says that is cheaper (`listing::EmailSamples`), and still finds
 /// exactly what contains the whole term: not the rows holding just the part, `_` taken
 /// literally, any case — in the list and in the export.
+#[apply(integration_test!)]
 async fn a_search_by_its_rare_part_finds_exactly_the_whole_terms_matches() {
     use diesel::sql_types::BigInt;
     use referdesk::domain::customers::listing::{self, CustomerFilter, EmailSamples};
@@ -356,6 +325,7 @@ async fn a_search_by_its_rare_part_finds_exactly_the_whole_terms_matches() {
     }
 }
 
+#[apply(integration_test!)]
 async fn search_takes_wildcards_quotes_and_unicode_literally() {
     let app = TestApp::spawn().await;
     app.login_as(Role::Viewer).await;
@@ -393,6 +363,7 @@ async fn search_takes_wildcards_quotes_and_unicode_literally() {
 /// the partial indexes list as unusual (`customer_id_is_unusual`, `customer_name_is_unusual`
 /// in migration 000016); those tests must agree with the server's idea of "plain", or
 /// such customers could not be found at all.
+#[apply(integration_test!)]
 async fn unusual_ids_and_names_are_found_by_their_unusual_characters() {
     let app = TestApp::spawn().await;
     app.login_as(Role::Viewer).await;
@@ -438,6 +409,7 @@ async fn unusual_ids_and_names_are_found_by_their_unusual_characters() {
 /// A term holding an address is looked up by the email's reversed local part (a btree
 /// range) and domain; it must find exactly what "the email contains the term" finds, also
 /// once PostgreSQL reuses the statement's generic plan.
+#[apply(integration_test!)]
 async fn whole_address_search_finds_what_contains_would() {
     let app = TestApp::spawn().await;
     app.login_as(Role::Viewer).await;
@@ -488,6 +460,7 @@ async fn whole_address_search_finds_what_contains_would() {
     );
 }
 
+#[apply(integration_test!)]
 async fn filters_by_refer_status_status_approved_and_dates() {
     let app = TestApp::spawn().await;
     app.login_as(Role::Viewer).await;
@@ -530,6 +503,7 @@ async fn filters_by_refer_status_status_approved_and_dates() {
     );
 }
 
+#[apply(integration_test!)]
 async fn sorts_by_referrals_and_combines_with_filters() {
     let app = TestApp::spawn().await;
     app.login_as(Role::Viewer).await;
@@ -555,6 +529,7 @@ async fn sorts_by_referrals_and_combines_with_filters() {
     assert_eq!(keys.len(), 2);
 }
 
+#[apply(integration_test!)]
 async fn per_page_is_clamped() {
     let app = TestApp::spawn().await;
     app.login_as(Role::Viewer).await;
@@ -568,6 +543,7 @@ async fn per_page_is_clamped() {
     assert_eq!(list(&app, "?per_page=lots").await.len(), 15);
 }
 
+#[apply(integration_test!)]
 async fn empty_list_says_what_to_do() {
     let app = TestApp::spawn().await;
     app.login_as(Role::Support).await;
@@ -581,6 +557,7 @@ async fn empty_list_says_what_to_do() {
 
 // --- create -----------------------------------------------------------------------------
 
+#[apply(integration_test!)]
 async fn create_with_referrer_counts_the_referral() {
     let app = TestApp::spawn().await;
     app.login_as(Role::Support).await;
@@ -637,6 +614,7 @@ async fn create_with_referrer_counts_the_referral() {
     assert!(body.contains("2 referrals"));
 }
 
+#[apply(integration_test!)]
 async fn create_with_unknown_referrer_changes_nothing() {
     let app = TestApp::spawn().await;
     app.login_as(Role::Support).await;
@@ -687,6 +665,7 @@ async fn create_with_unknown_referrer_changes_nothing() {
     );
 }
 
+#[apply(integration_test!)]
 async fn blank_key_and_id_are_generated() {
     let app = TestApp::spawn().await;
     app.login_as(Role::Support).await;
@@ -713,6 +692,7 @@ async fn blank_key_and_id_are_generated() {
     assert_eq!(code, first.key, "the default link's code is the key");
 }
 
+#[apply(integration_test!)]
 async fn invalid_input_rerenders_with_typed_values() {
     let app = TestApp::spawn().await;
     app.login_as(Role::Support).await;
@@ -748,6 +728,7 @@ async fn invalid_input_rerenders_with_typed_values() {
 
 // --- edit -------------------------------------------------------------------------------
 
+#[apply(integration_test!)]
 async fn edit_with_invalid_email_rerenders_and_changes_nothing() {
     let app = TestApp::spawn().await;
     app.login_as(Role::Support).await;
@@ -778,6 +759,7 @@ async fn edit_with_invalid_email_rerenders_and_changes_nothing() {
     assert_eq!(audit_count(&app, "customer.update", customer.id), 0);
 }
 
+#[apply(integration_test!)]
 async fn duplicate_email_is_refused_case_insensitively() {
     let app = TestApp::spawn().await;
     app.login_as(Role::Support).await;
@@ -831,6 +813,7 @@ async fn duplicate_email_is_refused_case_insensitively() {
     assert_eq!(count, 2);
 }
 
+#[apply(integration_test!)]
 async fn edit_saves_every_field_and_records_before_and_after() {
     let app = TestApp::spawn().await;
     app.login_as(Role::Support).await;
@@ -886,6 +869,7 @@ async fn edit_saves_every_field_and_records_before_and_after() {
     assert!(body.contains("old@example.com"), "activity shows the old value");
 }
 
+#[apply(integration_test!)]
 async fn key_change_moves_the_default_link_and_old_links_still_work() {
     let app = TestApp::spawn().await;
     app.login_as(Role::Support).await;
@@ -934,6 +918,7 @@ async fn key_change_moves_the_default_link_and_old_links_still_work() {
     assert_eq!(reload(&app, customer.id).key, "oldkey");
 }
 
+#[apply(integration_test!)]
 async fn retired_key_of_another_customer_cannot_be_reused() {
     let app = TestApp::spawn().await;
     app.login_as(Role::Support).await;
@@ -961,6 +946,7 @@ async fn retired_key_of_another_customer_cannot_be_reused() {
 
 // --- actions ----------------------------------------------------------------------------
 
+#[apply(integration_test!)]
 async fn delete_and_restore_adjust_the_referrers_count() {
     let app = TestApp::spawn().await;
     app.login_as(Role::Admin).await;
@@ -994,6 +980,7 @@ async fn delete_and_restore_adjust_the_referrers_count() {
     assert_counts_exact(&app);
 }
 
+#[apply(integration_test!)]
 async fn approve_and_unapprove() {
     let app = TestApp::spawn().await;
     app.login_as(Role::Support).await;
@@ -1021,6 +1008,7 @@ async fn approve_and_unapprove() {
     assert_eq!(audit_count(&app, "customer.unapprove", customer.id), 1);
 }
 
+#[apply(integration_test!)]
 async fn change_referrer_refuses_self_referral_and_cycles() {
     let app = TestApp::spawn().await;
     app.login_as(Role::Admin).await;
@@ -1071,6 +1059,7 @@ async fn change_referrer_refuses_self_referral_and_cycles() {
     assert_counts_exact(&app);
 }
 
+#[apply(integration_test!)]
 async fn viewer_and_support_are_refused_server_side() {
     let app = TestApp::spawn().await;
     let customer = make_named(&app, "v@example.com", "victim", None);
@@ -1116,6 +1105,7 @@ async fn viewer_and_support_are_refused_server_side() {
     assert_eq!(links, 1);
 }
 
+#[apply(integration_test!)]
 async fn viewer_sees_no_edit_buttons() {
     let app = TestApp::spawn().await;
     make_named(&app, "v@example.com", "seen", None);
@@ -1138,6 +1128,7 @@ async fn viewer_sees_no_edit_buttons() {
 
 // --- referral links ---------------------------------------------------------------------
 
+#[apply(integration_test!)]
 async fn referral_link_redirect_counts_clicks() {
     let app = TestApp::spawn().await;
     let customer = make_named(&app, "sharer@example.com", "SharerKey", None);
@@ -1186,6 +1177,7 @@ async fn referral_link_redirect_counts_clicks() {
     assert_eq!(visitor.get("/r/default/SharerKey").await.status(), 404);
 }
 
+#[apply(integration_test!)]
 async fn unknown_referral_code_gets_a_friendly_404() {
     let app = TestApp::spawn().await;
     make_named(&app, "k@example.com", "known", None);
@@ -1209,6 +1201,7 @@ async fn unknown_referral_code_gets_a_friendly_404() {
     assert_eq!(clicks, 0);
 }
 
+#[apply(integration_test!)]
 async fn extra_links_can_be_added_and_deleted() {
     let app = TestApp::spawn().await;
     app.login_as(Role::Support).await;
@@ -1272,6 +1265,7 @@ async fn extra_links_can_be_added_and_deleted() {
     assert_eq!(audit_count(&app, "referral_link.delete", customer.id), 1);
 }
 
+#[apply(integration_test!)]
 async fn detail_shows_links_referrer_referrals_and_activity() {
     let app = TestApp::spawn().await;
     app.login_as(Role::Viewer).await;
@@ -1318,6 +1312,7 @@ async fn detail_shows_links_referrer_referrals_and_activity() {
 
 // --- export ------------------------------------------------------------------------------
 
+#[apply(integration_test!)]
 async fn csv_export_streams_the_filtered_list_safely() {
     let app = TestApp::spawn().await;
     app.login_as(Role::Viewer).await;
@@ -1375,6 +1370,7 @@ async fn csv_export_streams_the_filtered_list_safely() {
 
 // --- concurrency -----------------------------------------------------------------------
 
+#[apply(integration_test!)]
 async fn concurrent_referred_creates_keep_counts_exact() {
     let app = TestApp::spawn().await;
     app.login_as(Role::Admin).await;

@@ -110,16 +110,40 @@ pub fn run<F: Future<Output = ()>>(test: F) {
         .block_on(test)
 }
 
-/// Registers async test functions as trials: `trials![module::test_a, module::test_b]`.
+/// One registered integration test: builds its trial when the run starts.
+pub struct IntegrationTest(pub fn() -> libtest_mimic::Trial);
+
+inventory::collect!(IntegrationTest);
+
+/// Every registered test, ordered by name so runs and listings are stable.
+pub fn registered_trials() -> Vec<libtest_mimic::Trial> {
+    let mut trials: Vec<_> = inventory::iter::<IntegrationTest>
+        .into_iter()
+        .map(|test| (test.0)())
+        .collect();
+    trials.sort_by(|a, b| a.name().cmp(b.name()));
+    trials
+}
+
+/// Makes an `async fn` a test of this binary, named after its module path:
+/// `#[apply(integration_test!)] async fn name() { ... }` runs as `module::name`.
 #[macro_export]
-macro_rules! trials {
-    ($($test:path),* $(,)?) => {
-        vec![$(
-            libtest_mimic::Trial::test(
-                concat!(module_path!(), "::", stringify!($test)).trim_start_matches("integration::"),
-                || { $crate::helpers::run($test()); Ok(()) },
-            )
-        ),*]
+macro_rules! integration_test {
+    ($(#[$meta:meta])* async fn $name:ident() $body:block) => {
+        $(#[$meta])*
+        async fn $name() $body
+
+        inventory::submit! {
+            $crate::helpers::IntegrationTest(|| {
+                libtest_mimic::Trial::test(
+                    concat!(module_path!(), "::", stringify!($name)).trim_start_matches("integration::"),
+                    || {
+                        $crate::helpers::run($name());
+                        Ok(())
+                    },
+                )
+            })
+        }
     };
 }
 

@@ -7,31 +7,14 @@ mod fuzz;
 mod shutdown;
 
 use diesel::prelude::*;
+use macro_rules_attribute::apply;
 use referdesk::domain::customers::{self as domain, CustomerInput, NewCustomer};
 use referdesk::domain::programs::{self, Program};
 use referdesk::domain::team::Role;
 use referdesk::domain::{tokens, Actor};
 
 use crate::helpers::TestApp;
-use crate::trials;
-
-pub fn tests() -> Vec<libtest_mimic::Trial> {
-    trials![
-        an_embedded_cluster_is_reached_over_its_socket_or_else_tcp,
-        fuzz::junk_at_every_dashboard_route_never_gets_a_500,
-        fuzz::junk_at_every_api_endpoint_never_gets_a_500,
-        fuzz_findings_stay_fixed,
-        oversized_requests_are_refused,
-        shutdown::sigterm_under_load_loses_nothing,
-        concurrent_referrals_with_deletes_and_restores_keep_counts_exact,
-        concurrent_duplicate_credits_book_once_per_key,
-        delete_never_removes_rows,
-        erase_personal_data_keeps_ledger_and_structure,
-        frozen::a_frozen_database_gets_quick_503s_and_recovery,
-        frozen::the_first_request_after_a_database_restart_succeeds,
-        frozen::server_connections_end_long_statements,
-    ]
-}
+use crate::integration_test;
 
 fn program(app: &TestApp) -> Program {
     programs::find_by_slug(&mut app.conn(), "default").expect("default program")
@@ -56,6 +39,7 @@ fn api_token(app: &TestApp) -> String {
 }
 
 /// The minimal cases the fuzz properties found, kept as plain tests.
+#[apply(integration_test!)]
 async fn fuzz_findings_stay_fixed() {
     let app = TestApp::spawn().await;
     app.login_as(Role::Admin).await;
@@ -158,6 +142,7 @@ async fn fuzz_findings_stay_fixed() {
 }
 
 /// Requests beyond the size limits are refused early with a 4xx, on both faces.
+#[apply(integration_test!)]
 async fn oversized_requests_are_refused() {
     let app = TestApp::spawn().await;
     app.login_as(Role::Admin).await;
@@ -222,6 +207,7 @@ type Call<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = (String, u16)
 
 /// 200 referred customers created through the API against 5 referrers while others are
 /// deleted (API), restored and re-attributed (dashboard) at the same moment.
+#[apply(integration_test!)]
 async fn concurrent_referrals_with_deletes_and_restores_keep_counts_exact() {
     use futures_util::future::join_all;
     // The production pool size (the tests' default is smaller).
@@ -333,6 +319,7 @@ async fn concurrent_referrals_with_deletes_and_restores_keep_counts_exact() {
 }
 
 /// 100 concurrent credits with 50 distinct idempotency keys, each sent twice at once.
+#[apply(integration_test!)]
 async fn concurrent_duplicate_credits_book_once_per_key() {
     use futures_util::future::join_all;
     use referdesk::db::schema::{audit_events, balance_transactions};
@@ -432,6 +419,7 @@ fn credit(app: &TestApp, customer_id: i64, amount: &str) {
 
 /// Deleting customers and links (dashboard and API) keeps every row: customers, their
 /// ledger, their links and clicks.
+#[apply(integration_test!)]
 async fn delete_never_removes_rows() {
     use referdesk::db::schema::{customers, referral_links};
     let app = TestApp::spawn().await;
@@ -498,6 +486,7 @@ async fn delete_never_removes_rows() {
 
 /// The admin action that erases a customer's personal data everywhere Referdesk keeps it,
 /// and keeps the ledger, links and referral structure.
+#[apply(integration_test!)]
 async fn erase_personal_data_keeps_ledger_and_structure() {
     use referdesk::db::schema::{audit_events, balance_transactions, customers, invites, mail_outbox};
     use referdesk::domain::customers::{CustomerChanges, ERASED_NAME};
@@ -688,6 +677,7 @@ async fn erase_personal_data_keeps_ledger_and_structure() {
 /// The embedded cluster is reached over the Unix-domain socket in its directory, also one
 /// whose path needs quoting; a directory too deep for a socket path gets none, and the
 /// cluster is reached over TCP instead (PostgreSQL would refuse to start otherwise).
+#[apply(integration_test!)]
 async fn an_embedded_cluster_is_reached_over_its_socket_or_else_tcp() {
     use referdesk::db::embedded::EmbeddedPostgres;
     let base = std::env::temp_dir().join(format!("rd-sock-{}", referdesk::domain::random_token(6)));

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use diesel::prelude::*;
 use diesel::sql_types::Text;
+use macro_rules_attribute::apply;
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::sample::select;
@@ -27,6 +28,7 @@ use referdesk::domain::team::Role;
 use referdesk::web::access::{Access, RULES};
 
 use crate::helpers::{csrf_in, TestApp};
+use crate::integration_test;
 
 /// Cases per property; `REFERDESK_FUZZ_CASES` overrides it (e.g. for a longer soak).
 const DEFAULT_CASES: u32 = 500;
@@ -1217,10 +1219,12 @@ async fn run_property(face: Face) {
     );
 }
 
-pub async fn junk_at_every_dashboard_route_never_gets_a_500() {
+#[apply(integration_test!)]
+async fn junk_at_every_dashboard_route_never_gets_a_500() {
     run_property(Face::Dashboard).await;
 }
 
-pub async fn junk_at_every_api_endpoint_never_gets_a_500() {
+#[apply(integration_test!)]
+async fn junk_at_every_api_endpoint_never_gets_a_500() {
     run_property(Face::Api).await;
 }
