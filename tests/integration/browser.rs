@@ -24,10 +24,8 @@ use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 use libtest_mimic::{Completion, Failed, Trial};
 use macro_rules_attribute::apply;
-use referdesk::domain::customers::{self, Customer, CustomerInput, NewCustomer};
-use referdesk::domain::programs;
+use referdesk::domain::customers::{Customer, CustomerInput};
 use referdesk::domain::team::Role;
-use referdesk::domain::Actor;
 
 use crate::helpers::{TestApp, PASSWORD};
 
@@ -555,8 +553,7 @@ struct Person<'a> {
 
 /// A customer of the default program, created as the API would.
 fn customer(app: &TestApp, person: Person<'_>) -> Customer {
-    let program = programs::find_by_slug(&mut app.conn(), "default").expect("default program");
-    let new = NewCustomer::parse(CustomerInput {
+    app.create_customer(CustomerInput {
         key: Some(person.key.to_string()),
         email: Some(person.email.to_string()),
         name: Some(person.name.to_string()),
@@ -564,8 +561,6 @@ fn customer(app: &TestApp, person: Person<'_>) -> Customer {
         referrer_key: person.referred_by.map(str::to_string),
         ..Default::default()
     })
-    .expect("valid customer");
-    customers::create(&mut app.conn(), &program, &Actor::system(), new).expect("customer created")
 }
 
 fn ada(app: &TestApp) -> Customer {

@@ -5,18 +5,14 @@ use diesel::prelude::*;
 use macro_rules_attribute::apply;
 use referdesk::db::schema::{audit_events, customers, referral_clicks, referral_links, retired_keys};
 use referdesk::domain::customers::{self as domain, Customer, CustomerInput, NewCustomer};
-use referdesk::domain::programs::{self, Program};
+use referdesk::domain::programs::{self};
 use referdesk::domain::team::Role;
 use referdesk::domain::Actor;
 
-use crate::helpers::{location, Browser, TestApp, PASSWORD};
+use crate::helpers::{location, TestApp};
 use crate::integration_test;
 
 // --- helpers -------------------------------------------------------------------------
-
-fn program(app: &TestApp) -> Program {
-    programs::find_by_slug(&mut app.conn(), "default").expect("default program")
-}
 
 fn input(email: &str) -> CustomerInput {
     CustomerInput {
@@ -25,26 +21,17 @@ fn input(email: &str) -> CustomerInput {
     }
 }
 
-/// Creates a customer directly through the domain (as the API would).
-fn make(app: &TestApp, input: CustomerInput) -> Customer {
-    let new = NewCustomer::parse(input).expect("valid customer");
-    domain::create(&mut app.conn(), &program(app), &Actor::system(), new).expect("customer created")
-}
-
 fn make_named(app: &TestApp, email: &str, key: &str, referrer_key: Option<&str>) -> Customer {
-    make(
-        app,
-        CustomerInput {
-            email: Some(email.to_string()),
-            key: Some(key.to_string()),
-            referrer_key: referrer_key.map(str::to_string),
-            ..Default::default()
-        },
-    )
+    app.create_customer(CustomerInput {
+        email: Some(email.to_string()),
+        key: Some(key.to_string()),
+        referrer_key: referrer_key.map(str::to_string),
+        ..Default::default()
+    })
 }
 
 fn reload(app: &TestApp, id: i64) -> Customer {
-    domain::find(&mut app.conn(), program(app).id, id).expect("customer")
+    domain::find(&mut app.conn(), app.default_program().id, id).expect("customer")
 }
 
 /// `value` as the templates escape it inside HTML.
@@ -104,7 +91,7 @@ fn assert_counts_exact(app: &TestApp) {
     // The list totals (customer_tallies) agree with a fresh count too.
     let tallied = referdesk::domain::customers::listing::tallied_total(
         &mut conn,
-        program(app).id,
+        app.default_program().id,
         domain::StatusFilter::Active,
         None,
     )
@@ -115,14 +102,6 @@ fn assert_counts_exact(app: &TestApp) {
         .get_result(&mut conn)
         .unwrap();
     assert_eq!(tallied, active, "tallied active customers");
-}
-
-/// A second signed-in browser with the given role.
-async fn browser_as(app: &TestApp, role: Role, email: &str) -> Browser {
-    app.create_member(email, role, PASSWORD);
-    let browser = app.new_browser();
-    assert_eq!(browser.login(email, PASSWORD).await.status(), 303);
-    browser
 }
 
 // --- list ------------------------------------------------------------------------------
@@ -198,17 +177,14 @@ async fn odd_page_numbers_never_fail() {
 async fn search_finds_partial_emails_names_keys_and_ids() {
     let app = TestApp::spawn().await;
     app.login_as(Role::Viewer).await;
-    make(
-        &app,
-        CustomerInput {
-            email: Some("Ada@ACME.io".into()),
-            name: Some("Ada".into()),
-            surname: Some("Lovelace".into()),
-            key: Some("ada-key".into()),
-            id: Some("acct-1001".into()),
-            ..Default::default()
-        },
-    );
+    app.create_customer(CustomerInput {
+        email: Some("Ada@ACME.io".into()),
+        name: Some("Ada".into()),
+        surname: Some("Lovelace".into()),
+        key: Some("ada-key".into()),
+        id: Some("acct-1001".into()),
+        ..Default::default()
+    });
     make_named(&app, "grace@acme.io", "grace-key", None);
     make_named(&app, "bob@other.org", "bob-key", None);
 
@@ -331,16 +307,13 @@ async fn search_takes_wildcards_quotes_and_unicode_literally() {
     app.login_as(Role::Viewer).await;
     make_named(&app, "plain@example.com", "plain", None);
     make_named(&app, "under_score@example.com", "under_score", None);
-    make(
-        &app,
-        CustomerInput {
-            email: Some("zoe@example.com".into()),
-            name: Some("Zoë".into()),
-            surname: Some("O'Brien".into()),
-            key: Some("zoe".into()),
-            ..Default::default()
-        },
-    );
+    app.create_customer(CustomerInput {
+        email: Some("zoe@example.com".into()),
+        name: Some("Zoë".into()),
+        surname: Some("O'Brien".into()),
+        key: Some("zoe".into()),
+        ..Default::default()
+    });
     assert!(list(&app, "?q=%25").await.is_empty(), "% is literal");
     assert_eq!(list(&app, "?q=_").await, vec!["under_score"], "_ is literal");
     assert_eq!(list(&app, "?q=o%27brien").await, vec!["zoe"], "quotes");
@@ -375,17 +348,14 @@ async fn unusual_ids_and_names_are_found_by_their_unusual_characters() {
         ("acct-8", "Zoë", "Brontë", "accented-name"),
         ("acct-9", "Anne-Marie", "O'Neil", "plain-name"),
     ] {
-        make(
-            &app,
-            CustomerInput {
-                email: Some(format!("{key}@example.com")),
-                name: Some(name.into()),
-                surname: Some(surname.into()),
-                key: Some(key.into()),
-                id: Some(id.into()),
-                ..Default::default()
-            },
-        );
+        app.create_customer(CustomerInput {
+            email: Some(format!("{key}@example.com")),
+            name: Some(name.into()),
+            surname: Some(surname.into()),
+            key: Some(key.into()),
+            id: Some(id.into()),
+            ..Default::default()
+        });
     }
     for (query, expected) in [
         ("acct.7", vec!["dotted-id"]),
@@ -467,10 +437,10 @@ async fn filters_by_refer_status_status_approved_and_dates() {
     let referrer = make_named(&app, "ref@example.com", "referrer", None);
     let referred = make_named(&app, "friend@example.com", "friend", Some("referrer"));
     let gone = make_named(&app, "gone@example.com", "gone", None);
-    domain::delete(&mut app.conn(), &program(&app), &Actor::system(), gone.id).unwrap();
+    domain::delete(&mut app.conn(), &app.default_program(), &Actor::system(), gone.id).unwrap();
     domain::set_approved(
         &mut app.conn(),
-        &program(&app),
+        &app.default_program(),
         &Actor::system(),
         referred.id,
         false,
@@ -598,7 +568,7 @@ async fn create_with_referrer_counts_the_referral() {
     assert_eq!(response.status(), 303);
 
     assert_eq!(reload(&app, referrer.id).referrals_count, 2);
-    let created = domain::find_by_key(&mut app.conn(), program(&app).id, "newbie").unwrap();
+    let created = domain::find_by_key(&mut app.conn(), app.default_program().id, "newbie").unwrap();
     assert_eq!(created.referrer_id, Some(referrer.id));
     assert_eq!(created.external_id, "acct-77");
     assert_eq!(created.metadata["date_of_birth"], "1990-05-17");
@@ -648,7 +618,7 @@ async fn create_with_unknown_referrer_changes_nothing() {
     // The same rule for the API's input: an unknown referrer by id is a field error.
     let error = domain::create(
         &mut app.conn(),
-        &program(&app),
+        &app.default_program(),
         &Actor::system(),
         NewCustomer::parse(CustomerInput {
             referrer_id: Some("nope".into()),
@@ -671,8 +641,8 @@ async fn blank_key_and_id_are_generated() {
     app.login_as(Role::Support).await;
     let response = app.post_form("/customers", &[("email", "gen@example.com")]).await;
     assert_eq!(response.status(), 303);
-    let second = make(&app, input("gen2@example.com"));
-    let first = domain::find_by_ident(&mut app.conn(), program(&app).id, "gen@example.com").unwrap();
+    let second = app.create_customer(input("gen2@example.com"));
+    let first = domain::find_by_ident(&mut app.conn(), app.default_program().id, "gen@example.com").unwrap();
     for customer in [&first, &second] {
         assert_eq!(customer.key.len(), 10);
         assert!(customer
@@ -817,15 +787,12 @@ async fn duplicate_email_is_refused_case_insensitively() {
 async fn edit_saves_every_field_and_records_before_and_after() {
     let app = TestApp::spawn().await;
     app.login_as(Role::Support).await;
-    let customer = make(
-        &app,
-        CustomerInput {
-            email: Some("old@example.com".into()),
-            key: Some("editme".into()),
-            custom_fields: Some(vec![("plan".into(), "basic".into()), ("team".into(), "a".into())]),
-            ..Default::default()
-        },
-    );
+    let customer = app.create_customer(CustomerInput {
+        email: Some("old@example.com".into()),
+        key: Some("editme".into()),
+        custom_fields: Some(vec![("plan".into(), "basic".into()), ("team".into(), "a".into())]),
+        ..Default::default()
+    });
     let response = app
         .post_form(
             "/customers/editme/edit",
@@ -990,7 +957,7 @@ async fn approve_and_unapprove() {
         .unwrap();
     let response = app.post_form("/customers", &[("key", "pending")]).await;
     assert_eq!(response.status(), 303);
-    let customer = domain::find_by_key(&mut app.conn(), program(&app).id, "pending").unwrap();
+    let customer = domain::find_by_key(&mut app.conn(), app.default_program().id, "pending").unwrap();
     assert!(!customer.approved, "the program requires approval");
     assert_eq!(list(&app, "?approved=no").await, vec!["pending"]);
 
@@ -1063,7 +1030,7 @@ async fn change_referrer_refuses_self_referral_and_cycles() {
 async fn viewer_and_support_are_refused_server_side() {
     let app = TestApp::spawn().await;
     let customer = make_named(&app, "v@example.com", "victim", None);
-    let viewer = browser_as(&app, Role::Viewer, "viewer@example.com").await;
+    let viewer = app.signed_in_browser("viewer@example.com", Role::Viewer).await.1;
     let _ = viewer.get_html("/customers").await;
     for (path, fields) in [
         ("/customers", vec![("email", "x@example.com")]),
@@ -1086,7 +1053,10 @@ async fn viewer_and_support_are_refused_server_side() {
     let (status, _) = viewer.get_html("/customers/victim/edit").await;
     assert_eq!(status, 403);
 
-    let support = browser_as(&app, Role::Support, "support@example.com").await;
+    let support = app
+        .signed_in_browser("support@example.com", Role::Support)
+        .await
+        .1;
     let _ = support.get_html("/customers").await;
     for path in [
         "/customers/victim/delete",
@@ -1173,7 +1143,13 @@ async fn referral_link_redirect_counts_clicks() {
     );
 
     // A deleted customer's links stop working.
-    domain::delete(&mut app.conn(), &program(&app), &Actor::system(), customer.id).unwrap();
+    domain::delete(
+        &mut app.conn(),
+        &app.default_program(),
+        &Actor::system(),
+        customer.id,
+    )
+    .unwrap();
     assert_eq!(visitor.get("/r/default/SharerKey").await.status(), 404);
 }
 
@@ -1269,16 +1245,13 @@ async fn extra_links_can_be_added_and_deleted() {
 async fn detail_shows_links_referrer_referrals_and_activity() {
     let app = TestApp::spawn().await;
     app.login_as(Role::Viewer).await;
-    make(
-        &app,
-        CustomerInput {
-            email: Some("star@example.com".into()),
-            name: Some("Star".into()),
-            key: Some("star".into()),
-            custom_fields: Some(vec![("favourite".into(), "<i>tea</i>".into())]),
-            ..Default::default()
-        },
-    );
+    app.create_customer(CustomerInput {
+        email: Some("star@example.com".into()),
+        name: Some("Star".into()),
+        key: Some("star".into()),
+        custom_fields: Some(vec![("favourite".into(), "<i>tea</i>".into())]),
+        ..Default::default()
+    });
     for i in 0..20 {
         make_named(
             &app,
@@ -1316,17 +1289,14 @@ async fn detail_shows_links_referrer_referrals_and_activity() {
 async fn csv_export_streams_the_filtered_list_safely() {
     let app = TestApp::spawn().await;
     app.login_as(Role::Viewer).await;
-    make(
-        &app,
-        CustomerInput {
-            email: Some("evil@acme.io".into()),
-            name: Some("=HYPERLINK(\"http://x\")".into()),
-            surname: Some("Comma, \"Quote\"".into()),
-            key: Some("evil".into()),
-            id: Some("@SUM(A1)".into()),
-            ..Default::default()
-        },
-    );
+    app.create_customer(CustomerInput {
+        email: Some("evil@acme.io".into()),
+        name: Some("=HYPERLINK(\"http://x\")".into()),
+        surname: Some("Comma, \"Quote\"".into()),
+        key: Some("evil".into()),
+        id: Some("@SUM(A1)".into()),
+        ..Default::default()
+    });
     make_named(&app, "fan@acme.io", "-dash", Some("evil"));
     make_named(&app, "skip@other.io", "skip", None);
     for i in 0..2100 {
@@ -1397,7 +1367,7 @@ async fn concurrent_referred_creates_keep_counts_exact() {
     assert!(statuses.iter().all(|status| *status == 303), "{statuses:?}");
     for (index, key) in referrers.iter().enumerate() {
         let expected = (0..50).filter(|i| i % referrers.len() == index).count() as i32;
-        let referrer = domain::find_by_key(&mut app.conn(), program(&app).id, key).unwrap();
+        let referrer = domain::find_by_key(&mut app.conn(), app.default_program().id, key).unwrap();
         assert_eq!(referrer.referrals_count, expected, "{key}");
     }
 
@@ -1407,7 +1377,7 @@ async fn concurrent_referred_creates_keep_counts_exact() {
         .select(customers::id)
         .load(&mut app.conn())
         .unwrap();
-    let program = program(&app);
+    let program = app.default_program();
     std::thread::scope(|scope| {
         for (n, id) in referred.iter().take(20).enumerate() {
             let (pool, program) = (app.pool.clone(), program.clone());

@@ -9,8 +9,10 @@ use diesel::{Connection, PgConnection, RunQueryDsl};
 use referdesk::config::Config;
 use referdesk::db::embedded::EmbeddedPostgres;
 use referdesk::db::{self, DbPool};
+use referdesk::domain::customers::{self, Customer, CustomerInput, NewCustomer};
+use referdesk::domain::programs::{self, Program};
 use referdesk::domain::team::{self, NewMember, Role};
-use referdesk::domain::Actor;
+use referdesk::domain::{tokens, Actor};
 use referdesk::Application;
 
 /// The PostgreSQL server of this test run and the template every test database copies.
@@ -261,6 +263,38 @@ impl TestApp {
         let response = self.browser.login(&email, PASSWORD).await;
         assert_eq!(response.status(), 303, "login as {role} failed");
         id
+    }
+
+    /// Creates a member with `role` and signs a new browser in as them.
+    pub async fn signed_in_browser(&self, email: &str, role: Role) -> (i64, Browser) {
+        let id = self.create_member(email, role, PASSWORD);
+        let browser = self.new_browser();
+        assert_eq!(
+            browser.login(email, PASSWORD).await.status(),
+            303,
+            "login as {role} failed"
+        );
+        (id, browser)
+    }
+
+    /// The program every fresh database starts with.
+    pub fn default_program(&self) -> Program {
+        programs::find_by_slug(&mut self.conn(), "default").expect("default program")
+    }
+
+    /// Creates a customer in the default program, as the dashboard and the API do.
+    pub fn create_customer(&self, input: CustomerInput) -> Customer {
+        let new = NewCustomer::parse(input).expect("valid customer");
+        customers::create(&mut self.conn(), &self.default_program(), &Actor::system(), new)
+            .expect("customer created")
+    }
+
+    /// Creates an API token for the program with `slug` and returns its secret.
+    pub fn create_token(&self, slug: &str) -> String {
+        let program = programs::find_by_slug(&mut self.conn(), slug).expect("program");
+        tokens::create(&mut self.conn(), program.id, "tests", &Actor::system())
+            .expect("token created")
+            .1
     }
 
     pub async fn get(&self, path: &str) -> reqwest::Response {

@@ -11,17 +11,23 @@ mod helpers;
 
 mod admin;
 mod api;
+mod audit;
 mod auth;
 mod browser;
 mod customers;
+mod dashboard;
 mod embedded;
+mod fixtures;
 mod invites;
 mod ledger;
 mod maintenance;
 mod performance;
+mod profile;
+mod programs;
 mod reliability;
 mod security;
 mod sign_in;
+mod team;
 
 fn main() {
     let args = libtest_mimic::Arguments::from_args();

@@ -18,12 +18,6 @@ use referdesk::domain::team::Role;
 use crate::helpers::{fresh_database, TestApp};
 use crate::integration_test;
 
-fn program_id(app: &TestApp) -> i64 {
-    programs::find_by_slug(&mut app.conn(), "default")
-        .expect("default program")
-        .id
-}
-
 /// `count` customers straight in SQL (like `referdesk seed`): keys `{prefix}0000`…, emails
 /// `{prefix}N@{domain}`, the higher the number the newer (one second apart).
 fn bulk_insert(app: &TestApp, prefix: &str, domain: &str, count: i64) {
@@ -34,7 +28,7 @@ fn bulk_insert(app: &TestApp, prefix: &str, domain: &str, count: i64) {
                 now() - interval '1 day' + n * interval '1 second'
          FROM generate_series(0, $4 - 1) AS n",
     )
-    .bind::<BigInt, _>(program_id(app))
+    .bind::<BigInt, _>(app.default_program().id)
     .bind::<Text, _>(prefix)
     .bind::<Text, _>(domain)
     .bind::<BigInt, _>(count)
@@ -186,7 +180,7 @@ async fn sign_up(app: &TestApp, customers: &[(&str, &str, Option<&str>)]) {
 
 fn assert_tallies_exact(app: &TestApp) {
     let mut conn = app.conn();
-    let program = program_id(app);
+    let program = app.default_program().id;
     for status in ["active", "deleted"] {
         for referred in [true, false] {
             let mut query = customers::table
@@ -216,7 +210,7 @@ fn assert_tallies_exact(app: &TestApp) {
 async fn tallies_follow_every_change() {
     let app = TestApp::spawn().await;
     app.login_as(Role::Admin).await;
-    let program = program_id(&app);
+    let program = app.default_program().id;
     assert_tallies_exact(&app);
     sign_up(
         &app,
@@ -291,7 +285,7 @@ fn keys_by_referrals(app: &TestApp, filter: &str, ascending: bool, offset: i64, 
         "SELECT key FROM customers WHERE program_id = $1 AND {filter}
          ORDER BY referrals_count {order}, id {order} LIMIT $2 OFFSET $3"
     ))
-    .bind::<BigInt, _>(program_id(app))
+    .bind::<BigInt, _>(app.default_program().id)
     .bind::<BigInt, _>(limit)
     .bind::<BigInt, _>(offset)
     .load::<Key>(&mut app.conn())
@@ -448,7 +442,7 @@ async fn links_ledger_entries_and_old_keys_stay_in_their_customers_program() {
     app.login_as(Role::Admin).await;
     sign_up(&app, &[("a@example.com", "aa", None)]).await;
     let mut conn = app.conn();
-    let home = program_id(&app);
+    let home = app.default_program().id;
     let other: i64 = diesel::insert_into(schema::programs::table)
         .values((
             schema::programs::slug.eq("other"),
@@ -636,7 +630,7 @@ async fn deep_pages_by_number_match_the_keyset_pages() {
 /// (newest first, or oldest first), straight from SQL: what a page must show.
 fn keys_at(app: &TestApp, offset: i64, limit: i64, newest_first: bool) -> Vec<String> {
     let query = customers::table
-        .filter(customers::program_id.eq(program_id(app)))
+        .filter(customers::program_id.eq(app.default_program().id))
         .filter(customers::status.eq("active"))
         .select(customers::key)
         .offset(offset)
@@ -660,7 +654,7 @@ async fn deep_page_numbers_from_marks_follow_every_change() {
     app.login_as(Role::Admin).await;
     let token = referdesk::domain::tokens::create(
         &mut app.conn(),
-        program_id(&app),
+        app.default_program().id,
         "marks",
         &referdesk::domain::Actor::system(),
     )
@@ -670,7 +664,7 @@ async fn deep_page_numbers_from_marks_follow_every_change() {
     // Page 26 of 50 starts right after the fifth mark: the customer at place 1,250.
     {
         let mut conn = app.conn();
-        let (program, filter) = (program_id(&app), CustomerFilter::default());
+        let (program, filter) = (app.default_program().id, CustomerFilter::default());
         let marks = listing::PageMarks::default();
         let matches = listing::matches(&mut conn, program, &filter).unwrap();
         let fifth: i64 = customers::table
@@ -1071,11 +1065,11 @@ async fn a_rare_email_part_is_searched_on_the_reusable_plan() {
          SELECT $1, 'seed-' || n, 'k' || n, 'ada.' || n || '@example.org'
          FROM generate_series(1, 600) AS n",
     )
-    .bind::<BigInt, _>(program_id(&app))
+    .bind::<BigInt, _>(app.default_program().id)
     .execute(&mut app.conn())
     .unwrap();
     let mut conn = app.conn();
-    let program = program_id(&app);
+    let program = app.default_program().id;
     let samples = listing::EmailSamples::default();
     let search = |conn: &mut PgConnection, term: &str| {
         let mut filter = CustomerFilter {

@@ -9,33 +9,20 @@ mod shutdown;
 use diesel::prelude::*;
 use macro_rules_attribute::apply;
 use referdesk::domain::customers::{self as domain, CustomerInput, NewCustomer};
-use referdesk::domain::programs::{self, Program};
 use referdesk::domain::team::Role;
-use referdesk::domain::{tokens, Actor};
+use referdesk::domain::Actor;
 
 use crate::helpers::TestApp;
 use crate::integration_test;
 
-fn program(app: &TestApp) -> Program {
-    programs::find_by_slug(&mut app.conn(), "default").expect("default program")
-}
-
 fn make(app: &TestApp, key: &str, referrer: Option<&str>) -> domain::Customer {
-    let new = NewCustomer::parse(CustomerInput {
+    app.create_customer(CustomerInput {
         key: Some(key.to_string()),
         email: Some(format!("{key}@example.com")),
         name: Some(format!("Name of {key}")),
         referrer_key: referrer.map(str::to_string),
         ..Default::default()
     })
-    .expect("valid customer");
-    domain::create(&mut app.conn(), &program(app), &Actor::system(), new).expect("customer created")
-}
-
-fn api_token(app: &TestApp) -> String {
-    tokens::create(&mut app.conn(), program(app).id, "reliability", &Actor::system())
-        .expect("token")
-        .1
 }
 
 /// The minimal cases the fuzz properties found, kept as plain tests.
@@ -85,7 +72,7 @@ async fn fuzz_findings_stay_fixed() {
     );
     let gone = make(&app, "gone", None);
     make(&app, "alpha", None);
-    domain::delete(&mut app.conn(), &program(&app), &Actor::system(), gone.id).unwrap();
+    domain::delete(&mut app.conn(), &app.default_program(), &Actor::system(), gone.id).unwrap();
 
     // A link added to a customer deleted meanwhile: the page says why (its form is hidden).
     let response = app.post_form("/customers/gone/links", &[]).await;
@@ -122,7 +109,7 @@ async fn fuzz_findings_stay_fixed() {
     assert!(body.contains("Remove the control characters."));
 
     // The API's paging with a page near i64::MAX, and NUL in an exact search.
-    let token = api_token(&app);
+    let token = app.create_token("default");
     let client = reqwest::Client::new();
     for path in [
         "/v1/customers?page=614891469123651722",
@@ -146,7 +133,7 @@ async fn fuzz_findings_stay_fixed() {
 async fn oversized_requests_are_refused() {
     let app = TestApp::spawn().await;
     app.login_as(Role::Admin).await;
-    let token = api_token(&app);
+    let token = app.create_token("default");
     let client = reqwest::Client::new();
     let megabyte = "x".repeat(1 << 20);
     let response = client
@@ -218,7 +205,7 @@ async fn concurrent_referrals_with_deletes_and_restores_keep_counts_exact() {
     })
     .await;
     app.login_as(Role::Admin).await;
-    let token = api_token(&app);
+    let token = app.create_token("default");
     for n in 0..5 {
         make(&app, &format!("r{n}"), None);
     }
@@ -226,8 +213,15 @@ async fn concurrent_referrals_with_deletes_and_restores_keep_counts_exact() {
         make(&app, &format!("p{n}"), Some(&format!("r{}", n % 5)));
     }
     for n in 20..40 {
-        let customer = domain::find_by_key(&mut app.conn(), program(&app).id, &format!("p{n}")).unwrap();
-        domain::delete(&mut app.conn(), &program(&app), &Actor::system(), customer.id).unwrap();
+        let customer =
+            domain::find_by_key(&mut app.conn(), app.default_program().id, &format!("p{n}")).unwrap();
+        domain::delete(
+            &mut app.conn(),
+            &app.default_program(),
+            &Actor::system(),
+            customer.id,
+        )
+        .unwrap();
     }
     let _ = app.browser.csrf().await;
     let client = reqwest::Client::new();
@@ -324,7 +318,7 @@ async fn concurrent_duplicate_credits_book_once_per_key() {
     use futures_util::future::join_all;
     use referdesk::db::schema::{audit_events, balance_transactions};
     let app = TestApp::spawn().await;
-    let token = api_token(&app);
+    let token = app.create_token("default");
     let customer = make(&app, "saver", None);
     let client = reqwest::Client::new();
     let calls = (0..100).map(|n| {
@@ -409,7 +403,7 @@ fn credit(app: &TestApp, customer_id: i64, amount: &str) {
     let entry = NewEntry::parse("credit", amount, "USD", true, "", None).unwrap();
     ledger::book(
         &mut app.conn(),
-        program(app).id,
+        app.default_program().id,
         customer_id,
         &Actor::system(),
         entry,
@@ -424,7 +418,7 @@ async fn delete_never_removes_rows() {
     use referdesk::db::schema::{customers, referral_links};
     let app = TestApp::spawn().await;
     app.login_as(Role::Admin).await;
-    let token = api_token(&app);
+    let token = app.create_token("default");
     let referrer = make(&app, "keeper", None);
     let first = make(&app, "first", Some("keeper"));
     make(&app, "second", Some("keeper"));
@@ -432,7 +426,7 @@ async fn delete_never_removes_rows() {
     credit(&app, first.id, "5.00");
     let link = referdesk::domain::referral_links::create(
         &mut app.conn(),
-        &program(&app),
+        &app.default_program(),
         &Actor::system(),
         referrer.id,
         "keeper-extra",
@@ -493,7 +487,7 @@ async fn erase_personal_data_keeps_ledger_and_structure() {
     use referdesk::domain::invites::{self as invite_domain, NewInvite};
 
     let app = TestApp::spawn().await;
-    let program = program(&app);
+    let program = app.default_program();
     make(&app, "parent", None);
     // An invite to the address before the person became a customer.
     let addressed = invite_domain::create(

@@ -1115,21 +1115,12 @@ async fn fixtures(app: &TestApp) -> Known {
     known
 }
 
-fn api_token(app: &TestApp) -> String {
-    use referdesk::domain::{programs, tokens, Actor};
-    let mut conn = app.conn();
-    let program = programs::find_by_slug(&mut conn, "default").unwrap();
-    tokens::create(&mut conn, program.id, "fuzz", &Actor::system())
-        .unwrap()
-        .1
-}
-
 async fn run_property(face: Face) {
     let started = Instant::now();
     let app = TestApp::spawn().await;
     app.login_as(Role::Admin).await;
     let known = fixtures(&app).await;
-    let token = api_token(&app);
+    let token = app.create_token("default");
     let (_, page) = app.browser.get_html("/customers").await;
     let csrf = csrf_in(&page).expect("a CSRF token on the customer list");
     let fuzz = Arc::new(Fuzz {
