@@ -1055,8 +1055,8 @@ async fn short_skips_keep_the_page_query_on_its_reusable_plan() {
 }
 
 /// A partial email search narrowed to a part the sample finds rare runs on its reusable
-/// plan (planning it was 0.3 of its 0.75 ms of database time at a million customers), and
-/// finds what the whole term finds.
+/// plan (planning it per call is a large share of its database time), and finds what the
+/// whole term finds.
 #[apply(integration_test!)]
 async fn a_rare_email_part_is_searched_on_the_reusable_plan() {
     let app = TestApp::spawn().await;
