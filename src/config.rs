@@ -58,11 +58,10 @@ fn cpu_cores() -> usize {
 ///
 /// Every connection can keep a PostgreSQL backend busy; when more are busy than there are
 /// cores — PostgreSQL on the same machine, as with the embedded cluster — the kernel
-/// slices their queries and one request's few milliseconds stretch to tens. Measured with
-/// `benches/loadtest.sh` on 2 cores: 10 connections gave a partial search a p99 of 48–56 ms
-/// and API signups 93–166 ms; 3 connections 18–22 ms and 36–47 ms, for the same
-/// throughput. Requests beyond the pool wait their turn (up to 3 seconds) instead. A
-/// database server of its own, with more cores, serves more: set `REFERDESK_POOL_SIZE`.
+/// slices their queries and one request's few milliseconds stretch to tens, with no gain
+/// in throughput (BENCHMARKS.md). Requests beyond the pool wait their turn (up to 3
+/// seconds) instead. A database server of its own, with more cores, serves more: set
+/// `REFERDESK_POOL_SIZE`.
 pub fn default_pool_size(cores: usize) -> u32 {
     (cores as u32).saturating_add(1).max(3)
 }

@@ -3,7 +3,7 @@
 //! The token is looked up in the same blocking task, on the same pooled connection, as the
 //! call's own work ([`ApiCall::run`]): one hand-off to a blocking thread and one pool
 //! checkout per call instead of two. With a pool of a few connections shared by many
-//! callers, that is also one wait in the pool's queue fewer (`benches/loadtest.sh`).
+//! callers, that is also one wait in the pool's queue fewer.
 
 use std::future::{ready, Ready};
 

@@ -42,8 +42,8 @@ pub struct CustomerContext<'a> {
     pub links: &'a HashMap<i64, Vec<ReferralLink>>,
 }
 
-/// A customer as the API shows it. Typed rather than built as a `serde_json::Value` (a map
-/// per object, copied again into every envelope): a list answer was mostly allocation.
+/// A customer as the API shows it. Typed rather than built as a `serde_json::Value`, which
+/// would allocate a map per object and copy it again into every envelope.
 /// Fields are in alphabetical order, the order serde_json printed the maps in, so answers
 /// stay the same byte for byte.
 #[derive(Debug, Serialize)]

@@ -170,10 +170,8 @@ impl EmbeddedPostgres {
 
     /// A URL for `database` on this cluster, over its Unix-domain socket (in the data
     /// directory when its path is short enough, see [`socket_dir`]; else TCP) rather than
-    /// TCP on 127.0.0.1: each query's round
-    /// trip costs both processes less CPU. Measured with `benches/loadtest.sh`: list page 1
-    /// 1,208/1,305 → 1,401/1,483 req/s, server CPU per request 0.71/0.68 → 0.64/0.62 ms
-    /// (BENCHMARKS.md). The server still listens on 127.0.0.1 for `psql -h 127.0.0.1`.
+    /// TCP on 127.0.0.1: each query's round trip costs both processes less CPU. The server
+    /// still listens on 127.0.0.1 for `psql -h 127.0.0.1`.
     pub fn url(&self, database: &str) -> String {
         match socket_dir(&self.data_dir) {
             Some(dir) => socket_url(dir, self.port, &self.password, database),

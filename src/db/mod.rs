@@ -99,10 +99,9 @@ fn pool_of(database_url: &str, max_size: u32, settings: String) -> Pool<Manager>
 /// range, each meant to keep one core busy for a moment. A parallel plan starts two more
 /// backends for one of them, costing milliseconds where the query needs a tenth of one,
 /// and takes cores from the other requests. PostgreSQL picks one when a row estimate is
-/// far off: a search for a whole address (`SearchArm::EmailAround`) read its index range
-/// with a default guess of 0.5% of the table, and once a cheaper estimate of the other
-/// arms tipped the balance, the one-row search ran in parallel — 40 ms instead of 0.04 ms
-/// under load, seen in `benches/loadtest.sh`.
+/// far off: a search for a whole address (`SearchArm::EmailAround`) is estimated with a
+/// default guess of part of the table, and a one-row search then runs in parallel, many
+/// times slower under load.
 pub const SESSION_SETTINGS: &str = "SET max_parallel_workers_per_gather = 0";
 
 /// Diesel's connection manager, minus most pings.
@@ -284,8 +283,8 @@ where
 /// PostgreSQL plans a prepared statement anew on every call for as long as a plan made for
 /// the values at hand looks cheaper than the reusable one, and for lookups with a `LIMIT`
 /// parameter or a short list of ids it always does, although both plans are the same
-/// index lookups. With eighteen indexes on `customers` that planning cost more than
-/// running the statements (0.8 ms of a signup's 3.5 ms of database time). Not for lists,
+/// index lookups. With many indexes on `customers` that planning costs more than
+/// running the statements. Not for lists,
 /// searches or date ranges: how many rows their values match decides their plan.
 /// The setting holds for one transaction (`SET LOCAL`), so it never outlives the work.
 pub async fn run_lookups<T, F>(pool: &DbPool, work: F) -> Result<T, Error>

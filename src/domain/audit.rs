@@ -288,9 +288,8 @@ pub mod log {
     /// (sign-ins, team changes) in every program. Each scope has an index in log order
     /// (`audit_events_program_idx`, `audit_events_global_idx`), and a view asks each for
     /// its newest events and merges them: one query for both scopes (`program_id = $1 OR
-    /// program_id IS NULL`) could follow neither index, so PostgreSQL read and sorted
-    /// every event of the log on every view (65 ms at 78,000 events, and every signup
-    /// writes one).
+    /// program_id IS NULL`) could follow neither index, so PostgreSQL would read and sort
+    /// every event of the log on every view, and every signup writes one.
     #[derive(Clone, Copy)]
     enum Scope {
         Program(i64),

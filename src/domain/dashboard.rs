@@ -3,8 +3,8 @@
 //! # How the figures stay fast at a million customers
 //!
 //! Every figure is read from something that does not grow with the program, or only
-//! with its recent part — no figure counts all customers on each view (that pass took
-//! 0.24 s at a million):
+//! with its recent part — no figure counts all customers on each view (a pass over the
+//! whole table is far too slow at a million):
 //!
 //! - active and referred customers: `customer_tallies`, the exact counts kept by triggers
 //!   in the same transaction as every change (spread over 16 slots so concurrent signups
@@ -13,11 +13,9 @@
 //!   index `customers_unapproved_idx` of just them (migration `000015`);
 //! - new customers and referrals this week and month: one pass with `count(*) FILTER
 //!   (...)` over the covering index `customers_list_idx (program_id, status, created_at
-//!   DESC, id DESC) INCLUDE (referrer_id, approved)`, from the earlier of the two starts on
-//!   (0.03 s for a month of ~100,000 signups);
-//! - the 90-day chart: a range scan of the same index (0.11 s for 100,000 referrals in 90
-//!   days; a per-day tally would make it constant, at the price of an upsert on every
-//!   signup);
+//!   DESC, id DESC) INCLUDE (referrer_id, approved)`, from the earlier of the two starts on;
+//! - the 90-day chart: a range scan of the same index (a per-day tally would make it
+//!   constant, at the price of an upsert on every signup);
 //! - credits per unit: `balance_transactions_credits_idx (program_id, amount_units,
 //!   is_currency) INCLUDE (amount) WHERE kind = 'credit'` — index-only, already grouped;
 //! - invites sent: `invites_status_idx (program_id, status)`;
@@ -120,8 +118,8 @@ struct RecentCounts {
 pub fn totals(conn: &mut PgConnection, program_id: i64, now: DateTime<Utc>) -> Result<Totals, Error> {
     // Every figure from something that does not grow with the program: the tallies for
     // the customers and the referred, the index of those awaiting approval, and the
-    // list's index from the start of the week or month on (counting all customers for
-    // each view read the whole table: ~240 ms at a million).
+    // list's index from the start of the week or month on (counting all customers would
+    // read the whole table on each view).
     let customers = listing::tally(conn, program_id, StatusFilter::Active, None)?.customers;
     let referred = listing::tally(
         conn,

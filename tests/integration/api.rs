@@ -1,39 +1,14 @@
 //! The `/v1` API, replaying the request shapes of the original service's clients.
 
 use diesel::prelude::*;
+use macro_rules_attribute::apply;
 use referdesk::db::schema::{audit_events, balance_transactions, customers, programs};
 use referdesk::domain::team::Role;
 use referdesk::domain::{tokens, Actor};
 use serde_json::{json, Value};
 
 use crate::helpers::TestApp;
-use crate::trials;
-
-pub fn tests() -> Vec<libtest_mimic::Trial> {
-    trials![
-        create_get_and_list_have_the_original_shapes,
-        referred_customers_count_and_unknown_referrers_are_refused,
-        duplicates_are_422_naming_the_field,
-        wrong_types_are_422_naming_the_field,
-        list_paging_parameters_are_validated,
-        refer_status_filters_and_rejects_unknown_values,
-        get_by_id_key_or_email_and_search,
-        updates_in_all_three_forms_and_key_change_moves_the_link,
-        delete_is_soft_and_leaves_default_lists,
-        credit_with_idempotency_key_books_once,
-        balance_stats_transactions_and_referrals,
-        invite_queues_an_email,
-        control_characters_get_a_field_message,
-        tokens_are_checked_and_scoped_to_their_program,
-        errors_are_json_with_the_exact_content_type,
-        requests_beyond_the_rate_get_429,
-        token_page_shows_the_token_once_and_revokes,
-        cli_creates_a_working_token,
-        cli_refuses_a_duplicate_token_name,
-        every_v1_answer_is_no_store,
-        unknown_tokens_are_refused_per_address_without_database_work,
-    ]
-}
+use crate::integration_test;
 
 struct Api {
     app: TestApp,
@@ -108,6 +83,7 @@ impl Api {
     }
 }
 
+#[apply(integration_test!)]
 async fn create_get_and_list_have_the_original_shapes() {
     let api = Api::spawn().await;
     let created = api
@@ -182,6 +158,7 @@ async fn create_get_and_list_have_the_original_shapes() {
     assert!(label.contains("tests"), "{label}");
 }
 
+#[apply(integration_test!)]
 async fn referred_customers_count_and_unknown_referrers_are_refused() {
     let api = Api::spawn().await;
     api.create(json!({"id": "ref-1", "key": "referrer"})).await;
@@ -226,6 +203,7 @@ async fn referred_customers_count_and_unknown_referrers_are_refused() {
     assert_eq!(before, after, "nothing was created");
 }
 
+#[apply(integration_test!)]
 async fn duplicates_are_422_naming_the_field() {
     let api = Api::spawn().await;
     api.create(json!({"id": "u1", "key": "k1", "email": "Dup@Example.com"}))
@@ -278,6 +256,7 @@ async fn duplicates_are_422_naming_the_field() {
     assert_eq!(count, 1, "nothing was created");
 }
 
+#[apply(integration_test!)]
 async fn wrong_types_are_422_naming_the_field() {
     let api = Api::spawn().await;
     let cases = [
@@ -340,6 +319,7 @@ async fn wrong_types_are_422_naming_the_field() {
     assert_eq!(response.status(), 400);
 }
 
+#[apply(integration_test!)]
 async fn list_paging_parameters_are_validated() {
     let api = Api::spawn().await;
     for n in 0..3 {
@@ -368,6 +348,7 @@ async fn list_paging_parameters_are_validated() {
     assert_eq!(answer["links"]["next"], Value::Null);
 }
 
+#[apply(integration_test!)]
 async fn refer_status_filters_and_rejects_unknown_values() {
     let api = Api::spawn().await;
     api.create(json!({"id": "r", "key": "r"})).await;
@@ -394,6 +375,7 @@ async fn refer_status_filters_and_rejects_unknown_values() {
     assert!(answer["errors"]["refer_status"].is_array());
 }
 
+#[apply(integration_test!)]
 async fn get_by_id_key_or_email_and_search() {
     let api = Api::spawn().await;
     api.create(json!({"id": "id-7", "key": "key-7", "email": "seven@example.com"}))
@@ -419,6 +401,7 @@ async fn get_by_id_key_or_email_and_search() {
     assert_eq!(status, 422);
 }
 
+#[apply(integration_test!)]
 async fn updates_in_all_three_forms_and_key_change_moves_the_link() {
     let api = Api::spawn().await;
     api.create(json!({"id": "u", "key": "old-key", "email": "u@example.com", "name": "Old"}))
@@ -467,6 +450,7 @@ async fn updates_in_all_three_forms_and_key_change_moves_the_link() {
     assert_eq!(status, 404);
 }
 
+#[apply(integration_test!)]
 async fn delete_is_soft_and_leaves_default_lists() {
     let api = Api::spawn().await;
     api.create(json!({"id": "gone"})).await;
@@ -482,6 +466,7 @@ async fn delete_is_soft_and_leaves_default_lists() {
     assert_eq!(rows, 1, "the row stays");
 }
 
+#[apply(integration_test!)]
 async fn credit_with_idempotency_key_books_once() {
     let api = Api::spawn().await;
     api.create(json!({"id": "c"})).await;
@@ -525,6 +510,7 @@ async fn credit_with_idempotency_key_books_once() {
     assert_eq!(booked, 1);
 }
 
+#[apply(integration_test!)]
 async fn balance_stats_transactions_and_referrals() {
     let api = Api::spawn().await;
     api.create(json!({"id": "r", "key": "rk"})).await;
@@ -579,6 +565,7 @@ async fn balance_stats_transactions_and_referrals() {
     assert!(ids.contains(&"f1") && ids.contains(&"f2"));
 }
 
+#[apply(integration_test!)]
 async fn invite_queues_an_email() {
     let api = Api::spawn().await;
     let (status, answer) = api
@@ -603,6 +590,7 @@ async fn invite_queues_an_email() {
     assert!(answer["errors"]["personalization"].is_array(), "{answer}");
 }
 
+#[apply(integration_test!)]
 async fn tokens_are_checked_and_scoped_to_their_program() {
     let api = Api::spawn().await;
     api.create(json!({"id": "in-a", "key": "in-a"})).await;
@@ -709,6 +697,7 @@ async fn tokens_are_checked_and_scoped_to_their_program() {
     assert_eq!(credits, 0);
 }
 
+#[apply(integration_test!)]
 async fn errors_are_json_with_the_exact_content_type() {
     let api = Api::spawn().await;
     let client = &api.client;
@@ -740,6 +729,7 @@ async fn errors_are_json_with_the_exact_content_type() {
     assert_eq!(huge.headers()["content-type"], "application/json");
 }
 
+#[apply(integration_test!)]
 async fn requests_beyond_the_rate_get_429() {
     let mut config = crate::helpers::test_config(&crate::helpers::fresh_database());
     config.api_rate_per_minute = 3;
@@ -788,6 +778,7 @@ fn live_tokens(app: &TestApp) -> Vec<String> {
 
 /// Creating a token answers with a redirect (post/redirect/get); the page it leads to
 /// shows the secret once, and a reload shows it no more and creates nothing.
+#[apply(integration_test!)]
 async fn token_page_shows_the_token_once_and_revokes() {
     use referdesk::db::schema::api_tokens;
     let app = TestApp::spawn().await;
@@ -887,6 +878,7 @@ async fn token_page_shows_the_token_once_and_revokes() {
 }
 
 /// The CLI refuses a second live token of the same name in a program, saying why.
+#[apply(integration_test!)]
 async fn cli_refuses_a_duplicate_token_name() {
     let app = TestApp::spawn().await;
     new_token(&app, "default");
@@ -905,6 +897,7 @@ async fn cli_refuses_a_duplicate_token_name() {
     assert_eq!(live_tokens(&app), vec!["tests".to_string()]);
 }
 
+#[apply(integration_test!)]
 async fn cli_creates_a_working_token() {
     let app = TestApp::spawn().await;
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_referdesk"))
@@ -941,6 +934,7 @@ async fn cli_creates_a_working_token() {
 
 /// PostgreSQL text cannot hold NUL: text fields refuse control characters with a message
 /// next to the field (a 422) and book, queue or change nothing.
+#[apply(integration_test!)]
 async fn control_characters_get_a_field_message() {
     let api = Api::spawn().await;
     api.create(json!({"id": "c", "email": "c@example.com"})).await;
@@ -983,6 +977,7 @@ async fn control_characters_get_a_field_message() {
 
 /// Every `/v1` answer — success or error, from a handler or from the framework — tells
 /// caches not to keep it.
+#[apply(integration_test!)]
 async fn every_v1_answer_is_no_store() {
     use referdesk::api::throttle::UNKNOWN_TOKENS_PER_MINUTE;
     let api = Api::spawn().await;
@@ -1040,6 +1035,7 @@ async fn every_v1_answer_is_no_store() {
 /// Bearer tokens that match no live token are counted per client address; past the limit
 /// the address is refused (429) before any database work, while a token that worked
 /// before still does, and other addresses are not affected.
+#[apply(integration_test!)]
 async fn unknown_tokens_are_refused_per_address_without_database_work() {
     use diesel::connection::SimpleConnection;
     use referdesk::api::throttle::UNKNOWN_TOKENS_PER_MINUTE;

@@ -1,32 +1,12 @@
 //! Sign-in, setup, sessions, CSRF, roles and the security headers.
 
+use macro_rules_attribute::apply;
 use referdesk::domain::team::Role;
 
 use crate::helpers::{location, Browser, TestApp, PASSWORD};
-use crate::trials;
+use crate::integration_test;
 
-pub fn tests() -> Vec<libtest_mimic::Trial> {
-    trials![
-        setup_link_creates_the_first_admin_once,
-        sign_in_with_the_right_password_reaches_the_dashboard,
-        next_never_leads_off_site,
-        wrong_password_and_unknown_email_get_the_same_answer,
-        repeated_failures_are_throttled,
-        anonymous_visitors_are_sent_to_login,
-        post_without_csrf_token_changes_nothing,
-        cross_origin_post_is_refused,
-        viewer_cannot_reach_an_admin_page,
-        logout_ends_the_session_for_the_old_cookie,
-        session_id_changes_at_sign_in,
-        disabled_member_cannot_sign_in,
-        security_headers_are_set,
-        health_and_readiness,
-        unknown_pages_get_a_styled_404,
-        flash_messages_survive_a_second_post,
-        public_forms_need_the_token_of_their_own_browser,
-    ]
-}
-
+#[apply(integration_test!)]
 async fn setup_link_creates_the_first_admin_once() {
     let app = TestApp::spawn().await;
     let setup_url = app
@@ -101,6 +81,7 @@ async fn setup_link_creates_the_first_admin_once() {
     assert_eq!(admins, 1);
 }
 
+#[apply(integration_test!)]
 async fn sign_in_with_the_right_password_reaches_the_dashboard() {
     let app = TestApp::spawn().await;
     app.create_member("sam@example.com", Role::Support, PASSWORD);
@@ -149,6 +130,7 @@ const NEXT_CASES: &[(&str, &str)] = &[
     ("/customers?q=ada+lovelace", "/customers?q=ada+lovelace"),
 ];
 
+#[apply(integration_test!)]
 async fn next_never_leads_off_site() {
     let app = TestApp::spawn().await;
     app.create_member("sam@example.com", Role::Support, PASSWORD);
@@ -183,6 +165,7 @@ async fn next_never_leads_off_site() {
     }
 }
 
+#[apply(integration_test!)]
 async fn wrong_password_and_unknown_email_get_the_same_answer() {
     let app = TestApp::spawn().await;
     app.create_member("sam@example.com", Role::Support, PASSWORD);
@@ -198,6 +181,7 @@ async fn wrong_password_and_unknown_email_get_the_same_answer() {
     assert_ne!(status, 200, "still signed out");
 }
 
+#[apply(integration_test!)]
 async fn repeated_failures_are_throttled() {
     let app = TestApp::spawn().await;
     app.create_member("sam@example.com", Role::Support, PASSWORD);
@@ -216,6 +200,7 @@ async fn repeated_failures_are_throttled() {
         .contains("Too many failed sign-in attempts"));
 }
 
+#[apply(integration_test!)]
 async fn anonymous_visitors_are_sent_to_login() {
     let app = TestApp::spawn().await;
     let response = app.get("/").await;
@@ -223,6 +208,7 @@ async fn anonymous_visitors_are_sent_to_login() {
     assert_eq!(location(&response), "/login?next=%2F");
 }
 
+#[apply(integration_test!)]
 async fn post_without_csrf_token_changes_nothing() {
     let app = TestApp::spawn().await;
     app.login_as(Role::Viewer).await;
@@ -241,6 +227,7 @@ async fn post_without_csrf_token_changes_nothing() {
     assert_eq!(status, 200, "the session survived the forged logouts");
 }
 
+#[apply(integration_test!)]
 async fn cross_origin_post_is_refused() {
     let app = TestApp::spawn().await;
     app.login_as(Role::Viewer).await;
@@ -259,6 +246,7 @@ async fn cross_origin_post_is_refused() {
     assert_eq!(status, 200);
 }
 
+#[apply(integration_test!)]
 async fn viewer_cannot_reach_an_admin_page() {
     let app = TestApp::spawn().await;
     app.login_as(Role::Viewer).await;
@@ -278,6 +266,7 @@ async fn viewer_cannot_reach_an_admin_page() {
     assert!(body.contains("boss@example.com"));
 }
 
+#[apply(integration_test!)]
 async fn logout_ends_the_session_for_the_old_cookie() {
     let app = TestApp::spawn().await;
     app.login_as(Role::Viewer).await;
@@ -314,6 +303,7 @@ fn session_cookie(browser: &Browser) -> Option<String> {
 /// A fresh browser signs in on its first POST; the session id is renewed at every sign-in,
 /// so a session cookie held before (as a fixation attempt would plant) is not signed in
 /// after.
+#[apply(integration_test!)]
 async fn session_id_changes_at_sign_in() {
     let app = TestApp::spawn().await;
     app.create_member("sam@example.com", Role::Support, PASSWORD);
@@ -409,6 +399,7 @@ fn cookie_set(response: &reqwest::Response, name: &str) -> Option<String> {
         .map(|rest| rest.split(';').next().unwrap_or_default().to_string())
 }
 
+#[apply(integration_test!)]
 async fn disabled_member_cannot_sign_in() {
     use diesel::prelude::*;
     use referdesk::db::schema::team_members;
@@ -426,6 +417,7 @@ async fn disabled_member_cannot_sign_in() {
     );
 }
 
+#[apply(integration_test!)]
 async fn security_headers_are_set() {
     let app = TestApp::spawn().await;
     let response = app.get("/login").await;
@@ -439,6 +431,7 @@ async fn security_headers_are_set() {
     assert!(headers.contains_key("referrer-policy"));
 }
 
+#[apply(integration_test!)]
 async fn health_and_readiness() {
     let app = TestApp::spawn().await;
     assert_eq!(app.get("/healthz").await.status(), 200);
@@ -451,6 +444,7 @@ async fn health_and_readiness() {
         .starts_with("text/css"));
 }
 
+#[apply(integration_test!)]
 async fn unknown_pages_get_a_styled_404() {
     let app = TestApp::spawn().await;
     let response = app.get("/no/such/page").await;
@@ -458,6 +452,7 @@ async fn unknown_pages_get_a_styled_404() {
     assert!(response.text().await.unwrap().contains("/static/style.css"));
 }
 
+#[apply(integration_test!)]
 async fn flash_messages_survive_a_second_post() {
     let app = TestApp::spawn().await;
     app.login_as(Role::Admin).await;
@@ -499,6 +494,7 @@ async fn flash_messages_survive_a_second_post() {
 
 /// The login, setup and set-password forms work without a session, and still refuse a
 /// POST whose token is missing, wrong, another browser's, or sent without its cookie.
+#[apply(integration_test!)]
 async fn public_forms_need_the_token_of_their_own_browser() {
     use diesel::prelude::*;
     use referdesk::db::schema::{sessions, team_members};

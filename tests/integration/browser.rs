@@ -23,10 +23,9 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 use libtest_mimic::{Completion, Failed, Trial};
-use referdesk::domain::customers::{self, Customer, CustomerInput, NewCustomer};
-use referdesk::domain::programs;
+use macro_rules_attribute::apply;
+use referdesk::domain::customers::{Customer, CustomerInput};
 use referdesk::domain::team::Role;
-use referdesk::domain::Actor;
 
 use crate::helpers::{TestApp, PASSWORD};
 
@@ -43,24 +42,17 @@ const MAIL_PATIENCE: Duration = Duration::from_secs(30);
 
 type Scenario = for<'a> fn(&'a TestApp, &'a Tab) -> BoxFuture<'a, anyhow::Result<()>>;
 
-macro_rules! scenarios {
-    ($($scenario:ident),* $(,)?) => {
-        vec![$(trial(stringify!($scenario), |app, tab| Box::pin($scenario(app, tab)))),*]
-    };
-}
+/// Makes an `async fn(&TestApp, &Tab)` a browser scenario of this binary, run as
+/// `browser::name` in its own browser session.
+macro_rules! browser_scenario {
+    ($(#[$meta:meta])* async fn $name:ident($($params:tt)*) -> $output:ty $body:block) => {
+        $(#[$meta])*
+        async fn $name($($params)*) -> $output $body
 
-pub fn tests() -> Vec<Trial> {
-    scenarios![
-        first_run_setup_then_sign_in,
-        search_by_partial_email_and_open,
-        create_referred_customer_counts_for_the_referrer,
-        edit_with_invalid_email_then_fix_it,
-        credit_shows_the_balance,
-        invite_is_queued_then_sent,
-        pages_keep_the_filter,
-        viewer_sees_no_edit_or_credit_and_is_refused,
-        back_button_after_sign_out_shows_no_customer_data,
-    ]
+        inventory::submit! {
+            crate::helpers::IntegrationTest(|| trial(stringify!($name), |app, tab| Box::pin($name(app, tab))))
+        }
+    };
 }
 
 fn trial(name: &'static str, scenario: Scenario) -> Trial {
@@ -561,8 +553,7 @@ struct Person<'a> {
 
 /// A customer of the default program, created as the API would.
 fn customer(app: &TestApp, person: Person<'_>) -> Customer {
-    let program = programs::find_by_slug(&mut app.conn(), "default").expect("default program");
-    let new = NewCustomer::parse(CustomerInput {
+    app.create_customer(CustomerInput {
         key: Some(person.key.to_string()),
         email: Some(person.email.to_string()),
         name: Some(person.name.to_string()),
@@ -570,8 +561,6 @@ fn customer(app: &TestApp, person: Person<'_>) -> Customer {
         referrer_key: person.referred_by.map(str::to_string),
         ..Default::default()
     })
-    .expect("valid customer");
-    customers::create(&mut app.conn(), &program, &Actor::system(), new).expect("customer created")
 }
 
 fn ada(app: &TestApp) -> Customer {
@@ -598,6 +587,7 @@ async fn signed_in(app: &TestApp, tab: &Tab, role: Role) -> anyhow::Result<()> {
 
 /// The one-time setup link from the server log creates the first admin; they can sign out
 /// and in again, and the link does not work twice.
+#[apply(browser_scenario!)]
 async fn first_run_setup_then_sign_in(app: &TestApp, tab: &Tab) -> anyhow::Result<()> {
     let link = app
         .setup_url
@@ -646,6 +636,7 @@ async fn first_run_setup_then_sign_in(app: &TestApp, tab: &Tab) -> anyhow::Resul
     Ok(())
 }
 
+#[apply(browser_scenario!)]
 async fn search_by_partial_email_and_open(app: &TestApp, tab: &Tab) -> anyhow::Result<()> {
     ada(app);
     for (key, email, name, surname) in [
@@ -689,6 +680,7 @@ async fn search_by_partial_email_and_open(app: &TestApp, tab: &Tab) -> anyhow::R
     Ok(())
 }
 
+#[apply(browser_scenario!)]
 async fn create_referred_customer_counts_for_the_referrer(app: &TestApp, tab: &Tab) -> anyhow::Result<()> {
     ada(app);
     signed_in(app, tab, Role::Support).await?;
@@ -722,6 +714,7 @@ async fn create_referred_customer_counts_for_the_referrer(app: &TestApp, tab: &T
     Ok(())
 }
 
+#[apply(browser_scenario!)]
 async fn edit_with_invalid_email_then_fix_it(app: &TestApp, tab: &Tab) -> anyhow::Result<()> {
     ada(app);
     signed_in(app, tab, Role::Support).await?;
@@ -756,6 +749,7 @@ async fn edit_with_invalid_email_then_fix_it(app: &TestApp, tab: &Tab) -> anyhow
     Ok(())
 }
 
+#[apply(browser_scenario!)]
 async fn credit_shows_the_balance(app: &TestApp, tab: &Tab) -> anyhow::Result<()> {
     ada(app);
     signed_in(app, tab, Role::Support).await?;
@@ -785,6 +779,7 @@ async fn credit_shows_the_balance(app: &TestApp, tab: &Tab) -> anyhow::Result<()
     Ok(())
 }
 
+#[apply(browser_scenario!)]
 async fn invite_is_queued_then_sent(app: &TestApp, tab: &Tab) -> anyhow::Result<()> {
     ada(app);
     signed_in(app, tab, Role::Support).await?;
@@ -823,6 +818,7 @@ async fn invite_is_queued_then_sent(app: &TestApp, tab: &Tab) -> anyhow::Result<
     Ok(())
 }
 
+#[apply(browser_scenario!)]
 async fn pages_keep_the_filter(app: &TestApp, tab: &Tab) -> anyhow::Result<()> {
     ada(app);
     for n in 1..=20 {
@@ -887,6 +883,7 @@ async fn pages_keep_the_filter(app: &TestApp, tab: &Tab) -> anyhow::Result<()> {
     Ok(())
 }
 
+#[apply(browser_scenario!)]
 async fn viewer_sees_no_edit_or_credit_and_is_refused(app: &TestApp, tab: &Tab) -> anyhow::Result<()> {
     ada(app);
     signed_in(app, tab, Role::Viewer).await?;
@@ -925,6 +922,7 @@ async fn viewer_sees_no_edit_or_credit_and_is_refused(app: &TestApp, tab: &Tab) 
     Ok(())
 }
 
+#[apply(browser_scenario!)]
 async fn back_button_after_sign_out_shows_no_customer_data(app: &TestApp, tab: &Tab) -> anyhow::Result<()> {
     ada(app);
     signed_in(app, tab, Role::Support).await?;

@@ -2,56 +2,17 @@
 //! edit, actions, referral links and the public redirect, CSV export, exact counts.
 
 use diesel::prelude::*;
+use macro_rules_attribute::apply;
 use referdesk::db::schema::{audit_events, customers, referral_clicks, referral_links, retired_keys};
 use referdesk::domain::customers::{self as domain, Customer, CustomerInput, NewCustomer};
-use referdesk::domain::programs::{self, Program};
+use referdesk::domain::programs::{self};
 use referdesk::domain::team::Role;
 use referdesk::domain::Actor;
 
-use crate::helpers::{location, Browser, TestApp, PASSWORD};
-use crate::trials;
-
-pub fn tests() -> Vec<libtest_mimic::Trial> {
-    trials![
-        list_paginates_and_page_links_keep_every_filter,
-        odd_page_numbers_never_fail,
-        search_finds_partial_emails_names_keys_and_ids,
-        search_takes_wildcards_quotes_and_unicode_literally,
-        unusual_ids_and_names_are_found_by_their_unusual_characters,
-        a_search_by_its_rare_part_finds_exactly_the_whole_terms_matches,
-        whole_address_search_finds_what_contains_would,
-        filters_by_refer_status_status_approved_and_dates,
-        sorts_by_referrals_and_combines_with_filters,
-        per_page_is_clamped,
-        empty_list_says_what_to_do,
-        create_with_referrer_counts_the_referral,
-        create_with_unknown_referrer_changes_nothing,
-        blank_key_and_id_are_generated,
-        invalid_input_rerenders_with_typed_values,
-        edit_with_invalid_email_rerenders_and_changes_nothing,
-        duplicate_email_is_refused_case_insensitively,
-        edit_saves_every_field_and_records_before_and_after,
-        key_change_moves_the_default_link_and_old_links_still_work,
-        retired_key_of_another_customer_cannot_be_reused,
-        delete_and_restore_adjust_the_referrers_count,
-        approve_and_unapprove,
-        change_referrer_refuses_self_referral_and_cycles,
-        viewer_and_support_are_refused_server_side,
-        viewer_sees_no_edit_buttons,
-        referral_link_redirect_counts_clicks,
-        unknown_referral_code_gets_a_friendly_404,
-        extra_links_can_be_added_and_deleted,
-        detail_shows_links_referrer_referrals_and_activity,
-        csv_export_streams_the_filtered_list_safely,
-        concurrent_referred_creates_keep_counts_exact,
-    ]
-}
+use crate::helpers::{location, TestApp};
+use crate::integration_test;
 
 // --- helpers -------------------------------------------------------------------------
-
-fn program(app: &TestApp) -> Program {
-    programs::find_by_slug(&mut app.conn(), "default").expect("default program")
-}
 
 fn input(email: &str) -> CustomerInput {
     CustomerInput {
@@ -60,26 +21,17 @@ fn input(email: &str) -> CustomerInput {
     }
 }
 
-/// Creates a customer directly through the domain (as the API would).
-fn make(app: &TestApp, input: CustomerInput) -> Customer {
-    let new = NewCustomer::parse(input).expect("valid customer");
-    domain::create(&mut app.conn(), &program(app), &Actor::system(), new).expect("customer created")
-}
-
 fn make_named(app: &TestApp, email: &str, key: &str, referrer_key: Option<&str>) -> Customer {
-    make(
-        app,
-        CustomerInput {
-            email: Some(email.to_string()),
-            key: Some(key.to_string()),
-            referrer_key: referrer_key.map(str::to_string),
-            ..Default::default()
-        },
-    )
+    app.create_customer(CustomerInput {
+        email: Some(email.to_string()),
+        key: Some(key.to_string()),
+        referrer_key: referrer_key.map(str::to_string),
+        ..Default::default()
+    })
 }
 
 fn reload(app: &TestApp, id: i64) -> Customer {
-    domain::find(&mut app.conn(), program(app).id, id).expect("customer")
+    domain::find(&mut app.conn(), app.default_program().id, id).expect("customer")
 }
 
 /// `value` as the templates escape it inside HTML.
@@ -139,7 +91,7 @@ fn assert_counts_exact(app: &TestApp) {
     // The list totals (customer_tallies) agree with a fresh count too.
     let tallied = referdesk::domain::customers::listing::tallied_total(
         &mut conn,
-        program(app).id,
+        app.default_program().id,
         domain::StatusFilter::Active,
         None,
     )
@@ -152,16 +104,9 @@ fn assert_counts_exact(app: &TestApp) {
     assert_eq!(tallied, active, "tallied active customers");
 }
 
-/// A second signed-in browser with the given role.
-async fn browser_as(app: &TestApp, role: Role, email: &str) -> Browser {
-    app.create_member(email, role, PASSWORD);
-    let browser = app.new_browser();
-    assert_eq!(browser.login(email, PASSWORD).await.status(), 303);
-    browser
-}
-
 // --- list ------------------------------------------------------------------------------
 
+#[apply(integration_test!)]
 async fn list_paginates_and_page_links_keep_every_filter() {
     let app = TestApp::spawn().await;
     app.login_as(Role::Viewer).await;
@@ -203,6 +148,7 @@ async fn list_paginates_and_page_links_keep_every_filter() {
     assert!(page3.contains(&format!("href=\"{}\"", attr(sort))));
 }
 
+#[apply(integration_test!)]
 async fn odd_page_numbers_never_fail() {
     let app = TestApp::spawn().await;
     app.login_as(Role::Viewer).await;
@@ -227,20 +173,18 @@ async fn odd_page_numbers_never_fail() {
     assert_eq!(keys.len(), 5);
 }
 
+#[apply(integration_test!)]
 async fn search_finds_partial_emails_names_keys_and_ids() {
     let app = TestApp::spawn().await;
     app.login_as(Role::Viewer).await;
-    make(
-        &app,
-        CustomerInput {
-            email: Some("Ada@ACME.io".into()),
-            name: Some("Ada".into()),
-            surname: Some("Lovelace".into()),
-            key: Some("ada-key".into()),
-            id: Some("acct-1001".into()),
-            ..Default::default()
-        },
-    );
+    app.create_customer(CustomerInput {
+        email: Some("Ada@ACME.io".into()),
+        name: Some("Ada".into()),
+        surname: Some("Lovelace".into()),
+        key: Some("ada-key".into()),
+        id: Some("acct-1001".into()),
+        ..Default::default()
+    });
     make_named(&app, "grace@acme.io", "grace-key", None);
     make_named(&app, "bob@other.org", "bob-key", None);
 
@@ -277,6 +221,7 @@ async fn search_finds_partial_emails_names_keys_and_ids() {
 /// sample of emails says that is cheaper (`listing::EmailSamples`), and still finds
 /// exactly what contains the whole term: not the rows holding just the part, `_` taken
 /// literally, any case — in the list and in the export.
+#[apply(integration_test!)]
 async fn a_search_by_its_rare_part_finds_exactly_the_whole_terms_matches() {
     use diesel::sql_types::BigInt;
     use referdesk::domain::customers::listing::{self, CustomerFilter, EmailSamples};
@@ -356,21 +301,19 @@ async fn a_search_by_its_rare_part_finds_exactly_the_whole_terms_matches() {
     }
 }
 
+#[apply(integration_test!)]
 async fn search_takes_wildcards_quotes_and_unicode_literally() {
     let app = TestApp::spawn().await;
     app.login_as(Role::Viewer).await;
     make_named(&app, "plain@example.com", "plain", None);
     make_named(&app, "under_score@example.com", "under_score", None);
-    make(
-        &app,
-        CustomerInput {
-            email: Some("zoe@example.com".into()),
-            name: Some("Zoë".into()),
-            surname: Some("O'Brien".into()),
-            key: Some("zoe".into()),
-            ..Default::default()
-        },
-    );
+    app.create_customer(CustomerInput {
+        email: Some("zoe@example.com".into()),
+        name: Some("Zoë".into()),
+        surname: Some("O'Brien".into()),
+        key: Some("zoe".into()),
+        ..Default::default()
+    });
     assert!(list(&app, "?q=%25").await.is_empty(), "% is literal");
     assert_eq!(list(&app, "?q=_").await, vec!["under_score"], "_ is literal");
     assert_eq!(list(&app, "?q=o%27brien").await, vec!["zoe"], "quotes");
@@ -393,6 +336,7 @@ async fn search_takes_wildcards_quotes_and_unicode_literally() {
 /// the partial indexes list as unusual (`customer_id_is_unusual`, `customer_name_is_unusual`
 /// in migration 000016); those tests must agree with the server's idea of "plain", or
 /// such customers could not be found at all.
+#[apply(integration_test!)]
 async fn unusual_ids_and_names_are_found_by_their_unusual_characters() {
     let app = TestApp::spawn().await;
     app.login_as(Role::Viewer).await;
@@ -404,17 +348,14 @@ async fn unusual_ids_and_names_are_found_by_their_unusual_characters() {
         ("acct-8", "Zoë", "Brontë", "accented-name"),
         ("acct-9", "Anne-Marie", "O'Neil", "plain-name"),
     ] {
-        make(
-            &app,
-            CustomerInput {
-                email: Some(format!("{key}@example.com")),
-                name: Some(name.into()),
-                surname: Some(surname.into()),
-                key: Some(key.into()),
-                id: Some(id.into()),
-                ..Default::default()
-            },
-        );
+        app.create_customer(CustomerInput {
+            email: Some(format!("{key}@example.com")),
+            name: Some(name.into()),
+            surname: Some(surname.into()),
+            key: Some(key.into()),
+            id: Some(id.into()),
+            ..Default::default()
+        });
     }
     for (query, expected) in [
         ("acct.7", vec!["dotted-id"]),
@@ -438,6 +379,7 @@ async fn unusual_ids_and_names_are_found_by_their_unusual_characters() {
 /// A term holding an address is looked up by the email's reversed local part (a btree
 /// range) and domain; it must find exactly what "the email contains the term" finds, also
 /// once PostgreSQL reuses the statement's generic plan.
+#[apply(integration_test!)]
 async fn whole_address_search_finds_what_contains_would() {
     let app = TestApp::spawn().await;
     app.login_as(Role::Viewer).await;
@@ -488,16 +430,17 @@ async fn whole_address_search_finds_what_contains_would() {
     );
 }
 
+#[apply(integration_test!)]
 async fn filters_by_refer_status_status_approved_and_dates() {
     let app = TestApp::spawn().await;
     app.login_as(Role::Viewer).await;
     let referrer = make_named(&app, "ref@example.com", "referrer", None);
     let referred = make_named(&app, "friend@example.com", "friend", Some("referrer"));
     let gone = make_named(&app, "gone@example.com", "gone", None);
-    domain::delete(&mut app.conn(), &program(&app), &Actor::system(), gone.id).unwrap();
+    domain::delete(&mut app.conn(), &app.default_program(), &Actor::system(), gone.id).unwrap();
     domain::set_approved(
         &mut app.conn(),
-        &program(&app),
+        &app.default_program(),
         &Actor::system(),
         referred.id,
         false,
@@ -530,6 +473,7 @@ async fn filters_by_refer_status_status_approved_and_dates() {
     );
 }
 
+#[apply(integration_test!)]
 async fn sorts_by_referrals_and_combines_with_filters() {
     let app = TestApp::spawn().await;
     app.login_as(Role::Viewer).await;
@@ -555,6 +499,7 @@ async fn sorts_by_referrals_and_combines_with_filters() {
     assert_eq!(keys.len(), 2);
 }
 
+#[apply(integration_test!)]
 async fn per_page_is_clamped() {
     let app = TestApp::spawn().await;
     app.login_as(Role::Viewer).await;
@@ -568,6 +513,7 @@ async fn per_page_is_clamped() {
     assert_eq!(list(&app, "?per_page=lots").await.len(), 15);
 }
 
+#[apply(integration_test!)]
 async fn empty_list_says_what_to_do() {
     let app = TestApp::spawn().await;
     app.login_as(Role::Support).await;
@@ -581,6 +527,7 @@ async fn empty_list_says_what_to_do() {
 
 // --- create -----------------------------------------------------------------------------
 
+#[apply(integration_test!)]
 async fn create_with_referrer_counts_the_referral() {
     let app = TestApp::spawn().await;
     app.login_as(Role::Support).await;
@@ -621,7 +568,7 @@ async fn create_with_referrer_counts_the_referral() {
     assert_eq!(response.status(), 303);
 
     assert_eq!(reload(&app, referrer.id).referrals_count, 2);
-    let created = domain::find_by_key(&mut app.conn(), program(&app).id, "newbie").unwrap();
+    let created = domain::find_by_key(&mut app.conn(), app.default_program().id, "newbie").unwrap();
     assert_eq!(created.referrer_id, Some(referrer.id));
     assert_eq!(created.external_id, "acct-77");
     assert_eq!(created.metadata["date_of_birth"], "1990-05-17");
@@ -637,6 +584,7 @@ async fn create_with_referrer_counts_the_referral() {
     assert!(body.contains("2 referrals"));
 }
 
+#[apply(integration_test!)]
 async fn create_with_unknown_referrer_changes_nothing() {
     let app = TestApp::spawn().await;
     app.login_as(Role::Support).await;
@@ -670,7 +618,7 @@ async fn create_with_unknown_referrer_changes_nothing() {
     // The same rule for the API's input: an unknown referrer by id is a field error.
     let error = domain::create(
         &mut app.conn(),
-        &program(&app),
+        &app.default_program(),
         &Actor::system(),
         NewCustomer::parse(CustomerInput {
             referrer_id: Some("nope".into()),
@@ -687,13 +635,14 @@ async fn create_with_unknown_referrer_changes_nothing() {
     );
 }
 
+#[apply(integration_test!)]
 async fn blank_key_and_id_are_generated() {
     let app = TestApp::spawn().await;
     app.login_as(Role::Support).await;
     let response = app.post_form("/customers", &[("email", "gen@example.com")]).await;
     assert_eq!(response.status(), 303);
-    let second = make(&app, input("gen2@example.com"));
-    let first = domain::find_by_ident(&mut app.conn(), program(&app).id, "gen@example.com").unwrap();
+    let second = app.create_customer(input("gen2@example.com"));
+    let first = domain::find_by_ident(&mut app.conn(), app.default_program().id, "gen@example.com").unwrap();
     for customer in [&first, &second] {
         assert_eq!(customer.key.len(), 10);
         assert!(customer
@@ -713,6 +662,7 @@ async fn blank_key_and_id_are_generated() {
     assert_eq!(code, first.key, "the default link's code is the key");
 }
 
+#[apply(integration_test!)]
 async fn invalid_input_rerenders_with_typed_values() {
     let app = TestApp::spawn().await;
     app.login_as(Role::Support).await;
@@ -748,6 +698,7 @@ async fn invalid_input_rerenders_with_typed_values() {
 
 // --- edit -------------------------------------------------------------------------------
 
+#[apply(integration_test!)]
 async fn edit_with_invalid_email_rerenders_and_changes_nothing() {
     let app = TestApp::spawn().await;
     app.login_as(Role::Support).await;
@@ -778,6 +729,7 @@ async fn edit_with_invalid_email_rerenders_and_changes_nothing() {
     assert_eq!(audit_count(&app, "customer.update", customer.id), 0);
 }
 
+#[apply(integration_test!)]
 async fn duplicate_email_is_refused_case_insensitively() {
     let app = TestApp::spawn().await;
     app.login_as(Role::Support).await;
@@ -831,18 +783,16 @@ async fn duplicate_email_is_refused_case_insensitively() {
     assert_eq!(count, 2);
 }
 
+#[apply(integration_test!)]
 async fn edit_saves_every_field_and_records_before_and_after() {
     let app = TestApp::spawn().await;
     app.login_as(Role::Support).await;
-    let customer = make(
-        &app,
-        CustomerInput {
-            email: Some("old@example.com".into()),
-            key: Some("editme".into()),
-            custom_fields: Some(vec![("plan".into(), "basic".into()), ("team".into(), "a".into())]),
-            ..Default::default()
-        },
-    );
+    let customer = app.create_customer(CustomerInput {
+        email: Some("old@example.com".into()),
+        key: Some("editme".into()),
+        custom_fields: Some(vec![("plan".into(), "basic".into()), ("team".into(), "a".into())]),
+        ..Default::default()
+    });
     let response = app
         .post_form(
             "/customers/editme/edit",
@@ -886,6 +836,7 @@ async fn edit_saves_every_field_and_records_before_and_after() {
     assert!(body.contains("old@example.com"), "activity shows the old value");
 }
 
+#[apply(integration_test!)]
 async fn key_change_moves_the_default_link_and_old_links_still_work() {
     let app = TestApp::spawn().await;
     app.login_as(Role::Support).await;
@@ -934,6 +885,7 @@ async fn key_change_moves_the_default_link_and_old_links_still_work() {
     assert_eq!(reload(&app, customer.id).key, "oldkey");
 }
 
+#[apply(integration_test!)]
 async fn retired_key_of_another_customer_cannot_be_reused() {
     let app = TestApp::spawn().await;
     app.login_as(Role::Support).await;
@@ -961,6 +913,7 @@ async fn retired_key_of_another_customer_cannot_be_reused() {
 
 // --- actions ----------------------------------------------------------------------------
 
+#[apply(integration_test!)]
 async fn delete_and_restore_adjust_the_referrers_count() {
     let app = TestApp::spawn().await;
     app.login_as(Role::Admin).await;
@@ -994,6 +947,7 @@ async fn delete_and_restore_adjust_the_referrers_count() {
     assert_counts_exact(&app);
 }
 
+#[apply(integration_test!)]
 async fn approve_and_unapprove() {
     let app = TestApp::spawn().await;
     app.login_as(Role::Support).await;
@@ -1003,7 +957,7 @@ async fn approve_and_unapprove() {
         .unwrap();
     let response = app.post_form("/customers", &[("key", "pending")]).await;
     assert_eq!(response.status(), 303);
-    let customer = domain::find_by_key(&mut app.conn(), program(&app).id, "pending").unwrap();
+    let customer = domain::find_by_key(&mut app.conn(), app.default_program().id, "pending").unwrap();
     assert!(!customer.approved, "the program requires approval");
     assert_eq!(list(&app, "?approved=no").await, vec!["pending"]);
 
@@ -1021,6 +975,7 @@ async fn approve_and_unapprove() {
     assert_eq!(audit_count(&app, "customer.unapprove", customer.id), 1);
 }
 
+#[apply(integration_test!)]
 async fn change_referrer_refuses_self_referral_and_cycles() {
     let app = TestApp::spawn().await;
     app.login_as(Role::Admin).await;
@@ -1071,10 +1026,11 @@ async fn change_referrer_refuses_self_referral_and_cycles() {
     assert_counts_exact(&app);
 }
 
+#[apply(integration_test!)]
 async fn viewer_and_support_are_refused_server_side() {
     let app = TestApp::spawn().await;
     let customer = make_named(&app, "v@example.com", "victim", None);
-    let viewer = browser_as(&app, Role::Viewer, "viewer@example.com").await;
+    let viewer = app.signed_in_browser("viewer@example.com", Role::Viewer).await.1;
     let _ = viewer.get_html("/customers").await;
     for (path, fields) in [
         ("/customers", vec![("email", "x@example.com")]),
@@ -1097,7 +1053,10 @@ async fn viewer_and_support_are_refused_server_side() {
     let (status, _) = viewer.get_html("/customers/victim/edit").await;
     assert_eq!(status, 403);
 
-    let support = browser_as(&app, Role::Support, "support@example.com").await;
+    let support = app
+        .signed_in_browser("support@example.com", Role::Support)
+        .await
+        .1;
     let _ = support.get_html("/customers").await;
     for path in [
         "/customers/victim/delete",
@@ -1116,6 +1075,7 @@ async fn viewer_and_support_are_refused_server_side() {
     assert_eq!(links, 1);
 }
 
+#[apply(integration_test!)]
 async fn viewer_sees_no_edit_buttons() {
     let app = TestApp::spawn().await;
     make_named(&app, "v@example.com", "seen", None);
@@ -1138,6 +1098,7 @@ async fn viewer_sees_no_edit_buttons() {
 
 // --- referral links ---------------------------------------------------------------------
 
+#[apply(integration_test!)]
 async fn referral_link_redirect_counts_clicks() {
     let app = TestApp::spawn().await;
     let customer = make_named(&app, "sharer@example.com", "SharerKey", None);
@@ -1182,10 +1143,17 @@ async fn referral_link_redirect_counts_clicks() {
     );
 
     // A deleted customer's links stop working.
-    domain::delete(&mut app.conn(), &program(&app), &Actor::system(), customer.id).unwrap();
+    domain::delete(
+        &mut app.conn(),
+        &app.default_program(),
+        &Actor::system(),
+        customer.id,
+    )
+    .unwrap();
     assert_eq!(visitor.get("/r/default/SharerKey").await.status(), 404);
 }
 
+#[apply(integration_test!)]
 async fn unknown_referral_code_gets_a_friendly_404() {
     let app = TestApp::spawn().await;
     make_named(&app, "k@example.com", "known", None);
@@ -1209,6 +1177,7 @@ async fn unknown_referral_code_gets_a_friendly_404() {
     assert_eq!(clicks, 0);
 }
 
+#[apply(integration_test!)]
 async fn extra_links_can_be_added_and_deleted() {
     let app = TestApp::spawn().await;
     app.login_as(Role::Support).await;
@@ -1272,19 +1241,17 @@ async fn extra_links_can_be_added_and_deleted() {
     assert_eq!(audit_count(&app, "referral_link.delete", customer.id), 1);
 }
 
+#[apply(integration_test!)]
 async fn detail_shows_links_referrer_referrals_and_activity() {
     let app = TestApp::spawn().await;
     app.login_as(Role::Viewer).await;
-    make(
-        &app,
-        CustomerInput {
-            email: Some("star@example.com".into()),
-            name: Some("Star".into()),
-            key: Some("star".into()),
-            custom_fields: Some(vec![("favourite".into(), "<i>tea</i>".into())]),
-            ..Default::default()
-        },
-    );
+    app.create_customer(CustomerInput {
+        email: Some("star@example.com".into()),
+        name: Some("Star".into()),
+        key: Some("star".into()),
+        custom_fields: Some(vec![("favourite".into(), "<i>tea</i>".into())]),
+        ..Default::default()
+    });
     for i in 0..20 {
         make_named(
             &app,
@@ -1318,20 +1285,18 @@ async fn detail_shows_links_referrer_referrals_and_activity() {
 
 // --- export ------------------------------------------------------------------------------
 
+#[apply(integration_test!)]
 async fn csv_export_streams_the_filtered_list_safely() {
     let app = TestApp::spawn().await;
     app.login_as(Role::Viewer).await;
-    make(
-        &app,
-        CustomerInput {
-            email: Some("evil@acme.io".into()),
-            name: Some("=HYPERLINK(\"http://x\")".into()),
-            surname: Some("Comma, \"Quote\"".into()),
-            key: Some("evil".into()),
-            id: Some("@SUM(A1)".into()),
-            ..Default::default()
-        },
-    );
+    app.create_customer(CustomerInput {
+        email: Some("evil@acme.io".into()),
+        name: Some("=HYPERLINK(\"http://x\")".into()),
+        surname: Some("Comma, \"Quote\"".into()),
+        key: Some("evil".into()),
+        id: Some("@SUM(A1)".into()),
+        ..Default::default()
+    });
     make_named(&app, "fan@acme.io", "-dash", Some("evil"));
     make_named(&app, "skip@other.io", "skip", None);
     for i in 0..2100 {
@@ -1375,6 +1340,7 @@ async fn csv_export_streams_the_filtered_list_safely() {
 
 // --- concurrency -----------------------------------------------------------------------
 
+#[apply(integration_test!)]
 async fn concurrent_referred_creates_keep_counts_exact() {
     let app = TestApp::spawn().await;
     app.login_as(Role::Admin).await;
@@ -1401,7 +1367,7 @@ async fn concurrent_referred_creates_keep_counts_exact() {
     assert!(statuses.iter().all(|status| *status == 303), "{statuses:?}");
     for (index, key) in referrers.iter().enumerate() {
         let expected = (0..50).filter(|i| i % referrers.len() == index).count() as i32;
-        let referrer = domain::find_by_key(&mut app.conn(), program(&app).id, key).unwrap();
+        let referrer = domain::find_by_key(&mut app.conn(), app.default_program().id, key).unwrap();
         assert_eq!(referrer.referrals_count, expected, "{key}");
     }
 
@@ -1411,7 +1377,7 @@ async fn concurrent_referred_creates_keep_counts_exact() {
         .select(customers::id)
         .load(&mut app.conn())
         .unwrap();
-    let program = program(&app);
+    let program = app.default_program();
     std::thread::scope(|scope| {
         for (n, id) in referred.iter().take(20).enumerate() {
             let (pool, program) = (app.pool.clone(), program.clone());

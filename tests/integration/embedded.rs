@@ -2,21 +2,14 @@
 //! second terminal beside the server, two processes starting the cluster at once, and the
 //! modes of the files that hold secrets and personal data.
 
+use macro_rules_attribute::apply;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::helpers::Browser;
-use crate::trials;
-
-pub fn tests() -> Vec<libtest_mimic::Trial> {
-    trials![
-        cli_commands_beside_a_running_server_leave_its_cluster_running,
-        two_processes_starting_a_stopped_cluster_at_once_share_one,
-        secrets_and_mail_are_private_and_repaired_at_start,
-    ]
-}
+use crate::integration_test;
 
 /// How long a server may take to become ready: `initdb` on a busy machine is slow.
 const READY_LIMIT: Duration = Duration::from_secs(120);
@@ -216,6 +209,7 @@ fn text(bytes: &[u8]) -> String {
 /// command the README shows runs beside it, uses the running cluster and leaves it
 /// running; what it made is visible through the server; its stdout carries only its
 /// result. The server, which started the cluster, stops it at SIGTERM.
+#[apply(integration_test!)]
 async fn cli_commands_beside_a_running_server_leave_its_cluster_running() {
     let install = Install::new();
     let server = install.serve("server.log").await;
@@ -312,6 +306,7 @@ async fn cli_commands_beside_a_running_server_leave_its_cluster_running() {
 /// Issue 18, item 1: processes that find the cluster stopped at the same moment do not
 /// both start it: one starts it, the other waits and uses it. First on a new data dir
 /// (`initdb` included), then on a stopped cluster.
+#[apply(integration_test!)]
 async fn two_processes_starting_a_stopped_cluster_at_once_share_one() {
     let install = Install::new();
     for round in ["a new data dir", "a stopped cluster"] {
@@ -417,6 +412,7 @@ fn assert_private(install: &Install, when: &str) {
 /// Issue 18, item 3: the embedded cluster's superuser password, the cookie secret and the
 /// mail written to files are readable by their owner only, in folders only the owner can
 /// open; an install that left them wider is tightened at the next start.
+#[apply(integration_test!)]
 async fn secrets_and_mail_are_private_and_repaired_at_start() {
     let install = Install::new();
     let server = install.serve("first.log").await;

@@ -9,8 +9,10 @@ use diesel::{Connection, PgConnection, RunQueryDsl};
 use referdesk::config::Config;
 use referdesk::db::embedded::EmbeddedPostgres;
 use referdesk::db::{self, DbPool};
+use referdesk::domain::customers::{self, Customer, CustomerInput, NewCustomer};
+use referdesk::domain::programs::{self, Program};
 use referdesk::domain::team::{self, NewMember, Role};
-use referdesk::domain::Actor;
+use referdesk::domain::{tokens, Actor};
 use referdesk::Application;
 
 /// The PostgreSQL server of this test run and the template every test database copies.
@@ -111,16 +113,40 @@ pub fn run<F: Future<Output = ()>>(test: F) {
         .block_on(test)
 }
 
-/// Registers async test functions as trials: `trials![module::test_a, module::test_b]`.
+/// One registered integration test: builds its trial when the run starts.
+pub struct IntegrationTest(pub fn() -> libtest_mimic::Trial);
+
+inventory::collect!(IntegrationTest);
+
+/// Every registered test, ordered by name so runs and listings are stable.
+pub fn registered_trials() -> Vec<libtest_mimic::Trial> {
+    let mut trials: Vec<_> = inventory::iter::<IntegrationTest>
+        .into_iter()
+        .map(|test| (test.0)())
+        .collect();
+    trials.sort_by(|a, b| a.name().cmp(b.name()));
+    trials
+}
+
+/// Makes an `async fn` a test of this binary, named after its module path:
+/// `#[apply(integration_test!)] async fn name() { ... }` runs as `module::name`.
 #[macro_export]
-macro_rules! trials {
-    ($($test:path),* $(,)?) => {
-        vec![$(
-            libtest_mimic::Trial::test(
-                concat!(module_path!(), "::", stringify!($test)).trim_start_matches("integration::"),
-                || { $crate::helpers::run($test()); Ok(()) },
-            )
-        ),*]
+macro_rules! integration_test {
+    ($(#[$meta:meta])* async fn $name:ident() $body:block) => {
+        $(#[$meta])*
+        async fn $name() $body
+
+        inventory::submit! {
+            $crate::helpers::IntegrationTest(|| {
+                libtest_mimic::Trial::test(
+                    concat!(module_path!(), "::", stringify!($name)).trim_start_matches("integration::"),
+                    || {
+                        $crate::helpers::run($name());
+                        Ok(())
+                    },
+                )
+            })
+        }
     };
 }
 
@@ -238,6 +264,38 @@ impl TestApp {
         let response = self.browser.login(&email, PASSWORD).await;
         assert_eq!(response.status(), 303, "login as {role} failed");
         id
+    }
+
+    /// Creates a member with `role` and signs a new browser in as them.
+    pub async fn signed_in_browser(&self, email: &str, role: Role) -> (i64, Browser) {
+        let id = self.create_member(email, role, PASSWORD);
+        let browser = self.new_browser();
+        assert_eq!(
+            browser.login(email, PASSWORD).await.status(),
+            303,
+            "login as {role} failed"
+        );
+        (id, browser)
+    }
+
+    /// The program every fresh database starts with.
+    pub fn default_program(&self) -> Program {
+        programs::find_by_slug(&mut self.conn(), "default").expect("default program")
+    }
+
+    /// Creates a customer in the default program, as the dashboard and the API do.
+    pub fn create_customer(&self, input: CustomerInput) -> Customer {
+        let new = NewCustomer::parse(input).expect("valid customer");
+        customers::create(&mut self.conn(), &self.default_program(), &Actor::system(), new)
+            .expect("customer created")
+    }
+
+    /// Creates an API token for the program with `slug` and returns its secret.
+    pub fn create_token(&self, slug: &str) -> String {
+        let program = programs::find_by_slug(&mut self.conn(), slug).expect("program");
+        tokens::create(&mut self.conn(), program.id, "tests", &Actor::system())
+            .expect("token created")
+            .1
     }
 
     pub async fn get(&self, path: &str) -> reqwest::Response {

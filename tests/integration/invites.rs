@@ -4,27 +4,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use diesel::prelude::*;
+use macro_rules_attribute::apply;
 use referdesk::db::schema::{audit_events, customers, invites, mail_outbox};
 use referdesk::domain::team::Role;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 
 use crate::helpers::{fresh_database, location, test_config, TestApp};
+use crate::integration_test;
 use crate::ledger::insert_customer;
-use crate::trials;
-
-pub fn tests() -> Vec<libtest_mimic::Trial> {
-    trials![
-        customer_invite_is_delivered_over_smtp,
-        program_invite_is_written_as_a_readable_eml_file,
-        smtp_down_marks_the_invite_failed_and_a_retry_delivers_it,
-        a_temporary_failure_is_retried_after_a_backoff,
-        invalid_and_duplicate_pending_invites_are_refused,
-        a_restart_sends_nothing_twice_and_loses_nothing,
-        the_list_filters_by_status_and_viewers_may_only_read,
-        deleted_customer_cannot_invite,
-    ]
-}
 
 /// One message as the SMTP server received it.
 #[derive(Clone, Debug)]
@@ -204,6 +192,7 @@ async fn invite(app: &TestApp, path: &str, email: &str, extra: &[(&str, &str)]) 
     app.post_form(path, &fields).await
 }
 
+#[apply(integration_test!)]
 async fn customer_invite_is_delivered_over_smtp() {
     let smtp = SmtpStub::start(0, Duration::ZERO).await;
     let app = spawn_with_smtp(&smtp.url(), 5, 30).await;
@@ -293,6 +282,7 @@ async fn customer_invite_is_delivered_over_smtp() {
     assert!(html.contains("badge-green\">sent"), "the panel shows the status");
 }
 
+#[apply(integration_test!)]
 async fn program_invite_is_written_as_a_readable_eml_file() {
     let config = test_config(&fresh_database());
     let folder = config.data_dir.join("mail");
@@ -339,6 +329,7 @@ async fn program_invite_is_written_as_a_readable_eml_file() {
     assert!(html.contains("badge-green\">sent"));
 }
 
+#[apply(integration_test!)]
 async fn smtp_down_marks_the_invite_failed_and_a_retry_delivers_it() {
     let port = closed_port().await;
     let app = spawn_with_smtp(&format!("smtp://127.0.0.1:{port}"), 1, 30).await;
@@ -400,6 +391,7 @@ async fn smtp_down_marks_the_invite_failed_and_a_retry_delivers_it() {
     assert_eq!(smtp.messages().len(), 1);
 }
 
+#[apply(integration_test!)]
 async fn a_temporary_failure_is_retried_after_a_backoff() {
     let port = closed_port().await;
     let app = spawn_with_smtp(&format!("smtp://127.0.0.1:{port}"), 5, 2).await;
@@ -445,6 +437,7 @@ async fn a_temporary_failure_is_retried_after_a_backoff() {
     assert_eq!(attempts, 2);
 }
 
+#[apply(integration_test!)]
 async fn invalid_and_duplicate_pending_invites_are_refused() {
     // The SMTP server is down and retries are far apart: invites stay queued.
     let port = closed_port().await;
@@ -551,6 +544,7 @@ async fn invalid_and_duplicate_pending_invites_are_refused() {
     assert_eq!(count(&app), (1, 1));
 }
 
+#[apply(integration_test!)]
 async fn a_restart_sends_nothing_twice_and_loses_nothing() {
     // Each message takes a while, so the stop comes while some are still queued.
     let smtp = SmtpStub::start(0, Duration::from_millis(300)).await;
@@ -585,6 +579,7 @@ async fn a_restart_sends_nothing_twice_and_loses_nothing() {
     );
 }
 
+#[apply(integration_test!)]
 async fn the_list_filters_by_status_and_viewers_may_only_read() {
     let app = TestApp::spawn().await;
     app.login_as(Role::Support).await;
@@ -656,6 +651,7 @@ async fn the_list_filters_by_status_and_viewers_may_only_read() {
     assert_eq!(status_of(&app, "x@example.com"), "");
 }
 
+#[apply(integration_test!)]
 async fn deleted_customer_cannot_invite() {
     let app = TestApp::spawn().await;
     app.login_as(Role::Support).await;

@@ -5,32 +5,14 @@ use std::str::FromStr;
 use bigdecimal::BigDecimal;
 use diesel::prelude::*;
 use futures_util::future::join_all;
+use macro_rules_attribute::apply;
 use referdesk::db::schema::{audit_events, balance_transactions, customers, programs};
 use referdesk::domain::ledger::{self, Kind, NewEntry};
 use referdesk::domain::team::Role;
 use referdesk::domain::Actor;
 
 use crate::helpers::{location, TestApp};
-use crate::trials;
-
-pub fn tests() -> Vec<libtest_mimic::Trial> {
-    trials![
-        support_credits_over_http_and_the_page_shows_the_balance,
-        admin_debits_and_a_debit_never_goes_below_zero,
-        bad_amounts_are_refused_and_nothing_is_booked,
-        bad_units_are_refused_per_field,
-        units_that_are_not_a_currency_keep_four_decimals,
-        replayed_form_token_books_once,
-        twenty_concurrent_credits_sum_exactly,
-        concurrent_debits_never_overdraw,
-        viewer_is_refused,
-        support_is_refused_a_debit,
-        deleted_customer_gets_no_booking,
-        unknown_customer_is_a_404,
-        domain_functions_for_the_customer_page_and_dashboard,
-        customer_page_shows_balance_ledger_and_invites,
-    ]
-}
+use crate::integration_test;
 
 /// Inserts a customer of the default program directly; returns its row id.
 pub fn insert_customer(app: &TestApp, key: &str, name: &str) -> i64 {
@@ -101,6 +83,7 @@ async fn credit(app: &TestApp, key: &str, amount: &str, currency: &str) -> reqwe
     .await
 }
 
+#[apply(integration_test!)]
 async fn support_credits_over_http_and_the_page_shows_the_balance() {
     let app = TestApp::spawn().await;
     let member_id = app.login_as(Role::Support).await;
@@ -189,6 +172,7 @@ async fn support_credits_over_http_and_the_page_shows_the_balance() {
     assert_ne!(form_token(&html), token, "every form gets a new token");
 }
 
+#[apply(integration_test!)]
 async fn admin_debits_and_a_debit_never_goes_below_zero() {
     let app = TestApp::spawn().await;
     app.login_as(Role::Admin).await;
@@ -279,6 +263,7 @@ async fn admin_debits_and_a_debit_never_goes_below_zero() {
     assert!(page.contains("No transactions."), "{page}");
 }
 
+#[apply(integration_test!)]
 async fn bad_amounts_are_refused_and_nothing_is_booked() {
     let app = TestApp::spawn().await;
     app.login_as(Role::Admin).await;
@@ -313,6 +298,7 @@ async fn bad_amounts_are_refused_and_nothing_is_booked() {
     assert_eq!(rows(&app, customer_id).len(), 1);
 }
 
+#[apply(integration_test!)]
 async fn bad_units_are_refused_per_field() {
     let app = TestApp::spawn().await;
     app.login_as(Role::Support).await;
@@ -383,6 +369,7 @@ async fn bad_units_are_refused_per_field() {
     assert!(rows(&app, customer_id).is_empty());
 }
 
+#[apply(integration_test!)]
 async fn units_that_are_not_a_currency_keep_four_decimals() {
     let app = TestApp::spawn().await;
     app.login_as(Role::Support).await;
@@ -427,6 +414,7 @@ async fn units_that_are_not_a_currency_keep_four_decimals() {
     assert!(html.contains("loyalty points"));
 }
 
+#[apply(integration_test!)]
 async fn replayed_form_token_books_once() {
     let app = TestApp::spawn().await;
     app.login_as(Role::Support).await;
@@ -466,6 +454,7 @@ async fn replayed_form_token_books_once() {
     );
 }
 
+#[apply(integration_test!)]
 async fn twenty_concurrent_credits_sum_exactly() {
     let app = TestApp::spawn().await;
     app.login_as(Role::Support).await;
@@ -508,6 +497,7 @@ async fn twenty_concurrent_credits_sum_exactly() {
     );
 }
 
+#[apply(integration_test!)]
 async fn concurrent_debits_never_overdraw() {
     let app = TestApp::spawn().await;
     app.login_as(Role::Admin).await;
@@ -543,6 +533,7 @@ async fn concurrent_debits_never_overdraw() {
     );
 }
 
+#[apply(integration_test!)]
 async fn viewer_is_refused() {
     let app = TestApp::spawn().await;
     app.login_as(Role::Viewer).await;
@@ -564,6 +555,7 @@ async fn viewer_is_refused() {
     assert!(rows(&app, customer_id).is_empty());
 }
 
+#[apply(integration_test!)]
 async fn support_is_refused_a_debit() {
     let app = TestApp::spawn().await;
     let customer_id = insert_customer(&app, "ivy", "Ivy");
@@ -586,6 +578,7 @@ async fn support_is_refused_a_debit() {
     assert_eq!(rows(&app, customer_id).len(), 1, "only the credit");
 }
 
+#[apply(integration_test!)]
 async fn deleted_customer_gets_no_booking() {
     let app = TestApp::spawn().await;
     app.login_as(Role::Admin).await;
@@ -615,6 +608,7 @@ async fn deleted_customer_gets_no_booking() {
     assert!(rows(&app, customer_id).is_empty());
 }
 
+#[apply(integration_test!)]
 async fn unknown_customer_is_a_404() {
     let app = TestApp::spawn().await;
     app.login_as(Role::Admin).await;
@@ -634,6 +628,7 @@ async fn unknown_customer_is_a_404() {
 }
 
 /// What the customer page, the dashboard and the API will call.
+#[apply(integration_test!)]
 async fn domain_functions_for_the_customer_page_and_dashboard() {
     let app = TestApp::spawn().await;
     let kim = insert_customer(&app, "kim", "Kim");
@@ -721,6 +716,7 @@ async fn domain_functions_for_the_customer_page_and_dashboard() {
 
 /// The customer page carries the balance panel (with its "Credit" link for support) and the
 /// invites panel; before, both were left out of the page and only the credit page had them.
+#[apply(integration_test!)]
 async fn customer_page_shows_balance_ledger_and_invites() {
     let app = TestApp::spawn().await;
     app.login_as(Role::Support).await;

@@ -6,21 +6,13 @@ use std::time::{Duration as StdDuration, Instant};
 
 use chrono::{Duration, Utc};
 use diesel::prelude::*;
+use macro_rules_attribute::apply;
 use referdesk::db::schema::{login_failures, maintenance_runs, one_time_tokens, sessions};
 use referdesk::domain::maintenance::{prune, Pruned, PRUNE_INTERVAL};
 use referdesk::domain::team::{Role, LOGIN_FAILURES_KEPT_MINUTES};
 
 use crate::helpers::{fresh_database, test_config, TestApp, PASSWORD};
-use crate::trials;
-
-pub fn tests() -> Vec<libtest_mimic::Trial> {
-    trials![
-        anonymous_visitors_store_no_sessions,
-        the_server_prunes_when_it_starts,
-        one_pass_prunes_expired_rows_and_keeps_live_ones,
-        concurrent_passes_prune_once,
-    ]
-}
+use crate::integration_test;
 
 fn session_rows(app: &TestApp) -> Vec<(String, Option<i64>)> {
     sessions::table
@@ -30,6 +22,7 @@ fn session_rows(app: &TestApp) -> Vec<(String, Option<i64>)> {
         .unwrap()
 }
 
+#[apply(integration_test!)]
 async fn anonymous_visitors_store_no_sessions() {
     let app = TestApp::spawn().await;
     app.create_member("sam@example.com", Role::Viewer, PASSWORD);
@@ -111,6 +104,7 @@ fn insert_session(conn: &mut PgConnection, id: &str, expires_at: chrono::DateTim
 }
 
 /// A server started on a database holding expired rows clears them without being asked.
+#[apply(integration_test!)]
 async fn the_server_prunes_when_it_starts() {
     let url = fresh_database();
     let mut conn = PgConnection::establish(&url).unwrap();
@@ -134,6 +128,7 @@ fn insert_link(app: &TestApp, hash: &str, expires_at: chrono::DateTime<Utc>, use
         .unwrap();
 }
 
+#[apply(integration_test!)]
 async fn one_pass_prunes_expired_rows_and_keeps_live_ones() {
     let app = TestApp::spawn().await;
     wait_for_first_pass(&app).await;
@@ -198,6 +193,7 @@ async fn one_pass_prunes_expired_rows_and_keeps_live_ones() {
 /// Several server processes on one database: a pass under way makes the others skip
 /// rather than wait or repeat it, of several that wake together only one runs, and none
 /// runs again within the interval.
+#[apply(integration_test!)]
 async fn concurrent_passes_prune_once() {
     let app = TestApp::spawn().await;
     wait_for_first_pass(&app).await;

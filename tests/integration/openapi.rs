@@ -12,12 +12,10 @@ use referdesk::domain::{tokens, Actor};
 use reqwest::Method;
 use serde_json::{json, Map, Value};
 
-use crate::helpers::{fresh_database, test_config, TestApp};
-use crate::trials;
+use macro_rules_attribute::apply;
 
-pub fn tests() -> Vec<libtest_mimic::Trial> {
-    trials![every_documented_answer_matches_a_real_one]
-}
+use crate::helpers::{fresh_database, test_config, TestApp};
+use crate::integration_test;
 
 /// The OpenAPI document, and a checker for the subset of OpenAPI 3.0 schemas it uses.
 struct Document(Value);
@@ -275,6 +273,7 @@ fn new_token(app: &TestApp) -> String {
         .1
 }
 
+#[apply(integration_test!)]
 async fn every_documented_answer_matches_a_real_one() {
     let app = TestApp::spawn().await;
     let served = reqwest::get(format!("{}/v1/openapi.json", app.address))

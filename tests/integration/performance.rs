@@ -7,6 +7,7 @@
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Text};
+use macro_rules_attribute::apply;
 use referdesk::db::schema::{
     self, audit_events, customer_tallies, customers, referral_links, sessions, team_members,
 };
@@ -15,36 +16,7 @@ use referdesk::domain::programs;
 use referdesk::domain::team::Role;
 
 use crate::helpers::{fresh_database, TestApp};
-use crate::trials;
-
-pub fn tests() -> Vec<libtest_mimic::Trial> {
-    trials![
-        page_views_without_messages_leave_the_session_alone,
-        the_member_read_with_the_session_is_current_and_never_stored,
-        tallies_follow_every_change,
-        referral_order_follows_every_change,
-        a_truncated_customers_table_leaves_no_counts_behind,
-        links_ledger_entries_and_old_keys_stay_in_their_customers_program,
-        large_searches_show_an_estimate_and_say_so,
-        far_page_links_continue_from_the_rows_shown,
-        deep_pages_by_number_match_the_keyset_pages,
-        deep_page_numbers_from_marks_follow_every_change,
-        estimated_list_past_its_end_shows_the_real_last_page,
-        programs_changed_in_the_database_show_at_once,
-        a_connection_whose_server_went_away_is_not_handed_out_again,
-        generic_plans_last_only_for_the_work_that_asked,
-        pooled_connections_plan_without_parallel_workers,
-        a_signups_writes_are_one_prepared_statement_all_or_nothing,
-        short_skips_keep_the_page_query_on_its_reusable_plan,
-        a_rare_email_part_is_searched_on_the_reusable_plan,
-    ]
-}
-
-fn program_id(app: &TestApp) -> i64 {
-    programs::find_by_slug(&mut app.conn(), "default")
-        .expect("default program")
-        .id
-}
+use crate::integration_test;
 
 /// `count` customers straight in SQL (like `referdesk seed`): keys `{prefix}0000`…, emails
 /// `{prefix}N@{domain}`, the higher the number the newer (one second apart).
@@ -56,7 +28,7 @@ fn bulk_insert(app: &TestApp, prefix: &str, domain: &str, count: i64) {
                 now() - interval '1 day' + n * interval '1 second'
          FROM generate_series(0, $4 - 1) AS n",
     )
-    .bind::<BigInt, _>(program_id(app))
+    .bind::<BigInt, _>(app.default_program().id)
     .bind::<Text, _>(prefix)
     .bind::<Text, _>(domain)
     .bind::<BigInt, _>(count)
@@ -94,6 +66,7 @@ async fn page(app: &TestApp, path: &str) -> String {
     body
 }
 
+#[apply(integration_test!)]
 async fn page_views_without_messages_leave_the_session_alone() {
     let app = TestApp::spawn().await;
     app.login_as(Role::Admin).await;
@@ -130,6 +103,7 @@ async fn page_views_without_messages_leave_the_session_alone() {
 /// (`web::session_store`): what it reads is the member as they are now — a change written
 /// straight to the database (as another server would) counts on the next page — and the
 /// copy handed to the access check is never written into the session's row.
+#[apply(integration_test!)]
 async fn the_member_read_with_the_session_is_current_and_never_stored() {
     let app = TestApp::spawn().await;
     let member_id = app.login_as(Role::Admin).await;
@@ -206,7 +180,7 @@ async fn sign_up(app: &TestApp, customers: &[(&str, &str, Option<&str>)]) {
 
 fn assert_tallies_exact(app: &TestApp) {
     let mut conn = app.conn();
-    let program = program_id(app);
+    let program = app.default_program().id;
     for status in ["active", "deleted"] {
         for referred in [true, false] {
             let mut query = customers::table
@@ -232,10 +206,11 @@ fn assert_tallies_exact(app: &TestApp) {
     }
 }
 
+#[apply(integration_test!)]
 async fn tallies_follow_every_change() {
     let app = TestApp::spawn().await;
     app.login_as(Role::Admin).await;
-    let program = program_id(&app);
+    let program = app.default_program().id;
     assert_tallies_exact(&app);
     sign_up(
         &app,
@@ -310,7 +285,7 @@ fn keys_by_referrals(app: &TestApp, filter: &str, ascending: bool, offset: i64, 
         "SELECT key FROM customers WHERE program_id = $1 AND {filter}
          ORDER BY referrals_count {order}, id {order} LIMIT $2 OFFSET $3"
     ))
-    .bind::<BigInt, _>(program_id(app))
+    .bind::<BigInt, _>(app.default_program().id)
     .bind::<BigInt, _>(limit)
     .bind::<BigInt, _>(offset)
     .load::<Key>(&mut app.conn())
@@ -326,6 +301,7 @@ struct Key {
     key: String,
 }
 
+#[apply(integration_test!)]
 async fn referral_order_follows_every_change() {
     let app = TestApp::spawn().await;
     app.login_as(Role::Admin).await;
@@ -422,6 +398,7 @@ async fn referral_order_follows_every_change() {
 /// A hand-run `TRUNCATE customers CASCADE` fires none of the triggers that keep the
 /// tallies and standings; its own trigger empties them, and deep pages start over. The
 /// audit log is left whole.
+#[apply(integration_test!)]
 async fn a_truncated_customers_table_leaves_no_counts_behind() {
     let app = TestApp::spawn().await;
     app.login_as(Role::Admin).await;
@@ -459,12 +436,13 @@ async fn a_truncated_customers_table_leaves_no_counts_behind() {
 /// A referral link, a ledger entry and a retired key are filed under their customer's
 /// program: the database refuses one under another program (one composite key checks the
 /// customer and the program together, migration 000019), and one naming no customer.
+#[apply(integration_test!)]
 async fn links_ledger_entries_and_old_keys_stay_in_their_customers_program() {
     let app = TestApp::spawn().await;
     app.login_as(Role::Admin).await;
     sign_up(&app, &[("a@example.com", "aa", None)]).await;
     let mut conn = app.conn();
-    let home = program_id(&app);
+    let home = app.default_program().id;
     let other: i64 = diesel::insert_into(schema::programs::table)
         .values((
             schema::programs::slug.eq("other"),
@@ -515,6 +493,7 @@ async fn links_ledger_entries_and_old_keys_stay_in_their_customers_program() {
     }
 }
 
+#[apply(integration_test!)]
 async fn large_searches_show_an_estimate_and_say_so() {
     let app = TestApp::spawn().await;
     app.login_as(Role::Viewer).await;
@@ -557,6 +536,7 @@ async fn large_searches_show_an_estimate_and_say_so() {
     assert!(last.contains("Showing 1,186–1,200 of about"), "{last}");
 }
 
+#[apply(integration_test!)]
 async fn far_page_links_continue_from_the_rows_shown() {
     let app = TestApp::spawn().await;
     app.login_as(Role::Viewer).await;
@@ -605,6 +585,7 @@ async fn far_page_links_continue_from_the_rows_shown() {
     assert_eq!(odd, after);
 }
 
+#[apply(integration_test!)]
 async fn deep_pages_by_number_match_the_keyset_pages() {
     let app = TestApp::spawn().await;
     app.login_as(Role::Viewer).await;
@@ -649,7 +630,7 @@ async fn deep_pages_by_number_match_the_keyset_pages() {
 /// (newest first, or oldest first), straight from SQL: what a page must show.
 fn keys_at(app: &TestApp, offset: i64, limit: i64, newest_first: bool) -> Vec<String> {
     let query = customers::table
-        .filter(customers::program_id.eq(program_id(app)))
+        .filter(customers::program_id.eq(app.default_program().id))
         .filter(customers::status.eq("active"))
         .select(customers::key)
         .offset(offset)
@@ -667,12 +648,13 @@ fn keys_at(app: &TestApp, offset: i64, limit: i64, newest_first: bool) -> Vec<St
     .unwrap()
 }
 
+#[apply(integration_test!)]
 async fn deep_page_numbers_from_marks_follow_every_change() {
     let app = TestApp::spawn().await;
     app.login_as(Role::Admin).await;
     let token = referdesk::domain::tokens::create(
         &mut app.conn(),
-        program_id(&app),
+        app.default_program().id,
         "marks",
         &referdesk::domain::Actor::system(),
     )
@@ -682,7 +664,7 @@ async fn deep_page_numbers_from_marks_follow_every_change() {
     // Page 26 of 50 starts right after the fifth mark: the customer at place 1,250.
     {
         let mut conn = app.conn();
-        let (program, filter) = (program_id(&app), CustomerFilter::default());
+        let (program, filter) = (app.default_program().id, CustomerFilter::default());
         let marks = listing::PageMarks::default();
         let matches = listing::matches(&mut conn, program, &filter).unwrap();
         let fifth: i64 = customers::table
@@ -786,6 +768,7 @@ async fn deep_page_numbers_from_marks_follow_every_change() {
     check("after a row removed by hand").await;
 }
 
+#[apply(integration_test!)]
 async fn estimated_list_past_its_end_shows_the_real_last_page() {
     let app = TestApp::spawn().await;
     app.login_as(Role::Viewer).await;
@@ -795,6 +778,7 @@ async fn estimated_list_past_its_end_shows_the_real_last_page() {
     assert!(body.contains("Showing 1,096–1,100 of 1,100<"), "{body}");
 }
 
+#[apply(integration_test!)]
 async fn programs_changed_in_the_database_show_at_once() {
     let app = TestApp::spawn().await;
     app.login_as(Role::Viewer).await;
@@ -814,6 +798,7 @@ async fn programs_changed_in_the_database_show_at_once() {
     assert!(!body.contains("Second program"));
 }
 
+#[apply(integration_test!)]
 async fn a_connection_whose_server_went_away_is_not_handed_out_again() {
     #[derive(QueryableByName)]
     struct Pid {
@@ -863,6 +848,7 @@ fn plan_cache_mode(conn: &mut PgConnection) -> String {
 
 /// Every pooled connection plans without parallel workers (see `db::SESSION_SETTINGS`),
 /// also one opened after the first ones.
+#[apply(integration_test!)]
 async fn pooled_connections_plan_without_parallel_workers() {
     let app = TestApp::spawn().await;
     let (mut first, mut second) = (app.conn(), app.conn());
@@ -870,6 +856,7 @@ async fn pooled_connections_plan_without_parallel_workers() {
     assert_eq!(setting(&mut second, "max_parallel_workers_per_gather"), "0");
 }
 
+#[apply(integration_test!)]
 async fn generic_plans_last_only_for_the_work_that_asked() {
     let app = TestApp::spawn().await;
     let mut conn = app.conn();
@@ -892,6 +879,7 @@ struct PreparedStatement {
 /// A signup's writes — the customer, their link, the event and the referrer's count — go
 /// as one statement, kept prepared on its connection, outside any transaction; each of
 /// them is made, and when one part fails none is.
+#[apply(integration_test!)]
 async fn a_signups_writes_are_one_prepared_statement_all_or_nothing() {
     use referdesk::domain::customers::{self as domain, NewCustomer, ReferrerRef};
     use referdesk::domain::Actor;
@@ -1031,6 +1019,7 @@ struct PlanCounts {
 /// rows without `OFFSET $n`, which would keep PostgreSQL planning the statement on every
 /// call: the statement settles on its reusable plan, and the pages are still the right
 /// ones (checked against the keyset pages in `deep_pages_by_number_match_the_keyset_pages`).
+#[apply(integration_test!)]
 async fn short_skips_keep_the_page_query_on_its_reusable_plan() {
     let app = TestApp::spawn().await;
     bulk_insert(&app, "skip", "skip.test", 600);
@@ -1066,8 +1055,9 @@ async fn short_skips_keep_the_page_query_on_its_reusable_plan() {
 }
 
 /// A partial email search narrowed to a part the sample finds rare runs on its reusable
-/// plan (planning it was 0.3 of its 0.75 ms of database time at a million customers), and
-/// finds what the whole term finds.
+/// plan (planning it per call is a large share of its database time), and finds what the
+/// whole term finds.
+#[apply(integration_test!)]
 async fn a_rare_email_part_is_searched_on_the_reusable_plan() {
     let app = TestApp::spawn().await;
     diesel::sql_query(
@@ -1075,11 +1065,11 @@ async fn a_rare_email_part_is_searched_on_the_reusable_plan() {
          SELECT $1, 'seed-' || n, 'k' || n, 'ada.' || n || '@example.org'
          FROM generate_series(1, 600) AS n",
     )
-    .bind::<BigInt, _>(program_id(&app))
+    .bind::<BigInt, _>(app.default_program().id)
     .execute(&mut app.conn())
     .unwrap();
     let mut conn = app.conn();
-    let program = program_id(&app);
+    let program = app.default_program().id;
     let samples = listing::EmailSamples::default();
     let search = |conn: &mut PgConnection, term: &str| {
         let mut filter = CustomerFilter {

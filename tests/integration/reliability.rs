@@ -7,55 +7,26 @@ mod fuzz;
 mod shutdown;
 
 use diesel::prelude::*;
+use macro_rules_attribute::apply;
 use referdesk::domain::customers::{self as domain, CustomerInput, NewCustomer};
-use referdesk::domain::programs::{self, Program};
 use referdesk::domain::team::Role;
-use referdesk::domain::{tokens, Actor};
+use referdesk::domain::Actor;
 
 use crate::helpers::TestApp;
-use crate::trials;
-
-pub fn tests() -> Vec<libtest_mimic::Trial> {
-    trials![
-        an_embedded_cluster_is_reached_over_its_socket_or_else_tcp,
-        fuzz::junk_at_every_dashboard_route_never_gets_a_500,
-        fuzz::junk_at_every_api_endpoint_never_gets_a_500,
-        fuzz_findings_stay_fixed,
-        oversized_requests_are_refused,
-        shutdown::sigterm_under_load_loses_nothing,
-        concurrent_referrals_with_deletes_and_restores_keep_counts_exact,
-        concurrent_duplicate_credits_book_once_per_key,
-        delete_never_removes_rows,
-        erase_personal_data_keeps_ledger_and_structure,
-        frozen::a_frozen_database_gets_quick_503s_and_recovery,
-        frozen::the_first_request_after_a_database_restart_succeeds,
-        frozen::server_connections_end_long_statements,
-    ]
-}
-
-fn program(app: &TestApp) -> Program {
-    programs::find_by_slug(&mut app.conn(), "default").expect("default program")
-}
+use crate::integration_test;
 
 fn make(app: &TestApp, key: &str, referrer: Option<&str>) -> domain::Customer {
-    let new = NewCustomer::parse(CustomerInput {
+    app.create_customer(CustomerInput {
         key: Some(key.to_string()),
         email: Some(format!("{key}@example.com")),
         name: Some(format!("Name of {key}")),
         referrer_key: referrer.map(str::to_string),
         ..Default::default()
     })
-    .expect("valid customer");
-    domain::create(&mut app.conn(), &program(app), &Actor::system(), new).expect("customer created")
-}
-
-fn api_token(app: &TestApp) -> String {
-    tokens::create(&mut app.conn(), program(app).id, "reliability", &Actor::system())
-        .expect("token")
-        .1
 }
 
 /// The minimal cases the fuzz properties found, kept as plain tests.
+#[apply(integration_test!)]
 async fn fuzz_findings_stay_fixed() {
     let app = TestApp::spawn().await;
     app.login_as(Role::Admin).await;
@@ -101,7 +72,7 @@ async fn fuzz_findings_stay_fixed() {
     );
     let gone = make(&app, "gone", None);
     make(&app, "alpha", None);
-    domain::delete(&mut app.conn(), &program(&app), &Actor::system(), gone.id).unwrap();
+    domain::delete(&mut app.conn(), &app.default_program(), &Actor::system(), gone.id).unwrap();
 
     // A link added to a customer deleted meanwhile: the page says why (its form is hidden).
     let response = app.post_form("/customers/gone/links", &[]).await;
@@ -138,7 +109,7 @@ async fn fuzz_findings_stay_fixed() {
     assert!(body.contains("Remove the control characters."));
 
     // The API's paging with a page near i64::MAX, and NUL in an exact search.
-    let token = api_token(&app);
+    let token = app.create_token("default");
     let client = reqwest::Client::new();
     for path in [
         "/v1/customers?page=614891469123651722",
@@ -158,10 +129,11 @@ async fn fuzz_findings_stay_fixed() {
 }
 
 /// Requests beyond the size limits are refused early with a 4xx, on both faces.
+#[apply(integration_test!)]
 async fn oversized_requests_are_refused() {
     let app = TestApp::spawn().await;
     app.login_as(Role::Admin).await;
-    let token = api_token(&app);
+    let token = app.create_token("default");
     let client = reqwest::Client::new();
     let megabyte = "x".repeat(1 << 20);
     let response = client
@@ -222,6 +194,7 @@ type Call<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = (String, u16)
 
 /// 200 referred customers created through the API against 5 referrers while others are
 /// deleted (API), restored and re-attributed (dashboard) at the same moment.
+#[apply(integration_test!)]
 async fn concurrent_referrals_with_deletes_and_restores_keep_counts_exact() {
     use futures_util::future::join_all;
     // The production pool size (the tests' default is smaller).
@@ -232,7 +205,7 @@ async fn concurrent_referrals_with_deletes_and_restores_keep_counts_exact() {
     })
     .await;
     app.login_as(Role::Admin).await;
-    let token = api_token(&app);
+    let token = app.create_token("default");
     for n in 0..5 {
         make(&app, &format!("r{n}"), None);
     }
@@ -240,8 +213,15 @@ async fn concurrent_referrals_with_deletes_and_restores_keep_counts_exact() {
         make(&app, &format!("p{n}"), Some(&format!("r{}", n % 5)));
     }
     for n in 20..40 {
-        let customer = domain::find_by_key(&mut app.conn(), program(&app).id, &format!("p{n}")).unwrap();
-        domain::delete(&mut app.conn(), &program(&app), &Actor::system(), customer.id).unwrap();
+        let customer =
+            domain::find_by_key(&mut app.conn(), app.default_program().id, &format!("p{n}")).unwrap();
+        domain::delete(
+            &mut app.conn(),
+            &app.default_program(),
+            &Actor::system(),
+            customer.id,
+        )
+        .unwrap();
     }
     let _ = app.browser.csrf().await;
     let client = reqwest::Client::new();
@@ -333,11 +313,12 @@ async fn concurrent_referrals_with_deletes_and_restores_keep_counts_exact() {
 }
 
 /// 100 concurrent credits with 50 distinct idempotency keys, each sent twice at once.
+#[apply(integration_test!)]
 async fn concurrent_duplicate_credits_book_once_per_key() {
     use futures_util::future::join_all;
     use referdesk::db::schema::{audit_events, balance_transactions};
     let app = TestApp::spawn().await;
-    let token = api_token(&app);
+    let token = app.create_token("default");
     let customer = make(&app, "saver", None);
     let client = reqwest::Client::new();
     let calls = (0..100).map(|n| {
@@ -422,7 +403,7 @@ fn credit(app: &TestApp, customer_id: i64, amount: &str) {
     let entry = NewEntry::parse("credit", amount, "USD", true, "", None).unwrap();
     ledger::book(
         &mut app.conn(),
-        program(app).id,
+        app.default_program().id,
         customer_id,
         &Actor::system(),
         entry,
@@ -432,11 +413,12 @@ fn credit(app: &TestApp, customer_id: i64, amount: &str) {
 
 /// Deleting customers and links (dashboard and API) keeps every row: customers, their
 /// ledger, their links and clicks.
+#[apply(integration_test!)]
 async fn delete_never_removes_rows() {
     use referdesk::db::schema::{customers, referral_links};
     let app = TestApp::spawn().await;
     app.login_as(Role::Admin).await;
-    let token = api_token(&app);
+    let token = app.create_token("default");
     let referrer = make(&app, "keeper", None);
     let first = make(&app, "first", Some("keeper"));
     make(&app, "second", Some("keeper"));
@@ -444,7 +426,7 @@ async fn delete_never_removes_rows() {
     credit(&app, first.id, "5.00");
     let link = referdesk::domain::referral_links::create(
         &mut app.conn(),
-        &program(&app),
+        &app.default_program(),
         &Actor::system(),
         referrer.id,
         "keeper-extra",
@@ -498,13 +480,14 @@ async fn delete_never_removes_rows() {
 
 /// The admin action that erases a customer's personal data everywhere Referdesk keeps it,
 /// and keeps the ledger, links and referral structure.
+#[apply(integration_test!)]
 async fn erase_personal_data_keeps_ledger_and_structure() {
     use referdesk::db::schema::{audit_events, balance_transactions, customers, invites, mail_outbox};
     use referdesk::domain::customers::{CustomerChanges, ERASED_NAME};
     use referdesk::domain::invites::{self as invite_domain, NewInvite};
 
     let app = TestApp::spawn().await;
-    let program = program(&app);
+    let program = app.default_program();
     make(&app, "parent", None);
     // An invite to the address before the person became a customer.
     let addressed = invite_domain::create(
@@ -688,6 +671,7 @@ async fn erase_personal_data_keeps_ledger_and_structure() {
 /// The embedded cluster is reached over the Unix-domain socket in its directory, also one
 /// whose path needs quoting; a directory too deep for a socket path gets none, and the
 /// cluster is reached over TCP instead (PostgreSQL would refuse to start otherwise).
+#[apply(integration_test!)]
 async fn an_embedded_cluster_is_reached_over_its_socket_or_else_tcp() {
     use referdesk::db::embedded::EmbeddedPostgres;
     let base = std::env::temp_dir().join(format!("rd-sock-{}", referdesk::random::random_token(6)));

@@ -1,21 +1,11 @@
 //! Reliability and security properties that cut across every area.
 
+use macro_rules_attribute::apply;
 use referdesk::domain::team::Role;
 use referdesk::routes::{self, Access};
 
 use crate::helpers::{location, Browser, TestApp, PASSWORD};
-use crate::trials;
-
-pub fn tests() -> Vec<libtest_mimic::Trial> {
-    trials![
-        authorization_matrix_matches_the_rules_table,
-        wrong_methods_get_a_styled_405,
-        expired_sessions_do_not_sign_in,
-        login_throttling_also_holds_per_address,
-        csp_forbids_inline_script,
-        database_outage_gives_503_and_recovers,
-    ]
-}
+use crate::integration_test;
 
 /// A concrete URL for a rule's pattern: ids that exist nowhere, so allowed actions find
 /// nothing to change.
@@ -74,6 +64,7 @@ async fn try_route(browser: &Browser, method: &str, path: &str, bearer: Option<&
     )
 }
 
+#[apply(integration_test!)]
 async fn authorization_matrix_matches_the_rules_table() {
     let app = TestApp::spawn().await;
     let mut browsers: Vec<(Option<Role>, Browser)> = vec![(None, app.new_browser())];
@@ -150,6 +141,7 @@ async fn authorization_matrix_matches_the_rules_table() {
     println!("authorization matrix: {checked} route/role pairs checked");
 }
 
+#[apply(integration_test!)]
 async fn wrong_methods_get_a_styled_405() {
     let app = TestApp::spawn().await;
     // With a valid CSRF token (else the CSRF check answers first, with 403).
@@ -177,6 +169,7 @@ async fn wrong_methods_get_a_styled_405() {
     assert!(body["message"].as_str().unwrap().contains("method"));
 }
 
+#[apply(integration_test!)]
 async fn expired_sessions_do_not_sign_in() {
     use diesel::prelude::*;
     use referdesk::db::schema::sessions;
@@ -192,6 +185,7 @@ async fn expired_sessions_do_not_sign_in() {
     assert!(location(&response).starts_with("/login"));
 }
 
+#[apply(integration_test!)]
 async fn login_throttling_also_holds_per_address() {
     let app = TestApp::spawn().await;
     app.create_member("last@example.com", Role::Viewer, PASSWORD);
@@ -211,6 +205,7 @@ async fn login_throttling_also_holds_per_address() {
     );
 }
 
+#[apply(integration_test!)]
 async fn csp_forbids_inline_script() {
     let app = TestApp::spawn().await;
     let response = app.get("/login").await;
@@ -229,6 +224,7 @@ async fn csp_forbids_inline_script() {
     assert!(!body.contains("<script>"), "pages carry no inline script");
 }
 
+#[apply(integration_test!)]
 async fn database_outage_gives_503_and_recovers() {
     use referdesk::db::embedded::EmbeddedPostgres;
     use std::time::{Duration, Instant};

@@ -10,15 +10,10 @@ use referdesk::db::schema::{invites, mail_outbox, programs};
 use referdesk::domain::team::Role;
 use referdesk::domain::{dashboard, invites as invite_rules, programs as program_rules, Actor};
 
-use crate::helpers::{fresh_database, test_config, TestApp};
-use crate::trials;
+use macro_rules_attribute::apply;
 
-pub fn tests() -> Vec<libtest_mimic::Trial> {
-    trials![
-        the_same_seed_gives_the_same_data_set_and_another_seed_another,
-        a_seeded_program_shows_referrals_on_every_screen,
-    ]
-}
+use crate::helpers::{fresh_database, test_config, TestApp};
+use crate::integration_test;
 
 #[derive(QueryableByName, Debug, PartialEq, Eq)]
 struct SeededCustomer {
@@ -130,6 +125,7 @@ fn assert_consistent(conn: &mut PgConnection) {
     }
 }
 
+#[apply(integration_test!)]
 async fn the_same_seed_gives_the_same_data_set_and_another_seed_another() {
     let mut first = seeded(&fresh_database(), 200, 1);
     let mut second = seeded(&fresh_database(), 200, 1);
@@ -168,6 +164,7 @@ async fn the_same_seed_gives_the_same_data_set_and_another_seed_another() {
     assert_ne!(pairs(&customers), pairs(&others), "another seed, other referrals");
 }
 
+#[apply(integration_test!)]
 async fn a_seeded_program_shows_referrals_on_every_screen() {
     let database_url = fresh_database();
     let mut conn = seeded(&database_url, 200, 1);

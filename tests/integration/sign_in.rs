@@ -2,23 +2,12 @@
 //! keeps an account's owner in during an attack, and client addresses behind a proxy.
 
 use diesel::prelude::*;
+use macro_rules_attribute::apply;
 use referdesk::db::schema::{audit_events, login_failures};
 use referdesk::domain::team::{Role, MAX_FAILURES_PER_ACCOUNT, MAX_FAILURES_PER_DEVICE};
 
 use crate::helpers::{fresh_database, test_config, Browser, TestApp, PASSWORD};
-use crate::trials;
-
-pub fn tests() -> Vec<libtest_mimic::Trial> {
-    trials![
-        one_account_is_throttled_across_addresses,
-        parallel_wrong_attempts_never_exceed_the_budget,
-        simultaneous_attempts_count_one_after_another,
-        the_device_cookie_lets_its_owner_in_during_an_attack,
-        forwarded_for_is_believed_only_from_a_trusted_proxy,
-        behind_a_trusted_proxy_one_client_cannot_lock_out_another,
-        a_huge_email_is_cut_before_it_is_stored,
-    ]
-}
+use crate::integration_test;
 
 const WRONG: &str = "wrong password!!";
 
@@ -52,6 +41,7 @@ fn failed_sign_in_events(app: &TestApp) -> Vec<(String, Option<String>)> {
         .unwrap()
 }
 
+#[apply(integration_test!)]
 async fn one_account_is_throttled_across_addresses() {
     let app = TestApp::spawn().await;
     app.create_member("sam@example.com", Role::Admin, PASSWORD);
@@ -108,6 +98,7 @@ async fn one_account_is_throttled_across_addresses() {
     }
 }
 
+#[apply(integration_test!)]
 async fn parallel_wrong_attempts_never_exceed_the_budget() {
     use futures_util::future::join_all;
     let app = TestApp::spawn().await;
@@ -137,6 +128,7 @@ async fn parallel_wrong_attempts_never_exceed_the_budget() {
 
 /// The same race without HTTP in between: 30 attempts released at one instant, each on its
 /// own connection, so their counts and inserts overlap as closely as they can.
+#[apply(integration_test!)]
 async fn simultaneous_attempts_count_one_after_another() {
     use referdesk::domain::team::{self, SignIn};
     let app = TestApp::spawn().await;
@@ -171,6 +163,7 @@ async fn simultaneous_attempts_count_one_after_another() {
     assert_eq!(failures_for(&app, "sam@example.com"), MAX_FAILURES_PER_ACCOUNT);
 }
 
+#[apply(integration_test!)]
 async fn the_device_cookie_lets_its_owner_in_during_an_attack() {
     let app = TestApp::spawn().await;
     app.create_member("owner@example.com", Role::Admin, PASSWORD);
@@ -234,6 +227,7 @@ async fn the_device_cookie_lets_its_owner_in_during_an_attack() {
     assert_eq!(owner.login("owner@example.com", PASSWORD).await.status(), 429);
 }
 
+#[apply(integration_test!)]
 async fn forwarded_for_is_believed_only_from_a_trusted_proxy() {
     // (trusted proxies, X-Forwarded-For sent, address recorded)
     let cases = [
@@ -290,6 +284,7 @@ async fn forwarded_for_is_believed_only_from_a_trusted_proxy() {
     }
 }
 
+#[apply(integration_test!)]
 async fn behind_a_trusted_proxy_one_client_cannot_lock_out_another() {
     let app = spawn_behind_proxy("127.0.0.1").await;
     app.create_member("admin@example.com", Role::Admin, PASSWORD);
@@ -305,6 +300,7 @@ async fn behind_a_trusted_proxy_one_client_cannot_lock_out_another() {
     assert_eq!(admin.login("admin@example.com", PASSWORD).await.status(), 303);
 }
 
+#[apply(integration_test!)]
 async fn a_huge_email_is_cut_before_it_is_stored() {
     let app = TestApp::spawn().await;
     let huge = format!("{}@example.com", "a".repeat(200_000));

@@ -227,7 +227,7 @@ fn escape_like(term: &str) -> String {
 }
 
 /// How the search can find `term`, one arm per place it can be in. Reading a trigram
-/// index costs milliseconds at a million rows, so every arm that cannot match is left
+/// index costs more than a whole page's other work, so every arm that cannot match is left
 /// out and cheaper indexes are used where the term's shape allows — always with the same
 /// results as matching every field:
 /// - keys only hold letters, digits, `-` and `_` (a CHECK constraint);
@@ -683,8 +683,8 @@ pub fn matches(conn: &mut PgConnection, program_id: i64, filter: &CustomerFilter
 }
 
 /// Whether the search's statement can run on its reusable plan instead of being planned
-/// for its values (0.3 of a partial email search's 0.75 ms of database time at a million
-/// customers). The term decides the plan only where an arm's best index depends on how
+/// for its values (planning is a large share of a partial email search's database time).
+/// The term decides the plan only where an arm's best index depends on how
 /// many rows hold the text: not for a part the sample found rare (the email trigram index
 /// is the way to find a handful of rows), nor for arms on a partial index of unusual ids
 /// or names, whose size the reusable plan weighs as any plan does. A common part, or an
@@ -951,8 +951,8 @@ fn positions(
     // A short skip (a page near the start, or after a mark or one of the pager's far
     // links) is read and dropped here rather than sent as `OFFSET $n`: with the offset a
     // parameter PostgreSQL cannot cost the statement's reusable plan (it guesses that a
-    // tenth of the rows are skipped) and plans every call anew — for page 5,000's position
-    // query under load, 0.26 ms of planning for 0.12 ms of running. The window read is a
+    // tenth of the rows are skipped) and plans every call anew, which costs more than
+    // running the query. The window read is a
     // power of two of pages, so the statement texts (the limit is literal) stay few: at
     // most eight per page size, each reading at most about twice what `OFFSET` read.
     let wanted = limit;

@@ -1,8 +1,8 @@
 //! A signup's writes as one statement.
 //!
 //! A new customer brings three more writes: their default referral link, the audit event,
-//! and (when referred) one more on the referrer's count. Sent one by one inside
-//! `BEGIN` … `COMMIT` they were five round trips; here they are one data-modifying `WITH`
+//! and (when referred) one more on the referrer's count. Rather than five round trips
+//! inside `BEGIN` … `COMMIT`, they are one data-modifying `WITH`
 //! statement, which PostgreSQL runs atomically on its own — all four writes or none, with
 //! the error of the part that failed — so a caller needs no transaction for them. The
 //! link and the event take the customer's id from the inserted row (`FROM created`). Every
@@ -11,10 +11,6 @@
 //! So the referrer's row is locked before the list tallies the new row's trigger updates;
 //! every change of a customer's status or referrer takes them in the same order (its
 //! referrers' counts first), or two of them could each wait for the other's lock.
-//!
-//! Measured with pgbench on the load test's database (3 clients, as the server's pool):
-//! 1,180–1,440 signups/s as `BEGIN`, two statements and `COMMIT`; 1,550–1,950/s as this
-//! one statement.
 
 use chrono::{DateTime, Utc};
 use diesel::pg::Pg;

@@ -6,12 +6,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use macro_rules_attribute::apply;
 use referdesk::config::Config;
 use referdesk::db::embedded::EmbeddedPostgres;
 use referdesk::domain::team::Role;
 use referdesk::domain::{programs, tokens, Actor};
 
 use crate::helpers::{test_config, TestApp};
+use crate::integration_test;
 
 /// A private cluster in a temporary directory, removed afterwards.
 struct PrivateCluster {
@@ -132,7 +134,8 @@ async fn timed_get(client: &reqwest::Client, url: String, token: Option<&str>) -
 /// With PostgreSQL frozen, `/readyz` answers 503 within 2 s and an API call 503 within its
 /// bound (the wait for a connection and the statement timeout); `/healthz` answers at once,
 /// also with a session cookie. Once PostgreSQL runs again, the next request succeeds.
-pub async fn a_frozen_database_gets_quick_503s_and_recovery() {
+#[apply(integration_test!)]
+async fn a_frozen_database_gets_quick_503s_and_recovery() {
     let mut cluster = PrivateCluster::start("frozen");
     let (app, token) = app_on(&mut cluster, "frozen").await;
     // No client timeout of its own would hide a hang: the test's is far beyond the bounds.
@@ -186,7 +189,8 @@ pub async fn a_frozen_database_gets_quick_503s_and_recovery() {
 
 /// After PostgreSQL restarts, every pooled connection is dead: the very first request
 /// after it is back, a page or an API call, still succeeds.
-pub async fn the_first_request_after_a_database_restart_succeeds() {
+#[apply(integration_test!)]
+async fn the_first_request_after_a_database_restart_succeeds() {
     let mut cluster = PrivateCluster::start("restart");
     let (app, token) = app_on(&mut cluster, "restart").await;
     let client = reqwest::Client::builder()
@@ -221,7 +225,8 @@ pub async fn the_first_request_after_a_database_restart_succeeds() {
 
 /// The server's connections end a statement that runs past the statement timeout; the
 /// connections of tools (the seed, migrations, tests) have none.
-pub async fn server_connections_end_long_statements() {
+#[apply(integration_test!)]
+async fn server_connections_end_long_statements() {
     use diesel::{Connection, PgConnection, RunQueryDsl};
     let url = crate::helpers::fresh_database();
     let server = referdesk::db::build_server_pool(&url, 1, Duration::from_millis(300));

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use diesel::prelude::*;
 use diesel::sql_types::Text;
+use macro_rules_attribute::apply;
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::sample::select;
@@ -27,6 +28,7 @@ use referdesk::domain::team::Role;
 use referdesk::routes::{self, Access};
 
 use crate::helpers::{csrf_in, TestApp};
+use crate::integration_test;
 
 /// Cases per property; `REFERDESK_FUZZ_CASES` overrides it (e.g. for a longer soak).
 const DEFAULT_CASES: u32 = 500;
@@ -1113,21 +1115,12 @@ async fn fixtures(app: &TestApp) -> Known {
     known
 }
 
-fn api_token(app: &TestApp) -> String {
-    use referdesk::domain::{programs, tokens, Actor};
-    let mut conn = app.conn();
-    let program = programs::find_by_slug(&mut conn, "default").unwrap();
-    tokens::create(&mut conn, program.id, "fuzz", &Actor::system())
-        .unwrap()
-        .1
-}
-
 async fn run_property(face: Face) {
     let started = Instant::now();
     let app = TestApp::spawn().await;
     app.login_as(Role::Admin).await;
     let known = fixtures(&app).await;
-    let token = api_token(&app);
+    let token = app.create_token("default");
     let (_, page) = app.browser.get_html("/customers").await;
     let csrf = csrf_in(&page).expect("a CSRF token on the customer list");
     let fuzz = Arc::new(Fuzz {
@@ -1217,10 +1210,12 @@ async fn run_property(face: Face) {
     );
 }
 
-pub async fn junk_at_every_dashboard_route_never_gets_a_500() {
+#[apply(integration_test!)]
+async fn junk_at_every_dashboard_route_never_gets_a_500() {
     run_property(Face::Dashboard).await;
 }
 
-pub async fn junk_at_every_api_endpoint_never_gets_a_500() {
+#[apply(integration_test!)]
+async fn junk_at_every_api_endpoint_never_gets_a_500() {
     run_property(Face::Api).await;
 }

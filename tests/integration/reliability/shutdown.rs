@@ -7,11 +7,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use diesel::prelude::*;
+use macro_rules_attribute::apply;
 use referdesk::db::schema::{audit_events, balance_transactions, invites, mail_outbox};
 use referdesk::domain::customers::{self, CustomerInput, NewCustomer};
 use referdesk::domain::{programs, tokens, Actor};
 
 use crate::helpers::fresh_database;
+use crate::integration_test;
 
 const CREDITS: usize = 80;
 const INVITES: usize = 40;
@@ -188,7 +190,8 @@ fn assert_mail_consistent(conn: &mut PgConnection, dir: &Path) -> (usize, usize)
     (sent.len(), rows.len() - sent.len())
 }
 
-pub async fn sigterm_under_load_loses_nothing() {
+#[apply(integration_test!)]
+async fn sigterm_under_load_loses_nothing() {
     let database_url = fresh_database();
     let dir: PathBuf =
         std::env::temp_dir().join(format!("rd-shutdown-{}", referdesk::random::random_token(8)));

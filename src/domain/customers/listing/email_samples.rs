@@ -4,7 +4,7 @@
 //! the trigram index on `lower(email)`. For each of the term's trigrams GIN reads its whole
 //! posting list — the rows holding that trigram — to intersect them: `lin`, `inu` and
 //! `nus` are in a tenth of the seeded emails each, so at a million customers the index
-//! scan read 263 pages (2 ms) for one match, while `25000` alone reads 26 (0.3 ms).
+//! scan reads ten times the pages for one match that `25000` alone reads.
 //!
 //! Every email containing the term contains each part of it, so any part finds all the
 //! matches and some more; the search looks up the part that costs least and checks the
@@ -18,9 +18,9 @@
 //! [`POSTINGS_PER_PAGE`] rows that hold it, and every table page holding rows the part
 //! finds costs a read to check them. Pages, not rows: the sample is made of whole pages,
 //! and rows written together sit together (a run of signups `ada.250000`…`ada.250009`
-//! fills one page), so counting rows made a part whose holders share the looked-up
-//! customer's page look ten times dearer than it is — in one load-test sequence that sent
-//! `linus.25000` back to the whole term (6.8 ms a search instead of 1.2). A stale or
+//! fills one page), so counting rows would make a part whose holders share the looked-up
+//! customer's page look ten times dearer than it is, and send the search back to the
+//! whole term. A stale or
 //! unlucky sample makes a search slower, never wrong.
 
 use std::collections::HashMap;
@@ -35,11 +35,11 @@ use crate::error::Error;
 /// Emails in a sample: enough to tell a trigram in 1% of the rows from one in 0.1%.
 const SAMPLE_SIZE: usize = 4_000;
 
-/// How long a sample is used before the next search takes a new one (~15 ms at a million
-/// customers).
+/// How long a sample is used before the next search takes a new one (taking one reads
+/// thousands of rows, too much for every search).
 const SAMPLE_LIFETIME: Duration = Duration::from_secs(600);
 
-/// Row ids in one GIN posting-list page (measured: 100,000 rows in 48 pages).
+/// Row ids in one GIN posting-list page (compressed, so many; measured on the seeded index).
 const POSTINGS_PER_PAGE: f64 = 2_000.0;
 
 /// The server's current sample of emails (see the module documentation).
@@ -218,9 +218,9 @@ impl EmailSample {
     ///
     /// The first sampled page holding `text` is not counted (half a page's worth stands for
     /// zero or one): a text held by a few rows shows on one page whenever the sample happens
-    /// to hold theirs — for the load test's `25000`, twenty rows on eleven of 35,000 pages,
-    /// about one sample in ten — and one page then weighed as much as the whole term's
-    /// extra posting lists, sending the search back to them at seven times the cost. Only a
+    /// to hold theirs (for the seed's `25000`, about one sample in ten), and one page would
+    /// then weigh as much as the whole term's extra posting lists, sending the search back
+    /// to them at several times the cost. Only a
     /// second page says a text is common.
     fn cost(&self, looked_up: &str, text: &str) -> f64 {
         let postings: f64 = trigrams(looked_up)
@@ -307,11 +307,9 @@ mod tests {
 
     /// A rare part whose holders the sample happens to meet once, on a page without the
     /// looked-up customer (`ada.125000` holds `25000` but not `linus.25000`), in a table
-    /// where `linus` is in fewer rows than the seed's tenth (here one in thirteen; in the
-    /// load test's database, after 360,000 API signups with other emails, one in fourteen).
-    /// Before the first page was discounted this sent the search back to the whole term:
-    /// in the load test, about one server start in ten searched `linus.25000` at 4–5 ms of
-    /// database time instead of 0.6.
+    /// where `linus` is in fewer rows than the seed's tenth (here one in thirteen, as after
+    /// many signups with other emails). Counting that page would send the search back to
+    /// the whole term, at several times the cost.
     #[test]
     fn one_sampled_page_holding_a_part_does_not_make_it_common() {
         let names = [

@@ -2,7 +2,7 @@
 //! numbers.
 //!
 //! Page 5,000 of the list by creation date starts after 74,985 customers, and reading past
-//! them in the list's index takes ~30 ms at a million customers — on every view. Instead
+//! them in the list's index on every view costs a hundred times a page's own work. Instead
 //! the server remembers which customer is at every [`MARK_EVERY`]-th place of the list (a
 //! *mark*) and reads a deep page as "skip fewer than `MARK_EVERY` after the nearest mark",
 //! as cheap as a Next link.
@@ -15,8 +15,9 @@
 //! whereas referral counts and names change all day. Marks are taken lazily, up to the
 //! deepest page asked for, in one walk along the covering index — what reading that page
 //! by number cost once anyway. Pages in the second half of a list are counted from its end,
-//! as when read by number, so the walk there is never longer than half the list either. A list whose customers change every second gains nothing
-//! and loses nothing: every deep page is read as before.
+//! as when read by number, so the walk there is never longer than half the list either.
+//! A list whose customers change every second gains nothing and loses nothing: every deep
+//! page is then read by skipping from the start.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -31,8 +32,7 @@ use crate::domain::customers::fragments;
 use crate::error::Error;
 
 /// One mark per this many customers: a deep page then reads fewer than this many index
-/// entries before its own (a fraction of a millisecond), and a million customers need
-/// 4,000 marks (32 KB).
+/// entries before its own, and the marks of even a long list take little memory.
 pub const MARK_EVERY: i64 = 250;
 
 /// Which list the marks belong to.
