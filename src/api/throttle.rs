@@ -60,13 +60,14 @@ const REMEMBERED_FOR: Duration = Duration::from_secs(15 * 60);
 
 /// Guessing tokens, per client address.
 ///
-/// Each request with a token takes a place in its address's window before the token is
-/// looked up, and gives it back when the token turns out to be live, so at most
-/// [`UNKNOWN_TOKENS_PER_MINUTE`] lookups of unknown tokens per address and minute reach
-/// the database, however many run at once. Over the limit, an address's requests are
-/// refused before any database work — except those with a token that authenticated in
-/// the last 15 minutes (remembered by its hash), so a guesser sharing an address with a
-/// real client (a NAT, a proxy) does not lock that client out.
+/// Each request whose token matched no live token counts against its address; once an
+/// address has [`UNKNOWN_TOKENS_PER_MINUTE`] of them in the minute, its requests are
+/// refused before any database work — except those with a token that authenticated in the
+/// last 15 minutes (remembered by its hash), so a guesser sharing an address with a real
+/// client (a NAT, a proxy) does not lock that client out. Only refused tokens count: a
+/// burst of requests with a valid token is never refused here, whatever its size. (Guesses
+/// sent all at once may each be looked up before the first is counted; the limit holds from
+/// then on.)
 pub struct UnknownTokens {
     windows: Arc<Mutex<Windows>>,
     live: Mutex<HashMap<String, Instant>>,
@@ -74,27 +75,23 @@ pub struct UnknownTokens {
 
 type Windows = HashMap<String, (Instant, u32)>;
 
-/// A request admitted by [`UnknownTokens::admit`]. Its place in the address's window is
-/// given back when this is dropped, unless the token turned out [`unknown`](Self::unknown)
-/// — so a lookup that never happened (the database away) counts for nothing.
+/// A request admitted by [`UnknownTokens::admit`] to look its token up.
 pub struct Admitted {
-    place: Option<(Arc<Mutex<Windows>>, String)>,
+    windows: Arc<Mutex<Windows>>,
+    address: String,
 }
 
 impl Admitted {
-    /// The token matched no live token: the place stays taken.
-    pub fn unknown(mut self) {
-        self.place = None;
-    }
-}
-
-impl Drop for Admitted {
-    fn drop(&mut self) {
-        if let Some((windows, address)) = self.place.take() {
-            if let Some((_, count)) = lock(&windows).get_mut(&address) {
-                *count = count.saturating_sub(1);
-            }
+    /// The token matched no live token: it counts against the address.
+    pub fn unknown(self) {
+        let now = Instant::now();
+        let mut windows = lock(&self.windows);
+        let (started, count) = windows.entry(self.address).or_insert((now, 0));
+        if now.duration_since(*started) >= WINDOW {
+            *started = now;
+            *count = 0;
         }
+        *count += 1;
     }
 }
 
@@ -110,39 +107,38 @@ impl UnknownTokens {
     /// to retry in.
     pub fn admit(&self, address: &str, secret: &str) -> Result<Admitted, u64> {
         let now = Instant::now();
+        let admitted = Admitted {
+            windows: self.windows.clone(),
+            address: address.to_string(),
+        };
         let mut windows = lock(&self.windows);
         if windows.len() > 10_000 {
             windows.retain(|_, (started, _)| now.duration_since(*started) < WINDOW);
         }
-        let (started, count) = windows.entry(address.to_string()).or_insert((now, 0));
-        if now.duration_since(*started) >= WINDOW {
-            *started = now;
-            *count = 0;
-        }
-        if *count < UNKNOWN_TOKENS_PER_MINUTE {
-            *count += 1;
-            return Ok(Admitted {
-                place: Some((self.windows.clone(), address.to_string())),
-            });
-        }
-        let retry = WINDOW
-            .saturating_sub(now.duration_since(*started))
-            .as_secs()
-            .max(1);
+        let retry = match windows.get(address) {
+            Some((started, count))
+                if now.duration_since(*started) < WINDOW && *count >= UNKNOWN_TOKENS_PER_MINUTE =>
+            {
+                WINDOW
+                    .saturating_sub(now.duration_since(*started))
+                    .as_secs()
+                    .max(1)
+            }
+            _ => return Ok(admitted),
+        };
         drop(windows);
         let remembered = lock(&self.live)
             .get(&sha256_hex(secret))
             .is_some_and(|at| now.duration_since(*at) < REMEMBERED_FOR);
         if remembered {
-            Ok(Admitted { place: None })
+            Ok(admitted)
         } else {
             Err(retry)
         }
     }
 
-    /// The admitted request's token is live: remembered, and its place given back.
-    pub fn live(&self, secret: &str, admitted: Admitted) {
-        drop(admitted);
+    /// The admitted request's token is live: it is remembered.
+    pub fn live(&self, secret: &str, _admitted: Admitted) {
         let now = Instant::now();
         let mut live = lock(&self.live);
         if live.len() > 10_000 {
@@ -197,18 +193,25 @@ mod tests {
     }
 
     #[test]
-    fn only_unknown_tokens_keep_their_place() {
+    fn a_burst_with_a_valid_token_is_never_refused() {
         let guard = UnknownTokens::new();
-        for _ in 0..UNKNOWN_TOKENS_PER_MINUTE - 1 {
+        // A hundred lookups in flight at once, before the token is known to be live.
+        let in_flight: Vec<Admitted> = (0..100)
+            .map(|_| guard.admit("a", "rd_new").expect("nothing refused yet"))
+            .collect();
+        for admitted in in_flight {
+            guard.live("rd_new", admitted);
+        }
+        // Lookups that did not happen (the database away) count for nothing either.
+        for _ in 0..100 {
+            drop(guard.admit("a", "rd_x").expect("nothing refused"));
+        }
+        for _ in 0..UNKNOWN_TOKENS_PER_MINUTE {
             guard.admit("a", "rd_x").unwrap().unknown();
         }
-        // A lookup that did not happen (or found a live token) gives its place back.
-        for _ in 0..3 {
-            drop(guard.admit("a", "rd_x").unwrap());
-        }
-        let last = guard.admit("a", "rd_x").unwrap();
-        assert!(guard.admit("a", "rd_y").is_err(), "every place taken");
-        last.unknown();
-        assert!(guard.admit("a", "rd_y").is_err());
+        assert!(
+            guard.admit("a", "rd_y").is_err(),
+            "refused once the unknown ones add up"
+        );
     }
 }
