@@ -241,8 +241,7 @@ mod tests {
         for rule in rules() {
             let api = rule.path.starts_with("/v1/");
             assert!(
-                api == (rule.access == Access::ApiToken)
-                    || (api && rule.access == Access::Sessionless),
+                api == (rule.access == Access::ApiToken) || (api && rule.access == Access::Sessionless),
                 "{} {} has {:?}",
                 rule.method,
                 rule.path,

@@ -11,9 +11,9 @@ use crate::db;
 use crate::domain::sessions::{self, MEMBER_ID_KEY};
 use crate::domain::team::{self, ProfileChange};
 use crate::error::Error;
+use crate::web::auth::sign_in_session;
 use crate::web::context::{flash, Page, PublicPage};
 use crate::web::forms::{rerender, FormErrors};
-use crate::web::auth::sign_in_session;
 use crate::web::{redirect, render, render_status};
 use crate::AppState;
 
