@@ -6,7 +6,7 @@
 //! without one. A path the router matches but the table does not know (a service
 //! registered some other way) is refused, so the check fails closed.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::OnceLock;
 
 use actix_web::http::Method;
@@ -16,12 +16,23 @@ use crate::domain::team::Role;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Access {
-    /// No session needed (login, setup, health, assets, the public redirect).
+    /// Anyone, with the session if there is one (login, setup, assets, the public redirect).
     Public,
+    /// Anyone, and never with a session: the request's cookies are dropped before the
+    /// session middleware reads the sessions table (`web::sessionless`). For answers that
+    /// must not wait on the database (health probes, the API's description).
+    Sessionless,
     /// A signed-in member with at least this role.
     Member(Role),
     /// Token-authenticated JSON API; checked by the API's own extractor (`api::ApiCall`).
     ApiToken,
+}
+
+impl Access {
+    /// Whether requests to the route read the session; API calls never do.
+    pub fn uses_session(self) -> bool {
+        matches!(self, Access::Public | Access::Member(_))
+    }
 }
 
 /// Any signed-in member.
@@ -113,7 +124,7 @@ impl Routes {
         &self.rules
     }
 
-    /// The lookup the access check uses.
+    /// The lookup the access check and `web::sessionless` use.
     pub fn table(&self) -> RouteTable {
         let mut by_path: HashMap<&'static str, Vec<(Method, Access)>> = HashMap::new();
         for rule in &self.rules {
@@ -122,7 +133,17 @@ impl Routes {
                 .or_default()
                 .push((rule.method.clone(), rule.access));
         }
-        RouteTable { by_path }
+        let token_prefixes = self
+            .rules
+            .iter()
+            .filter(|rule| rule.access == Access::ApiToken)
+            .filter_map(|rule| rule.path.split('/').nth(1))
+            .map(|segment| format!("/{segment}"))
+            .collect();
+        RouteTable {
+            by_path,
+            token_prefixes,
+        }
     }
 
     /// Registers every declared route with actix, in the order declared (it matters where
@@ -150,6 +171,8 @@ pub enum Lookup {
 /// The declared rules, by route pattern.
 pub struct RouteTable {
     by_path: HashMap<&'static str, Vec<(Method, Access)>>,
+    /// The first segment of every token route's path (`/v1`).
+    token_prefixes: HashSet<String>,
 }
 
 impl RouteTable {
@@ -161,6 +184,19 @@ impl RouteTable {
             .iter()
             .find(|(declared, _)| declared == method)
             .map_or(Lookup::OtherMethod, |(_, access)| Lookup::Rule(*access))
+    }
+
+    /// Whether a request needs no session: its route pattern (`None` when no route
+    /// matched) is declared only with accesses that read none, whatever the method, or
+    /// nothing matched under a token route's prefix (the API's own 404).
+    pub fn is_sessionless(&self, path: &str, pattern: Option<&str>) -> bool {
+        match pattern.and_then(|pattern| self.by_path.get(pattern)) {
+            Some(rules) => rules.iter().all(|(_, access)| !access.uses_session()),
+            None => self.token_prefixes.iter().any(|prefix| {
+                path.strip_prefix(prefix.as_str())
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+            }),
+        }
     }
 }
 
@@ -198,19 +234,37 @@ mod tests {
         assert_eq!(table.lookup(&Method::GET, "/nowhere"), Lookup::Undeclared);
     }
 
-    /// The token check lives in the API's extractor, which only `/v1` handlers take; and a
-    /// `/v1` route that needed a session would never get one (`web::sessionless`).
+    /// The token check lives in the API's extractor, which only `/v1` handlers take; and
+    /// the API never reads a session (`web::sessionless`).
     #[test]
     fn token_access_is_for_the_api_only() {
         for rule in rules() {
             let api = rule.path.starts_with("/v1/");
             assert!(
-                api == (rule.access == Access::ApiToken) || (api && rule.access == Access::Public),
+                api == (rule.access == Access::ApiToken) || (api && rule.access == Access::Sessionless),
                 "{} {} has {:?}",
                 rule.method,
                 rule.path,
                 rule.access
             );
+        }
+    }
+
+    #[test]
+    fn probes_and_the_api_are_sessionless() {
+        let table = all().table();
+        for path in ["/healthz", "/readyz", "/v1/openapi.json", "/v1/customers/{ident}"] {
+            assert!(table.is_sessionless(path, Some(path)), "{path}");
+        }
+        for path in ["/login", "/", "/static/{file}", "/customers/{key}"] {
+            assert!(!table.is_sessionless(path, Some(path)), "{path}");
+        }
+        // Nothing matched: the API's 404 needs no session, the dashboard's may.
+        for path in ["/v1", "/v1/", "/v1/nowhere"] {
+            assert!(table.is_sessionless(path, None), "{path}");
+        }
+        for path in ["/v1x", "/nowhere", "/"] {
+            assert!(!table.is_sessionless(path, None), "{path}");
         }
     }
 

@@ -22,7 +22,7 @@ use actix_web::HttpResponse;
 use serde::Serialize;
 
 use crate::error::Error;
-use crate::routes::Access::{ApiToken, Public};
+use crate::routes::Access::{ApiToken, Sessionless};
 use crate::routes::Routes;
 
 pub use auth::ApiCall;
@@ -35,7 +35,7 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// `customers:search` and `customers:invite` are declared before `customers/{ident}`.
 pub fn routes(routes: &mut Routes) {
     routes
-        .get("/v1/openapi.json", Public, openapi::document)
+        .get("/v1/openapi.json", Sessionless, openapi::document)
         .get("/v1/customers", ApiToken, customers::list)
         .post("/v1/customers", ApiToken, customers::create)
         .put("/v1/customers", ApiToken, customers::update_by_body)

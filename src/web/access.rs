@@ -80,7 +80,7 @@ pub async fn enforce(
         Lookup::Rule(Access::Member(role)) => role,
         // Token routes are checked by the API's extractor; a known path with another
         // method gets its 405 from the router.
-        Lookup::Rule(Access::Public | Access::ApiToken) | Lookup::OtherMethod => {
+        Lookup::Rule(Access::Public | Access::Sessionless | Access::ApiToken) | Lookup::OtherMethod => {
             return next.call(req).await.map(ServiceResponse::map_into_left_body);
         }
         Lookup::Undeclared => {

@@ -1,6 +1,6 @@
 //! Sign-in, sign-out, first-run setup and the program switcher.
 
-use actix_session::SessionExt;
+use actix_session::{Session, SessionExt};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use askama::Template;
@@ -96,12 +96,7 @@ pub async fn login(
     };
     match outcome {
         SignIn::Ok(member) => {
-            // A new session id at sign-in: a cookie planted before login is worthless after.
-            page.session.renew();
-            page.session
-                .insert(MEMBER_ID_KEY, member.id)
-                .map_err(|error| Error::Internal(anyhow::anyhow!("session: {error}")))?;
-            csrf::rotate(&page.session);
+            sign_in_session(&page.session, member.id)?;
             tracing::info!(member_id = member.id, "signed in");
             let mut response = redirect(&next);
             let cookie = device::issue(member.id, &state.cookie_key, state.config.serves_https());
@@ -128,6 +123,18 @@ pub async fn login(
             Ok(response)
         }
     }
+}
+
+/// Signs the member in on this session, after whatever proved who they are (password,
+/// setup link, password link): a new session id, so a cookie planted before sign-in is
+/// worthless after it, and a new CSRF token, so is a token seen before.
+pub fn sign_in_session(session: &Session, member_id: i64) -> Result<(), Error> {
+    session.renew();
+    session
+        .insert(MEMBER_ID_KEY, member_id)
+        .map_err(|error| Error::Internal(anyhow::anyhow!("session: {error}")))?;
+    csrf::rotate(session);
+    Ok(())
 }
 
 pub async fn logout(req: HttpRequest) -> HttpResponse {
@@ -225,11 +232,7 @@ pub async fn setup(
     };
     match result {
         Ok(member) => {
-            page.session.renew();
-            page.session
-                .insert(MEMBER_ID_KEY, member.id)
-                .map_err(|error| Error::Internal(anyhow::anyhow!("session: {error}")))?;
-            csrf::rotate(&page.session);
+            sign_in_session(&page.session, member.id)?;
             crate::web::context::flash(&page.session, "success", "Welcome! Your admin account is ready.");
             Ok(redirect("/"))
         }

@@ -28,7 +28,7 @@ use actix_web::HttpResponse;
 use askama::Template;
 
 use crate::error::Error;
-use crate::routes::Access::Public;
+use crate::routes::Access::{Public, Sessionless};
 use crate::routes::{Routes, ADMIN, SUPPORT, VIEWER};
 
 /// Every dashboard route and who may use it (checked for each request by
@@ -36,8 +36,8 @@ use crate::routes::{Routes, ADMIN, SUPPORT, VIEWER};
 /// 404; a fixed path is declared before a pattern that would match it too.
 pub fn routes(routes: &mut Routes) {
     routes
-        .get("/healthz", Public, health::healthz)
-        .get("/readyz", Public, health::readyz)
+        .get("/healthz", Sessionless, health::healthz)
+        .get("/readyz", Sessionless, health::readyz)
         .get("/static/{file}", Public, assets::serve)
         .get("/login", Public, auth::login_form)
         .post("/login", Public, auth::login)

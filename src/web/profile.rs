@@ -11,9 +11,10 @@ use crate::db;
 use crate::domain::sessions::{self, MEMBER_ID_KEY};
 use crate::domain::team::{self, ProfileChange};
 use crate::error::Error;
+use crate::web::auth::sign_in_session;
 use crate::web::context::{flash, Page, PublicPage};
 use crate::web::forms::{rerender, FormErrors};
-use crate::web::{csrf, redirect, render, render_status};
+use crate::web::{redirect, render, render_status};
 use crate::AppState;
 
 /// The session cookie's name, as configured in `Application::build`.
@@ -185,11 +186,7 @@ pub async fn set_password(
     };
     match result {
         Ok(member) => {
-            page.session.renew();
-            page.session
-                .insert(MEMBER_ID_KEY, member.id)
-                .map_err(|error| Error::Internal(anyhow::anyhow!("session: {error}")))?;
-            csrf::rotate(&page.session);
+            sign_in_session(&page.session, member.id)?;
             flash(
                 &page.session,
                 "success",

@@ -116,7 +116,7 @@ async fn authorization_matrix_matches_the_rules_table() {
             access => {
                 for (role, browser) in &browsers {
                     let allowed = match access {
-                        Access::Public => true,
+                        Access::Public | Access::Sessionless => true,
                         Access::Member(needed) => role.is_some_and(|role| role >= needed),
                         Access::ApiToken => unreachable!(),
                     };
