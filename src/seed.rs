@@ -6,15 +6,20 @@
 //! The data is drawn from one seed ([`plan`]): the same seed and count give the same
 //! customers, keys, emails and referral graph. It keeps every invariant the application
 //! keeps: default referral links whose code is the key, referrers in the program who
-//! joined before the customers they referred, exact `referrals_count`s (written with each
-//! row, so the tally and standings triggers copy the right values), link click counters
-//! equal to their click rows, debits within the balance. Each row gets the audit event
-//! the real path writes (`customer.create`, `customer.delete`, `ledger.credit`,
-//! `ledger.debit`, `invite.create`), by the actor `seed`.
+//! joined before the customers they referred, exact `referrals_count`s (and the tallies
+//! and standings their triggers keep), link click counters equal to their click rows,
+//! debits within the balance. Each row gets the audit event the real path writes
+//! (`customer.create`, `customer.delete`, `ledger.credit`, `ledger.debit`,
+//! `invite.create`), by the actor `seed`.
 //!
-//! Everything is written in one transaction: a failed or interrupted seed leaves nothing.
-//! (Beside a server in use, that transaction holds the seed's slot of the customer tallies:
-//! a signup on a connection that shares the slot waits until the seed commits.)
+//! It is safe beside a running server: customers are written [`BATCH`] at a time, each
+//! batch in short transactions of its own, so no row a signup needs (the seed's slot of
+//! the customer tallies above all) stays locked for longer than a moment. Every commit
+//! keeps the invariants: a batch's customers count the referrals written so far and the
+//! same transaction adds its referrals to earlier referrers' counts; a link is written
+//! with its clicks; a payout after the credits it pays out. A failed or interrupted seed
+//! leaves its whole batches, and running it again adds after them.
+//!
 //! No seeded address can reach a real mailbox (reserved domains only), and queued invites
 //! are held: their next attempt is a century away, so a server started on the data sends
 //! none of them.

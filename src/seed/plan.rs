@@ -579,6 +579,24 @@ mod tests {
             assert!(*balance >= 0);
         }
         assert!(plan.bookings.iter().any(|booking| !booking.credit));
+        // The seed writes an entry with the customer it follows from, or later: a credit
+        // for the referral it rewards, and a payout no earlier than the credits it pays.
+        for debit in plan.bookings.iter().filter(|booking| !booking.credit) {
+            assert!(plan
+                .bookings
+                .iter()
+                .filter(|credit| credit.credit
+                    && credit.customer == debit.customer
+                    && credit.units == debit.units)
+                .all(|credit| credit.follows <= debit.follows && credit.at <= debit.at));
+        }
+        for booking in &plan.bookings {
+            let follows = &plan.people[booking.follows as usize];
+            assert!(booking.follows >= booking.customer && follows.deleted_at.is_none());
+            if booking.credit && booking.is_currency {
+                assert_eq!(follows.referrer, Some(booking.customer));
+            }
+        }
         let referrers: std::collections::HashSet<u32> =
             plan.people.iter().filter_map(|person| person.referrer).collect();
         assert!(plan
