@@ -6,20 +6,28 @@
 //! The data is drawn from one seed ([`plan`]): the same seed and count give the same
 //! customers, keys, emails and referral graph. It keeps every invariant the application
 //! keeps: default referral links whose code is the key, referrers in the program who
-//! joined before the customers they referred, exact `referrals_count`s (written with each
-//! row, so the tally and standings triggers copy the right values), link click counters
-//! equal to their click rows, debits within the balance. Each row gets the audit event
-//! the real path writes (`customer.create`, `customer.delete`, `ledger.credit`,
-//! `ledger.debit`, `invite.create`), by the actor `seed`.
+//! joined before the customers they referred, exact `referrals_count`s (and the tallies
+//! and standings their triggers keep), link click counters equal to their click rows,
+//! debits within the balance. Each row gets the audit event the real path writes
+//! (`customer.create`, `customer.delete`, `ledger.credit`, `ledger.debit`,
+//! `invite.create`), by the actor `seed`.
 //!
-//! Everything is written in one transaction: a failed or interrupted seed leaves nothing.
-//! (Beside a server in use, that transaction holds the seed's slot of the customer tallies:
-//! a signup on a connection that shares the slot waits until the seed commits.)
+//! It is safe beside a running server: customers are written [`BATCH`] at a time, each
+//! batch in short transactions of its own, so no row a signup needs (the seed's slot of
+//! the customer tallies above all) stays locked for longer than a moment. Every commit
+//! keeps the invariants: a batch's customers count the referrals written so far and the
+//! same transaction adds its referrals to earlier referrers' counts; a link is written
+//! with its clicks; a payout after the credits it pays out. A failed or interrupted seed
+//! leaves its whole batches, and running it again adds after them.
+//!
 //! No seeded address can reach a real mailbox (reserved domains only), and queued invites
 //! are held: their next attempt is a century away, so a server started on the data sends
 //! none of them.
 
 pub mod plan;
+
+use std::collections::BTreeMap;
+use std::ops::Range;
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use diesel::prelude::*;
@@ -28,11 +36,11 @@ use diesel::sql_types::{Array, BigInt, Bool, Date, Integer, Nullable, Text, Time
 use crate::domain::invites::InviteEmail;
 use crate::domain::programs::{self, Program};
 use crate::error::Error;
-use plan::Plan;
+use plan::{Booking, Click, Plan, PlannedInvite};
 
-/// Customers per statement: large enough that per-statement costs vanish, small enough
-/// for steady progress lines.
-const BATCH: usize = 100_000;
+/// Customers per transaction: large enough that per-statement costs vanish, small enough
+/// that the referrers' rows a batch updates are locked for a moment only.
+pub const BATCH: usize = 5_000;
 /// The largest count accepted (the plan numbers customers with `u32`).
 pub const MAX_CUSTOMERS: i64 = 50_000_000;
 /// Shown as the actor of every seeded audit event.
@@ -51,21 +59,41 @@ pub fn seed(conn: &mut PgConnection, program_slug: &str, count: i64, seed: Optio
         .map_err(|_| Error::invalid("program", format!("There is no program {program_slug:?}.")))?;
     let seed = seed.unwrap_or_else(rand::random);
     tracing::info!("seeding {count} customers into {program_slug:?} with --seed {seed}");
-    conn.transaction(|conn| {
-        let base = last_number(conn, program.id)?;
-        let plan = Plan::draw(seed, base, count as u32, Utc::now());
-        let ids = write_customers(conn, &program, &plan)?;
-        write_clicks(conn, &plan, &ids)?;
-        write_bookings(conn, &program, &plan, &ids)?;
-        write_invites(conn, &program, &plan, &ids)?;
-        tracing::info!(
-            "seeded {count} customers, {} link clicks, {} ledger entries, {} invites",
-            plan.clicks.len(),
-            plan.bookings.len(),
-            plan.invites.len()
-        );
-        Ok::<_, Error>(())
-    })?;
+    let base = last_number(conn, program.id)?;
+    let plan = Plan::draw(seed, base, count as u32, Utc::now());
+    let total = plan.people.len();
+    let batches = total.div_ceil(BATCH);
+    // Each click, booking and invite goes with the batch of the customer it belongs to (a
+    // team invite with the first).
+    let mut clicks: Vec<Vec<&Click>> = vec![Vec::new(); batches];
+    for click in &plan.clicks {
+        clicks[click.customer as usize / BATCH].push(click);
+    }
+    let mut bookings: Vec<Vec<&Booking>> = vec![Vec::new(); batches];
+    for booking in &plan.bookings {
+        bookings[booking.follows as usize / BATCH].push(booking);
+    }
+    let mut invites: Vec<Vec<&PlannedInvite>> = vec![Vec::new(); batches];
+    for invite in &plan.invites {
+        invites[invite.inviter.unwrap_or(0) as usize / BATCH].push(invite);
+    }
+    let mut ids: Vec<i64> = Vec::with_capacity(total);
+    for batch in 0..batches {
+        let people = batch * BATCH..((batch + 1) * BATCH).min(total);
+        let end = people.end;
+        conn.transaction(|conn| write_customers(conn, &program, &plan, people, &clicks[batch], &mut ids))?;
+        conn.transaction(|conn| {
+            write_bookings(conn, &program, &bookings[batch], &ids)?;
+            write_invites(conn, &program, &plan, &invites[batch], &ids)
+        })?;
+        tracing::info!("seeded {end}/{total} customers");
+    }
+    tracing::info!(
+        "seeded {count} customers, {} link clicks, {} ledger entries, {} invites",
+        plan.clicks.len(),
+        plan.bookings.len(),
+        plan.invites.len()
+    );
     // VACUUM as well as ANALYZE: it marks the new pages all-visible, so lists are read from
     // their covering indexes alone right away rather than after autovacuum gets to them.
     for table in ["customers", "referral_links", "referral_standings"] {
@@ -117,99 +145,122 @@ fn reserve_ids(conn: &mut PgConnection, table: &str, count: usize) -> Result<Vec
     Ok(row.ids)
 }
 
-/// Customers, their default links and their audit events, batch by batch (a referrer is
-/// always in an earlier batch or earlier in the same one). Returns the customers' ids.
-fn write_customers(conn: &mut PgConnection, program: &Program, plan: &Plan) -> Result<Vec<i64>, Error> {
-    let total = plan.people.len();
-    let mut ids: Vec<i64> = Vec::with_capacity(total);
-    let mut start = 0;
-    while start < total {
-        let end = (start + BATCH).min(total);
-        ids.extend(reserve_ids(conn, "customers", end - start)?);
-        let people = &plan.people[start..end];
-        let referrers: Vec<Option<usize>> = people
-            .iter()
-            .map(|person| person.referrer.map(|i| i as usize))
-            .collect();
+/// One batch of customers (`people`, indexes into the plan) with their default links, the
+/// clicks on them and their audit events, in one statement; and the referrals they add to
+/// earlier customers' counts. Each `referrals_count` counts the active customers written so
+/// far who were referred by them, so every committed batch leaves exact counts. Appends the
+/// customers' ids to `ids`.
+fn write_customers(
+    conn: &mut PgConnection,
+    program: &Program,
+    plan: &Plan,
+    people: Range<usize>,
+    clicks: &[&Click],
+    ids: &mut Vec<i64>,
+) -> Result<(), Error> {
+    let (start, end) = (people.start, people.end);
+    let mut referrals = vec![0i32; end - start];
+    let mut earlier: BTreeMap<usize, i32> = BTreeMap::new();
+    for person in &plan.people[people.clone()] {
+        if let (Some(referrer), None) = (person.referrer, person.deleted_at) {
+            match (referrer as usize).checked_sub(start) {
+                Some(within) => referrals[within] += 1,
+                None => *earlier.entry(referrer as usize).or_default() += 1,
+            }
+        }
+    }
+    // Through a plain UPDATE, as a signup counts its referral: the standings trigger copies
+    // the new counts.
+    if !earlier.is_empty() {
         diesel::sql_query(
-            "WITH rows AS (
-                 SELECT * FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[],
-                                      $7::text[], $8::date[], $9::bool[], $10::bigint[], $11::text[],
-                                      $12::int[], $13::bigint[], $14::timestamptz[], $15::timestamptz[])
-                     AS r(id, external_id, key, email, name, surname, born, approved, referrer_id,
-                          referrer_key, referrals_count, clicks, created_at, deleted_at)
-             ), created AS (
-                 INSERT INTO customers (id, program_id, external_id, key, email, name, surname, metadata,
-                                        status, approved, referrer_id, referrals_count, deleted_at,
-                                        created_at, updated_at)
-                 SELECT id, $1, external_id, key, email, name, surname,
-                        jsonb_build_object('date_of_birth', to_char(born, 'YYYY-MM-DD')),
-                        CASE WHEN deleted_at IS NULL THEN 'active' ELSE 'deleted' END,
-                        approved, referrer_id, referrals_count, deleted_at,
-                        created_at, coalesce(deleted_at, created_at)
-                 FROM rows
-             ), links AS (
-                 INSERT INTO referral_links (program_id, customer_id, code, is_default, clicks, created_at)
-                 SELECT $1, id, key, TRUE, clicks, created_at FROM rows
-             )
-             INSERT INTO audit_events (program_id, actor_label, action, subject_type, subject_id,
-                                       customer_id, before, after, created_at)
-             SELECT $1, $16, 'customer.create', 'customer', id::text, id, NULL::jsonb,
-                    jsonb_build_object('id', external_id, 'key', key, 'email', email, 'name', name,
-                        'surname', surname,
-                        'metadata', jsonb_build_object('date_of_birth', to_char(born, 'YYYY-MM-DD')),
-                        'custom_fields', '{}'::jsonb, 'status', 'active', 'approved', approved,
-                        'referring_customer', referrer_key),
-                    created_at
-             FROM rows
-             UNION ALL
-             SELECT $1, $16, 'customer.delete', 'customer', id::text, id,
-                    '{\"status\": \"active\"}'::jsonb, '{\"status\": \"deleted\"}'::jsonb, deleted_at
-             FROM rows WHERE deleted_at IS NOT NULL",
+            "UPDATE customers c SET referrals_count = c.referrals_count + d.n
+             FROM unnest($1::bigint[], $2::int[]) AS d(id, n) WHERE c.id = d.id",
         )
-        .bind::<BigInt, _>(program.id)
-        .bind::<Array<BigInt>, _>(&ids[start..end])
-        .bind::<Array<Text>, _>((start..end).map(|i| plan.external_id(i)).collect::<Vec<_>>())
-        .bind::<Array<Text>, _>(people.iter().map(|p| p.key()).collect::<Vec<_>>())
-        .bind::<Array<Text>, _>((start..end).map(|i| plan.email(i)).collect::<Vec<_>>())
-        .bind::<Array<Text>, _>(people.iter().map(|p| p.name()).collect::<Vec<_>>())
-        .bind::<Array<Text>, _>(people.iter().map(|p| p.surname()).collect::<Vec<_>>())
-        .bind::<Array<Date>, _>(people.iter().map(|p| p.born).collect::<Vec<NaiveDate>>())
-        .bind::<Array<Bool>, _>(people.iter().map(|p| p.approved).collect::<Vec<_>>())
-        .bind::<Array<Nullable<BigInt>>, _>(referrers.iter().map(|r| r.map(|i| ids[i])).collect::<Vec<_>>())
-        .bind::<Array<Nullable<Text>>, _>(
-            referrers
-                .iter()
-                .map(|r| r.map(|i| plan.people[i].key()))
-                .collect::<Vec<_>>(),
-        )
-        .bind::<Array<Integer>, _>(people.iter().map(|p| p.referrals).collect::<Vec<_>>())
-        .bind::<Array<BigInt>, _>(people.iter().map(|p| p.clicks).collect::<Vec<_>>())
-        .bind::<Array<Timestamptz>, _>(people.iter().map(|p| p.created_at).collect::<Vec<_>>())
-        .bind::<Array<Nullable<Timestamptz>>, _>(people.iter().map(|p| p.deleted_at).collect::<Vec<_>>())
-        .bind::<Text, _>(ACTOR)
+        .bind::<Array<BigInt>, _>(earlier.keys().map(|&i| ids[i]).collect::<Vec<_>>())
+        .bind::<Array<Integer>, _>(earlier.values().copied().collect::<Vec<_>>())
         .execute(conn)?;
-        start = end;
-        tracing::info!("seeded {start}/{total} customers");
     }
-    Ok(ids)
-}
-
-/// The click rows behind the links' counters (written with the links).
-fn write_clicks(conn: &mut PgConnection, plan: &Plan, ids: &[i64]) -> Result<(), Error> {
-    if plan.clicks.is_empty() {
-        return Ok(());
-    }
+    ids.extend(reserve_ids(conn, "customers", end - start)?);
+    let people = &plan.people[people];
+    let referrers: Vec<Option<usize>> = people
+        .iter()
+        .map(|person| person.referrer.map(|i| i as usize))
+        .collect();
+    // The tallies' slot is locked by the trigger at the end of this statement, until the
+    // commit right after it; the clicks are written in it, with the links they count.
     diesel::sql_query(
-        "INSERT INTO referral_clicks (link_id, referer, created_at)
-         SELECT l.id, c.referer, c.at
-         FROM unnest($1::bigint[], $2::text[], $3::timestamptz[]) WITH ORDINALITY AS c(customer_id, referer, at, n)
-         JOIN referral_links l ON l.customer_id = c.customer_id AND l.is_default
-         ORDER BY c.n",
+        "WITH rows AS (
+             SELECT * FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[],
+                                  $7::text[], $8::date[], $9::bool[], $10::bigint[], $11::text[],
+                                  $12::int[], $13::bigint[], $14::timestamptz[], $15::timestamptz[])
+                 AS r(id, external_id, key, email, name, surname, born, approved, referrer_id,
+                      referrer_key, referrals_count, clicks, created_at, deleted_at)
+         ), created AS (
+             INSERT INTO customers (id, program_id, external_id, key, email, name, surname, metadata,
+                                    status, approved, referrer_id, referrals_count, deleted_at,
+                                    created_at, updated_at)
+             SELECT id, $1, external_id, key, email, name, surname,
+                    jsonb_build_object('date_of_birth', to_char(born, 'YYYY-MM-DD')),
+                    CASE WHEN deleted_at IS NULL THEN 'active' ELSE 'deleted' END,
+                    approved, referrer_id, referrals_count, deleted_at,
+                    created_at, coalesce(deleted_at, created_at)
+             FROM rows
+         ), links AS (
+             INSERT INTO referral_links (program_id, customer_id, code, is_default, clicks, created_at)
+             SELECT $1, id, key, TRUE, clicks, created_at FROM rows
+             RETURNING id, customer_id
+         ), clicked AS (
+             INSERT INTO referral_clicks (link_id, referer, created_at)
+             SELECT l.id, k.referer, k.at
+             FROM unnest($17::bigint[], $18::text[], $19::timestamptz[])
+                 WITH ORDINALITY AS k(customer_id, referer, at, n)
+             JOIN links l ON l.customer_id = k.customer_id
+             ORDER BY k.n
+         )
+         INSERT INTO audit_events (program_id, actor_label, action, subject_type, subject_id,
+                                   customer_id, before, after, created_at)
+         SELECT $1, $16, 'customer.create', 'customer', id::text, id, NULL::jsonb,
+                jsonb_build_object('id', external_id, 'key', key, 'email', email, 'name', name,
+                    'surname', surname,
+                    'metadata', jsonb_build_object('date_of_birth', to_char(born, 'YYYY-MM-DD')),
+                    'custom_fields', '{}'::jsonb, 'status', 'active', 'approved', approved,
+                    'referring_customer', referrer_key),
+                created_at
+         FROM rows
+         UNION ALL
+         SELECT $1, $16, 'customer.delete', 'customer', id::text, id,
+                '{\"status\": \"active\"}'::jsonb, '{\"status\": \"deleted\"}'::jsonb, deleted_at
+         FROM rows WHERE deleted_at IS NOT NULL",
     )
-    .bind::<Array<BigInt>, _>(plan.clicks.iter().map(|click| ids[click.customer as usize]).collect::<Vec<_>>())
-    .bind::<Array<Nullable<Text>>, _>(plan.clicks.iter().map(|click| click.referer).collect::<Vec<_>>())
-    .bind::<Array<Timestamptz>, _>(plan.clicks.iter().map(|click| click.at).collect::<Vec<_>>())
+    .bind::<BigInt, _>(program.id)
+    .bind::<Array<BigInt>, _>(&ids[start..end])
+    .bind::<Array<Text>, _>((start..end).map(|i| plan.external_id(i)).collect::<Vec<_>>())
+    .bind::<Array<Text>, _>(people.iter().map(|p| p.key()).collect::<Vec<_>>())
+    .bind::<Array<Text>, _>((start..end).map(|i| plan.email(i)).collect::<Vec<_>>())
+    .bind::<Array<Text>, _>(people.iter().map(|p| p.name()).collect::<Vec<_>>())
+    .bind::<Array<Text>, _>(people.iter().map(|p| p.surname()).collect::<Vec<_>>())
+    .bind::<Array<Date>, _>(people.iter().map(|p| p.born).collect::<Vec<NaiveDate>>())
+    .bind::<Array<Bool>, _>(people.iter().map(|p| p.approved).collect::<Vec<_>>())
+    .bind::<Array<Nullable<BigInt>>, _>(referrers.iter().map(|r| r.map(|i| ids[i])).collect::<Vec<_>>())
+    .bind::<Array<Nullable<Text>>, _>(
+        referrers
+            .iter()
+            .map(|r| r.map(|i| plan.people[i].key()))
+            .collect::<Vec<_>>(),
+    )
+    .bind::<Array<Integer>, _>(&referrals)
+    .bind::<Array<BigInt>, _>(people.iter().map(|p| p.clicks).collect::<Vec<_>>())
+    .bind::<Array<Timestamptz>, _>(people.iter().map(|p| p.created_at).collect::<Vec<_>>())
+    .bind::<Array<Nullable<Timestamptz>>, _>(people.iter().map(|p| p.deleted_at).collect::<Vec<_>>())
+    .bind::<Text, _>(ACTOR)
+    .bind::<Array<BigInt>, _>(
+        clicks
+            .iter()
+            .map(|click| ids[click.customer as usize])
+            .collect::<Vec<_>>(),
+    )
+    .bind::<Array<Nullable<Text>>, _>(clicks.iter().map(|click| click.referer).collect::<Vec<_>>())
+    .bind::<Array<Timestamptz>, _>(clicks.iter().map(|click| click.at).collect::<Vec<_>>())
     .execute(conn)?;
     Ok(())
 }
@@ -218,10 +269,9 @@ fn write_clicks(conn: &mut PgConnection, plan: &Plan, ids: &[i64]) -> Result<(),
 fn write_bookings(
     conn: &mut PgConnection,
     program: &Program,
-    plan: &Plan,
+    bookings: &[&Booking],
     customers: &[i64],
 ) -> Result<(), Error> {
-    let bookings = &plan.bookings;
     if bookings.is_empty() {
         return Ok(());
     }
@@ -275,9 +325,9 @@ fn write_invites(
     conn: &mut PgConnection,
     program: &Program,
     plan: &Plan,
+    invites: &[&PlannedInvite],
     customers: &[i64],
 ) -> Result<(), Error> {
-    let invites = &plan.invites;
     if invites.is_empty() {
         return Ok(());
     }

@@ -113,6 +113,10 @@ pub struct Booking {
     pub is_currency: bool,
     pub note: String,
     pub at: DateTime<Utc>,
+    /// The customer whose signup the entry follows from, written no earlier than them: the
+    /// referred one for a reward, the last one rewarded for a payout, the customer for a
+    /// welcome.
+    pub follows: u32,
 }
 
 impl Booking {
@@ -342,8 +346,8 @@ fn draw_bookings(rng: &mut ChaCha8Rng, people: &[Person], now: DateTime<Utc>) ->
         .collect();
     let reward_share = (MAX_REWARDS / referred.len().max(1) as f64).min(0.5);
     let mut bookings = Vec::new();
-    // Per referrer: (balance in cents, time of the last reward).
-    let mut earned: std::collections::BTreeMap<u32, (i64, DateTime<Utc>)> = Default::default();
+    // Per referrer: (balance in cents, time of the last reward, the last customer rewarded).
+    let mut earned: std::collections::BTreeMap<u32, (i64, DateTime<Utc>, u32)> = Default::default();
     for i in referred {
         if !rng.gen_bool(reward_share) {
             continue;
@@ -360,17 +364,19 @@ fn draw_bookings(rng: &mut ChaCha8Rng, people: &[Person], now: DateTime<Utc>) ->
             is_currency: true,
             note: format!("Referral reward: {}", people[i].key()),
             at,
+            follows: i as u32,
         });
-        let entry = earned.entry(referrer).or_insert((0, at));
+        let entry = earned.entry(referrer).or_insert((0, at, 0));
         entry.0 += REWARD_CENTS;
         entry.1 = entry.1.max(at);
+        entry.2 = entry.2.max(i as u32);
     }
     // The biggest earner is always paid out, so that the ledger shows a debit.
     let top = earned
         .iter()
-        .max_by_key(|(_, (balance, _))| *balance)
+        .max_by_key(|(_, (balance, _, _))| *balance)
         .map(|(&customer, _)| customer);
-    for (&customer, &(balance, last)) in &earned {
+    for (&customer, &(balance, last, follows)) in &earned {
         if balance >= 3 * REWARD_CENTS && (Some(customer) == top || rng.gen_bool(0.3)) {
             bookings.push(Booking {
                 customer,
@@ -380,6 +386,7 @@ fn draw_bookings(rng: &mut ChaCha8Rng, people: &[Person], now: DateTime<Utc>) ->
                 is_currency: true,
                 note: "Payout".to_string(),
                 at: (last + Duration::hours(rng.gen_range(1..14 * 24))).min(now),
+                follows,
             });
         }
     }
@@ -394,6 +401,7 @@ fn draw_bookings(rng: &mut ChaCha8Rng, people: &[Person], now: DateTime<Utc>) ->
                 is_currency: false,
                 note: "Welcome bonus".to_string(),
                 at: (person.created_at + Duration::minutes(rng.gen_range(1..60))).min(now),
+                follows: i as u32,
             });
         }
     }
@@ -571,6 +579,24 @@ mod tests {
             assert!(*balance >= 0);
         }
         assert!(plan.bookings.iter().any(|booking| !booking.credit));
+        // The seed writes an entry with the customer it follows from, or later: a credit
+        // for the referral it rewards, and a payout no earlier than the credits it pays.
+        for debit in plan.bookings.iter().filter(|booking| !booking.credit) {
+            assert!(plan
+                .bookings
+                .iter()
+                .filter(|credit| credit.credit
+                    && credit.customer == debit.customer
+                    && credit.units == debit.units)
+                .all(|credit| credit.follows <= debit.follows && credit.at <= debit.at));
+        }
+        for booking in &plan.bookings {
+            let follows = &plan.people[booking.follows as usize];
+            assert!(booking.follows >= booking.customer && follows.deleted_at.is_none());
+            if booking.credit && booking.is_currency {
+                assert_eq!(follows.referrer, Some(booking.customer));
+            }
+        }
         let referrers: std::collections::HashSet<u32> =
             plan.people.iter().filter_map(|person| person.referrer).collect();
         assert!(plan

@@ -1,14 +1,18 @@
 //! `referdesk seed`: repeatable demo data that every screen shows, consistent with what the
 //! application itself keeps (counts, tallies, standings, click counters, balances).
 
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Nullable, Text};
+use diesel::sql_types::{BigInt, Integer, Nullable, Text};
+use futures_util::future::join_all;
 use referdesk::db::schema::{invites, mail_outbox, programs};
 use referdesk::domain::team::Role;
-use referdesk::domain::{dashboard, invites as invite_rules, programs as program_rules, Actor};
+use referdesk::domain::{dashboard, invites as invite_rules, programs as program_rules, tokens, Actor};
+use referdesk::seed::plan::Plan;
+use serde_json::json;
 
 use macro_rules_attribute::apply;
 
@@ -260,6 +264,163 @@ async fn a_seeded_program_shows_referrals_on_every_screen() {
         .collect();
     numbers.sort_unstable();
     assert_eq!(numbers, (1..=250).collect::<Vec<i64>>());
+    assert_consistent(&mut conn);
+    app.stop().await;
+}
+
+/// An API token of the default program.
+fn api_token(conn: &mut PgConnection) -> String {
+    let program_id: i64 = programs::table
+        .filter(programs::slug.eq("default"))
+        .select(programs::id)
+        .first(conn)
+        .unwrap();
+    tokens::create(conn, program_id, "seed tests", &Actor::system())
+        .unwrap()
+        .1
+}
+
+/// `POST /v1/customers` on a new HTTP connection: its status and how long it took.
+async fn sign_up(address: &str, token: &str, body: serde_json::Value) -> (u16, Duration) {
+    let started = Instant::now();
+    let response = reqwest::Client::new()
+        .post(format!("{address}/v1/customers"))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .expect("POST /v1/customers");
+    (response.status().as_u16(), started.elapsed())
+}
+
+#[derive(QueryableByName)]
+struct Slot {
+    #[diesel(sql_type = Integer)]
+    slot: i32,
+}
+
+#[apply(integration_test!)]
+async fn signups_are_not_held_up_by_a_running_seed() {
+    let database_url = fresh_database();
+    let mut config = test_config(&database_url);
+    // A signup waiting behind the seed fails fast instead of after the default 5 s.
+    config.statement_timeout_ms = 1_000;
+    let pool_size = config.pool_size as usize;
+    let app = TestApp::spawn_with(config).await;
+    let token = api_token(&mut app.conn());
+    // As many signups at once as the server has connections, so that all of them write.
+    let burst = |round: usize| {
+        join_all((0..pool_size).map(|i| {
+            let n = round * pool_size + i;
+            sign_up(
+                &app.address,
+                &token,
+                json!({"id": format!("live-{n}"), "email": format!("live.{n}@example.com")}),
+            )
+        }))
+    };
+    for (status, _) in burst(0).await {
+        assert_eq!(status, 201);
+    }
+
+    // The tallies' slot is the writing backend's pid mod 16: the seed gets a connection
+    // that shares its slot with a server connection that has just signed customers up.
+    let mut conn = PgConnection::establish(&database_url).expect("connect");
+    let slots: HashSet<i32> = diesel::sql_query(
+        "SELECT pid % 16 AS slot FROM pg_stat_activity
+         WHERE datname = current_database() AND query LIKE '%INSERT INTO customers%'",
+    )
+    .load::<Slot>(&mut conn)
+    .unwrap()
+    .into_iter()
+    .map(|row| row.slot)
+    .collect();
+    assert!(!slots.is_empty());
+    let mut spare = Vec::new();
+    let mut seed_conn = loop {
+        let mut candidate = PgConnection::establish(&database_url).expect("connect");
+        let own = diesel::sql_query("SELECT pg_backend_pid() % 16 AS slot")
+            .get_result::<Slot>(&mut candidate)
+            .unwrap();
+        if slots.contains(&own.slot) {
+            break candidate;
+        }
+        assert!(spare.len() < 100, "no connection in the server's slots");
+        spare.push(candidate);
+    };
+    drop(spare);
+
+    let customers = 4 * referdesk::seed::BATCH as i64;
+    let seeding =
+        std::thread::spawn(move || referdesk::seed::seed(&mut seed_conn, "default", customers, Some(1)));
+    let mut round = 1;
+    let mut slow = Vec::new();
+    while !seeding.is_finished() {
+        for (status, took) in burst(round).await {
+            if status != 201 || took > Duration::from_secs(2) {
+                slow.push((status, took));
+            }
+        }
+        round += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    seeding.join().expect("seed thread").expect("seed");
+    let signups = round * pool_size;
+    assert!(round > 5, "the seed ran for a few rounds of signups ({round})");
+    assert!(
+        slow.is_empty(),
+        "{} of {signups} signups during the seed failed or waited: {slow:?}",
+        slow.len()
+    );
+    assert_eq!(
+        count(&mut conn, "SELECT count(*) AS n FROM customers"),
+        customers + signups as i64
+    );
+    assert_consistent(&mut conn);
+    app.stop().await;
+}
+
+#[apply(integration_test!)]
+async fn an_interrupted_seed_leaves_whole_consistent_batches() {
+    let database_url = fresh_database();
+    let app = TestApp::spawn_with(test_config(&database_url)).await;
+    let token = api_token(&mut app.conn());
+    // A customer signed up with the key the seed draws for a customer of its second batch:
+    // that batch fails on the key, after the first one was written.
+    let batch = referdesk::seed::BATCH;
+    let customers = 3 * batch as u32;
+    let plan = Plan::draw(1, 0, customers, Utc::now());
+    let taken = plan.people[batch + batch / 2].key().to_string();
+    let (status, _) = sign_up(&app.address, &token, json!({"id": "taken", "key": taken})).await;
+    assert_eq!(status, 201);
+
+    let mut conn = PgConnection::establish(&database_url).expect("connect");
+    let result = referdesk::seed::seed(&mut conn, "default", i64::from(customers), Some(1));
+    assert!(result.is_err(), "the seed stops at the taken key");
+    let seeded = "SELECT count(*) AS n FROM customers WHERE external_id LIKE 'seed-%'";
+    assert_eq!(count(&mut conn, seeded), batch as i64, "the first batch, whole");
+    assert!(
+        count(
+            &mut conn,
+            "SELECT count(*) AS n FROM customers WHERE referrals_count > 0"
+        ) > 0
+            && count(&mut conn, "SELECT count(*) AS n FROM referral_clicks") > 0
+            && count(&mut conn, "SELECT count(*) AS n FROM balance_transactions") > 0
+            && count(&mut conn, "SELECT count(*) AS n FROM invites") > 0,
+        "with its referrals, clicks, ledger entries and invites"
+    );
+    assert_consistent(&mut conn);
+
+    // Run again, the seed adds after the batches written.
+    referdesk::seed::seed(&mut conn, "default", 100, Some(1)).expect("a second seed");
+    assert_eq!(count(&mut conn, seeded), batch as i64 + 100);
+    assert_eq!(
+        count(
+            &mut conn,
+            "SELECT max(substr(external_id, 6)::bigint) AS n FROM customers WHERE external_id LIKE 'seed-%'"
+        ),
+        batch as i64 + 100
+    );
     assert_consistent(&mut conn);
     app.stop().await;
 }
