@@ -188,6 +188,13 @@ impl From<DieselError> for Error {
             DieselError::DatabaseError(_, ref info) if is_connection_loss(info.message()) => {
                 Error::Unavailable
             }
+            // The server gave up waiting (`statement_timeout`, `lock_timeout`): nothing was
+            // changed, and a retry in a moment may well succeed.
+            DieselError::DatabaseError(_, ref info)
+                if info.message().starts_with("canceling statement due to") =>
+            {
+                Error::Unavailable
+            }
             // Input checks refuse control characters field by field; should a NUL still
             // reach PostgreSQL (whose text cannot hold one), the statement fails before
             // changing anything, and the client gets a clear 400 rather than a 500.

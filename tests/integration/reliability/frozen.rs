@@ -260,3 +260,43 @@ async fn server_connections_end_long_statements() {
     assert_eq!(show(&mut referdesk::db::build_pool(&url, 1).get().unwrap()), "0");
     assert_eq!(show(&mut PgConnection::establish(&url).unwrap()), "0");
 }
+
+/// A statement the server cancels (here: waiting behind a lock longer than the statement
+/// timeout) is a 503 with its message, like any other database that cannot answer now — not
+/// a 500 — and the next request after the lock is gone succeeds.
+#[apply(integration_test!)]
+async fn a_statement_timeout_answers_503() {
+    use diesel::connection::SimpleConnection;
+    use diesel::{Connection, PgConnection};
+    let mut config = test_config(&crate::helpers::fresh_database());
+    config.statement_timeout_ms = 500;
+    let app = TestApp::spawn_with(config).await;
+    let token = app.create_token("default");
+    let client = reqwest::Client::new();
+    let created = client
+        .post(app.browser.url("/v1/customers"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"key": "waiting", "email": "waiting@example.com"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status().as_u16(), 201);
+    let list = || {
+        client
+            .get(app.browser.url("/v1/customers/waiting"))
+            .bearer_auth(&token)
+            .send()
+    };
+    assert_eq!(list().await.unwrap().status().as_u16(), 200);
+    let mut locker = PgConnection::establish(&app.database_url).unwrap();
+    locker
+        .batch_execute("BEGIN; LOCK TABLE customers IN ACCESS EXCLUSIVE MODE")
+        .unwrap();
+    let answer = list().await.unwrap();
+    let status = answer.status().as_u16();
+    let body = answer.text().await.unwrap();
+    locker.batch_execute("ROLLBACK").unwrap();
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("unavailable"), "{body}");
+    assert_eq!(list().await.unwrap().status().as_u16(), 200);
+}
