@@ -160,7 +160,7 @@ fi
 # Earlier runs' writes leave pages that autovacuum has not reached yet; vacuum them so each
 # run starts from the same settled state (quick when little changed).
 sql "VACUUM (ANALYZE) customers" 2>/dev/null || say "could not VACUUM customers (not the owner?)"
-sql "VACUUM (ANALYZE) referral_standings" 2>/dev/null || true   # (absent before that migration)
+sql "VACUUM (ANALYZE) referral_standings" 2>/dev/null || true
 # Seeding, vacuuming and each run's writes end with PostgreSQL writing their pages out (a
 # checkpoint, spread over minutes); a CHECKPOINT before each run writes them out first, so
 # that no run measures the setup's or an earlier run's writing. (The writes of a run's own

@@ -8,9 +8,9 @@
 //!
 //! - active and referred customers: `customer_tallies`, the exact counts kept by triggers
 //!   in the same transaction as every change (spread over 16 slots so concurrent signups
-//!   do not queue on one row; migration `000009_list_performance`);
+//!   do not queue on one row);
 //! - approved: active customers minus those awaiting approval, counted in the partial
-//!   index `customers_unapproved_idx` of just them (migration `000015`);
+//!   index `customers_unapproved_idx` of just them;
 //! - new customers and referrals this week and month: one pass with `count(*) FILTER
 //!   (...)` over the covering index `customers_list_idx (program_id, status, created_at
 //!   DESC, id DESC) INCLUDE (referrer_id, approved)`, from the earlier of the two starts on;

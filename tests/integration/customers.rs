@@ -333,8 +333,8 @@ async fn search_takes_wildcards_quotes_and_unicode_literally() {
 }
 
 /// A term with a character plain ids (names) never hold is looked up only among the rows
-/// the partial indexes list as unusual (`customer_id_is_unusual`, `customer_name_is_unusual`
-/// in migration 000016); those tests must agree with the server's idea of "plain", or
+/// the partial indexes list as unusual (the SQL functions `customer_id_is_unusual` and
+/// `customer_name_is_unusual`); those tests must agree with the server's idea of "plain", or
 /// such customers could not be found at all.
 #[apply(integration_test!)]
 async fn unusual_ids_and_names_are_found_by_their_unusual_characters() {

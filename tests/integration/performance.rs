@@ -417,7 +417,7 @@ async fn a_truncated_customers_table_leaves_no_counts_behind() {
     diesel::sql_query("TRUNCATE customers CASCADE")
         .execute(&mut app.conn())
         .unwrap();
-    // The log keeps no foreign keys (migration 000018): it outlives what it names, and
+    // `audit_events` keeps no foreign keys: it outlives what it names, and
     // shows such events without a link.
     assert_eq!(events(), logged);
     let log = page(&app, "/audit").await;
@@ -435,7 +435,8 @@ async fn a_truncated_customers_table_leaves_no_counts_behind() {
 
 /// A referral link, a ledger entry and a retired key are filed under their customer's
 /// program: the database refuses one under another program (one composite key checks the
-/// customer and the program together, migration 000019), and one naming no customer.
+/// customer and the program together, e.g. `referral_links_customer_fkey`), and one naming
+/// no customer.
 #[apply(integration_test!)]
 async fn links_ledger_entries_and_old_keys_stay_in_their_customers_program() {
     let app = TestApp::spawn().await;

@@ -207,7 +207,7 @@ const NAME_EXPRESSION: &str = "lower(coalesce(customers.name, '') || ' ' || coal
 
 /// Names whose characters are all ASCII letters, spaces, `'` and `-` are "plain"; the
 /// partial index `customers_unusual_name_idx` lists the others. Must agree with it (and with
-/// the SQL function it calls, written as the index's predicate is: see migration 000016).
+/// the SQL function `customer_name_is_unusual` it calls, written as the index's predicate is).
 const UNUSUAL_NAME: &str = "customer_name_is_unusual(customers.name, customers.surname) IS TRUE";
 fn is_plain_name_char(c: char) -> bool {
     c.is_ascii_alphabetic() || matches!(c, ' ' | '\'' | '-')
@@ -366,7 +366,7 @@ fn filtered(program_id: i64, filter: &CustomerFilter) -> BoxedCustomers<'static>
 }
 
 /// The filtered customers of one program as rows of `referral_standings`, which carries
-/// the list's referral order (see the migration that made it). Status, refer status and
+/// the list's referral order (kept by triggers on `customers`). Status, refer status and
 /// approval are checked on the standings themselves; a search or a creation-date range,
 /// which only `customers` can answer, narrows them to the customers it matches.
 fn standings_filtered(program_id: i64, filter: &CustomerFilter) -> standings::BoxedQuery<'static, Pg> {

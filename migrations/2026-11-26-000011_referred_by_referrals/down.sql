@@ -1,1 +1,0 @@
-DROP INDEX customers_referred_referrals_idx;

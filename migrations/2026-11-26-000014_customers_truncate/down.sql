@@ -1,2 +1,0 @@
-DROP TRIGGER customers_truncated ON customers;
-DROP FUNCTION customers_truncated();

@@ -1,1 +1,0 @@
-ALTER TABLE referral_standings DROP CONSTRAINT referral_standings_status_check;
