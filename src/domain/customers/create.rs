@@ -5,7 +5,7 @@ use serde_json::{json, Map, Value};
 
 use crate::domain::programs::Program;
 use crate::domain::{referral_links as links, Actor};
-use crate::error::Error;
+use crate::error::{Error, FieldErrors};
 
 use super::{
     collect, find_referrer, input, signup, taken, unique_to_field, Customer, CustomerStatus, NewCustomer,
@@ -69,35 +69,7 @@ pub fn sign_up(
     actor: &Actor,
     input: NewCustomer,
 ) -> Result<Created, Error> {
-    // A blank key or id is generated first, so that one statement checks every field;
-    // a generated value that happens to be taken is drawn again.
-    let mut attempts = 0;
-    let (key, external_id, mut errors) = loop {
-        attempts += 1;
-        let key = input.key.clone().unwrap_or_else(random_key);
-        let external_id = input
-            .external_id
-            .clone()
-            .unwrap_or_else(|| random_code(GENERATED_LENGTH));
-        let errors = taken(
-            conn,
-            program.id,
-            None,
-            Some(&key),
-            Some(&external_id),
-            input.email.as_deref(),
-        )?;
-        let generated_taken = (input.key.is_none() && errors.contains_key("key"))
-            || (input.external_id.is_none() && errors.contains_key("id"));
-        if !generated_taken {
-            break (key, external_id, errors);
-        }
-        if attempts == GENERATION_ATTEMPTS {
-            return Err(Error::Internal(anyhow::anyhow!(
-                "could not generate a free customer key and id"
-            )));
-        }
-    };
+    let (key, external_id, mut errors) = free_key_and_id(conn, program.id, &input)?;
     let referrer = match &input.referrer {
         Some(referrer) => collect(&mut errors, find_referrer(conn, program.id, referrer))?,
         None => None,
@@ -143,4 +115,41 @@ pub fn sign_up(
         referrer,
         link,
     })
+}
+
+/// The key and id to sign up with, and the messages for the fields already taken. A
+/// blank key or id is generated first, so that one statement checks every field; a
+/// generated value that happens to be taken is drawn again.
+fn free_key_and_id(
+    conn: &mut PgConnection,
+    program_id: i64,
+    input: &NewCustomer,
+) -> Result<(String, String, FieldErrors), Error> {
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let key = input.key.clone().unwrap_or_else(random_key);
+        let external_id = input
+            .external_id
+            .clone()
+            .unwrap_or_else(|| random_code(GENERATED_LENGTH));
+        let errors = taken(
+            conn,
+            program_id,
+            None,
+            Some(&key),
+            Some(&external_id),
+            input.email.as_deref(),
+        )?;
+        let generated_taken = (input.key.is_none() && errors.contains_key("key"))
+            || (input.external_id.is_none() && errors.contains_key("id"));
+        if !generated_taken {
+            return Ok((key, external_id, errors));
+        }
+        if attempts == GENERATION_ATTEMPTS {
+            return Err(Error::Internal(anyhow::anyhow!(
+                "could not generate a free customer key and id"
+            )));
+        }
+    }
 }

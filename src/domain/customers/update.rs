@@ -34,90 +34,39 @@ pub fn update(
 ) -> Result<Customer, Error> {
     conn.transaction(|conn| {
         let current = lock(conn, program.id, customer_id, Lock::ForUpdate)?;
-        let key = changes.key.unwrap_or_else(|| current.key.clone());
-        let email = changes.email.unwrap_or_else(|| current.email.clone());
-        let name = changes.name.unwrap_or_else(|| current.name.clone());
-        let surname = changes.surname.unwrap_or_else(|| current.surname.clone());
-        let mut metadata = current.metadata.as_object().cloned().unwrap_or_default();
-        match changes.date_of_birth {
-            Some(Some(date)) => {
-                metadata.insert("date_of_birth".into(), json!(date.format("%Y-%m-%d").to_string()));
-            }
-            Some(None) => {
-                metadata.remove("date_of_birth");
-            }
-            None => {}
-        }
-        let metadata = Value::Object(metadata);
-        let custom_fields = changes
-            .custom_fields
-            .map(Value::Object)
-            .unwrap_or_else(|| current.custom_fields.clone());
+        let new = Fields::merged(&current, changes);
 
-        let key_changed = key != current.key;
+        let key_changed = new.key != current.key;
         let email_changed =
-            email.as_deref().map(str::to_lowercase) != current.email.as_deref().map(str::to_lowercase);
+            new.email.as_deref().map(str::to_lowercase) != current.email.as_deref().map(str::to_lowercase);
         let errors = taken(
             conn,
             program.id,
             Some(current.id),
-            key_changed.then_some(key.as_str()),
+            key_changed.then_some(new.key.as_str()),
             None,
-            if email_changed { email.as_deref() } else { None },
+            if email_changed { new.email.as_deref() } else { None },
         )?;
         if !errors.is_empty() {
             return Err(Error::invalid_fields(errors));
         }
 
-        let mut before = Map::new();
-        let mut after = Map::new();
-        let mut diff = |field: &str, old: Value, new: Value| {
-            if old != new {
-                before.insert(field.to_string(), old);
-                after.insert(field.to_string(), new);
-            }
-        };
-        diff("key", json!(current.key), json!(key));
-        diff("email", json!(current.email), json!(email));
-        diff("name", json!(current.name), json!(name));
-        diff("surname", json!(current.surname), json!(surname));
-        diff("metadata", current.metadata.clone(), metadata.clone());
-        diff(
-            "custom_fields",
-            current.custom_fields.clone(),
-            custom_fields.clone(),
-        );
+        let (before, after) = new.differences(&current);
         if after.is_empty() {
             return Ok(current);
         }
-
         if key_changed {
-            links::set_default_code(conn, &current, &key).map_err(unique_to_field)?;
-            // Taking back one's own old key makes it current again.
-            diesel::delete(
-                retired_keys::table
-                    .filter(retired_keys::program_id.eq(program.id))
-                    .filter(retired_keys::key.eq(&key))
-                    .filter(retired_keys::customer_id.eq(current.id)),
-            )
-            .execute(conn)?;
-            diesel::insert_into(retired_keys::table)
-                .values((
-                    retired_keys::program_id.eq(program.id),
-                    retired_keys::key.eq(&current.key),
-                    retired_keys::customer_id.eq(current.id),
-                ))
-                .on_conflict_do_nothing()
-                .execute(conn)?;
+            links::set_default_code(conn, &current, &new.key).map_err(unique_to_field)?;
+            retire_key(conn, &current, &new.key)?;
         }
         let updated = diesel::update(customers::table.find(current.id))
             .set((
-                customers::key.eq(&key),
-                customers::email.eq(&email),
-                customers::name.eq(&name),
-                customers::surname.eq(&surname),
-                customers::metadata.eq(&metadata),
-                customers::custom_fields.eq(&custom_fields),
+                customers::key.eq(&new.key),
+                customers::email.eq(&new.email),
+                customers::name.eq(&new.name),
+                customers::surname.eq(&new.surname),
+                customers::metadata.eq(&new.metadata),
+                customers::custom_fields.eq(&new.custom_fields),
                 customers::updated_at.eq(Utc::now()),
             ))
             .returning(Customer::as_returning())
@@ -136,4 +85,84 @@ pub fn update(
         )?;
         Ok(updated)
     })
+}
+
+/// A customer's editable fields after a change: each one changed or kept.
+struct Fields {
+    key: String,
+    email: Option<String>,
+    name: Option<String>,
+    surname: Option<String>,
+    metadata: Value,
+    custom_fields: Value,
+}
+
+impl Fields {
+    fn merged(current: &Customer, changes: CustomerChanges) -> Fields {
+        let mut metadata = current.metadata.as_object().cloned().unwrap_or_default();
+        match changes.date_of_birth {
+            Some(Some(date)) => {
+                metadata.insert("date_of_birth".into(), json!(date.format("%Y-%m-%d").to_string()));
+            }
+            Some(None) => {
+                metadata.remove("date_of_birth");
+            }
+            None => {}
+        }
+        Fields {
+            key: changes.key.unwrap_or_else(|| current.key.clone()),
+            email: changes.email.unwrap_or_else(|| current.email.clone()),
+            name: changes.name.unwrap_or_else(|| current.name.clone()),
+            surname: changes.surname.unwrap_or_else(|| current.surname.clone()),
+            metadata: Value::Object(metadata),
+            custom_fields: changes
+                .custom_fields
+                .map(Value::Object)
+                .unwrap_or_else(|| current.custom_fields.clone()),
+        }
+    }
+
+    /// The audit event's `before` and `after`: only the fields that change.
+    fn differences(&self, current: &Customer) -> (Map<String, Value>, Map<String, Value>) {
+        let mut before = Map::new();
+        let mut after = Map::new();
+        let mut diff = |field: &str, old: Value, new: Value| {
+            if old != new {
+                before.insert(field.to_string(), old);
+                after.insert(field.to_string(), new);
+            }
+        };
+        diff("key", json!(current.key), json!(self.key));
+        diff("email", json!(current.email), json!(self.email));
+        diff("name", json!(current.name), json!(self.name));
+        diff("surname", json!(current.surname), json!(self.surname));
+        diff("metadata", current.metadata.clone(), self.metadata.clone());
+        diff(
+            "custom_fields",
+            current.custom_fields.clone(),
+            self.custom_fields.clone(),
+        );
+        (before, after)
+    }
+}
+
+/// Retires the customer's current key for them alone; taking back one's own old key makes
+/// it current again.
+fn retire_key(conn: &mut PgConnection, current: &Customer, new_key: &str) -> Result<(), Error> {
+    diesel::delete(
+        retired_keys::table
+            .filter(retired_keys::program_id.eq(current.program_id))
+            .filter(retired_keys::key.eq(new_key))
+            .filter(retired_keys::customer_id.eq(current.id)),
+    )
+    .execute(conn)?;
+    diesel::insert_into(retired_keys::table)
+        .values((
+            retired_keys::program_id.eq(current.program_id),
+            retired_keys::key.eq(&current.key),
+            retired_keys::customer_id.eq(current.id),
+        ))
+        .on_conflict_do_nothing()
+        .execute(conn)?;
+    Ok(())
 }
