@@ -28,7 +28,6 @@ pub use passwords::{
 };
 use passwords::{dummy_hash, verify_password};
 pub use profile::{update_profile, PasswordChange, ProfileChange};
-use sign_in::sign_in_change;
 pub use sign_in::{
     account_key, sign_in, Device, SignIn, LOGIN_FAILURES_KEPT_MINUTES, MAX_EMAIL_LENGTH,
     MAX_FAILURES_PER_ACCOUNT, MAX_FAILURES_PER_ADDRESS, MAX_FAILURES_PER_DEVICE, THROTTLE_WINDOW_MINUTES,
@@ -164,15 +163,12 @@ pub fn create_member(conn: &mut PgConnection, actor: &Actor, new: NewMember) -> 
         audit::record(
             conn,
             actor,
-            audit::Change {
-                program_id: None,
-                action: "member.create",
-                subject_type: "team_member",
-                subject_id: Some(member.id.to_string()),
-                customer_id: None,
-                before: None,
-                after: Some(json!({"email": member.email, "name": member.name, "role": member.role})),
-            },
+            member_change(
+                "member.create",
+                Some(member.id),
+                None,
+                Some(json!({"email": member.email, "name": member.name, "role": member.role})),
+            ),
         )?;
         Ok(member)
     })
@@ -214,4 +210,22 @@ pub fn list_members(conn: &mut PgConnection) -> Result<Vec<Member>, Error> {
         .order((team_members::disabled, team_members::name, team_members::id))
         .select(Member::as_select())
         .load(conn)?)
+}
+
+/// An audit event about a team member: no program, since the team works on all of them.
+fn member_change(
+    action: &str,
+    member_id: Option<i64>,
+    before: Option<serde_json::Value>,
+    after: Option<serde_json::Value>,
+) -> audit::Change<'_> {
+    audit::Change {
+        program_id: None,
+        action,
+        subject_type: "team_member",
+        subject_id: member_id.map(|id| id.to_string()),
+        customer_id: None,
+        before,
+        after,
+    }
 }

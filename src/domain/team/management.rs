@@ -8,7 +8,10 @@ use crate::db::schema::team_members;
 use crate::domain::{audit, Actor};
 use crate::error::Error;
 
-use super::{create_member, end_sessions, find, issue_password_link, set_password, Member, NewMember, Role};
+use super::{
+    create_member, end_sessions, find, issue_password_link, member_change, set_password, Member, NewMember,
+    Role,
+};
 
 pub const LAST_ADMIN_MESSAGE: &str =
     "This is the last enabled admin. Make another member an admin first, so that someone can still manage the team.";
@@ -61,15 +64,12 @@ pub fn change_role(
         audit::record(
             conn,
             actor,
-            audit::Change {
-                program_id: None,
-                action: "member.role_change",
-                subject_type: "team_member",
-                subject_id: Some(member_id.to_string()),
-                customer_id: None,
-                before: Some(json!({"role": member.role})),
-                after: Some(json!({"role": updated.role})),
-            },
+            member_change(
+                "member.role_change",
+                Some(member_id),
+                Some(json!({"role": member.role})),
+                Some(json!({"role": updated.role})),
+            ),
         )?;
         Ok(updated)
     })
@@ -108,19 +108,16 @@ pub fn set_disabled(
         audit::record(
             conn,
             actor,
-            audit::Change {
-                program_id: None,
-                action: if disabled {
+            member_change(
+                if disabled {
                     "member.disable"
                 } else {
                     "member.enable"
                 },
-                subject_type: "team_member",
-                subject_id: Some(member_id.to_string()),
-                customer_id: None,
-                before: Some(json!({"disabled": member.disabled})),
-                after: Some(json!({"disabled": updated.disabled})),
-            },
+                Some(member_id),
+                Some(json!({"disabled": member.disabled})),
+                Some(json!({"disabled": updated.disabled})),
+            ),
         )?;
         Ok(updated)
     })

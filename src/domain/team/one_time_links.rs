@@ -9,7 +9,9 @@ use crate::domain::{audit, sha256_hex, Actor};
 use crate::error::Error;
 use crate::random::random_token;
 
-use super::{any_members, create_member, find, set_password, LinkPurpose, Member, NewMember, Role};
+use super::{
+    any_members, create_member, find, member_change, set_password, LinkPurpose, Member, NewMember, Role,
+};
 
 pub enum OneTimePurpose {
     Setup,
@@ -134,15 +136,12 @@ pub fn issue_password_link(conn: &mut PgConnection, actor: &Actor, member_id: i6
         audit::record(
             conn,
             actor,
-            audit::Change {
-                program_id: None,
-                action: "member.password_link",
-                subject_type: "team_member",
-                subject_id: Some(member.id.to_string()),
-                customer_id: None,
-                before: None,
-                after: Some(json!({"valid_hours": SET_PASSWORD_LINK_HOURS})),
-            },
+            member_change(
+                "member.password_link",
+                Some(member.id),
+                None,
+                Some(json!({"valid_hours": SET_PASSWORD_LINK_HOURS})),
+            ),
         )?;
         Ok(token)
     })

@@ -9,7 +9,7 @@ use crate::db::schema::team_members;
 use crate::domain::{audit, Actor};
 use crate::error::Error;
 
-use super::{end_sessions, sign_in_change};
+use super::{end_sessions, member_change};
 
 pub const MIN_PASSWORD_LENGTH: usize = 10;
 pub const MAX_PASSWORD_LENGTH: usize = 128;
@@ -71,7 +71,7 @@ pub fn set_password(
         audit::record(
             conn,
             actor,
-            sign_in_change("member.password_change", Some(member_id)),
+            member_change("member.password_change", Some(member_id), None, None),
         )
     })
 }

@@ -8,7 +8,7 @@ use crate::db::schema::team_members;
 use crate::domain::{audit, Actor};
 use crate::error::{Error, FieldErrors};
 
-use super::{check_password_strength, dummy_hash, set_password, verify_password, Member};
+use super::{check_password_strength, dummy_hash, member_change, set_password, verify_password, Member};
 
 /// A member's change to their own profile, parsed from the form.
 pub struct ProfileChange {
@@ -99,15 +99,12 @@ pub fn update_profile(
             audit::record(
                 conn,
                 actor,
-                audit::Change {
-                    program_id: None,
-                    action: "member.update",
-                    subject_type: "team_member",
-                    subject_id: Some(member_id.to_string()),
-                    customer_id: None,
-                    before: Some(json!({"name": member.name})),
-                    after: Some(json!({"name": updated.name})),
-                },
+                member_change(
+                    "member.update",
+                    Some(member_id),
+                    Some(json!({"name": member.name})),
+                    Some(json!({"name": updated.name})),
+                ),
             )?;
             updated
         } else {

@@ -7,7 +7,7 @@ use crate::db::schema::{login_failures, team_members};
 use crate::domain::{audit, Actor};
 use crate::error::Error;
 
-use super::{dummy_hash, verify_password, Member};
+use super::{dummy_hash, member_change, verify_password, Member};
 
 /// Failed sign-ins allowed within [`THROTTLE_WINDOW_MINUTES`]: per account (the typed
 /// email, whether or not it has an account, from every address together), per client
@@ -117,7 +117,11 @@ pub fn sign_in(
                     .set(team_members::last_sign_in_at.eq(Utc::now()))
                     .execute(conn)?;
                 diesel::delete(login_failures::table.find(slot)).execute(conn)?;
-                audit::record(conn, &actor, sign_in_change("auth.sign_in", Some(member.id)))
+                audit::record(
+                    conn,
+                    &actor,
+                    member_change("auth.sign_in", Some(member.id), None, None),
+                )
             })?;
             Ok(SignIn::Ok(member))
         }
@@ -125,7 +129,7 @@ pub fn sign_in(
             audit::record(
                 conn,
                 &actor,
-                sign_in_change("auth.sign_in_failed", member.map(|m| m.id)),
+                member_change("auth.sign_in_failed", member.map(|m| m.id), None, None),
             )?;
             Ok(SignIn::Refused)
         }
@@ -223,16 +227,4 @@ fn reopens_at(
         .first(conn)
         .optional()?;
     Ok(limiting.map(|at| at + window))
-}
-
-pub(super) fn sign_in_change(action: &str, member_id: Option<i64>) -> audit::Change<'_> {
-    audit::Change {
-        program_id: None,
-        action,
-        subject_type: "team_member",
-        subject_id: member_id.map(|id| id.to_string()),
-        customer_id: None,
-        before: None,
-        after: None,
-    }
 }
