@@ -324,13 +324,7 @@ pub fn create(
             ))
             .returning(Invite::as_returning())
             .get_result(conn)
-            .map_err(|error| {
-                if is_unique_violation(&error, PENDING_CONSTRAINT) {
-                    Error::invalid("email", PENDING_MESSAGE)
-                } else {
-                    error.into()
-                }
-            })?;
+            .map_err(pending_to_field)?;
         diesel::insert_into(mail_outbox::table)
             .values((
                 mail_outbox::invite_id.eq(invite.id),
@@ -398,13 +392,7 @@ pub fn retry(
             ))
             .returning(Invite::as_returning())
             .get_result(conn)
-            .map_err(|error| {
-                if is_unique_violation(&error, PENDING_CONSTRAINT) {
-                    Error::invalid("email", PENDING_MESSAGE)
-                } else {
-                    error.into()
-                }
-            })?;
+            .map_err(pending_to_field)?;
         diesel::update(mail_outbox::table.filter(mail_outbox::invite_id.eq(invite.id)))
             .set((
                 mail_outbox::status.eq(DeliveryStatus::Queued),
@@ -548,6 +536,16 @@ pub fn find(conn: &mut PgConnection, program_id: i64, invite_id: i64) -> Result<
         .filter(invites::id.eq(invite_id))
         .select(Invite::as_select())
         .first(conn)?)
+}
+
+/// A second pending invite to the same address (a race the checks could not see), as a
+/// message on the email field.
+fn pending_to_field(error: diesel::result::Error) -> Error {
+    if is_unique_violation(&error, PENDING_CONSTRAINT) {
+        Error::invalid("email", PENDING_MESSAGE)
+    } else {
+        error.into()
+    }
 }
 
 #[cfg(test)]
