@@ -156,28 +156,9 @@ impl NewEntry {
             .map_err(|message| push(&mut fields, "units", message))
             .ok();
         let note = note.trim();
-        if note.chars().count() > MAX_NOTE_CHARS {
-            push(
-                &mut fields,
-                "note",
-                format!("Keep the note to {MAX_NOTE_CHARS} characters."),
-            );
-        }
-        if crate::domain::has_control_chars_beyond_lines(note) {
-            push(&mut fields, "note", CONTROL_CHARS_IN_NOTE);
-        }
+        check_note(&mut fields, note);
         let idempotency_key = idempotency_key.map(str::trim);
-        if idempotency_key.is_some_and(|key| {
-            key.is_empty()
-                || key.chars().count() > MAX_IDEMPOTENCY_KEY_CHARS
-                || crate::domain::has_control_chars(key)
-        }) {
-            push(
-                &mut fields,
-                "idempotency_key",
-                format!("An idempotency key has 1 to {MAX_IDEMPOTENCY_KEY_CHARS} characters, none of them control characters."),
-            );
-        }
+        check_idempotency_key(&mut fields, idempotency_key);
         match (kind, amount, units) {
             (Some(kind), Some(amount), Some(units)) if fields.is_empty() => Ok(NewEntry {
                 kind,
@@ -209,39 +190,41 @@ impl NewEntry {
             Ok(_) => push(&mut fields, "units", "Units must be given in their normal form."),
             Err(message) => push(&mut fields, "units", message),
         }
-        if self
-            .note
-            .as_ref()
-            .is_some_and(|note| note.chars().count() > MAX_NOTE_CHARS)
-        {
-            push(
-                &mut fields,
-                "note",
-                format!("Keep the note to {MAX_NOTE_CHARS} characters."),
-            );
+        if let Some(note) = &self.note {
+            check_note(&mut fields, note);
         }
-        if self
-            .note
-            .as_deref()
-            .is_some_and(crate::domain::has_control_chars_beyond_lines)
-        {
-            push(&mut fields, "note", CONTROL_CHARS_IN_NOTE);
-        }
-        if self.idempotency_key.as_ref().is_some_and(|key| {
-            key.is_empty()
-                || key.chars().count() > MAX_IDEMPOTENCY_KEY_CHARS
-                || crate::domain::has_control_chars(key)
-        }) {
-            push(
-                &mut fields,
-                "idempotency_key",
-                format!("An idempotency key has 1 to {MAX_IDEMPOTENCY_KEY_CHARS} characters, none of them control characters."),
-            );
-        }
+        check_idempotency_key(&mut fields, self.idempotency_key.as_deref());
         if fields.is_empty() {
             Ok(())
         } else {
             Err(Error::invalid_fields(fields))
         }
+    }
+}
+
+fn check_note(fields: &mut FieldErrors, note: &str) {
+    if note.chars().count() > MAX_NOTE_CHARS {
+        push(
+            fields,
+            "note",
+            format!("Keep the note to {MAX_NOTE_CHARS} characters."),
+        );
+    }
+    if crate::domain::has_control_chars_beyond_lines(note) {
+        push(fields, "note", CONTROL_CHARS_IN_NOTE);
+    }
+}
+
+fn check_idempotency_key(fields: &mut FieldErrors, key: Option<&str>) {
+    if key.is_some_and(|key| {
+        key.is_empty()
+            || key.chars().count() > MAX_IDEMPOTENCY_KEY_CHARS
+            || crate::domain::has_control_chars(key)
+    }) {
+        push(
+            fields,
+            "idempotency_key",
+            format!("An idempotency key has 1 to {MAX_IDEMPOTENCY_KEY_CHARS} characters, none of them control characters."),
+        );
     }
 }
