@@ -29,7 +29,7 @@ use serde_json::Value;
 
 use crate::db::schema::customers;
 use crate::db::text_enum;
-use crate::domain::audit;
+use crate::domain::{audit, Actor};
 use crate::error::Error;
 
 mod conflicts;
@@ -239,20 +239,27 @@ fn is_storable(value: &str) -> bool {
     value.len() <= 1024 && !super::has_control_chars(value)
 }
 
-fn customer_change<'a>(
+/// Writes the audit event of a change to `customer`.
+fn record_change(
+    conn: &mut PgConnection,
+    actor: &Actor,
     program_id: i64,
     customer: &Customer,
-    action: &'a str,
+    action: &str,
     before: Option<Value>,
     after: Option<Value>,
-) -> audit::Change<'a> {
-    audit::Change {
-        program_id: Some(program_id),
-        action,
-        subject_type: "customer",
-        subject_id: Some(customer.id.to_string()),
-        customer_id: Some(customer.id),
-        before,
-        after,
-    }
+) -> Result<(), Error> {
+    audit::record(
+        conn,
+        actor,
+        audit::Change {
+            program_id: Some(program_id),
+            action,
+            subject_type: "customer",
+            subject_id: Some(customer.id.to_string()),
+            customer_id: Some(customer.id),
+            before,
+            after,
+        },
+    )
 }

@@ -19,7 +19,7 @@ use crate::domain::customers::Customer;
 use crate::domain::programs::Program;
 use crate::domain::team::check_email;
 use crate::domain::{audit, Actor};
-use crate::error::{is_unique_violation, Error, FieldErrors};
+use crate::error::{unique_violation_as_field, Error, FieldErrors};
 
 pub const MAX_NAME_CHARS: usize = 200;
 pub const MAX_PERSONALIZATION_PAIRS: usize = 20;
@@ -541,11 +541,7 @@ pub fn find(conn: &mut PgConnection, program_id: i64, invite_id: i64) -> Result<
 /// A second pending invite to the same address (a race the checks could not see), as a
 /// message on the email field.
 fn pending_to_field(error: diesel::result::Error) -> Error {
-    if is_unique_violation(&error, PENDING_CONSTRAINT) {
-        Error::invalid("email", PENDING_MESSAGE)
-    } else {
-        error.into()
-    }
+    unique_violation_as_field(error, PENDING_CONSTRAINT, "email", PENDING_MESSAGE)
 }
 
 #[cfg(test)]

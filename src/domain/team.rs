@@ -9,7 +9,7 @@ use serde_json::json;
 use crate::db::schema::{sessions, team_members};
 use crate::db::text_enum;
 use crate::domain::{audit, Actor};
-use crate::error::{is_unique_violation, Error, FieldErrors};
+use crate::error::{unique_violation_as_field, Error, FieldErrors};
 
 mod management;
 mod one_time_links;
@@ -154,11 +154,12 @@ pub fn create_member(conn: &mut PgConnection, actor: &Actor, new: NewMember) -> 
             .returning(Member::as_returning())
             .get_result(conn)
             .map_err(|error| {
-                if is_unique_violation(&error, "team_members_email_key") {
-                    Error::invalid("email", "A team member with this email already exists.")
-                } else {
-                    error.into()
-                }
+                unique_violation_as_field(
+                    error,
+                    "team_members_email_key",
+                    "email",
+                    "A team member with this email already exists.",
+                )
             })?;
         audit::record(
             conn,

@@ -13,11 +13,11 @@ use diesel::prelude::*;
 use diesel::sql_types::{Bool, Text};
 use serde_json::{json, Map, Value};
 
-use super::{customer_change, lock, Customer, Lock};
+use super::{lock, record_change, Customer, Lock};
 use crate::db::schema::{audit_events, customers, invites, mail_outbox};
 use crate::domain::invites::DeliveryStatus;
 use crate::domain::programs::Program;
-use crate::domain::{audit, Actor};
+use crate::domain::Actor;
 use crate::error::Error;
 
 /// The name an erased customer is shown under.
@@ -140,21 +140,19 @@ pub fn erase_personal_data(
             .load(conn)?;
         cancel_and_erase_messages(conn, &sent_by, NOT_SENT_INVITER, now)?;
 
-        audit::record(
+        record_change(
             conn,
             actor,
-            customer_change(
-                program.id,
-                &updated,
-                "customer.erase",
-                None,
-                Some(json!({
-                    "erased": erased,
-                    "audit_events_scrubbed": events,
-                    "invites_to_customer": addressed.len(),
-                    "invites_by_customer": sent_by.len(),
-                })),
-            ),
+            program.id,
+            &updated,
+            "customer.erase",
+            None,
+            Some(json!({
+                "erased": erased,
+                "audit_events_scrubbed": events,
+                "invites_to_customer": addressed.len(),
+                "invites_by_customer": sent_by.len(),
+            })),
         )?;
         Ok(updated)
     })

@@ -7,10 +7,10 @@ use serde_json::json;
 
 use crate::db::schema::customers;
 use crate::domain::programs::Program;
-use crate::domain::{audit, Actor};
+use crate::domain::Actor;
 use crate::error::Error;
 
-use super::{add_referrals, customer_change, is_storable, key_of, lock, lower, Customer, Lock, ReferrerRef};
+use super::{add_referrals, is_storable, key_of, lock, lower, record_change, Customer, Lock, ReferrerRef};
 
 /// The referrer named in input: it must exist in the program and not be deleted.
 pub fn find_referrer(
@@ -160,17 +160,11 @@ pub fn change_referrer(
             ))
             .returning(Customer::as_returning())
             .get_result(conn)?;
-        audit::record(
-            conn,
-            actor,
-            customer_change(
-                program.id,
+        record_change(conn, actor, program.id,
                 &updated,
                 "customer.change_referrer",
                 Some(json!({"referring_customer": old_key})),
-                Some(json!({"referring_customer": new_referrer.map(|referrer| referrer.key)})),
-            ),
-        )?;
+                Some(json!({"referring_customer": new_referrer.map(|referrer| referrer.key)})))?;
         Ok(updated)
     })
 }

@@ -6,10 +6,10 @@ use serde_json::json;
 
 use crate::db::schema::customers;
 use crate::domain::programs::Program;
-use crate::domain::{audit, Actor};
+use crate::domain::Actor;
 use crate::error::Error;
 
-use super::{add_referrals, customer_change, lock, Customer, CustomerStatus, Lock};
+use super::{add_referrals, lock, record_change, Customer, CustomerStatus, Lock};
 
 /// Soft delete: the customer leaves default lists and no longer counts as a referral of
 /// their referrer. Deleting a deleted customer changes nothing.
@@ -63,16 +63,14 @@ fn set_status(
             ))
             .returning(Customer::as_returning())
             .get_result(conn)?;
-        audit::record(
+        record_change(
             conn,
             actor,
-            customer_change(
-                program.id,
-                &updated,
-                action,
-                Some(json!({"status": current.status})),
-                Some(json!({"status": updated.status})),
-            ),
+            program.id,
+            &updated,
+            action,
+            Some(json!({"status": current.status})),
+            Some(json!({"status": updated.status})),
         )?;
         Ok(updated)
     })
@@ -103,16 +101,14 @@ pub fn set_approved(
         } else {
             "customer.unapprove"
         };
-        audit::record(
+        record_change(
             conn,
             actor,
-            customer_change(
-                program.id,
-                &updated,
-                action,
-                Some(json!({"approved": current.approved})),
-                Some(json!({"approved": approved})),
-            ),
+            program.id,
+            &updated,
+            action,
+            Some(json!({"approved": current.approved})),
+            Some(json!({"approved": approved})),
         )?;
         Ok(updated)
     })

@@ -6,10 +6,10 @@ use serde_json::{json, Map, Value};
 
 use crate::db::schema::{customers, retired_keys};
 use crate::domain::programs::Program;
-use crate::domain::{audit, referral_links as links, Actor};
+use crate::domain::{referral_links as links, Actor};
 use crate::error::Error;
 
-use super::{customer_change, lock, taken, unique_to_field, Customer, CustomerChanges, Lock};
+use super::{lock, record_change, taken, unique_to_field, Customer, CustomerChanges, Lock};
 
 pub(super) fn key_of(conn: &mut PgConnection, id: Option<i64>) -> Result<Option<String>, Error> {
     match id {
@@ -72,16 +72,14 @@ pub fn update(
             .returning(Customer::as_returning())
             .get_result(conn)
             .map_err(unique_to_field)?;
-        audit::record(
+        record_change(
             conn,
             actor,
-            customer_change(
-                program.id,
-                &updated,
-                "customer.update",
-                Some(Value::Object(before)),
-                Some(Value::Object(after)),
-            ),
+            program.id,
+            &updated,
+            "customer.update",
+            Some(Value::Object(before)),
+            Some(Value::Object(after)),
         )?;
         Ok(updated)
     })
