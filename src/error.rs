@@ -245,3 +245,13 @@ pub fn is_unique_violation(error: &DieselError, constraint: &str) -> bool {
     matches!(error, DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, info)
         if info.constraint_name() == Some(constraint))
 }
+
+/// A unique violation on `constraint` as `message` next to `field` (a clash the checks
+/// before the write could not see); any other database error as it is.
+pub fn unique_violation_as_field(error: DieselError, constraint: &str, field: &str, message: &str) -> Error {
+    if is_unique_violation(&error, constraint) {
+        Error::invalid(field, message)
+    } else {
+        error.into()
+    }
+}

@@ -102,6 +102,43 @@ pub fn prepare_database(url: &str) -> anyhow::Result<()> {
 const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
 img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'";
 
+/// Sessions in PostgreSQL behind a signed cookie that ends with the browser session.
+fn session_middleware(
+    store: web::session_store::PgSessionStore,
+    key: Key,
+    secure_cookies: bool,
+) -> SessionMiddleware<web::session_store::PgSessionStore> {
+    SessionMiddleware::builder(store, key)
+        .cookie_name("referdesk_session".to_string())
+        .cookie_http_only(true)
+        .cookie_secure(secure_cookies)
+        .cookie_same_site(SameSite::Lax)
+        .cookie_content_security(CookieContentSecurity::Signed)
+        .session_lifecycle(BrowserSession::default().state_ttl(actix_web::cookie::time::Duration::hours(12)))
+        .build()
+}
+
+fn security_headers() -> DefaultHeaders {
+    DefaultHeaders::new()
+        .add(("Content-Security-Policy", CONTENT_SECURITY_POLICY))
+        .add(("X-Frame-Options", "DENY"))
+        .add(("X-Content-Type-Options", "nosniff"))
+        .add(("Referrer-Policy", "same-origin"))
+}
+
+/// Forms are small (`web::csrf::MAX_FORM_BYTES`); one that cannot be read is a 400 page.
+fn form_config() -> FormConfig {
+    FormConfig::default()
+        .limit(web::csrf::MAX_FORM_BYTES)
+        .error_handler(|error, _| Error::BadRequest(format!("The form could not be read: {error}")).into())
+}
+
+fn query_config() -> QueryConfig {
+    QueryConfig::default().error_handler(|error, _| {
+        Error::BadRequest(format!("The address has an invalid parameter: {error}")).into()
+    })
+}
+
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Application> {
         let (database_url, embedded) = resolve_database(&config)?;
@@ -144,44 +181,21 @@ impl Application {
         let form_tokens = Data::new(web::csrf::FormTokens::new(&key, secure_cookies));
 
         let server = HttpServer::new(move || {
-            let sessions = SessionMiddleware::builder(store.clone(), key.clone())
-                .cookie_name("referdesk_session".to_string())
-                .cookie_http_only(true)
-                .cookie_secure(secure_cookies)
-                .cookie_same_site(SameSite::Lax)
-                .cookie_content_security(CookieContentSecurity::Signed)
-                .session_lifecycle(
-                    BrowserSession::default().state_ttl(actix_web::cookie::time::Duration::hours(12)),
-                )
-                .build();
+            let sessions = session_middleware(store.clone(), key.clone(), secure_cookies);
             // The access check reads the rules of exactly the routes registered here.
             let routes = routes::all();
             App::new()
                 .app_data(Data::new(routes.table()))
                 .app_data(state.clone())
                 .app_data(form_tokens.clone())
-                .app_data(
-                    FormConfig::default()
-                        .limit(web::csrf::MAX_FORM_BYTES)
-                        .error_handler(|error, _| {
-                            Error::BadRequest(format!("The form could not be read: {error}")).into()
-                        }),
-                )
-                .app_data(QueryConfig::default().error_handler(|error, _| {
-                    Error::BadRequest(format!("The address has an invalid parameter: {error}")).into()
-                }))
+                .app_data(form_config())
+                .app_data(query_config())
                 .app_data(PathConfig::default().error_handler(|_, _| Error::NotFound.into()))
                 .wrap(from_fn(web::error_pages::catch_panics))
                 .wrap(from_fn(web::access::enforce))
                 .wrap(from_fn(web::csrf::protect))
                 .wrap(sessions)
-                .wrap(
-                    DefaultHeaders::new()
-                        .add(("Content-Security-Policy", CONTENT_SECURITY_POLICY))
-                        .add(("X-Frame-Options", "DENY"))
-                        .add(("X-Content-Type-Options", "nosniff"))
-                        .add(("Referrer-Policy", "same-origin")),
-                )
+                .wrap(security_headers())
                 .wrap(from_fn(web::error_pages::fill_empty_errors))
                 .wrap(from_fn(api::no_store))
                 .wrap(from_fn(log_request))

@@ -318,6 +318,44 @@ fn write_bookings(
     Ok(())
 }
 
+/// [`write_invites`]' statement: the invites, their outbox messages and their audit events
+/// from one set of arrays.
+const INSERT_INVITES: &str = "WITH rows AS (
+         SELECT * FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[],
+                              $7::timestamptz[], $8::timestamptz[], $9::text[], $10::text[], $11::text[],
+                              $12::text[])
+             AS r(id, customer_id, email, name, message, created_at, handled_at, status,
+                  subject, body_text, body_html)
+     ), created AS (
+         INSERT INTO invites (id, program_id, customer_id, email, name, personalization, status,
+                              last_error, sent_at, created_at, updated_at)
+         SELECT id, $1, customer_id, email, name,
+                CASE WHEN message IS NULL THEN '{}'::jsonb ELSE jsonb_build_object('message', message) END,
+                status, CASE WHEN status = 'failed' THEN $13 END,
+                CASE WHEN status = 'sent' THEN handled_at END,
+                created_at, CASE WHEN status = 'queued' THEN created_at ELSE handled_at END
+         FROM rows
+     ), queued AS (
+         INSERT INTO mail_outbox (invite_id, recipient, subject, body_text, body_html, status, attempts,
+                                  next_attempt_at, last_error, sent_at, created_at)
+         SELECT id, email, subject, body_text, body_html, status,
+                CASE WHEN status = 'queued' THEN 0 ELSE 1 END,
+                CASE WHEN status = 'queued' THEN $14 ELSE created_at END,
+                CASE WHEN status = 'failed' THEN $13 END,
+                CASE WHEN status = 'sent' THEN handled_at END,
+                created_at
+         FROM rows
+     )
+     INSERT INTO audit_events (program_id, actor_label, action, subject_type, subject_id,
+                               customer_id, after, created_at)
+     SELECT $1, $15, 'invite.create', 'invite', id::text, customer_id,
+            jsonb_build_object('email', email, 'name', name,
+                'personalization', CASE WHEN message IS NULL THEN '{}'::jsonb
+                                        ELSE jsonb_build_object('message', message) END,
+                'status', 'queued'),
+            created_at
+     FROM rows";
+
 /// Invites with their rendered messages in the outbox and their `invite.create` events.
 /// Sent and failed ones look as the mail worker leaves them; queued ones are held (see the
 /// module documentation).
@@ -355,63 +393,42 @@ fn write_invites(
         .iter()
         .map(|invite| (invite.created_at + Duration::seconds(3)).min(now))
         .collect();
-    diesel::sql_query(
-        "WITH rows AS (
-             SELECT * FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[],
-                                  $7::timestamptz[], $8::timestamptz[], $9::text[], $10::text[], $11::text[],
-                                  $12::text[])
-                 AS r(id, customer_id, email, name, message, created_at, handled_at, status,
-                      subject, body_text, body_html)
-         ), created AS (
-             INSERT INTO invites (id, program_id, customer_id, email, name, personalization, status,
-                                  last_error, sent_at, created_at, updated_at)
-             SELECT id, $1, customer_id, email, name,
-                    CASE WHEN message IS NULL THEN '{}'::jsonb ELSE jsonb_build_object('message', message) END,
-                    status, CASE WHEN status = 'failed' THEN $13 END,
-                    CASE WHEN status = 'sent' THEN handled_at END,
-                    created_at, CASE WHEN status = 'queued' THEN created_at ELSE handled_at END
-             FROM rows
-         ), queued AS (
-             INSERT INTO mail_outbox (invite_id, recipient, subject, body_text, body_html, status, attempts,
-                                      next_attempt_at, last_error, sent_at, created_at)
-             SELECT id, email, subject, body_text, body_html, status,
-                    CASE WHEN status = 'queued' THEN 0 ELSE 1 END,
-                    CASE WHEN status = 'queued' THEN $14 ELSE created_at END,
-                    CASE WHEN status = 'failed' THEN $13 END,
-                    CASE WHEN status = 'sent' THEN handled_at END,
-                    created_at
-             FROM rows
-         )
-         INSERT INTO audit_events (program_id, actor_label, action, subject_type, subject_id,
-                                   customer_id, after, created_at)
-         SELECT $1, $15, 'invite.create', 'invite', id::text, customer_id,
-                jsonb_build_object('email', email, 'name', name,
-                    'personalization', CASE WHEN message IS NULL THEN '{}'::jsonb
-                                            ELSE jsonb_build_object('message', message) END,
-                    'status', 'queued'),
-                created_at
-         FROM rows",
-    )
-    .bind::<BigInt, _>(program.id)
-    .bind::<Array<BigInt>, _>(&ids)
-    .bind::<Array<Nullable<BigInt>>, _>(
-        invites
-            .iter()
-            .map(|invite| invite.inviter.map(|i| customers[i as usize]))
-            .collect::<Vec<_>>(),
-    )
-    .bind::<Array<Text>, _>(invites.iter().map(|invite| invite.email.as_str()).collect::<Vec<_>>())
-    .bind::<Array<Text>, _>(invites.iter().map(|invite| invite.name.as_str()).collect::<Vec<_>>())
-    .bind::<Array<Nullable<Text>>, _>(invites.iter().map(|invite| invite.message).collect::<Vec<_>>())
-    .bind::<Array<Timestamptz>, _>(invites.iter().map(|invite| invite.created_at).collect::<Vec<_>>())
-    .bind::<Array<Timestamptz>, _>(&handled)
-    .bind::<Array<Text>, _>(invites.iter().map(|invite| invite.status.as_str()).collect::<Vec<_>>())
-    .bind::<Array<Text>, _>(messages.iter().map(|m| m.subject.as_str()).collect::<Vec<_>>())
-    .bind::<Array<Text>, _>(messages.iter().map(|m| m.text.as_str()).collect::<Vec<_>>())
-    .bind::<Array<Text>, _>(messages.iter().map(|m| m.html.as_str()).collect::<Vec<_>>())
-    .bind::<Text, _>(plan::FAILURE)
-    .bind::<Timestamptz, _>(held_until)
-    .bind::<Text, _>(ACTOR)
-    .execute(conn)?;
+    diesel::sql_query(INSERT_INVITES)
+        .bind::<BigInt, _>(program.id)
+        .bind::<Array<BigInt>, _>(&ids)
+        .bind::<Array<Nullable<BigInt>>, _>(
+            invites
+                .iter()
+                .map(|invite| invite.inviter.map(|i| customers[i as usize]))
+                .collect::<Vec<_>>(),
+        )
+        .bind::<Array<Text>, _>(
+            invites
+                .iter()
+                .map(|invite| invite.email.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind::<Array<Text>, _>(
+            invites
+                .iter()
+                .map(|invite| invite.name.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind::<Array<Nullable<Text>>, _>(invites.iter().map(|invite| invite.message).collect::<Vec<_>>())
+        .bind::<Array<Timestamptz>, _>(invites.iter().map(|invite| invite.created_at).collect::<Vec<_>>())
+        .bind::<Array<Timestamptz>, _>(&handled)
+        .bind::<Array<Text>, _>(
+            invites
+                .iter()
+                .map(|invite| invite.status.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind::<Array<Text>, _>(messages.iter().map(|m| m.subject.as_str()).collect::<Vec<_>>())
+        .bind::<Array<Text>, _>(messages.iter().map(|m| m.text.as_str()).collect::<Vec<_>>())
+        .bind::<Array<Text>, _>(messages.iter().map(|m| m.html.as_str()).collect::<Vec<_>>())
+        .bind::<Text, _>(plan::FAILURE)
+        .bind::<Timestamptz, _>(held_until)
+        .bind::<Text, _>(ACTOR)
+        .execute(conn)?;
     Ok(())
 }

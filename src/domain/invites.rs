@@ -19,7 +19,7 @@ use crate::domain::customers::Customer;
 use crate::domain::programs::Program;
 use crate::domain::team::check_email;
 use crate::domain::{audit, Actor};
-use crate::error::{is_unique_violation, Error, FieldErrors};
+use crate::error::{unique_violation_as_field, Error, FieldErrors};
 
 pub const MAX_NAME_CHARS: usize = 200;
 pub const MAX_PERSONALIZATION_PAIRS: usize = 20;
@@ -324,13 +324,7 @@ pub fn create(
             ))
             .returning(Invite::as_returning())
             .get_result(conn)
-            .map_err(|error| {
-                if is_unique_violation(&error, PENDING_CONSTRAINT) {
-                    Error::invalid("email", PENDING_MESSAGE)
-                } else {
-                    error.into()
-                }
-            })?;
+            .map_err(pending_to_field)?;
         diesel::insert_into(mail_outbox::table)
             .values((
                 mail_outbox::invite_id.eq(invite.id),
@@ -398,13 +392,7 @@ pub fn retry(
             ))
             .returning(Invite::as_returning())
             .get_result(conn)
-            .map_err(|error| {
-                if is_unique_violation(&error, PENDING_CONSTRAINT) {
-                    Error::invalid("email", PENDING_MESSAGE)
-                } else {
-                    error.into()
-                }
-            })?;
+            .map_err(pending_to_field)?;
         diesel::update(mail_outbox::table.filter(mail_outbox::invite_id.eq(invite.id)))
             .set((
                 mail_outbox::status.eq(DeliveryStatus::Queued),
@@ -548,6 +536,12 @@ pub fn find(conn: &mut PgConnection, program_id: i64, invite_id: i64) -> Result<
         .filter(invites::id.eq(invite_id))
         .select(Invite::as_select())
         .first(conn)?)
+}
+
+/// A second pending invite to the same address (a race the checks could not see), as a
+/// message on the email field.
+fn pending_to_field(error: diesel::result::Error) -> Error {
+    unique_violation_as_field(error, PENDING_CONSTRAINT, "email", PENDING_MESSAGE)
 }
 
 #[cfg(test)]

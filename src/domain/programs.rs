@@ -7,7 +7,7 @@ use serde_json::{json, Map, Value};
 
 use crate::db::schema::programs;
 use crate::domain::{audit, Actor};
-use crate::error::{is_unique_violation, Error, FieldErrors};
+use crate::error::{unique_violation_as_field, Error, FieldErrors};
 
 #[derive(Clone, Debug, Queryable, Selectable, Identifiable, Serialize)]
 #[diesel(table_name = programs)]
@@ -183,11 +183,12 @@ impl ProgramInput {
 }
 
 fn duplicate_slug(error: diesel::result::Error) -> Error {
-    if is_unique_violation(&error, "programs_slug_key") {
-        Error::invalid("slug", "Another program already uses this slug.")
-    } else {
-        error.into()
-    }
+    unique_violation_as_field(
+        error,
+        "programs_slug_key",
+        "slug",
+        "Another program already uses this slug.",
+    )
 }
 
 fn settings(program: &Program) -> Map<String, Value> {

@@ -17,7 +17,7 @@ use crate::db::schema::{customers, referral_clicks, referral_links, retired_keys
 use crate::domain::customers::{self as customer_rules, check_code, Customer};
 use crate::domain::programs::{self, Program};
 use crate::domain::{audit, Actor};
-use crate::error::{is_unique_violation, Error};
+use crate::error::{unique_violation_as_field, Error};
 use crate::random::random_token;
 
 #[derive(Clone, Debug, Queryable, Selectable, Identifiable, Serialize)]
@@ -246,11 +246,12 @@ pub fn create(
             .returning(ReferralLink::as_returning())
             .get_result(conn)
             .map_err(|error| {
-                if is_unique_violation(&error, "referral_links_program_id_code_key") {
-                    Error::invalid("code", "This code is already in use.")
-                } else {
-                    error.into()
-                }
+                unique_violation_as_field(
+                    error,
+                    "referral_links_program_id_code_key",
+                    "code",
+                    "This code is already in use.",
+                )
             })?;
         audit::record(
             conn,

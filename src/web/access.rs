@@ -111,19 +111,9 @@ pub async fn enforce(
         .app_data::<web::Data<AppState>>()
         .expect("AppState is registered")
         .clone();
-    let programs = match state.programs.get(&programs_fingerprint) {
-        Some(programs) => programs,
-        None => {
-            let read = db::run(&state.pool, programs::list).await;
-            match read {
-                Ok(programs) => {
-                    let programs = std::sync::Arc::new(programs);
-                    state.programs.store(programs_fingerprint, programs.clone());
-                    programs
-                }
-                Err(error) => return Ok(refuse(req, error)),
-            }
-        }
+    let programs = match current_programs(&state, programs_fingerprint).await {
+        Ok(programs) => programs,
+        Err(error) => return Ok(refuse(req, error)),
     };
     if member.disabled {
         session.purge();
@@ -146,6 +136,20 @@ pub async fn enforce(
         programs: programs.as_ref().clone(),
     });
     next.call(req).await.map(ServiceResponse::map_into_left_body)
+}
+
+/// The list of programs: the cached one while the fingerprint read with the session still
+/// matches, else read again and cached.
+async fn current_programs(
+    state: &AppState,
+    fingerprint: String,
+) -> Result<std::sync::Arc<Vec<Program>>, Error> {
+    if let Some(programs) = state.programs.get(&fingerprint) {
+        return Ok(programs);
+    }
+    let programs = std::sync::Arc::new(db::run(&state.pool, programs::list).await?);
+    state.programs.store(fingerprint, programs.clone());
+    Ok(programs)
 }
 
 fn refuse<B>(req: ServiceRequest, error: Error) -> ServiceResponse<EitherBody<B>> {

@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use crate::db;
 use crate::domain::customers::{self, Customer};
-use crate::domain::ledger::{self, Balance, Kind, NewEntry, TransactionRow, CURRENCIES};
+use crate::domain::ledger::{self, Balance, Kind, NewEntry, Transaction, TransactionRow, CURRENCIES};
 use crate::error::Error;
 use crate::web::context::Page;
 use crate::web::forms::FormErrors;
@@ -35,6 +35,19 @@ pub struct CreditValues {
 }
 
 impl CreditValues {
+    /// The values as submitted, to show again with the form's messages.
+    fn typed(kind: &str, form: &CreditForm) -> CreditValues {
+        CreditValues {
+            kind: kind.to_string(),
+            amount: form.amount.clone(),
+            is_currency: form.is_currency.is_some(),
+            currency: form.currency.clone(),
+            unit_name: form.unit_name.clone(),
+            note: form.note.clone(),
+            form_token: form.form_token.trim().to_string(),
+        }
+    }
+
     fn fresh() -> CreditValues {
         CreditValues {
             kind: Kind::Credit.as_str().to_string(),
@@ -182,15 +195,7 @@ pub async fn submit(
         return Err(Error::Forbidden("Only admins may debit a balance.".to_string()));
     }
     let is_currency = form.is_currency.is_some();
-    let mut values = CreditValues {
-        kind: kind.to_string(),
-        amount: form.amount.clone(),
-        is_currency,
-        currency: form.currency.clone(),
-        unit_name: form.unit_name.clone(),
-        note: form.note.clone(),
-        form_token: form.form_token.trim().to_string(),
-    };
+    let mut values = CreditValues::typed(kind, &form);
     let token = match Uuid::parse_str(&values.form_token) {
         Ok(token) => token,
         Err(_) => {
@@ -229,20 +234,7 @@ pub async fn submit(
     .await;
     match booked {
         Ok((customer, transaction, true)) => {
-            let verb = if transaction.kind == Kind::Debit {
-                "Debited"
-            } else {
-                "Credited"
-            };
-            page.flash(
-                "success",
-                format!(
-                    "{verb} {} {} for {}.",
-                    transaction.amount_display(),
-                    transaction.amount_units,
-                    customer.display_name()
-                ),
-            );
+            page.flash("success", booked_message(&transaction, &customer));
             Ok(redirect(&format!("/customers/{}#balance", customer.key)))
         }
         Ok((customer, _, false)) => {
@@ -254,4 +246,19 @@ pub async fn submit(
         }
         Err(error) => show(&state, page, key, 1, values, FormErrors::from_error(error)?).await,
     }
+}
+
+/// The flash after a booking: what moved, how much and for whom.
+fn booked_message(transaction: &Transaction, customer: &Customer) -> String {
+    let verb = if transaction.kind == Kind::Debit {
+        "Debited"
+    } else {
+        "Credited"
+    };
+    format!(
+        "{verb} {} {} for {}.",
+        transaction.amount_display(),
+        transaction.amount_units,
+        customer.display_name()
+    )
 }

@@ -8,16 +8,16 @@
 //! ledger, the referral structure and counts, and the fact that an erasure happened (the
 //! `customer.erase` audit event, which names the erased fields but holds no value).
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel::sql_types::{Bool, Text};
 use serde_json::{json, Map, Value};
 
-use super::{customer_change, lock, Customer, Lock};
+use super::{lock, record_change, Customer, Lock};
 use crate::db::schema::{audit_events, customers, invites, mail_outbox};
 use crate::domain::invites::DeliveryStatus;
 use crate::domain::programs::Program;
-use crate::domain::{audit, Actor};
+use crate::domain::Actor;
 use crate::error::Error;
 
 /// The name an erased customer is shown under.
@@ -97,42 +97,8 @@ pub fn erase_personal_data(
 ) -> Result<Customer, Error> {
     conn.transaction(|conn| {
         let current = lock(conn, program.id, customer_id, Lock::ForNoKeyUpdate)?;
-        let mut erased: Vec<&str> = Vec::new();
-        if current.email.is_some() {
-            erased.push("email");
-        }
-        if current.name.as_deref().is_some_and(|name| name != ERASED_NAME) {
-            erased.push("name");
-        }
-        if current.surname.is_some() {
-            erased.push("surname");
-        }
-        if current
-            .metadata
-            .as_object()
-            .is_some_and(|object| !object.is_empty())
-        {
-            erased.push("metadata");
-        }
-        if current
-            .custom_fields
-            .as_object()
-            .is_some_and(|object| !object.is_empty())
-        {
-            erased.push("custom_fields");
-        }
-        let addressed: Vec<i64> = match &current.email {
-            Some(email) => invites::table
-                .filter(invites::program_id.eq(program.id))
-                .filter(
-                    diesel::dsl::sql::<Bool>("lower(email) = lower(")
-                        .bind::<Text, _>(email.clone())
-                        .sql(")"),
-                )
-                .select(invites::id)
-                .load(conn)?,
-            None => Vec::new(),
-        };
+        let erased = personal_fields_held(&current);
+        let addressed = invites_addressed_to(conn, program.id, current.email.as_deref())?;
         if erased.is_empty() {
             // Nothing personal is stored (or it was erased before): nothing to do.
             return Ok(current);
@@ -164,36 +130,7 @@ pub fn erase_personal_data(
             PERSONAL_FIELDS,
         )?;
 
-        // Invites addressed to the customer: the address, name and personalization go; a
-        // queued one is not sent any more.
-        for invite_id in &addressed {
-            let placeholder = format!("erased-{invite_id}@{ERASED_EMAIL_DOMAIN}");
-            diesel::update(invites::table.find(invite_id))
-                .set((
-                    invites::email.eq(&placeholder),
-                    invites::name.eq(None::<String>),
-                    invites::personalization.eq(Value::Object(Map::new())),
-                    invites::updated_at.eq(now),
-                ))
-                .execute(conn)?;
-            diesel::update(mail_outbox::table.filter(mail_outbox::invite_id.eq(invite_id)))
-                .set(mail_outbox::recipient.eq(&placeholder))
-                .execute(conn)?;
-        }
-        let addressed_ids: Vec<String> = addressed.iter().map(i64::to_string).collect();
-        scrub_events(
-            conn,
-            |conn| {
-                audit_events::table
-                    .filter(audit_events::subject_type.eq("invite"))
-                    .filter(audit_events::subject_id.eq_any(&addressed_ids))
-                    .filter(audit_events::program_id.eq(program.id))
-                    .select((audit_events::id, audit_events::before, audit_events::after))
-                    .load(conn)
-            },
-            INVITE_FIELDS,
-        )?;
-        cancel_and_erase_messages(conn, &addressed, NOT_SENT_RECIPIENT, now)?;
+        erase_invites_to(conn, program.id, &addressed, now)?;
 
         // Invites the customer sent: the friend's address is the friend's, but the
         // messages carry the customer's name.
@@ -203,24 +140,109 @@ pub fn erase_personal_data(
             .load(conn)?;
         cancel_and_erase_messages(conn, &sent_by, NOT_SENT_INVITER, now)?;
 
-        audit::record(
+        record_change(
             conn,
             actor,
-            customer_change(
-                program.id,
-                &updated,
-                "customer.erase",
-                None,
-                Some(json!({
-                    "erased": erased,
-                    "audit_events_scrubbed": events,
-                    "invites_to_customer": addressed.len(),
-                    "invites_by_customer": sent_by.len(),
-                })),
-            ),
+            program.id,
+            &updated,
+            "customer.erase",
+            None,
+            Some(json!({
+                "erased": erased,
+                "audit_events_scrubbed": events,
+                "invites_to_customer": addressed.len(),
+                "invites_by_customer": sent_by.len(),
+            })),
         )?;
         Ok(updated)
     })
+}
+
+/// The personal fields the customer still holds (a name already erased does not count).
+fn personal_fields_held(current: &Customer) -> Vec<&'static str> {
+    let mut held = Vec::new();
+    if current.email.is_some() {
+        held.push("email");
+    }
+    if current.name.as_deref().is_some_and(|name| name != ERASED_NAME) {
+        held.push("name");
+    }
+    if current.surname.is_some() {
+        held.push("surname");
+    }
+    if current
+        .metadata
+        .as_object()
+        .is_some_and(|object| !object.is_empty())
+    {
+        held.push("metadata");
+    }
+    if current
+        .custom_fields
+        .as_object()
+        .is_some_and(|object| !object.is_empty())
+    {
+        held.push("custom_fields");
+    }
+    held
+}
+
+/// The program's invites sent to this address (compared without case).
+fn invites_addressed_to(
+    conn: &mut PgConnection,
+    program_id: i64,
+    email: Option<&str>,
+) -> Result<Vec<i64>, Error> {
+    let Some(email) = email else {
+        return Ok(Vec::new());
+    };
+    Ok(invites::table
+        .filter(invites::program_id.eq(program_id))
+        .filter(
+            diesel::dsl::sql::<Bool>("lower(email) = lower(")
+                .bind::<Text, _>(email.to_string())
+                .sql(")"),
+        )
+        .select(invites::id)
+        .load(conn)?)
+}
+
+/// Invites addressed to the customer: the address, name and personalization go; a queued
+/// one is not sent any more.
+fn erase_invites_to(
+    conn: &mut PgConnection,
+    program_id: i64,
+    addressed: &[i64],
+    now: DateTime<Utc>,
+) -> Result<(), Error> {
+    for invite_id in addressed {
+        let placeholder = format!("erased-{invite_id}@{ERASED_EMAIL_DOMAIN}");
+        diesel::update(invites::table.find(invite_id))
+            .set((
+                invites::email.eq(&placeholder),
+                invites::name.eq(None::<String>),
+                invites::personalization.eq(Value::Object(Map::new())),
+                invites::updated_at.eq(now),
+            ))
+            .execute(conn)?;
+        diesel::update(mail_outbox::table.filter(mail_outbox::invite_id.eq(invite_id)))
+            .set(mail_outbox::recipient.eq(&placeholder))
+            .execute(conn)?;
+    }
+    let addressed_ids: Vec<String> = addressed.iter().map(i64::to_string).collect();
+    scrub_events(
+        conn,
+        |conn| {
+            audit_events::table
+                .filter(audit_events::subject_type.eq("invite"))
+                .filter(audit_events::subject_id.eq_any(&addressed_ids))
+                .filter(audit_events::program_id.eq(program_id))
+                .select((audit_events::id, audit_events::before, audit_events::after))
+                .load(conn)
+        },
+        INVITE_FIELDS,
+    )?;
+    cancel_and_erase_messages(conn, addressed, NOT_SENT_RECIPIENT, now)
 }
 
 /// The messages of these invites lose their text; those not sent yet never will be.

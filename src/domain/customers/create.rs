@@ -1,0 +1,155 @@
+//! Creating customers: generated keys and ids, the checks, the signup.
+
+use diesel::prelude::*;
+use serde_json::{json, Map, Value};
+
+use crate::domain::programs::Program;
+use crate::domain::{referral_links as links, Actor};
+use crate::error::{Error, FieldErrors};
+
+use super::{
+    collect, find_referrer, input, signup, taken, unique_to_field, Customer, CustomerStatus, NewCustomer,
+};
+
+/// Lengths of generated keys and ids: short, URL-safe, unguessable (about 51 bits).
+const GENERATED_LENGTH: usize = 10;
+
+/// Lower-case letters and digits from the OS-seeded CSPRNG.
+fn random_code(length: usize) -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::thread_rng();
+    (0..length)
+        .map(|_| char::from(ALPHABET[rng.gen_range(0..ALPHABET.len())]))
+        .collect()
+}
+
+/// A random key as a customer could have chosen it (checked for being free with the other
+/// fields, in [`sign_up`]).
+fn random_key() -> String {
+    loop {
+        let candidate = random_code(GENERATED_LENGTH);
+        if input::parse_key(&candidate).is_ok() {
+            return candidate;
+        }
+    }
+}
+
+/// How often a generated key or id is drawn again when it happens to be taken.
+const GENERATION_ATTEMPTS: usize = 8;
+
+/// Creates a customer with its default referral link; generates a blank key and id;
+/// counts the referral for the referrer. New customers are approved unless the program
+/// requires approval.
+pub fn create(
+    conn: &mut PgConnection,
+    program: &Program,
+    actor: &Actor,
+    input: NewCustomer,
+) -> Result<Customer, Error> {
+    sign_up(conn, program, actor, input).map(|created| created.customer)
+}
+
+/// A customer just created, with what was read or written on the way: their referrer and
+/// their (only) referral link.
+#[derive(Debug)]
+pub struct Created {
+    pub customer: Customer,
+    pub referrer: Option<Customer>,
+    pub link: links::ReferralLink,
+}
+
+/// [`create`], returning what an answer about the new customer needs. It needs no
+/// transaction: the checks only read, and every write is one statement (`signup`), so a
+/// clash found by a unique index after the checks (a concurrent signup) still changes
+/// nothing and is reported on its field.
+pub fn sign_up(
+    conn: &mut PgConnection,
+    program: &Program,
+    actor: &Actor,
+    input: NewCustomer,
+) -> Result<Created, Error> {
+    let (key, external_id, mut errors) = free_key_and_id(conn, program.id, &input)?;
+    let referrer = match &input.referrer {
+        Some(referrer) => collect(&mut errors, find_referrer(conn, program.id, referrer))?,
+        None => None,
+    };
+    if !errors.is_empty() {
+        return Err(Error::invalid_fields(errors));
+    }
+    let mut metadata = Map::new();
+    if let Some(date) = input.date_of_birth {
+        metadata.insert("date_of_birth".into(), json!(date.format("%Y-%m-%d").to_string()));
+    }
+    let metadata = Value::Object(metadata);
+    let custom_fields = Value::Object(input.custom_fields);
+    let row = signup::NewRow {
+        program_id: program.id,
+        external_id: &external_id,
+        key: &key,
+        email: input.email.as_deref(),
+        name: input.name.as_deref(),
+        surname: input.surname.as_deref(),
+        metadata: &metadata,
+        custom_fields: &custom_fields,
+        approved: !program.require_approval,
+        referrer_id: referrer.as_ref().map(|referrer| referrer.id),
+    };
+    // Everything the event records is chosen here (a new customer is active), so it is
+    // written with the customer in one statement.
+    let after = json!({
+        "id": row.external_id,
+        "key": row.key,
+        "email": row.email,
+        "name": row.name,
+        "surname": row.surname,
+        "metadata": row.metadata,
+        "custom_fields": row.custom_fields,
+        "status": CustomerStatus::Active,
+        "approved": row.approved,
+        "referring_customer": referrer.as_ref().map(|referrer| &referrer.key),
+    });
+    let (customer, link) = signup::insert(conn, row, actor, &after).map_err(unique_to_field)?;
+    Ok(Created {
+        customer,
+        referrer,
+        link,
+    })
+}
+
+/// The key and id to sign up with, and the messages for the fields already taken. A
+/// blank key or id is generated first, so that one statement checks every field; a
+/// generated value that happens to be taken is drawn again.
+fn free_key_and_id(
+    conn: &mut PgConnection,
+    program_id: i64,
+    input: &NewCustomer,
+) -> Result<(String, String, FieldErrors), Error> {
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let key = input.key.clone().unwrap_or_else(random_key);
+        let external_id = input
+            .external_id
+            .clone()
+            .unwrap_or_else(|| random_code(GENERATED_LENGTH));
+        let errors = taken(
+            conn,
+            program_id,
+            None,
+            Some(&key),
+            Some(&external_id),
+            input.email.as_deref(),
+        )?;
+        let generated_taken = (input.key.is_none() && errors.contains_key("key"))
+            || (input.external_id.is_none() && errors.contains_key("id"));
+        if !generated_taken {
+            return Ok((key, external_id, errors));
+        }
+        if attempts == GENERATION_ATTEMPTS {
+            return Err(Error::Internal(anyhow::anyhow!(
+                "could not generate a free customer key and id"
+            )));
+        }
+    }
+}

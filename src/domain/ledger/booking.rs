@@ -1,0 +1,172 @@
+//! Booking an entry: the customer locked, the balance checked, the idempotency key honoured.
+
+use diesel::prelude::*;
+use serde_json::json;
+
+use crate::db::schema::{balance_transactions, customers};
+use crate::domain::customers::CustomerStatus;
+use crate::domain::{audit, Actor};
+use crate::error::{is_unique_violation, Error};
+
+use super::{balance_of, format_amount, Kind, NewEntry, Transaction};
+
+const IDEMPOTENCY_CONSTRAINT: &str = "balance_transactions_program_id_idempotency_key_key";
+
+/// Books a credit or debit for a customer of `program_id`.
+///
+/// Returns the transaction and whether it was booked now (`false`: the idempotency key was
+/// used before, and the earlier transaction is returned; nothing is booked).
+pub fn book(
+    conn: &mut PgConnection,
+    program_id: i64,
+    customer_id: i64,
+    actor: &Actor,
+    entry: NewEntry,
+) -> Result<(Transaction, bool), Error> {
+    entry.check()?;
+    let attempt =
+        conn.transaction::<_, Failure, _>(|conn| book_locked(conn, program_id, customer_id, actor, &entry));
+    match attempt {
+        Ok(outcome) => Ok(outcome),
+        Err(Failure::Error(error)) => Err(error),
+        // Another request booked the same key between our check and our insert.
+        Err(Failure::KeyTaken) => {
+            let key = entry.idempotency_key.as_deref().unwrap_or_default();
+            match find_by_idempotency_key(conn, program_id, key)? {
+                Some(existing) => replay(existing, customer_id),
+                None => Err(Error::Internal(anyhow::anyhow!(
+                    "idempotency key conflict without a stored transaction"
+                ))),
+            }
+        }
+    }
+}
+
+/// Why a booking transaction rolled back.
+enum Failure {
+    Error(Error),
+    KeyTaken,
+}
+
+impl From<diesel::result::Error> for Failure {
+    fn from(error: diesel::result::Error) -> Self {
+        if is_unique_violation(&error, IDEMPOTENCY_CONSTRAINT) {
+            Failure::KeyTaken
+        } else {
+            Failure::Error(error.into())
+        }
+    }
+}
+
+impl From<Error> for Failure {
+    fn from(error: Error) -> Self {
+        Failure::Error(error)
+    }
+}
+
+/// A replayed key returns the earlier booking, but only for the same customer: reusing a
+/// key for someone else is a client bug that must not pass silently.
+fn replay(existing: Transaction, customer_id: i64) -> Result<(Transaction, bool), Error> {
+    if existing.customer_id == customer_id {
+        Ok((existing, false))
+    } else {
+        Err(Error::invalid(
+            "idempotency_key",
+            "This idempotency key was already used for another customer.",
+        ))
+    }
+}
+
+fn find_by_idempotency_key(
+    conn: &mut PgConnection,
+    program_id: i64,
+    key: &str,
+) -> Result<Option<Transaction>, Error> {
+    Ok(balance_transactions::table
+        .filter(balance_transactions::program_id.eq(program_id))
+        .filter(balance_transactions::idempotency_key.eq(key))
+        .select(Transaction::as_select())
+        .first(conn)
+        .optional()?)
+}
+
+fn book_locked(
+    conn: &mut PgConnection,
+    program_id: i64,
+    customer_id: i64,
+    actor: &Actor,
+    entry: &NewEntry,
+) -> Result<(Transaction, bool), Failure> {
+    // The lock serialises bookings per customer: a debit sees every earlier booking, and
+    // a replayed key sees the booking made by the request it waited for.
+    let status: CustomerStatus = customers::table
+        .filter(customers::program_id.eq(program_id))
+        .filter(customers::id.eq(customer_id))
+        .select(customers::status)
+        .for_update()
+        .first(conn)?;
+    if let Some(key) = &entry.idempotency_key {
+        if let Some(existing) = find_by_idempotency_key(conn, program_id, key)? {
+            return Ok(replay(existing, customer_id)?);
+        }
+    }
+    if status == CustomerStatus::Deleted {
+        return Err(Error::invalid(
+            "customer",
+            "This customer is deleted; restore them before booking credits or debits.",
+        )
+        .into());
+    }
+    if entry.kind == Kind::Debit {
+        let current = balance_of(conn, customer_id, &entry.units, entry.is_currency)?;
+        if current < entry.amount {
+            return Err(Error::invalid(
+                "amount",
+                format!(
+                    "A debit may not take the balance below zero: the {} balance is only {}.",
+                    entry.units,
+                    format_amount(&current, entry.is_currency)
+                ),
+            )
+            .into());
+        }
+    }
+    let booked: Transaction = diesel::insert_into(balance_transactions::table)
+        .values((
+            balance_transactions::program_id.eq(program_id),
+            balance_transactions::customer_id.eq(customer_id),
+            balance_transactions::kind.eq(entry.kind),
+            balance_transactions::amount.eq(&entry.amount),
+            balance_transactions::amount_units.eq(&entry.units),
+            balance_transactions::is_currency.eq(entry.is_currency),
+            balance_transactions::note.eq(&entry.note),
+            balance_transactions::actor_member_id.eq(actor.member_id),
+            balance_transactions::actor_token_id.eq(actor.token_id),
+            balance_transactions::idempotency_key.eq(&entry.idempotency_key),
+        ))
+        .returning(Transaction::as_returning())
+        .get_result(conn)?;
+    audit::record(
+        conn,
+        actor,
+        audit::Change {
+            program_id: Some(program_id),
+            action: match entry.kind {
+                Kind::Credit => "ledger.credit",
+                Kind::Debit => "ledger.debit",
+            },
+            subject_type: "balance_transaction",
+            subject_id: Some(booked.id.to_string()),
+            customer_id: Some(customer_id),
+            before: None,
+            after: Some(json!({
+                "kind": booked.kind,
+                "amount": booked.amount_display(),
+                "amount_units": booked.amount_units,
+                "is_currency": booked.is_currency,
+                "note": booked.note,
+            })),
+        },
+    )?;
+    Ok((booked, true))
+}
