@@ -16,8 +16,10 @@ use crate::db;
 use crate::db::schema::{customers, referral_standings as standings};
 use crate::error::Error;
 
+mod customer_list;
 mod email_samples;
 mod page_marks;
+pub use customer_list::{Cursor, CustomerList, ExportWalk, ListPage, ListRequest, ListedRow, PastEnd};
 pub use email_samples::{EmailSamples, IndexPart};
 pub use page_marks::{PageMarks, MARK_EVERY};
 
