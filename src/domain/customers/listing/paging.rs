@@ -324,7 +324,10 @@ fn read_window(
 
 /// One page of the filtered list by number (without referrers), with the number of
 /// matching customers. `per_page` is clamped to 1..=250 and `page` to >= 1; a page past
-/// the end is empty. Deep pages start from `marks` where they can.
+/// the end is empty. Deep pages start from `marks` where they can. What
+/// [`CustomerList::page`](super::CustomerList::page) does for a page by number, with the
+/// caller's own marks and its filter's search taken as already narrowed (tests read
+/// pages through it).
 pub fn list(
     conn: &mut PgConnection,
     marks: &PageMarks,
