@@ -27,7 +27,7 @@ pub use export::{export_batch, ExportCursor, ExportRow};
 pub use filters::{CustomerFilter, ReferStatus, SortColumn, SortDirection, StatusFilter};
 pub use lookups::{exact_matches, referrals, ExactMatch};
 pub use page_marks::{PageMarks, MARK_EVERY};
-pub use paging::{list, page, page_customers, supports_keyset, Position, MAX_PER_PAGE};
+pub use paging::{list, supports_keyset, Position, MAX_PER_PAGE};
 pub use rows::{referrer_summaries, with_referrers, CustomerRow, ReferrerSummary};
 pub use search::{contains_pattern, narrow_email_search, normalize_search, search_arms};
 

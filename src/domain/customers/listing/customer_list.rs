@@ -7,10 +7,10 @@ use std::sync::Arc;
 
 use diesel::PgConnection;
 
+use super::paging::{page, page_customers};
 use super::{
-    export_batch, matches, narrow_email_search, page, page_customers, supports_keyset, Customer,
-    CustomerFilter, CustomerRow, EmailSamples, ExportCursor, ExportRow, Matches, PageMarks, Position,
-    SortColumn, Total,
+    export_batch, matches, narrow_email_search, supports_keyset, Customer, CustomerFilter, CustomerRow,
+    EmailSamples, ExportCursor, ExportRow, Matches, PageMarks, Position, SortColumn, Total,
 };
 use crate::error::Error;
 

@@ -74,7 +74,7 @@ fn standings_order_by(filter: &CustomerFilter, reverse: bool) -> &'static str {
 }
 
 /// [`page`] without the referrers.
-pub fn page_customers(
+pub(super) fn page_customers(
     conn: &mut PgConnection,
     program_id: i64,
     filter: &CustomerFilter,
@@ -95,7 +95,7 @@ pub fn page_customers(
 /// 1..=250; past the end: empty. A deferred join in two prepared statements: the page's
 /// positions (internal ids and referrer ids) are read from an index alone where a covering
 /// one serves the sort, then the rows of the customers and their referrers at once.
-pub fn page(
+pub(super) fn page(
     conn: &mut PgConnection,
     program_id: i64,
     filter: &CustomerFilter,
