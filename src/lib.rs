@@ -48,10 +48,8 @@ pub struct AppState {
     pub mail: mail::MailWaker,
     /// The programs list every signed-in page shows (see `web::access::ProgramsCache`).
     pub programs: web::access::ProgramsCache,
-    /// Where deep pages of the customer list start (see `listing::PageMarks`).
-    pub page_marks: std::sync::Arc<domain::customers::listing::PageMarks>,
-    /// Which part of a partial email search to look up (see `listing::EmailSamples`).
-    pub email_samples: std::sync::Arc<domain::customers::listing::EmailSamples>,
+    /// The customer list and its caches (see `listing::CustomerList`).
+    pub customer_list: domain::customers::listing::CustomerList,
 }
 
 pub struct Application {
@@ -174,8 +172,7 @@ impl Application {
             unknown_tokens: Default::default(),
             mail: mail.waker(),
             programs: web::access::ProgramsCache::default(),
-            page_marks: Default::default(),
-            email_samples: Default::default(),
+            customer_list: Default::default(),
         });
         let store = web::session_store::PgSessionStore::new(pool.clone());
         let form_tokens = Data::new(web::csrf::FormTokens::new(&key, secure_cookies));

@@ -11,7 +11,9 @@ use crate::api::body::{read_object, Fields};
 use crate::api::list::{self, ListQuery};
 use crate::api::views::{self, CustomerContext, CustomerJson};
 use crate::api::{data, done, ApiCall};
-use crate::domain::customers::listing::{self, CustomerFilter, ReferStatus, ReferrerSummary};
+use crate::domain::customers::listing::{
+    self, CustomerFilter, ListRequest, PastEnd, ReferStatus, ReferrerSummary,
+};
 use crate::domain::customers::{self, Customer, CustomerChanges, CustomerInput, NewCustomer};
 use crate::domain::programs::Program;
 use crate::domain::referral_links;
@@ -91,20 +93,20 @@ pub async fn list(
         ..CustomerFilter::default()
     };
     let public_url = state.config.public_url.clone();
-    let marks = state.page_marks.clone();
+    let customer_list = state.customer_list.clone();
     let (items, total, paging) = call
         .run(paging, move |conn, client, paging| {
+            let request = ListRequest {
+                filter,
+                page: paging.page,
+                per_page: paging.limit,
+                cursor: None,
+                past_end: PastEnd::Empty,
+            };
             // The API's filters are all tallied: the total is exact.
-            let (rows, total) = listing::list(
-                conn,
-                &marks,
-                client.program.id,
-                &filter,
-                paging.page,
-                paging.limit,
-            )?;
-            let items = render_customers(conn, &client.program, &public_url, &rows)?;
-            Ok((items, total.value(), paging))
+            let found = customer_list.page::<Customer>(conn, client.program.id, &request)?;
+            let items = render_customers(conn, &client.program, &public_url, &found.rows)?;
+            Ok((items, found.total.value(), paging))
         })
         .await?;
     Ok(list::response(&req, &state, items, &paging, total))

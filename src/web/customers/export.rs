@@ -10,7 +10,6 @@
 //! index range, so a date-filtered export reads only the matching customers.
 
 use std::borrow::Cow;
-use std::sync::Arc;
 
 use actix_web::http::header;
 use actix_web::web::{self, Bytes};
@@ -19,8 +18,8 @@ use chrono::SecondsFormat;
 
 use super::list::ListParams;
 use crate::db::DbPool;
-use crate::domain::customers::listing::{self, EmailSamples};
-use crate::domain::customers::{self, CustomerFilter, ExportCursor, ExportRow};
+use crate::domain::customers::listing::ExportWalk;
+use crate::domain::customers::ExportRow;
 use crate::domain::programs::Program;
 use crate::error::Error;
 use crate::web::context::Page;
@@ -124,21 +123,12 @@ type Batches = std::sync::mpsc::SyncSender<Result<Vec<ExportRow>, Error>>;
 /// Runs on a blocking thread: reads batch after batch and hands them to the encoder. A
 /// connection is taken per batch, so a slow download never holds one for long. Stops when
 /// the encoder has gone (the client left, or encoding failed).
-fn read_batches(
-    pool: DbPool,
-    samples: Arc<EmailSamples>,
-    program_id: i64,
-    mut filter: CustomerFilter,
-    batches: Batches,
-) {
-    let mut after = None;
+fn read_batches(pool: DbPool, mut walk: ExportWalk, batches: Batches) {
     loop {
-        let batch = pool.get().map_err(|_| Error::Unavailable).and_then(|mut conn| {
-            if after.is_none() {
-                listing::narrow_email_search(&mut conn, &samples, &mut filter);
-            }
-            customers::export_batch(&mut conn, program_id, &filter, after, BATCH_SIZE)
-        });
+        let batch = pool
+            .get()
+            .map_err(|_| Error::Unavailable)
+            .and_then(|mut conn| walk.next_batch(&mut conn, BATCH_SIZE));
         let rows = match batch {
             Ok(rows) => rows,
             Err(error) => {
@@ -148,12 +138,6 @@ fn read_batches(
             }
         };
         let done = (rows.len() as i64) < BATCH_SIZE;
-        if let Some(last) = rows.last() {
-            after = Some(ExportCursor {
-                created_at: last.created_at,
-                id: last.id,
-            });
-        }
         if rows.is_empty() || batches.send(Ok(rows)).is_err() || done {
             return;
         }
@@ -196,11 +180,11 @@ pub async fn export_csv(
     // Reading and encoding overlap on two threads; batches read ahead wait in a small
     // channel, so memory stays at a few batches however large the export.
     let (batch_sender, batch_receiver) = std::sync::mpsc::sync_channel(BATCHES_AHEAD);
-    let (pool, program_id) = (state.pool.clone(), page.program.id);
-    let samples = state.email_samples.clone();
-    actix_web::rt::task::spawn_blocking(move || {
-        read_batches(pool, samples, program_id, filter, batch_sender)
-    });
+    let (pool, walk) = (
+        state.pool.clone(),
+        state.customer_list.export(page.program.id, filter),
+    );
+    actix_web::rt::task::spawn_blocking(move || read_batches(pool, walk, batch_sender));
     let program = page.program.clone();
     actix_web::rt::task::spawn_blocking(move || encode_batches(program, batch_receiver, sender));
     let body = futures_util::stream::unfold(receiver, |mut receiver| async move {

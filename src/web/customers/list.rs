@@ -4,12 +4,10 @@ use actix_web::{web, HttpResponse};
 use askama::Template;
 use chrono::NaiveDate;
 
-use diesel::PgConnection;
-
 use crate::db;
-use crate::domain::customers::listing::{self, EmailSamples, Matches, PageMarks};
+use crate::domain::customers::listing::{Cursor, ListRequest, PastEnd};
 use crate::domain::customers::{
-    CustomerFilter, CustomerRow, Position, ReferStatus, SortColumn, SortDirection, StatusFilter, Total,
+    CustomerFilter, CustomerRow, ReferStatus, SortColumn, SortDirection, StatusFilter, Total,
 };
 use crate::error::Error;
 use crate::web::context::Page;
@@ -28,50 +26,16 @@ pub struct ListParams {
     pub filter: CustomerFilter,
     pub page: i64,
     pub per_page: i64,
-    /// From a far page link: where the previous page ended or began (see `Pager::href`).
+    /// From a far page link: `after=5000_123` (the link was on page 5000, whose last row
+    /// is customer 123, an internal id) or `before=5000_123` (whose first row is); see
+    /// `Pager::href`.
     pub cursor: Option<Cursor>,
 }
-
-/// `after=5000_123`: the link was on page 5000, whose last row is customer 123 (internal
-/// id); `before=5000_123`: whose first row is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Cursor {
-    After { page: i64, id: i64 },
-    Before { page: i64, id: i64 },
-}
-
-/// A cursor continues at most this many pages away from the page it was made on.
-const MAX_CURSOR_PAGES: i64 = 10;
 
 fn parse_cursor(value: &str) -> Option<(i64, i64)> {
     let (page, id) = value.trim().split_once('_')?;
     let (page, id) = (page.parse::<i64>().ok()?, id.parse::<i64>().ok()?);
     (page >= 1 && id >= 1).then_some((page, id))
-}
-
-impl Cursor {
-    /// Where page `wanted` starts, continuing from this cursor — when the cursor fits that
-    /// page and the sort can be continued at all.
-    pub fn position(self, wanted: i64, per_page: i64, sort: SortColumn) -> Option<Position> {
-        if !listing::supports_keyset(sort) {
-            return None;
-        }
-        match self {
-            Cursor::After { page, id } if wanted > page && wanted - page <= MAX_CURSOR_PAGES => {
-                Some(Position::After {
-                    id,
-                    skip: (wanted - page - 1) * per_page,
-                })
-            }
-            Cursor::Before { page, id } if wanted < page && page - wanted <= MAX_CURSOR_PAGES => {
-                Some(Position::Before {
-                    id,
-                    skip: (page - wanted - 1) * per_page,
-                })
-            }
-            _ => None,
-        }
-    }
 }
 
 fn parse_bool(value: &str) -> Option<bool> {
@@ -137,6 +101,17 @@ impl ListParams {
         params.filter.sort = sort.unwrap_or_default();
         params.filter.direction = direction.unwrap_or_else(|| params.filter.sort.natural_direction());
         params
+    }
+
+    /// The page this query asks the customer list for.
+    pub fn request(&self) -> ListRequest {
+        ListRequest {
+            filter: self.filter.clone(),
+            page: self.page,
+            per_page: self.per_page,
+            cursor: self.cursor,
+            past_end: PastEnd::LastPage,
+        }
     }
 
     /// True when anything narrows the list beyond the default (active customers).
@@ -226,59 +201,6 @@ struct ListPage {
     per_page_choices: [i64; 4],
 }
 
-/// A page of the list: its rows, the total, and the page number they are on.
-struct Found {
-    rows: Vec<CustomerRow>,
-    total: Total,
-    shown: i64,
-}
-
-/// Finds the page asked for: by the link's cursor when it has one (keyset: constant time
-/// however deep), else by number (clamped to the last page when the total is exact). A
-/// page past the end of an estimated list (a hand-edited address) is the real last page.
-fn find_page(
-    conn: &mut PgConnection,
-    marks: &PageMarks,
-    samples: &EmailSamples,
-    program_id: i64,
-    params: &ListParams,
-) -> Result<Found, Error> {
-    let (wanted, per_page) = (params.page, params.per_page);
-    let mut filter = params.filter.clone();
-    listing::narrow_email_search(conn, samples, &mut filter);
-    let filter = &filter;
-    let matches = listing::matches(conn, program_id, filter)?;
-    let total = matches.total;
-    let last = ((total.value() + per_page - 1) / per_page).max(1);
-    let shown = if total.is_exact() {
-        wanted.min(last)
-    } else {
-        wanted
-    };
-    let cursor = params
-        .cursor
-        .and_then(|cursor| cursor.position(wanted, per_page, filter.sort));
-    if let Some(position) = cursor {
-        let rows = listing::page(conn, program_id, filter, position, per_page, &matches)?;
-        if !rows.is_empty() {
-            return Ok(Found { rows, total, shown });
-        }
-    }
-    let by_number = marks.position(conn, program_id, filter, shown, per_page, &matches)?;
-    let rows = listing::page(conn, program_id, filter, by_number, per_page, &matches)?;
-    if rows.is_empty() && shown > 1 && !total.is_exact() {
-        let exact = Matches::counted(Total::Exact(listing::exact_total(conn, program_id, filter)?));
-        let last = ((exact.total.value() + per_page - 1) / per_page).max(1);
-        let rows = listing::page(conn, program_id, filter, Position::Page(last), per_page, &exact)?;
-        return Ok(Found {
-            rows,
-            total: exact.total,
-            shown: last,
-        });
-    }
-    Ok(Found { rows, total, shown })
-}
-
 pub async fn index(
     state: web::Data<AppState>,
     page: Page,
@@ -287,10 +209,9 @@ pub async fn index(
     let params = ListParams::from_pairs(&query);
     let program_id = page.program.id;
     let found = {
-        let params = params.clone();
-        let (marks, samples) = (state.page_marks.clone(), state.email_samples.clone());
+        let (list, request) = (state.customer_list.clone(), params.request());
         db::run(&state.pool, move |conn| {
-            find_page(conn, &marks, &samples, program_id, &params)
+            list.page::<CustomerRow>(conn, program_id, &request)
         })
         .await?
     };
@@ -308,20 +229,18 @@ pub async fn index(
         columns,
     );
     let mut pager = match found.total {
-        Total::Exact(total) => Pager::new(url.clone(), "page", found.shown, per_page, total),
+        Total::Exact(total) => Pager::new(url.clone(), "page", found.number, per_page, total),
         Total::About(total) => Pager::estimated(
             url.clone(),
             "page",
-            found.shown,
+            found.number,
             per_page,
             total,
             found.rows.len() as i64,
         ),
     };
-    if listing::supports_keyset(params.filter.sort) {
-        if let (Some(first), Some(last)) = (found.rows.first(), found.rows.last()) {
-            pager = pager.with_cursors(first.customer.id, last.customer.id);
-        }
+    if let Some((first, last)) = found.cursor_ids() {
+        pager = pager.with_cursors(first, last);
     }
     render(&ListPage {
         export_url: url.on_path("/customers/export.csv"),
@@ -338,6 +257,7 @@ pub async fn index(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::customers::Position;
 
     fn pairs(query: &str) -> Vec<(String, String)> {
         serde_urlencoded::from_str(query).unwrap()
