@@ -34,9 +34,25 @@ function unique()
 end
 
 -- One of the seeded customers, at random (`seed-1` .. `seed-N`).
+-- The numbers of seeded customers that are not active (read once per thread).
+local deleted = nil
+local function load_deleted()
+  deleted = {}
+  local path = os.getenv("BENCH_DELETED_FILE")
+  local file = path and io.open(path, "r")
+  if file then
+    for line in file:lines() do deleted[tonumber(line)] = true end
+    file:close()
+  end
+end
+
+-- A random active seeded customer's id.
 function seeded_customer()
+  if deleted == nil then load_deleted() end
   local seeded = tonumber(os.getenv("BENCH_SEEDED") or "1000000")
-  return "seed-" .. math.random(1, seeded)
+  local number
+  repeat number = math.random(1, seeded) until not deleted[number]
+  return "seed-" .. number
 end
 
 function done(summary, latency, requests)
