@@ -156,6 +156,8 @@ diesel::table! {
         require_approval -> Bool,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
+        rewards_max_referrals_per_hour -> Int4,
+        rewards_support_approval_limit -> Nullable<Numeric>,
     }
 }
 
@@ -202,6 +204,68 @@ diesel::table! {
 }
 
 diesel::table! {
+    reward_rules (id) {
+        id -> Int8,
+        program_id -> Int8,
+        name -> Text,
+        trigger -> Text,
+        sale_scope -> Nullable<Text>,
+        sale_count -> Nullable<Int4>,
+        within_days -> Nullable<Int4>,
+        min_sale_amount -> Nullable<Numeric>,
+        product_type -> Nullable<Text>,
+        amount_kind -> Text,
+        referrer_amount -> Nullable<Numeric>,
+        friend_amount -> Nullable<Numeric>,
+        amount_units -> Text,
+        is_currency -> Bool,
+        max_reward -> Nullable<Numeric>,
+        limit_per_referrer -> Nullable<Int4>,
+        limit_per_referrer_month -> Nullable<Int4>,
+        budget -> Nullable<Numeric>,
+        hold_days -> Int4,
+        needs_approval -> Bool,
+        enabled -> Bool,
+        version -> Int4,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    rewards (id) {
+        id -> Int8,
+        program_id -> Int8,
+        rule_id -> Int8,
+        rule_snapshot -> Jsonb,
+        beneficiary_id -> Int8,
+        role -> Text,
+        referrer_id -> Int8,
+        friend_id -> Int8,
+        transaction_id -> Nullable<Int8>,
+        event_key -> Text,
+        amount -> Numeric,
+        amount_units -> Text,
+        is_currency -> Bool,
+        status -> Text,
+        hold_until -> Timestamptz,
+        needs_approval -> Bool,
+        flags -> Array<Text>,
+        credit_entry_id -> Nullable<Int8>,
+        credited_at -> Nullable<Timestamptz>,
+        decided_by_member_id -> Nullable<Int8>,
+        decided_by_token_id -> Nullable<Int8>,
+        decided_at -> Nullable<Timestamptz>,
+        deny_reason -> Nullable<Text>,
+        void_reason -> Nullable<Text>,
+        reversal -> Nullable<Text>,
+        reversal_owed -> Nullable<Numeric>,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     sessions (id) {
         id -> Text,
         member_id -> Nullable<Int8>,
@@ -226,6 +290,30 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    transactions (id) {
+        id -> Int8,
+        program_id -> Int8,
+        customer_id -> Int8,
+        key -> Text,
+        amount -> Numeric,
+        amount_units -> Text,
+        action -> Text,
+        status -> Text,
+        product_id -> Nullable<Text>,
+        product_type -> Nullable<Text>,
+        rewardable -> Bool,
+        reward_notes -> Jsonb,
+        request_hash -> Text,
+        actor_member_id -> Nullable<Int8>,
+        actor_token_id -> Nullable<Int8>,
+        archived_at -> Nullable<Timestamptz>,
+        deleted_at -> Nullable<Timestamptz>,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
 diesel::joinable!(api_tokens -> programs (program_id));
 diesel::joinable!(api_tokens -> team_members (created_by));
 diesel::joinable!(customer_tallies -> programs (program_id));
@@ -233,6 +321,9 @@ diesel::joinable!(customers -> programs (program_id));
 diesel::joinable!(invites -> customers (customer_id));
 diesel::joinable!(mail_outbox -> invites (invite_id));
 diesel::joinable!(referral_clicks -> referral_links (link_id));
+diesel::joinable!(reward_rules -> programs (program_id));
+diesel::joinable!(rewards -> programs (program_id));
+diesel::joinable!(transactions -> programs (program_id));
 diesel::joinable!(sessions -> team_members (member_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
@@ -251,6 +342,9 @@ diesel::allow_tables_to_appear_in_same_query!(
     referral_links,
     referral_standings,
     retired_keys,
+    reward_rules,
+    rewards,
     sessions,
     team_members,
+    transactions,
 );

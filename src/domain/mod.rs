@@ -9,9 +9,11 @@ pub mod ledger;
 pub mod maintenance;
 pub mod programs;
 pub mod referral_links;
+pub mod rewards;
 pub mod sessions;
 pub mod team;
 pub mod tokens;
+pub mod transactions;
 
 use sha2::{Digest, Sha256};
 
