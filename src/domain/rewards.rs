@@ -17,6 +17,10 @@ use serde::Serialize;
 use crate::db::schema::{reward_rules, rewards};
 use crate::db::text_enum;
 
+pub mod figures;
+pub mod rules;
+pub mod settings;
+
 text_enum! {
     /// The event that fires a rule (`reward_rules.trigger`).
     pub enum Trigger {

@@ -14,6 +14,8 @@ use serde::Serialize;
 use crate::db::schema::transactions;
 use crate::db::text_enum;
 
+pub mod browse;
+
 text_enum! {
     /// Where a transaction stands (`transactions.status`).
     pub enum TransactionStatus {

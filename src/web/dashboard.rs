@@ -1,5 +1,7 @@
-//! `GET /`: the current program at a glance — totals, a 90-day referrals chart drawn as
-//! server-side SVG (no script, no chart library), and the top referrers.
+//! `GET /`: the current program at a glance — totals, rewards per status and unit, the
+//! referral funnel over 7, 30, 90 days or a custom range (a plain GET form, no script), a
+//! 90-day referrals chart drawn as server-side SVG (no script, no chart library), and the
+//! top referrers.
 
 use actix_web::{web, HttpResponse};
 use askama::Template;
@@ -8,9 +10,11 @@ use chrono::Utc;
 use crate::db;
 use crate::domain::customers::Customer;
 use crate::domain::dashboard::{self, DayCount, Totals};
+use crate::domain::rewards::figures::{self, Funnel, StatusTotal};
 use crate::error::Error;
 use crate::web::context::Page;
-use crate::web::render;
+use crate::web::forms::FormErrors;
+use crate::web::render_status;
 use crate::AppState;
 
 #[derive(Template)]
@@ -20,6 +24,32 @@ struct DashboardPage {
     totals: Totals,
     chart: Chart,
     top: Vec<Customer>,
+    rewards: Vec<StatusTotal>,
+    funnel: Funnel,
+    range: RangeQuery,
+    /// The range the funnel covers, in words.
+    range_text: String,
+    errors: FormErrors,
+}
+
+/// The funnel's range as typed: `range` is 7, 30, 90 or `custom` (with `from` and `to`).
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+pub struct RangeQuery {
+    range: String,
+    from: String,
+    to: String,
+}
+
+impl RangeQuery {
+    fn is(&self, choice: &str) -> bool {
+        let custom = !self.from.trim().is_empty() || !self.to.trim().is_empty();
+        match choice {
+            "custom" => custom || self.range == "custom",
+            "30" => !custom && matches!(self.range.as_str(), "" | "30"),
+            other => !custom && self.range == other,
+        }
+    }
 }
 
 impl DashboardPage {
@@ -28,23 +58,48 @@ impl DashboardPage {
     }
 }
 
-pub async fn show(state: web::Data<AppState>, page: Page) -> Result<HttpResponse, Error> {
+pub async fn show(
+    state: web::Data<AppState>,
+    page: Page,
+    range: web::Query<RangeQuery>,
+) -> Result<HttpResponse, Error> {
     let program_id = page.program.id;
     let now = Utc::now();
-    let (totals, days, top) = db::run(&state.pool, move |conn| {
+    let range = range.into_inner();
+    // A bad range is reported next to its field; the funnel then shows the last 30 days.
+    let (errors, (from, until)) = match figures::funnel_range(&range.range, &range.from, &range.to, now) {
+        Ok(bounds) => (FormErrors::default(), bounds),
+        Err(error) => (
+            FormErrors::from_error(error)?,
+            figures::funnel_range("30", "", "", now)?,
+        ),
+    };
+    let (totals, days, top, rewards, funnel) = db::run(&state.pool, move |conn| {
         Ok((
             dashboard::totals(conn, program_id, now)?,
             dashboard::referrals_per_day(conn, program_id, now)?,
             dashboard::top_referrers(conn, program_id)?,
+            figures::status_totals(conn, program_id)?,
+            figures::funnel(conn, program_id, from, until)?,
         ))
     })
     .await?;
-    render(&DashboardPage {
-        page,
-        totals,
-        chart: Chart::new(&days),
-        top,
-    })
+    let last_day = until - chrono::Duration::seconds(1);
+    let range_text = format!("{} to {}", from.format("%Y-%m-%d"), last_day.format("%Y-%m-%d"));
+    render_status(
+        errors.status(),
+        &DashboardPage {
+            page,
+            totals,
+            chart: Chart::new(&days),
+            top,
+            rewards,
+            funnel,
+            range,
+            range_text,
+            errors,
+        },
+    )
 }
 
 /// "1,234,567": counts are easier to read grouped.

@@ -19,9 +19,11 @@ pub mod paging;
 pub mod profile;
 pub mod programs;
 pub mod referral_redirect;
+pub mod rules;
 pub mod session_store;
 pub mod sessionless;
 pub mod team;
+pub mod transactions;
 
 use actix_web::http::{header, StatusCode};
 use actix_web::HttpResponse;
@@ -64,6 +66,15 @@ pub fn routes(routes: &mut Routes) {
         .get("/programs/new", ADMIN, programs::new_form)
         .get("/programs/{id}/edit", ADMIN, programs::edit_form)
         .post("/programs/{id}/edit", ADMIN, programs::update)
+        .get("/rules", VIEWER, rules::index)
+        .post("/rules", ADMIN, rules::create)
+        .get("/rules/new", ADMIN, rules::new_form)
+        .post("/rules/settings", ADMIN, rules::save_settings)
+        .get("/rules/{id}/edit", ADMIN, rules::edit_form)
+        .post("/rules/{id}/edit", ADMIN, rules::update)
+        .post("/rules/{id}/enable", ADMIN, rules::enable)
+        .post("/rules/{id}/disable", ADMIN, rules::disable)
+        .get("/transactions", VIEWER, transactions::index)
         .get("/audit", ADMIN, audit::index)
         .get("/audit/export", ADMIN, audit::export)
         .get("/r/{program}/{code}", Public, referral_redirect::follow)

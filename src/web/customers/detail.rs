@@ -10,6 +10,9 @@ use crate::domain::customers::{self, Customer, ReferrerSummary};
 use crate::domain::invites::{self, Invite};
 use crate::domain::ledger::{self, Balance, TransactionRow};
 use crate::domain::referral_links::{self, ReferralLink};
+use crate::domain::rewards::figures::{self, EarnedReward};
+use crate::domain::rewards::BeneficiaryRole;
+use crate::domain::transactions::browse::{self, Row};
 use crate::error::Error;
 use crate::web::context::Page;
 use crate::web::forms::FormErrors;
@@ -21,6 +24,39 @@ use crate::AppState;
 const REFERRALS_PER_PAGE: i64 = 15;
 const ACTIVITY_LIMIT: i64 = 50;
 const INVITES_LIMIT: i64 = 10;
+/// The latest transactions and rewards the page shows; the transactions page has them all.
+const REWARDS_LIMIT: i64 = 20;
+
+/// The customer's transactions and the rewards they earned as referrer and as friend, each
+/// with how many there are in all.
+pub(super) struct RewardPanels {
+    pub transactions: (Vec<Row>, i64),
+    pub as_referrer: (Vec<EarnedReward>, i64),
+    pub as_friend: (Vec<EarnedReward>, i64),
+}
+
+impl RewardPanels {
+    fn load(
+        conn: &mut diesel::PgConnection,
+        program_id: i64,
+        customer_id: i64,
+    ) -> Result<RewardPanels, Error> {
+        Ok(RewardPanels {
+            transactions: browse::for_customer(conn, program_id, customer_id, REWARDS_LIMIT)?,
+            as_referrer: figures::earned_by(conn, customer_id, BeneficiaryRole::Referrer, REWARDS_LIMIT)?,
+            as_friend: figures::earned_by(conn, customer_id, BeneficiaryRole::Friend, REWARDS_LIMIT)?,
+        })
+    }
+
+    /// The two reward tables: title, rows and total, and what the other side is called.
+    #[allow(clippy::type_complexity)]
+    pub fn groups(&self) -> [(&'static str, &(Vec<EarnedReward>, i64), &'static str); 2] {
+        [
+            ("Earned as referrer", &self.as_referrer, "Friend"),
+            ("Earned as friend", &self.as_friend, "Referrer"),
+        ]
+    }
+}
 
 /// What the small forms on the page (change referrer, add link) hold when they come back
 /// with a message.
@@ -46,6 +82,7 @@ struct DetailPage {
     ledger_page: i64,
     ledger_pager: Pager,
     invites: Vec<Invite>,
+    rewards: RewardPanels,
     erased_at: Option<chrono::DateTime<chrono::Utc>>,
     custom_fields: Vec<(String, String)>,
     landing_url: String,
@@ -140,7 +177,8 @@ pub(super) async fn render_detail(
                 ledger::transactions(conn, customer.id, pages.ledger, LEDGER_PER_PAGE)?
             };
             let invites = invites::for_customer(conn, customer.id, INVITES_LIMIT)?;
-            let panels = (balances, transactions, ledger_total, invites);
+            let rewards = RewardPanels::load(conn, program_id, customer.id)?;
+            let panels = (balances, transactions, ledger_total, invites, rewards);
             let erased_at = customers::erased_at(conn, customer.id)?;
             Ok((
                 customer, referrer, links, referrals, events, shown, panels, erased_at,
@@ -172,6 +210,7 @@ pub(super) async fn render_detail(
             ledger_pager: ledger_pager(&customer_path, pages.ledger, panels.2),
             ledger_page: pages.ledger,
             invites: panels.3,
+            rewards: panels.4,
             erased_at,
             forms,
             page,
