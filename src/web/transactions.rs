@@ -31,6 +31,10 @@ pub struct TransactionsQuery {
 }
 
 impl TransactionsQuery {
+    fn status_is(&self, status: &str) -> bool {
+        self.status.trim() == status
+    }
+
     fn page(&self) -> i64 {
         self.page.trim().parse::<i64>().unwrap_or(1).clamp(1, 1_000_000)
     }

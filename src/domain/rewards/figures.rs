@@ -2,6 +2,8 @@
 //! and as friend), the program's totals per status and unit, and the referral funnel over
 //! a date range.
 
+use std::collections::HashMap;
+
 use bigdecimal::BigDecimal;
 use chrono::{DateTime, Utc};
 use diesel::dsl::sum;
@@ -40,6 +42,22 @@ impl EarnedReward {
     }
 }
 
+/// A reward row as [`earned_by`] reads it, before the keys are looked up.
+#[derive(Queryable)]
+struct Found {
+    id: i64,
+    status: RewardStatus,
+    amount: BigDecimal,
+    amount_units: String,
+    is_currency: bool,
+    rule_name: String,
+    transaction_id: Option<i64>,
+    hold_until: DateTime<Utc>,
+    created_at: DateTime<Utc>,
+    referrer_id: i64,
+    friend_id: i64,
+}
+
 /// The customer's latest rewards earned in `role`, newest first, and how many in all.
 pub fn earned_by(
     conn: &mut PgConnection,
@@ -55,14 +73,6 @@ pub fn earned_by(
     if total == 0 {
         return Ok((Vec::new(), 0));
     }
-    type Found = (
-        (i64, BeneficiaryRole, RewardStatus, BigDecimal, String, bool),
-        String,
-        Option<i64>,
-        DateTime<Utc>,
-        DateTime<Utc>,
-        (i64, i64),
-    );
     let found: Vec<Found> = rewards::table
         .inner_join(reward_rules::table.on(reward_rules::id.eq(rewards::rule_id)))
         .filter(rewards::beneficiary_id.eq(customer_id))
@@ -70,35 +80,33 @@ pub fn earned_by(
         .order((rewards::created_at.desc(), rewards::id.desc()))
         .limit(limit.clamp(1, 250))
         .select((
-            (
-                rewards::id,
-                rewards::role,
-                rewards::status,
-                rewards::amount,
-                rewards::amount_units,
-                rewards::is_currency,
-            ),
+            rewards::id,
+            rewards::status,
+            rewards::amount,
+            rewards::amount_units,
+            rewards::is_currency,
             reward_rules::name,
             rewards::transaction_id,
             rewards::hold_until,
             rewards::created_at,
-            (rewards::referrer_id, rewards::friend_id),
+            rewards::referrer_id,
+            rewards::friend_id,
         ))
         .load(conn)?;
     // The other side of the referral: the friend for a referrer's reward, else the referrer.
-    let other = |(referrer_id, friend_id): (i64, i64)| match role {
-        BeneficiaryRole::Referrer => friend_id,
-        BeneficiaryRole::Friend => referrer_id,
+    let other = |row: &Found| match role {
+        BeneficiaryRole::Referrer => row.friend_id,
+        BeneficiaryRole::Friend => row.referrer_id,
     };
-    let other_ids: Vec<i64> = found.iter().map(|row| other(row.5)).collect();
-    let keys: std::collections::HashMap<i64, String> = customers::table
+    let other_ids: Vec<i64> = found.iter().map(other).collect();
+    let keys: HashMap<i64, String> = customers::table
         .filter(customers::id.eq_any(&other_ids))
         .select((customers::id, customers::key))
         .load::<(i64, String)>(conn)?
         .into_iter()
         .collect();
-    let transaction_ids: Vec<i64> = found.iter().filter_map(|row| row.2).collect();
-    let transaction_keys: std::collections::HashMap<i64, String> = transactions::table
+    let transaction_ids: Vec<i64> = found.iter().filter_map(|row| row.transaction_id).collect();
+    let transaction_keys: HashMap<i64, String> = transactions::table
         .filter(transactions::id.eq_any(&transaction_ids))
         .select((transactions::id, transactions::key))
         .load::<(i64, String)>(conn)?
@@ -106,30 +114,21 @@ pub fn earned_by(
         .collect();
     let rows = found
         .into_iter()
-        .map(
-            |(
-                (id, role, status, amount, amount_units, is_currency),
-                rule_name,
-                transaction_id,
-                hold_until,
-                created_at,
-                other_id,
-            )| {
-                EarnedReward {
-                    id,
-                    role,
-                    status,
-                    amount,
-                    amount_units,
-                    is_currency,
-                    rule_name,
-                    other_key: keys.get(&other(other_id)).cloned().unwrap_or_default(),
-                    transaction_key: transaction_id.and_then(|id| transaction_keys.get(&id).cloned()),
-                    hold_until,
-                    created_at,
-                }
-            },
-        )
+        .map(|row| EarnedReward {
+            other_key: keys.get(&other(&row)).cloned().unwrap_or_default(),
+            transaction_key: row
+                .transaction_id
+                .and_then(|id| transaction_keys.get(&id).cloned()),
+            id: row.id,
+            role,
+            status: row.status,
+            amount: row.amount,
+            amount_units: row.amount_units,
+            is_currency: row.is_currency,
+            rule_name: row.rule_name,
+            hold_until: row.hold_until,
+            created_at: row.created_at,
+        })
         .collect();
     Ok((rows, total))
 }

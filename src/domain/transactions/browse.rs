@@ -206,9 +206,12 @@ fn with_details(conn: &mut PgConnection, rows: Vec<Transaction>) -> Result<Vec<R
         .collect())
 }
 
+/// `[from, until)`, either end open.
+pub type DayRange = (Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+
 /// A first and last day typed as `YYYY-MM-DD` (both optional, inclusive, UTC), as the
 /// instants `[from, until)`; each problem is reported against `from` or `to`.
-pub fn parse_days(from: &str, to: &str) -> Result<(Option<DateTime<Utc>>, Option<DateTime<Utc>>), Error> {
+pub fn parse_days(from: &str, to: &str) -> Result<DayRange, Error> {
     let mut fields = crate::error::FieldErrors::new();
     let mut day = |field: &str, raw: &str| {
         let raw = raw.trim();

@@ -220,9 +220,7 @@ fn amounts(
         ),
     };
     let mut side = |field: &str, raw: &str, earns: bool, who: &str| -> Option<BigDecimal> {
-        if earner.is_none() {
-            return None;
-        }
+        earner?;
         if !earns {
             if !raw.trim().is_empty() {
                 push(
@@ -311,6 +309,35 @@ fn kind_and_units(
     (kind, amount_units, max_reward)
 }
 
+/// The limits per referrer (in all, per month) and the budget; empty means none.
+fn limits(fields: &mut FieldErrors, form: &RuleFields) -> (Option<i32>, Option<i32>, Option<BigDecimal>) {
+    let message = "Enter a whole number from 1 to 1,000,000, or leave it empty for no limit.";
+    let per_referrer = optional_count(
+        fields,
+        "limit_per_referrer",
+        &form.limit_per_referrer,
+        1,
+        1_000_000,
+        message,
+    );
+    let per_month = optional_count(
+        fields,
+        "limit_per_referrer_month",
+        &form.limit_per_referrer_month,
+        1,
+        1_000_000,
+        message,
+    );
+    let budget = optional_decimal(
+        fields,
+        "budget",
+        &form.budget,
+        decimals_for(form.is_currency()),
+        &BigDecimal::from(MAX_BUDGET),
+    );
+    (per_referrer, per_month, budget)
+}
+
 pub(super) fn parse(form: &RuleFields) -> Result<RuleInput, Error> {
     let mut fields = FieldErrors::new();
     let name = one_line(&form.name, MAX_NAME_CHARS);
@@ -332,30 +359,7 @@ pub(super) fn parse(form: &RuleFields) -> Result<RuleInput, Error> {
     let sale = sale_options(&mut fields, form, trigger);
     let (kind, amount_units, max_reward) = kind_and_units(&mut fields, form, trigger);
     let (referrer_amount, friend_amount) = amounts(&mut fields, form, kind, form.is_currency());
-    let limit_message = "Enter a whole number from 1 to 1,000,000, or leave it empty for no limit.";
-    let limit_per_referrer = optional_count(
-        &mut fields,
-        "limit_per_referrer",
-        &form.limit_per_referrer,
-        1,
-        1_000_000,
-        limit_message,
-    );
-    let limit_per_referrer_month = optional_count(
-        &mut fields,
-        "limit_per_referrer_month",
-        &form.limit_per_referrer_month,
-        1,
-        1_000_000,
-        limit_message,
-    );
-    let budget = optional_decimal(
-        &mut fields,
-        "budget",
-        &form.budget,
-        decimals_for(form.is_currency()),
-        &BigDecimal::from(MAX_BUDGET),
-    );
+    let (limit_per_referrer, limit_per_referrer_month, budget) = limits(&mut fields, form);
     let hold_days = match form.hold_days.trim().parse::<i32>() {
         Ok(days) if (0..=365).contains(&days) => Some(days),
         _ => {
