@@ -116,6 +116,10 @@ pub fn list(
 ) -> Result<(Vec<Row>, i64), Error> {
     let per_page = per_page.clamp(1, 250);
     let total: i64 = filtered(program_id, filter).count().get_result(conn)?;
+    // Most customers have no transactions: their page then needs no second query.
+    if total == 0 {
+        return Ok((Vec::new(), 0));
+    }
     let rows: Vec<Transaction> = filtered(program_id, filter)
         .order((transactions::created_at.desc(), transactions::id.desc()))
         .limit(per_page)
