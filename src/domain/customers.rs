@@ -17,9 +17,8 @@ pub use erasure::{erase_personal_data, erased_at, message_erased, ERASED, ERASED
 
 pub use input::{check_code, CustomerChanges, CustomerInput, NewCustomer, ReferrerRef};
 pub use listing::{
-    contains_pattern, export_batch, list, normalize_search, referrals, with_referrers, CustomerFilter,
-    CustomerRow, ExportCursor, ExportRow, Position, ReferStatus, ReferrerSummary, SortColumn, SortDirection,
-    StatusFilter, Total, MAX_PER_PAGE,
+    referrals, with_referrers, CustomerFilter, CustomerRow, ExportRow, ReferStatus, ReferrerSummary,
+    SortColumn, SortDirection, StatusFilter, Total, MAX_PER_PAGE,
 };
 
 use chrono::{DateTime, NaiveDate, Utc};

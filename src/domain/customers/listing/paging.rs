@@ -8,9 +8,7 @@ use diesel::sql_types::Text;
 
 use super::filters::{filtered, standings_filtered, STANDINGS_KEYSET};
 use super::MARK_EVERY;
-use super::{
-    CustomerFilter, CustomerRow, Matches, PageMarks, ReferrerSummary, SortColumn, SortDirection, Total,
-};
+use super::{CustomerFilter, CustomerRow, Matches, ReferrerSummary, SortColumn, SortDirection, Total};
 use crate::db::schema::{customers, referral_standings as standings};
 use crate::domain::customers::fragments;
 use crate::domain::customers::Customer;
@@ -20,13 +18,13 @@ pub const MAX_PER_PAGE: i64 = 250;
 
 /// Sorts whose ORDER BY expression is never NULL, so that a row comparison can continue
 /// a list after a given customer (keyset pagination). Email, which may be empty, cannot.
-pub fn supports_keyset(sort: SortColumn) -> bool {
+pub(super) fn supports_keyset(sort: SortColumn) -> bool {
     !matches!(sort, SortColumn::Email)
 }
 
 /// Where a page of the list starts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Position {
+pub(super) enum Position {
     /// The page with this number (from 1), counted from the start of the list — or, when
     /// the total is exact and the page is in the second half, from its end.
     Page(i64),
@@ -320,27 +318,6 @@ fn read_window(
             fragments::Limited { query, limit, offset }.load::<(i64, Option<i64>)>(conn)?
         }
     })
-}
-
-/// One page of the filtered list by number (without referrers), with the number of
-/// matching customers. `per_page` is clamped to 1..=250 and `page` to >= 1; a page past
-/// the end is empty. Deep pages start from `marks` where they can. What
-/// [`CustomerList::page`](super::CustomerList::page) does for a page by number, with the
-/// caller's own marks and its filter's search taken as already narrowed (tests read
-/// pages through it).
-pub fn list(
-    conn: &mut PgConnection,
-    marks: &PageMarks,
-    program_id: i64,
-    filter: &CustomerFilter,
-    page_number: i64,
-    per_page: i64,
-) -> Result<(Vec<Customer>, Total), Error> {
-    let matches = super::matches(conn, program_id, filter)?;
-    let position = marks.position(conn, program_id, filter, page_number, per_page, &matches)?;
-    let rows = page_customers(conn, program_id, filter, position, per_page, &matches)?;
-    let total = matches.total;
-    Ok((rows, total))
 }
 
 #[cfg(test)]
