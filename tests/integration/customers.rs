@@ -10,7 +10,7 @@ use referdesk::domain::programs::{self};
 use referdesk::domain::team::Role;
 use referdesk::domain::Actor;
 
-use crate::helpers::{list_page, location, TestApp};
+use crate::helpers::{assert_refused, list_page, location, TestApp};
 use crate::integration_test;
 
 // --- helpers -------------------------------------------------------------------------
@@ -694,13 +694,17 @@ async fn invalid_input_rerenders_with_typed_values() {
             ],
         )
         .await;
-    assert_eq!(response.status(), 422);
-    let body = response.text().await.unwrap();
-    assert!(body.contains("Enter a valid email address."));
-    assert!(body.contains("Use 1 to 64 letters, digits"));
-    assert!(body.contains("Enter a real date in the past as YYYY-MM-DD."));
-    assert!(body.contains("a field name."));
-    assert!(body.contains("without control characters."));
+    let body = assert_refused(
+        response,
+        &[
+            "Enter a valid email address.",
+            "Use 1 to 64 letters, digits",
+            "Enter a real date in the past as YYYY-MM-DD.",
+            "a field name.",
+            "without control characters.",
+        ],
+    )
+    .await;
     assert!(body.contains("value=\"not an email\""));
     assert!(body.contains(&format!("value=\"{}\"", attr("<b>Ada</b>"))));
     assert!(!body.contains("<b>Ada</b>"), "escaped");
@@ -731,9 +735,7 @@ async fn edit_with_invalid_email_rerenders_and_changes_nothing() {
             ],
         )
         .await;
-    assert_eq!(response.status(), 422);
-    let body = response.text().await.unwrap();
-    assert!(body.contains("Enter a valid email address."));
+    let body = assert_refused(response, &["Enter a valid email address."]).await;
     assert!(body.contains("value=\"broken@\""));
     assert!(body.contains("value=\"Typed Name\""), "typed values are kept");
     let after = reload(&app, customer.id);
@@ -752,12 +754,7 @@ async fn duplicate_email_is_refused_case_insensitively() {
     let response = app
         .post_form("/customers", &[("email", "taken@EXAMPLE.com"), ("key", "third")])
         .await;
-    assert_eq!(response.status(), 422);
-    assert!(response
-        .text()
-        .await
-        .unwrap()
-        .contains("A customer with this email already exists."));
+    assert_refused(response, &["A customer with this email already exists."]).await;
 
     let response = app
         .post_form(
@@ -769,9 +766,7 @@ async fn duplicate_email_is_refused_case_insensitively() {
             ],
         )
         .await;
-    assert_eq!(response.status(), 422);
-    let body = response.text().await.unwrap();
-    assert!(body.contains("A customer with this email already exists."));
+    let body = assert_refused(response, &["A customer with this email already exists."]).await;
     assert!(body.contains("value=\"TAKEN@example.com\""));
     let after = reload(&app, second.id);
     assert_eq!(after.email.as_deref(), Some("free@example.com"));
@@ -788,10 +783,14 @@ async fn duplicate_email_is_refused_case_insensitively() {
             ],
         )
         .await;
-    assert_eq!(response.status(), 422);
-    let body = response.text().await.unwrap();
-    assert!(body.contains("This key is already taken by another customer."));
-    assert!(body.contains("A customer with this id already exists."));
+    assert_refused(
+        response,
+        &[
+            "This key is already taken by another customer.",
+            "A customer with this id already exists.",
+        ],
+    )
+    .await;
     let count: i64 = customers::table.count().get_result(&mut app.conn()).unwrap();
     assert_eq!(count, 2);
 }
@@ -915,8 +914,7 @@ async fn retired_key_of_another_customer_cannot_be_reused() {
             &[("email", "b@example.com"), ("key", "shared")],
         )
         .await;
-    assert_eq!(response.status(), 422);
-    assert!(response.text().await.unwrap().contains("cannot be reused"));
+    assert_refused(response, &["cannot be reused"]).await;
     assert_eq!(reload(&app, other.id).key, "bkey");
     let response = app
         .post_form("/customers", &[("email", "c@example.com"), ("key", "shared")])
@@ -1000,12 +998,7 @@ async fn change_referrer_refuses_self_referral_and_cycles() {
     let response = app
         .post_form("/customers/a/referrer", &[("referring_customer", "a")])
         .await;
-    assert_eq!(response.status(), 422);
-    assert!(response
-        .text()
-        .await
-        .unwrap()
-        .contains("A customer cannot refer themselves."));
+    assert_refused(response, &["A customer cannot refer themselves."]).await;
 
     // a → b → c: making c the referrer of a would close a loop.
     let response = app

@@ -459,3 +459,21 @@ pub fn list_page(
     list.page(conn, program_id, &request)
         .expect("a page of the customer list")
 }
+
+/// Asserts that a dashboard form was refused (422) with each of these messages shown
+/// (compared as the templates escape them), and returns the page for further checks.
+pub async fn assert_refused(response: reqwest::Response, messages: &[&str]) -> String {
+    let status = response.status();
+    let body = response.text().await.expect("the refused form's page");
+    assert_eq!(status, 422, "{body}");
+    for message in messages {
+        let escaped = message
+            .replace('&', "&#38;")
+            .replace('"', "&#34;")
+            .replace('\'', "&#39;")
+            .replace('<', "&#60;")
+            .replace('>', "&#62;");
+        assert!(body.contains(&escaped), "{message:?} not shown: {body}");
+    }
+    body
+}
