@@ -37,6 +37,6 @@ use counting::{exact_total, matches, Matches};
 use email_samples::EmailSamples;
 use export::{export_batch, ExportCursor};
 use filters::filtered;
-use page_marks::{PageMarks, MARK_EVERY};
+use page_marks::PageMarks;
 use paging::{order_by, supports_keyset, Position};
 use search::narrow_email_search;

@@ -33,7 +33,7 @@ use crate::error::Error;
 
 /// One mark per this many customers: a deep page then reads fewer than this many index
 /// entries before its own, and the marks of even a long list take little memory.
-pub(super) const MARK_EVERY: i64 = 250;
+const MARK_EVERY: i64 = 250;
 
 /// Which list the marks belong to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

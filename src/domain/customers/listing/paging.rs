@@ -7,7 +7,6 @@ use diesel::prelude::*;
 use diesel::sql_types::Text;
 
 use super::filters::{filtered, standings_filtered, STANDINGS_KEYSET};
-use super::MARK_EVERY;
 use super::{CustomerFilter, CustomerRow, Matches, ReferrerSummary, SortColumn, SortDirection, Total};
 use crate::db::schema::{customers, referral_standings as standings};
 use crate::domain::customers::fragments;
@@ -176,7 +175,7 @@ fn load_in_order(conn: &mut PgConnection, ids: &[i64]) -> Result<Vec<Customer>, 
 /// A page's customers as (id, referrer id), and whether they were read from the far end.
 type PagePositions = (Vec<(i64, Option<i64>)>, bool);
 
-/// The stretch of the list a page's statement reads, and which of its rows are the page.
+/// The stretch of the list a page's statement reads.
 #[derive(Clone, Copy, Debug)]
 struct Window {
     /// Read from the far end (the rows come in reverse).
@@ -185,10 +184,6 @@ struct Window {
     limit: i64,
     /// Continue after (or, reversed, before) this customer.
     cursor: Option<i64>,
-    /// Rows read and dropped before the page's own.
-    dropped: i64,
-    /// The page's rows after those.
-    wanted: i64,
 }
 
 /// The window of `position`; `None` when it is past the end of an exactly counted list.
@@ -211,27 +206,11 @@ fn window(position: Position, per_page: i64, matches: &Matches) -> Option<Window
         Position::After { id, skip } => (false, skip.max(0), per_page, Some(id)),
         Position::Before { id, skip } => (true, skip.max(0), per_page, Some(id)),
     };
-    // A short skip (a page near the start, or after a mark or one of the pager's far
-    // links) is read and dropped here rather than sent as `OFFSET $n`: with the offset a
-    // parameter PostgreSQL cannot cost the statement's reusable plan (it guesses that a
-    // tenth of the rows are skipped) and plans every call anew, which costs more than
-    // running the query. The window read is a power of two of pages, so the statement
-    // texts (the limit is literal) stay few: at most eight per page size, each reading at
-    // most about twice what `OFFSET` read.
-    let (offset, read, dropped) = if 0 < offset && offset < MARK_EVERY {
-        let pages = (offset + limit - 1) / limit + 1;
-        let pages = (pages as u64).next_power_of_two() as i64;
-        (0, pages * limit, offset)
-    } else {
-        (offset, limit, 0)
-    };
     Some(Window {
         reverse,
         offset,
-        limit: read,
+        limit,
         cursor,
-        dropped,
-        wanted: limit,
     })
 }
 
@@ -254,11 +233,7 @@ fn positions(
             "This sort cannot continue from a customer.".into(),
         ));
     }
-    let page = read_window(conn, program_id, filter, &window, matches)?
-        .into_iter()
-        .skip(window.dropped as usize)
-        .take(window.wanted as usize)
-        .collect();
+    let page = read_window(conn, program_id, filter, &window, matches)?;
     Ok((page, window.reverse))
 }
 
@@ -275,7 +250,6 @@ fn read_window(
         offset,
         limit,
         cursor,
-        ..
     } = *window;
     // The row comparison follows the ORDER BY: "after" in a descending list is "less".
     let greater = (filter.direction == SortDirection::Asc) != reverse;
