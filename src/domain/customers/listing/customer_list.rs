@@ -75,11 +75,11 @@ impl Cursor {
 /// The page [`ListedRow::read`] reads: where it is in which filtered list. Only
 /// [`CustomerList`] makes one.
 pub struct PageRead<'a> {
-    program_id: i64,
-    filter: &'a CustomerFilter,
-    position: Position,
-    per_page: i64,
-    matches: &'a Matches,
+    pub(super) program_id: i64,
+    pub(super) filter: &'a CustomerFilter,
+    pub(super) position: Position,
+    pub(super) per_page: i64,
+    pub(super) matches: &'a Matches,
 }
 
 /// How a page's rows are read: the dashboard's with their referrers ([`CustomerRow`]), the
@@ -93,14 +93,7 @@ pub trait ListedRow: Sized {
 
 impl ListedRow for CustomerRow {
     fn read(conn: &mut PgConnection, at: &PageRead<'_>) -> Result<Vec<Self>, Error> {
-        page(
-            conn,
-            at.program_id,
-            at.filter,
-            at.position,
-            at.per_page,
-            at.matches,
-        )
+        page(conn, at)
     }
 
     fn id(&self) -> i64 {
@@ -110,14 +103,7 @@ impl ListedRow for CustomerRow {
 
 impl ListedRow for Customer {
     fn read(conn: &mut PgConnection, at: &PageRead<'_>) -> Result<Vec<Self>, Error> {
-        page_customers(
-            conn,
-            at.program_id,
-            at.filter,
-            at.position,
-            at.per_page,
-            at.matches,
-        )
+        page_customers(conn, at)
     }
 
     fn id(&self) -> i64 {

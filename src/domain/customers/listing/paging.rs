@@ -7,7 +7,9 @@ use diesel::prelude::*;
 use diesel::sql_types::Text;
 
 use super::filters::{filtered, standings_filtered, STANDINGS_KEYSET};
-use super::{CustomerFilter, CustomerRow, Matches, ReferrerSummary, SortColumn, SortDirection, Total};
+use super::{
+    CustomerFilter, CustomerRow, Matches, PageRead, ReferrerSummary, SortColumn, SortDirection, Total,
+};
 use crate::db::schema::{customers, referral_standings as standings};
 use crate::domain::customers::fragments;
 use crate::domain::customers::Customer;
@@ -71,15 +73,8 @@ fn standings_order_by(filter: &CustomerFilter, reverse: bool) -> &'static str {
 }
 
 /// [`page`] without the referrers.
-pub(super) fn page_customers(
-    conn: &mut PgConnection,
-    program_id: i64,
-    filter: &CustomerFilter,
-    position: Position,
-    per_page: i64,
-    matches: &Matches,
-) -> Result<Vec<Customer>, Error> {
-    let (positions, reverse) = positions(conn, program_id, filter, position, per_page, matches)?;
+pub(super) fn page_customers(conn: &mut PgConnection, at: &PageRead<'_>) -> Result<Vec<Customer>, Error> {
+    let (positions, reverse) = positions(conn, at)?;
     let ids: Vec<i64> = positions.iter().map(|(id, _)| *id).collect();
     let mut rows = load_in_order(conn, &ids)?;
     if reverse {
@@ -92,34 +87,18 @@ pub(super) fn page_customers(
 /// 1..=250; past the end: empty. A deferred join in two prepared statements: the page's
 /// positions (internal ids and referrer ids) are read from an index alone where a covering
 /// one serves the sort, then the rows of the customers and their referrers at once.
-pub(super) fn page(
-    conn: &mut PgConnection,
-    program_id: i64,
-    filter: &CustomerFilter,
-    position: Position,
-    per_page: i64,
-    matches: &Matches,
-) -> Result<Vec<CustomerRow>, Error> {
-    if matches.ids.is_some() {
+pub(super) fn page(conn: &mut PgConnection, at: &PageRead<'_>) -> Result<Vec<CustomerRow>, Error> {
+    if at.matches.ids.is_some() {
         // A few matches known by id (a search): both statements look rows up by id, and
         // with a list that short PostgreSQL would otherwise plan them on every call.
-        crate::db::with_generic_plans(conn, |conn| {
-            page_rows(conn, program_id, filter, position, per_page, matches)
-        })
+        crate::db::with_generic_plans(conn, |conn| page_rows(conn, at))
     } else {
-        page_rows(conn, program_id, filter, position, per_page, matches)
+        page_rows(conn, at)
     }
 }
 
-fn page_rows(
-    conn: &mut PgConnection,
-    program_id: i64,
-    filter: &CustomerFilter,
-    position: Position,
-    per_page: i64,
-    matches: &Matches,
-) -> Result<Vec<CustomerRow>, Error> {
-    let (positions, reverse) = positions(conn, program_id, filter, position, per_page, matches)?;
+fn page_rows(conn: &mut PgConnection, at: &PageRead<'_>) -> Result<Vec<CustomerRow>, Error> {
+    let (positions, reverse) = positions(conn, at)?;
     let mut wanted: Vec<i64> = positions
         .iter()
         .flat_map(|(id, referrer)| std::iter::once(*id).chain(*referrer))
@@ -217,14 +196,14 @@ fn window(position: Position, per_page: i64, matches: &Matches) -> Option<Window
 /// Which customers are on the page, in the order read (reversed when `true` is returned:
 /// the page was read from its far end), with each one's referrer. Read from the index
 /// alone where a covering index serves the sort (a deferred join: the rows follow).
-fn positions(
-    conn: &mut PgConnection,
-    program_id: i64,
-    filter: &CustomerFilter,
-    position: Position,
-    per_page: i64,
-    matches: &Matches,
-) -> Result<PagePositions, Error> {
+fn positions(conn: &mut PgConnection, at: &PageRead<'_>) -> Result<PagePositions, Error> {
+    let PageRead {
+        program_id,
+        filter,
+        position,
+        per_page,
+        matches,
+    } = *at;
     let Some(window) = window(position, per_page, matches) else {
         return Ok((Vec::new(), false));
     };
