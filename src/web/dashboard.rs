@@ -10,7 +10,6 @@ use crate::domain::customers::Customer;
 use crate::domain::dashboard::{self, DayCount, Totals};
 use crate::error::Error;
 use crate::web::context::Page;
-use crate::web::paging::thousands;
 use crate::web::render;
 use crate::AppState;
 
@@ -25,7 +24,7 @@ struct DashboardPage {
 
 impl DashboardPage {
     fn num<T: std::borrow::Borrow<i64>>(&self, value: T) -> String {
-        thousands(*value.borrow())
+        crate::web::paging::thousands(*value.borrow())
     }
 }
 
