@@ -17,9 +17,8 @@ pub use erasure::{erase_personal_data, erased_at, message_erased, ERASED, ERASED
 
 pub use input::{check_code, CustomerChanges, CustomerInput, NewCustomer, ReferrerRef};
 pub use listing::{
-    contains_pattern, export_batch, list, normalize_search, referrals, with_referrers, CustomerFilter,
-    CustomerRow, ExportCursor, ExportRow, Position, ReferStatus, ReferrerSummary, SortColumn, SortDirection,
-    StatusFilter, Total, MAX_PER_PAGE,
+    referrals, with_referrers, CustomerFilter, CustomerRow, ExportRow, ReferStatus, ReferrerSummary,
+    SortColumn, SortDirection, StatusFilter, Total, MAX_PER_PAGE,
 };
 
 use chrono::{DateTime, NaiveDate, Utc};
@@ -84,19 +83,7 @@ impl Customer {
 
     /// "Ada Lovelace", or the email, or the key: whatever names this customer best.
     pub fn display_name(&self) -> String {
-        let full = [self.name.as_deref(), self.surname.as_deref()]
-            .into_iter()
-            .flatten()
-            .filter(|part| !part.trim().is_empty())
-            .collect::<Vec<_>>()
-            .join(" ");
-        if !full.is_empty() {
-            full
-        } else if let Some(email) = &self.email {
-            email.clone()
-        } else {
-            self.key.clone()
-        }
+        display_name(&self.name, &self.surname, &self.email, &self.key)
     }
 
     /// `metadata.date_of_birth` when it holds a date.
@@ -262,4 +249,25 @@ fn record_change(
             after,
         },
     )
+}
+
+/// A customer's name for people: "Ada Lovelace", or the email, or the key (for a
+/// [`Customer`] and a [`ReferrerSummary`] alike).
+fn display_name(
+    name: &Option<String>,
+    surname: &Option<String>,
+    email: &Option<String>,
+    key: &str,
+) -> String {
+    let full = [name.as_deref(), surname.as_deref()]
+        .into_iter()
+        .flatten()
+        .filter(|part| !part.trim().is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    if !full.is_empty() {
+        full
+    } else {
+        email.clone().unwrap_or_else(|| key.to_string())
+    }
 }

@@ -54,7 +54,7 @@ impl RangeQuery {
 
 impl DashboardPage {
     fn num<T: std::borrow::Borrow<i64>>(&self, value: T) -> String {
-        grouped(value.borrow())
+        crate::web::paging::thousands(*value.borrow())
     }
 }
 
@@ -100,22 +100,6 @@ pub async fn show(
             errors,
         },
     )
-}
-
-/// "1,234,567": counts are easier to read grouped.
-pub fn grouped(value: &i64) -> String {
-    let digits = value.unsigned_abs().to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3 + 1);
-    if *value < 0 {
-        out.push('-');
-    }
-    for (index, digit) in digits.chars().enumerate() {
-        if index > 0 && (digits.len() - index).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(digit);
-    }
-    out
 }
 
 // Chart geometry, in SVG user units (the SVG scales to the card's width).
@@ -255,15 +239,6 @@ impl Chart {
 mod tests {
     use super::*;
     use chrono::NaiveDate;
-
-    #[test]
-    fn counts_are_grouped_by_thousands() {
-        assert_eq!(grouped(&0), "0");
-        assert_eq!(grouped(&999), "999");
-        assert_eq!(grouped(&1000), "1,000");
-        assert_eq!(grouped(&1234567), "1,234,567");
-        assert_eq!(grouped(&-1234), "-1,234");
-    }
 
     #[test]
     fn the_busiest_day_fills_the_plot() {

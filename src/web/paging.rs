@@ -173,10 +173,7 @@ impl Pager {
         total: i64,
         rows: i64,
     ) -> Pager {
-        let mut pager = Pager::new(url, param, 1, per_page, total);
-        pager.page = page.max(1);
-        pager.count = Count::Estimated { rows };
-        pager
+        Pager::uncounted(url, param, page, per_page, total, Count::Estimated { rows })
     }
 
     /// A list counted only up to `total` ("more than"), showing `rows` rows on `page`: the
@@ -190,9 +187,28 @@ impl Pager {
         rows: i64,
         has_next: bool,
     ) -> Pager {
+        Pager::uncounted(
+            url,
+            param,
+            page,
+            per_page,
+            total,
+            Count::AtLeast { rows, has_next },
+        )
+    }
+
+    /// A list whose last page is not known from `total`: the page is not clamped to it.
+    fn uncounted(
+        url: ListUrl,
+        param: &'static str,
+        page: i64,
+        per_page: i64,
+        total: i64,
+        count: Count,
+    ) -> Pager {
         let mut pager = Pager::new(url, param, 1, per_page, total);
         pager.page = page.max(1);
-        pager.count = Count::AtLeast { rows, has_next };
+        pager.count = count;
         pager
     }
 

@@ -3,7 +3,7 @@
 use macro_rules_attribute::apply;
 use referdesk::domain::team::Role;
 
-use crate::helpers::{location, Browser, TestApp, PASSWORD};
+use crate::helpers::{assert_refused, location, Browser, TestApp, PASSWORD};
 use crate::integration_test;
 
 #[apply(integration_test!)]
@@ -33,9 +33,7 @@ async fn setup_link_creates_the_first_admin_once() {
             ],
         )
         .await;
-    assert_eq!(response.status(), 422);
-    let body = response.text().await.unwrap();
-    assert!(body.contains("Enter a valid email address."));
+    let body = assert_refused(response, &["Enter a valid email address."]).await;
     assert!(body.contains("value=\"not-an-email\""), "typed values are kept");
 
     let response = app

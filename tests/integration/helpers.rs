@@ -9,6 +9,7 @@ use diesel::{Connection, PgConnection, RunQueryDsl};
 use referdesk::config::Config;
 use referdesk::db::embedded::EmbeddedPostgres;
 use referdesk::db::{self, DbPool};
+use referdesk::domain::customers::listing::{CustomerFilter, CustomerList, ListPage, ListRequest, PastEnd};
 use referdesk::domain::customers::{self, Customer, CustomerInput, NewCustomer};
 use referdesk::domain::programs::{self, Program};
 use referdesk::domain::team::{self, NewMember, Role};
@@ -435,4 +436,44 @@ pub fn location(response: &reqwest::Response) -> String {
         .and_then(|value| value.to_str().ok())
         .unwrap_or_default()
         .to_string()
+}
+
+/// Page `page` of the program's customer list as `filter` selects it, through the list's
+/// one entry point (`CustomerList`, whose caches `list` holds), answered as the API answers
+/// it (a page past the end is empty).
+pub fn list_page(
+    conn: &mut PgConnection,
+    list: &CustomerList,
+    program_id: i64,
+    filter: &CustomerFilter,
+    page: i64,
+    per_page: i64,
+) -> ListPage<Customer> {
+    let request = ListRequest {
+        filter: filter.clone(),
+        page,
+        per_page,
+        cursor: None,
+        past_end: PastEnd::Empty,
+    };
+    list.page(conn, program_id, &request)
+        .expect("a page of the customer list")
+}
+
+/// Asserts that a dashboard form was refused (422) with each of these messages shown
+/// (compared as the templates escape them), and returns the page for further checks.
+pub async fn assert_refused(response: reqwest::Response, messages: &[&str]) -> String {
+    let status = response.status();
+    let body = response.text().await.expect("the refused form's page");
+    assert_eq!(status, 422, "{body}");
+    for message in messages {
+        let escaped = message
+            .replace('&', "&#38;")
+            .replace('"', "&#34;")
+            .replace('\'', "&#39;")
+            .replace('<', "&#60;")
+            .replace('>', "&#62;");
+        assert!(body.contains(&escaped), "{message:?} not shown: {body}");
+    }
+    body
 }

@@ -10,7 +10,7 @@ use referdesk::domain::team::Role;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 
-use crate::helpers::{fresh_database, location, test_config, TestApp};
+use crate::helpers::{assert_refused, fresh_database, location, test_config, TestApp};
 use crate::integration_test;
 use crate::ledger::insert_customer;
 
@@ -452,18 +452,11 @@ async fn invalid_and_duplicate_pending_invites_are_refused() {
     };
 
     let response = invite(&app, "/invites/new", "not-an-email", &[]).await;
-    assert_eq!(response.status(), 422);
-    let html = response.text().await.unwrap();
-    assert!(html.contains("Enter a valid email address."));
+    let html = assert_refused(response, &["Enter a valid email address."]).await;
     assert!(html.contains("value=\"not-an-email\""), "input is kept");
 
     let response = invite(&app, "/invites/new", "", &[]).await;
-    assert_eq!(response.status(), 422);
-    assert!(response
-        .text()
-        .await
-        .unwrap()
-        .contains("Enter the email address to invite."));
+    assert_refused(response, &["Enter the email address to invite."]).await;
 
     let long_name = "n".repeat(201);
     let response = app
@@ -472,12 +465,7 @@ async fn invalid_and_duplicate_pending_invites_are_refused() {
             &[("email", "a@example.com"), ("name", &long_name)],
         )
         .await;
-    assert_eq!(response.status(), 422);
-    assert!(response
-        .text()
-        .await
-        .unwrap()
-        .contains("Keep the name to 200 characters."));
+    assert_refused(response, &["Keep the name to 200 characters."]).await;
 
     let response = invite(
         &app,
@@ -489,9 +477,7 @@ async fn invalid_and_duplicate_pending_invites_are_refused() {
         ],
     )
     .await;
-    assert_eq!(response.status(), 422);
-    let html = response.text().await.unwrap();
-    assert!(html.contains("letters, digits or underscores"));
+    let html = assert_refused(response, &["letters, digits or underscores"]).await;
     assert!(html.contains("value=\"bad key!\""), "the row is kept");
 
     let long_value = "v".repeat(501);
@@ -505,12 +491,7 @@ async fn invalid_and_duplicate_pending_invites_are_refused() {
         ],
     )
     .await;
-    assert_eq!(response.status(), 422);
-    assert!(response
-        .text()
-        .await
-        .unwrap()
-        .contains("Keep note to 500 characters."));
+    assert_refused(response, &["Keep note to 500 characters."]).await;
 
     let names: Vec<(String, String)> = (0..21)
         .flat_map(|i| {
@@ -523,12 +504,7 @@ async fn invalid_and_duplicate_pending_invites_are_refused() {
     let mut fields: Vec<(&str, &str)> = names.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     fields.push(("email", "a@example.com"));
     let response = app.post_form("/invites/new", &fields).await;
-    assert_eq!(response.status(), 422);
-    assert!(response
-        .text()
-        .await
-        .unwrap()
-        .contains("Use at most 20 personalization values."));
+    assert_refused(response, &["Use at most 20 personalization values."]).await;
     assert_eq!(count(&app), (0, 0), "nothing was queued");
 
     assert_eq!(
@@ -538,9 +514,11 @@ async fn invalid_and_duplicate_pending_invites_are_refused() {
         303
     );
     let response = invite(&app, "/invites/new", "TWICE@example.com", &[]).await;
-    assert_eq!(response.status(), 422);
-    let html = response.text().await.unwrap();
-    assert!(html.contains("An invite to this address is already waiting to be sent."));
+    assert_refused(
+        response,
+        &["An invite to this address is already waiting to be sent."],
+    )
+    .await;
     assert_eq!(count(&app), (1, 1));
 }
 
@@ -664,12 +642,7 @@ async fn deleted_customer_cannot_invite() {
         .execute(&mut app.conn())
         .unwrap();
     let response = invite(&app, "/customers/gone/invite", "pal@example.com", &[]).await;
-    assert_eq!(response.status(), 422);
-    assert!(response
-        .text()
-        .await
-        .unwrap()
-        .contains("This customer is deleted"));
+    assert_refused(response, &["This customer is deleted"]).await;
     assert_eq!(status_of(&app, "pal@example.com"), "");
     assert_eq!(app.get("/customers/nobody/invite").await.status(), 404);
 }

@@ -11,7 +11,7 @@ use referdesk::domain::ledger::{self, Kind, NewEntry};
 use referdesk::domain::team::Role;
 use referdesk::domain::Actor;
 
-use crate::helpers::{location, TestApp};
+use crate::helpers::{assert_refused, location, TestApp};
 use crate::integration_test;
 
 /// Inserts a customer of the default program directly; returns its row id.
@@ -204,9 +204,11 @@ async fn admin_debits_and_a_debit_never_goes_below_zero() {
 
     let token = fresh_token(&app, "bob").await;
     let response = debit("6.01", token).await;
-    assert_eq!(response.status(), 422);
-    let html = response.text().await.unwrap();
-    assert!(html.contains("A debit may not take the balance below zero: the USD balance is only 6.00."));
+    let html = assert_refused(
+        response,
+        &["A debit may not take the balance below zero: the USD balance is only 6.00."],
+    )
+    .await;
     assert!(html.contains("value=\"6.01\""), "the typed amount is kept");
 
     // A debit in a unit the customer never had is refused too.
@@ -304,12 +306,7 @@ async fn bad_units_are_refused_per_field() {
     app.login_as(Role::Support).await;
     let customer_id = insert_customer(&app, "dee", "Dee");
     let response = credit(&app, "dee", "5", "XYZ").await;
-    assert_eq!(response.status(), 422);
-    assert!(response
-        .text()
-        .await
-        .unwrap()
-        .contains("Choose a known ISO 4217 currency code"));
+    assert_refused(response, &["Choose a known ISO 4217 currency code"]).await;
 
     for (unit, message) in [
         ("", "Enter a unit name, such as points."),
@@ -348,12 +345,7 @@ async fn bad_units_are_refused_per_field() {
             ],
         )
         .await;
-    assert_eq!(response.status(), 422);
-    assert!(response
-        .text()
-        .await
-        .unwrap()
-        .contains("Keep the note to 1000 characters."));
+    assert_refused(response, &["Keep the note to 1000 characters."]).await;
 
     // A form without its token books nothing and offers a fresh one.
     let response = app
@@ -362,9 +354,7 @@ async fn bad_units_are_refused_per_field() {
             &[("amount", "5"), ("currency", "USD"), ("is_currency", "1")],
         )
         .await;
-    assert_eq!(response.status(), 422);
-    let html = response.text().await.unwrap();
-    assert!(html.contains("This form is incomplete or expired."));
+    let html = assert_refused(response, &["This form is incomplete or expired."]).await;
     assert!(!form_token(&html).is_empty());
     assert!(rows(&app, customer_id).is_empty());
 }
@@ -398,8 +388,7 @@ async fn units_that_are_not_a_currency_keep_four_decimals() {
             ],
         )
         .await;
-    assert_eq!(response.status(), 422);
-    assert!(response.text().await.unwrap().contains("Use at most 4 decimals."));
+    assert_refused(response, &["Use at most 4 decimals."]).await;
     assert_eq!(
         rows(&app, customer_id),
         vec![(

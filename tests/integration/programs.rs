@@ -10,7 +10,7 @@ use crate::fixtures::{
     count_events, insert_customer, insert_event, insert_program, listed_event_ids, recount_referrals, seed,
     value_after, EventSeed, Seed,
 };
-use crate::helpers::TestApp;
+use crate::helpers::{assert_refused, TestApp};
 use crate::integration_test;
 
 #[apply(integration_test!)]
@@ -30,12 +30,16 @@ async fn programs_are_created_and_edited_with_per_field_messages() {
             ],
         )
         .await;
-    assert_eq!(response.status(), 422);
-    let body = response.text().await.unwrap();
-    assert!(body.contains("Enter a name"));
-    assert!(body.contains("Use 1 to 63 lowercase letters"));
-    assert!(body.contains("Enter a full address starting with https:// or http://."));
-    assert!(body.contains("Use 1 to 64 letters, digits"));
+    let body = assert_refused(
+        response,
+        &[
+            "Enter a name",
+            "Use 1 to 63 lowercase letters",
+            "Enter a full address starting with https:// or http://.",
+            "Use 1 to 64 letters, digits",
+        ],
+    )
+    .await;
     assert!(body.contains("value=\"Not A Slug\""), "typed values are kept");
     let count: i64 = programs::table.count().get_result(&mut app.conn()).unwrap();
     assert_eq!(count, 1, "nothing created");
@@ -85,12 +89,7 @@ async fn programs_are_created_and_edited_with_per_field_messages() {
             ],
         )
         .await;
-    assert_eq!(response.status(), 422);
-    assert!(response
-        .text()
-        .await
-        .unwrap()
-        .contains("Another program already uses this slug."));
+    assert_refused(response, &["Another program already uses this slug."]).await;
 
     // Edit: the form shows the values; a duplicate slug is refused; a good change is saved.
     let (status, body) = app.browser.get_html(&format!("/programs/{id}/edit")).await;
@@ -107,12 +106,7 @@ async fn programs_are_created_and_edited_with_per_field_messages() {
             ],
         )
         .await;
-    assert_eq!(response.status(), 422);
-    assert!(response
-        .text()
-        .await
-        .unwrap()
-        .contains("Another program already uses this slug."));
+    assert_refused(response, &["Another program already uses this slug."]).await;
     let response = app
         .post_form(
             &format!("/programs/{id}/edit"),

@@ -12,7 +12,7 @@ use referdesk::domain::customers::{self as domain, CustomerInput, NewCustomer};
 use referdesk::domain::team::Role;
 use referdesk::domain::Actor;
 
-use crate::helpers::TestApp;
+use crate::helpers::{assert_refused, TestApp};
 use crate::integration_test;
 
 fn make(app: &TestApp, key: &str, referrer: Option<&str>) -> domain::Customer {
@@ -76,9 +76,11 @@ async fn fuzz_findings_stay_fixed() {
 
     // A link added to a customer deleted meanwhile: the page says why (its form is hidden).
     let response = app.post_form("/customers/gone/links", &[]).await;
-    assert_eq!(response.status(), 422);
-    let body = response.text().await.unwrap();
-    assert!(body.contains("This customer is deleted; restore them before adding links."));
+    assert_refused(
+        response,
+        &["This customer is deleted; restore them before adding links."],
+    )
+    .await;
 
     // A body over the limit, read by a raw-body handler: our styled 413, not bare text.
     let csrf = app.browser.csrf().await;

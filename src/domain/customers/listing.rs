@@ -18,20 +18,25 @@ mod paging;
 mod rows;
 mod search;
 
-pub use counting::{
-    exact_total, matches, round_estimate, tallied_total, tally, total, Matches, Tally, Total, COUNT_LIMIT,
+pub use counting::Total;
+pub use customer_list::{
+    Cursor, CustomerList, ExportWalk, ListPage, ListRequest, ListedRow, PageRead, PastEnd,
 };
-pub use customer_list::{Cursor, CustomerList, ExportWalk, ListPage, ListRequest, ListedRow, PastEnd};
-pub use email_samples::{EmailSamples, IndexPart};
-pub use export::{export_batch, ExportCursor, ExportRow};
+pub use email_samples::IndexPart;
+pub use export::ExportRow;
 pub use filters::{CustomerFilter, ReferStatus, SortColumn, SortDirection, StatusFilter};
 pub use lookups::{exact_matches, referrals, ExactMatch};
-pub use page_marks::{PageMarks, MARK_EVERY};
-pub use paging::{list, supports_keyset, Position, MAX_PER_PAGE};
+pub use paging::MAX_PER_PAGE;
 pub use rows::{referrer_summaries, with_referrers, CustomerRow, ReferrerSummary};
-pub use search::{contains_pattern, narrow_email_search, normalize_search, search_arms};
+// The dashboard's counts come from the same tallies as the list's totals.
+pub(crate) use counting::tally;
 
-// The caches' own reads use these parts too.
+// The parts behind `CustomerList`, private to the list.
 use super::Customer;
+use counting::{exact_total, matches, Matches};
+use email_samples::EmailSamples;
+use export::{export_batch, ExportCursor};
 use filters::filtered;
-use paging::order_by;
+use page_marks::PageMarks;
+use paging::{order_by, supports_keyset, Position};
+use search::narrow_email_search;

@@ -35,7 +35,7 @@ impl Total {
 }
 
 /// Filtered lists are counted exactly up to this many matches, and estimated beyond.
-pub const COUNT_LIMIT: i64 = 1000;
+const COUNT_LIMIT: i64 = 1000;
 
 /// True when the list's total is one of the tallied ones (see `customer_tallies`): only
 /// the status and referred filters narrow it.
@@ -50,14 +50,14 @@ fn is_tallied(filter: &CustomerFilter) -> bool {
 /// times a customer joined or left it so far (only ever goes up; page marks are valid
 /// while it stays the same).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Tally {
+pub(crate) struct Tally {
     pub customers: i64,
     pub changes: i64,
 }
 
 /// The program's customers with this status and refer status, from the tallies (exact,
 /// and as cheap with a million customers as with ten).
-pub fn tally(
+pub(crate) fn tally(
     conn: &mut PgConnection,
     program_id: i64,
     status: StatusFilter,
@@ -88,29 +88,19 @@ pub fn tally(
     })
 }
 
-/// The program's customers with this status and refer status (see [`tally`]).
-pub fn tallied_total(
-    conn: &mut PgConnection,
-    program_id: i64,
-    status: StatusFilter,
-    refer_status: Option<ReferStatus>,
-) -> Result<i64, Error> {
-    Ok(tally(conn, program_id, status, refer_status)?.customers)
-}
-
 /// What a filter matches: how many and, when they were few enough to be counted one by
 /// one, which ones (internal ids) — pages then sort just those instead of searching again.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Matches {
-    pub total: Total,
+pub(super) struct Matches {
+    pub(super) total: Total,
     pub(super) ids: Option<Vec<i64>>,
     /// The list's change count when it is a tallied one (see [`Tally`]).
-    pub changes: Option<i64>,
+    pub(super) changes: Option<i64>,
 }
 
 impl Matches {
     /// `total` customers, not known one by one.
-    pub fn counted(total: Total) -> Matches {
+    pub(super) fn counted(total: Total) -> Matches {
         Matches {
             total,
             ids: None,
@@ -122,7 +112,11 @@ impl Matches {
 /// The customers the filter matches: exactly from the tallies when only status and refer
 /// status narrow the list; one by one when there are at most [`COUNT_LIMIT`]; estimated
 /// beyond that.
-pub fn matches(conn: &mut PgConnection, program_id: i64, filter: &CustomerFilter) -> Result<Matches, Error> {
+pub(super) fn matches(
+    conn: &mut PgConnection,
+    program_id: i64,
+    filter: &CustomerFilter,
+) -> Result<Matches, Error> {
     if is_tallied(filter) {
         let tally = tally(conn, program_id, filter.status, filter.refer_status)?;
         return Ok(Matches {
@@ -185,22 +179,21 @@ fn reusable_plan_fits(filter: &CustomerFilter) -> bool {
             .all(|arm| matches!(arm, ContainsPart { .. } | ContainsWhere(..)))
 }
 
-/// The number of customers the filter matches (see [`matches`]).
-pub fn total(conn: &mut PgConnection, program_id: i64, filter: &CustomerFilter) -> Result<Total, Error> {
-    Ok(matches(conn, program_id, filter)?.total)
-}
-
 /// The exact number of matches, however many (for the rare page past the end of an
 /// estimated list).
-pub fn exact_total(conn: &mut PgConnection, program_id: i64, filter: &CustomerFilter) -> Result<i64, Error> {
+pub(super) fn exact_total(
+    conn: &mut PgConnection,
+    program_id: i64,
+    filter: &CustomerFilter,
+) -> Result<i64, Error> {
     if is_tallied(filter) {
-        return tallied_total(conn, program_id, filter.status, filter.refer_status);
+        return Ok(tally(conn, program_id, filter.status, filter.refer_status)?.customers);
     }
     Ok(filtered(program_id, filter).count().get_result(conn)?)
 }
 
 /// `n` to two significant digits: an estimate should not look more precise than it is.
-pub fn round_estimate(n: i64) -> i64 {
+fn round_estimate(n: i64) -> i64 {
     let mut unit = 1;
     while n / unit >= 100 {
         unit *= 10;

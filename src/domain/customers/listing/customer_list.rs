@@ -9,8 +9,8 @@ use diesel::PgConnection;
 
 use super::paging::{page, page_customers};
 use super::{
-    export_batch, matches, narrow_email_search, supports_keyset, Customer, CustomerFilter, CustomerRow,
-    EmailSamples, ExportCursor, ExportRow, Matches, PageMarks, Position, SortColumn, Total,
+    exact_total, export_batch, matches, narrow_email_search, supports_keyset, Customer, CustomerFilter,
+    CustomerRow, EmailSamples, ExportCursor, ExportRow, Matches, PageMarks, Position, SortColumn, Total,
 };
 use crate::error::Error;
 
@@ -50,7 +50,7 @@ const MAX_CURSOR_PAGES: i64 = 10;
 impl Cursor {
     /// Where page `wanted` starts, continuing from this cursor — when the cursor fits that
     /// page and the sort can be continued at all.
-    pub fn position(self, wanted: i64, per_page: i64, sort: SortColumn) -> Option<Position> {
+    pub(super) fn position(self, wanted: i64, per_page: i64, sort: SortColumn) -> Option<Position> {
         if !supports_keyset(sort) {
             return None;
         }
@@ -72,32 +72,28 @@ impl Cursor {
     }
 }
 
+/// The page [`ListedRow::read`] reads: where it is in which filtered list. Only
+/// [`CustomerList`] makes one.
+pub struct PageRead<'a> {
+    pub(super) program_id: i64,
+    pub(super) filter: &'a CustomerFilter,
+    pub(super) position: Position,
+    pub(super) per_page: i64,
+    pub(super) matches: &'a Matches,
+}
+
 /// How a page's rows are read: the dashboard's with their referrers ([`CustomerRow`]), the
 /// API's without (it loads referrers together with the referral links).
 pub trait ListedRow: Sized {
-    fn read(
-        conn: &mut PgConnection,
-        program_id: i64,
-        filter: &CustomerFilter,
-        position: Position,
-        per_page: i64,
-        matches: &Matches,
-    ) -> Result<Vec<Self>, Error>;
+    fn read(conn: &mut PgConnection, at: &PageRead<'_>) -> Result<Vec<Self>, Error>;
 
     /// The customer's internal id.
     fn id(&self) -> i64;
 }
 
 impl ListedRow for CustomerRow {
-    fn read(
-        conn: &mut PgConnection,
-        program_id: i64,
-        filter: &CustomerFilter,
-        position: Position,
-        per_page: i64,
-        matches: &Matches,
-    ) -> Result<Vec<Self>, Error> {
-        page(conn, program_id, filter, position, per_page, matches)
+    fn read(conn: &mut PgConnection, at: &PageRead<'_>) -> Result<Vec<Self>, Error> {
+        page(conn, at)
     }
 
     fn id(&self) -> i64 {
@@ -106,15 +102,8 @@ impl ListedRow for CustomerRow {
 }
 
 impl ListedRow for Customer {
-    fn read(
-        conn: &mut PgConnection,
-        program_id: i64,
-        filter: &CustomerFilter,
-        position: Position,
-        per_page: i64,
-        matches: &Matches,
-    ) -> Result<Vec<Self>, Error> {
-        page_customers(conn, program_id, filter, position, per_page, matches)
+    fn read(conn: &mut PgConnection, at: &PageRead<'_>) -> Result<Vec<Self>, Error> {
+        page_customers(conn, at)
     }
 
     fn id(&self) -> i64 {
@@ -176,6 +165,18 @@ impl CustomerList {
         } else {
             wanted
         };
+        let read = |conn: &mut PgConnection, position, matches| {
+            R::read(
+                conn,
+                &PageRead {
+                    program_id,
+                    filter,
+                    position,
+                    per_page,
+                    matches,
+                },
+            )
+        };
         let found = |rows, total, number| ListPage {
             rows,
             total,
@@ -186,7 +187,7 @@ impl CustomerList {
             .cursor
             .and_then(|cursor| cursor.position(wanted, per_page, filter.sort));
         if let Some(position) = continued {
-            let rows = R::read(conn, program_id, filter, position, per_page, &matches)?;
+            let rows = read(conn, position, &matches)?;
             if !rows.is_empty() {
                 return Ok(found(rows, total, number));
             }
@@ -194,11 +195,11 @@ impl CustomerList {
         let by_number = self
             .marks
             .position(conn, program_id, filter, number, per_page, &matches)?;
-        let rows = R::read(conn, program_id, filter, by_number, per_page, &matches)?;
+        let rows = read(conn, by_number, &matches)?;
         if rows.is_empty() && clamps && number > 1 && !total.is_exact() {
-            let exact = Matches::counted(Total::Exact(super::exact_total(conn, program_id, filter)?));
+            let exact = Matches::counted(Total::Exact(exact_total(conn, program_id, filter)?));
             let last = last_page(exact.total.value(), per_page);
-            let rows = R::read(conn, program_id, filter, Position::Page(last), per_page, &exact)?;
+            let rows = read(conn, Position::Page(last), &exact)?;
             return Ok(found(rows, exact.total, last));
         }
         Ok(found(rows, total, number))
@@ -242,5 +243,32 @@ impl ExportWalk {
             });
         }
         Ok(rows)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_continue_only_where_they_fit() {
+        let after = Cursor::After { page: 5000, id: 77 };
+        assert_eq!(
+            after.position(5001, 15, SortColumn::Created),
+            Some(Position::After { id: 77, skip: 0 })
+        );
+        assert_eq!(
+            after.position(5003, 15, SortColumn::Created),
+            Some(Position::After { id: 77, skip: 30 })
+        );
+        // Backwards, too far, or a sort that cannot continue: counted by number instead.
+        assert_eq!(after.position(4999, 15, SortColumn::Created), None);
+        assert_eq!(after.position(6000, 15, SortColumn::Created), None);
+        assert_eq!(after.position(5001, 15, SortColumn::Email), None);
+        let before = Cursor::Before { page: 5000, id: 9 };
+        assert_eq!(
+            before.position(4998, 50, SortColumn::Referrals),
+            Some(Position::Before { id: 9, skip: 50 })
+        );
     }
 }

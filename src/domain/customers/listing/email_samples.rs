@@ -44,14 +44,14 @@ const POSTINGS_PER_PAGE: f64 = 2_000.0;
 
 /// The server's current sample of emails (see the module documentation).
 #[derive(Default)]
-pub struct EmailSamples {
+pub(super) struct EmailSamples {
     current: Mutex<Option<Arc<EmailSample>>>,
 }
 
 impl EmailSamples {
     /// The part of `term` to look up in the email trigram index, when one costs less than
     /// the whole term. `term` is a normalized search term.
-    pub fn index_part(&self, conn: &mut PgConnection, term: &str) -> Result<Option<IndexPart>, Error> {
+    pub(super) fn index_part(&self, conn: &mut PgConnection, term: &str) -> Result<Option<IndexPart>, Error> {
         if parts(term).next().is_none() {
             return Ok(None);
         }
@@ -369,6 +369,31 @@ mod tests {
         emails.extend((1..=400).map(|n| format!("linus{n}@example.org")));
         let sample = scattered(emails);
         assert_eq!(sample.index_part("linus3133"), Some("3133"));
+    }
+
+    /// A table of 20,000 `linus{n}` emails and a few holding `25000`: whatever the case and
+    /// the shape of the term, the rare number is looked up.
+    #[test]
+    fn a_rare_number_is_looked_up_in_any_case_and_shape() {
+        let mut emails: Vec<String> = (1..=4_000)
+            .map(|n| format!("linus{}@example.org", n * 5))
+            .collect();
+        emails.extend(
+            [
+                "linus.25000@y.test",
+                "xlinus.250001@w.test",
+                "linus.25000@caps.test",
+                "ada.25000@x.test",
+                "linus_25000@z.test",
+                "linus25000@d.test",
+            ]
+            .map(String::from),
+        );
+        let sample = scattered(emails);
+        assert_eq!(sample.index_part("linus.25000"), Some("25000"));
+        assert_eq!(sample.index_part("LINUS_25000"), Some("25000"));
+        assert_eq!(sample.index_part("linus25000"), Some("25000"), "digits in a word");
+        assert_eq!(sample.index_part("linus"), None, "nothing shorter to look up");
     }
 
     #[test]

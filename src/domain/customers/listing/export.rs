@@ -13,7 +13,7 @@ use crate::error::Error;
 
 /// Where the export has got to: the last customer it wrote.
 #[derive(Clone, Copy, Debug)]
-pub struct ExportCursor {
+pub(super) struct ExportCursor {
     pub created_at: chrono::DateTime<Utc>,
     pub id: i64,
 }
@@ -43,7 +43,7 @@ pub struct ExportRow {
 /// export walks the list with this. Keyset pagination: each batch is one range of an
 /// index (`(created_at, id)` within the status for active or deleted customers, the
 /// primary key for all of them), however far in the export is and whatever the filters.
-pub fn export_batch(
+pub(super) fn export_batch(
     conn: &mut PgConnection,
     program_id: i64,
     filter: &CustomerFilter,

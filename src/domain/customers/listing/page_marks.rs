@@ -33,7 +33,7 @@ use crate::error::Error;
 
 /// One mark per this many customers: a deep page then reads fewer than this many index
 /// entries before its own, and the marks of even a long list take little memory.
-pub const MARK_EVERY: i64 = 250;
+const MARK_EVERY: i64 = 250;
 
 /// Which list the marks belong to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -52,6 +52,46 @@ struct Marks {
     ids: Vec<i64>,
 }
 
+/// Where a page starts from a mark: `skip` customers after the `mark`-th mark (counted
+/// from 1) of the list, or of the list in the other direction when `from_end`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct MarkPlace {
+    from_end: bool,
+    mark: usize,
+    skip: i64,
+}
+
+impl MarkPlace {
+    /// Where page `page_number` of a list of `total` starts; `None` when the page is read
+    /// by its number (near either end, or past the end).
+    fn of(page_number: i64, per_page: i64, total: i64) -> Option<MarkPlace> {
+        let per_page = per_page.clamp(1, MAX_PER_PAGE);
+        let offset = (page_number.max(1) - 1).saturating_mul(per_page);
+        if offset >= total {
+            return None;
+        }
+        // Like a page read by number, a page in the second half is found from the end of
+        // the list: with the marks of the list in the other direction (which are also
+        // that list's own marks).
+        let from_end = offset > total / 2;
+        let place = if from_end {
+            total - offset - per_page
+        } else {
+            offset
+        };
+        // Near either end the page is read cheaply by number.
+        if place < MARK_EVERY {
+            return None;
+        }
+        let mark = place / MARK_EVERY;
+        Some(MarkPlace {
+            from_end,
+            mark: mark as usize,
+            skip: place - mark * MARK_EVERY,
+        })
+    }
+}
+
 /// What [`PageMarks::lookup`] found.
 enum Known {
     Mark(i64),
@@ -60,14 +100,14 @@ enum Known {
 
 /// The marks of every list looked at, shared by the server's workers.
 #[derive(Debug, Default)]
-pub struct PageMarks {
+pub(super) struct PageMarks {
     lists: Mutex<HashMap<MarkedList, Marks>>,
 }
 
 impl PageMarks {
     /// Where page `page_number` (of `per_page` customers) of the filtered list starts:
     /// after a mark when the page is deep in a marked list, else by its number.
-    pub fn position(
+    pub(super) fn position(
         &self,
         conn: &mut PgConnection,
         program_id: i64,
@@ -83,32 +123,21 @@ impl PageMarks {
         if filter.sort != SortColumn::Created {
             return Ok(by_number);
         }
-        let per_page = per_page.clamp(1, MAX_PER_PAGE);
-        let offset = (page_number.max(1) - 1).saturating_mul(per_page);
-        let total = matches.total.value();
-        if offset >= total {
+        let Some(place) = MarkPlace::of(page_number, per_page, matches.total.value()) else {
             return Ok(by_number);
-        }
-        // Like a page read by number, a page in the second half is found from the end of
-        // the list: with the marks of the list in the other direction (which are also
-        // that list's own marks).
-        let from_end = offset > total / 2;
-        let (direction, place) = if from_end {
-            (filter.direction.reversed(), total - offset - per_page)
-        } else {
-            (filter.direction, offset)
         };
-        // Near either end the page is read cheaply by number.
-        if place < MARK_EVERY {
-            return Ok(by_number);
-        }
+        let direction = if place.from_end {
+            filter.direction.reversed()
+        } else {
+            filter.direction
+        };
         let list = MarkedList {
             program_id,
             status: filter.status,
             refer_status: filter.refer_status,
             direction,
         };
-        let needed = (place / MARK_EVERY) as usize;
+        let needed = place.mark;
         let mark = match self.lookup(list, changes, needed) {
             Known::Mark(mark) => mark,
             Known::Fewer(mut ids) => {
@@ -127,8 +156,8 @@ impl PageMarks {
                 mark
             }
         };
-        let skip = place - needed as i64 * MARK_EVERY;
-        Ok(if from_end {
+        let skip = place.skip;
+        Ok(if place.from_end {
             Position::Before { id: mark, skip }
         } else {
             Position::After { id: mark, skip }
@@ -192,4 +221,40 @@ fn walk(
         every: MARK_EVERY,
     }
     .load::<i64>(conn)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deep_pages_start_from_the_nearest_mark_before_them() {
+        let place = |page| MarkPlace::of(page, 50, 2_600);
+        // Page 26 of 50 starts right after the fifth mark (place 1,250); page 27 skips a
+        // page after it.
+        let after_fifth = |skip| MarkPlace {
+            from_end: false,
+            mark: 5,
+            skip,
+        };
+        assert_eq!(place(26), Some(after_fifth(0)));
+        assert_eq!(place(27), Some(after_fifth(50)));
+        // Near the start the page is read by its number.
+        assert_eq!(place(3), None);
+        assert_eq!(place(5), None);
+        // In the second half, from the end: page 40 (places 1,951–2,000) is read backwards
+        // after skipping 100 past the second mark from the end (the 500th oldest customer).
+        assert_eq!(
+            place(40),
+            Some(MarkPlace {
+                from_end: true,
+                mark: 2,
+                skip: 100
+            })
+        );
+        // Near the end, and past it: by number.
+        assert_eq!(place(50), None);
+        assert_eq!(place(53), None);
+        assert_eq!(place(60), None);
+    }
 }

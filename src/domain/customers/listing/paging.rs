@@ -7,9 +7,8 @@ use diesel::prelude::*;
 use diesel::sql_types::Text;
 
 use super::filters::{filtered, standings_filtered, STANDINGS_KEYSET};
-use super::MARK_EVERY;
 use super::{
-    CustomerFilter, CustomerRow, Matches, PageMarks, ReferrerSummary, SortColumn, SortDirection, Total,
+    CustomerFilter, CustomerRow, Matches, PageRead, ReferrerSummary, SortColumn, SortDirection, Total,
 };
 use crate::db::schema::{customers, referral_standings as standings};
 use crate::domain::customers::fragments;
@@ -20,13 +19,13 @@ pub const MAX_PER_PAGE: i64 = 250;
 
 /// Sorts whose ORDER BY expression is never NULL, so that a row comparison can continue
 /// a list after a given customer (keyset pagination). Email, which may be empty, cannot.
-pub fn supports_keyset(sort: SortColumn) -> bool {
+pub(super) fn supports_keyset(sort: SortColumn) -> bool {
     !matches!(sort, SortColumn::Email)
 }
 
 /// Where a page of the list starts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Position {
+pub(super) enum Position {
     /// The page with this number (from 1), counted from the start of the list — or, when
     /// the total is exact and the page is in the second half, from its end.
     Page(i64),
@@ -74,15 +73,8 @@ fn standings_order_by(filter: &CustomerFilter, reverse: bool) -> &'static str {
 }
 
 /// [`page`] without the referrers.
-pub(super) fn page_customers(
-    conn: &mut PgConnection,
-    program_id: i64,
-    filter: &CustomerFilter,
-    position: Position,
-    per_page: i64,
-    matches: &Matches,
-) -> Result<Vec<Customer>, Error> {
-    let (positions, reverse) = positions(conn, program_id, filter, position, per_page, matches)?;
+pub(super) fn page_customers(conn: &mut PgConnection, at: &PageRead<'_>) -> Result<Vec<Customer>, Error> {
+    let (positions, reverse) = positions(conn, at)?;
     let ids: Vec<i64> = positions.iter().map(|(id, _)| *id).collect();
     let mut rows = load_in_order(conn, &ids)?;
     if reverse {
@@ -95,34 +87,18 @@ pub(super) fn page_customers(
 /// 1..=250; past the end: empty. A deferred join in two prepared statements: the page's
 /// positions (internal ids and referrer ids) are read from an index alone where a covering
 /// one serves the sort, then the rows of the customers and their referrers at once.
-pub(super) fn page(
-    conn: &mut PgConnection,
-    program_id: i64,
-    filter: &CustomerFilter,
-    position: Position,
-    per_page: i64,
-    matches: &Matches,
-) -> Result<Vec<CustomerRow>, Error> {
-    if matches.ids.is_some() {
+pub(super) fn page(conn: &mut PgConnection, at: &PageRead<'_>) -> Result<Vec<CustomerRow>, Error> {
+    if at.matches.ids.is_some() {
         // A few matches known by id (a search): both statements look rows up by id, and
         // with a list that short PostgreSQL would otherwise plan them on every call.
-        crate::db::with_generic_plans(conn, |conn| {
-            page_rows(conn, program_id, filter, position, per_page, matches)
-        })
+        crate::db::with_generic_plans(conn, |conn| page_rows(conn, at))
     } else {
-        page_rows(conn, program_id, filter, position, per_page, matches)
+        page_rows(conn, at)
     }
 }
 
-fn page_rows(
-    conn: &mut PgConnection,
-    program_id: i64,
-    filter: &CustomerFilter,
-    position: Position,
-    per_page: i64,
-    matches: &Matches,
-) -> Result<Vec<CustomerRow>, Error> {
-    let (positions, reverse) = positions(conn, program_id, filter, position, per_page, matches)?;
+fn page_rows(conn: &mut PgConnection, at: &PageRead<'_>) -> Result<Vec<CustomerRow>, Error> {
+    let (positions, reverse) = positions(conn, at)?;
     let mut wanted: Vec<i64> = positions
         .iter()
         .flat_map(|(id, referrer)| std::iter::once(*id).chain(*referrer))
@@ -178,7 +154,7 @@ fn load_in_order(conn: &mut PgConnection, ids: &[i64]) -> Result<Vec<Customer>, 
 /// A page's customers as (id, referrer id), and whether they were read from the far end.
 type PagePositions = (Vec<(i64, Option<i64>)>, bool);
 
-/// The stretch of the list a page's statement reads, and which of its rows are the page.
+/// The stretch of the list a page's statement reads.
 #[derive(Clone, Copy, Debug)]
 struct Window {
     /// Read from the far end (the rows come in reverse).
@@ -187,10 +163,6 @@ struct Window {
     limit: i64,
     /// Continue after (or, reversed, before) this customer.
     cursor: Option<i64>,
-    /// Rows read and dropped before the page's own.
-    dropped: i64,
-    /// The page's rows after those.
-    wanted: i64,
 }
 
 /// The window of `position`; `None` when it is past the end of an exactly counted list.
@@ -213,41 +185,25 @@ fn window(position: Position, per_page: i64, matches: &Matches) -> Option<Window
         Position::After { id, skip } => (false, skip.max(0), per_page, Some(id)),
         Position::Before { id, skip } => (true, skip.max(0), per_page, Some(id)),
     };
-    // A short skip (a page near the start, or after a mark or one of the pager's far
-    // links) is read and dropped here rather than sent as `OFFSET $n`: with the offset a
-    // parameter PostgreSQL cannot cost the statement's reusable plan (it guesses that a
-    // tenth of the rows are skipped) and plans every call anew, which costs more than
-    // running the query. The window read is a power of two of pages, so the statement
-    // texts (the limit is literal) stay few: at most eight per page size, each reading at
-    // most about twice what `OFFSET` read.
-    let (offset, read, dropped) = if 0 < offset && offset < MARK_EVERY {
-        let pages = (offset + limit - 1) / limit + 1;
-        let pages = (pages as u64).next_power_of_two() as i64;
-        (0, pages * limit, offset)
-    } else {
-        (offset, limit, 0)
-    };
     Some(Window {
         reverse,
         offset,
-        limit: read,
+        limit,
         cursor,
-        dropped,
-        wanted: limit,
     })
 }
 
 /// Which customers are on the page, in the order read (reversed when `true` is returned:
 /// the page was read from its far end), with each one's referrer. Read from the index
 /// alone where a covering index serves the sort (a deferred join: the rows follow).
-fn positions(
-    conn: &mut PgConnection,
-    program_id: i64,
-    filter: &CustomerFilter,
-    position: Position,
-    per_page: i64,
-    matches: &Matches,
-) -> Result<PagePositions, Error> {
+fn positions(conn: &mut PgConnection, at: &PageRead<'_>) -> Result<PagePositions, Error> {
+    let PageRead {
+        program_id,
+        filter,
+        position,
+        per_page,
+        matches,
+    } = *at;
     let Some(window) = window(position, per_page, matches) else {
         return Ok((Vec::new(), false));
     };
@@ -256,11 +212,7 @@ fn positions(
             "This sort cannot continue from a customer.".into(),
         ));
     }
-    let page = read_window(conn, program_id, filter, &window, matches)?
-        .into_iter()
-        .skip(window.dropped as usize)
-        .take(window.wanted as usize)
-        .collect();
+    let page = read_window(conn, program_id, filter, &window, matches)?;
     Ok((page, window.reverse))
 }
 
@@ -277,7 +229,6 @@ fn read_window(
         offset,
         limit,
         cursor,
-        ..
     } = *window;
     // The row comparison follows the ORDER BY: "after" in a descending list is "less".
     let greater = (filter.direction == SortDirection::Asc) != reverse;
@@ -320,27 +271,6 @@ fn read_window(
             fragments::Limited { query, limit, offset }.load::<(i64, Option<i64>)>(conn)?
         }
     })
-}
-
-/// One page of the filtered list by number (without referrers), with the number of
-/// matching customers. `per_page` is clamped to 1..=250 and `page` to >= 1; a page past
-/// the end is empty. Deep pages start from `marks` where they can. What
-/// [`CustomerList::page`](super::CustomerList::page) does for a page by number, with the
-/// caller's own marks and its filter's search taken as already narrowed (tests read
-/// pages through it).
-pub fn list(
-    conn: &mut PgConnection,
-    marks: &PageMarks,
-    program_id: i64,
-    filter: &CustomerFilter,
-    page_number: i64,
-    per_page: i64,
-) -> Result<(Vec<Customer>, Total), Error> {
-    let matches = super::matches(conn, program_id, filter)?;
-    let position = marks.position(conn, program_id, filter, page_number, per_page, &matches)?;
-    let rows = page_customers(conn, program_id, filter, position, per_page, &matches)?;
-    let total = matches.total;
-    Ok((rows, total))
 }
 
 #[cfg(test)]

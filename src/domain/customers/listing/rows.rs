@@ -38,18 +38,9 @@ impl ReferrerSummary {
         }
     }
 
+    /// As [`Customer::display_name`].
     pub fn display_name(&self) -> String {
-        let full = [self.name.as_deref(), self.surname.as_deref()]
-            .into_iter()
-            .flatten()
-            .filter(|part| !part.trim().is_empty())
-            .collect::<Vec<_>>()
-            .join(" ");
-        if !full.is_empty() {
-            full
-        } else {
-            self.email.clone().unwrap_or_else(|| self.key.clone())
-        }
+        crate::domain::customers::display_name(&self.name, &self.surname, &self.email, &self.key)
     }
 }
 

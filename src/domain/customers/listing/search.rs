@@ -39,7 +39,7 @@ fn escape_like(term: &str) -> String {
 /// - a term with a character that plain names (or ids) never hold can only be in the few
 ///   rows a partial index lists (the planner still takes the trigram index when those
 ///   are many).
-pub fn search_arms(term: &str, email_index_part: Option<&str>) -> Vec<fragments::SearchArm> {
+pub(super) fn search_arms(term: &str, email_index_part: Option<&str>) -> Vec<fragments::SearchArm> {
     use fragments::SearchArm::{Contains, ContainsPart, ContainsWhere, EmailAround};
     let mut arms = Vec::with_capacity(4);
     if !term.chars().any(char::is_whitespace) {
@@ -88,7 +88,7 @@ pub fn search_arms(term: &str, email_index_part: Option<&str>) -> Vec<fragments:
 const MAX_SEARCH_CHARS: usize = 200;
 
 /// A `LIKE` pattern matching `term` anywhere, with `%`, `_` and `\` taken literally.
-pub fn contains_pattern(term: &str) -> String {
+pub(super) fn contains_pattern(term: &str) -> String {
     let mut pattern = String::with_capacity(term.len() + 2);
     pattern.push('%');
     for c in term.chars() {
@@ -104,7 +104,7 @@ pub fn contains_pattern(term: &str) -> String {
 /// The search term as matched: trimmed, without control characters (which PostgreSQL
 /// text cannot hold anyway), at most `MAX_SEARCH_CHARS` long. The database lower-cases it
 /// with the same `lower()` as the indexed columns, so both sides always agree.
-pub fn normalize_search(raw: &str) -> Option<String> {
+pub(super) fn normalize_search(raw: &str) -> Option<String> {
     let term: String = raw
         .chars()
         .filter(|c| !c.is_control())
@@ -119,7 +119,11 @@ pub fn normalize_search(raw: &str) -> Option<String> {
 /// server's sample of emails (terms with an `@` are found without the trigram index). A
 /// sample that cannot be taken only costs speed: the whole term is looked up. Run it
 /// outside a transaction (a failed sample would abort one).
-pub fn narrow_email_search(conn: &mut PgConnection, samples: &EmailSamples, filter: &mut CustomerFilter) {
+pub(super) fn narrow_email_search(
+    conn: &mut PgConnection,
+    samples: &EmailSamples,
+    filter: &mut CustomerFilter,
+) {
     filter.email_index_part = match filter.search.as_deref().and_then(normalize_search) {
         Some(term) if !term.contains('@') => samples.index_part(conn, &term).unwrap_or_else(|error| {
             tracing::warn!("searching by the whole term: no sample of emails ({error})");
