@@ -59,6 +59,9 @@ pub struct WebhookSettings {
     pub worker: bool,
     /// The longest a whole request may take (10 s; shorter in tests).
     pub request_timeout: std::time::Duration,
+    /// `REFERDESK_WEBHOOK_LEASE_SECS`: how long a claimed delivery waits for its process
+    /// before another may take it (the process died). Longer than any attempt.
+    pub lease_secs: i64,
 }
 
 impl Default for WebhookSettings {
@@ -70,6 +73,7 @@ impl Default for WebhookSettings {
             retention_days: crate::domain::webhooks::DEFAULT_RETENTION_DAYS,
             worker: true,
             request_timeout: std::time::Duration::from_secs(10),
+            lease_secs: 120,
         }
     }
 }
@@ -95,6 +99,10 @@ impl WebhookSettings {
             retention_days: parse_var("REFERDESK_WEBHOOK_RETENTION_DAYS", defaults.retention_days)?.max(1),
             worker: var("REFERDESK_WEBHOOK_WORKER").is_none() || flag("REFERDESK_WEBHOOK_WORKER")?,
             request_timeout: defaults.request_timeout,
+            // An attempt may last the whole request timeout and its recording: a shorter
+            // lease would hand it to a second process while the first still waits.
+            lease_secs: parse_var("REFERDESK_WEBHOOK_LEASE_SECS", defaults.lease_secs)?
+                .max(defaults.request_timeout.as_secs() as i64 + 5),
         })
     }
 }

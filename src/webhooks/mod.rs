@@ -29,14 +29,12 @@ use crate::error::Error;
 pub use sender::Sender;
 
 const POLL_INTERVAL: Duration = Duration::from_millis(500);
-/// A claim holds a delivery this long: well past the longest request.
-const LEASE_SECS: i64 = 120;
 
 fn limits(settings: &WebhookSettings, batch: usize) -> Limits {
     Limits {
         batch: batch as i64,
         per_endpoint: settings.per_endpoint as i64,
-        lease: chrono::Duration::seconds(LEASE_SECS),
+        lease: chrono::Duration::seconds(settings.lease_secs),
     }
 }
 

@@ -69,6 +69,8 @@ struct Receiver {
     port: u16,
     script: Arc<Mutex<VecDeque<Answer>>>,
     received: Arc<Mutex<Vec<Received>>>,
+    /// Milliseconds every answer waits (a receiver doing some work).
+    delay_ms: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Receiver {
@@ -78,6 +80,7 @@ impl Receiver {
             port: listener.local_addr().unwrap().port(),
             script: Default::default(),
             received: Default::default(),
+            delay_ms: Default::default(),
         };
         let serving = receiver.clone();
         tokio::spawn(async move {
@@ -1006,4 +1009,83 @@ async fn old_attempts_are_pruned() {
     .unwrap()
     .expect("nobody else is pruning");
     assert_eq!((pruned.attempts, pruned.deliveries, pruned.events), (1, 1, 1));
+}
+
+/// `referdesk serve` as its own process on the test's database, delivering webhooks.
+fn server_process(app: &TestApp, name: &str) -> std::process::Child {
+    let data_dir = std::env::temp_dir().join(format!("referdesk-webhooks-{}-{name}", std::process::id()));
+    std::process::Command::new(env!("CARGO_BIN_EXE_referdesk"))
+        .arg("serve")
+        .env("DATABASE_URL", &app.database_url)
+        .env("REFERDESK_DATA_DIR", &data_dir)
+        .env("REFERDESK_BIND", "127.0.0.1:0")
+        .env(
+            "REFERDESK_SECRET",
+            "test-secret-test-secret-test-secret-0123456789",
+        )
+        .env("REFERDESK_WORKERS", "1")
+        .env("REFERDESK_POOL_SIZE", "3")
+        .env("REFERDESK_WEBHOOK_ALLOW_HTTP", "1")
+        .env("REFERDESK_WEBHOOK_ALLOW_PRIVATE", "1")
+        .env("REFERDESK_WEBHOOK_PER_ENDPOINT", "8")
+        .env("REFERDESK_WEBHOOK_LEASE_SECS", "15")
+        .env("REFERDESK_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("the referdesk binary starts")
+}
+
+/// Two server processes on one database deliver 1,000 events; one is killed with SIGKILL
+/// half-way. Every event arrives, none is lost, and only those the killed process had in
+/// flight (at most the endpoint's 8) arrive twice.
+#[apply(integration_test!)]
+async fn a_process_killed_mid_way_loses_no_event() {
+    let receiver = Receiver::start().await;
+    receiver.delay_ms.store(10, std::sync::atomic::Ordering::SeqCst);
+    let app = spawn(settings(false, true)).await;
+    subscribe(&app, &receiver.url("127.0.0.1", "/hook"), &["customer.created"]);
+    for _ in 0..1000 {
+        app.create_customer(Default::default());
+    }
+    let mut first = server_process(&app, "a");
+    let mut second = server_process(&app, "b");
+    let waited = std::time::Instant::now();
+    while receiver.received().len() < 300 {
+        assert!(waited.elapsed() < Duration::from_secs(60), "deliveries started");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    first.kill().expect("SIGKILL");
+    let _ = first.wait();
+    let pending = || -> i64 {
+        webhook_deliveries::table
+            .filter(webhook_deliveries::status.ne("delivered"))
+            .count()
+            .get_result(&mut app.conn())
+            .unwrap()
+    };
+    while pending() > 0 {
+        assert!(
+            waited.elapsed() < Duration::from_secs(120),
+            "{} deliveries left",
+            pending()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = second.kill();
+    let _ = second.wait();
+    let received = receiver.received();
+    let mut ids: Vec<String> = received
+        .iter()
+        .map(|r| r.header("webhook-id").unwrap().to_string())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 1000, "every event arrived");
+    let duplicates = received.len() - ids.len();
+    assert!(
+        duplicates <= 8,
+        "{duplicates} duplicates: more than the killed process had in flight"
+    );
 }
