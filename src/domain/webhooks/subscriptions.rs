@@ -103,6 +103,23 @@ struct Checked {
     is_active: bool,
 }
 
+/// The URL to store: the one given (checked), else the current one.
+fn check_url_field(
+    url: Option<String>,
+    current: Option<&Subscription>,
+    policy: Policy,
+) -> Result<String, String> {
+    match (url, current) {
+        (Some(url), _) if url.trim().chars().count() > MAX_URL_CHARS => {
+            Err(format!("The URL may be at most {MAX_URL_CHARS} characters long."))
+        }
+        (Some(url), _) if url.trim().is_empty() => Err("Enter the URL that receives the events.".into()),
+        (Some(url), _) => addresses::check_url(&url, policy),
+        (None, Some(current)) => Ok(current.url.clone()),
+        (None, None) => Err("Enter the URL that receives the events.".into()),
+    }
+}
+
 fn check(input: SubscriptionInput, current: Option<&Subscription>, policy: Policy) -> Result<Checked, Error> {
     let mut errors = FieldErrors::new();
     let mut refuse = |field: &str, message: String| {
@@ -121,28 +138,10 @@ fn check(input: SubscriptionInput, current: Option<&Subscription>, policy: Polic
             format!("The name must be one line of at most {MAX_NAME_CHARS} characters."),
         );
     }
-    let url = match (input.url, current) {
-        (Some(url), _) if url.trim().chars().count() > MAX_URL_CHARS => {
-            refuse(
-                "url",
-                format!("The URL may be at most {MAX_URL_CHARS} characters long."),
-            );
-            String::new()
-        }
-        (Some(url), _) if url.trim().is_empty() => {
-            refuse("url", "Enter the URL that receives the events.".into());
-            String::new()
-        }
-        (Some(url), _) => addresses::check_url(&url, policy).unwrap_or_else(|message| {
-            refuse("url", message);
-            String::new()
-        }),
-        (None, Some(current)) => current.url.clone(),
-        (None, None) => {
-            refuse("url", "Enter the URL that receives the events.".into());
-            String::new()
-        }
-    };
+    let url = check_url_field(input.url, current, policy).unwrap_or_else(|message| {
+        refuse("url", message);
+        String::new()
+    });
     let all_events = input
         .all_events
         .unwrap_or_else(|| current.is_some_and(|current| current.all_events && input.events.is_none()));
