@@ -91,6 +91,8 @@ impl Sender {
             .connect_timeout(CONNECT_TIMEOUT.min(settings.request_timeout))
             .timeout(settings.request_timeout)
             .redirect(reqwest::redirect::Policy::none())
+            // A proxy from the environment would connect to addresses never checked here.
+            .no_proxy()
             .user_agent(USER_AGENT)
             .dns_resolver(Arc::new(GuardedResolver {
                 policy: settings.policy,

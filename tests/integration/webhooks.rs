@@ -1089,3 +1089,28 @@ async fn a_process_killed_mid_way_loses_no_event() {
         "{duplicates} duplicates: more than the killed process had in flight"
     );
 }
+
+/// The backlog of an endpoint that is full never stands in front of another endpoint's
+/// deliveries.
+#[apply(integration_test!)]
+async fn a_full_endpoint_does_not_hold_up_the_others() {
+    let app = spawn(settings(false, true)).await;
+    let limits = delivery::Limits {
+        batch: 2,
+        per_endpoint: 2,
+        lease: chrono::Duration::minutes(2),
+    };
+    subscribe(&app, "http://127.0.0.1:9/slow", &["customer.created"]);
+    for _ in 0..20 {
+        app.create_customer(Default::default());
+    }
+    subscribe(&app, "http://127.0.0.1:9/other", &["customer.created"]);
+    app.create_customer(Default::default());
+    let first = delivery::claim(&mut app.conn(), Utc::now(), limits).unwrap();
+    assert_eq!(first.len(), 2);
+    assert!(first.iter().all(|claimed| claimed.url.ends_with("/slow")));
+    // The slow endpoint is full; its 18 older deliveries wait, the other one goes.
+    let second = delivery::claim(&mut app.conn(), Utc::now(), limits).unwrap();
+    assert_eq!(second.len(), 1);
+    assert!(second[0].url.ends_with("/other"));
+}

@@ -124,16 +124,23 @@ pub fn claim(conn: &mut PgConnection, now: DateTime<Utc>, limits: Limits) -> Res
         return Ok(Vec::new());
     }
     conn.transaction(|conn| {
-        // More candidates than slots: some may belong to endpoints that are already full.
+        // Endpoints already full are left out, so that the backlog of a slow or dead one
+        // never stands in front of the others; more candidates than slots, as some
+        // endpoints may fill up on the way.
         let candidates: Vec<Candidate> = diesel::sql_query(
             "SELECT d.id, d.subscription_id FROM webhook_deliveries d
              JOIN webhook_subscriptions s ON s.id = d.subscription_id AND s.is_active
              WHERE d.status = 'pending' AND d.next_attempt_at <= $1
+               AND d.subscription_id NOT IN (
+                   SELECT subscription_id FROM webhook_deliveries
+                   WHERE status = 'pending' AND claimed_until > $1
+                   GROUP BY subscription_id HAVING count(*) >= $3)
              ORDER BY d.next_attempt_at, d.id LIMIT $2
              FOR UPDATE OF d SKIP LOCKED",
         )
         .bind::<Timestamptz, _>(now)
         .bind::<BigInt, _>(limits.batch.saturating_mul(4))
+        .bind::<BigInt, _>(limits.per_endpoint)
         .load(conn)?;
         if candidates.is_empty() {
             return Ok(Vec::new());
