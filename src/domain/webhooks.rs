@@ -95,6 +95,18 @@ pub fn emit(
     Ok((written > 0).then_some(id))
 }
 
+/// Whether the program has an active subscription: a change may skip its webhook work
+/// (and a transaction of its own) when it has none.
+pub fn has_subscriptions(conn: &mut PgConnection, program_id: i64) -> Result<bool, Error> {
+    use crate::db::schema::webhook_subscriptions as subs;
+    Ok(diesel::select(diesel::dsl::exists(
+        subs::table
+            .filter(subs::program_id.eq(program_id))
+            .filter(subs::is_active),
+    ))
+    .get_result(conn)?)
+}
+
 pub fn timestamp(at: &DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Secs, true)
 }

@@ -109,12 +109,18 @@ pub fn sign_up(
         "approved": row.approved,
         "referring_customer": referrer.as_ref().map(|referrer| &referrer.key),
     });
-    // The webhook events go out with the customer or not at all (`webhooks::emit`).
-    let (customer, link) = conn.transaction(|conn| {
-        let (customer, link) = signup::insert(conn, row, actor, &after).map_err(unique_to_field)?;
-        webhooks::customer_created(conn, &customer, referrer.as_ref())?;
-        Ok::<_, Error>((customer, link))
-    })?;
+    // The webhook events go out with the customer or not at all (`webhooks::emit`). A
+    // program nobody subscribed to keeps its signup one statement: a subscription made
+    // at this moment is, as with `emit`'s own look, one the change came before.
+    let (customer, link) = if webhooks::has_subscriptions(conn, program.id)? {
+        conn.transaction(|conn| {
+            let (customer, link) = signup::insert(conn, row, actor, &after).map_err(unique_to_field)?;
+            webhooks::customer_created(conn, &customer, referrer.as_ref())?;
+            Ok::<_, Error>((customer, link))
+        })?
+    } else {
+        signup::insert(conn, row, actor, &after).map_err(unique_to_field)?
+    };
     Ok(Created {
         customer,
         referrer,
