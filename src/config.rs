@@ -39,6 +39,72 @@ pub struct Config {
     /// `REFERDESK_STATEMENT_TIMEOUT_MS`: the longest a page's or API call's statement may
     /// run (see `db::build_pool`).
     pub statement_timeout_ms: u64,
+    /// `REFERDESK_WEBHOOK_*`: webhook delivery (see [`WebhookSettings`]).
+    pub webhooks: WebhookSettings,
+}
+
+/// How webhooks are delivered.
+#[derive(Clone, Debug)]
+pub struct WebhookSettings {
+    /// `REFERDESK_WEBHOOK_ALLOW_HTTP`, `REFERDESK_WEBHOOK_ALLOW_PRIVATE`.
+    pub policy: crate::domain::webhooks::addresses::Policy,
+    /// `REFERDESK_WEBHOOK_CONCURRENCY`: requests in flight at most, per server process.
+    pub concurrency: usize,
+    /// `REFERDESK_WEBHOOK_PER_ENDPOINT`: requests in flight at most per subscription,
+    /// across all processes.
+    pub per_endpoint: usize,
+    /// `REFERDESK_WEBHOOK_RETENTION_DAYS`: how long the delivery log keeps attempts.
+    pub retention_days: i64,
+    /// `REFERDESK_WEBHOOK_WORKER=0`: this process delivers nothing (another one does).
+    pub worker: bool,
+    /// The longest a whole request may take (10 s; shorter in tests).
+    pub request_timeout: std::time::Duration,
+    /// `REFERDESK_WEBHOOK_LEASE_SECS`: how long a claimed delivery waits for its process
+    /// before another may take it (the process died). Longer than any attempt.
+    pub lease_secs: i64,
+}
+
+impl Default for WebhookSettings {
+    fn default() -> Self {
+        WebhookSettings {
+            policy: Default::default(),
+            concurrency: 32,
+            per_endpoint: 4,
+            retention_days: crate::domain::webhooks::DEFAULT_RETENTION_DAYS,
+            worker: true,
+            request_timeout: std::time::Duration::from_secs(10),
+            lease_secs: 120,
+        }
+    }
+}
+
+fn flag(name: &str) -> anyhow::Result<bool> {
+    match var(name).as_deref().map(str::trim) {
+        None | Some("0") | Some("false") | Some("no") => Ok(false),
+        Some("1") | Some("true") | Some("yes") => Ok(true),
+        Some(other) => bail!("{name}={other:?} is not 1 or 0"),
+    }
+}
+
+impl WebhookSettings {
+    fn from_env() -> anyhow::Result<Self> {
+        let defaults = WebhookSettings::default();
+        Ok(WebhookSettings {
+            policy: crate::domain::webhooks::addresses::Policy {
+                allow_http: flag("REFERDESK_WEBHOOK_ALLOW_HTTP")?,
+                allow_private: flag("REFERDESK_WEBHOOK_ALLOW_PRIVATE")?,
+            },
+            concurrency: parse_var("REFERDESK_WEBHOOK_CONCURRENCY", defaults.concurrency)?.max(1),
+            per_endpoint: parse_var("REFERDESK_WEBHOOK_PER_ENDPOINT", defaults.per_endpoint)?.max(1),
+            retention_days: parse_var("REFERDESK_WEBHOOK_RETENTION_DAYS", defaults.retention_days)?.max(1),
+            worker: var("REFERDESK_WEBHOOK_WORKER").is_none() || flag("REFERDESK_WEBHOOK_WORKER")?,
+            request_timeout: defaults.request_timeout,
+            // An attempt may last the whole request timeout and its recording: a shorter
+            // lease would hand it to a second process while the first still waits.
+            lease_secs: parse_var("REFERDESK_WEBHOOK_LEASE_SECS", defaults.lease_secs)?
+                .max(defaults.request_timeout.as_secs() as i64 + 5),
+        })
+    }
 }
 
 /// The sender of invite emails when `REFERDESK_MAIL_FROM` is unset.
@@ -126,6 +192,7 @@ impl Config {
             trusted_proxies: parse_trusted_proxies(&var("REFERDESK_TRUSTED_PROXIES").unwrap_or_default())?,
             statement_timeout_ms: parse_var("REFERDESK_STATEMENT_TIMEOUT_MS", DEFAULT_STATEMENT_TIMEOUT_MS)?
                 .max(MIN_STATEMENT_TIMEOUT_MS),
+            webhooks: WebhookSettings::from_env()?,
         })
     }
 

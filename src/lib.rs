@@ -16,6 +16,7 @@ pub mod random;
 pub mod routes;
 pub mod seed;
 pub mod web;
+pub mod webhooks;
 
 use std::net::TcpListener;
 use std::time::Instant;
@@ -61,6 +62,7 @@ pub struct Application {
     embedded: Option<EmbeddedPostgres>,
     mail: Option<mail::MailWorker>,
     pruner: Option<pruner::Pruner>,
+    webhooks: Option<webhooks::WebhookWorker>,
 }
 
 /// Where the database is: the configured server, or the private cluster under the data dir
@@ -163,7 +165,19 @@ impl Application {
             &config,
         )?;
         // Its own connection without a statement timeout: a large backlog may take longer.
-        let pruner = pruner::Pruner::start(db::build_pool(&database_url, 1))?;
+        let pruner = pruner::Pruner::start(
+            db::build_pool(&database_url, 1),
+            chrono::Duration::days(config.webhooks.retention_days),
+        )?;
+        // Its own few connections: a claim, and the recording of finished attempts.
+        let webhooks = if config.webhooks.worker {
+            Some(webhooks::WebhookWorker::start(
+                db::build_server_pool(&database_url, 3, statement_timeout),
+                &config.webhooks,
+            )?)
+        } else {
+            None
+        };
         let state = Data::new(AppState {
             pool: pool.clone(),
             config: config.clone(),
@@ -214,6 +228,7 @@ impl Application {
             embedded,
             mail: Some(mail),
             pruner: Some(pruner),
+            webhooks,
         })
     }
 
@@ -236,6 +251,9 @@ impl Application {
         }
         if let Some(pruner) = self.pruner.take() {
             let _ = actix_web::rt::task::spawn_blocking(move || pruner.stop()).await;
+        }
+        if let Some(worker) = self.webhooks.take() {
+            let _ = actix_web::rt::task::spawn_blocking(move || worker.stop()).await;
         }
         if let Some(mut cluster) = self.embedded.take() {
             cluster.stop();

@@ -48,13 +48,14 @@ pub struct Pruner {
 }
 
 impl Pruner {
-    pub fn start(pool: DbPool) -> anyhow::Result<Pruner> {
+    /// `webhook_retention`: how long webhook attempts are kept.
+    pub fn start(pool: DbPool, webhook_retention: chrono::Duration) -> anyhow::Result<Pruner> {
         let stop = Arc::new(Stop::default());
         let thread = std::thread::Builder::new()
             .name("pruner".to_string())
             .spawn({
                 let stop = stop.clone();
-                move || run(&stop, &pool)
+                move || run(&stop, &pool, webhook_retention)
             })
             .context("could not start the pruning thread")?;
         Ok(Pruner {
@@ -81,25 +82,29 @@ impl Drop for Pruner {
     }
 }
 
-fn run(stop: &Stop, pool: &DbPool) {
+fn run(stop: &Stop, pool: &DbPool, webhook_retention: chrono::Duration) {
     let min_gap = chrono::Duration::from_std(PRUNE_INTERVAL).unwrap_or_else(|_| chrono::Duration::minutes(5));
     loop {
-        pass(pool, min_gap);
+        pass(pool, min_gap, webhook_retention);
         if stop.wait(PRUNE_INTERVAL) {
             break;
         }
     }
 }
 
-fn pass(pool: &DbPool, min_gap: chrono::Duration) {
+fn pass(pool: &DbPool, min_gap: chrono::Duration, webhook_retention: chrono::Duration) {
     // A database that is away now is tried again at the next interval.
     let result = pool
         .get()
         .map_err(|error| anyhow::anyhow!(error))
-        .and_then(|mut conn| maintenance::prune(&mut conn, min_gap).map_err(anyhow::Error::from));
+        .and_then(|mut conn| {
+            maintenance::prune_with(&mut conn, min_gap, webhook_retention).map_err(anyhow::Error::from)
+        });
     match result {
-        Ok(Some(pruned)) => tracing::info!(
+        Ok(Some((pruned, webhooks))) => tracing::info!(
             sessions = pruned.sessions,
+            webhook_attempts = webhooks.attempts,
+            webhook_deliveries = webhooks.deliveries,
             login_failures = pruned.login_failures,
             one_time_links = pruned.one_time_tokens,
             "pruned expired rows"

@@ -13,6 +13,7 @@ pub mod list;
 pub mod openapi;
 pub mod throttle;
 pub mod views;
+pub mod webhooks;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -52,7 +53,12 @@ pub fn routes(routes: &mut Routes) {
             "/v1/customers/{ident}/transactions",
             ApiToken,
             ledger::transactions,
-        );
+        )
+        .get("/v1/webhooks", ApiToken, webhooks::list)
+        .post("/v1/webhooks", ApiToken, webhooks::create)
+        .get("/v1/webhooks/{key}", ApiToken, webhooks::show)
+        .put("/v1/webhooks/{key}", ApiToken, webhooks::update)
+        .delete("/v1/webhooks/{key}", ApiToken, webhooks::delete);
 }
 
 /// Every `/v1` answer, errors included, is `Cache-Control: no-store`: they carry customer

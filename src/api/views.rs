@@ -13,6 +13,7 @@ use crate::domain::invites::{DeliveryStatus, Invite};
 use crate::domain::ledger::{Balance, Kind, Transaction, TransactionRow};
 use crate::domain::programs::Program;
 use crate::domain::referral_links::ReferralLink;
+use crate::domain::webhooks::Subscription;
 
 pub fn timestamp(at: &DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Secs, true)
@@ -263,5 +264,56 @@ pub fn invite(invite: &Invite) -> InviteJson {
         name: invite.name.clone(),
         personalization: invite.personalization.clone(),
         status: invite.status,
+    }
+}
+
+/// A webhook subscription as `/v1/webhooks` shows it.
+#[derive(Debug, Serialize)]
+pub struct WebhookJson {
+    created_at: String,
+    events: Vec<String>,
+    is_active: bool,
+    key: String,
+    name: String,
+    updated_at: String,
+    url: String,
+}
+
+pub fn webhook(subscription: &Subscription) -> WebhookJson {
+    WebhookJson {
+        created_at: timestamp(&subscription.created_at),
+        events: subscription.event_names(),
+        is_active: subscription.is_active,
+        key: subscription.key.clone(),
+        name: subscription.name.clone(),
+        updated_at: timestamp(&subscription.updated_at),
+        url: subscription.url.clone(),
+    }
+}
+
+/// The answer of a create: the subscription and its signing secret (shown only here).
+#[derive(Debug, Serialize)]
+pub struct CreatedWebhookJson {
+    created_at: String,
+    events: Vec<String>,
+    is_active: bool,
+    key: String,
+    name: String,
+    signature: String,
+    updated_at: String,
+    url: String,
+}
+
+pub fn created_webhook(subscription: &Subscription) -> CreatedWebhookJson {
+    let view = webhook(subscription);
+    CreatedWebhookJson {
+        created_at: view.created_at,
+        events: view.events,
+        is_active: view.is_active,
+        key: view.key,
+        name: view.name,
+        signature: subscription.secret.clone(),
+        updated_at: view.updated_at,
+        url: view.url,
     }
 }

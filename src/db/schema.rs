@@ -314,6 +314,71 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    webhook_attempts (id) {
+        id -> Int8,
+        delivery_id -> Int8,
+        subscription_id -> Int8,
+        event_id -> Uuid,
+        event -> Text,
+        customer_id -> Nullable<Int8>,
+        outcome -> Text,
+        status_code -> Nullable<Int4>,
+        duration_ms -> Int4,
+        response -> Nullable<Text>,
+        error -> Nullable<Text>,
+        next_retry_at -> Nullable<Timestamptz>,
+        attempted_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    webhook_deliveries (id) {
+        id -> Int8,
+        event_id -> Uuid,
+        subscription_id -> Int8,
+        event -> Text,
+        customer_id -> Nullable<Int8>,
+        status -> Text,
+        attempts -> Int4,
+        next_attempt_at -> Timestamptz,
+        claimed_until -> Nullable<Timestamptz>,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    webhook_events (id) {
+        id -> Uuid,
+        program_id -> Int8,
+        event -> Text,
+        customer_id -> Nullable<Int8>,
+        data -> Jsonb,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    webhook_subscriptions (id) {
+        id -> Int8,
+        program_id -> Int8,
+        key -> Text,
+        name -> Text,
+        url -> Text,
+        all_events -> Bool,
+        events -> Array<Text>,
+        is_active -> Bool,
+        secret -> Text,
+        previous_secret -> Nullable<Text>,
+        previous_secret_until -> Nullable<Timestamptz>,
+        failing_since -> Nullable<Timestamptz>,
+        auto_disabled_at -> Nullable<Timestamptz>,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
 diesel::joinable!(api_tokens -> programs (program_id));
 diesel::joinable!(api_tokens -> team_members (created_by));
 diesel::joinable!(customer_tallies -> programs (program_id));
@@ -325,6 +390,12 @@ diesel::joinable!(reward_rules -> programs (program_id));
 diesel::joinable!(rewards -> programs (program_id));
 diesel::joinable!(transactions -> programs (program_id));
 diesel::joinable!(sessions -> team_members (member_id));
+diesel::joinable!(webhook_attempts -> webhook_deliveries (delivery_id));
+diesel::joinable!(webhook_attempts -> webhook_subscriptions (subscription_id));
+diesel::joinable!(webhook_deliveries -> webhook_events (event_id));
+diesel::joinable!(webhook_deliveries -> webhook_subscriptions (subscription_id));
+diesel::joinable!(webhook_events -> programs (program_id));
+diesel::joinable!(webhook_subscriptions -> programs (program_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     api_tokens,
@@ -347,4 +418,8 @@ diesel::allow_tables_to_appear_in_same_query!(
     sessions,
     team_members,
     transactions,
+    webhook_attempts,
+    webhook_deliveries,
+    webhook_events,
+    webhook_subscriptions,
 );

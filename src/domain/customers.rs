@@ -28,7 +28,7 @@ use serde_json::Value;
 
 use crate::db::schema::customers;
 use crate::db::text_enum;
-use crate::domain::{audit, Actor};
+use crate::domain::{audit, webhooks, Actor};
 use crate::error::Error;
 
 mod conflicts;
@@ -236,6 +236,14 @@ fn record_change(
     before: Option<Value>,
     after: Option<Value>,
 ) -> Result<(), Error> {
+    // Every change to a customer is recorded here, so its webhook event is emitted here.
+    let event = if action == "customer.delete" {
+        webhooks::Event::CustomerDeleted
+    } else {
+        webhooks::Event::CustomerUpdated
+    };
+    let data = webhooks::customer_data_read(conn, customer)?;
+    webhooks::emit(conn, program_id, event, Some(customer.id), &data)?;
     audit::record(
         conn,
         actor,

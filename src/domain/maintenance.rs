@@ -8,7 +8,7 @@ use chrono::{Duration, Utc};
 use diesel::prelude::*;
 
 use crate::db::schema::{login_failures, maintenance_runs, one_time_tokens};
-use crate::domain::{sessions, team};
+use crate::domain::{sessions, team, webhooks};
 use crate::error::Error;
 
 /// The `maintenance_runs` row of the pruning pass.
@@ -31,6 +31,17 @@ pub struct Pruned {
 /// The pass holds the task's row locked (`FOR UPDATE SKIP LOCKED`) until it commits, so
 /// a concurrent call skips at once instead of waiting, and a later one sees when it ran.
 pub fn prune(conn: &mut PgConnection, min_gap: Duration) -> Result<Option<Pruned>, Error> {
+    let retention = Duration::days(webhooks::DEFAULT_RETENTION_DAYS);
+    Ok(prune_with(conn, min_gap, retention)?.map(|(pruned, _)| pruned))
+}
+
+/// [`prune`], also deleting webhook attempts (and finished deliveries) older than
+/// `webhook_retention` (`REFERDESK_WEBHOOK_RETENTION_DAYS`).
+pub fn prune_with(
+    conn: &mut PgConnection,
+    min_gap: Duration,
+    webhook_retention: Duration,
+) -> Result<Option<(Pruned, webhooks::log::Pruned)>, Error> {
     conn.transaction(|conn| {
         let now = Utc::now();
         let claimed: Option<String> = maintenance_runs::table
@@ -64,9 +75,10 @@ pub fn prune(conn: &mut PgConnection, min_gap: Duration) -> Result<Option<Pruned
             )
             .execute(conn)?,
         };
+        let webhooks = webhooks::log::prune(conn, now, webhook_retention)?;
         diesel::update(maintenance_runs::table.find(PRUNE_TASK))
             .set(maintenance_runs::last_run_at.eq(now))
             .execute(conn)?;
-        Ok(Some(pruned))
+        Ok(Some((pruned, webhooks)))
     })
 }

@@ -14,6 +14,7 @@ pub mod sessions;
 pub mod team;
 pub mod tokens;
 pub mod transactions;
+pub mod webhooks;
 
 use sha2::{Digest, Sha256};
 

@@ -24,6 +24,8 @@ pub mod session_store;
 pub mod sessionless;
 pub mod team;
 pub mod transactions;
+pub mod webhook_log;
+pub mod webhooks;
 
 use actix_web::http::{header, StatusCode};
 use actix_web::HttpResponse;
@@ -110,7 +112,24 @@ pub fn routes(routes: &mut Routes) {
         .get("/invites", VIEWER, invites::index)
         .get("/invites/new", SUPPORT, invites::new_form)
         .post("/invites/new", SUPPORT, invites::create)
-        .post("/invites/{id}/retry", SUPPORT, invites::retry);
+        .post("/invites/{id}/retry", SUPPORT, invites::retry)
+        .get("/webhooks", ADMIN, webhooks::index)
+        .post("/webhooks", ADMIN, webhooks::create)
+        .get("/webhooks/new", ADMIN, webhooks::new_form)
+        .get("/webhooks/deliveries", ADMIN, webhook_log::customer)
+        .get("/webhooks/{key}/edit", ADMIN, webhooks::edit_form)
+        .post("/webhooks/{key}/edit", ADMIN, webhooks::update)
+        .post("/webhooks/{key}/toggle", ADMIN, webhooks::toggle)
+        .post("/webhooks/{key}/rotate", ADMIN, webhooks::rotate)
+        .post("/webhooks/{key}/test", ADMIN, webhooks::send_test)
+        .post("/webhooks/{key}/delete", ADMIN, webhooks::delete)
+        .get("/webhooks/{key}/deliveries", ADMIN, webhook_log::index)
+        .post(
+            "/webhooks/{key}/deliveries/{id}/resend",
+            ADMIN,
+            webhook_log::resend,
+        )
+        .post("/webhooks/{key}/resend-failed", ADMIN, webhook_log::resend_failed);
 }
 
 /// Renders a page with 200 OK.

@@ -185,6 +185,7 @@ pub fn test_config(database_url: &str) -> Config {
         workers: 2,
         trusted_proxies: Vec::new(),
         statement_timeout_ms: referdesk::config::DEFAULT_STATEMENT_TIMEOUT_MS,
+        webhooks: Default::default(),
     }
 }
 

@@ -33,6 +33,7 @@ mod security;
 mod seed;
 mod sign_in;
 mod team;
+mod webhooks;
 
 fn main() {
     let args = libtest_mimic::Arguments::from_args();

@@ -7,7 +7,7 @@
 use std::collections::BTreeSet;
 
 use diesel::prelude::*;
-use referdesk::db::schema::programs;
+use referdesk::db::schema::{programs, webhook_subscriptions};
 use referdesk::domain::{tokens, Actor};
 use reqwest::Method;
 use serde_json::{json, Map, Value};
@@ -197,6 +197,9 @@ fn cases() -> Vec<Case> {
     let (customer, credit) = ("/customers/{ident}", "/customers/{ident}/balance/credit");
     let amount = json!({"amount": 5, "amount_units": "usd", "is_currency": true, "note": "welcome"});
     let invite = json!({"email": "eve@example.com", "personalization": {"note": "hi"}});
+    // A public address written as such: no DNS needed, allowed without the private flag.
+    let webhook = json!({"name": "Backend", "url": "https://93.184.216.34/hooks", "events": ["customer.created"]});
+    let hook = "/webhooks/{key}";
     vec![
         case(M::GET, "/customers", "/customers", None, 200),
         case(M::GET, "/customers", "/customers?limit=0", None, 422),
@@ -228,6 +231,17 @@ fn cases() -> Vec<Case> {
         case(M::GET, "/customers/{ident}/transactions", "/customers/ada/transactions?limit=x", None, 422),
         case(M::POST, "/customers:invite", "/customers:invite", Some(invite), 201),
         case(M::POST, "/customers:invite", "/customers:invite", Some(json!({})), 422),
+        case(M::GET, "/webhooks", "/webhooks", None, 200),
+        case(M::GET, "/webhooks", "/webhooks?limit=0", None, 422),
+        case(M::POST, "/webhooks", "/webhooks", Some(webhook.clone()), 201),
+        case(M::POST, "/webhooks", "/webhooks", Some(json!({"name": "Inside", "url": "https://10.0.0.1/", "events": ["customer.created"]})), 422),
+        case(M::GET, hook, "/webhooks/wh_openapi", None, 200),
+        case(M::GET, hook, "/webhooks/nobody", None, 404),
+        case(M::PUT, hook, "/webhooks/wh_openapi", Some(json!({"is_active": false})), 200),
+        case(M::PUT, hook, "/webhooks/nobody", Some(json!({"is_active": false})), 404),
+        case(M::PUT, hook, "/webhooks/wh_openapi", Some(json!({"events": ["customer.exploded"]})), 422),
+        case(M::DELETE, hook, "/webhooks/wh_openapi", None, 200),
+        case(M::DELETE, hook, "/webhooks/nobody", None, 404),
         case(M::DELETE, customer, "/customers/carol", None, 200),
         case(M::DELETE, customer, "/customers/nobody", None, 404),
     ]
@@ -297,6 +311,26 @@ async fn every_documented_answer_matches_a_real_one() {
             .await;
         assert_eq!(status, 201, "{answer}");
     }
+
+    // A webhook under a known key, for the calls that name one.
+    let (status, answer) = caller
+        .call(&case(
+            Method::POST,
+            "/webhooks",
+            "/webhooks",
+            Some(json!({"name": "Fixture",
+            "url": "https://93.184.216.34/fixture", "events": ["customer.updated"]})),
+            201,
+        ))
+        .await;
+    assert_eq!(status, 201, "{answer}");
+    diesel::update(
+        webhook_subscriptions::table
+            .filter(webhook_subscriptions::key.eq(answer["data"]["key"].as_str().unwrap())),
+    )
+    .set(webhook_subscriptions::key.eq("wh_openapi"))
+    .execute(&mut app.conn())
+    .unwrap();
 
     let mut checked = BTreeSet::new();
     let mut problems = Vec::new();

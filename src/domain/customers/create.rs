@@ -4,7 +4,7 @@ use diesel::prelude::*;
 use serde_json::{json, Map, Value};
 
 use crate::domain::programs::Program;
-use crate::domain::{referral_links as links, Actor};
+use crate::domain::{referral_links as links, webhooks, Actor};
 use crate::error::{Error, FieldErrors};
 
 use super::{
@@ -59,10 +59,10 @@ pub struct Created {
     pub link: links::ReferralLink,
 }
 
-/// [`create`], returning what an answer about the new customer needs. It needs no
-/// transaction: the checks only read, and every write is one statement (`signup`), so a
-/// clash found by a unique index after the checks (a concurrent signup) still changes
-/// nothing and is reported on its field.
+/// [`create`], returning what an answer about the new customer needs. The checks only
+/// read, and the customer is written in one statement (`signup`), so a clash found by a
+/// unique index after the checks (a concurrent signup) still changes nothing and is
+/// reported on its field; that statement and the webhook events share one transaction.
 pub fn sign_up(
     conn: &mut PgConnection,
     program: &Program,
@@ -109,7 +109,18 @@ pub fn sign_up(
         "approved": row.approved,
         "referring_customer": referrer.as_ref().map(|referrer| &referrer.key),
     });
-    let (customer, link) = signup::insert(conn, row, actor, &after).map_err(unique_to_field)?;
+    // The webhook events go out with the customer or not at all (`webhooks::emit`). A
+    // program nobody subscribed to keeps its signup one statement: a subscription made
+    // at this moment is, as with `emit`'s own look, one the change came before.
+    let (customer, link) = if webhooks::has_subscriptions(conn, program.id)? {
+        conn.transaction(|conn| {
+            let (customer, link) = signup::insert(conn, row, actor, &after).map_err(unique_to_field)?;
+            webhooks::customer_created(conn, &customer, referrer.as_ref())?;
+            Ok::<_, Error>((customer, link))
+        })?
+    } else {
+        signup::insert(conn, row, actor, &after).map_err(unique_to_field)?
+    };
     Ok(Created {
         customer,
         referrer,

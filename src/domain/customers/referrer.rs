@@ -7,7 +7,7 @@ use serde_json::json;
 
 use crate::db::schema::customers;
 use crate::domain::programs::Program;
-use crate::domain::Actor;
+use crate::domain::{webhooks, Actor};
 use crate::error::Error;
 
 use super::{add_referrals, is_storable, key_of, lock, lower, record_change, Customer, Lock, ReferrerRef};
@@ -164,7 +164,11 @@ pub fn change_referrer(
                 &updated,
                 "customer.change_referrer",
                 Some(json!({"referring_customer": old_key})),
-                Some(json!({"referring_customer": new_referrer.map(|referrer| referrer.key)})))?;
+                Some(json!({"referring_customer": new_referrer.as_ref().map(|referrer| &referrer.key)})))?;
+        if let Some(referrer) = &new_referrer {
+            let data = webhooks::customer_data(&updated, Some(&referrer.key));
+            webhooks::referral_created(conn, &updated, referrer, data)?;
+        }
         Ok(updated)
     })
 }

@@ -5,7 +5,7 @@ use serde_json::json;
 
 use crate::db::schema::{balance_transactions, customers};
 use crate::domain::customers::CustomerStatus;
-use crate::domain::{audit, Actor};
+use crate::domain::{audit, webhooks, Actor};
 use crate::error::{is_unique_violation, Error};
 
 use super::{balance_of, format_amount, Kind, NewEntry, Transaction};
@@ -99,10 +99,10 @@ fn book_locked(
 ) -> Result<(Transaction, bool), Failure> {
     // The lock serialises bookings per customer: a debit sees every earlier booking, and
     // a replayed key sees the booking made by the request it waited for.
-    let status: CustomerStatus = customers::table
+    let (status, customer_key, customer_external_id): (CustomerStatus, String, String) = customers::table
         .filter(customers::program_id.eq(program_id))
         .filter(customers::id.eq(customer_id))
-        .select(customers::status)
+        .select((customers::status, customers::key, customers::external_id))
         .for_update()
         .first(conn)?;
     if let Some(key) = &entry.idempotency_key {
@@ -168,5 +168,24 @@ fn book_locked(
             })),
         },
     )?;
+    if entry.kind == Kind::Credit {
+        let data = json!({
+            // A JSON number, as the API shows amounts (every stored amount prints back exactly).
+            "amount": bigdecimal::ToPrimitive::to_f64(&booked.amount),
+            "amount_units": booked.amount_units,
+            "created_at": webhooks::timestamp(&booked.created_at),
+            "customer": {"id": customer_external_id, "key": customer_key},
+            "id": booked.id,
+            "is_currency": booked.is_currency,
+            "note": booked.note,
+        });
+        webhooks::emit(
+            conn,
+            program_id,
+            webhooks::Event::BalanceCredited,
+            Some(customer_id),
+            &data,
+        )?;
+    }
     Ok((booked, true))
 }
