@@ -1,3 +1,4 @@
+DROP INDEX audit_events_erasures_idx;
 DROP INDEX audit_events_customer_idx;
 CREATE INDEX audit_events_customer_idx ON audit_events (customer_id, created_at DESC) WHERE customer_id IS NOT NULL;
 DROP TRIGGER customer_balances_truncated ON balance_transactions;

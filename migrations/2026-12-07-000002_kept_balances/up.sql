@@ -93,4 +93,9 @@ DROP INDEX audit_events_customer_idx;
 CREATE INDEX audit_events_customer_idx ON audit_events (customer_id, created_at DESC, id DESC)
     WHERE customer_id IS NOT NULL;
 
+-- When a customer's data was erased (the page's notice), from the few erasure events
+-- rather than by reading every event of the customer.
+CREATE INDEX audit_events_erasures_idx ON audit_events (customer_id, created_at)
+    WHERE action = 'customer.erase';
+
 ANALYZE customer_balances;

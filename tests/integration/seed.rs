@@ -344,7 +344,7 @@ async fn signups_are_not_held_up_by_a_running_seed() {
     .collect();
     assert!(!slots.is_empty());
     let mut spare = Vec::new();
-    let mut seed_conn = loop {
+    let seed_conn = loop {
         let mut candidate = PgConnection::establish(&database_url).expect("connect");
         let own = diesel::sql_query("SELECT pg_backend_pid() % 16 AS slot")
             .get_result::<Slot>(&mut candidate)

@@ -286,11 +286,15 @@ fn cancel_and_erase_messages(
     Ok(())
 }
 
-/// When the customer's personal data was last erased, from the audit log.
+/// When the customer's personal data was last erased, from the audit log. The action is
+/// written into the SQL, not bound: only then can the planner use the partial index of
+/// erasure events (`audit_events_erasures_idx`) in a prepared statement's generic plan.
 pub fn erased_at(conn: &mut PgConnection, customer_id: i64) -> Result<Option<chrono::DateTime<Utc>>, Error> {
     Ok(audit_events::table
         .filter(audit_events::customer_id.eq(customer_id))
-        .filter(audit_events::action.eq("customer.erase"))
+        .filter(diesel::dsl::sql::<diesel::sql_types::Bool>(
+            "audit_events.action = 'customer.erase'",
+        ))
         .select(diesel::dsl::max(audit_events::created_at))
         .first(conn)?)
 }
