@@ -56,10 +56,11 @@ END
 $$;
 
 -- A TRUNCATE fires no row or statement trigger: without this, a hand-run TRUNCATE of the
--- ledger would leave balances of entries that are gone.
+-- ledger would leave balances of entries that are gone. DELETE, not TRUNCATE: a
+-- `TRUNCATE customers CASCADE` is truncating the balances itself as this runs.
 CREATE FUNCTION customer_balances_truncated() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    TRUNCATE customer_balances;
+    DELETE FROM customer_balances;
     RETURN NULL;
 END
 $$;

@@ -878,7 +878,8 @@ async fn kept_balances_equal_the_ledgers_sums() {
         balance,
         BigDecimal::from(12 + 2 * credits as i64 - 3 * debits as i64)
     );
-    assert!(balance >= BigDecimal::from(0), "{balance}");
+    let zero = BigDecimal::from(0);
+    assert!(balance >= zero, "{balance}");
     assert_kept_balances_match_the_ledger(&mut conn);
     let (_, entries) = ledger::transactions(&mut conn, ben, 1, 10).unwrap();
     assert_eq!(entries as usize, 2 + credits + debits);
@@ -910,4 +911,10 @@ async fn kept_balances_equal_the_ledgers_sums() {
     })
     .unwrap();
     assert_eq!(assert_kept_balances_match_the_ledger(&mut conn), 3);
+
+    // A ledger truncated by hand leaves no balances behind.
+    diesel::sql_query("TRUNCATE balance_transactions")
+        .execute(&mut conn)
+        .unwrap();
+    assert_eq!(assert_kept_balances_match_the_ledger(&mut conn), 0);
 }
