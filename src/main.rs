@@ -97,7 +97,7 @@ fn main() -> anyhow::Result<()> {
     let config = Config::from_env()?;
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(config),
-        Command::Migrate => with_database(&config, |_| Ok(())),
+        Command::Migrate => with_database(&config, |_, _| Ok(())),
         Command::User {
             command: UserCommand::Create { email, name, role },
         } => {
@@ -108,7 +108,7 @@ fn main() -> anyhow::Result<()> {
                 )?,
             };
             let new = team::NewMember::parse(&email, &name, &role, Some(&password)).map_err(describe)?;
-            with_database(&config, move |conn| {
+            with_database(&config, move |conn, _| {
                 let member = team::create_member(
                     conn,
                     &Actor {
@@ -126,12 +126,17 @@ fn main() -> anyhow::Result<()> {
             program,
             customers,
             seed,
-        } => with_database(&config, move |conn| {
-            referdesk::seed::seed(conn, &program, customers, seed).map_err(describe)
+        } => with_database(&config, move |_, url| {
+            // Two connections, so that PostgreSQL writes the data on two cores.
+            let mut writers = Vec::new();
+            for _ in 0..referdesk::seed::WRITERS {
+                writers.push(PgConnection::establish(url).context("could not connect to the database")?);
+            }
+            referdesk::seed::seed(&mut writers, &program, customers, seed).map_err(describe)
         }),
         Command::Token {
             command: TokenCommand::Create { program, name },
-        } => with_database(&config, move |conn| {
+        } => with_database(&config, move |conn, _| {
             let program = programs::find_by_slug(conn, &program)
                 .map_err(|_| anyhow::anyhow!("no program with slug {program:?}"))?;
             let actor = Actor {
@@ -164,15 +169,16 @@ fn describe(error: Error) -> anyhow::Error {
     }
 }
 
-/// Runs a task against the migrated database (starting the embedded cluster if needed).
+/// Runs a task against the migrated database (starting the embedded cluster if needed),
+/// with a connection and the database's URL (for more).
 fn with_database(
     config: &Config,
-    task: impl FnOnce(&mut PgConnection) -> anyhow::Result<()>,
+    task: impl FnOnce(&mut PgConnection, &str) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     let (url, _cluster) = resolve_database(config)?;
     prepare_database(&url)?;
     let mut conn = PgConnection::establish(&url).context("could not connect to the database")?;
-    task(&mut conn)
+    task(&mut conn, &url)
 }
 
 fn serve(config: Config) -> anyhow::Result<()> {

@@ -14,11 +14,15 @@
 //!
 //! It is safe beside a running server: customers are written [`BATCH`] at a time, each
 //! batch in short transactions of its own, so no row a signup needs (the seed's slot of
-//! the customer tallies above all) stays locked for longer than a moment. Every commit
-//! keeps the invariants: a batch's customers count the referrals written so far and the
-//! same transaction adds its referrals to earlier referrers' counts; a link is written
-//! with its clicks; a payout after the credits it pays out. A failed or interrupted seed
-//! leaves its whole batches, and running it again adds after them.
+//! the customer tallies above all) stays locked for longer than a moment. A batch's
+//! customers are split into shares that refer to no one in another share, written by
+//! several connections at once (PostgreSQL's work per row, its indexes above all, is what
+//! a seed waits for; one connection keeps one core busy). Every commit keeps the
+//! invariants: a share's customers count the referrals written so far and the same
+//! transaction adds its referrals to earlier referrers' counts; a link is written with its
+//! clicks; the bookings and invites of a batch after all of its customers, a payout after
+//! the credits it pays out. A failed or interrupted seed leaves whole shares, and running
+//! it again adds after them.
 //!
 //! No seeded address can reach a real mailbox (reserved domains only), and queued invites
 //! are held: their next attempt is a century away, so a server started on the data sends
@@ -41,6 +45,8 @@ use plan::{Booking, Click, Plan, PlannedInvite};
 /// Customers per transaction: large enough that per-statement costs vanish, small enough
 /// that the referrers' rows a batch updates are locked for a moment only.
 pub const BATCH: usize = 5_000;
+/// Connections the `seed` command writes with: one per core of a small server.
+pub const WRITERS: usize = 2;
 /// The largest count accepted (the plan numbers customers with `u32`).
 pub const MAX_CUSTOMERS: i64 = 50_000_000;
 /// Shown as the actor of every seeded audit event.
@@ -48,13 +54,23 @@ const ACTOR: &str = "seed";
 
 /// Seeds `count` customers (and their clicks, bookings and invites) into the program.
 /// Without `seed`, a random one is drawn and logged, so the data set can be made again.
-pub fn seed(conn: &mut PgConnection, program_slug: &str, count: i64, seed: Option<u64>) -> Result<(), Error> {
+/// Each batch's customers are split among the `writers` (one or more connections to the
+/// same database), which write their shares in parallel.
+pub fn seed(
+    writers: &mut [PgConnection],
+    program_slug: &str,
+    count: i64,
+    seed: Option<u64>,
+) -> Result<(), Error> {
     if !(0..=MAX_CUSTOMERS).contains(&count) {
         return Err(Error::invalid(
             "customers",
             format!("Seed between 0 and {MAX_CUSTOMERS} customers."),
         ));
     }
+    let Some(conn) = writers.first_mut() else {
+        return Err(Error::Internal(anyhow::anyhow!("the seed needs a connection")));
+    };
     let program = programs::find_by_slug(conn, program_slug)
         .map_err(|_| Error::invalid("program", format!("There is no program {program_slug:?}.")))?;
     let seed = seed.unwrap_or_else(rand::random);
@@ -80,11 +96,24 @@ pub fn seed(conn: &mut PgConnection, program_slug: &str, count: i64, seed: Optio
     let mut ids: Vec<i64> = Vec::with_capacity(total);
     for batch in 0..batches {
         let people = batch * BATCH..((batch + 1) * BATCH).min(total);
-        let end = people.end;
-        conn.transaction(|conn| write_customers(conn, &program, &plan, people, &clicks[batch], &mut ids))?;
-        conn.transaction(|conn| {
-            write_bookings(conn, &program, &bookings[batch], &ids)?;
-            write_invites(conn, &program, &plan, &invites[batch], &ids)
+        let (start, end) = (people.start, people.end);
+        ids.extend(reserve_ids(&mut writers[0], "customers", people.len())?);
+        let shares = shares(&plan, people.clone(), writers.len());
+        let (program, plan, ids, clicks) = (&program, &plan, &ids, &clicks[batch]);
+        let tasks: Vec<Task> = shares
+            .into_iter()
+            .filter(|share| !share.is_empty())
+            .map(|share| -> Task {
+                Box::new(move |conn: &mut PgConnection| {
+                    conn.transaction(|conn| write_customers(conn, program, plan, start, &share, clicks, ids))
+                })
+            })
+            .collect();
+        in_parallel(writers, tasks)?;
+        writers[0].transaction(|conn| {
+            asynchronous_commit(conn)?;
+            write_bookings(conn, program, &bookings[batch], ids)?;
+            write_invites(conn, program, plan, &invites[batch], ids)
         })?;
         tracing::info!("seeded {end}/{total} customers");
     }
@@ -94,15 +123,94 @@ pub fn seed(conn: &mut PgConnection, program_slug: &str, count: i64, seed: Optio
         plan.bookings.len(),
         plan.invites.len()
     );
-    // VACUUM as well as ANALYZE: it marks the new pages all-visible, so lists are read from
-    // their covering indexes alone right away rather than after autovacuum gets to them.
-    for table in ["customers", "referral_links", "referral_standings"] {
-        diesel::sql_query(format!("VACUUM (ANALYZE) {table}")).execute(conn)?;
-    }
-    diesel::sql_query("ANALYZE referral_clicks, balance_transactions, invites, mail_outbox, audit_events")
-        .execute(conn)?;
+    settle(writers)?;
     tracing::info!("tables vacuumed and analysed");
     Ok(())
+}
+
+/// Work for one writer's connection.
+type Task<'a> = Box<dyn FnOnce(&mut PgConnection) -> Result<(), Error> + Send + 'a>;
+
+/// Runs the tasks on the writers' connections at once, each writer its share of them in
+/// turn; returns the first error once all are done.
+fn in_parallel(writers: &mut [PgConnection], tasks: Vec<Task<'_>>) -> Result<(), Error> {
+    let count = writers.len().max(1);
+    let mut queues: Vec<Vec<Task>> = (0..count).map(|_| Vec::new()).collect();
+    for (i, task) in tasks.into_iter().enumerate() {
+        queues[i % count].push(task);
+    }
+    let run = |conn: &mut PgConnection, queue: Vec<Task>| queue.into_iter().try_for_each(|task| task(conn));
+    std::thread::scope(|scope| {
+        let mut queues = queues.into_iter();
+        let first = queues.next().unwrap_or_default();
+        let Some((own, others)) = writers.split_first_mut() else {
+            return Ok(());
+        };
+        let helpers: Vec<_> = others
+            .iter_mut()
+            .zip(queues)
+            .filter(|(_, queue)| !queue.is_empty())
+            .map(|(conn, queue)| scope.spawn(move || run(conn, queue)))
+            .collect();
+        let mut result = run(own, first);
+        for helper in helpers {
+            let outcome = helper
+                .join()
+                .unwrap_or_else(|_| Err(Error::Internal(anyhow::anyhow!("a seed writer panicked"))));
+            result = result.and(outcome);
+        }
+        result
+    })
+}
+
+/// Splits a batch's customers (indexes into the plan) into `count` shares of about equal
+/// size that refer to no one in another share: a customer goes with their referrer when the
+/// referrer is in the same batch. Each share can then be written and committed on its own,
+/// in any order, and every referrer a share names is in it or committed before.
+fn shares(plan: &Plan, people: Range<usize>, count: usize) -> Vec<Vec<usize>> {
+    let count = count.max(1);
+    let mut shares: Vec<Vec<usize>> = vec![Vec::with_capacity(people.len() / count + 1); count];
+    let mut share_of = vec![0usize; people.len()];
+    for i in people.clone() {
+        let share = match plan.people[i].referrer.map(|r| r as usize) {
+            Some(referrer) if referrer >= people.start => share_of[referrer - people.start],
+            _ => (0..count).min_by_key(|&s| shares[s].len()).unwrap_or(0),
+        };
+        share_of[i - people.start] = share;
+        shares[share].push(i);
+    }
+    shares
+}
+
+/// The seed's own commits do not wait for their WAL to reach the disk: a crash may lose the
+/// last few batches, whole (a later seed adds after what was kept), never part of one. Other
+/// sessions' commits are unaffected.
+fn asynchronous_commit(conn: &mut PgConnection) -> Result<(), Error> {
+    diesel::sql_query("SET LOCAL synchronous_commit = off").execute(conn)?;
+    Ok(())
+}
+
+/// VACUUM as well as ANALYZE: it marks the new pages all-visible, so lists are read from
+/// their covering indexes alone right away rather than after autovacuum gets to them. The
+/// big tables on separate writers at once.
+fn settle(writers: &mut [PgConnection]) -> Result<(), Error> {
+    let statement = |sql: &'static str| -> Task<'static> {
+        Box::new(move |conn: &mut PgConnection| {
+            diesel::sql_query(sql).execute(conn)?;
+            Ok(())
+        })
+    };
+    in_parallel(
+        writers,
+        vec![
+            statement("VACUUM (ANALYZE) customers"),
+            statement("VACUUM (ANALYZE) referral_links, referral_standings"),
+            statement(
+                "ANALYZE referral_clicks, balance_transactions, customer_balances, invites, mail_outbox,
+                 audit_events",
+            ),
+        ],
+    )
 }
 
 #[derive(QueryableByName)]
@@ -145,78 +253,43 @@ fn reserve_ids(conn: &mut PgConnection, table: &str, count: usize) -> Result<Vec
     Ok(row.ids)
 }
 
-/// One batch of customers (`people`, indexes into the plan) with their default links, the
-/// clicks on them and their audit events, in one statement; and the referrals they add to
-/// earlier customers' counts. Each `referrals_count` counts the active customers written so
-/// far who were referred by them, so every committed batch leaves exact counts. Appends the
-/// customers' ids to `ids`.
-fn write_customers(
-    conn: &mut PgConnection,
-    program: &Program,
-    plan: &Plan,
-    people: Range<usize>,
-    clicks: &[&Click],
-    ids: &mut Vec<i64>,
-) -> Result<(), Error> {
-    let (start, end) = (people.start, people.end);
-    let mut referrals = vec![0i32; end - start];
-    let mut earlier: BTreeMap<usize, i32> = BTreeMap::new();
-    for person in &plan.people[people.clone()] {
-        if let (Some(referrer), None) = (person.referrer, person.deleted_at) {
-            match (referrer as usize).checked_sub(start) {
-                Some(within) => referrals[within] += 1,
-                None => *earlier.entry(referrer as usize).or_default() += 1,
-            }
-        }
-    }
-    // Through a plain UPDATE, as a signup counts its referral: the standings trigger copies
-    // the new counts.
-    if !earlier.is_empty() {
-        diesel::sql_query(
-            "UPDATE customers c SET referrals_count = c.referrals_count + d.n
-             FROM unnest($1::bigint[], $2::int[]) AS d(id, n) WHERE c.id = d.id",
-        )
-        .bind::<Array<BigInt>, _>(earlier.keys().map(|&i| ids[i]).collect::<Vec<_>>())
-        .bind::<Array<Integer>, _>(earlier.values().copied().collect::<Vec<_>>())
-        .execute(conn)?;
-    }
-    ids.extend(reserve_ids(conn, "customers", end - start)?);
-    let people = &plan.people[people];
-    let referrers: Vec<Option<usize>> = people
-        .iter()
-        .map(|person| person.referrer.map(|i| i as usize))
-        .collect();
-    // The tallies' slot is locked by the trigger at the end of this statement, until the
-    // commit right after it; the clicks are written in it, with the links they count.
-    diesel::sql_query(
-        "WITH rows AS (
-             SELECT * FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[],
-                                  $7::text[], $8::date[], $9::bool[], $10::bigint[], $11::text[],
-                                  $12::int[], $13::bigint[], $14::timestamptz[], $15::timestamptz[])
-                 AS r(id, external_id, key, email, name, surname, born, approved, referrer_id,
-                      referrer_key, referrals_count, clicks, created_at, deleted_at)
-         ), created AS (
-             INSERT INTO customers (id, program_id, external_id, key, email, name, surname, metadata,
-                                    status, approved, referrer_id, referrals_count, deleted_at,
-                                    created_at, updated_at)
-             SELECT id, $1, external_id, key, email, name, surname,
-                    jsonb_build_object('date_of_birth', to_char(born, 'YYYY-MM-DD')),
-                    CASE WHEN deleted_at IS NULL THEN 'active' ELSE 'deleted' END,
-                    approved, referrer_id, referrals_count, deleted_at,
-                    created_at, coalesce(deleted_at, created_at)
-             FROM rows
-         ), links AS (
-             INSERT INTO referral_links (program_id, customer_id, code, is_default, clicks, created_at)
-             SELECT $1, id, key, TRUE, clicks, created_at FROM rows
-             RETURNING id, customer_id
-         ), clicked AS (
-             INSERT INTO referral_clicks (link_id, referer, created_at)
-             SELECT l.id, k.referer, k.at
-             FROM unnest($17::bigint[], $18::text[], $19::timestamptz[])
-                 WITH ORDINALITY AS k(customer_id, referer, at, n)
-             JOIN links l ON l.customer_id = k.customer_id
-             ORDER BY k.n
-         )
+/// [`write_customers`]' statement: customers, their default links, the clicks on them and
+/// their audit events from one set of arrays; then it locks the earlier customers whose
+/// referrals the share adds (`$20`), so that they are locked only for the moment between
+/// the end of the writing and the commit right after it (the other writer may count some of
+/// the same referrers), in id order (the writers never wait for each other in a circle),
+/// before the tallies' slot (locked by the trigger at the statement's end), as a signup
+/// locks them. NO KEY UPDATE: the other writer's checks of its referrers do not wait.
+const INSERT_CUSTOMERS: &str = "WITH rows AS (
+         SELECT * FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[],
+                              $7::text[], $8::date[], $9::bool[], $10::bigint[], $11::text[],
+                              $12::int[], $13::bigint[], $14::timestamptz[], $15::timestamptz[])
+             AS r(id, external_id, key, email, name, surname, born, approved, referrer_id,
+                  referrer_key, referrals_count, clicks, created_at, deleted_at)
+     ), created AS (
+         INSERT INTO customers (id, program_id, external_id, key, email, name, surname, metadata,
+                                status, approved, referrer_id, referrals_count, deleted_at,
+                                created_at, updated_at)
+         SELECT id, $1, external_id, key, email, name, surname,
+                jsonb_build_object('date_of_birth', to_char(born, 'YYYY-MM-DD')),
+                CASE WHEN deleted_at IS NULL THEN 'active' ELSE 'deleted' END,
+                approved, referrer_id, referrals_count, deleted_at,
+                created_at, coalesce(deleted_at, created_at)
+         FROM rows
+         RETURNING id
+     ), links AS (
+         INSERT INTO referral_links (program_id, customer_id, code, is_default, clicks, created_at)
+         SELECT $1, id, key, TRUE, clicks, created_at FROM rows
+         RETURNING id, customer_id
+     ), clicked AS (
+         INSERT INTO referral_clicks (link_id, referer, created_at)
+         SELECT l.id, k.referer, k.at
+         FROM unnest($17::bigint[], $18::text[], $19::timestamptz[])
+             WITH ORDINALITY AS k(customer_id, referer, at, n)
+         JOIN links l ON l.customer_id = k.customer_id
+         ORDER BY k.n
+         RETURNING id
+     ), audited AS (
          INSERT INTO audit_events (program_id, actor_label, action, subject_type, subject_id,
                                    customer_id, before, after, created_at)
          SELECT $1, $16, 'customer.create', 'customer', id::text, id, NULL::jsonb,
@@ -230,39 +303,113 @@ fn write_customers(
          UNION ALL
          SELECT $1, $16, 'customer.delete', 'customer', id::text, id,
                 '{\"status\": \"active\"}'::jsonb, '{\"status\": \"deleted\"}'::jsonb, deleted_at
-         FROM rows WHERE deleted_at IS NOT NULL",
+         FROM rows WHERE deleted_at IS NOT NULL
+         RETURNING id
+     )
+     SELECT c.id AS number FROM customers c
+     WHERE c.id = ANY($20::bigint[])
+       AND (SELECT count(*) FROM created) + (SELECT count(*) FROM links)
+           + (SELECT count(*) FROM clicked) + (SELECT count(*) FROM audited) >= 0
+     ORDER BY c.id
+     FOR NO KEY UPDATE OF c";
+
+/// One share of a batch of customers (`people`, ascending indexes into the plan, from the
+/// batch that starts at `start`; see [`shares`]) with their default links, the clicks on
+/// them and their audit events, in one statement; and the referrals they add to earlier
+/// batches' customers' counts. Each `referrals_count` counts the active customers written so
+/// far who were referred by them, so every committed share leaves exact counts. `ids` holds
+/// the ids reserved for every customer up to the end of the batch.
+fn write_customers(
+    conn: &mut PgConnection,
+    program: &Program,
+    plan: &Plan,
+    start: usize,
+    people: &[usize],
+    clicks: &[&Click],
+    ids: &[i64],
+) -> Result<(), Error> {
+    asynchronous_commit(conn)?;
+    let (referrals, earlier) = count_referrals(plan, start, people)?;
+    let referred: Vec<i64> = earlier.keys().map(|&i| ids[i]).collect();
+    let own_ids: Vec<i64> = people.iter().map(|&i| ids[i]).collect();
+    let clicks: Vec<&Click> = clicks
+        .iter()
+        .copied()
+        .filter(|click| people.binary_search(&(click.customer as usize)).is_ok())
+        .collect();
+    let persons: Vec<&plan::Person> = people.iter().map(|&i| &plan.people[i]).collect();
+    let referrers: Vec<Option<usize>> = persons
+        .iter()
+        .map(|person| person.referrer.map(|i| i as usize))
+        .collect();
+    diesel::sql_query(INSERT_CUSTOMERS)
+        .bind::<BigInt, _>(program.id)
+        .bind::<Array<BigInt>, _>(&own_ids)
+        .bind::<Array<Text>, _>(people.iter().map(|&i| plan.external_id(i)).collect::<Vec<_>>())
+        .bind::<Array<Text>, _>(persons.iter().map(|p| p.key()).collect::<Vec<_>>())
+        .bind::<Array<Text>, _>(people.iter().map(|&i| plan.email(i)).collect::<Vec<_>>())
+        .bind::<Array<Text>, _>(persons.iter().map(|p| p.name()).collect::<Vec<_>>())
+        .bind::<Array<Text>, _>(persons.iter().map(|p| p.surname()).collect::<Vec<_>>())
+        .bind::<Array<Date>, _>(persons.iter().map(|p| p.born).collect::<Vec<NaiveDate>>())
+        .bind::<Array<Bool>, _>(persons.iter().map(|p| p.approved).collect::<Vec<_>>())
+        .bind::<Array<Nullable<BigInt>>, _>(referrers.iter().map(|r| r.map(|i| ids[i])).collect::<Vec<_>>())
+        .bind::<Array<Nullable<Text>>, _>(
+            referrers
+                .iter()
+                .map(|r| r.map(|i| plan.people[i].key()))
+                .collect::<Vec<_>>(),
+        )
+        .bind::<Array<Integer>, _>(&referrals)
+        .bind::<Array<BigInt>, _>(persons.iter().map(|p| p.clicks).collect::<Vec<_>>())
+        .bind::<Array<Timestamptz>, _>(persons.iter().map(|p| p.created_at).collect::<Vec<_>>())
+        .bind::<Array<Nullable<Timestamptz>>, _>(persons.iter().map(|p| p.deleted_at).collect::<Vec<_>>())
+        .bind::<Text, _>(ACTOR)
+        .bind::<Array<BigInt>, _>(
+            clicks
+                .iter()
+                .map(|click| ids[click.customer as usize])
+                .collect::<Vec<_>>(),
+        )
+        .bind::<Array<Nullable<Text>>, _>(clicks.iter().map(|click| click.referer).collect::<Vec<_>>())
+        .bind::<Array<Timestamptz>, _>(clicks.iter().map(|click| click.at).collect::<Vec<_>>())
+        .bind::<Array<BigInt>, _>(&referred)
+        .load::<Number>(conn)?;
+    // Through a plain UPDATE, as a signup counts its referral: the standings trigger copies
+    // the new counts. The statement above locked the rows.
+    diesel::sql_query(
+        "UPDATE customers c SET referrals_count = c.referrals_count + d.n
+         FROM unnest($1::bigint[], $2::int[]) AS d(id, n) WHERE c.id = d.id",
     )
-    .bind::<BigInt, _>(program.id)
-    .bind::<Array<BigInt>, _>(&ids[start..end])
-    .bind::<Array<Text>, _>((start..end).map(|i| plan.external_id(i)).collect::<Vec<_>>())
-    .bind::<Array<Text>, _>(people.iter().map(|p| p.key()).collect::<Vec<_>>())
-    .bind::<Array<Text>, _>((start..end).map(|i| plan.email(i)).collect::<Vec<_>>())
-    .bind::<Array<Text>, _>(people.iter().map(|p| p.name()).collect::<Vec<_>>())
-    .bind::<Array<Text>, _>(people.iter().map(|p| p.surname()).collect::<Vec<_>>())
-    .bind::<Array<Date>, _>(people.iter().map(|p| p.born).collect::<Vec<NaiveDate>>())
-    .bind::<Array<Bool>, _>(people.iter().map(|p| p.approved).collect::<Vec<_>>())
-    .bind::<Array<Nullable<BigInt>>, _>(referrers.iter().map(|r| r.map(|i| ids[i])).collect::<Vec<_>>())
-    .bind::<Array<Nullable<Text>>, _>(
-        referrers
-            .iter()
-            .map(|r| r.map(|i| plan.people[i].key()))
-            .collect::<Vec<_>>(),
-    )
-    .bind::<Array<Integer>, _>(&referrals)
-    .bind::<Array<BigInt>, _>(people.iter().map(|p| p.clicks).collect::<Vec<_>>())
-    .bind::<Array<Timestamptz>, _>(people.iter().map(|p| p.created_at).collect::<Vec<_>>())
-    .bind::<Array<Nullable<Timestamptz>>, _>(people.iter().map(|p| p.deleted_at).collect::<Vec<_>>())
-    .bind::<Text, _>(ACTOR)
-    .bind::<Array<BigInt>, _>(
-        clicks
-            .iter()
-            .map(|click| ids[click.customer as usize])
-            .collect::<Vec<_>>(),
-    )
-    .bind::<Array<Nullable<Text>>, _>(clicks.iter().map(|click| click.referer).collect::<Vec<_>>())
-    .bind::<Array<Timestamptz>, _>(clicks.iter().map(|click| click.at).collect::<Vec<_>>())
+    .bind::<Array<BigInt>, _>(&referred)
+    .bind::<Array<Integer>, _>(earlier.values().copied().collect::<Vec<_>>())
     .execute(conn)?;
     Ok(())
+}
+
+/// The referrals of a share's customers among the customers written with them (one count
+/// per customer), and those they add to earlier batches' customers (by plan index).
+fn count_referrals(
+    plan: &Plan,
+    start: usize,
+    people: &[usize],
+) -> Result<(Vec<i32>, BTreeMap<usize, i32>), Error> {
+    let mut referrals = vec![0i32; people.len()];
+    let mut earlier: BTreeMap<usize, i32> = BTreeMap::new();
+    for &i in people {
+        if let (Some(referrer), None) = (plan.people[i].referrer, plan.people[i].deleted_at) {
+            let referrer = referrer as usize;
+            match people.binary_search(&referrer) {
+                Ok(within) => referrals[within] += 1,
+                Err(_) if referrer < start => *earlier.entry(referrer).or_default() += 1,
+                Err(_) => {
+                    return Err(Error::Internal(anyhow::anyhow!(
+                        "a seeded customer's referrer is in another share"
+                    )))
+                }
+            }
+        }
+    }
+    Ok((referrals, earlier))
 }
 
 /// Credits and debits with the events `ledger::book` writes for them.
@@ -431,4 +578,38 @@ fn write_invites(
         .bind::<Text, _>(ACTOR)
         .execute(conn)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shares_are_even_and_refer_to_no_one_in_another_share() {
+        let plan = Plan::draw(1, 0, 4 * BATCH as u32, Utc::now());
+        for batch in 0..4 {
+            let people = batch * BATCH..(batch + 1) * BATCH;
+            let shares = shares(&plan, people.clone(), 2);
+            let mut all: Vec<usize> = shares.concat();
+            all.sort_unstable();
+            assert_eq!(all, people.clone().collect::<Vec<_>>(), "every customer once");
+            for (s, share) in shares.iter().enumerate() {
+                assert!(share.windows(2).all(|pair| pair[0] < pair[1]), "ascending");
+                for &i in share {
+                    if let Some(referrer) = plan.people[i].referrer.map(|r| r as usize) {
+                        assert!(
+                            referrer < people.start || shares[s].binary_search(&referrer).is_ok(),
+                            "customer {i}'s referrer {referrer} is in another share"
+                        );
+                    }
+                }
+            }
+            // After the first batch, whose customers mostly refer each other, the shares
+            // are about even.
+            if batch > 0 {
+                let smaller = shares.iter().map(Vec::len).min().unwrap_or(0);
+                assert!(smaller > BATCH * 2 / 5, "batch {batch}: {smaller} of {BATCH}");
+            }
+        }
+    }
 }

@@ -51,6 +51,17 @@ diesel::table! {
 }
 
 diesel::table! {
+    customer_balances (customer_id, amount_units, is_currency) {
+        customer_id -> Int8,
+        amount_units -> Text,
+        is_currency -> Bool,
+        balance -> Numeric,
+        credited -> Numeric,
+        entries -> Int8,
+    }
+}
+
+diesel::table! {
     customer_tallies (program_id, status, referred, slot) {
         program_id -> Int8,
         status -> Text,
@@ -401,6 +412,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     api_tokens,
     audit_events,
     balance_transactions,
+    customer_balances,
     customer_tallies,
     customers,
     invites,

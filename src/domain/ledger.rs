@@ -1,7 +1,9 @@
 //! The balance ledger: append-only credits and debits per customer.
 //!
 //! Amounts are exact decimals (`NUMERIC(20,4)` in PostgreSQL, [`BigDecimal`] here), never
-//! floats. A balance is the sum per (`amount_units`, `is_currency`): credits minus debits.
+//! floats. A balance is the sum per (`amount_units`, `is_currency`): credits minus debits,
+//! kept in `customer_balances` by triggers on the ledger in the same transaction as each
+//! booking (with the credits and the number of entries), so reading it never sums the ledger.
 //! [`book`] is the one way money moves, for the dashboard and the API alike: it locks the
 //! customer, refuses a debit that would take the balance below zero, writes the row and its
 //! audit event in one transaction, and books an idempotency key at most once.
@@ -91,10 +93,8 @@ pub fn transactions(
 ) -> Result<(Vec<TransactionRow>, i64), Error> {
     let per_page = per_page.clamp(1, 250);
     let page = page.max(1);
-    let total: i64 = balance_transactions::table
-        .filter(balance_transactions::customer_id.eq(customer_id))
-        .count()
-        .get_result(conn)?;
+    // Kept with the balances: counting a long ledger's rows is what a page must not do.
+    let total = balances::entry_count(conn, customer_id)?;
     let rows: Vec<(Transaction, Option<String>, Option<String>)> = balance_transactions::table
         .left_join(
             team_members::table.on(team_members::id

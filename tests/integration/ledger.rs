@@ -3,6 +3,7 @@
 use std::str::FromStr;
 
 use bigdecimal::BigDecimal;
+use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use futures_util::future::join_all;
 use macro_rules_attribute::apply;
@@ -766,4 +767,143 @@ async fn customer_page_shows_balance_ledger_and_invites() {
     assert!(html.contains("7.25"), "viewers see the balance");
     assert!(!html.contains("/customers/ada/credit"), "but get no credit link");
     assert!(!html.contains("/customers/ada/invite"), "nor an invite link");
+}
+
+/// Every kept balance (balance, credits and entries per customer and unit) against sums
+/// over the ledger itself; returns how many kept rows there are.
+fn assert_kept_balances_match_the_ledger(conn: &mut PgConnection) -> i64 {
+    #[derive(QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let count = |conn: &mut PgConnection, sql: &str| -> i64 {
+        diesel::sql_query(sql).get_result::<Count>(conn).expect(sql).n
+    };
+    let differing = count(
+        conn,
+        "SELECT count(*) AS n FROM customer_balances kept
+         FULL JOIN (SELECT customer_id, amount_units, is_currency,
+                           sum(CASE WHEN kind = 'credit' THEN amount ELSE -amount END) AS balance,
+                           coalesce(sum(amount) FILTER (WHERE kind = 'credit'), 0) AS credited,
+                           count(*) AS entries
+                    FROM balance_transactions GROUP BY 1, 2, 3) summed
+         USING (customer_id, amount_units, is_currency)
+         WHERE kept.balance IS DISTINCT FROM summed.balance
+            OR kept.credited IS DISTINCT FROM summed.credited
+            OR kept.entries IS DISTINCT FROM summed.entries",
+    );
+    assert_eq!(differing, 0, "kept balances differ from the ledger's sums");
+    count(conn, "SELECT count(*) AS n FROM customer_balances")
+}
+
+/// Balances are kept per customer and unit with every booking (the pages read them instead
+/// of summing the ledger): they equal the ledger's sums after credits, debits, concurrent
+/// bookings and hand edits of the ledger, a debit beyond the kept balance is still refused,
+/// and the migration that adds them fills them from the ledger written before it.
+#[apply(integration_test!)]
+async fn kept_balances_equal_the_ledgers_sums() {
+    let app = TestApp::spawn().await;
+    let ann = insert_customer(&app, "ann", "Ann");
+    let ben = insert_customer(&app, "ben", "Ben");
+    let mut conn = app.conn();
+    let program_id: i64 = customers::table
+        .find(ann)
+        .select(customers::program_id)
+        .first(&mut conn)
+        .unwrap();
+    let book =
+        |conn: &mut PgConnection, customer: i64, kind: &str, amount: &str, units: &str, currency: bool| {
+            let entry = NewEntry::parse(kind, amount, units, currency, "", None).unwrap();
+            ledger::book(conn, program_id, customer, &Actor::system(), entry)
+        };
+    book(&mut conn, ann, "credit", "10.50", "USD", true).unwrap();
+    book(&mut conn, ann, "credit", "7", "points", false).unwrap();
+    book(&mut conn, ann, "debit", "0.50", "USD", true).unwrap();
+    book(&mut conn, ben, "credit", "3", "EUR", true).unwrap();
+    assert_eq!(assert_kept_balances_match_the_ledger(&mut conn), 3);
+    assert_eq!(
+        ledger::balance_of(&mut conn, ann, "USD", true).unwrap(),
+        dec("10")
+    );
+    assert_eq!(ledger::balance_of(&mut conn, ann, "EUR", true).unwrap(), dec("0"));
+
+    // A debit beyond the balance is refused and changes nothing; the whole balance may go.
+    let refused = book(&mut conn, ann, "debit", "10.01", "USD", true);
+    assert!(refused.is_err(), "a debit below zero is refused");
+    assert_eq!(rows(&app, ann).len(), 3);
+    book(&mut conn, ann, "debit", "10", "USD", true).unwrap();
+    assert_eq!(ledger::balance_of(&mut conn, ann, "USD", true).unwrap(), dec("0"));
+    assert!(book(&mut conn, ann, "debit", "0.01", "USD", true).is_err());
+
+    // Concurrent bookings from several connections: credits of 2 and more debits of 3 than
+    // they cover; the kept balance never lets the debits overdraw, and stays exact.
+    book(&mut conn, ben, "credit", "12", "USD", true).unwrap();
+    let workers: Vec<_> = (0..8)
+        .map(|i| {
+            let pool = app.pool.clone();
+            std::thread::spawn(move || {
+                let mut conn = pool.get().expect("connection");
+                let (kind, amount) = if i % 2 == 0 {
+                    ("credit", "2")
+                } else {
+                    ("debit", "3")
+                };
+                (0..5)
+                    .filter(|_| {
+                        let entry = NewEntry::parse(kind, amount, "USD", true, "", None).unwrap();
+                        ledger::book(&mut conn, program_id, ben, &Actor::system(), entry).is_ok()
+                    })
+                    .count()
+            })
+        })
+        .collect();
+    let booked: Vec<usize> = workers.into_iter().map(|worker| worker.join().unwrap()).collect();
+    let credits: usize = booked.iter().step_by(2).sum();
+    let debits: usize = booked.iter().skip(1).step_by(2).sum();
+    assert_eq!(credits, 20, "every credit is booked");
+    let balance = ledger::balance_of(&mut conn, ben, "USD", true).unwrap();
+    assert_eq!(
+        balance,
+        BigDecimal::from(12 + 2 * credits as i64 - 3 * debits as i64)
+    );
+    let zero = BigDecimal::from(0);
+    assert!(balance >= zero, "{balance}");
+    assert_kept_balances_match_the_ledger(&mut conn);
+    let (_, entries) = ledger::transactions(&mut conn, ben, 1, 10).unwrap();
+    assert_eq!(entries as usize, 2 + credits + debits);
+
+    // Rows changed or removed by hand (the application only appends) are kept too; a unit
+    // whose entries are all gone has no balance left.
+    diesel::sql_query("UPDATE balance_transactions SET amount = amount + 1 WHERE kind = 'credit'")
+        .execute(&mut conn)
+        .unwrap();
+    diesel::sql_query("DELETE FROM balance_transactions WHERE amount_units = 'points'")
+        .execute(&mut conn)
+        .unwrap();
+    assert_eq!(assert_kept_balances_match_the_ledger(&mut conn), 3);
+    let units: Vec<String> = ledger::balances(&mut conn, ann)
+        .unwrap()
+        .into_iter()
+        .map(|balance| balance.amount_units)
+        .collect();
+    assert_eq!(units, vec!["USD"]);
+
+    // The migration fills the kept balances from the ledger already written.
+    conn.transaction(|conn| {
+        conn.batch_execute(include_str!(
+            "../../migrations/2026-12-07-000002_kept_balances/down.sql"
+        ))?;
+        conn.batch_execute(include_str!(
+            "../../migrations/2026-12-07-000002_kept_balances/up.sql"
+        ))
+    })
+    .unwrap();
+    assert_eq!(assert_kept_balances_match_the_ledger(&mut conn), 3);
+
+    // A ledger truncated by hand leaves no balances behind.
+    diesel::sql_query("TRUNCATE balance_transactions")
+        .execute(&mut conn)
+        .unwrap();
+    assert_eq!(assert_kept_balances_match_the_ledger(&mut conn), 0);
 }

@@ -286,11 +286,41 @@ fn cancel_and_erase_messages(
     Ok(())
 }
 
+/// `audit_events.action = 'customer.erase'` with the action written into the SQL, not
+/// bound: only then can the planner use the partial index of erasure events
+/// (`audit_events_erasures_idx`) in the prepared statement's generic plan. A fragment of its
+/// own (`diesel::dsl::sql` would do) because its static query id keeps the statement in
+/// Diesel's cache of prepared statements.
+#[derive(Debug, Clone, Copy, diesel::query_builder::QueryId)]
+struct IsErasure;
+
+impl diesel::expression::Expression for IsErasure {
+    type SqlType = diesel::sql_types::Bool;
+}
+
+impl<QS> diesel::expression::AppearsOnTable<QS> for IsErasure {}
+
+impl<QS> diesel::expression::SelectableExpression<QS> for IsErasure {}
+
+impl<GB> diesel::expression::ValidGrouping<GB> for IsErasure {
+    type IsAggregate = diesel::expression::is_aggregate::Never;
+}
+
+impl diesel::query_builder::QueryFragment<diesel::pg::Pg> for IsErasure {
+    fn walk_ast<'b>(
+        &'b self,
+        mut out: diesel::query_builder::AstPass<'_, 'b, diesel::pg::Pg>,
+    ) -> QueryResult<()> {
+        out.push_sql("audit_events.action = 'customer.erase'");
+        Ok(())
+    }
+}
+
 /// When the customer's personal data was last erased, from the audit log.
 pub fn erased_at(conn: &mut PgConnection, customer_id: i64) -> Result<Option<chrono::DateTime<Utc>>, Error> {
     Ok(audit_events::table
         .filter(audit_events::customer_id.eq(customer_id))
-        .filter(audit_events::action.eq("customer.erase"))
+        .filter(IsErasure)
         .select(diesel::dsl::max(audit_events::created_at))
         .first(conn)?)
 }

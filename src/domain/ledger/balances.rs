@@ -1,11 +1,11 @@
 //! Balances and credit totals per unit, for a customer or a whole program.
 
-use bigdecimal::BigDecimal;
+use bigdecimal::{BigDecimal, ToPrimitive};
 use diesel::dsl::sum;
 use diesel::prelude::*;
 use serde::Serialize;
 
-use crate::db::schema::balance_transactions;
+use crate::db::schema::{balance_transactions, customer_balances};
 use crate::error::Error;
 
 use super::{Kind, UNIT_DECIMALS};
@@ -42,97 +42,68 @@ pub fn format_amount(amount: &BigDecimal, is_currency: bool) -> String {
     }
 }
 
-/// One group of [`sums`]: units, is_currency, kind and the total amount.
-type Sum = (String, bool, Kind, Option<BigDecimal>);
-
-/// Sums per (units, is_currency, kind), optionally for one customer or a whole program.
-fn sums(
-    conn: &mut PgConnection,
-    customer_id: Option<i64>,
-    program_id: Option<i64>,
-) -> Result<Vec<Sum>, Error> {
-    let mut query = balance_transactions::table
-        .group_by((
-            balance_transactions::amount_units,
-            balance_transactions::is_currency,
-            balance_transactions::kind,
-        ))
-        .select((
-            balance_transactions::amount_units,
-            balance_transactions::is_currency,
-            balance_transactions::kind,
-            sum(balance_transactions::amount),
-        ))
-        .into_boxed();
-    if let Some(customer_id) = customer_id {
-        query = query.filter(balance_transactions::customer_id.eq(customer_id));
-    }
-    if let Some(program_id) = program_id {
-        query = query.filter(balance_transactions::program_id.eq(program_id));
-    }
-    Ok(query.load(conn)?)
-}
-
-/// Currencies first, then by unit name.
-fn sorted(mut balances: Vec<Balance>) -> Vec<Balance> {
+/// (units, is_currency, amount) rows as balances: currencies first, then by unit name.
+fn in_order(rows: impl IntoIterator<Item = (String, bool, BigDecimal)>) -> Vec<Balance> {
+    let mut balances: Vec<Balance> = rows
+        .into_iter()
+        .map(|(amount_units, is_currency, amount)| Balance {
+            amount,
+            amount_units,
+            is_currency,
+        })
+        .collect();
     balances.sort_by(|a, b| (!a.is_currency, &a.amount_units).cmp(&(!b.is_currency, &b.amount_units)));
     balances
 }
 
 /// The customer's balance per unit: credits minus debits (units never used are absent).
+/// Read from the kept balances (one row per unit, kept with every booking by the triggers
+/// on the ledger), so a long ledger costs nothing here.
 pub fn balances(conn: &mut PgConnection, customer_id: i64) -> Result<Vec<Balance>, Error> {
-    let mut balances: Vec<Balance> = Vec::new();
-    for (units, is_currency, kind, total) in sums(conn, Some(customer_id), None)? {
-        let total = total.unwrap_or_default();
-        let signed = if kind == Kind::Debit { -total } else { total };
-        match balances
-            .iter_mut()
-            .find(|balance| balance.amount_units == units && balance.is_currency == is_currency)
-        {
-            Some(balance) => balance.amount += signed,
-            None => balances.push(Balance {
-                amount: signed,
-                amount_units: units,
-                is_currency,
-            }),
-        }
-    }
-    Ok(sorted(balances))
+    let rows: Vec<(String, bool, BigDecimal)> = customer_balances::table
+        .filter(customer_balances::customer_id.eq(customer_id))
+        .select((
+            customer_balances::amount_units,
+            customer_balances::is_currency,
+            customer_balances::balance,
+        ))
+        .load(conn)?;
+    Ok(in_order(rows))
 }
 
-/// The balance in one unit (zero when never used).
+/// The balance in one unit (zero when never used). A debit's check reads it with the
+/// customer locked (see `book`), so no booking of theirs lands in between.
 pub fn balance_of(
     conn: &mut PgConnection,
     customer_id: i64,
     units: &str,
     is_currency: bool,
 ) -> Result<BigDecimal, Error> {
-    Ok(balances(conn, customer_id)?
-        .into_iter()
-        .find(|balance| balance.amount_units == units && balance.is_currency == is_currency)
-        .map(|balance| balance.amount)
+    Ok(customer_balances::table
+        .filter(customer_balances::customer_id.eq(customer_id))
+        .filter(customer_balances::amount_units.eq(units))
+        .filter(customer_balances::is_currency.eq(is_currency))
+        .select(customer_balances::balance)
+        .first(conn)
+        .optional()?
         .unwrap_or_default())
 }
 
+/// How many entries the customer's ledger holds, in all units.
+pub fn entry_count(conn: &mut PgConnection, customer_id: i64) -> Result<i64, Error> {
+    let total: Option<BigDecimal> = customer_balances::table
+        .filter(customer_balances::customer_id.eq(customer_id))
+        .select(sum(customer_balances::entries))
+        .get_result(conn)?;
+    Ok(total.and_then(|total| total.to_i64()).unwrap_or(0))
+}
+
 /// Everything ever credited in a program, per unit (debits not subtracted): the
-/// dashboard's "credits issued".
+/// dashboard's "credits issued". Filtering on `kind` in SQL lets the partial index on
+/// credits answer it without touching the table.
 pub fn credits_issued(conn: &mut PgConnection, program_id: i64) -> Result<Vec<Balance>, Error> {
-    credited(conn, None, Some(program_id))
-}
-
-/// Everything ever credited to one customer, per unit (the API's stats).
-pub fn credits_of(conn: &mut PgConnection, customer_id: i64) -> Result<Vec<Balance>, Error> {
-    credited(conn, Some(customer_id), None)
-}
-
-/// Credits summed per unit, for a customer or a program. Filtering on `kind` in SQL lets
-/// the partial index on credits answer it without touching the table.
-fn credited(
-    conn: &mut PgConnection,
-    customer_id: Option<i64>,
-    program_id: Option<i64>,
-) -> Result<Vec<Balance>, Error> {
-    let mut query = balance_transactions::table
+    let totals: Vec<(String, bool, Option<BigDecimal>)> = balance_transactions::table
+        .filter(balance_transactions::program_id.eq(program_id))
         .filter(balance_transactions::kind.eq(Kind::Credit))
         .group_by((
             balance_transactions::amount_units,
@@ -143,22 +114,23 @@ fn credited(
             balance_transactions::is_currency,
             sum(balance_transactions::amount),
         ))
-        .into_boxed();
-    if let Some(customer_id) = customer_id {
-        query = query.filter(balance_transactions::customer_id.eq(customer_id));
-    }
-    if let Some(program_id) = program_id {
-        query = query.filter(balance_transactions::program_id.eq(program_id));
-    }
-    let totals: Vec<(String, bool, Option<BigDecimal>)> = query.load(conn)?;
-    Ok(sorted(
-        totals
-            .into_iter()
-            .map(|(amount_units, is_currency, total)| Balance {
-                amount: total.unwrap_or_default(),
-                amount_units,
-                is_currency,
-            })
-            .collect(),
-    ))
+        .load(conn)?;
+    Ok(in_order(totals.into_iter().map(|(units, is_currency, total)| {
+        (units, is_currency, total.unwrap_or_default())
+    })))
+}
+
+/// Everything ever credited to one customer, per unit (the API's stats), from the kept
+/// balances.
+pub fn credits_of(conn: &mut PgConnection, customer_id: i64) -> Result<Vec<Balance>, Error> {
+    let rows: Vec<(String, bool, BigDecimal)> = customer_balances::table
+        .filter(customer_balances::customer_id.eq(customer_id))
+        .filter(customer_balances::credited.gt(BigDecimal::from(0)))
+        .select((
+            customer_balances::amount_units,
+            customer_balances::is_currency,
+            customer_balances::credited,
+        ))
+        .load(conn)?;
+    Ok(in_order(rows))
 }
