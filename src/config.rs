@@ -39,6 +39,9 @@ pub struct Config {
     /// `REFERDESK_STATEMENT_TIMEOUT_MS`: the longest a page's or API call's statement may
     /// run (see `db::build_pool`).
     pub statement_timeout_ms: u64,
+    /// `REFERDESK_REWARD_RELEASE_SECS`: how often held rewards that fell due are released
+    /// (default 5; 0 turns the release thread off).
+    pub reward_release_secs: u64,
 }
 
 /// The sender of invite emails when `REFERDESK_MAIL_FROM` is unset.
@@ -126,6 +129,7 @@ impl Config {
             trusted_proxies: parse_trusted_proxies(&var("REFERDESK_TRUSTED_PROXIES").unwrap_or_default())?,
             statement_timeout_ms: parse_var("REFERDESK_STATEMENT_TIMEOUT_MS", DEFAULT_STATEMENT_TIMEOUT_MS)?
                 .max(MIN_STATEMENT_TIMEOUT_MS),
+            reward_release_secs: parse_var("REFERDESK_REWARD_RELEASE_SECS", 5)?,
         })
     }
 

@@ -13,6 +13,7 @@ pub mod mail;
 pub mod private_files;
 pub mod pruner;
 pub mod random;
+pub mod reward_release;
 pub mod routes;
 pub mod seed;
 pub mod web;
@@ -61,6 +62,7 @@ pub struct Application {
     embedded: Option<EmbeddedPostgres>,
     mail: Option<mail::MailWorker>,
     pruner: Option<pruner::Pruner>,
+    reward_release: Option<reward_release::RewardRelease>,
 }
 
 /// Where the database is: the configured server, or the private cluster under the data dir
@@ -164,6 +166,15 @@ impl Application {
         )?;
         // Its own connection without a statement timeout: a large backlog may take longer.
         let pruner = pruner::Pruner::start(db::build_pool(&database_url, 1))?;
+        // Its own connection too: a pass over a large backlog must not hold one of the
+        // pages' connections. An interval of 0 turns it off (tests release by hand).
+        let reward_release = match config.reward_release_secs {
+            0 => None,
+            secs => Some(reward_release::RewardRelease::start(
+                db::build_pool(&database_url, 1),
+                std::time::Duration::from_secs(secs),
+            )?),
+        };
         let state = Data::new(AppState {
             pool: pool.clone(),
             config: config.clone(),
@@ -214,6 +225,7 @@ impl Application {
             embedded,
             mail: Some(mail),
             pruner: Some(pruner),
+            reward_release,
         })
     }
 
@@ -236,6 +248,9 @@ impl Application {
         }
         if let Some(pruner) = self.pruner.take() {
             let _ = actix_web::rt::task::spawn_blocking(move || pruner.stop()).await;
+        }
+        if let Some(release) = self.reward_release.take() {
+            let _ = actix_web::rt::task::spawn_blocking(move || release.stop()).await;
         }
         if let Some(mut cluster) = self.embedded.take() {
             cluster.stop();

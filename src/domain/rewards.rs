@@ -17,6 +17,11 @@ use serde::Serialize;
 use crate::db::schema::{reward_rules, rewards};
 use crate::db::text_enum;
 
+pub mod credit;
+pub mod queue;
+pub mod reversal;
+pub mod review;
+
 text_enum! {
     /// The event that fires a rule (`reward_rules.trigger`).
     pub enum Trigger {

@@ -184,6 +184,8 @@ pub fn test_config(database_url: &str) -> Config {
         workers: 2,
         trusted_proxies: Vec::new(),
         statement_timeout_ms: referdesk::config::DEFAULT_STATEMENT_TIMEOUT_MS,
+        // Tests release held rewards by hand, with a clock of their choosing.
+        reward_release_secs: 0,
     }
 }
 

@@ -26,6 +26,8 @@ mod performance;
 mod profile;
 mod programs;
 mod reliability;
+mod reward_fixtures;
+mod reward_review;
 mod security;
 mod seed;
 mod sign_in;
