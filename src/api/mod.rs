@@ -11,6 +11,7 @@ pub mod customers;
 pub mod ledger;
 pub mod list;
 pub mod openapi;
+pub mod rewards;
 pub mod throttle;
 pub mod views;
 
@@ -52,7 +53,10 @@ pub fn routes(routes: &mut Routes) {
             "/v1/customers/{ident}/transactions",
             ApiToken,
             ledger::transactions,
-        );
+        )
+        .get("/v1/rewards", ApiToken, rewards::list)
+        .post("/v1/rewards/{id}/approve", ApiToken, rewards::approve)
+        .post("/v1/rewards/{id}/deny", ApiToken, rewards::deny);
 }
 
 /// Every `/v1` answer, errors included, is `Cache-Control: no-store`: they carry customer

@@ -14,6 +14,10 @@ use crate::domain::ledger::{Balance, Kind, Transaction, TransactionRow};
 use crate::domain::programs::Program;
 use crate::domain::referral_links::ReferralLink;
 
+mod rewards;
+
+pub use rewards::{reward, RewardView};
+
 pub fn timestamp(at: &DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Secs, true)
 }

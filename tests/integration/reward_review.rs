@@ -714,3 +714,102 @@ async fn the_server_releases_due_rewards_in_the_background() {
     }
     assert_eq!(usd_balance(&app, pair.0), dec("4"));
 }
+
+#[apply(integration_test!)]
+async fn the_api_lists_approves_and_denies_rewards() {
+    let app = TestApp::spawn().await;
+    let token = app.create_token("default");
+    let rule = insert_rule(&app, "api rule");
+    let other = insert_rule(&app, "other rule");
+    let pair = insert_pair(&app, "api");
+    let first = insert_reward(&app, rule, pair, pending("10"));
+    let mut held = pending("2.5");
+    held.hold_until = Utc::now() + Duration::days(3);
+    let second = insert_reward(&app, other, pair, held);
+    let client = reqwest::Client::new();
+    let get = |path: String| {
+        client
+            .get(format!("{}/v1{path}", app.address))
+            .bearer_auth(&token)
+            .send()
+    };
+
+    let list: serde_json::Value = get("/rewards".into()).await.unwrap().json().await.unwrap();
+    assert_eq!(list["meta"]["total"], 2);
+    assert_eq!(list["data"][0]["id"], first);
+    assert_eq!(list["data"][0]["amount"], 10.0);
+    assert_eq!(list["data"][0]["customer"], "api-ref");
+    assert_eq!(list["data"][0]["rule"]["name"], "api rule");
+    let list: serde_json::Value = get(format!("/rewards?rule={other}&status=pending"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["meta"]["total"], 1);
+    assert_eq!(list["data"][0]["id"], second);
+    let bad = get("/rewards?status=paid&limit=0".into()).await.unwrap();
+    assert_eq!(bad.status(), 422);
+    let bad: serde_json::Value = bad.json().await.unwrap();
+    assert!(bad["errors"]["limit"].is_array(), "{bad}");
+
+    let post = |path: String, body: serde_json::Value| {
+        client
+            .post(format!("{}/v1{path}", app.address))
+            .bearer_auth(&token)
+            .json(&body)
+            .send()
+    };
+    let approved = post(format!("/rewards/{first}/approve"), serde_json::json!({}))
+        .await
+        .unwrap();
+    assert_eq!(approved.status(), 200);
+    let approved: serde_json::Value = approved.json().await.unwrap();
+    assert_eq!(approved["data"]["status"], "credited");
+    assert_eq!(usd_balance(&app, pair.0), dec("10"));
+    let held: serde_json::Value = post(format!("/rewards/{second}/approve"), serde_json::json!({}))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        held["data"]["status"], "approved",
+        "in hold: credited when it ends"
+    );
+
+    let missing = post(
+        format!("/rewards/{second}/deny"),
+        serde_json::json!({"reason": " "}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(missing.status(), 422);
+    let missing: serde_json::Value = missing.json().await.unwrap();
+    assert_eq!(missing["errors"]["reason"][0], "Say why the reward is denied.");
+    let denied: serde_json::Value = post(
+        format!("/rewards/{second}/deny"),
+        serde_json::json!({"reason": "Fraud"}),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(denied["data"]["status"], "denied");
+    assert_eq!(denied["data"]["deny_reason"], "Fraud");
+    let credited_again = post(
+        format!("/rewards/{first}/deny"),
+        serde_json::json!({"reason": "late"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(credited_again.status(), 422);
+    assert_eq!(
+        post("/rewards/abc/approve".into(), serde_json::json!({}))
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+}

@@ -253,7 +253,26 @@ pub fn page(
         // After a row, or from the start when the cursor's row is gone.
         _ => base.order((rewards::created_at.asc(), rewards::id.asc())),
     };
-    let query = base
+    let mut rows = load_rows(conn, base, per_page + 1)?;
+    let more = rows.len() as i64 > per_page;
+    rows.truncate(per_page as usize);
+    if backwards {
+        rows.reverse();
+    }
+    Ok(QueuePage {
+        rows,
+        total,
+        has_next: more || backwards,
+    })
+}
+
+/// The rows of `base` (filtered and ordered) with their beneficiary and transaction.
+fn load_rows(
+    conn: &mut PgConnection,
+    base: rewards::BoxedQuery<'static, Pg>,
+    limit: i64,
+) -> Result<Vec<QueueRow>, Error> {
+    let loaded: Vec<RowTuple> = base
         .left_join(customers::table.on(customers::id.eq(rewards::beneficiary_id)))
         .left_join(transactions::table.on(transactions::id.nullable().eq(rewards::transaction_id)))
         .select((
@@ -264,40 +283,54 @@ pub fn page(
             customers::email.nullable(),
             transactions::key.nullable(),
         ))
-        .limit(per_page + 1);
-    let mut loaded: Vec<RowTuple> = query.load(conn)?;
-    let more = loaded.len() as i64 > per_page;
-    loaded.truncate(per_page as usize);
-    if backwards {
-        loaded.reverse();
-    }
-    let rows = loaded
+        .limit(limit)
+        .load(conn)?;
+    Ok(loaded.into_iter().map(queue_row).collect())
+}
+
+fn queue_row((reward, key, name, surname, email, transaction_key): RowTuple) -> QueueRow {
+    let full_name = [name, surname]
         .into_iter()
-        .map(|(reward, key, name, surname, email, transaction_key)| {
-            let full_name = [name, surname]
-                .into_iter()
-                .flatten()
-                .filter(|part| !part.trim().is_empty())
-                .collect::<Vec<_>>()
-                .join(" ");
-            let beneficiary_name = if !full_name.is_empty() {
-                full_name
-            } else {
-                email.unwrap_or_else(|| key.clone())
-            };
-            QueueRow {
-                reward,
-                beneficiary_key: key,
-                beneficiary_name,
-                transaction_key,
-            }
-        })
-        .collect();
-    Ok(QueuePage {
-        rows,
-        total,
-        has_next: more || backwards,
-    })
+        .flatten()
+        .filter(|part| !part.trim().is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let beneficiary_name = if full_name.is_empty() {
+        email.unwrap_or_else(|| key.clone())
+    } else {
+        full_name
+    };
+    QueueRow {
+        reward,
+        beneficiary_key: key,
+        beneficiary_name,
+        transaction_key,
+    }
+}
+
+/// One reward of the program as a queue row.
+pub fn row(conn: &mut PgConnection, program_id: i64, id: i64) -> Result<QueueRow, Error> {
+    let base = rewards::table
+        .filter(rewards::program_id.eq(program_id))
+        .filter(rewards::id.eq(id))
+        .into_boxed();
+    load_rows(conn, base, 1)?.pop().ok_or(Error::NotFound)
+}
+
+/// A page by number with the exact number of matches, for the API's list envelope.
+pub fn list(
+    conn: &mut PgConnection,
+    program_id: i64,
+    filter: &QueueFilter,
+    page: i64,
+    per_page: i64,
+) -> Result<(Vec<QueueRow>, i64), Error> {
+    let total: i64 = filter.query(program_id).count().get_result(conn)?;
+    let base = filter
+        .query(program_id)
+        .order((rewards::created_at.asc(), rewards::id.asc()))
+        .offset((page.max(1) - 1).saturating_mul(per_page));
+    Ok((load_rows(conn, base, per_page)?, total))
 }
 
 /// Rows beyond `(at, id)` in the queue's order: `(rewards.created_at, rewards.id) <op>
