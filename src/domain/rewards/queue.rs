@@ -20,8 +20,9 @@ use super::credit::totals_per_unit;
 use super::review::MAX_BULK;
 use super::{Reward, RewardStatus};
 
-/// Counts stop here: the page says "more than" beyond.
-pub const COUNT_CAP: i64 = 10_000;
+/// Counts stop here: the page says "more than" beyond. Each count reads at most this many
+/// index entries, and the queue page shows eight of them.
+pub const COUNT_CAP: i64 = 1_000;
 
 /// The queue's filters as typed (query string or form), parsed by [`QueueFilter::parse`].
 #[derive(Clone, Debug, Default)]
