@@ -301,11 +301,13 @@ if [ "$RELEASE_COUNT" -gt 0 ] && { [ -z "$ONLY" ] || [[ "rewards hold release" =
                               event_key, amount, amount_units, is_currency, status, hold_until, needs_approval,
                               decided_at)
          SELECT $PROGRAM_ID, $RELEASE_RULE, jsonb_build_object('id', $RELEASE_RULE, 'name', 'Bench: hold release', 'version', 1),
-                referrer_id, 'referrer', referrer_id, id, 'release:$RUN_ID:' || id, 2.5, 'USD', true,
+                referrer_id, 'referrer', referrer_id, id, 'release:$RUN_ID:' || id || ':' || g, 2.5, 'USD', true,
                 'approved', now() - interval '1 minute', true, now()
          FROM (SELECT id, referrer_id FROM customers
                WHERE program_id = $PROGRAM_ID AND referrer_id IS NOT NULL AND status = 'active'
-               ORDER BY id DESC LIMIT $RELEASE_COUNT) friends" >/dev/null
+               ORDER BY id DESC LIMIT $RELEASE_COUNT) friends,
+              generate_series(1, 100) AS g
+         ORDER BY g, id LIMIT $RELEASE_COUNT" >/dev/null
     while [ "$(sql "SELECT count(*) FROM rewards WHERE rule_id = $RELEASE_RULE AND status = 'approved'")" != 0 ]; do
         sleep 0.2
     done

@@ -9,11 +9,12 @@
 use bigdecimal::BigDecimal;
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
+use diesel::sql_types::{Array, BigInt};
 use serde_json::json;
 
 use crate::db::schema::{customers, rewards};
 use crate::domain::customers::CustomerStatus;
-use crate::domain::ledger::{self, Kind, NewEntry};
+use crate::domain::ledger::{self, Kind, NewCredit, NewEntry};
 use crate::domain::{audit, Actor};
 use crate::error::Error;
 
@@ -79,6 +80,76 @@ pub(super) fn credit_locked(
         },
     )?;
     Ok(credited)
+}
+
+/// The ledger entry that credits `reward`.
+fn entry_of(reward: &Reward) -> NewEntry {
+    NewEntry {
+        kind: Kind::Credit,
+        amount: reward.amount.clone(),
+        units: reward.amount_units.clone(),
+        is_currency: reward.is_currency,
+        note: Some(format!("Reward #{} ({})", reward.id, rule_name(reward))),
+        idempotency_key: Some(format!("reward:{}", reward.id)),
+    }
+}
+
+/// [`credit_locked`] for many rewards (their rows locked by the caller) in a handful of
+/// statements: the credits through `ledger::book_credits`, the status changes and their
+/// audit events set-based.
+fn credit_many(conn: &mut PgConnection, due: &[Reward], actor: &Actor) -> Result<usize, Error> {
+    if due.is_empty() {
+        return Ok(0);
+    }
+    let credits: Vec<NewCredit> = due
+        .iter()
+        .map(|reward| NewCredit {
+            program_id: reward.program_id,
+            customer_id: reward.beneficiary_id,
+            entry: entry_of(reward),
+        })
+        .collect();
+    let booked = ledger::book_credits(conn, actor, &credits)?;
+    let by_key: std::collections::HashMap<&str, i64> = booked
+        .iter()
+        .filter_map(|entry| entry.idempotency_key.as_deref().map(|key| (key, entry.id)))
+        .collect();
+    let entry_of_key = |key: &str| by_key.get(key).copied();
+    let mut reward_ids = Vec::with_capacity(due.len());
+    let mut entry_ids = Vec::with_capacity(due.len());
+    for reward in due {
+        let entry = entry_of_key(&format!("reward:{}", reward.id))
+            .ok_or_else(|| Error::Internal(anyhow::anyhow!("reward {} was not booked", reward.id)))?;
+        reward_ids.push(reward.id);
+        entry_ids.push(entry);
+    }
+    diesel::sql_query(
+        "UPDATE rewards SET status = 'credited', credit_entry_id = m.entry, credited_at = now(), \
+         updated_at = now() FROM unnest($1, $2) AS m(reward, entry) WHERE rewards.id = m.reward",
+    )
+    .bind::<Array<BigInt>, _>(&reward_ids)
+    .bind::<Array<BigInt>, _>(&entry_ids)
+    .execute(conn)?;
+    let changes = due
+        .iter()
+        .zip(&entry_ids)
+        .map(|(reward, entry)| audit::Change {
+            program_id: Some(reward.program_id),
+            action: "reward.credit",
+            subject_type: "reward",
+            subject_id: Some(reward.id.to_string()),
+            customer_id: Some(reward.beneficiary_id),
+            before: Some(json!({ "status": reward.status })),
+            after: Some(json!({
+                "status": RewardStatus::Credited,
+                "amount": ledger::format_amount(&reward.amount, reward.is_currency),
+                "amount_units": reward.amount_units,
+                "balance_transaction": entry,
+            })),
+        })
+        .collect();
+    audit::record_many(conn, actor, changes)?;
+    Ok(due.len())
 }
 
 /// Voids a reward that can no longer be credited (its row locked by the caller).
@@ -150,7 +221,7 @@ fn release_batch(
         .for_update()
         .skip_locked()
         .load(conn)?;
-    // `ledger::book` locks each beneficiary; taking them in one order everywhere keeps two
+    // Crediting locks each beneficiary; taking them in one order everywhere keeps two
     // releasing processes from waiting on each other.
     due.sort_by_key(|reward| (reward.beneficiary_id, reward.id));
     let deleted: Vec<i64> = customers::table
@@ -159,16 +230,17 @@ fn release_batch(
         .select(customers::id)
         .load(conn)?;
     let actor = Actor::system();
-    let mut released = Released::default();
-    for reward in &due {
-        if deleted.contains(&reward.beneficiary_id) {
-            void_locked(conn, reward, &actor, BENEFICIARY_DELETED)?;
-            released.voided += 1;
-        } else {
-            credit_locked(conn, reward, &actor)?;
-            released.credited += 1;
-        }
+    let (gone, live): (Vec<Reward>, Vec<Reward>) = due
+        .iter()
+        .cloned()
+        .partition(|reward| deleted.contains(&reward.beneficiary_id));
+    for reward in &gone {
+        void_locked(conn, reward, &actor, BENEFICIARY_DELETED)?;
     }
+    let released = Released {
+        credited: credit_many(conn, &live, &actor)?,
+        voided: gone.len(),
+    };
     Ok((due.len(), released))
 }
 
