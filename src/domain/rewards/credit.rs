@@ -97,7 +97,7 @@ fn entry_of(reward: &Reward) -> NewEntry {
 /// [`credit_locked`] for many rewards (their rows locked by the caller) in a handful of
 /// statements: the credits through `ledger::book_credits`, the status changes and their
 /// audit events set-based.
-fn credit_many(conn: &mut PgConnection, due: &[Reward], actor: &Actor) -> Result<usize, Error> {
+pub(super) fn credit_many(conn: &mut PgConnection, due: &[Reward], actor: &Actor) -> Result<usize, Error> {
     if due.is_empty() {
         return Ok(0);
     }

@@ -17,7 +17,7 @@ use crate::domain::ledger::format_amount;
 use crate::domain::{audit, has_control_chars_beyond_lines, Actor};
 use crate::error::{Error, FieldErrors};
 
-use super::credit::credit_locked;
+use super::credit::{credit_locked, credit_many};
 use super::{Reward, RewardStatus};
 
 /// The most rewards one bulk request decides.
@@ -131,6 +131,20 @@ fn apply(
     decision: &Decision,
     now: DateTime<Utc>,
 ) -> Result<Reward, Error> {
+    let decided = record(conn, reward, reviewer, decision)?;
+    if decided.status == RewardStatus::Approved && decided.hold_until <= now {
+        return credit_locked(conn, &decided, &reviewer.actor);
+    }
+    Ok(decided)
+}
+
+/// The decision's status change and its audit event, on a locked reward.
+fn record(
+    conn: &mut PgConnection,
+    reward: &Reward,
+    reviewer: &Reviewer,
+    decision: &Decision,
+) -> Result<Reward, Error> {
     let (status, reason) = match decision {
         Decision::Approve => (RewardStatus::Approved, None),
         Decision::Deny(reason) => (RewardStatus::Denied, Some(reason.as_str())),
@@ -162,9 +176,6 @@ fn apply(
             after: Some(json!({ "status": decided.status, "deny_reason": decided.deny_reason })),
         },
     )?;
-    if decided.status == RewardStatus::Approved && decided.hold_until <= now {
-        return credit_locked(conn, &decided, &reviewer.actor);
-    }
     Ok(decided)
 }
 
@@ -261,14 +272,16 @@ pub fn decide_many(
         }
         // Credits lock beneficiaries; in beneficiary order, as the hold release does.
         found.sort_by_key(|reward| (reward.beneficiary_id, reward.id));
-        let mut outcome = BulkOutcome::default();
+        let mut due = Vec::new();
         for reward in &found {
-            let decided = apply(conn, reward, reviewer, decision, now)?;
-            outcome.decided += 1;
-            if decided.status == RewardStatus::Credited {
-                outcome.credited += 1;
+            let decided = record(conn, reward, reviewer, decision)?;
+            if decided.status == RewardStatus::Approved && decided.hold_until <= now {
+                due.push(decided);
             }
         }
-        Ok(outcome)
+        Ok(BulkOutcome {
+            decided: found.len(),
+            credited: credit_many(conn, &due, &reviewer.actor)?,
+        })
     })
 }
