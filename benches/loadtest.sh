@@ -23,6 +23,8 @@
 #   BENCH_SEED          the seed's --seed, so that every fresh seed holds the same data (1)
 #   BENCH_ONLY          run only the scenarios whose name contains this text
 #   BENCH_BIN           benchmark this binary instead of building one (e.g. an older build)
+#   BENCH_REWARDS       rewards in the review queue (300000), inserted set-based once
+#   BENCH_RELEASE       due rewards the hold release credits, timed (100000; 0 skips it)
 #   BENCH_TRANSPORT     how the server reaches the private cluster: socket (the default,
 #                       as Referdesk's embedded cluster) or tcp (127.0.0.1)
 #   REFERDESK_POOL_SIZE, REFERDESK_WORKERS   passed to the server as usual
@@ -192,6 +194,7 @@ fi
 PORT=$(free_port)
 BASE=http://127.0.0.1:$PORT
 REFERDESK_BIND=127.0.0.1:$PORT REFERDESK_PUBLIC_URL=$BASE REFERDESK_API_RATE=1000000000 \
+    REFERDESK_REWARD_RELEASE_SECS=${REFERDESK_REWARD_RELEASE_SECS:-1} \
     "$BIN" serve >"$LOG_DIR/server.log" 2>&1 &
 SERVER_PID=$!
 for _ in $(seq 1 100); do
@@ -242,6 +245,82 @@ PAGE_5000_NEXT=$(curl -fsS -H "Cookie: $BENCH_COOKIE" "$BASE/customers?page=4999
 PAGE_5000_NEXT=${PAGE_5000_NEXT:-/customers?page=5000}
 enc() { local value; value=$(printf '%s' "$1" | od -An -tx1 | tr -d ' \n' | sed 's/../%&/g'); echo "$value"; }
 
+# --- 4b. rewards: the review queue and the hold release --------------------------------
+# BENCH_REWARDS rewards of one rule for the seeded referrals (several per friend when there
+# are fewer referred friends), inserted set-based once: 70% pending (5% of them flagged),
+# 15% denied, 15% voided, created over the last 100 days.
+REWARDS_WANTED=${BENCH_REWARDS:-300000}
+RELEASE_COUNT=${BENCH_RELEASE:-100000}
+bench_rule() {
+    sql "INSERT INTO reward_rules (program_id, name, trigger, amount_kind, referrer_amount, amount_units,
+                                   is_currency, hold_days, needs_approval)
+         SELECT $PROGRAM_ID, '$1', 'customer_created', 'fixed', 10, 'USD', true, 14, true
+         WHERE NOT EXISTS (SELECT 1 FROM reward_rules WHERE program_id = $PROGRAM_ID AND name = '$1')" >/dev/null
+    sql "SELECT id FROM reward_rules WHERE program_id = $PROGRAM_ID AND name = '$1'"
+}
+QUEUE_RULE=$(bench_rule "Bench: 10 USD per referral")
+HAVE_REWARDS=$(sql "SELECT count(*) FROM rewards WHERE rule_id = $QUEUE_RULE")
+if [ "$HAVE_REWARDS" -lt "$REWARDS_WANTED" ]; then
+    say "inserting $((REWARDS_WANTED - HAVE_REWARDS)) rewards for the review queue"
+    started=$(date +%s.%N)
+    sql "WITH friends AS (
+             SELECT id, referrer_id, row_number() OVER (ORDER BY id) AS n FROM customers
+             WHERE program_id = $PROGRAM_ID AND referrer_id IS NOT NULL AND status = 'active'
+             LIMIT $REWARDS_WANTED),
+         rounds AS (SELECT generate_series(1, ceil($REWARDS_WANTED::numeric / greatest((SELECT count(*) FROM friends), 1))::int) AS g),
+         rows AS (SELECT f.id, f.referrer_id, f.n, r.g, (f.n * 7919 + r.g * 104729) % 100 AS pick
+                  FROM friends f, rounds r
+                  ORDER BY r.g, f.n OFFSET $HAVE_REWARDS LIMIT $((REWARDS_WANTED - HAVE_REWARDS)))
+         INSERT INTO rewards (program_id, rule_id, rule_snapshot, beneficiary_id, role, referrer_id, friend_id,
+                              event_key, amount, amount_units, is_currency, status, hold_until, needs_approval,
+                              flags, deny_reason, void_reason, created_at)
+         SELECT $PROGRAM_ID, $QUEUE_RULE, jsonb_build_object('id', $QUEUE_RULE, 'name', 'Bench: 10 USD per referral', 'version', 1),
+                referrer_id, 'referrer', referrer_id, id, 'bench:' || id || ':' || g, 10, 'USD', true,
+                CASE WHEN pick < 70 THEN 'pending' WHEN pick < 85 THEN 'denied' ELSE 'voided' END,
+                now() + interval '14 days' - (pick % 20) * interval '1 day', true,
+                CASE WHEN pick < 70 AND pick % 20 = 3 THEN '{same_email}'::text[] ELSE '{}' END,
+                CASE WHEN pick BETWEEN 70 AND 84 THEN 'bench' END,
+                CASE WHEN pick >= 85 THEN 'bench' END,
+                now() - ((n * 13 + g * 7) % 8640000) * interval '1 second'
+         FROM rows" >/dev/null
+    sql "ANALYZE rewards" >/dev/null
+    say "rewards inserted in $(awk -v a="$started" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }') s"
+fi
+
+# The hold release: BENCH_RELEASE approved rewards fall due at once; the server's release
+# thread (every second here) credits them. Timed from the insert's commit to the last
+# credit; then the rewards are deleted again (their ledger entries stay) so that reruns
+# see the same queue.
+RELEASE_SECONDS=
+if [ "$RELEASE_COUNT" -gt 0 ] && { [ -z "$ONLY" ] || [[ "rewards hold release" == *"$ONLY"* ]]; }; then
+    RELEASE_RULE=$(bench_rule "Bench: hold release")
+    sql "DELETE FROM rewards WHERE rule_id = $RELEASE_RULE" >/dev/null
+    say "releasing $RELEASE_COUNT due rewards"
+    started=$(date +%s.%N)
+    sql "INSERT INTO rewards (program_id, rule_id, rule_snapshot, beneficiary_id, role, referrer_id, friend_id,
+                              event_key, amount, amount_units, is_currency, status, hold_until, needs_approval,
+                              decided_at)
+         SELECT $PROGRAM_ID, $RELEASE_RULE, jsonb_build_object('id', $RELEASE_RULE, 'name', 'Bench: hold release', 'version', 1),
+                referrer_id, 'referrer', referrer_id, id, 'release:$RUN_ID:' || id || ':' || g, 2.5, 'USD', true,
+                'approved', now() - interval '1 minute', true, now()
+         FROM (SELECT id, referrer_id FROM customers
+               WHERE program_id = $PROGRAM_ID AND referrer_id IS NOT NULL AND status = 'active'
+               ORDER BY id DESC LIMIT $RELEASE_COUNT) friends,
+              generate_series(1, 100) AS g
+         ORDER BY g, id LIMIT $RELEASE_COUNT" >/dev/null
+    while [ "$(sql "SELECT count(*) FROM rewards WHERE rule_id = $RELEASE_RULE AND status = 'approved'")" != 0 ]; do
+        sleep 0.2
+    done
+    RELEASE_SECONDS=$(awk -v a="$started" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
+    RELEASED=$(sql "SELECT count(*) FROM rewards WHERE rule_id = $RELEASE_RULE AND status = 'credited'")
+    say "hold release: $RELEASED rewards credited in $RELEASE_SECONDS s (target < 30 s)"
+    sql "DELETE FROM rewards WHERE rule_id = $RELEASE_RULE" >/dev/null
+fi
+# Page 4,000 of the pending queue as its pager reaches it: the Next link of page 3,999.
+QUEUE_FAR_NEXT=$(curl -fsS -H "Cookie: $BENCH_COOKIE" "$BASE/rewards?page=3999" \
+    | sed -n 's/.*<a href="\([^"]*\)" rel="next".*/\1/p' | head -1 | sed 's/&#38;/\&/g; s/&amp;/\&/g')
+QUEUE_FAR_NEXT=${QUEUE_FAR_NEXT:-/rewards?page=4000}
+
 # name | kind (page/api/post/export) | path | lua script
 SCENARIOS=(
     "list page 1|page|/customers|get"
@@ -256,6 +335,11 @@ SCENARIOS=(
     "API create (referred)|post|/v1/customers|create_customer"
     "API list|api|/v1/customers|get"
     "API credit|post|/v1/customers/seed-1/balance/credit|credit"
+    "rewards queue, pending p1|page|/rewards|get"
+    "rewards queue, page 4,000 (Next)|page|$QUEUE_FAR_NEXT|get"
+    "rewards queue, all statuses|page|/rewards?status=all|get"
+    "rewards queue, flagged|page|/rewards?flagged=1|get"
+    "API rewards list|api|/v1/rewards?status=pending|get"
 )
 
 peak_kib() { awk '/^VmHWM/ { print $2 }' "/proc/$SERVER_PID/status"; }
@@ -405,4 +489,5 @@ if [ "$RUNS" -gt 1 ]; then
     done
     echo "(throughput in req/s, or rows/s for the export; times in ms; errors summed over the runs)"
 fi
+[ -n "$RELEASE_SECONDS" ] && echo "hold release: $RELEASED due rewards credited in $RELEASE_SECONDS s (target < 30 s)"
 echo "details (wrk output, top statements per scenario): $LOG_DIR"

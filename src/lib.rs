@@ -13,6 +13,7 @@ pub mod mail;
 pub mod private_files;
 pub mod pruner;
 pub mod random;
+pub mod reward_release;
 pub mod routes;
 pub mod seed;
 pub mod web;
@@ -63,6 +64,7 @@ pub struct Application {
     mail: Option<mail::MailWorker>,
     pruner: Option<pruner::Pruner>,
     webhooks: Option<webhooks::WebhookWorker>,
+    reward_release: Option<reward_release::RewardRelease>,
 }
 
 /// Where the database is: the configured server, or the private cluster under the data dir
@@ -178,6 +180,15 @@ impl Application {
         } else {
             None
         };
+        // Its own connection too: a pass over a large backlog must not hold one of the
+        // pages' connections. An interval of 0 turns it off (tests release by hand).
+        let reward_release = match config.reward_release_secs {
+            0 => None,
+            secs => Some(reward_release::RewardRelease::start(
+                db::build_pool(&database_url, 1),
+                std::time::Duration::from_secs(secs),
+            )?),
+        };
         let state = Data::new(AppState {
             pool: pool.clone(),
             config: config.clone(),
@@ -229,6 +240,7 @@ impl Application {
             mail: Some(mail),
             pruner: Some(pruner),
             webhooks,
+            reward_release,
         })
     }
 
@@ -254,6 +266,9 @@ impl Application {
         }
         if let Some(worker) = self.webhooks.take() {
             let _ = actix_web::rt::task::spawn_blocking(move || worker.stop()).await;
+        }
+        if let Some(release) = self.reward_release.take() {
+            let _ = actix_web::rt::task::spawn_blocking(move || release.stop()).await;
         }
         if let Some(mut cluster) = self.embedded.take() {
             cluster.stop();

@@ -12,14 +12,16 @@ use anyhow::Context;
 use crate::db::DbPool;
 use crate::domain::maintenance::{self, PRUNE_INTERVAL};
 
+/// A stop request a background thread waits on between passes (also used by
+/// `reward_release`).
 #[derive(Default)]
-struct Stop {
+pub(crate) struct Stop {
     requested: Mutex<bool>,
     changed: Condvar,
 }
 
 impl Stop {
-    fn request(&self) {
+    pub(crate) fn request(&self) {
         *self
             .requested
             .lock()
@@ -28,7 +30,7 @@ impl Stop {
     }
 
     /// Sleeps for `timeout` or until a stop is requested; true when it was.
-    fn wait(&self, timeout: std::time::Duration) -> bool {
+    pub(crate) fn wait(&self, timeout: std::time::Duration) -> bool {
         let requested = self
             .requested
             .lock()

@@ -11,6 +11,7 @@ pub mod customers;
 pub mod ledger;
 pub mod list;
 pub mod openapi;
+pub mod rewards;
 pub mod throttle;
 pub mod views;
 pub mod webhooks;
@@ -58,7 +59,10 @@ pub fn routes(routes: &mut Routes) {
         .post("/v1/webhooks", ApiToken, webhooks::create)
         .get("/v1/webhooks/{key}", ApiToken, webhooks::show)
         .put("/v1/webhooks/{key}", ApiToken, webhooks::update)
-        .delete("/v1/webhooks/{key}", ApiToken, webhooks::delete);
+        .delete("/v1/webhooks/{key}", ApiToken, webhooks::delete)
+        .get("/v1/rewards", ApiToken, rewards::list)
+        .post("/v1/rewards/{id}/approve", ApiToken, rewards::approve)
+        .post("/v1/rewards/{id}/deny", ApiToken, rewards::deny);
 }
 
 /// Every `/v1` answer, errors included, is `Cache-Control: no-store`: they carry customer

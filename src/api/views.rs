@@ -15,6 +15,10 @@ use crate::domain::programs::Program;
 use crate::domain::referral_links::ReferralLink;
 use crate::domain::webhooks::Subscription;
 
+mod rewards;
+
+pub use rewards::{reward, RewardView};
+
 pub fn timestamp(at: &DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Secs, true)
 }

@@ -18,10 +18,12 @@ use crate::db::text_enum;
 use crate::error::Error;
 
 mod balances;
+mod batch;
 mod booking;
 mod entries;
 
 pub use balances::{balance_of, balances, credits_issued, credits_of, format_amount, Balance};
+pub use batch::{book_credits, NewCredit};
 pub use booking::book;
 pub use entries::{
     is_currency_code, parse_amount, parse_units, NewEntry, CURRENCIES, CURRENCY_DECIMALS, MAX_AMOUNT,

@@ -20,6 +20,10 @@ use crate::db::text_enum;
 pub mod figures;
 pub mod rules;
 pub mod settings;
+pub mod credit;
+pub mod queue;
+pub mod reversal;
+pub mod review;
 
 text_enum! {
     /// The event that fires a rule (`reward_rules.trigger`).

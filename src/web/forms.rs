@@ -56,6 +56,11 @@ impl FormErrors {
         self.fields.get(field).and_then(|messages| messages.first())
     }
 
+    /// Every message for `field`, one by one (e.g. a list of the rows a bulk action refused).
+    pub fn messages(&self, field: &str) -> &[String] {
+        self.fields.get(field).map(Vec::as_slice).unwrap_or_default()
+    }
+
     /// Every message for `field`, joined by a space.
     pub fn joined(&self, field: &str) -> Option<String> {
         self.fields.get(field).map(|messages| messages.join(" "))

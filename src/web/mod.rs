@@ -20,6 +20,7 @@ pub mod profile;
 pub mod programs;
 pub mod referral_redirect;
 pub mod rules;
+pub mod rewards;
 pub mod session_store;
 pub mod sessionless;
 pub mod team;
@@ -129,7 +130,17 @@ pub fn routes(routes: &mut Routes) {
             ADMIN,
             webhook_log::resend,
         )
-        .post("/webhooks/{key}/resend-failed", ADMIN, webhook_log::resend_failed);
+        .post("/webhooks/{key}/resend-failed", ADMIN, webhook_log::resend_failed)
+        .get("/rewards", VIEWER, rewards::index)
+        .post("/rewards/confirm", SUPPORT, rewards::bulk::confirm)
+        .post("/rewards/decide", SUPPORT, rewards::bulk::decide)
+        // Rewards above the program's support threshold need an admin: the domain
+        // (`rewards::review`) checks the amount.
+        .post("/rewards/{id}/approve", SUPPORT, rewards::actions::approve)
+        .get("/rewards/{id}/deny", SUPPORT, rewards::actions::deny_form)
+        .post("/rewards/{id}/deny", SUPPORT, rewards::actions::deny)
+        .post("/rewards/{id}/collect", ADMIN, rewards::actions::collect)
+        .post("/rewards/{id}/write-off", ADMIN, rewards::actions::write_off);
 }
 
 /// Renders a page with 200 OK.

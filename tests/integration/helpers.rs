@@ -186,6 +186,8 @@ pub fn test_config(database_url: &str) -> Config {
         trusted_proxies: Vec::new(),
         statement_timeout_ms: referdesk::config::DEFAULT_STATEMENT_TIMEOUT_MS,
         webhooks: Default::default(),
+        // Tests release held rewards by hand, with a clock of their choosing.
+        reward_release_secs: 0,
     }
 }
 

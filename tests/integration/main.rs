@@ -29,6 +29,8 @@ mod reliability;
 mod reward_pages;
 mod reward_rows;
 mod rules;
+mod reward_fixtures;
+mod reward_review;
 mod security;
 mod seed;
 mod sign_in;

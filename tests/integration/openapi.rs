@@ -7,7 +7,7 @@
 use std::collections::BTreeSet;
 
 use diesel::prelude::*;
-use referdesk::db::schema::{programs, webhook_subscriptions};
+use referdesk::db::schema::{customers, programs, webhook_subscriptions};
 use referdesk::domain::{tokens, Actor};
 use reqwest::Method;
 use serde_json::{json, Map, Value};
@@ -242,6 +242,15 @@ fn cases() -> Vec<Case> {
         case(M::PUT, hook, "/webhooks/wh_openapi", Some(json!({"events": ["customer.exploded"]})), 422),
         case(M::DELETE, hook, "/webhooks/wh_openapi", None, 200),
         case(M::DELETE, hook, "/webhooks/nobody", None, 404),
+        // Rewards 1 and 2 are made by the test (see `reward_fixtures`).
+        case(M::GET, "/rewards", "/rewards", None, 200),
+        case(M::GET, "/rewards", "/rewards?status=paid", None, 422),
+        case(M::POST, "/rewards/{id}/approve", "/rewards/1/approve", None, 200),
+        case(M::POST, "/rewards/{id}/approve", "/rewards/1/approve", None, 422),
+        case(M::POST, "/rewards/{id}/approve", "/rewards/999999/approve", None, 404),
+        case(M::POST, "/rewards/{id}/deny", "/rewards/2/deny", Some(json!({})), 422),
+        case(M::POST, "/rewards/{id}/deny", "/rewards/2/deny", Some(json!({"reason": "Duplicate"})), 200),
+        case(M::POST, "/rewards/{id}/deny", "/rewards/999999/deny", Some(json!({"reason": "No"})), 404),
         case(M::DELETE, customer, "/customers/carol", None, 200),
         case(M::DELETE, customer, "/customers/nobody", None, 404),
     ]
@@ -311,6 +320,22 @@ async fn every_documented_answer_matches_a_real_one() {
             .await;
         assert_eq!(status, 201, "{answer}");
     }
+    let id_of = |external_id: &str| -> i64 {
+        customers::table
+            .filter(customers::external_id.eq(external_id))
+            .select(customers::id)
+            .first(&mut app.conn())
+            .unwrap()
+    };
+    let rule = crate::reward_fixtures::insert_rule(&app, "Signup bonus");
+    let pair = (id_of("ada"), id_of("bob"));
+    let mut flagged = crate::reward_fixtures::pending("5");
+    flagged.flags = vec!["same_email"];
+    let rewards = (
+        crate::reward_fixtures::insert_reward(&app, rule, pair, crate::reward_fixtures::pending("10")),
+        crate::reward_fixtures::insert_reward(&app, rule, pair, flagged),
+    );
+    assert_eq!(rewards, (1, 2), "the cases name rewards 1 and 2");
 
     // A webhook under a known key, for the calls that name one.
     let (status, answer) = caller
