@@ -17,13 +17,13 @@ use serde::Serialize;
 use crate::db::schema::{reward_rules, rewards};
 use crate::db::text_enum;
 
-pub mod figures;
-pub mod rules;
-pub mod settings;
 pub mod credit;
+pub mod figures;
 pub mod queue;
 pub mod reversal;
 pub mod review;
+pub mod rules;
+pub mod settings;
 
 text_enum! {
     /// The event that fires a rule (`reward_rules.trigger`).

@@ -4,7 +4,7 @@ use macro_rules_attribute::apply;
 use referdesk::domain::team::Role;
 use referdesk::routes::{self, Access};
 
-use crate::helpers::{location, Browser, TestApp, PASSWORD};
+use crate::helpers::{fresh_database, location, test_config, Browser, TestApp, PASSWORD};
 use crate::integration_test;
 
 /// A concrete URL for a rule's pattern: ids that exist nowhere, so allowed actions find
@@ -27,6 +27,17 @@ enum Outcome {
 }
 
 async fn try_route(browser: &Browser, method: &str, path: &str, bearer: Option<&str>) -> (Outcome, u16) {
+    try_route_from(browser, method, path, bearer, None).await
+}
+
+/// [`try_route`] as if from `client` (an `X-Forwarded-For` the test server trusts).
+async fn try_route_from(
+    browser: &Browser,
+    method: &str,
+    path: &str,
+    bearer: Option<&str>,
+    client: Option<&str>,
+) -> (Outcome, u16) {
     let url = browser.url(&concrete(path));
     let request = match method {
         "GET" => browser.client.get(&url),
@@ -41,6 +52,10 @@ async fn try_route(browser: &Browser, method: &str, path: &str, bearer: Option<&
     };
     let request = match bearer {
         Some(token) => request.bearer_auth(token),
+        None => request,
+    };
+    let request = match client {
+        Some(address) => request.header("X-Forwarded-For", address),
         None => request,
     };
     let response = request.send().await.expect("request");
@@ -66,7 +81,12 @@ async fn try_route(browser: &Browser, method: &str, path: &str, bearer: Option<&
 
 #[apply(integration_test!)]
 async fn authorization_matrix_matches_the_rules_table() {
-    let app = TestApp::spawn().await;
+    // Refused tokens are throttled per address, and the table has more API routes than the
+    // throttle lets one address try: each refused call comes from its own address.
+    let mut config = test_config(&fresh_database());
+    config.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+    let app = TestApp::spawn_with(config).await;
+    let mut addresses = (0u32..).map(|n| format!("198.51.{}.{}", n / 250, n % 250 + 1));
     let mut browsers: Vec<(Option<Role>, Browser)> = vec![(None, app.new_browser())];
     for role in Role::ALL {
         let browser = app.new_browser();
@@ -94,7 +114,15 @@ async fn authorization_matrix_matches_the_rules_table() {
             Access::ApiToken => {
                 let browser = &browsers[0].1;
                 for (bearer, name) in [(None, "no token"), (Some(revoked.as_str()), "a revoked token")] {
-                    let (outcome, status) = try_route(browser, rule.method.as_str(), rule.path, bearer).await;
+                    let client = addresses.next();
+                    let (outcome, status) = try_route_from(
+                        browser,
+                        rule.method.as_str(),
+                        rule.path,
+                        bearer,
+                        client.as_deref(),
+                    )
+                    .await;
                     assert!(
                         matches!(outcome, Outcome::Refused),
                         "{} {} with {name}: {status}",
