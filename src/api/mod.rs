@@ -12,6 +12,7 @@ pub mod ledger;
 pub mod list;
 pub mod openapi;
 pub mod throttle;
+pub mod transactions;
 pub mod views;
 
 use actix_web::body::MessageBody;
@@ -52,6 +53,21 @@ pub fn routes(routes: &mut Routes) {
             "/v1/customers/{ident}/transactions",
             ApiToken,
             ledger::transactions,
+        )
+        .get(
+            "/v1/customers/{ident}/rewards",
+            ApiToken,
+            transactions::customer_rewards,
+        )
+        .get("/v1/transactions", ApiToken, transactions::list)
+        .post("/v1/transactions", ApiToken, transactions::create)
+        .get("/v1/transactions/{key}", ApiToken, transactions::show)
+        .delete("/v1/transactions/{key}", ApiToken, transactions::refund)
+        .post("/v1/transactions/{key}/archive", ApiToken, transactions::archive)
+        .post(
+            "/v1/transactions/{key}/revoke-archive",
+            ApiToken,
+            transactions::revoke_archive,
         );
 }
 

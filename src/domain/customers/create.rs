@@ -4,7 +4,7 @@ use diesel::prelude::*;
 use serde_json::{json, Map, Value};
 
 use crate::domain::programs::Program;
-use crate::domain::{referral_links as links, Actor};
+use crate::domain::{referral_links as links, rewards, Actor};
 use crate::error::{Error, FieldErrors};
 
 use super::{
@@ -109,7 +109,17 @@ pub fn sign_up(
         "approved": row.approved,
         "referring_customer": referrer.as_ref().map(|referrer| &referrer.key),
     });
-    let (customer, link) = signup::insert(conn, row, actor, &after).map_err(unique_to_field)?;
+    // A referred signup fires reward rules in the same transaction; an unreferred one
+    // needs none (its writes are one statement).
+    let (customer, link) = if referrer.is_some() {
+        conn.transaction(|conn| {
+            let (customer, link) = signup::insert(conn, row, actor, &after).map_err(unique_to_field)?;
+            rewards::engine::on_signup(conn, program.id, &customer)?;
+            Ok::<_, Error>((customer, link))
+        })?
+    } else {
+        signup::insert(conn, row, actor, &after).map_err(unique_to_field)?
+    };
     Ok(Created {
         customer,
         referrer,

@@ -1,0 +1,166 @@
+//! The JSON of transactions (Partnero's `POST /v1/transactions` object) and of rewards.
+//! Fields in alphabetical order, like every view (see `views`).
+
+use bigdecimal::BigDecimal;
+use serde::Serialize;
+
+use crate::domain::rewards::engine::Note;
+use crate::domain::rewards::lookup::{RewardLine, RewardTotal};
+use crate::domain::rewards::{BeneficiaryRole, Reversal, RewardStatus};
+use crate::domain::transactions::{Action, Transaction, TransactionStatus};
+
+use super::{amount, timestamp, Amount, CustomerJson};
+
+/// A reward: who earns what, where it stands, why it is held.
+#[derive(Debug, Serialize)]
+pub struct RewardView {
+    amount: Amount,
+    amount_units: String,
+    created_at: String,
+    credited_at: Option<String>,
+    /// The beneficiary's key.
+    customer: String,
+    deny_reason: Option<String>,
+    flags: Vec<String>,
+    hold_until: String,
+    id: i64,
+    is_currency: bool,
+    needs_approval: bool,
+    reversal: Option<Reversal>,
+    reversal_owed: Option<Amount>,
+    role: BeneficiaryRole,
+    /// The rule's id, and its name when it fired (from the snapshot).
+    rule: i64,
+    rule_name: String,
+    status: RewardStatus,
+    /// The key of the transaction that fired it, if a sale did.
+    transaction: Option<String>,
+    updated_at: String,
+    void_reason: Option<String>,
+}
+
+pub fn reward(line: &RewardLine) -> RewardView {
+    let reward = &line.reward;
+    RewardView {
+        amount: amount(&reward.amount),
+        amount_units: reward.amount_units.clone(),
+        created_at: timestamp(&reward.created_at),
+        credited_at: reward.credited_at.as_ref().map(timestamp),
+        customer: line.customer_key.clone(),
+        deny_reason: reward.deny_reason.clone(),
+        flags: reward.flags.clone(),
+        hold_until: timestamp(&reward.hold_until),
+        id: reward.id,
+        is_currency: reward.is_currency,
+        needs_approval: reward.needs_approval,
+        reversal: reward.reversal,
+        reversal_owed: reward.reversal_owed.as_ref().map(amount),
+        role: reward.role,
+        rule: reward.rule_id,
+        rule_name: reward.rule_snapshot["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+        status: reward.status,
+        transaction: line.transaction_key.clone(),
+        updated_at: timestamp(&reward.updated_at),
+        void_reason: reward.void_reason.clone(),
+    }
+}
+
+/// Why a rule created no reward for a transaction.
+#[derive(Debug, Serialize)]
+pub struct RewardNoteView {
+    reason: String,
+    rule: String,
+    rule_id: i64,
+}
+
+/// A transaction with its customer and the rewards it fired.
+#[derive(Debug, Serialize)]
+pub struct TransactionView {
+    action: Action,
+    amount: Amount,
+    amount_units: String,
+    created_at: String,
+    customer: CustomerJson,
+    key: String,
+    product_id: Option<String>,
+    product_type: Option<String>,
+    reward_notes: Vec<RewardNoteView>,
+    rewardable: bool,
+    /// Whether a reward that still stands (not denied or voided) came of it.
+    rewarded: bool,
+    rewards: Vec<RewardView>,
+    status: TransactionStatus,
+    updated_at: String,
+}
+
+pub fn transaction(row: &Transaction, customer: CustomerJson, rewards: &[RewardLine]) -> TransactionView {
+    let notes: Vec<Note> = serde_json::from_value(row.reward_notes.clone()).unwrap_or_default();
+    TransactionView {
+        action: row.action,
+        amount: amount(&row.amount),
+        amount_units: row.amount_units.clone(),
+        created_at: timestamp(&row.created_at),
+        customer,
+        key: row.key.clone(),
+        product_id: row.product_id.clone(),
+        product_type: row.product_type.clone(),
+        reward_notes: notes
+            .into_iter()
+            .map(|note| RewardNoteView {
+                reason: note.reason,
+                rule: note.rule,
+                rule_id: note.rule_id,
+            })
+            .collect(),
+        rewardable: row.rewardable,
+        rewarded: rewards
+            .iter()
+            .any(|line| !matches!(line.reward.status, RewardStatus::Denied | RewardStatus::Voided)),
+        rewards: rewards.iter().map(reward).collect(),
+        status: row.status,
+        updated_at: timestamp(&row.updated_at),
+    }
+}
+
+/// A customer's counted sales in one unit.
+#[derive(Debug, Serialize)]
+pub struct SalesView {
+    amount: Amount,
+    amount_units: String,
+    count: i64,
+}
+
+pub fn sales(rows: &[(String, i64, BigDecimal)]) -> Vec<SalesView> {
+    rows.iter()
+        .map(|(units, count, total)| SalesView {
+            amount: amount(total),
+            amount_units: units.clone(),
+            count: *count,
+        })
+        .collect()
+}
+
+/// A customer's rewards in one unit and status.
+#[derive(Debug, Serialize)]
+pub struct RewardTotalView {
+    amount: Amount,
+    amount_units: String,
+    count: i64,
+    is_currency: bool,
+    status: RewardStatus,
+}
+
+pub fn reward_totals(rows: &[RewardTotal]) -> Vec<RewardTotalView> {
+    rows.iter()
+        .map(|row| RewardTotalView {
+            amount: amount(&row.amount),
+            amount_units: row.amount_units.clone(),
+            count: row.count,
+            is_currency: row.is_currency,
+            status: row.status,
+        })
+        .collect()
+}
