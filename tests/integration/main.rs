@@ -30,6 +30,7 @@ mod security;
 mod seed;
 mod sign_in;
 mod team;
+mod transactions;
 
 fn main() {
     let args = libtest_mimic::Arguments::from_args();
