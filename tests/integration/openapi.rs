@@ -197,6 +197,9 @@ fn cases() -> Vec<Case> {
     let (customer, credit) = ("/customers/{ident}", "/customers/{ident}/balance/credit");
     let amount = json!({"amount": 5, "amount_units": "usd", "is_currency": true, "note": "welcome"});
     let invite = json!({"email": "eve@example.com", "personalization": {"note": "hi"}});
+    let (txn, archive, revoke) = ("/transactions/{key}", "/transactions/{key}/archive", "/transactions/{key}/revoke-archive");
+    let sale = json!({"customer": {"key": "bob-key"}, "key": "oa-1", "amount": 25.5, "product_id": "p1"});
+    let refund_me = json!({"customer": {"key": "bob-key"}, "key": "oa-2", "amount": 10});
     vec![
         case(M::GET, "/customers", "/customers", None, 200),
         case(M::GET, "/customers", "/customers?limit=0", None, 422),
@@ -228,6 +231,25 @@ fn cases() -> Vec<Case> {
         case(M::GET, "/customers/{ident}/transactions", "/customers/ada/transactions?limit=x", None, 422),
         case(M::POST, "/customers:invite", "/customers:invite", Some(invite), 201),
         case(M::POST, "/customers:invite", "/customers:invite", Some(json!({})), 422),
+        case(M::POST, "/transactions", "/transactions", Some(sale.clone()), 201),
+        case(M::POST, "/transactions", "/transactions", Some(sale), 200),
+        case(M::POST, "/transactions", "/transactions", Some(refund_me), 201),
+        case(M::POST, "/transactions", "/transactions", Some(json!({"amount": 0})), 422),
+        case(M::GET, "/transactions", "/transactions?customer=bob-key", None, 200),
+        case(M::GET, "/transactions", "/transactions?page=x", None, 422),
+        case(M::GET, txn, "/transactions/oa-1", None, 200),
+        case(M::GET, txn, "/transactions/nope", None, 404),
+        case(M::POST, archive, "/transactions/oa-1/archive", None, 200),
+        case(M::POST, archive, "/transactions/nope/archive", None, 404),
+        case(M::POST, revoke, "/transactions/oa-1/revoke-archive", None, 200),
+        case(M::POST, revoke, "/transactions/nope/revoke-archive", None, 404),
+        case(M::DELETE, txn, "/transactions/oa-2", None, 200),
+        case(M::DELETE, txn, "/transactions/nope", None, 404),
+        case(M::POST, archive, "/transactions/oa-2/archive", None, 422),
+        case(M::POST, revoke, "/transactions/oa-2/revoke-archive", None, 422),
+        case(M::GET, "/customers/{ident}/rewards", "/customers/ada/rewards", None, 200),
+        case(M::GET, "/customers/{ident}/rewards", "/customers/nobody/rewards", None, 404),
+        case(M::GET, "/customers/{ident}/rewards", "/customers/ada/rewards?limit=999", None, 422),
         case(M::DELETE, customer, "/customers/carol", None, 200),
         case(M::DELETE, customer, "/customers/nobody", None, 404),
     ]
@@ -297,6 +319,9 @@ async fn every_documented_answer_matches_a_real_one() {
             .await;
         assert_eq!(status, 201, "{answer}");
     }
+
+    // A rule, so that sales fire rewards and their fields are checked too.
+    crate::transactions::add_rule(&app, &[("friend_amount", "2"), ("max_reward", "NULL")]);
 
     let mut checked = BTreeSet::new();
     let mut problems = Vec::new();

@@ -27,7 +27,7 @@ struct Id {
 /// Inserts a reward rule of the default program (the rules pages live elsewhere): a sale
 /// rule paying the referrer 10 USD on every sale, no hold, no approval, unless `columns`
 /// (SQL literals; `NULL` clears a default) say otherwise.
-fn add_rule(app: &TestApp, columns: &[(&str, &str)]) -> i64 {
+pub(crate) fn add_rule(app: &TestApp, columns: &[(&str, &str)]) -> i64 {
     let mut all: Vec<(&str, &str)> = vec![
         ("name", "'Rule'"),
         ("trigger", "'sale'"),
