@@ -242,6 +242,19 @@ PAGE_5000_NEXT=$(curl -fsS -H "Cookie: $BENCH_COOKIE" "$BASE/customers?page=4999
 PAGE_5000_NEXT=${PAGE_5000_NEXT:-/customers?page=5000}
 enc() { local value; value=$(printf '%s' "$1" | od -An -tx1 | tr -d ' \n' | sed 's/../%&/g'); echo "$value"; }
 
+# Three active sale rules for the transactions scenario (created once; reruns find them):
+# the friend's first sale pays the referrer 10 USD after a 14-day hold; every sale pays the
+# referrer 5 % (at most 20 USD, at most 50 rewards per referrer a month); every "plan" sale
+# pays the friend 2 USD. They lock the friend's row (first sale) and (rule, referrer).
+if [ "$(sql "SELECT count(*) FROM reward_rules WHERE program_id = $PROGRAM_ID AND name LIKE 'bench: %'")" = 0 ]; then
+    sql "INSERT INTO reward_rules (program_id, name, trigger, sale_scope, amount_kind, referrer_amount,
+             friend_amount, amount_units, is_currency, max_reward, limit_per_referrer_month, product_type,
+             hold_days, needs_approval)
+         VALUES ($PROGRAM_ID, 'bench: first sale', 'sale', 'first', 'fixed', 10, NULL, 'USD', TRUE, NULL, NULL, NULL, 14, TRUE),
+                ($PROGRAM_ID, 'bench: 5 percent', 'sale', 'every', 'percent', 5, NULL, 'USD', TRUE, 20, 50, NULL, 0, FALSE),
+                ($PROGRAM_ID, 'bench: plan friend', 'sale', 'every', 'fixed', NULL, 2, 'USD', TRUE, NULL, NULL, 'plan', 0, FALSE)" >/dev/null
+fi
+
 # name | kind (page/api/post/export) | path | lua script
 SCENARIOS=(
     "list page 1|page|/customers|get"
@@ -256,6 +269,7 @@ SCENARIOS=(
     "API create (referred)|post|/v1/customers|create_customer"
     "API list|api|/v1/customers|get"
     "API credit|post|/v1/customers/seed-1/balance/credit|credit"
+    "API transaction (3 rules)|post|/v1/transactions|transaction"
 )
 
 peak_kib() { awk '/^VmHWM/ { print $2 }' "/proc/$SERVER_PID/status"; }

@@ -1,5 +1,6 @@
 //! `/v1/transactions…` (Partnero's transactions API) and a customer's rewards.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 
 use actix_web::http::StatusCode;
@@ -57,11 +58,8 @@ fn render(
 ) -> Result<Vec<TransactionView>, Error> {
     let mut loaded: HashMap<i64, Customer> = HashMap::new();
     for row in rows {
-        if !loaded.contains_key(&row.customer_id) {
-            loaded.insert(
-                row.customer_id,
-                customers::find(conn, program.id, row.customer_id)?,
-            );
+        if let Entry::Vacant(slot) = loaded.entry(row.customer_id) {
+            slot.insert(customers::find(conn, program.id, row.customer_id)?);
         }
     }
     // One customer JSON per row (a customer with several rows is rendered for each).

@@ -109,12 +109,16 @@ pub fn sign_up(
         "approved": row.approved,
         "referring_customer": referrer.as_ref().map(|referrer| &referrer.key),
     });
-    // A referred signup fires reward rules in the same transaction; an unreferred one
-    // needs none (its writes are one statement).
-    let (customer, link) = if referrer.is_some() {
+    // A referred signup fires the program's signup rules in the same transaction; without
+    // such rules it needs none (its writes are one statement).
+    let rules = match &referrer {
+        Some(_) => rewards::engine::signup_rules(conn, program.id, row.approved)?,
+        None => Vec::new(),
+    };
+    let (customer, link) = if !rules.is_empty() {
         conn.transaction(|conn| {
             let (customer, link) = signup::insert(conn, row, actor, &after).map_err(unique_to_field)?;
-            rewards::engine::on_signup(conn, program.id, &customer)?;
+            rewards::engine::on_signup(conn, program.id, &customer, &rules)?;
             Ok::<_, Error>((customer, link))
         })?
     } else {

@@ -87,6 +87,21 @@ struct Context<'a> {
     now: DateTime<Utc>,
 }
 
+/// The program's enabled rules of these triggers, in id order.
+fn enabled_rules(
+    conn: &mut PgConnection,
+    program_id: i64,
+    triggers: &[Trigger],
+) -> Result<Vec<RewardRule>, Error> {
+    Ok(reward_rules::table
+        .filter(reward_rules::program_id.eq(program_id))
+        .filter(reward_rules::trigger.eq_any(triggers))
+        .filter(reward_rules::enabled.eq(true))
+        .order(reward_rules::id)
+        .select(RewardRule::as_select())
+        .load(conn)?)
+}
+
 /// Fires the program's enabled rules for `event` of `friend`; nothing when the friend has
 /// no referrer. Run it inside the event's database transaction.
 pub fn fire(
@@ -96,16 +111,63 @@ pub fn fire(
     event: Event<'_>,
     now: DateTime<Utc>,
 ) -> Result<Fired, Error> {
+    if friend.referrer_id.is_none() {
+        return Ok(Fired::default());
+    }
+    let rules = enabled_rules(conn, program_id, &[event.trigger()])?;
+    fire_rules(conn, program_id, friend, event, &rules, now)
+}
+
+/// The rules a new referred customer would fire: "created", and "approved" when they are
+/// approved from the start (a program that does not require approval), so that approval
+/// rules fire for them too. Read before the signup, so that a program without such rules
+/// signs up in one statement, without a transaction.
+pub fn signup_rules(
+    conn: &mut PgConnection,
+    program_id: i64,
+    approved: bool,
+) -> Result<Vec<RewardRule>, Error> {
+    let triggers: &[Trigger] = if approved {
+        &[Trigger::CustomerCreated, Trigger::CustomerApproved]
+    } else {
+        &[Trigger::CustomerCreated]
+    };
+    enabled_rules(conn, program_id, triggers)
+}
+
+/// Fires [`signup_rules`] for the customer just created (in the signup's transaction).
+pub fn on_signup(
+    conn: &mut PgConnection,
+    program_id: i64,
+    friend: &Customer,
+    rules: &[RewardRule],
+) -> Result<(), Error> {
+    let now = Utc::now();
+    for (trigger, event) in [
+        (Trigger::CustomerCreated, Event::CustomerCreated),
+        (Trigger::CustomerApproved, Event::CustomerApproved),
+    ] {
+        let of_trigger: Vec<RewardRule> = rules
+            .iter()
+            .filter(|rule| rule.trigger == trigger)
+            .cloned()
+            .collect();
+        fire_rules(conn, program_id, friend, event, &of_trigger, now)?;
+    }
+    Ok(())
+}
+
+fn fire_rules(
+    conn: &mut PgConnection,
+    program_id: i64,
+    friend: &Customer,
+    event: Event<'_>,
+    rules: &[RewardRule],
+    now: DateTime<Utc>,
+) -> Result<Fired, Error> {
     let Some(referrer_id) = friend.referrer_id else {
         return Ok(Fired::default());
     };
-    let rules: Vec<RewardRule> = reward_rules::table
-        .filter(reward_rules::program_id.eq(program_id))
-        .filter(reward_rules::trigger.eq(event.trigger()))
-        .filter(reward_rules::enabled.eq(true))
-        .order(reward_rules::id)
-        .select(RewardRule::as_select())
-        .load(conn)?;
     if rules.is_empty() {
         return Ok(Fired::default());
     }
@@ -120,7 +182,7 @@ pub fn fire(
         now,
     };
     let mut fired = Fired::default();
-    for rule in &rules {
+    for rule in rules {
         let mut note = |reason: String| {
             fired.notes.push(Note {
                 rule_id: rule.id,
@@ -146,18 +208,6 @@ pub fn fire(
         }
     }
     Ok(fired)
-}
-
-/// The rules of a new customer: "created", and "approved" when they are approved from the
-/// start (a program that does not require approval), so that an approval rule fires for
-/// them too.
-pub fn on_signup(conn: &mut PgConnection, program_id: i64, friend: &Customer) -> Result<(), Error> {
-    let now = Utc::now();
-    fire(conn, program_id, friend, Event::CustomerCreated, now)?;
-    if friend.approved {
-        fire(conn, program_id, friend, Event::CustomerApproved, now)?;
-    }
-    Ok(())
 }
 
 /// Whether a sale rule's conditions hold for the event (always for other triggers), or
@@ -299,7 +349,7 @@ fn reward_amount(
     if value <= BigDecimal::zero() {
         return Err("The reward rounds to zero.".to_string());
     }
-    if value > BigDecimal::from(MAX_REWARD) {
+    if value > MAX_REWARD {
         return Err("The reward would exceed 1,000,000, the most one reward may be.".to_string());
     }
     Ok(value)

@@ -98,7 +98,7 @@ pub fn parse_amount(raw: &str) -> Result<BigDecimal, String> {
     if amount <= BigDecimal::zero() {
         return Err("The amount must be more than zero.".into());
     }
-    if amount > BigDecimal::from(MAX_AMOUNT) {
+    if amount > MAX_AMOUNT {
         return Err("The amount may be at most 100000000.".into());
     }
     if amount != amount.round(DECIMALS) {
@@ -136,6 +136,25 @@ fn customer_ref(input: &TransactionInput, errors: &mut FieldErrors) -> Option<Cu
         push(errors, "customer", "The customer field needs a key, id or email.");
     }
     named
+}
+
+/// The customer `options.create_customer` would create, its messages named `customer.*`.
+fn customer_to_create(input: &TransactionInput, errors: &mut FieldErrors) -> Option<NewCustomer> {
+    if !input.create_customer {
+        return None;
+    }
+    match NewCustomer::parse(input.customer.clone()) {
+        Ok(new) => Some(new),
+        Err(error) => {
+            for (field, messages) in error.field_errors().cloned().unwrap_or_default() {
+                errors
+                    .entry(format!("customer.{field}"))
+                    .or_default()
+                    .extend(messages);
+            }
+            None
+        }
+    }
 }
 
 impl NewTransaction {
@@ -189,22 +208,7 @@ impl NewTransaction {
             .map_err(|message| push(&mut errors, "product_type", message))
             .ok()
             .flatten();
-        let create = if input.create_customer {
-            match NewCustomer::parse(input.customer.clone()) {
-                Ok(new) => Some(new),
-                Err(error) => {
-                    for (field, messages) in error.field_errors().cloned().unwrap_or_default() {
-                        errors
-                            .entry(format!("customer.{field}"))
-                            .or_default()
-                            .extend(messages);
-                    }
-                    None
-                }
-            }
-        } else {
-            None
-        };
+        let create = customer_to_create(&input, &mut errors);
         let (Some(customer), Some(key), Some(amount), Some(action), true) =
             (customer, key, amount, action, errors.is_empty())
         else {
