@@ -772,3 +772,43 @@ async fn bad_transactions_are_refused_field_by_field_and_book_nothing() {
         .unwrap();
     assert_eq!(stored, dec("12345678.91"));
 }
+
+#[apply(integration_test!)]
+async fn concurrent_first_sales_of_one_friend_reward_once() {
+    let api = Api::spawn().await;
+    let rule = add_rule(&api.app, &[("sale_scope", "'first'")]);
+    referral(&api, &["bob"]).await;
+    let keys: Vec<String> = (0..10).map(|n| format!("t{n}")).collect();
+    let answers = join_all(keys.iter().map(|key| sale(&api, "bob", key, json!(10)))).await;
+    assert!(answers.iter().all(|(status, _)| *status == 201), "{answers:?}");
+    assert_eq!(rewards_of_rule(&api.app, rule).len(), 1);
+    let noted = answers
+        .iter()
+        .filter(|(_, answer)| reasons(answer) == ["Only the friend's first sale counts."])
+        .count();
+    assert_eq!(noted, 9);
+}
+
+#[apply(integration_test!)]
+async fn the_customer_is_named_by_key_id_or_email() {
+    let api = Api::spawn().await;
+    let bob = api
+        .create(json!({"id": "user-7", "key": "bob", "email": "bob@example.com"}))
+        .await;
+    assert_eq!(bob["id"], "user-7");
+    let named = [
+        json!({"key": "bob"}),
+        json!({"id": "user-7"}),
+        json!({"email": "BOB@example.com"}),
+    ];
+    for (n, customer) in named.into_iter().enumerate() {
+        let body = json!({"customer": customer, "key": format!("k{n}"), "amount": 1});
+        let (status, answer) = api.post("/transactions", body).await;
+        assert_eq!(
+            (status, answer["data"]["customer"]["key"].clone()),
+            (201, json!("bob")),
+            "{answer}"
+        );
+        assert_eq!(answer["data"]["rewardable"], json!(false));
+    }
+}
