@@ -287,8 +287,16 @@ fn candidates(
     rule: &RewardRule,
     context: &Context<'_>,
 ) -> Result<(Vec<Candidate>, Vec<String>), Error> {
+    // All three columns of `rewards_once_per_event`, so that the lookup is one index probe
+    // however many rewards the rule has (`=` rather than `IN`: Diesel keeps the statement
+    // prepared, it is not planned again on every sale).
     let existing: Vec<(i64, RewardStatus, Option<String>)> = rewards::table
         .filter(rewards::rule_id.eq(rule.id))
+        .filter(
+            rewards::beneficiary_id
+                .eq(context.referrer.id)
+                .or(rewards::beneficiary_id.eq(context.friend.id)),
+        )
         .filter(rewards::event_key.eq(&context.event_key))
         .select((rewards::beneficiary_id, rewards::status, rewards::void_reason))
         .load(conn)?;

@@ -51,6 +51,19 @@ pub fn of_beneficiary(
     Ok((rows.into_iter().map(line).collect(), total))
 }
 
+/// The rewards one transaction fired, oldest first (its own statement: one with `IN` is
+/// planned anew on every call, this one stays prepared).
+pub fn of_transaction(conn: &mut PgConnection, transaction_id: i64) -> Result<Vec<RewardLine>, Error> {
+    let rows: Vec<Row> = rewards::table
+        .inner_join(customers::table.on(customers::id.eq(rewards::beneficiary_id)))
+        .left_join(transactions::table.on(transactions::id.nullable().eq(rewards::transaction_id)))
+        .filter(rewards::transaction_id.eq(transaction_id))
+        .order(rewards::id)
+        .select((Reward::as_select(), customers::key, transactions::key.nullable()))
+        .load(conn)?;
+    Ok(rows.into_iter().map(line).collect())
+}
+
 /// The rewards the given transactions fired, oldest first.
 pub fn of_transactions(conn: &mut PgConnection, transaction_ids: &[i64]) -> Result<Vec<RewardLine>, Error> {
     if transaction_ids.is_empty() {

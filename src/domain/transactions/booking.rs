@@ -51,7 +51,7 @@ pub fn book(
     let inserted = conn.transaction(|conn| insert_and_fire(conn, program, actor, &customer, &new))?;
     match inserted {
         Some(transaction) => {
-            let rewards = lookup::of_transactions(conn, &[transaction.id])?;
+            let rewards = lookup::of_transaction(conn, transaction.id)?;
             Ok(Booked {
                 transaction,
                 customer,
@@ -90,7 +90,7 @@ fn replay(conn: &mut PgConnection, existing: Transaction, new: &NewTransaction) 
         ));
     }
     let customer = customers::find(conn, existing.program_id, existing.customer_id)?;
-    let rewards = lookup::of_transactions(conn, &[existing.id])?;
+    let rewards = lookup::of_transaction(conn, existing.id)?;
     Ok(Booked {
         transaction: existing,
         customer,
