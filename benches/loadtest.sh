@@ -321,6 +321,19 @@ QUEUE_FAR_NEXT=$(curl -fsS -H "Cookie: $BENCH_COOKIE" "$BASE/rewards?page=3999" 
     | sed -n 's/.*<a href="\([^"]*\)" rel="next".*/\1/p' | head -1 | sed 's/&#38;/\&/g; s/&amp;/\&/g')
 QUEUE_FAR_NEXT=${QUEUE_FAR_NEXT:-/rewards?page=4000}
 
+# Three active sale rules for the transactions scenario (created once; reruns find them):
+# the friend's first sale pays the referrer 10 USD after a 14-day hold; every sale pays the
+# referrer 5 % (at most 20 USD, at most 50 rewards per referrer a month); every "plan" sale
+# pays the friend 2 USD. They lock the friend's row (first sale) and (rule, referrer).
+if [ "$(sql "SELECT count(*) FROM reward_rules WHERE program_id = $PROGRAM_ID AND name LIKE 'bench: %'")" = 0 ]; then
+    sql "INSERT INTO reward_rules (program_id, name, trigger, sale_scope, amount_kind, referrer_amount,
+             friend_amount, amount_units, is_currency, max_reward, limit_per_referrer_month, product_type,
+             hold_days, needs_approval)
+         VALUES ($PROGRAM_ID, 'bench: first sale', 'sale', 'first', 'fixed', 10, NULL, 'USD', TRUE, NULL, NULL, NULL, 14, TRUE),
+                ($PROGRAM_ID, 'bench: 5 percent', 'sale', 'every', 'percent', 5, NULL, 'USD', TRUE, 20, 50, NULL, 0, FALSE),
+                ($PROGRAM_ID, 'bench: plan friend', 'sale', 'every', 'fixed', NULL, 2, 'USD', TRUE, NULL, NULL, 'plan', 0, FALSE)" >/dev/null
+fi
+
 # name | kind (page/api/post/export) | path | lua script
 SCENARIOS=(
     "list page 1|page|/customers|get"
@@ -340,6 +353,7 @@ SCENARIOS=(
     "rewards queue, all statuses|page|/rewards?status=all|get"
     "rewards queue, flagged|page|/rewards?flagged=1|get"
     "API rewards list|api|/v1/rewards?status=pending|get"
+    "API transaction (3 rules)|post|/v1/transactions|transaction"
 )
 
 peak_kib() { awk '/^VmHWM/ { print $2 }' "/proc/$SERVER_PID/status"; }
@@ -432,6 +446,9 @@ for scenario in "${SCENARIOS[@]}"; do
     # Each wrk run gets its own BENCH_RUN, so ids and idempotency keys never repeat.
     BENCH_COOKIE=$cookie BENCH_TOKEN=$token BENCH_RUN=$RUN_ID-$slug-warm wrk -t "$THREADS" -c "$CONNECTIONS" -d 2s -s "$BENCH_LUA_DIR/$script.lua" \
         "$BASE$path" >/dev/null 2>&1 || true
+    # Tables that start empty (transactions, rewards) get the statistics autovacuum would
+    # give them within a minute; without, the server keeps plans made for empty tables.
+    sql "ANALYZE transactions, rewards" >/dev/null 2>&1 || true
     [ "$STATEMENTS" = 1 ] && sql "SELECT pg_stat_statements_reset()" >/dev/null
     before_db=$(db_ms)
     before_cpu=$(server_cpu_ms)

@@ -21,7 +21,7 @@ use crate::error::{ApiError, Error};
 use crate::AppState;
 
 /// Loads what the JSON of `rows` needs (referrers, links) in two queries, not one per row.
-fn render_customers(
+pub(crate) fn render_customers(
     conn: &mut PgConnection,
     program: &Program,
     public_url: &str,
@@ -113,7 +113,7 @@ pub async fn list(
 }
 
 /// The customer fields of a create or update body, as raw input for the domain parser.
-fn customer_input(fields: &mut Fields<'_>, with_referrer: bool) -> CustomerInput {
+pub(crate) fn customer_input(fields: &mut Fields<'_>, with_referrer: bool) -> CustomerInput {
     let mut input = CustomerInput {
         id: fields.identifier("id"),
         key: fields.identifier("key"),

@@ -13,6 +13,8 @@ use crate::domain::customers;
 use crate::domain::invites::{self, NewInvite};
 use crate::domain::ledger::{self, Kind, NewEntry};
 use crate::domain::referral_links;
+use crate::domain::rewards::lookup;
+use crate::domain::transactions;
 use crate::error::{ApiError, Error};
 use crate::AppState;
 
@@ -39,7 +41,15 @@ pub async fn stats(call: ApiCall, ident: web::Path<String>) -> Result<HttpRespon
             let customer = customers::find_by_ident(conn, client.program.id, &ident)?;
             let clicks = referral_links::total_clicks(conn, customer.id)?;
             let credits = ledger::credits_of(conn, customer.id)?;
-            Ok(views::stats(clicks, customer.referrals_count, &credits))
+            let sales = views::sales(&transactions::sales_of(conn, customer.id)?);
+            let rewards = views::reward_totals(&lookup::totals_of_beneficiary(conn, customer.id)?);
+            Ok(views::stats(
+                clicks,
+                customer.referrals_count,
+                &credits,
+                sales,
+                rewards,
+            ))
         })
         .await?;
     Ok(data(StatusCode::OK, &view))

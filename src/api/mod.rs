@@ -13,6 +13,7 @@ pub mod list;
 pub mod openapi;
 pub mod rewards;
 pub mod throttle;
+pub mod transactions;
 pub mod views;
 pub mod webhooks;
 
@@ -62,7 +63,22 @@ pub fn routes(routes: &mut Routes) {
         .delete("/v1/webhooks/{key}", ApiToken, webhooks::delete)
         .get("/v1/rewards", ApiToken, rewards::list)
         .post("/v1/rewards/{id}/approve", ApiToken, rewards::approve)
-        .post("/v1/rewards/{id}/deny", ApiToken, rewards::deny);
+        .post("/v1/rewards/{id}/deny", ApiToken, rewards::deny)
+        .get(
+            "/v1/customers/{ident}/rewards",
+            ApiToken,
+            transactions::customer_rewards,
+        )
+        .get("/v1/transactions", ApiToken, transactions::list)
+        .post("/v1/transactions", ApiToken, transactions::create)
+        .get("/v1/transactions/{key}", ApiToken, transactions::show)
+        .delete("/v1/transactions/{key}", ApiToken, transactions::refund)
+        .post("/v1/transactions/{key}/archive", ApiToken, transactions::archive)
+        .post(
+            "/v1/transactions/{key}/revoke-archive",
+            ApiToken,
+            transactions::revoke_archive,
+        );
 }
 
 /// Every `/v1` answer, errors included, is `Cache-Control: no-store`: they carry customer

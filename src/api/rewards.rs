@@ -32,7 +32,10 @@ pub async fn list(
         .run(paging, move |conn, client, paging| {
             let filter = QueueFilter::parse(conn, client.program.id, &raw)?;
             let (rows, total) = queue::list(conn, client.program.id, &filter, paging.page, paging.limit)?;
-            let items = rows.iter().map(views::reward).collect::<Vec<_>>();
+            let items = rows
+                .iter()
+                .map(|row| views::reward(&row.reward, &row.beneficiary_key, row.transaction_key.as_deref()))
+                .collect::<Vec<_>>();
             Ok((items, total, paging))
         })
         .await?;
@@ -65,7 +68,8 @@ async fn decide(call: ApiCall, id: Result<(i64, Decision), ApiError>) -> Result<
                 &decision,
                 chrono::Utc::now(),
             )?;
-            Ok(views::reward(&queue::row(conn, program_id, id)?))
+            let row = queue::row(conn, program_id, id)?;
+            Ok(views::reward(&row.reward, &row.beneficiary_key, row.transaction_key.as_deref()))
         })
         .await?;
     Ok(data(StatusCode::OK, &view))

@@ -17,7 +17,10 @@ use crate::domain::webhooks::Subscription;
 
 mod rewards;
 
-pub use rewards::{reward, RewardView};
+pub use rewards::{
+    reward, reward_line, reward_totals, sales, transaction as sale, RewardTotalView, RewardView, SalesView,
+    TransactionView,
+};
 
 pub fn timestamp(at: &DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Secs, true)
@@ -188,13 +191,25 @@ pub fn customer_balance(customer: CustomerJson, of: &[Balance]) -> CustomerBalan
 pub struct StatsJson {
     clicks: i64,
     credits: Vec<BalanceJson>,
+    /// Rewards earned as beneficiary, per unit and status.
+    rewards: Vec<RewardTotalView>,
+    /// Counted (active) transactions, per unit.
+    sales: Vec<SalesView>,
     signups: i32,
 }
 
-pub fn stats(clicks: i64, signups: i32, credits: &[Balance]) -> StatsJson {
+pub fn stats(
+    clicks: i64,
+    signups: i32,
+    credits: &[Balance],
+    sales: Vec<SalesView>,
+    rewards: Vec<RewardTotalView>,
+) -> StatsJson {
     StatsJson {
         clicks,
         credits: balances(credits),
+        rewards,
+        sales,
         signups,
     }
 }

@@ -183,6 +183,17 @@ fn lock(conn: &mut PgConnection, program_id: i64, id: i64, mode: Lock) -> Result
     })
 }
 
+/// Locks a customer's row against concurrent reward checks of their sales (the engine's
+/// "first sale" count). The weaker lock: signups referencing them go ahead.
+pub fn lock_for_rewards(conn: &mut PgConnection, id: i64) -> Result<(), Error> {
+    customers::table
+        .find(id)
+        .select(customers::id)
+        .for_no_key_update()
+        .first::<i64>(conn)?;
+    Ok(())
+}
+
 /// One atomic `UPDATE … SET referrals_count = referrals_count + delta`: concurrent
 /// transactions queue on the row lock, so the count stays exact.
 fn add_referrals(conn: &mut PgConnection, referrer_id: i64, delta: i32) -> Result<(), Error> {

@@ -156,3 +156,8 @@ pub struct Reward {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
+
+pub mod engine;
+pub mod fraud;
+pub mod lookup;
+pub mod voiding;

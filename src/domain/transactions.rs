@@ -13,6 +13,15 @@ use serde::Serialize;
 
 use crate::db::schema::transactions;
 use crate::db::text_enum;
+use crate::error::Error;
+
+mod booking;
+mod input;
+mod lifecycle;
+
+pub use booking::{book, Booked};
+pub use input::{parse_amount, CustomerRef, NewTransaction, TransactionInput, DEFAULT_UNITS, MAX_AMOUNT};
+pub use lifecycle::{archive, refund, revoke_archive};
 
 pub mod browse;
 
@@ -62,4 +71,70 @@ pub struct Transaction {
     pub deleted_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// A key no transaction can have (control characters, too long) finds nothing.
+fn check_key_shape(key: &str) -> Result<(), Error> {
+    if key.is_empty() || key.chars().count() > input::MAX_TEXT_CHARS || crate::domain::has_control_chars(key)
+    {
+        return Err(Error::NotFound);
+    }
+    Ok(())
+}
+
+/// The transaction of a program with `key`.
+pub fn find_by_key(conn: &mut PgConnection, program_id: i64, key: &str) -> Result<Transaction, Error> {
+    check_key_shape(key)?;
+    Ok(transactions::table
+        .filter(transactions::program_id.eq(program_id))
+        .filter(transactions::key.eq(key))
+        .select(Transaction::as_select())
+        .first(conn)?)
+}
+
+/// A program's transactions, newest first, one page; and how many there are. `customer_id`
+/// narrows them to one customer's.
+pub fn list(
+    conn: &mut PgConnection,
+    program_id: i64,
+    customer_id: Option<i64>,
+    page: i64,
+    per_page: i64,
+) -> Result<(Vec<Transaction>, i64), Error> {
+    let filtered = || {
+        let mut query = transactions::table
+            .filter(transactions::program_id.eq(program_id))
+            .into_boxed();
+        if let Some(customer_id) = customer_id {
+            query = query.filter(transactions::customer_id.eq(customer_id));
+        }
+        query
+    };
+    let rows = filtered()
+        .order((transactions::created_at.desc(), transactions::id.desc()))
+        .select(Transaction::as_select())
+        .limit(per_page)
+        .offset(page.saturating_sub(1).saturating_mul(per_page))
+        .load(conn)?;
+    let total = filtered().count().get_result(conn)?;
+    Ok((rows, total))
+}
+
+/// A customer's sales that count (active transactions) per unit: (units, count, amount).
+pub fn sales_of(conn: &mut PgConnection, customer_id: i64) -> Result<Vec<(String, i64, BigDecimal)>, Error> {
+    let rows: Vec<(String, i64, Option<BigDecimal>)> = transactions::table
+        .filter(transactions::customer_id.eq(customer_id))
+        .filter(transactions::status.eq(TransactionStatus::Active))
+        .group_by(transactions::amount_units)
+        .select((
+            transactions::amount_units,
+            diesel::dsl::count_star(),
+            diesel::dsl::sum(transactions::amount),
+        ))
+        .order(transactions::amount_units)
+        .load(conn)?;
+    Ok(rows
+        .into_iter()
+        .map(|(units, count, amount)| (units, count, amount.unwrap_or_default()))
+        .collect())
 }

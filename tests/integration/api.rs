@@ -10,10 +10,11 @@ use serde_json::{json, Value};
 use crate::helpers::TestApp;
 use crate::integration_test;
 
-struct Api {
-    app: TestApp,
-    token: String,
-    client: reqwest::Client,
+/// A token-bearing client of the default program (also used by other areas' tests).
+pub(crate) struct Api {
+    pub(crate) app: TestApp,
+    pub(crate) token: String,
+    pub(crate) client: reqwest::Client,
 }
 
 fn new_token(app: &TestApp, slug: &str) -> String {
@@ -29,7 +30,7 @@ fn new_token(app: &TestApp, slug: &str) -> String {
 }
 
 impl Api {
-    async fn spawn() -> Api {
+    pub(crate) async fn spawn() -> Api {
         let app = TestApp::spawn().await;
         let token = new_token(&app, "default");
         Api {
@@ -39,11 +40,16 @@ impl Api {
         }
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}/v1{}", self.app.address, path)
     }
 
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+    pub(crate) async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
         let mut request = self
             .client
             .request(method, self.url(path))
@@ -64,19 +70,19 @@ impl Api {
         (status, response.json().await.unwrap())
     }
 
-    async fn get(&self, path: &str) -> (u16, Value) {
+    pub(crate) async fn get(&self, path: &str) -> (u16, Value) {
         self.call(reqwest::Method::GET, path, None).await
     }
 
-    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+    pub(crate) async fn post(&self, path: &str, body: Value) -> (u16, Value) {
         self.call(reqwest::Method::POST, path, Some(body)).await
     }
 
-    async fn put(&self, path: &str, body: Value) -> (u16, Value) {
+    pub(crate) async fn put(&self, path: &str, body: Value) -> (u16, Value) {
         self.call(reqwest::Method::PUT, path, Some(body)).await
     }
 
-    async fn create(&self, body: Value) -> Value {
+    pub(crate) async fn create(&self, body: Value) -> Value {
         let (status, answer) = self.post("/customers", body).await;
         assert_eq!(status, 201, "{answer}");
         answer["data"].clone()

@@ -36,6 +36,7 @@ mod seed;
 mod sign_in;
 mod team;
 mod webhooks;
+mod transactions;
 
 fn main() {
     let args = libtest_mimic::Arguments::from_args();

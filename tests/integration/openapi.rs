@@ -200,6 +200,9 @@ fn cases() -> Vec<Case> {
     // A public address written as such: no DNS needed, allowed without the private flag.
     let webhook = json!({"name": "Backend", "url": "https://93.184.216.34/hooks", "events": ["customer.created"]});
     let hook = "/webhooks/{key}";
+    let (txn, archive, revoke) = ("/transactions/{key}", "/transactions/{key}/archive", "/transactions/{key}/revoke-archive");
+    let sale = json!({"customer": {"key": "bob-key"}, "key": "oa-1", "amount": 25.5, "product_id": "p1"});
+    let refund_me = json!({"customer": {"key": "bob-key"}, "key": "oa-2", "amount": 10});
     vec![
         case(M::GET, "/customers", "/customers", None, 200),
         case(M::GET, "/customers", "/customers?limit=0", None, 422),
@@ -251,6 +254,25 @@ fn cases() -> Vec<Case> {
         case(M::POST, "/rewards/{id}/deny", "/rewards/2/deny", Some(json!({})), 422),
         case(M::POST, "/rewards/{id}/deny", "/rewards/2/deny", Some(json!({"reason": "Duplicate"})), 200),
         case(M::POST, "/rewards/{id}/deny", "/rewards/999999/deny", Some(json!({"reason": "No"})), 404),
+        case(M::POST, "/transactions", "/transactions", Some(sale.clone()), 201),
+        case(M::POST, "/transactions", "/transactions", Some(sale), 200),
+        case(M::POST, "/transactions", "/transactions", Some(refund_me), 201),
+        case(M::POST, "/transactions", "/transactions", Some(json!({"amount": 0})), 422),
+        case(M::GET, "/transactions", "/transactions?customer=bob-key", None, 200),
+        case(M::GET, "/transactions", "/transactions?page=x", None, 422),
+        case(M::GET, txn, "/transactions/oa-1", None, 200),
+        case(M::GET, txn, "/transactions/nope", None, 404),
+        case(M::POST, archive, "/transactions/oa-1/archive", None, 200),
+        case(M::POST, archive, "/transactions/nope/archive", None, 404),
+        case(M::POST, revoke, "/transactions/oa-1/revoke-archive", None, 200),
+        case(M::POST, revoke, "/transactions/nope/revoke-archive", None, 404),
+        case(M::DELETE, txn, "/transactions/oa-2", None, 200),
+        case(M::DELETE, txn, "/transactions/nope", None, 404),
+        case(M::POST, archive, "/transactions/oa-2/archive", None, 422),
+        case(M::POST, revoke, "/transactions/oa-2/revoke-archive", None, 422),
+        case(M::GET, "/customers/{ident}/rewards", "/customers/ada/rewards", None, 200),
+        case(M::GET, "/customers/{ident}/rewards", "/customers/nobody/rewards", None, 404),
+        case(M::GET, "/customers/{ident}/rewards", "/customers/ada/rewards?limit=999", None, 422),
         case(M::DELETE, customer, "/customers/carol", None, 200),
         case(M::DELETE, customer, "/customers/nobody", None, 404),
     ]
@@ -356,6 +378,9 @@ async fn every_documented_answer_matches_a_real_one() {
     .set(webhook_subscriptions::key.eq("wh_openapi"))
     .execute(&mut app.conn())
     .unwrap();
+
+    // A rule, so that sales fire rewards and their fields are checked too.
+    crate::transactions::add_rule(&app, &[("friend_amount", "2"), ("max_reward", "NULL")]);
 
     let mut checked = BTreeSet::new();
     let mut problems = Vec::new();

@@ -4,7 +4,7 @@ use diesel::prelude::*;
 use serde_json::{json, Map, Value};
 
 use crate::domain::programs::Program;
-use crate::domain::{referral_links as links, webhooks, Actor};
+use crate::domain::{referral_links as links, rewards, webhooks, Actor};
 use crate::error::{Error, FieldErrors};
 
 use super::{
@@ -109,13 +109,19 @@ pub fn sign_up(
         "approved": row.approved,
         "referring_customer": referrer.as_ref().map(|referrer| &referrer.key),
     });
-    // The webhook events go out with the customer or not at all (`webhooks::emit`). A
-    // program nobody subscribed to keeps its signup one statement: a subscription made
-    // at this moment is, as with `emit`'s own look, one the change came before.
-    let (customer, link) = if webhooks::has_subscriptions(conn, program.id)? {
+    // A referred signup fires the program's signup rules, and webhook events go out with
+    // the customer or not at all (`webhooks::emit`), in the same transaction. A program
+    // without signup rules and subscriptions keeps its signup one statement: a subscription
+    // made at this moment is, as with `emit`'s own look, one the change came before.
+    let rules = match &referrer {
+        Some(_) => rewards::engine::signup_rules(conn, program.id, row.approved)?,
+        None => Vec::new(),
+    };
+    let (customer, link) = if !rules.is_empty() || webhooks::has_subscriptions(conn, program.id)? {
         conn.transaction(|conn| {
             let (customer, link) = signup::insert(conn, row, actor, &after).map_err(unique_to_field)?;
             webhooks::customer_created(conn, &customer, referrer.as_ref())?;
+            rewards::engine::on_signup(conn, program.id, &customer, &rules)?;
             Ok::<_, Error>((customer, link))
         })?
     } else {

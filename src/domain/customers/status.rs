@@ -6,6 +6,7 @@ use serde_json::json;
 
 use crate::db::schema::customers;
 use crate::domain::programs::Program;
+use crate::domain::rewards::{self, engine::Event};
 use crate::domain::Actor;
 use crate::error::Error;
 
@@ -63,6 +64,9 @@ fn set_status(
             ))
             .returning(Customer::as_returning())
             .get_result(conn)?;
+        if deleted {
+            rewards::voiding::void_unpaid_of_friend(conn, updated.id, now)?;
+        }
         record_change(
             conn,
             actor,
@@ -96,6 +100,9 @@ pub fn set_approved(
             ))
             .returning(Customer::as_returning())
             .get_result(conn)?;
+        if approved {
+            rewards::engine::fire(conn, program.id, &updated, Event::CustomerApproved, Utc::now())?;
+        }
         let action = if approved {
             "customer.approve"
         } else {
