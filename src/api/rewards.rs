@@ -69,7 +69,11 @@ async fn decide(call: ApiCall, id: Result<(i64, Decision), ApiError>) -> Result<
                 chrono::Utc::now(),
             )?;
             let row = queue::row(conn, program_id, id)?;
-            Ok(views::reward(&row.reward, &row.beneficiary_key, row.transaction_key.as_deref()))
+            Ok(views::reward(
+                &row.reward,
+                &row.beneficiary_key,
+                row.transaction_key.as_deref(),
+            ))
         })
         .await?;
     Ok(data(StatusCode::OK, &view))

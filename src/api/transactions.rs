@@ -212,7 +212,11 @@ pub async fn customer_rewards(
         .run(paging, move |conn, client, paging| {
             let customer = customers::find_by_ident(conn, client.program.id, &ident)?;
             let (lines, total) = lookup::of_beneficiary(conn, customer.id, paging.page, paging.limit)?;
-            Ok((lines.iter().map(views::reward_line).collect::<Vec<_>>(), total, paging))
+            Ok((
+                lines.iter().map(views::reward_line).collect::<Vec<_>>(),
+                total,
+                paging,
+            ))
         })
         .await?;
     Ok(list::response(&req, &state, items, &paging, total))

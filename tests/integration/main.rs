@@ -35,8 +35,8 @@ mod security;
 mod seed;
 mod sign_in;
 mod team;
-mod webhooks;
 mod transactions;
+mod webhooks;
 
 fn main() {
     let args = libtest_mimic::Arguments::from_args();

@@ -5,9 +5,9 @@
 use bigdecimal::BigDecimal;
 use serde::Serialize;
 
+use crate::domain::rewards::credit::rule_name;
 use crate::domain::rewards::engine::Note;
 use crate::domain::rewards::lookup::{RewardLine, RewardTotal};
-use crate::domain::rewards::credit::rule_name;
 use crate::domain::rewards::{BeneficiaryRole, Reversal, Reward, RewardStatus};
 use crate::domain::transactions::{Action, Transaction, TransactionStatus};
 
