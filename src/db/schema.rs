@@ -244,6 +244,18 @@ diesel::table! {
 }
 
 diesel::table! {
+    reward_tallies (program_id, rule_id, status, flagged, owed, slot) {
+        program_id -> Int8,
+        rule_id -> Int8,
+        status -> Text,
+        flagged -> Bool,
+        owed -> Bool,
+        slot -> Int2,
+        rewards -> Int8,
+    }
+}
+
+diesel::table! {
     rewards (id) {
         id -> Int8,
         program_id -> Int8,
@@ -426,6 +438,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     referral_standings,
     retired_keys,
     reward_rules,
+    reward_tallies,
     rewards,
     sessions,
     team_members,

@@ -813,3 +813,112 @@ async fn the_api_lists_approves_and_denies_rewards() {
         404
     );
 }
+
+/// The queue's counts by status, rule, flag and reversal owed come from `reward_tallies`,
+/// kept by triggers: they must equal a count over the rewards after inserts (one by one and
+/// set-based), decisions, the release, flag and reversal changes and deletes.
+#[apply(integration_test!)]
+async fn kept_reward_counts_equal_the_rewards() {
+    use referdesk::domain::rewards::queue::{self, QueueFilter};
+
+    let app = TestApp::spawn().await;
+    let program_id = app.default_program().id;
+    let (first, second) = (insert_rule(&app, "Tally one"), insert_rule(&app, "Tally two"));
+    let pair = insert_pair(&app, "tally");
+    let due = Utc::now() - Duration::hours(1);
+    insert_many(
+        &app,
+        first,
+        pair,
+        40,
+        "3",
+        due,
+        false,
+        Utc::now() - Duration::days(2),
+    );
+    insert_many(
+        &app,
+        second,
+        pair,
+        25,
+        "4",
+        due,
+        true,
+        Utc::now() - Duration::days(1),
+    );
+    let mut flagged = pending("5");
+    flagged.flags = vec!["same_email"];
+    let flagged = insert_reward(&app, second, pair, flagged);
+    let owing = insert_reward(&app, first, pair, pending("6"));
+
+    let check = |stage: &str| {
+        let mut conn = app.conn();
+        let statuses = [None].into_iter().chain(RewardStatus::ALL.into_iter().map(Some));
+        for status in statuses {
+            for rule_id in [None, Some(first), Some(second)] {
+                for (flagged, owed) in [(false, false), (true, false), (false, true)] {
+                    let filter = QueueFilter {
+                        status,
+                        rule_id,
+                        flagged,
+                        owed,
+                        ..QueueFilter::default()
+                    };
+                    let mut counted = rewards::table
+                        .filter(rewards::program_id.eq(program_id))
+                        .into_boxed();
+                    if let Some(status) = status {
+                        counted = counted.filter(rewards::status.eq(status));
+                    }
+                    if let Some(rule_id) = rule_id {
+                        counted = counted.filter(rewards::rule_id.eq(rule_id));
+                    }
+                    if flagged {
+                        counted =
+                            counted.filter(diesel::dsl::sql::<diesel::sql_types::Bool>("flags <> '{}'"));
+                    }
+                    if owed {
+                        counted =
+                            counted.filter(rewards::reversal.eq(referdesk::domain::rewards::Reversal::Owed));
+                    }
+                    let expected: i64 = counted.count().get_result(&mut conn).unwrap();
+                    let (_, total) = queue::list(&mut conn, program_id, &filter, 1, 10).unwrap();
+                    assert_eq!(total, expected, "{stage}: {filter:?}");
+                    assert_eq!(
+                        queue::count(&mut conn, program_id, &filter).unwrap(),
+                        expected,
+                        "{stage}: {filter:?}"
+                    );
+                }
+            }
+        }
+    };
+    check("inserted");
+
+    // The release credits the 40 that need no approval; an admin approves the owing one and
+    // denies the flagged one.
+    release_due(&mut app.conn(), Utc::now()).unwrap();
+    let (_, admin) = app
+        .signed_in_browser("tally-admin@example.com", Role::Admin)
+        .await;
+    let approved = admin.post_form(&format!("/rewards/{owing}/approve"), &[]).await;
+    assert_eq!(approved.status(), 303);
+    let denied = admin
+        .post_form(&format!("/rewards/{flagged}/deny"), &[("reason", "Same person")])
+        .await;
+    assert_eq!(denied.status(), 303);
+    check("decided");
+
+    owe(&app, owing, "6");
+    diesel::sql_query(
+        "UPDATE rewards SET flags = '{disposable_email}' WHERE status = 'pending' AND id % 2 = 0",
+    )
+    .execute(&mut app.conn())
+    .unwrap();
+    check("flags and reversals changed");
+
+    diesel::sql_query("DELETE FROM rewards WHERE status = 'pending' AND id % 3 = 0")
+        .execute(&mut app.conn())
+        .unwrap();
+    check("deleted");
+}

@@ -3,16 +3,18 @@
 //! Pages read the queue in `(created_at, id)` order along the indexes
 //! `rewards_queue_idx` (one status) and `rewards_program_created_idx` (all); far pages
 //! continue from a row of the page before (keyset) instead of skipping rows, and counts
-//! stop at [`COUNT_CAP`], so a page costs the same at any depth of a long queue.
+//! stop at [`COUNT_CAP`], so a page costs the same at any depth of a long queue. Counts by
+//! status, rule, flag and reversal owed read `reward_tallies` (kept by triggers) instead.
 
 use bigdecimal::BigDecimal;
+use bigdecimal::ToPrimitive;
 use chrono::{DateTime, Days, NaiveDate, TimeZone, Utc};
-use diesel::dsl::sql;
+use diesel::dsl::{sql, sum};
 use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Bool, Timestamptz};
 
-use crate::db::schema::{customers, reward_rules, rewards, transactions};
+use crate::db::schema::{customers, reward_rules, reward_tallies, rewards, transactions};
 use crate::domain::customers as customer_lookup;
 use crate::error::{Error, FieldErrors};
 
@@ -326,7 +328,10 @@ pub fn list(
     page: i64,
     per_page: i64,
 ) -> Result<(Vec<QueueRow>, i64), Error> {
-    let total: i64 = filter.query(program_id).count().get_result(conn)?;
+    let total = match tallied(conn, program_id, filter)? {
+        Some(total) => total,
+        None => filter.query(program_id).count().get_result(conn)?,
+    };
     let base = filter
         .query(program_id)
         .order((rewards::created_at.asc(), rewards::id.asc()))
@@ -355,12 +360,41 @@ fn beyond(
 
 /// How many rewards match, up to [`COUNT_CAP`] + 1.
 pub fn count(conn: &mut PgConnection, program_id: i64, filter: &QueueFilter) -> Result<i64, Error> {
+    if let Some(total) = tallied(conn, program_id, filter)? {
+        return Ok(total.min(COUNT_CAP + 1));
+    }
     let ids: Vec<i64> = filter
         .query(program_id)
         .select(rewards::id)
         .limit(COUNT_CAP + 1)
         .load(conn)?;
     Ok(ids.len() as i64)
+}
+
+/// The exact number of rewards matching a filter of status, rule, flagged and owed only,
+/// from the tallies the triggers on `rewards` keep; `None` for a filter they cannot answer
+/// (a beneficiary or a date range).
+fn tallied(conn: &mut PgConnection, program_id: i64, filter: &QueueFilter) -> Result<Option<i64>, Error> {
+    if filter.beneficiary.is_some() || filter.from.is_some() || filter.until.is_some() {
+        return Ok(None);
+    }
+    let mut query = reward_tallies::table
+        .filter(reward_tallies::program_id.eq(program_id))
+        .into_boxed();
+    if let Some(status) = filter.status {
+        query = query.filter(reward_tallies::status.eq(status));
+    }
+    if let Some(rule_id) = filter.rule_id {
+        query = query.filter(reward_tallies::rule_id.eq(rule_id));
+    }
+    if filter.flagged {
+        query = query.filter(reward_tallies::flagged);
+    }
+    if filter.owed {
+        query = query.filter(reward_tallies::owed);
+    }
+    let total: Option<BigDecimal> = query.select(sum(reward_tallies::rewards)).first(conn)?;
+    Ok(Some(total.and_then(|total| total.to_i64()).unwrap_or(0)))
 }
 
 /// Rewards per status (each up to [`COUNT_CAP`] + 1), plus fraud-flagged and reversal-owed
