@@ -117,7 +117,7 @@ fn credit_reward(app: &TestApp, reward_id: i64) {
 }
 
 /// A referrer `ada` and friends referred by her.
-async fn referral(api: &Api, friends: &[&str]) {
+pub(crate) async fn referral(api: &Api, friends: &[&str]) {
     api.create(json!({"key": "ada", "email": "ada@example.com"}))
         .await;
     for friend in friends {
@@ -126,7 +126,7 @@ async fn referral(api: &Api, friends: &[&str]) {
     }
 }
 
-async fn sale(api: &Api, customer: &str, key: &str, amount: Value) -> (u16, Value) {
+pub(crate) async fn sale(api: &Api, customer: &str, key: &str, amount: Value) -> (u16, Value) {
     api.post(
         "/transactions",
         json!({"customer": {"key": customer}, "key": key, "amount": amount}),
