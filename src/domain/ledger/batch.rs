@@ -38,30 +38,7 @@ pub fn book_credits(
             return Err(Error::invalid("kind", "A batch books credits only."));
         }
     }
-    let mut ids: Vec<i64> = credits.iter().map(|credit| credit.customer_id).collect();
-    ids.sort_unstable();
-    ids.dedup();
-    let locked: Vec<(i64, CustomerStatus, String, String)> = customers::table
-        .filter(customers::id.eq_any(&ids))
-        .order(customers::id.asc())
-        .select((
-            customers::id,
-            customers::status,
-            customers::external_id,
-            customers::key,
-        ))
-        .for_update()
-        .load(conn)?;
-    if locked.len() != ids.len()
-        || locked
-            .iter()
-            .any(|(_, status, _, _)| *status == CustomerStatus::Deleted)
-    {
-        return Err(Error::invalid(
-            "customer",
-            "A customer of this batch is deleted; restore them before booking credits.",
-        ));
-    }
+    let locked = lock_customers(conn, credits)?;
     let rows: Vec<_> = credits
         .iter()
         .map(|credit| {
@@ -109,6 +86,39 @@ pub fn book_credits(
     audit::record_many(conn, actor, changes)?;
     announce(conn, &booked, &locked)?;
     Ok(booked)
+}
+
+/// Locks the batch's customers in id order, refusing the batch when one is deleted;
+/// returns each with its status, external id and key (for `balance.credited`).
+fn lock_customers(
+    conn: &mut PgConnection,
+    credits: &[NewCredit],
+) -> Result<Vec<(i64, CustomerStatus, String, String)>, Error> {
+    let mut ids: Vec<i64> = credits.iter().map(|credit| credit.customer_id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let locked: Vec<(i64, CustomerStatus, String, String)> = customers::table
+        .filter(customers::id.eq_any(&ids))
+        .order(customers::id.asc())
+        .select((
+            customers::id,
+            customers::status,
+            customers::external_id,
+            customers::key,
+        ))
+        .for_update()
+        .load(conn)?;
+    if locked.len() != ids.len()
+        || locked
+            .iter()
+            .any(|(_, status, _, _)| *status == CustomerStatus::Deleted)
+    {
+        return Err(Error::invalid(
+            "customer",
+            "A customer of this batch is deleted; restore them before booking credits.",
+        ));
+    }
+    Ok(locked)
 }
 
 /// `balance.credited` for each booked entry, as [`super::book`] emits it, for the
