@@ -201,12 +201,26 @@ async fn sales_reviews_refunds_and_archives_emit_their_events_once() {
     assert!(rolled_back.is_err());
     assert_eq!(Since::of(&api, before).names(), Vec::<&str>::new());
 
+    // Deleting the friend voids the reward they brought, still unpaid.
+    let before = seen(&api);
+    assert_eq!(
+        api.call(reqwest::Method::DELETE, "/customers/bob", None).await.0,
+        200
+    );
+    let since = Since::of(&api, before);
+    assert_eq!(since.names(), ["customer.deleted", "reward.voided"]);
+    assert_eq!(since.data("reward.voided")[0]["transaction"], "s4");
+    assert_eq!(since.data("reward.voided")[0]["status"], "voided");
+
     // Without subscriptions, nothing is written at all.
     diesel::delete(webhook_subscriptions::table)
         .execute(&mut api.app.conn())
         .unwrap();
     let before = seen(&api);
-    assert_eq!(sale(&api, "bob", "s5", json!(100)).await.0, 201);
+    api.create(json!({"key": "cy", "referring_customer": {"key": "ada"}}))
+        .await;
+    assert_eq!(sale(&api, "cy", "s6", json!(100)).await.0, 201);
+    assert_ne!(reward_of(&api, "s6"), 0);
     assert_eq!(Since::of(&api, before).names(), Vec::<&str>::new());
 }
 
