@@ -11,7 +11,6 @@ pub mod delivery;
 pub mod log;
 pub mod subscriptions;
 
-use chrono::{DateTime, SecondsFormat, Utc};
 use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Jsonb, Nullable, Text, Uuid as SqlUuid};
 use serde_json::{json, Value};
@@ -22,6 +21,7 @@ use crate::db::text_enum;
 use crate::domain::customers::Customer;
 use crate::error::Error;
 
+pub use crate::domain::json::timestamp;
 pub use subscriptions::{Subscription, SubscriptionInput};
 
 /// How long webhook attempts are kept when `REFERDESK_WEBHOOK_RETENTION_DAYS` is unset.
@@ -165,10 +165,6 @@ pub fn has_subscriptions(conn: &mut PgConnection, program_id: i64) -> Result<boo
             .filter(subs::is_active),
     ))
     .get_result(conn)?)
-}
-
-pub fn timestamp(at: &DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
 /// A customer as the events about customers carry it: the API's customer fields without
