@@ -2,8 +2,6 @@
 
 use std::collections::HashMap;
 
-use bigdecimal::{BigDecimal, ToPrimitive};
-use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -15,32 +13,14 @@ use crate::domain::programs::Program;
 use crate::domain::referral_links::ReferralLink;
 use crate::domain::webhooks::Subscription;
 
+pub use crate::domain::json::{amount, timestamp, Amount};
+
 mod rewards;
 
 pub use rewards::{
     reward, reward_line, reward_totals, sales, transaction as sale, RewardTotalView, RewardView, SalesView,
     TransactionView,
 };
-
-pub fn timestamp(at: &DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(SecondsFormat::Secs, true)
-}
-
-/// Amounts are JSON numbers, as the original service sends them. Every stored amount has
-/// at most 4 decimals and at most 7 integer digits, which an f64 prints back exactly.
-#[derive(Debug, Serialize)]
-#[serde(untagged)]
-pub enum Amount {
-    Number(f64),
-    Text(String),
-}
-
-pub fn amount(value: &BigDecimal) -> Amount {
-    match value.to_f64() {
-        Some(number) => Amount::Number(number),
-        None => Amount::Text(value.to_string()),
-    }
-}
 
 /// Everything a customer's JSON needs besides the row itself.
 pub struct CustomerContext<'a> {

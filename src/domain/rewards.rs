@@ -18,12 +18,14 @@ use crate::db::schema::{reward_rules, rewards};
 use crate::db::text_enum;
 
 pub mod credit;
+pub mod events;
 pub mod figures;
 pub mod queue;
 pub mod reversal;
 pub mod review;
 pub mod rules;
 pub mod settings;
+pub mod view;
 
 text_enum! {
     /// The event that fires a rule (`reward_rules.trigger`).

@@ -11,9 +11,8 @@ pub mod delivery;
 pub mod log;
 pub mod subscriptions;
 
-use chrono::{DateTime, SecondsFormat, Utc};
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Jsonb, Nullable, Text, Uuid as SqlUuid};
+use diesel::sql_types::{Array, BigInt, Jsonb, Nullable, Text, Uuid as SqlUuid};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -22,6 +21,7 @@ use crate::db::text_enum;
 use crate::domain::customers::Customer;
 use crate::error::Error;
 
+pub use crate::domain::json::timestamp;
 pub use subscriptions::{Subscription, SubscriptionInput};
 
 /// How long webhook attempts are kept when `REFERDESK_WEBHOOK_RETENTION_DAYS` is unset.
@@ -95,6 +95,66 @@ pub fn emit(
     Ok((written > 0).then_some(id))
 }
 
+/// One event of [`emit_many`].
+pub struct Emitted {
+    pub program_id: i64,
+    pub customer_id: Option<i64>,
+    pub data: Value,
+}
+
+/// [`emit`] for many events of one kind, possibly of several programs (the hold release
+/// spans them all), in one statement: each is written only for a program with an active
+/// subscription that wants it. Callers skip building `data` for programs without any
+/// subscription ([`listening_programs`]).
+pub fn emit_many(conn: &mut PgConnection, event: Event, items: &[Emitted]) -> Result<(), Error> {
+    if items.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = items.iter().map(|_| Uuid::new_v4()).collect();
+    let programs: Vec<i64> = items.iter().map(|item| item.program_id).collect();
+    let customers: Vec<Option<i64>> = items.iter().map(|item| item.customer_id).collect();
+    let data: Vec<&Value> = items.iter().map(|item| &item.data).collect();
+    diesel::sql_query(
+        "WITH items AS (
+             SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::bigint[], $4::jsonb[])
+                 WITH ORDINALITY AS i(id, program_id, customer_id, data, n)
+         ), subs AS (
+             SELECT id, program_id FROM webhook_subscriptions
+             WHERE program_id = ANY ($2) AND is_active AND (all_events OR $5 = ANY (events))
+         ), ev AS (
+             INSERT INTO webhook_events (id, program_id, event, customer_id, data)
+             SELECT i.id, i.program_id, $5, i.customer_id, i.data FROM items i
+             WHERE EXISTS (SELECT 1 FROM subs WHERE subs.program_id = i.program_id)
+             ORDER BY i.n
+             RETURNING id, program_id, customer_id
+         )
+         INSERT INTO webhook_deliveries (event_id, subscription_id, event, customer_id)
+         SELECT ev.id, subs.id, $5, ev.customer_id
+         FROM ev JOIN subs ON subs.program_id = ev.program_id",
+    )
+    .bind::<Array<SqlUuid>, _>(&ids)
+    .bind::<Array<BigInt>, _>(&programs)
+    .bind::<Array<Nullable<BigInt>>, _>(&customers)
+    .bind::<Array<Jsonb>, _>(&data)
+    .bind::<Text, _>(event.as_str())
+    .execute(conn)?;
+    Ok(())
+}
+
+/// Which of `programs` have an active subscription (one query for a whole batch).
+pub fn listening_programs(conn: &mut PgConnection, programs: &[i64]) -> Result<Vec<i64>, Error> {
+    use crate::db::schema::webhook_subscriptions as subs;
+    if programs.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(subs::table
+        .filter(subs::program_id.eq_any(programs))
+        .filter(subs::is_active)
+        .select(subs::program_id)
+        .distinct()
+        .load(conn)?)
+}
+
 /// Whether the program has an active subscription: a change may skip its webhook work
 /// (and a transaction of its own) when it has none.
 pub fn has_subscriptions(conn: &mut PgConnection, program_id: i64) -> Result<bool, Error> {
@@ -105,10 +165,6 @@ pub fn has_subscriptions(conn: &mut PgConnection, program_id: i64) -> Result<boo
             .filter(subs::is_active),
     ))
     .get_result(conn)?)
-}
-
-pub fn timestamp(at: &DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
 /// A customer as the events about customers carry it: the API's customer fields without

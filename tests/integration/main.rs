@@ -30,6 +30,7 @@ mod reward_fixtures;
 mod reward_pages;
 mod reward_review;
 mod reward_rows;
+mod reward_webhooks;
 mod rules;
 mod security;
 mod seed;

@@ -10,6 +10,7 @@ use futures_util::future::join_all;
 use macro_rules_attribute::apply;
 use referdesk::db::schema::{balance_transactions, customers, programs, rewards, transactions};
 use referdesk::domain::ledger::{self, Kind, NewEntry};
+use referdesk::domain::rewards::review::{self, Decision, Reviewer};
 use referdesk::domain::rewards::{Reward, RewardStatus};
 use referdesk::domain::Actor;
 use serde_json::{json, Value};
@@ -81,43 +82,8 @@ fn balance(app: &TestApp, key: &str) -> BigDecimal {
     ledger::balance_of(&mut app.conn(), customer_id(app, key), "USD", true).unwrap()
 }
 
-/// Credits a reward the way the review flow does (`ledger::book` with `reward:<id>`, then
-/// the status), for the refund tests.
-fn credit_reward(app: &TestApp, reward_id: i64) {
-    let mut conn = app.conn();
-    let reward: Reward = rewards::table
-        .find(reward_id)
-        .select(Reward::as_select())
-        .first(&mut conn)
-        .unwrap();
-    let entry = NewEntry {
-        kind: Kind::Credit,
-        amount: reward.amount.clone(),
-        units: reward.amount_units.clone(),
-        is_currency: reward.is_currency,
-        note: Some("reward".into()),
-        idempotency_key: Some(format!("reward:{reward_id}")),
-    };
-    let (booked, _) = ledger::book(
-        &mut conn,
-        reward.program_id,
-        reward.beneficiary_id,
-        &Actor::system(),
-        entry,
-    )
-    .unwrap();
-    diesel::update(rewards::table.find(reward_id))
-        .set((
-            rewards::status.eq(RewardStatus::Credited),
-            rewards::credit_entry_id.eq(booked.id),
-            rewards::credited_at.eq(chrono::Utc::now()),
-        ))
-        .execute(&mut conn)
-        .unwrap();
-}
-
 /// A referrer `ada` and friends referred by her.
-async fn referral(api: &Api, friends: &[&str]) {
+pub(crate) async fn referral(api: &Api, friends: &[&str]) {
     api.create(json!({"key": "ada", "email": "ada@example.com"}))
         .await;
     for friend in friends {
@@ -126,7 +92,7 @@ async fn referral(api: &Api, friends: &[&str]) {
     }
 }
 
-async fn sale(api: &Api, customer: &str, key: &str, amount: Value) -> (u16, Value) {
+pub(crate) async fn sale(api: &Api, customer: &str, key: &str, amount: Value) -> (u16, Value) {
     api.post(
         "/transactions",
         json!({"customer": {"key": customer}, "key": key, "amount": amount}),
@@ -527,8 +493,23 @@ async fn refunds_void_unpaid_rewards_and_reverse_credited_ones() {
         assert_eq!(sale(&api, "bob", key, json!(100)).await.0, 201);
     }
     let [unpaid, paid, spent] = rewards_of_rule(&api.app, rule).try_into().unwrap();
-    credit_reward(&api.app, paid.id);
-    credit_reward(&api.app, spent.id);
+    // Credited through the review flow: approved by an admin, their hold (none) over.
+    let reviewer = Reviewer {
+        actor: Actor::system(),
+        is_admin: true,
+    };
+    for reward in [&paid, &spent] {
+        let credited = review::decide(
+            &mut api.app.conn(),
+            reward.program_id,
+            &reviewer,
+            reward.id,
+            &Decision::Approve,
+            chrono::Utc::now(),
+        )
+        .unwrap();
+        assert_eq!(credited.status, RewardStatus::Credited);
+    }
     assert_eq!(balance(&api.app, "ada"), dec("20.00"));
 
     assert_eq!(

@@ -231,7 +231,7 @@ async fn spawn(webhooks: WebhookSettings) -> TestApp {
 }
 
 /// Creates a subscription directly (no save-time check); returns its key and secret.
-fn subscribe(app: &TestApp, url: &str, events: &[&str]) -> (String, String) {
+pub(crate) fn subscribe(app: &TestApp, url: &str, events: &[&str]) -> (String, String) {
     let program = app.default_program();
     let input = SubscriptionInput {
         name: Some("Receiver".into()),
@@ -558,7 +558,7 @@ async fn a_rotated_secret_signs_beside_the_old_one_for_a_day() {
     assert!(standard_valid(after, &new) && !standard_valid(after, &old));
 }
 
-fn events_of(app: &TestApp) -> Vec<String> {
+pub(crate) fn events_of(app: &TestApp) -> Vec<String> {
     webhook_events::table
         .order(webhook_events::created_at)
         .select(webhook_events::event)

@@ -2,11 +2,14 @@
 //! credit (customers locked, deleted ones refused, one audit event per entry), in a few
 //! statements instead of several per entry. The caller's transaction holds it all.
 
+use std::collections::HashMap;
+
 use diesel::prelude::*;
 use serde_json::json;
 
 use crate::db::schema::{balance_transactions, customers};
 use crate::domain::customers::CustomerStatus;
+use crate::domain::webhooks::{self, Emitted, Event};
 use crate::domain::{audit, Actor};
 use crate::error::Error;
 
@@ -35,25 +38,7 @@ pub fn book_credits(
             return Err(Error::invalid("kind", "A batch books credits only."));
         }
     }
-    let mut ids: Vec<i64> = credits.iter().map(|credit| credit.customer_id).collect();
-    ids.sort_unstable();
-    ids.dedup();
-    let locked: Vec<(i64, CustomerStatus)> = customers::table
-        .filter(customers::id.eq_any(&ids))
-        .order(customers::id.asc())
-        .select((customers::id, customers::status))
-        .for_update()
-        .load(conn)?;
-    if locked.len() != ids.len()
-        || locked
-            .iter()
-            .any(|(_, status)| *status == CustomerStatus::Deleted)
-    {
-        return Err(Error::invalid(
-            "customer",
-            "A customer of this batch is deleted; restore them before booking credits.",
-        ));
-    }
+    let locked = lock_customers(conn, credits)?;
     let rows: Vec<_> = credits
         .iter()
         .map(|credit| {
@@ -99,5 +84,72 @@ pub fn book_credits(
         })
         .collect();
     audit::record_many(conn, actor, changes)?;
+    announce(conn, &booked, &locked)?;
     Ok(booked)
+}
+
+/// Locks the batch's customers in id order, refusing the batch when one is deleted;
+/// returns each with its status, external id and key (for `balance.credited`).
+fn lock_customers(
+    conn: &mut PgConnection,
+    credits: &[NewCredit],
+) -> Result<Vec<(i64, CustomerStatus, String, String)>, Error> {
+    let mut ids: Vec<i64> = credits.iter().map(|credit| credit.customer_id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let locked: Vec<(i64, CustomerStatus, String, String)> = customers::table
+        .filter(customers::id.eq_any(&ids))
+        .order(customers::id.asc())
+        .select((
+            customers::id,
+            customers::status,
+            customers::external_id,
+            customers::key,
+        ))
+        .for_update()
+        .load(conn)?;
+    if locked.len() != ids.len()
+        || locked
+            .iter()
+            .any(|(_, status, _, _)| *status == CustomerStatus::Deleted)
+    {
+        return Err(Error::invalid(
+            "customer",
+            "A customer of this batch is deleted; restore them before booking credits.",
+        ));
+    }
+    Ok(locked)
+}
+
+/// `balance.credited` for each booked entry, as [`super::book`] emits it, for the
+/// programs that have a subscription.
+fn announce(
+    conn: &mut PgConnection,
+    booked: &[Transaction],
+    customers: &[(i64, CustomerStatus, String, String)],
+) -> Result<(), Error> {
+    let mut programs: Vec<i64> = booked.iter().map(|entry| entry.program_id).collect();
+    programs.sort_unstable();
+    programs.dedup();
+    let listening = webhooks::listening_programs(conn, &programs)?;
+    if listening.is_empty() {
+        return Ok(());
+    }
+    let names: HashMap<i64, (&str, &str)> = customers
+        .iter()
+        .map(|(id, _, external_id, key)| (*id, (external_id.as_str(), key.as_str())))
+        .collect();
+    let items: Vec<Emitted> = booked
+        .iter()
+        .filter(|entry| listening.contains(&entry.program_id))
+        .filter_map(|entry| {
+            let (external_id, key) = names.get(&entry.customer_id)?;
+            Some(Emitted {
+                program_id: entry.program_id,
+                customer_id: Some(entry.customer_id),
+                data: super::booking::credited_data(entry, external_id, key),
+            })
+        })
+        .collect();
+    webhooks::emit_many(conn, Event::BalanceCredited, &items)
 }

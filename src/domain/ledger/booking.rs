@@ -66,6 +66,24 @@ impl From<Error> for Failure {
 
 /// A replayed key returns the earlier booking, but only for the same customer: reusing a
 /// key for someone else is a client bug that must not pass silently.
+/// The `data` of `balance.credited`: the entry and whose balance it credits.
+pub(super) fn credited_data(
+    booked: &Transaction,
+    customer_external_id: &str,
+    customer_key: &str,
+) -> serde_json::Value {
+    json!({
+        // A JSON number, as the API shows amounts (every stored amount prints back exactly).
+        "amount": bigdecimal::ToPrimitive::to_f64(&booked.amount),
+        "amount_units": booked.amount_units,
+        "created_at": webhooks::timestamp(&booked.created_at),
+        "customer": {"id": customer_external_id, "key": customer_key},
+        "id": booked.id,
+        "is_currency": booked.is_currency,
+        "note": booked.note,
+    })
+}
+
 fn replay(existing: Transaction, customer_id: i64) -> Result<(Transaction, bool), Error> {
     if existing.customer_id == customer_id {
         Ok((existing, false))
@@ -169,16 +187,7 @@ fn book_locked(
         },
     )?;
     if entry.kind == Kind::Credit {
-        let data = json!({
-            // A JSON number, as the API shows amounts (every stored amount prints back exactly).
-            "amount": bigdecimal::ToPrimitive::to_f64(&booked.amount),
-            "amount_units": booked.amount_units,
-            "created_at": webhooks::timestamp(&booked.created_at),
-            "customer": {"id": customer_external_id, "key": customer_key},
-            "id": booked.id,
-            "is_currency": booked.is_currency,
-            "note": booked.note,
-        });
+        let data = credited_data(&booked, &customer_external_id, &customer_key);
         webhooks::emit(
             conn,
             program_id,

@@ -15,10 +15,11 @@ use serde_json::json;
 use crate::db::schema::{customers, rewards};
 use crate::domain::customers::CustomerStatus;
 use crate::domain::ledger::{self, Kind, NewCredit, NewEntry};
+use crate::domain::webhooks::Event;
 use crate::domain::{audit, Actor};
 use crate::error::Error;
 
-use super::{Reward, RewardStatus};
+use super::{events, Reward, RewardStatus};
 
 /// Rewards claimed per database transaction by [`release_due`].
 pub const RELEASE_BATCH: i64 = 500;
@@ -79,6 +80,7 @@ pub(super) fn credit_locked(
             })),
         },
     )?;
+    events::announce(conn, Event::RewardPaid, std::slice::from_ref(&credited))?;
     Ok(credited)
 }
 
@@ -149,6 +151,7 @@ pub(super) fn credit_many(conn: &mut PgConnection, due: &[Reward], actor: &Actor
         })
         .collect();
     audit::record_many(conn, actor, changes)?;
+    events::announce(conn, Event::RewardPaid, due)?;
     Ok(due.len())
 }
 
@@ -173,7 +176,8 @@ fn void_locked(conn: &mut PgConnection, reward: &Reward, actor: &Actor, reason: 
             before: Some(json!({ "status": reward.status })),
             after: Some(json!({ "status": RewardStatus::Voided, "void_reason": reason })),
         },
-    )
+    )?;
+    events::announce(conn, Event::RewardVoided, std::slice::from_ref(reward))
 }
 
 /// What one [`release_due`] call did.

@@ -24,6 +24,7 @@ use crate::db::schema::{reward_rules, rewards, transactions};
 use crate::domain::customers::{self, Customer};
 use crate::domain::ledger::format_amount;
 use crate::domain::transactions::{Transaction, TransactionStatus};
+use crate::domain::webhooks;
 use crate::error::Error;
 
 use super::{fraud, AmountKind, BeneficiaryRole, Reward, RewardRule, RewardStatus, SaleScope, Trigger};
@@ -207,6 +208,8 @@ fn fire_rules(
             }
         }
     }
+    // A reward revived in place (a revoked archive) is announced as created again.
+    super::events::announce(conn, webhooks::Event::RewardCreated, &fired.rewards)?;
     Ok(fired)
 }
 

@@ -64,6 +64,21 @@ pub fn of_transaction(conn: &mut PgConnection, transaction_id: i64) -> Result<Ve
     Ok(rows.into_iter().map(line).collect())
 }
 
+/// The given rewards as stored now, in id order.
+pub fn of_ids(conn: &mut PgConnection, ids: &[i64]) -> Result<Vec<RewardLine>, Error> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows: Vec<Row> = rewards::table
+        .inner_join(customers::table.on(customers::id.eq(rewards::beneficiary_id)))
+        .left_join(transactions::table.on(transactions::id.nullable().eq(rewards::transaction_id)))
+        .filter(rewards::id.eq_any(ids))
+        .order(rewards::id)
+        .select((Reward::as_select(), customers::key, transactions::key.nullable()))
+        .load(conn)?;
+    Ok(rows.into_iter().map(line).collect())
+}
+
 /// The rewards the given transactions fired, oldest first.
 pub fn of_transactions(conn: &mut PgConnection, transaction_ids: &[i64]) -> Result<Vec<RewardLine>, Error> {
     if transaction_ids.is_empty() {

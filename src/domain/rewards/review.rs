@@ -14,10 +14,12 @@ use serde_json::json;
 
 use crate::db::schema::{programs, rewards};
 use crate::domain::ledger::format_amount;
+use crate::domain::webhooks::Event;
 use crate::domain::{audit, has_control_chars_beyond_lines, Actor};
 use crate::error::{Error, FieldErrors};
 
 use super::credit::{credit_locked, credit_many};
+use super::events;
 use super::{Reward, RewardStatus};
 
 /// The most rewards one bulk request decides.
@@ -132,10 +134,20 @@ fn apply(
     now: DateTime<Utc>,
 ) -> Result<Reward, Error> {
     let decided = record(conn, reward, reviewer, decision)?;
+    announce_decided(conn, decision, std::slice::from_ref(&decided))?;
     if decided.status == RewardStatus::Approved && decided.hold_until <= now {
         return credit_locked(conn, &decided, &reviewer.actor);
     }
     Ok(decided)
+}
+
+/// `reward.approved` or `reward.denied` for rewards just decided.
+fn announce_decided(conn: &mut PgConnection, decision: &Decision, decided: &[Reward]) -> Result<(), Error> {
+    let event = match decision {
+        Decision::Approve => Event::RewardApproved,
+        Decision::Deny(_) => Event::RewardDenied,
+    };
+    events::announce(conn, event, decided)
 }
 
 /// The decision's status change and its audit event, on a locked reward.
@@ -272,13 +284,15 @@ pub fn decide_many(
         }
         // Credits lock beneficiaries; in beneficiary order, as the hold release does.
         found.sort_by_key(|reward| (reward.beneficiary_id, reward.id));
-        let mut due = Vec::new();
+        let mut decided = Vec::with_capacity(found.len());
         for reward in &found {
-            let decided = record(conn, reward, reviewer, decision)?;
-            if decided.status == RewardStatus::Approved && decided.hold_until <= now {
-                due.push(decided);
-            }
+            decided.push(record(conn, reward, reviewer, decision)?);
         }
+        announce_decided(conn, decision, &decided)?;
+        let due: Vec<Reward> = decided
+            .into_iter()
+            .filter(|reward| reward.status == RewardStatus::Approved && reward.hold_until <= now)
+            .collect();
         Ok(BulkOutcome {
             decided: found.len(),
             credited: credit_many(conn, &due, &reviewer.actor)?,

@@ -11,10 +11,11 @@ use diesel::prelude::*;
 
 use crate::db::schema::rewards;
 use crate::domain::ledger::{self, Kind, NewEntry};
+use crate::domain::webhooks::Event;
 use crate::domain::Actor;
 use crate::error::Error;
 
-use super::{Reversal, Reward, RewardStatus};
+use super::{events, Reversal, Reward, RewardStatus};
 
 pub use super::engine::VOID_ARCHIVED;
 
@@ -30,7 +31,7 @@ pub fn void_unpaid_of_transaction(
     reason: &str,
     now: DateTime<Utc>,
 ) -> Result<usize, Error> {
-    Ok(diesel::update(
+    let voided: Vec<(i64, i64)> = diesel::update(
         rewards::table
             .filter(rewards::transaction_id.eq(transaction_id))
             .filter(rewards::status.eq_any(UNPAID)),
@@ -40,7 +41,10 @@ pub fn void_unpaid_of_transaction(
         rewards::void_reason.eq(reason),
         rewards::updated_at.eq(now),
     ))
-    .execute(conn)?)
+    .returning((rewards::program_id, rewards::id))
+    .get_results(conn)?;
+    events::announce_ids(conn, Event::RewardVoided, voided.iter().copied())?;
+    Ok(voided.len())
 }
 
 /// Voids the unpaid rewards a referred friend brought (as friend or for their referrer).
@@ -49,7 +53,7 @@ pub fn void_unpaid_of_friend(
     friend_id: i64,
     now: DateTime<Utc>,
 ) -> Result<usize, Error> {
-    Ok(diesel::update(
+    let voided: Vec<(i64, i64)> = diesel::update(
         rewards::table
             .filter(rewards::friend_id.eq(friend_id))
             .filter(rewards::status.eq_any(UNPAID)),
@@ -59,7 +63,10 @@ pub fn void_unpaid_of_friend(
         rewards::void_reason.eq(VOID_FRIEND_DELETED),
         rewards::updated_at.eq(now),
     ))
-    .execute(conn)?)
+    .returning((rewards::program_id, rewards::id))
+    .get_results(conn)?;
+    events::announce_ids(conn, Event::RewardVoided, voided.iter().copied())?;
+    Ok(voided.len())
 }
 
 /// Reverses the credited rewards of a refunded transaction (see the module documentation).

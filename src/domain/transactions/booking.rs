@@ -15,7 +15,7 @@ use crate::domain::customers::{self, Customer};
 use crate::domain::programs::Program;
 use crate::domain::rewards::engine::{self, Event, Fired};
 use crate::domain::rewards::lookup::{self, RewardLine};
-use crate::domain::{audit, Actor};
+use crate::domain::{audit, webhooks, Actor};
 use crate::error::Error;
 
 use super::input::{CustomerRef, NewTransaction};
@@ -198,6 +198,7 @@ fn insert_and_fire(
             })),
         },
     )?;
+    super::lifecycle::announce(conn, webhooks::Event::TransactionCreated, &sale)?;
     Ok(Some(sale))
 }
 

@@ -20,8 +20,10 @@ use serde_json::json;
 use crate::db::schema::transactions;
 use crate::domain::customers;
 use crate::domain::programs::Program;
-use crate::domain::rewards::engine::{self, Event, VOID_ARCHIVED};
+use crate::domain::rewards::engine::{self, Event::Sale, VOID_ARCHIVED};
 use crate::domain::rewards::voiding::{self, VOID_REFUNDED};
+use crate::domain::rewards::{lookup, view};
+use crate::domain::webhooks::{self, Event};
 use crate::domain::{audit, Actor};
 use crate::error::Error;
 
@@ -87,6 +89,21 @@ fn record(
     )
 }
 
+/// Emits `event` about `sale` (as `POST /v1/transactions` shows it, its customer as the
+/// customer events carry it) when the program has a subscription.
+pub(super) fn announce(conn: &mut PgConnection, event: Event, sale: &Transaction) -> Result<(), Error> {
+    if !webhooks::has_subscriptions(conn, sale.program_id)? {
+        return Ok(());
+    }
+    let customer = customers::find(conn, sale.program_id, sale.customer_id)?;
+    let customer = webhooks::customer_data_read(conn, &customer)?;
+    let rewards = lookup::of_transaction(conn, sale.id)?;
+    let data = serde_json::to_value(view::transaction(sale, customer, &rewards))
+        .map_err(|error| Error::Internal(error.into()))?;
+    webhooks::emit(conn, sale.program_id, event, Some(sale.customer_id), &data)?;
+    Ok(())
+}
+
 /// Refunds the transaction with `key`.
 pub fn refund(
     conn: &mut PgConnection,
@@ -104,6 +121,7 @@ pub fn refund(
         voiding::void_unpaid_of_transaction(conn, updated.id, VOID_REFUNDED, now)?;
         voiding::reverse_credited_of_transaction(conn, actor, updated.id, now)?;
         record(conn, actor, &current, &updated)?;
+        announce(conn, Event::TransactionDeleted, &updated)?;
         Ok(updated)
     })
 }
@@ -125,6 +143,7 @@ pub fn archive(
         let updated = set_status(conn, &current, TransactionStatus::Archived)?;
         voiding::void_unpaid_of_transaction(conn, updated.id, VOID_ARCHIVED, Utc::now())?;
         record(conn, actor, &current, &updated)?;
+        announce(conn, Event::TransactionUpdated, &updated)?;
         Ok(updated)
     })
 }
@@ -145,9 +164,10 @@ pub fn revoke_archive(
         }
         let updated = set_status(conn, &current, TransactionStatus::Active)?;
         let customer = customers::find(conn, program.id, updated.customer_id)?;
-        let fired = engine::fire(conn, program.id, &customer, Event::Sale(&updated), Utc::now())?;
+        let fired = engine::fire(conn, program.id, &customer, Sale(&updated), Utc::now())?;
         let updated = booking::store_notes(conn, updated, &fired)?;
         record(conn, actor, &current, &updated)?;
+        announce(conn, Event::TransactionUpdated, &updated)?;
         Ok(updated)
     })
 }
