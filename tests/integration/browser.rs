@@ -18,6 +18,7 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
+use diesel::RunQueryDsl;
 use fantoccini::elements::Element;
 use fantoccini::{Client, ClientBuilder, Locator};
 use futures_util::future::BoxFuture;
@@ -949,5 +950,121 @@ async fn back_button_after_sign_out_shows_no_customer_data(app: &TestApp, tab: &
 
     tab.client.back().await?;
     tab.does_not_see("ada.lovelace@analytical.example").await?;
+    Ok(())
+}
+
+/// Issue 20's loop end to end: an admin writes a rule in the rules form; the API creates a
+/// referrer and a friend and posts the friend's first sale; after the 14-day hold the reward
+/// waits in the queue for approval; a support member approves it; the referrer's balance
+/// shows 10.00 USD.
+#[apply(browser_scenario!)]
+async fn rule_sale_hold_approval_balance(app: &TestApp, tab: &Tab) -> anyhow::Result<()> {
+    signed_in(app, tab, Role::Admin).await?;
+    tab.follow("Reward rules").await?;
+    tab.sees("No rules yet").await?;
+    tab.follow("New rule").await?;
+    tab.fill("Name", "Friend's first sale").await?;
+    tab.choose("Trigger", "A sale by the referred friend").await?;
+    tab.choose("Which sales", "The first sale only").await?;
+    tab.choose("Who earns", "The referrer").await?;
+    tab.choose("Amount", "A fixed amount").await?;
+    tab.fill("Referrer earns", "10").await?;
+    tab.choose("Currency", "USD").await?;
+    tab.fill("Hold period (days)", "14").await?;
+    for checkbox in ["Is a currency", "Needs manual approval", "Enabled"] {
+        let field = tab.field(checkbox).await?;
+        if !field.is_selected().await? {
+            field.click().await?;
+        }
+    }
+    tab.press("Create rule").await?;
+    assert_eq!(tab.path().await?, "/rules");
+    let rule = tab.text_of("table.data tbody tr").await?;
+    for part in [
+        "Friend's first sale",
+        "Referrer: 10",
+        "USD",
+        "14-day hold, manual approval",
+        "enabled",
+    ] {
+        assert!(rule.contains(part), "{part:?} in the rule's row: {rule}");
+    }
+
+    let api = reqwest::Client::new();
+    let token = app.create_token("default");
+    let post = |path: &'static str, body: serde_json::Value| {
+        let request = api
+            .post(format!("{}/v1{path}", app.address))
+            .bearer_auth(&token)
+            .json(&body);
+        async move {
+            let response = request.send().await?;
+            let status = response.status();
+            let body: serde_json::Value = response.json().await?;
+            anyhow::ensure!(status.is_success(), "POST {path}: {status} {body}");
+            anyhow::Ok(body)
+        }
+    };
+    post(
+        "/customers",
+        serde_json::json!({"key": "ada", "email": "ada@analytical.example", "name": "Ada", "surname": "Lovelace"}),
+    )
+    .await?;
+    post(
+        "/customers",
+        serde_json::json!({"key": "bob", "email": "bob@engine.example", "name": "Bob", "surname": "Babbage",
+                           "referring_customer": {"key": "ada"}}),
+    )
+    .await?;
+    let sale = post(
+        "/transactions",
+        serde_json::json!({"key": "order-1", "customer": {"key": "bob"}, "amount": 120, "action": "sale"}),
+    )
+    .await?;
+    let rewards = sale["data"]["rewards"]
+        .as_array()
+        .context("the sale lists its rewards")?;
+    assert_eq!(rewards.len(), 1, "one reward for the referrer: {sale}");
+    assert_eq!(rewards[0]["status"], "pending", "{sale}");
+
+    // Within the hold the reward is pending but not yet ready for review.
+    tab.follow("Rewards").await?;
+    let row = tab.text_of("tr.reward").await?;
+    assert!(row.contains("Ada Lovelace") && row.contains("10.00"), "{row}");
+    assert!(!row.contains("ready for review"), "still in hold: {row}");
+
+    // Fifteen days later the release task runs: a reward that needs approval is not
+    // credited by it, it waits for a reviewer.
+    let later = chrono::Utc::now() + chrono::Duration::days(15);
+    let released = referdesk::domain::rewards::credit::release_due(&mut app.conn(), later)
+        .map_err(|error| anyhow!("release_due: {error}"))?;
+    assert_eq!(released, Default::default(), "nothing credited without approval");
+    // The server reads the real clock: moving the reward's times 15 days back is how the
+    // queue sees those days pass.
+    diesel::sql_query(
+        "UPDATE rewards SET created_at = created_at - interval '15 days', \
+         hold_until = hold_until - interval '15 days'",
+    )
+    .execute(&mut app.conn())?;
+    tab.client.refresh().await?;
+    let row = tab.text_of("tr.reward").await?;
+    assert!(row.contains("ready for review"), "the hold is over: {row}");
+    assert!(row.contains("pending"), "it waits for approval: {row}");
+    tab.visit("/customers/ada").await?;
+    tab.sees("No credits yet.").await?;
+
+    tab.press("Sign out").await?;
+    signed_in(app, tab, Role::Support).await?;
+    tab.follow("Rewards").await?;
+    tab.sees("Showing 1–1 of 1 rewards.").await?;
+    tab.press("Approve").await?;
+    tab.sees("approved and credited").await?;
+    tab.visit("/rewards?status=credited").await?;
+    let row = tab.text_of("tr.reward").await?;
+    assert!(row.contains("credited") && row.contains("Ada Lovelace"), "{row}");
+
+    tab.visit("/customers/ada").await?;
+    let balance = tab.text_of("#balance .stats").await?;
+    assert!(balance.contains("10.00") && balance.contains("USD"), "{balance}");
     Ok(())
 }
