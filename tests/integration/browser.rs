@@ -1128,9 +1128,21 @@ impl Tab {
     async fn looks_right(&self, name: &str) -> anyhow::Result<()> {
         let found = self.client.execute(LAYOUT_CHECK, vec![]).await?;
         if let Some(dir) = std::env::var_os("REFERDESK_SCREENSHOTS") {
+            // The whole page, not only what the window shows: stretch the window to it.
+            let (width, height) = self.client.get_window_size().await?;
+            let full = self
+                .client
+                .execute("return document.documentElement.scrollHeight", vec![])
+                .await?
+                .as_u64()
+                .unwrap_or(height);
+            self.client
+                .set_window_size(width as u32, full.max(height) as u32)
+                .await?;
             let png = Path::new(&dir).join(format!("{name}.png"));
-            std::fs::write(&png, self.client.screenshot().await?)
-                .with_context(|| format!("write {}", png.display()))?;
+            let shot = self.client.screenshot().await;
+            self.client.set_window_size(width as u32, height as u32).await?;
+            std::fs::write(&png, shot?).with_context(|| format!("write {}", png.display()))?;
         }
         let problems: Vec<String> = serde_json::from_value(found)?;
         anyhow::ensure!(

@@ -186,7 +186,7 @@ async fn transactions_and_customers_show_the_rewards_they_triggered() {
         as_friend.contains("<a href=\"/customers/ada\">ada</a>"),
         "the referrer is named"
     );
-    assert!(rewards[..rewards.find("Earned as friend").unwrap()].contains("None."));
+    assert!(rewards[..rewards.find("Earned as friend").unwrap()].contains("No rewards yet."));
 
     let (_, body) = browser.get_html("/customers/ada").await;
     let rewards = &body[body.find("id=\"rewards\"").unwrap()..];
