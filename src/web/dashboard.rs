@@ -53,6 +53,21 @@ impl RangeQuery {
 }
 
 impl DashboardPage {
+    /// The funnel's steps; a share of a step before that counted nothing is left out
+    /// (friends added over the API or by hand never clicked a link: "0%" would mislead).
+    fn funnel_steps(&self) -> Vec<(&'static str, i64, String)> {
+        let mut before = None;
+        self.funnel
+            .steps()
+            .into_iter()
+            .map(|(label, count, share)| {
+                let share = if before == Some(0) { String::new() } else { share };
+                before = Some(count);
+                (label, count, share)
+            })
+            .collect()
+    }
+
     fn num<T: std::borrow::Borrow<i64>>(&self, value: T) -> String {
         crate::web::paging::thousands(*value.borrow())
     }

@@ -117,16 +117,29 @@ pub async fn index(
         browse::list(conn, program_id, &filter, current, PER_PAGE).map(Ok)
     })
     .await?;
-    let (rows, total, errors) = match (parsed, result) {
-        (Err(error), _) => (Vec::new(), 0, FormErrors::from_error(error)?),
+    let (listing, errors) = match (parsed, result) {
+        (Err(error), _) => (None, FormErrors::from_error(error)?),
         (Ok(_), Err(_)) => (
-            Vec::new(),
-            0,
+            None,
             FormErrors::one("customer", "No customer with this key in this program."),
         ),
-        (Ok(_), Ok((rows, total))) => (rows, total, FormErrors::default()),
+        (Ok(_), Ok(listing)) => (Some(listing), FormErrors::default()),
     };
-    let pager = Pager::new(query.url(), "page", current, PER_PAGE, total);
+    let url = query.url();
+    // Millions of transactions are not counted to their end: past the count limit the
+    // pager says "more than" and runs to the next page.
+    let (rows, pager) = match listing {
+        None => (Vec::new(), Pager::new(url, "page", current, PER_PAGE, 0)),
+        Some(found) if found.total_is_exact => (
+            found.rows,
+            Pager::new(url, "page", current, PER_PAGE, found.total),
+        ),
+        Some(found) => {
+            let shown = found.rows.len() as i64;
+            let pager = Pager::at_least(url, "page", current, PER_PAGE, found.total, shown, found.has_next);
+            (found.rows, pager)
+        }
+    };
     render_status(
         errors.status(),
         &TransactionsPage {

@@ -18,6 +18,7 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
+use diesel::RunQueryDsl;
 use fantoccini::elements::Element;
 use fantoccini::{Client, ClientBuilder, Locator};
 use futures_util::future::BoxFuture;
@@ -583,6 +584,38 @@ async fn signed_in(app: &TestApp, tab: &Tab, role: Role) -> anyhow::Result<()> {
     tab.sign_in(&email, PASSWORD).await
 }
 
+/// The program's API, called with a token as an integration would.
+struct ApiClient {
+    client: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl ApiClient {
+    fn new(app: &TestApp) -> ApiClient {
+        ApiClient {
+            client: reqwest::Client::new(),
+            base: format!("{}/v1", app.address),
+            token: app.create_token("default"),
+        }
+    }
+
+    /// Posts `body`; anything but a success is an error naming the answer.
+    async fn post(&self, path: &str, body: serde_json::Value) -> anyhow::Result<serde_json::Value> {
+        let response = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await?;
+        let status = response.status();
+        let body: serde_json::Value = response.json().await?;
+        anyhow::ensure!(status.is_success(), "POST {path}: {status} {body}");
+        Ok(body)
+    }
+}
+
 // --- scenarios ------------------------------------------------------------------------------
 
 /// The one-time setup link from the server log creates the first admin; they can sign out
@@ -949,5 +982,308 @@ async fn back_button_after_sign_out_shows_no_customer_data(app: &TestApp, tab: &
 
     tab.client.back().await?;
     tab.does_not_see("ada.lovelace@analytical.example").await?;
+    Ok(())
+}
+
+/// Issue 20's loop end to end: an admin writes a rule in the rules form; the API creates a
+/// referrer and a friend and posts the friend's first sale; after the 14-day hold the reward
+/// waits in the queue for approval; a support member approves it; the referrer's balance
+/// shows 10.00 USD.
+#[apply(browser_scenario!)]
+async fn rule_sale_hold_approval_balance(app: &TestApp, tab: &Tab) -> anyhow::Result<()> {
+    signed_in(app, tab, Role::Admin).await?;
+    tab.follow("Reward rules").await?;
+    tab.sees("No rules yet").await?;
+    tab.follow("New rule").await?;
+    tab.fill("Name", "Friend's first sale").await?;
+    tab.choose("Trigger", "A sale by the referred friend").await?;
+    tab.choose("Which sales", "The first sale only").await?;
+    tab.choose("Who earns", "The referrer").await?;
+    tab.choose("Amount", "A fixed amount").await?;
+    tab.fill("Referrer earns", "10").await?;
+    tab.choose("Currency", "USD").await?;
+    tab.fill("Hold period (days)", "14").await?;
+    for checkbox in ["Is a currency", "Needs manual approval", "Enabled"] {
+        let field = tab.field(checkbox).await?;
+        if !field.is_selected().await? {
+            field.click().await?;
+        }
+    }
+    tab.press("Create rule").await?;
+    assert_eq!(tab.path().await?, "/rules");
+    let rule = tab.text_of("table.data tbody tr").await?;
+    for part in [
+        "Friend's first sale",
+        "Referrer: 10",
+        "USD",
+        "14-day hold, manual approval",
+        "enabled",
+    ] {
+        assert!(rule.contains(part), "{part:?} in the rule's row: {rule}");
+    }
+
+    let api = ApiClient::new(app);
+    let post = |path: &'static str, body: serde_json::Value| api.post(path, body);
+    post(
+        "/customers",
+        serde_json::json!({"key": "ada", "email": "ada@analytical.example", "name": "Ada", "surname": "Lovelace"}),
+    )
+    .await?;
+    post(
+        "/customers",
+        serde_json::json!({"key": "bob", "email": "bob@engine.example", "name": "Bob", "surname": "Babbage",
+                           "referring_customer": {"key": "ada"}}),
+    )
+    .await?;
+    let sale = post(
+        "/transactions",
+        serde_json::json!({"key": "order-1", "customer": {"key": "bob"}, "amount": 120, "action": "sale"}),
+    )
+    .await?;
+    let rewards = sale["data"]["rewards"]
+        .as_array()
+        .context("the sale lists its rewards")?;
+    assert_eq!(rewards.len(), 1, "one reward for the referrer: {sale}");
+    assert_eq!(rewards[0]["status"], "pending", "{sale}");
+
+    // Within the hold the reward is pending but not yet ready for review.
+    tab.follow("Rewards").await?;
+    let row = tab.text_of("tr.reward").await?;
+    assert!(row.contains("Ada Lovelace") && row.contains("10.00"), "{row}");
+    assert!(!row.contains("ready for review"), "still in hold: {row}");
+
+    // Fifteen days later the release task runs: a reward that needs approval is not
+    // credited by it, it waits for a reviewer.
+    let later = chrono::Utc::now() + chrono::Duration::days(15);
+    let released = referdesk::domain::rewards::credit::release_due(&mut app.conn(), later)
+        .map_err(|error| anyhow!("release_due: {error}"))?;
+    assert_eq!(released, Default::default(), "nothing credited without approval");
+    // The server reads the real clock: moving the reward's times 15 days back is how the
+    // queue sees those days pass.
+    diesel::sql_query(
+        "UPDATE rewards SET created_at = created_at - interval '15 days', \
+         hold_until = hold_until - interval '15 days'",
+    )
+    .execute(&mut app.conn())?;
+    tab.client.refresh().await?;
+    let row = tab.text_of("tr.reward").await?;
+    assert!(row.contains("ready for review"), "the hold is over: {row}");
+    assert!(row.contains("pending"), "it waits for approval: {row}");
+    tab.visit("/customers/ada").await?;
+    tab.sees("No credits yet.").await?;
+
+    tab.press("Sign out").await?;
+    signed_in(app, tab, Role::Support).await?;
+    tab.follow("Rewards").await?;
+    tab.sees("Showing 1–1 of 1 rewards.").await?;
+    tab.press("Approve").await?;
+    tab.sees("approved and credited").await?;
+    tab.visit("/rewards?status=credited").await?;
+    let row = tab.text_of("tr.reward").await?;
+    assert!(row.contains("credited") && row.contains("Ada Lovelace"), "{row}");
+
+    tab.visit("/customers/ada").await?;
+    let balance = tab.text_of("#balance .stats").await?;
+    assert!(balance.contains("10.00") && balance.contains("USD"), "{balance}");
+    Ok(())
+}
+
+/// What a page shows that a person would trip over, found by script: elements sticking out
+/// past the right edge (outside a scrolling wrapper), form fields without a label, and the
+/// number of `h1` headings (one is expected).
+const LAYOUT_CHECK: &str = r#"
+const width = document.documentElement.clientWidth;
+const problems = [];
+if (document.documentElement.scrollWidth > width + 1) {
+  for (const element of document.body.querySelectorAll('*')) {
+    const box = element.getBoundingClientRect();
+    if (box.width === 0 || box.right <= width + 1) continue;
+    let scrolled = false;
+    for (let up = element.parentElement; up && up !== document.body; up = up.parentElement) {
+      const overflow = getComputedStyle(up).overflowX;
+      if (overflow === 'auto' || overflow === 'scroll' || overflow === 'hidden') { scrolled = true; break; }
+    }
+    if (scrolled) continue;
+    const parent = element.parentElement;
+    if (parent && parent !== document.body && parent.getBoundingClientRect().right > width + 1) continue;
+    problems.push('sticks out ' + Math.round(box.right - width) + 'px: <' + element.tagName.toLowerCase()
+      + (element.className ? ' class="' + element.className + '"' : '') + '> '
+      + (element.innerText || '').trim().slice(0, 60));
+  }
+}
+for (const field of document.querySelectorAll('input, select, textarea')) {
+  if (field.type === 'hidden' || field.type === 'submit' || field.type === 'button') continue;
+  const labelled = field.closest('label') || field.getAttribute('aria-label')
+    || field.getAttribute('aria-labelledby') || (field.id && document.querySelector('label[for="' + field.id + '"]'));
+  if (!labelled) problems.push('no label: <' + field.tagName.toLowerCase() + ' name="' + field.name + '">');
+}
+const headings = document.querySelectorAll('h1').length;
+if (headings !== 1) problems.push(headings + ' h1 headings');
+return problems;
+"#;
+
+impl Tab {
+    /// Checks the page as it is at the window's width with [`LAYOUT_CHECK`]; with
+    /// `REFERDESK_SCREENSHOTS=<dir>` set, also saves a screenshot `<dir>/<name>.png` to look at.
+    async fn looks_right(&self, name: &str) -> anyhow::Result<()> {
+        let found = self.client.execute(LAYOUT_CHECK, vec![]).await?;
+        if let Some(dir) = std::env::var_os("REFERDESK_SCREENSHOTS") {
+            // The whole page, not only what the window shows: stretch the window to it.
+            let (width, height) = self.client.get_window_size().await?;
+            let full = self
+                .client
+                .execute("return document.documentElement.scrollHeight", vec![])
+                .await?
+                .as_u64()
+                .unwrap_or(height);
+            self.client
+                .set_window_size(width as u32, full.max(height) as u32)
+                .await?;
+            let png = Path::new(&dir).join(format!("{name}.png"));
+            let shot = self.client.screenshot().await;
+            self.client.set_window_size(width as u32, height as u32).await?;
+            std::fs::write(&png, shot?).with_context(|| format!("write {}", png.display()))?;
+        }
+        let problems: Vec<String> = serde_json::from_value(found)?;
+        anyhow::ensure!(
+            problems.is_empty(),
+            "{name} ({}):\n{}",
+            self.path().await?,
+            problems.join("\n")
+        );
+        Ok(())
+    }
+
+    /// The link in the main navigation marked as the current section.
+    async fn current_section(&self) -> anyhow::Result<String> {
+        self.text_of(".mainnav a[aria-current='page']").await
+    }
+}
+
+/// The pages of rewards, transactions and webhooks, at a desktop's width and a phone's
+/// (375 px): nothing sticks out of the page, every field has a label, one heading each,
+/// and each page is marked in the navigation.
+#[apply(browser_scenario!)]
+async fn reward_pages_fit_desktop_and_phone(app: &TestApp, tab: &Tab) -> anyhow::Result<()> {
+    let rule = crate::transactions::add_rule(
+        app,
+        &[
+            (
+                "name",
+                "'A rather long rule name: 10 USD for the friend''s first sale'",
+            ),
+            ("sale_scope", "'first'"),
+            ("hold_days", "14"),
+            ("needs_approval", "true"),
+        ],
+    );
+    let api = ApiClient::new(app);
+    api.post(
+        "/customers",
+        serde_json::json!({"key": "ada", "email": "ada.lovelace@analytical.example", "name": "Ada", "surname": "Lovelace"}),
+    )
+    .await?;
+    for n in 1..=30 {
+        let friend = format!("friend-{n:02}");
+        api.post(
+            "/customers",
+            serde_json::json!({"key": friend, "email": format!("{friend}@a-long-domain-name.example"),
+                               "name": "Friend", "surname": format!("{n:02}"), "referring_customer": {"key": "ada"}}),
+        )
+        .await?;
+        api.post(
+            "/transactions",
+            serde_json::json!({"key": format!("order-with-a-long-key-{n:04}"), "customer": {"key": friend},
+                               "amount": 1234.56, "product_type": "subscription"}),
+        )
+        .await?;
+    }
+    signed_in(app, tab, Role::Admin).await?;
+    // A new admin's first webhook: this machine resolves no public host name, so the form
+    // refuses one, with a message next to the URL...
+    tab.follow("Webhooks").await?;
+    tab.sees("No webhooks yet.").await?;
+    tab.follow("New webhook").await?;
+    tab.fill("Name", "Our backend").await?;
+    tab.fill("URL", "https://hooks.shop.example/referdesk/webhooks/incoming")
+        .await?;
+    tab.press("Create webhook").await?;
+    assert!(tab
+        .message_next_to("URL")
+        .await?
+        .contains("could not be resolved"));
+    // ...and the subscription is made as an on-premise setup (private receivers allowed)
+    // would; its deliveries fail, which fills the delivery log.
+    let program = app.default_program();
+    let input = referdesk::domain::webhooks::SubscriptionInput {
+        name: Some("Our backend".into()),
+        url: Some("https://127.0.0.1:9/referdesk/webhooks/incoming".into()),
+        all_events: Some(true),
+        events: Some(Vec::new()),
+        is_active: Some(true),
+    };
+    let policy = referdesk::domain::webhooks::addresses::Policy {
+        allow_http: false,
+        allow_private: true,
+    };
+    referdesk::domain::webhooks::subscriptions::create(
+        &mut app.conn(),
+        program.id,
+        &referdesk::domain::Actor::system(),
+        input,
+        policy,
+    )
+    .map_err(|error| anyhow!("webhook subscription: {error}"))?;
+    tab.follow("Webhooks").await?;
+    tab.follow("Our backend").await?;
+    tab.sees("Deliveries of “Our backend”").await?;
+    let deliveries = tab.path().await?;
+
+    let reward: i64 = {
+        use diesel::prelude::*;
+        referdesk::db::schema::rewards::table
+            .select(referdesk::db::schema::rewards::id)
+            .order(referdesk::db::schema::rewards::id.asc())
+            .first(&mut app.conn())?
+    };
+    let pages: Vec<(&str, String, &str)> = vec![
+        ("dashboard", "/".into(), "Dashboard"),
+        ("rules", "/rules".into(), "Reward rules"),
+        ("rules-new", "/rules/new".into(), "Reward rules"),
+        ("rules-edit", format!("/rules/{rule}/edit"), "Reward rules"),
+        ("transactions", "/transactions".into(), "Transactions"),
+        (
+            "transactions-page-2",
+            "/transactions?status=booked&page=2".into(),
+            "Transactions",
+        ),
+        ("rewards", "/rewards".into(), "Rewards"),
+        ("rewards-all", "/rewards?status=all&flagged=1".into(), "Rewards"),
+        ("reward-deny", format!("/rewards/{reward}/deny"), "Rewards"),
+        ("customer", "/customers/ada".into(), "Customers"),
+        ("friend", "/customers/friend-01".into(), "Customers"),
+        ("webhooks", "/webhooks".into(), "Webhooks"),
+        ("webhooks-new", "/webhooks/new".into(), "Webhooks"),
+        ("webhook-deliveries", deliveries, "Webhooks"),
+        (
+            "customer-deliveries",
+            "/webhooks/deliveries?customer=ada".into(),
+            "Webhooks",
+        ),
+    ];
+    for (width, height, device) in [(1280, 1000, "desktop"), (375, 800, "phone")] {
+        tab.client.set_window_size(width, height).await?;
+        for (name, path, section) in &pages {
+            tab.visit(path).await?;
+            tab.does_not_see("Internal Server Error").await?;
+            assert_eq!(&tab.current_section().await?, section, "{path} in the navigation");
+            tab.looks_right(&format!("{name}-{device}")).await?;
+        }
+        // The bulk confirmation is reached by a button, not an address.
+        tab.visit("/rewards").await?;
+        tab.press("Approve all matching…").await?;
+        tab.sees("30").await?;
+        tab.looks_right(&format!("rewards-confirm-{device}")).await?;
+    }
     Ok(())
 }

@@ -186,7 +186,7 @@ async fn transactions_and_customers_show_the_rewards_they_triggered() {
         as_friend.contains("<a href=\"/customers/ada\">ada</a>"),
         "the referrer is named"
     );
-    assert!(rewards[..rewards.find("Earned as friend").unwrap()].contains("None."));
+    assert!(rewards[..rewards.find("Earned as friend").unwrap()].contains("No rewards yet."));
 
     let (_, body) = browser.get_html("/customers/ada").await;
     let rewards = &body[body.find("id=\"rewards\"").unwrap()..];
@@ -321,4 +321,51 @@ async fn the_dashboard_shows_reward_totals_and_the_funnel_over_a_range() {
     assert_eq!(status, 422);
     assert!(body.contains("Choose 7, 30 or 90 days, or a custom range."));
     assert_eq!(funnel(&body), vec![20, 2, 1, 1], "the last 30 days instead");
+}
+
+/// Past `COUNT_LIMIT` matches the transactions page stops counting: it says "more than"
+/// and pages on by whether a next page exists; the customer panel says the same.
+#[apply(integration_test!)]
+async fn the_transactions_page_caps_its_count() {
+    use diesel::RunQueryDsl;
+    use referdesk::domain::transactions::browse::COUNT_LIMIT;
+
+    let app = TestApp::spawn().await;
+    let program = app.default_program();
+    let (_, bob) = referral(&app, program.id, 60);
+    diesel::sql_query(format!(
+        "INSERT INTO transactions (program_id, customer_id, key, amount, amount_units, action, \
+         status, rewardable, reward_notes, request_hash, created_at, updated_at) \
+         SELECT {program}, {bob}, 'bulk-' || n, 1, 'USD', 'sale', 'active', false, '[]', 'h', \
+         now() - n * interval '1 second', now() FROM generate_series(1, {count}) AS n",
+        program = program.id,
+        count = COUNT_LIMIT + 30,
+    ))
+    .execute(&mut app.conn())
+    .unwrap();
+    let (_, browser) = app.signed_in_browser("viewer@example.com", Role::Viewer).await;
+
+    let (status, body) = browser.get_html("/transactions").await;
+    assert_eq!(status, 200);
+    assert_eq!(rows_in(&body), 25);
+    assert!(body.contains("Showing 1–25 of more than 1,000"), "{body}");
+    assert!(body.contains("bulk-1<"), "newest first");
+    // A page past the count still lists what is there, and ends the paging.
+    let last = (COUNT_LIMIT + 30 + 24) / 25;
+    let (_, body) = browser.get_html(&format!("/transactions?page={last}")).await;
+    assert_eq!(rows_in(&body), ((COUNT_LIMIT + 30 - 1) % 25 + 1) as usize);
+    assert!(
+        body.contains(&format!("bulk-{}<", COUNT_LIMIT + 30)),
+        "the oldest"
+    );
+    assert!(!body.contains("rel=\"next\""), "no page after the last");
+    let (_, body) = browser.get_html("/transactions?page=2").await;
+    assert!(body.contains("rel=\"next\""), "more pages after the second");
+
+    let (_, body) = browser.get_html("/customers/bob").await;
+    assert!(
+        body.contains("Transactions <span class=\"muted small\">(more than 1,000)</span>"),
+        "{body}"
+    );
+    assert!(body.contains("All transactions</a>"));
 }

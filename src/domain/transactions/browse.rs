@@ -105,28 +105,61 @@ fn filtered(program_id: i64, filter: &Filter) -> Filtered<'static> {
     query
 }
 
+/// Matching transactions are counted exactly up to this many; beyond, the page says "more
+/// than" this. (Counting every one of millions of rows on each view costs as much as
+/// reading them all.)
+pub const COUNT_LIMIT: i64 = 1000;
+
+/// One page of transactions and how many match.
+pub struct Listing {
+    pub rows: Vec<Row>,
+    /// Exact when `total_is_exact`, else [`COUNT_LIMIT`] ("more than").
+    pub total: i64,
+    pub total_is_exact: bool,
+    /// More transactions follow this page.
+    pub has_next: bool,
+}
+
 /// One page of the program's transactions matching `filter`, newest first, and how many
-/// match in all.
+/// match, counted up to [`COUNT_LIMIT`].
 pub fn list(
     conn: &mut PgConnection,
     program_id: i64,
     filter: &Filter,
     page: i64,
     per_page: i64,
-) -> Result<(Vec<Row>, i64), Error> {
+) -> Result<Listing, Error> {
     let per_page = per_page.clamp(1, 250);
-    let total: i64 = filtered(program_id, filter).count().get_result(conn)?;
+    let counted = filtered(program_id, filter)
+        .select(transactions::id)
+        .limit(COUNT_LIMIT + 1)
+        .load::<i64>(conn)?
+        .len() as i64;
+    let total_is_exact = counted <= COUNT_LIMIT;
+    let total = counted.min(COUNT_LIMIT);
     // Most customers have no transactions: their page then needs no second query.
-    if total == 0 {
-        return Ok((Vec::new(), 0));
+    if counted == 0 {
+        return Ok(Listing {
+            rows: Vec::new(),
+            total,
+            total_is_exact,
+            has_next: false,
+        });
     }
-    let rows: Vec<Transaction> = filtered(program_id, filter)
+    let mut rows: Vec<Transaction> = filtered(program_id, filter)
         .order((transactions::created_at.desc(), transactions::id.desc()))
-        .limit(per_page)
+        .limit(per_page + 1)
         .offset((page.max(1) - 1).saturating_mul(per_page))
         .select(Transaction::as_select())
         .load(conn)?;
-    Ok((with_details(conn, rows)?, total))
+    let has_next = rows.len() as i64 > per_page;
+    rows.truncate(usize::try_from(per_page).unwrap_or(0));
+    Ok(Listing {
+        rows: with_details(conn, rows)?,
+        total,
+        total_is_exact,
+        has_next,
+    })
 }
 
 /// The customer's latest `limit` transactions, newest first, and how many they have.
@@ -135,7 +168,7 @@ pub fn for_customer(
     program_id: i64,
     customer_id: i64,
     limit: i64,
-) -> Result<(Vec<Row>, i64), Error> {
+) -> Result<Listing, Error> {
     let filter = Filter {
         customer_id: Some(customer_id),
         ..Filter::default()

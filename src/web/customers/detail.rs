@@ -12,7 +12,7 @@ use crate::domain::ledger::{self, Balance, TransactionRow};
 use crate::domain::referral_links::{self, ReferralLink};
 use crate::domain::rewards::figures::{self, EarnedReward};
 use crate::domain::rewards::BeneficiaryRole;
-use crate::domain::transactions::browse::{self, Row};
+use crate::domain::transactions::browse::{self, Listing};
 use crate::error::Error;
 use crate::web::context::Page;
 use crate::web::forms::FormErrors;
@@ -30,7 +30,7 @@ const REWARDS_LIMIT: i64 = 20;
 /// The customer's transactions and the rewards they earned as referrer and as friend, each
 /// with how many there are in all.
 pub(super) struct RewardPanels {
-    pub transactions: (Vec<Row>, i64),
+    pub transactions: Listing,
     pub as_referrer: (Vec<EarnedReward>, i64),
     pub as_friend: (Vec<EarnedReward>, i64),
 }
@@ -46,6 +46,17 @@ impl RewardPanels {
             as_referrer: figures::earned_by(conn, customer_id, BeneficiaryRole::Referrer, REWARDS_LIMIT)?,
             as_friend: figures::earned_by(conn, customer_id, BeneficiaryRole::Friend, REWARDS_LIMIT)?,
         })
+    }
+
+    /// How many transactions the customer has: "1,234", or "more than 1,000" past the
+    /// count limit.
+    pub fn transactions_count(&self) -> String {
+        let total = crate::web::paging::thousands(self.transactions.total);
+        if self.transactions.total_is_exact {
+            total
+        } else {
+            format!("more than {total}")
+        }
     }
 
     /// The two reward tables: title, rows and total, and what the other side is called.
