@@ -254,13 +254,15 @@ fn sale_matches(
         Some(SaleScope::FirstN) => i64::from(rule.sale_count.unwrap_or(1)),
         Some(SaleScope::Every) | None => return Ok(Ok(())),
     };
-    // The friend's row lock serialises their concurrent sales: each counts the ones
-    // committed before it, so two "first" sales cannot both be first.
+    // The friend's row lock serialises their concurrent sales, and the count after it sees
+    // every active sale committed before (and this one): a sale is "first" in the order the
+    // lock admits them. Counting by id instead would let two sales both be first — the later
+    // id committing first cannot see the earlier one, and the earlier one does not count the
+    // later id. A restored (revoke-archive) sale also counts the sales made since.
     customers::lock_for_rewards(conn, context.friend.id)?;
     let number: i64 = transactions::table
         .filter(transactions::customer_id.eq(context.friend.id))
         .filter(transactions::status.eq(TransactionStatus::Active))
-        .filter(transactions::id.le(sale.id))
         .count()
         .get_result(conn)?;
     if number > allowed {
