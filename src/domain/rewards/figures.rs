@@ -58,18 +58,25 @@ struct Found {
     friend_id: i64,
 }
 
-/// The customer's latest rewards earned in `role`, newest first, and how many in all.
+/// The customer page's reward counts stop here (a top referrer may have earned tens of
+/// thousands); beyond, the page says "more than".
+pub const EARNED_COUNT_CAP: i64 = 1_000;
+
+/// The customer's latest rewards earned in `role`, newest first, and how many in all, up
+/// to [`EARNED_COUNT_CAP`] + 1.
 pub fn earned_by(
     conn: &mut PgConnection,
     customer_id: i64,
     role: BeneficiaryRole,
     limit: i64,
 ) -> Result<(Vec<EarnedReward>, i64), Error> {
-    let total: i64 = rewards::table
+    let counted: Vec<i64> = rewards::table
         .filter(rewards::beneficiary_id.eq(customer_id))
         .filter(rewards::role.eq(role))
-        .count()
-        .get_result(conn)?;
+        .select(rewards::id)
+        .limit(EARNED_COUNT_CAP + 1)
+        .load(conn)?;
+    let total = counted.len() as i64;
     if total == 0 {
         return Ok((Vec::new(), 0));
     }

@@ -59,6 +59,18 @@ impl RewardPanels {
         }
     }
 
+    /// A reward table's total as shown: exact up to the cap, then "more than".
+    pub fn earned_count(&self, total: &i64) -> String {
+        if *total > figures::EARNED_COUNT_CAP {
+            format!(
+                "more than {}",
+                crate::web::paging::thousands(figures::EARNED_COUNT_CAP)
+            )
+        } else {
+            crate::web::paging::thousands(*total)
+        }
+    }
+
     /// The two reward tables: title, rows and total, and what the other side is called.
     #[allow(clippy::type_complexity)]
     pub fn groups(&self) -> [(&'static str, &(Vec<EarnedReward>, i64), &'static str); 2] {
