@@ -1,0 +1,1 @@
+DROP INDEX rewards_beneficiary_role_idx;
