@@ -137,12 +137,7 @@ pub async fn credit(
             Ok((views::credit(customer, &transaction, &balances), booked_now))
         })
         .await?;
-    let status = if booked_now {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    Ok(data(status, &view))
+    Ok(data(super::created_or_replayed(booked_now), &view))
 }
 
 pub async fn transactions(

@@ -119,6 +119,16 @@ pub fn json<T: Serialize>(status: StatusCode, body: &T) -> HttpResponse {
 }
 
 /// `{"data": ..., "status": 1}`
+/// 201 for a request that made something now, 200 for a replay answered with what an
+/// earlier one made (an idempotency key, a transaction key).
+pub fn created_or_replayed(created: bool) -> StatusCode {
+    if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    }
+}
+
 pub fn data<T: Serialize>(status: StatusCode, data: &T) -> HttpResponse {
     #[derive(Serialize)]
     struct Data<'a, T> {

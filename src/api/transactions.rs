@@ -97,12 +97,7 @@ pub async fn create(
             ))
         })
         .await?;
-    let status = if created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    Ok(data(status, &view))
+    Ok(data(super::created_or_replayed(created), &view))
 }
 
 pub async fn list(
