@@ -400,6 +400,7 @@ diesel::table! {
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
     }
+        form_token -> Nullable<Uuid>,
 }
 
 diesel::joinable!(api_tokens -> programs (program_id));

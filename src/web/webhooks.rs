@@ -4,9 +4,11 @@
 use actix_web::{web, HttpResponse};
 use askama::Template;
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
 use crate::db;
-use crate::domain::webhooks::{delivery, subscriptions, Event, Subscription, SubscriptionInput};
+use crate::domain::webhooks::subscriptions::{self, Created};
+use crate::domain::webhooks::{delivery, Event, Subscription, SubscriptionInput};
 use crate::error::Error;
 use crate::web::context::Page;
 use crate::web::forms::{rerender, FormErrors};
@@ -59,6 +61,8 @@ struct SubscriptionForm {
     events: Vec<String>,
     all_events: bool,
     is_active: bool,
+    /// The new-subscription form's one-time token (see `subscriptions::create_once`).
+    form_token: String,
 }
 
 impl SubscriptionForm {
@@ -71,6 +75,7 @@ impl SubscriptionForm {
                 "events" => form.events.push(value),
                 "all_events" => form.all_events = value == "on",
                 "is_active" => form.is_active = value == "on",
+                "form_token" => form.form_token = value.trim().to_string(),
                 _ => {}
             }
         }
@@ -84,6 +89,7 @@ impl SubscriptionForm {
             events: subscription.events.clone(),
             all_events: subscription.all_events,
             is_active: subscription.is_active,
+            form_token: String::new(),
         }
     }
 
@@ -153,6 +159,7 @@ pub async fn new_form(state: web::Data<AppState>, page: Page) -> Result<HttpResp
     let form = SubscriptionForm {
         is_active: true,
         all_events: true,
+        form_token: Uuid::new_v4().to_string(),
         ..SubscriptionForm::default()
     };
     render(&form_page(&state, page, None, form, FormErrors::default()))
@@ -163,15 +170,35 @@ pub async fn create(
     page: Page,
     form: web::Form<Vec<(String, String)>>,
 ) -> Result<HttpResponse, Error> {
-    let form = SubscriptionForm::from_pairs(form.into_inner());
+    let mut form = SubscriptionForm::from_pairs(form.into_inner());
+    let Ok(form_token) = Uuid::parse_str(&form.form_token) else {
+        form.form_token = Uuid::new_v4().to_string();
+        let error = Error::invalid(
+            "form_token",
+            "This form is incomplete or expired. Check it and submit it again.",
+        );
+        return rerender(error, |errors| form_page(&state, page, None, form, errors));
+    };
     let (program_id, actor, input) = (page.program.id, page.actor(), form.input());
     let policy = state.config.webhooks.policy;
     let result = db::run(&state.pool, move |conn| {
-        subscriptions::create(conn, program_id, &actor, input, policy)
+        subscriptions::create_once(conn, program_id, &actor, input, policy, Some(form_token))
     })
     .await;
     match result {
-        Ok(created) => {
+        Ok(Created::New(created)) => {
+            keep_secret(&page, &created, false)?;
+            Ok(redirect("/webhooks"))
+        }
+        // A double click: the browser shows the second answer, so it shows the secret too.
+        Ok(Created::Before(created)) => {
+            page.flash(
+                "info",
+                format!(
+                    "This form was already submitted: webhook \"{}\" was created once, not twice.",
+                    created.name
+                ),
+            );
             keep_secret(&page, &created, false)?;
             Ok(redirect("/webhooks"))
         }

@@ -816,6 +816,8 @@ async fn admins_manage_webhooks_on_the_dashboard() {
     app.login_as(Role::Admin).await;
     let browser = &app.browser;
     let url = receiver.url("127.0.0.1", "/hook");
+    let (_, form) = browser.get_html("/webhooks/new").await;
+    let form_token = crate::helpers::form_token_in(&form).expect("the form has a one-time token");
 
     let refused = browser
         .post_form(
@@ -824,6 +826,7 @@ async fn admins_manage_webhooks_on_the_dashboard() {
                 ("name", "Backend"),
                 ("url", "ftp://example.com/"),
                 ("events", "customer.created"),
+                ("form_token", &form_token),
             ],
         )
         .await;
@@ -834,7 +837,10 @@ async fn admins_manage_webhooks_on_the_dashboard() {
         .unwrap()
         .contains("The URL must start with https://"));
     let refused = browser
-        .post_form("/webhooks", &[("name", "Backend"), ("url", &url)])
+        .post_form(
+            "/webhooks",
+            &[("name", "Backend"), ("url", &url), ("form_token", &form_token)],
+        )
         .await;
     assert_eq!(refused.status(), 422, "no event chosen");
 
@@ -847,6 +853,7 @@ async fn admins_manage_webhooks_on_the_dashboard() {
                 ("events", "customer.created"),
                 ("events", "customer.deleted"),
                 ("is_active", "on"),
+                ("form_token", &form_token),
             ],
         )
         .await;
@@ -1113,4 +1120,73 @@ async fn a_full_endpoint_does_not_hold_up_the_others() {
     let second = delivery::claim(&mut app.conn(), Utc::now(), limits).unwrap();
     assert_eq!(second.len(), 1);
     assert!(second[0].url.ends_with("/other"));
+}
+
+/// The new-webhook form carries a one-time token: two quick sends of the same form (a
+/// double click) make one subscription, the second answer shows the same secret and says
+/// so; a form without its token is refused and makes nothing.
+#[apply(integration_test!)]
+async fn a_webhook_form_sent_twice_makes_one_subscription() {
+    let receiver = Receiver::start().await;
+    let url = receiver.url("127.0.0.1", "/hook");
+    let app = spawn(settings(false, true)).await;
+    app.login_as(Role::Admin).await;
+    let browser = &app.browser;
+    let count = || -> i64 {
+        webhook_subscriptions::table
+            .count()
+            .get_result(&mut app.conn())
+            .unwrap()
+    };
+
+    let fields = |token: &str| {
+        vec![
+            ("name".to_string(), "Backend".to_string()),
+            ("url".to_string(), url.clone()),
+            ("all_events".to_string(), "on".to_string()),
+            ("is_active".to_string(), "on".to_string()),
+            ("form_token".to_string(), token.to_string()),
+        ]
+    };
+    let without: Vec<(String, String)> = fields("").into_iter().filter(|(name, _)| name != "form_token").collect();
+    let without: Vec<(&str, &str)> = without.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+    let refused = browser.post_form("/webhooks", &without).await;
+    assert_eq!(refused.status(), 422);
+    let html = refused.text().await.unwrap();
+    assert!(html.contains("This form is incomplete or expired"), "{html}");
+    assert!(crate::helpers::form_token_in(&html).is_some(), "a fresh token to send again");
+    assert_eq!(count(), 0);
+
+    let (_, form) = browser.get_html("/webhooks/new").await;
+    let form_token = crate::helpers::form_token_in(&form).expect("the form has a one-time token");
+    let sent = fields(&form_token);
+    let sent: Vec<(&str, &str)> = sent.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+    // Sent at once, as a double click does.
+    let (first, second) = tokio::join!(
+        browser.post_form("/webhooks", &sent),
+        browser.post_form("/webhooks", &sent)
+    );
+    assert_eq!(first.status(), 303);
+    assert_eq!(second.status(), 303);
+    assert_eq!(count(), 1, "one subscription for one form");
+    // And once more afterwards (the back button and a re-post).
+    let again = browser.post_form("/webhooks", &sent).await;
+    assert_eq!(again.status(), 303);
+    assert_eq!(count(), 1);
+    let secret: String = webhook_subscriptions::table
+        .select(webhook_subscriptions::secret)
+        .first(&mut app.conn())
+        .unwrap();
+    let (_, html) = browser.get_html("/webhooks").await;
+    assert!(html.contains("This form was already submitted"), "{html}");
+    assert!(html.contains(&secret), "the answer shown carries the secret");
+
+    // A new form makes a new subscription.
+    let (_, form) = browser.get_html("/webhooks/new").await;
+    let fresh = crate::helpers::form_token_in(&form).unwrap();
+    assert_ne!(fresh, form_token);
+    let sent = fields(&fresh);
+    let sent: Vec<(&str, &str)> = sent.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+    assert_eq!(browser.post_form("/webhooks", &sent).await.status(), 303);
+    assert_eq!(count(), 2);
 }

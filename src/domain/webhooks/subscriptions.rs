@@ -221,9 +221,45 @@ pub fn create(
     input: SubscriptionInput,
     policy: Policy,
 ) -> Result<Subscription, Error> {
+    create_once(conn, program_id, actor, input, policy, None).map(Created::into_inner)
+}
+
+/// What [`create_once`] did.
+#[derive(Debug)]
+pub enum Created {
+    New(Subscription),
+    /// The form was submitted before: the subscription it made then.
+    Before(Subscription),
+}
+
+impl Created {
+    pub fn into_inner(self) -> Subscription {
+        match self {
+            Created::New(subscription) | Created::Before(subscription) => subscription,
+        }
+    }
+}
+
+/// Creates a subscription once per `form_token` (the dashboard form's one-time token):
+/// the same form sent twice, even at once, makes one subscription, and the second send
+/// gets the first one's. Concurrent sends queue on the unique index; the later one inserts
+/// nothing and reads the row the earlier one committed.
+pub fn create_once(
+    conn: &mut PgConnection,
+    program_id: i64,
+    actor: &Actor,
+    input: SubscriptionInput,
+    policy: Policy,
+    form_token: Option<uuid::Uuid>,
+) -> Result<Created, Error> {
+    if let Some(token) = form_token {
+        if let Some(before) = created_by_form(conn, program_id, token)? {
+            return Ok(Created::Before(before));
+        }
+    }
     let checked = check(input, None, policy)?;
-    conn.transaction(|conn| {
-        let created: Subscription = diesel::insert_into(subs::table)
+    let created = conn.transaction(|conn| {
+        let created: Option<Subscription> = diesel::insert_into(subs::table)
             .values((
                 subs::program_id.eq(program_id),
                 subs::key.eq(format!("wh_{}", crate::random::random_token(20))),
@@ -233,12 +269,40 @@ pub fn create(
                 subs::events.eq(&checked.events),
                 subs::is_active.eq(checked.is_active),
                 subs::secret.eq(new_secret()),
+                subs::form_token.eq(form_token),
             ))
+            .on_conflict(subs::form_token)
+            .do_nothing()
             .returning(Subscription::as_returning())
-            .get_result(conn)?;
-        record(conn, actor, &created, "webhook.create")?;
-        Ok(created)
-    })
+            .get_result(conn)
+            .optional()?;
+        if let Some(created) = &created {
+            record(conn, actor, created, "webhook.create")?;
+        }
+        Ok::<_, Error>(created)
+    })?;
+    match (created, form_token) {
+        (Some(created), _) => Ok(Created::New(created)),
+        (None, Some(token)) => created_by_form(conn, program_id, token)?
+            .map(Created::Before)
+            .ok_or(Error::NotFound),
+        (None, None) => Err(Error::Internal(anyhow::anyhow!(
+            "a webhook subscription without a form token was not inserted"
+        ))),
+    }
+}
+
+fn created_by_form(
+    conn: &mut PgConnection,
+    program_id: i64,
+    form_token: uuid::Uuid,
+) -> Result<Option<Subscription>, Error> {
+    Ok(subs::table
+        .filter(subs::program_id.eq(program_id))
+        .filter(subs::form_token.eq(form_token))
+        .select(Subscription::as_select())
+        .first(conn)
+        .optional()?)
 }
 
 pub fn list(conn: &mut PgConnection, program_id: i64) -> Result<Vec<Subscription>, Error> {
