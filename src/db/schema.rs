@@ -252,6 +252,7 @@ diesel::table! {
         owed -> Bool,
         slot -> Int2,
         rewards -> Int8,
+        amount -> Numeric,
     }
 }
 
@@ -399,8 +400,8 @@ diesel::table! {
         auto_disabled_at -> Nullable<Timestamptz>,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
-    }
         form_token -> Nullable<Uuid>,
+    }
 }
 
 diesel::joinable!(api_tokens -> programs (program_id));

@@ -438,6 +438,75 @@ async fn limits_and_budget_hold_under_concurrent_sales() {
     assert_eq!(rewards_of_rule(&api.app, budgeted).len(), 4);
 }
 
+/// The budget is a running total kept with the rewards: it holds under concurrent sales,
+/// a denial or a void gives its amount back (and only that), and the total always equals
+/// the sum of the rule's rewards that are not denied or voided.
+#[apply(integration_test!)]
+async fn a_budget_holds_under_concurrent_sales_and_after_denials() {
+    let api = Api::spawn().await;
+    let budgeted = add_rule(
+        &api.app,
+        &[("budget", "45"), ("hold_days", "14"), ("needs_approval", "true")],
+    );
+    let friends: Vec<String> = (0..24).map(|n| format!("friend{n}")).collect();
+    referral(&api, &friends.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    let counted = |app: &TestApp| -> BigDecimal {
+        rewards_of_rule(app, budgeted)
+            .iter()
+            .filter(|reward| !matches!(reward.status, RewardStatus::Denied | RewardStatus::Voided))
+            .map(|reward| reward.amount.clone())
+            .sum()
+    };
+    let running = |app: &TestApp| -> BigDecimal {
+        use referdesk::db::schema::reward_tallies;
+        reward_tallies::table
+            .filter(reward_tallies::rule_id.eq(budgeted))
+            .filter(reward_tallies::status.ne_all(["denied", "voided"]))
+            .select(diesel::dsl::sum(reward_tallies::amount))
+            .get_result::<Option<BigDecimal>>(&mut app.conn())
+            .unwrap()
+            .unwrap_or_default()
+    };
+
+    let answers = join_all(friends[..8].iter().map(|friend| sale(&api, friend, friend, json!(10)))).await;
+    assert!(answers.iter().all(|(status, _)| *status == 201), "{answers:?}");
+    let given = rewards_of_rule(&api.app, budgeted);
+    assert_eq!(given.len(), 4, "four rewards of 10 fit a budget of 45");
+    assert_eq!(counted(&api.app), dec("40"));
+    assert_eq!(running(&api.app), dec("40"));
+
+    // Two denials give 20 back: the next concurrent sales earn exactly two rewards.
+    for reward in &given[..2] {
+        let (status, answer) = api
+            .post(&format!("/rewards/{}/deny", reward.id), json!({"reason": "test"}))
+            .await;
+        assert_eq!(status, 200, "{answer}");
+    }
+    assert_eq!(running(&api.app), dec("20"));
+    let answers = join_all(friends[8..16].iter().map(|friend| sale(&api, friend, friend, json!(10)))).await;
+    assert!(answers.iter().all(|(status, _)| *status == 201), "{answers:?}");
+    assert_eq!(rewards_of_rule(&api.app, budgeted).len(), 6);
+    assert_eq!(counted(&api.app), dec("40"));
+    assert_eq!(running(&api.app), dec("40"));
+
+    // A refund voids a pending reward: its 10 come back for one more sale, and no more.
+    let pending = rewards_of_rule(&api.app, budgeted)
+        .into_iter()
+        .find(|reward| reward.status == RewardStatus::Pending || reward.status == RewardStatus::Approved)
+        .expect("a reward not yet credited");
+    let refunded = format!("friend{}", friends.iter().position(|f| customer_id(&api.app, f) == pending.friend_id).unwrap());
+    let (status, _) = api
+        .call(reqwest::Method::DELETE, &format!("/transactions/{refunded}"), None)
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(running(&api.app), dec("30"));
+    let answers = join_all(friends[16..].iter().map(|friend| sale(&api, friend, friend, json!(10)))).await;
+    assert!(answers.iter().all(|(status, _)| *status == 201), "{answers:?}");
+    assert_eq!(rewards_of_rule(&api.app, budgeted).len(), 7);
+    assert_eq!(counted(&api.app), dec("40"));
+    assert_eq!(running(&api.app), dec("40"));
+}
+
 #[apply(integration_test!)]
 async fn fifty_identical_concurrent_posts_book_one_transaction() {
     let api = Api::spawn().await;

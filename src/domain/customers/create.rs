@@ -117,11 +117,19 @@ pub fn sign_up(
         Some(_) => rewards::engine::signup_rules(conn, program.id, row.approved)?,
         None => Vec::new(),
     };
-    let (customer, link) = if !rules.is_empty() || webhooks::has_subscriptions(conn, program.id)? {
+    let listening = webhooks::has_subscriptions(conn, program.id)?;
+    let (customer, link) = if !rules.is_empty() || listening {
         conn.transaction(|conn| {
             let (customer, link) = signup::insert(conn, row, actor, &after).map_err(unique_to_field)?;
-            webhooks::customer_created(conn, &customer, referrer.as_ref())?;
-            rewards::engine::on_signup(conn, program.id, &customer, &rules)?;
+            if listening {
+                webhooks::customer_created(conn, &customer, referrer.as_ref())?;
+            }
+            let known = rewards::engine::Known {
+                referrer: referrer.as_ref(),
+                new_event: true,
+                listening: Some(listening),
+            };
+            rewards::engine::on_signup(conn, program.id, &customer, &rules, known)?;
             Ok::<_, Error>((customer, link))
         })?
     } else {

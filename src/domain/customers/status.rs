@@ -101,7 +101,14 @@ pub fn set_approved(
             .returning(Customer::as_returning())
             .get_result(conn)?;
         if approved {
-            rewards::engine::fire(conn, program.id, &updated, Event::CustomerApproved, Utc::now())?;
+            rewards::engine::fire(
+                conn,
+                program.id,
+                &updated,
+                Event::CustomerApproved,
+                Utc::now(),
+                rewards::engine::Known::default(),
+            )?;
         }
         let action = if approved {
             "customer.approve"

@@ -8,7 +8,8 @@
 //!
 //! Limits are checked under locks taken only when the rule has such a limit, so that
 //! concurrent events cannot both pass the same check: per-referrer limits lock
-//! (rule, referrer) with a transaction-scoped advisory lock, a budget locks the rule's row.
+//! (rule, referrer) with a transaction-scoped advisory lock, a budget locks the rule's row
+//! and reads the rule's running total (`reward_tallies.amount`).
 //! Rules are visited in id order, so two events take their locks in the same order.
 //!
 //! A rule that looked at the event and created nothing says why ([`Note`]); for sales the
@@ -20,13 +21,14 @@ use diesel::dsl::{count, sum};
 use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::db::schema::{reward_rules, rewards, transactions};
+use crate::db::schema::{reward_rules, reward_tallies, rewards, transactions};
 use crate::domain::customers::{self, Customer};
 use crate::domain::ledger::format_amount;
 use crate::domain::transactions::{Transaction, TransactionStatus};
 use crate::domain::webhooks;
 use crate::error::Error;
 
+use super::lookup::RewardLine;
 use super::{fraud, AmountKind, BeneficiaryRole, Reward, RewardRule, RewardStatus, SaleScope, Trigger};
 
 /// The most one reward may be (also a CHECK on `rewards.amount`).
@@ -76,6 +78,40 @@ pub struct Note {
 pub struct Fired {
     pub rewards: Vec<Reward>,
     pub notes: Vec<Note>,
+    /// The referrer's key, when rules were looked at.
+    pub referrer_key: Option<String>,
+}
+
+impl Fired {
+    /// The rewards with the keys their JSON names them by, without reading them again:
+    /// the beneficiary is the friend or the referrer fired for, the transaction the sale.
+    pub fn lines(&self, friend: &Customer, sale_key: Option<&str>) -> Vec<RewardLine> {
+        self.rewards
+            .iter()
+            .map(|reward| RewardLine {
+                customer_key: if reward.beneficiary_id == friend.id {
+                    friend.key.clone()
+                } else {
+                    self.referrer_key.clone().unwrap_or_default()
+                },
+                transaction_key: reward.transaction_id.and(sale_key.map(str::to_string)),
+                reward: reward.clone(),
+            })
+            .collect()
+    }
+}
+
+/// What the caller of [`fire`] already knows, so that firing does not read it again.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Known<'a> {
+    /// The friend's referrer, as read in this transaction.
+    pub referrer: Option<&'a Customer>,
+    /// The event happened in this very transaction (a signup, a sale just inserted), so no
+    /// reward can exist for it yet: nothing to look up or revive.
+    pub new_event: bool,
+    /// Whether the program has an active webhook subscription, when the caller asked in
+    /// this transaction (`None`: ask).
+    pub listening: Option<bool>,
 }
 
 /// Everything the rules of one event look at.
@@ -83,8 +119,11 @@ struct Context<'a> {
     event: Event<'a>,
     event_key: String,
     friend: &'a Customer,
-    referrer: Customer,
-    flags: Vec<String>,
+    referrer: std::borrow::Cow<'a, Customer>,
+    /// The fraud signals, read when the first reward is about to be written.
+    flags: Option<Vec<String>>,
+    program_id: i64,
+    new_event: bool,
     now: DateTime<Utc>,
 }
 
@@ -111,12 +150,13 @@ pub fn fire(
     friend: &Customer,
     event: Event<'_>,
     now: DateTime<Utc>,
+    known: Known<'_>,
 ) -> Result<Fired, Error> {
     if friend.referrer_id.is_none() {
         return Ok(Fired::default());
     }
     let rules = enabled_rules(conn, program_id, &[event.trigger()])?;
-    fire_rules(conn, program_id, friend, event, &rules, now)
+    fire_rules(conn, program_id, friend, event, &rules, now, known)
 }
 
 /// The rules a new referred customer would fire: "created", and "approved" when they are
@@ -136,14 +176,20 @@ pub fn signup_rules(
     enabled_rules(conn, program_id, triggers)
 }
 
-/// Fires [`signup_rules`] for the customer just created (in the signup's transaction).
+/// Fires [`signup_rules`] for the customer just created (in the signup's transaction);
+/// `known.referrer` is their referrer.
 pub fn on_signup(
     conn: &mut PgConnection,
     program_id: i64,
     friend: &Customer,
     rules: &[RewardRule],
+    known: Known<'_>,
 ) -> Result<(), Error> {
     let now = Utc::now();
+    let known = Known {
+        new_event: true,
+        ..known
+    };
     for (trigger, event) in [
         (Trigger::CustomerCreated, Event::CustomerCreated),
         (Trigger::CustomerApproved, Event::CustomerApproved),
@@ -153,7 +199,7 @@ pub fn on_signup(
             .filter(|rule| rule.trigger == trigger)
             .cloned()
             .collect();
-        fire_rules(conn, program_id, friend, event, &of_trigger, now)?;
+        fire_rules(conn, program_id, friend, event, &of_trigger, now, known)?;
     }
     Ok(())
 }
@@ -165,6 +211,7 @@ fn fire_rules(
     event: Event<'_>,
     rules: &[RewardRule],
     now: DateTime<Utc>,
+    known: Known<'_>,
 ) -> Result<Fired, Error> {
     let Some(referrer_id) = friend.referrer_id else {
         return Ok(Fired::default());
@@ -172,17 +219,25 @@ fn fire_rules(
     if rules.is_empty() {
         return Ok(Fired::default());
     }
-    let referrer = customers::find(conn, program_id, referrer_id)?;
-    let flags = fraud::signals(conn, program_id, &referrer, friend, now)?;
-    let context = Context {
+    let referrer = match known.referrer {
+        Some(referrer) if referrer.id == referrer_id => std::borrow::Cow::Borrowed(referrer),
+        _ => std::borrow::Cow::Owned(customers::find(conn, program_id, referrer_id)?),
+    };
+    let mut context = Context {
         event_key: event.key(friend),
         event,
         friend,
         referrer,
-        flags,
+        flags: None,
+        program_id,
+        new_event: known.new_event,
         now,
     };
-    let mut fired = Fired::default();
+    let mut fired = Fired {
+        referrer_key: Some(context.referrer.key.clone()),
+        ..Fired::default()
+    };
+    let mut new_rewards: Vec<(&RewardRule, Candidate)> = Vec::new();
     for rule in rules {
         let mut note = |reason: String| {
             fired.notes.push(Note {
@@ -203,13 +258,21 @@ fn fire_rules(
         let (allowed, reasons) = within_limits(conn, rule, &context, candidates)?;
         reasons.into_iter().for_each(&mut note);
         for candidate in allowed {
-            if let Some(reward) = write(conn, rule, &context, candidate)? {
-                fired.rewards.push(reward);
+            if candidate.revive {
+                fired.rewards.extend(revive(conn, rule, &mut context, candidate)?);
+            } else {
+                new_rewards.push((rule, candidate));
             }
         }
     }
+    // The new rewards of every rule in one statement (each rule's limits were checked under
+    // its locks, which the transaction keeps until it ends).
+    fired.rewards.extend(insert(conn, &mut context, new_rewards)?);
+    fired.rewards.sort_by_key(|reward| reward.id);
     // A reward revived in place (a revoked archive) is announced as created again.
-    super::events::announce(conn, webhooks::Event::RewardCreated, &fired.rewards)?;
+    if known.listening != Some(false) {
+        super::events::announce(conn, webhooks::Event::RewardCreated, &fired.rewards)?;
+    }
     Ok(fired)
 }
 
@@ -294,8 +357,12 @@ fn candidates(
 ) -> Result<(Vec<Candidate>, Vec<String>), Error> {
     // All three columns of `rewards_once_per_event`, so that the lookup is one index probe
     // however many rewards the rule has (`=` rather than `IN`: Diesel keeps the statement
-    // prepared, it is not planned again on every sale).
-    let existing: Vec<(i64, RewardStatus, Option<String>)> = rewards::table
+    // prepared, it is not planned again on every sale). An event of this transaction has
+    // no rewards yet.
+    let existing: Vec<(i64, RewardStatus, Option<String>)> = if context.new_event {
+        Vec::new()
+    } else {
+        rewards::table
         .filter(rewards::rule_id.eq(rule.id))
         .filter(
             rewards::beneficiary_id
@@ -304,13 +371,14 @@ fn candidates(
         )
         .filter(rewards::event_key.eq(&context.event_key))
         .select((rewards::beneficiary_id, rewards::status, rewards::void_reason))
-        .load(conn)?;
+        .load(conn)?
+    };
     let mut found = Vec::new();
     let mut reasons = Vec::new();
     let sides = [
         (
             BeneficiaryRole::Referrer,
-            &context.referrer,
+            context.referrer.as_ref(),
             &rule.referrer_amount,
         ),
         (BeneficiaryRole::Friend, context.friend, &rule.friend_amount),
@@ -368,11 +436,14 @@ fn reward_amount(
     Ok(value)
 }
 
+/// The statuses of rewards that do not count against a rule's limits and budget.
+const NOT_COUNTED: [RewardStatus; 2] = [RewardStatus::Denied, RewardStatus::Voided];
+
 /// Rewards of a rule that count against its limits: all but denied and voided ones.
 fn counting(rule_id: i64) -> rewards::BoxedQuery<'static, diesel::pg::Pg> {
     rewards::table
         .filter(rewards::rule_id.eq(rule_id))
-        .filter(rewards::status.ne_all([RewardStatus::Denied, RewardStatus::Voided]))
+        .filter(rewards::status.ne_all(NOT_COUNTED))
         .into_boxed()
 }
 
@@ -419,13 +490,20 @@ fn within_limits(
     let Some(budget) = &rule.budget else {
         return Ok((candidates, Vec::new()));
     };
+    // The rule's row lock serialises the budget checks of concurrent events; the running
+    // total (`reward_tallies.amount`, kept by the rewards' triggers in each writer's
+    // transaction) then holds every reward committed before, and a denial or void already
+    // taken out. Only the sums over the tally's slots mean anything.
     reward_rules::table
         .find(rule.id)
         .select(reward_rules::id)
         .for_no_key_update()
         .first::<i64>(conn)?;
-    let mut spent: BigDecimal = counting(rule.id)
-        .select(sum(rewards::amount))
+    let mut spent: BigDecimal = reward_tallies::table
+        .filter(reward_tallies::program_id.eq(rule.program_id))
+        .filter(reward_tallies::rule_id.eq(rule.id))
+        .filter(reward_tallies::status.ne_all(NOT_COUNTED))
+        .select(sum(reward_tallies::amount))
         .get_result::<Option<BigDecimal>>(conn)?
         .unwrap_or_default();
     let mut allowed = Vec::new();
@@ -461,67 +539,106 @@ fn lock_rule_referrer(conn: &mut PgConnection, rule_id: i64, referrer_id: i64) -
     Ok(())
 }
 
-/// Writes one reward: pending, held `hold_days`, needing approval when the rule says so
-/// or a fraud signal holds it, with the rule's snapshot.
-fn write(
+/// The event's fraud signals, read once per event and only for one that earns something.
+fn flags_of(conn: &mut PgConnection, context: &mut Context<'_>) -> Result<Vec<String>, Error> {
+    if context.flags.is_none() {
+        context.flags = Some(fraud::signals(
+            conn,
+            context.program_id,
+            &context.referrer,
+            context.friend,
+            context.now,
+        )?);
+    }
+    Ok(context.flags.clone().unwrap_or_default())
+}
+
+fn snapshot_of(rule: &RewardRule) -> Result<serde_json::Value, Error> {
+    serde_json::to_value(rule).map_err(|error| Error::Internal(error.into()))
+}
+
+/// Writes new rewards: pending, held the rule's `hold_days`, needing approval when the
+/// rule says so or a fraud signal holds them, each with its rule's snapshot.
+fn insert(
     conn: &mut PgConnection,
-    rule: &RewardRule,
-    context: &Context<'_>,
-    candidate: Candidate,
-) -> Result<Option<Reward>, Error> {
-    let snapshot = serde_json::to_value(rule).map_err(|error| Error::Internal(error.into()))?;
-    let hold_until = context.now + Duration::days(i64::from(rule.hold_days));
-    let needs_approval = rule.needs_approval || !context.flags.is_empty();
+    context: &mut Context<'_>,
+    new: Vec<(&RewardRule, Candidate)>,
+) -> Result<Vec<Reward>, Error> {
+    if new.is_empty() {
+        return Ok(Vec::new());
+    }
+    let flags = flags_of(conn, context)?;
     let transaction_id = match context.event {
         Event::Sale(sale) => Some(sale.id),
         _ => None,
     };
-    if candidate.revive {
-        return Ok(diesel::update(
-            rewards::table
-                .filter(rewards::rule_id.eq(rule.id))
-                .filter(rewards::beneficiary_id.eq(candidate.beneficiary_id))
-                .filter(rewards::event_key.eq(&context.event_key))
-                .filter(rewards::status.eq(RewardStatus::Voided)),
-        )
-        .set((
-            rewards::status.eq(RewardStatus::Pending),
-            rewards::void_reason.eq(None::<String>),
-            rewards::rule_snapshot.eq(&snapshot),
-            rewards::amount.eq(&candidate.amount),
-            rewards::hold_until.eq(hold_until),
-            rewards::needs_approval.eq(needs_approval),
-            rewards::flags.eq(&context.flags),
-            rewards::updated_at.eq(context.now),
-        ))
-        .returning(Reward::as_returning())
-        .get_result(conn)
-        .optional()?);
-    }
+    let snapshots = new
+        .iter()
+        .map(|(rule, _)| snapshot_of(rule))
+        .collect::<Result<Vec<_>, Error>>()?;
+    let rows: Vec<_> = new
+        .iter()
+        .zip(&snapshots)
+        .map(|((rule, candidate), snapshot)| {
+            (
+                rewards::program_id.eq(rule.program_id),
+                rewards::rule_id.eq(rule.id),
+                rewards::rule_snapshot.eq(snapshot),
+                rewards::beneficiary_id.eq(candidate.beneficiary_id),
+                rewards::role.eq(candidate.role),
+                rewards::referrer_id.eq(context.referrer.id),
+                rewards::friend_id.eq(context.friend.id),
+                rewards::transaction_id.eq(transaction_id),
+                rewards::event_key.eq(&context.event_key),
+                rewards::amount.eq(&candidate.amount),
+                rewards::amount_units.eq(&rule.amount_units),
+                rewards::is_currency.eq(rule.is_currency),
+                rewards::hold_until.eq(context.now + Duration::days(i64::from(rule.hold_days))),
+                rewards::needs_approval.eq(rule.needs_approval || !flags.is_empty()),
+                rewards::flags.eq(&flags),
+                rewards::created_at.eq(context.now),
+                rewards::updated_at.eq(context.now),
+            )
+        })
+        .collect();
     Ok(diesel::insert_into(rewards::table)
-        .values((
-            rewards::program_id.eq(rule.program_id),
-            rewards::rule_id.eq(rule.id),
-            rewards::rule_snapshot.eq(&snapshot),
-            rewards::beneficiary_id.eq(candidate.beneficiary_id),
-            rewards::role.eq(candidate.role),
-            rewards::referrer_id.eq(context.referrer.id),
-            rewards::friend_id.eq(context.friend.id),
-            rewards::transaction_id.eq(transaction_id),
-            rewards::event_key.eq(&context.event_key),
-            rewards::amount.eq(&candidate.amount),
-            rewards::amount_units.eq(&rule.amount_units),
-            rewards::is_currency.eq(rule.is_currency),
-            rewards::hold_until.eq(hold_until),
-            rewards::needs_approval.eq(needs_approval),
-            rewards::flags.eq(&context.flags),
-            rewards::created_at.eq(context.now),
-            rewards::updated_at.eq(context.now),
-        ))
+        .values(rows)
         .on_conflict_do_nothing()
         .returning(Reward::as_returning())
-        .get_result(conn)
-        .optional()?)
+        .get_results(conn)?)
+}
+
+/// Brings back a reward voided by archiving, as [`insert`] would write it now.
+fn revive(
+    conn: &mut PgConnection,
+    rule: &RewardRule,
+    context: &mut Context<'_>,
+    candidate: Candidate,
+) -> Result<Option<Reward>, Error> {
+    let flags = flags_of(conn, context)?;
+    let snapshot = snapshot_of(rule)?;
+    let hold_until = context.now + Duration::days(i64::from(rule.hold_days));
+    let needs_approval = rule.needs_approval || !flags.is_empty();
+    Ok(diesel::update(
+        rewards::table
+            .filter(rewards::rule_id.eq(rule.id))
+            .filter(rewards::beneficiary_id.eq(candidate.beneficiary_id))
+            .filter(rewards::event_key.eq(&context.event_key))
+            .filter(rewards::status.eq(RewardStatus::Voided)),
+    )
+    .set((
+        rewards::status.eq(RewardStatus::Pending),
+        rewards::void_reason.eq(None::<String>),
+        rewards::rule_snapshot.eq(&snapshot),
+        rewards::amount.eq(&candidate.amount),
+        rewards::hold_until.eq(hold_until),
+        rewards::needs_approval.eq(needs_approval),
+        rewards::flags.eq(&flags),
+        rewards::updated_at.eq(context.now),
+    ))
+    .returning(Reward::as_returning())
+    .get_result(conn)
+    .optional()?)
 }
 
 #[cfg(test)]

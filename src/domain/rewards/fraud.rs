@@ -82,15 +82,17 @@ pub fn signals(
     if friend.email.as_deref().is_some_and(is_disposable) {
         found.push(flags::DISPOSABLE_EMAIL.to_string());
     }
-    let allowed: i32 = programs::table
-        .find(program_id)
-        .select(programs::rewards_max_referrals_per_hour)
-        .first(conn)?;
-    let last_hour: i64 = customers::table
+    // One round trip: the program's allowance and the referrer's referrals of the hour.
+    let last_hour = customers::table
         .filter(customers::referrer_id.eq(referrer.id))
         .filter(customers::created_at.gt(now - Duration::hours(1)))
-        .count()
-        .get_result(conn)?;
+        .select(diesel::dsl::count_star())
+        .single_value()
+        .assume_not_null();
+    let (allowed, last_hour): (i32, i64) = programs::table
+        .find(program_id)
+        .select((programs::rewards_max_referrals_per_hour, last_hour))
+        .first(conn)?;
     if last_hour > i64::from(allowed) {
         found.push(flags::REFERRAL_VELOCITY.to_string());
     }

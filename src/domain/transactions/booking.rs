@@ -13,7 +13,7 @@ use serde_json::json;
 use crate::db::schema::transactions;
 use crate::domain::customers::{self, Customer};
 use crate::domain::programs::Program;
-use crate::domain::rewards::engine::{self, Event, Fired};
+use crate::domain::rewards::engine::{self, Event, Fired, Known};
 use crate::domain::rewards::lookup::{self, RewardLine};
 use crate::domain::{audit, webhooks, Actor};
 use crate::error::Error;
@@ -50,8 +50,7 @@ pub fn book(
     }
     let inserted = conn.transaction(|conn| insert_and_fire(conn, program, actor, &customer, &new))?;
     match inserted {
-        Some(transaction) => {
-            let rewards = lookup::of_transaction(conn, transaction.id)?;
+        Some((transaction, rewards)) => {
             Ok(Booked {
                 transaction,
                 customer,
@@ -146,14 +145,15 @@ fn resolve_customer(
     }
 }
 
-/// Inserts the row unless the key is taken (`None`), and fires the sale rules.
+/// Inserts the row unless the key is taken (`None`), and fires the sale rules; returns
+/// the row with the rewards it fired.
 fn insert_and_fire(
     conn: &mut PgConnection,
     program: &Program,
     actor: &Actor,
     customer: &Customer,
     new: &NewTransaction,
-) -> Result<Option<Transaction>, Error> {
+) -> Result<Option<(Transaction, Vec<RewardLine>)>, Error> {
     let inserted: Option<Transaction> = diesel::insert_into(transactions::table)
         .values((
             transactions::program_id.eq(program.id),
@@ -177,7 +177,14 @@ fn insert_and_fire(
     let Some(sale) = inserted else {
         return Ok(None);
     };
-    let fired = engine::fire(conn, program.id, customer, Event::Sale(&sale), Utc::now())?;
+    // Asked once for the sale's own event and its rewards' events.
+    let listening = webhooks::has_subscriptions(conn, program.id)?;
+    let known = Known {
+        referrer: None,
+        new_event: true,
+        listening: Some(listening),
+    };
+    let fired = engine::fire(conn, program.id, customer, Event::Sale(&sale), Utc::now(), known)?;
     let sale = store_notes(conn, sale, &fired)?;
     audit::record(
         conn,
@@ -198,8 +205,11 @@ fn insert_and_fire(
             })),
         },
     )?;
-    super::lifecycle::announce(conn, webhooks::Event::TransactionCreated, &sale)?;
-    Ok(Some(sale))
+    if listening {
+        super::lifecycle::announce_to_listeners(conn, webhooks::Event::TransactionCreated, &sale)?;
+    }
+    let rewards = fired.lines(customer, Some(&sale.key));
+    Ok(Some((sale, rewards)))
 }
 
 /// Writes why rules created nothing onto the transaction (only when there is something

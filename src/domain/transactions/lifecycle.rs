@@ -95,6 +95,16 @@ pub(super) fn announce(conn: &mut PgConnection, event: Event, sale: &Transaction
     if !webhooks::has_subscriptions(conn, sale.program_id)? {
         return Ok(());
     }
+    announce_to_listeners(conn, event, sale)
+}
+
+/// [`announce`] once the caller found, in this transaction, that the program has a
+/// subscription.
+pub(super) fn announce_to_listeners(
+    conn: &mut PgConnection,
+    event: Event,
+    sale: &Transaction,
+) -> Result<(), Error> {
     let customer = customers::find(conn, sale.program_id, sale.customer_id)?;
     let customer = webhooks::customer_data_read(conn, &customer)?;
     let rewards = lookup::of_transaction(conn, sale.id)?;
@@ -164,7 +174,14 @@ pub fn revoke_archive(
         }
         let updated = set_status(conn, &current, TransactionStatus::Active)?;
         let customer = customers::find(conn, program.id, updated.customer_id)?;
-        let fired = engine::fire(conn, program.id, &customer, Sale(&updated), Utc::now())?;
+        let fired = engine::fire(
+            conn,
+            program.id,
+            &customer,
+            Sale(&updated),
+            Utc::now(),
+            engine::Known::default(),
+        )?;
         let updated = booking::store_notes(conn, updated, &fired)?;
         record(conn, actor, &current, &updated)?;
         announce(conn, Event::TransactionUpdated, &updated)?;
