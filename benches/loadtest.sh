@@ -25,6 +25,8 @@
 #   BENCH_BIN           benchmark this binary instead of building one (e.g. an older build)
 #   BENCH_REWARDS       rewards in the review queue (300000), inserted set-based once
 #   BENCH_RELEASE       due rewards the hold release credits, timed (100000; 0 skips it)
+#   BENCH_WEBHOOKS      webhook deliveries to a local receiver, timed (20000; 0 skips the
+#                       webhook scenarios); needs python3 for the receiver
 #   BENCH_TRANSPORT     how the server reaches the private cluster: socket (the default,
 #                       as Referdesk's embedded cluster) or tcp (127.0.0.1)
 #   REFERDESK_POOL_SIZE, REFERDESK_WORKERS   passed to the server as usual
@@ -60,7 +62,12 @@ PG_DIR=$BENCH_DIR/pg
 as_postgres() {
     if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
 }
+RECEIVER_PID=
 cleanup() {
+    if [ -n "$RECEIVER_PID" ] && kill -0 "$RECEIVER_PID" 2>/dev/null; then
+        kill "$RECEIVER_PID" 2>/dev/null || true
+        wait "$RECEIVER_PID" 2>/dev/null || true
+    fi
     if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
         kill "$SERVER_PID" 2>/dev/null || true
         wait "$SERVER_PID" 2>/dev/null || true
@@ -193,8 +200,10 @@ fi
 # --- 3. the server, a member and a token ------------------------------------------------
 PORT=$(free_port)
 BASE=http://127.0.0.1:$PORT
+# Webhooks may go to the local receiver (http, loopback) of the webhook scenarios.
 REFERDESK_BIND=127.0.0.1:$PORT REFERDESK_PUBLIC_URL=$BASE REFERDESK_API_RATE=1000000000 \
     REFERDESK_REWARD_RELEASE_SECS=${REFERDESK_REWARD_RELEASE_SECS:-1} \
+    REFERDESK_WEBHOOK_ALLOW_HTTP=1 REFERDESK_WEBHOOK_ALLOW_PRIVATE=1 \
     "$BIN" serve >"$LOG_DIR/server.log" 2>&1 &
 SERVER_PID=$!
 for _ in $(seq 1 100); do
@@ -334,6 +343,45 @@ if [ "$(sql "SELECT count(*) FROM reward_rules WHERE program_id = $PROGRAM_ID AN
                 ($PROGRAM_ID, 'bench: plan friend', 'sale', 'every', 'fixed', NULL, 2, 'USD', TRUE, NULL, NULL, 'plan', 0, FALSE)" >/dev/null
 fi
 
+# --- 4c. webhooks: deliveries to a local receiver -----------------------------------------
+# A receiver (benches/webhook_receiver.py, answers 200 at once) and one subscription to all
+# events, inactive except while a webhook scenario runs. First BENCH_WEBHOOKS deliveries are
+# queued at once and timed until the server's worker has delivered the last; then the API
+# create scenario runs twice back to back, with the subscription off and on (each referred
+# signup then emits customer.created and referral.created, delivered while the load runs).
+WEBHOOK_COUNT=${BENCH_WEBHOOKS:-20000}
+HOOK_ID=
+WEBHOOK_RATE=
+set_hooks() { [ -z "$HOOK_ID" ] || sql "UPDATE webhook_subscriptions SET is_active = $1 WHERE id = $HOOK_ID" >/dev/null; }
+delivered_count() { sql "SELECT count(*) FROM webhook_deliveries WHERE subscription_id = $HOOK_ID AND status = 'delivered'"; }
+if [ "$WEBHOOK_COUNT" -gt 0 ] && { [ -z "$ONLY" ] || [[ "webhooks" == *"$ONLY"* ]] || [[ "$ONLY" == *webhooks* ]]; }; then
+    command -v python3 >/dev/null || { echo "loadtest: python3 is required for the webhook receiver" >&2; exit 1; }
+    RECEIVER_PORT=$(free_port)
+    python3 "$ROOT/benches/webhook_receiver.py" "$RECEIVER_PORT" 2>"$LOG_DIR/receiver.log" &
+    RECEIVER_PID=$!
+    for _ in $(seq 1 50); do port_is_free "$RECEIVER_PORT" || break; sleep 0.1; done
+    HOOK_SECRET="whsec_$(head -c 24 /dev/urandom | base64)"
+    HOOK_ID=$(sql "INSERT INTO webhook_subscriptions (program_id, key, name, url, all_events, events, is_active, secret)
+                   VALUES ($PROGRAM_ID, 'wh_bench_$RUN_ID', 'Bench receiver', 'http://127.0.0.1:$RECEIVER_PORT/hook',
+                           TRUE, '{}', FALSE, '$HOOK_SECRET') RETURNING id" | head -1)
+    set_hooks true
+    say "delivering $WEBHOOK_COUNT webhooks to the local receiver"
+    started=$(date +%s.%N)
+    sql "WITH ev AS (
+             INSERT INTO webhook_events (id, program_id, event, data)
+             SELECT gen_random_uuid(), $PROGRAM_ID, 'webhook.test', jsonb_build_object('message', 'bench', 'n', n)
+             FROM generate_series(1, $WEBHOOK_COUNT) n RETURNING id)
+         INSERT INTO webhook_deliveries (event_id, subscription_id, event) SELECT id, $HOOK_ID, 'webhook.test' FROM ev" >/dev/null
+    while [ "$(sql "SELECT count(*) FROM webhook_deliveries WHERE subscription_id = $HOOK_ID AND status = 'pending'")" != 0 ]; do
+        sleep 0.2
+    done
+    seconds=$(awk -v a="$started" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f", b - a }')
+    DELIVERED=$(delivered_count)
+    WEBHOOK_RATE=$(awk -v n="$DELIVERED" -v t="$seconds" 'BEGIN { printf "%d", n / t }')
+    say "webhooks: $DELIVERED delivered in $seconds s: $WEBHOOK_RATE deliveries/s (target >= 500)"
+    set_hooks false
+fi
+
 # name | kind (page/api/post/export) | path | lua script
 SCENARIOS=(
     "list page 1|page|/customers|get"
@@ -354,6 +402,8 @@ SCENARIOS=(
     "rewards queue, flagged|page|/rewards?flagged=1|get"
     "API rewards list|api|/v1/rewards?status=pending|get"
     "API transaction (3 rules)|post|/v1/transactions|transaction"
+    "API create, webhooks off|post|/v1/customers|create_customer"
+    "API create, webhooks flowing|post|/v1/customers|create_customer"
 )
 
 peak_kib() { awk '/^VmHWM/ { print $2 }' "/proc/$SERVER_PID/status"; }
@@ -367,14 +417,21 @@ db_ms() {
          JOIN pg_database d ON d.oid = s.dbid AND d.datname = current_database()
          WHERE s.query NOT ILIKE '%pg_stat_statements%'"
 }
+# The statements of the scenario, the costliest first; with a request count, first how many
+# statements each request ran (calls / requests).
 statement_report() {
     [ "$STATEMENTS" = 1 ] || return 0
+    if [ -n "${1:-}" ]; then
+        sql "SELECT round(sum(s.calls)::numeric / $1, 1) || ' statements per request (' || sum(s.calls) || ' calls, $1 requests)'
+             FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid AND d.datname = current_database()
+             WHERE s.query NOT ILIKE '%pg_stat_statements%'"
+    fi
     sql "SELECT round((s.total_exec_time + s.total_plan_time)::numeric, 1) || ' ms total ('
                 || round(s.total_plan_time::numeric, 1) || ' planning), ' || s.calls || ' calls, '
-                || round(s.mean_exec_time::numeric, 3) || ' ms mean run: ' || left(regexp_replace(s.query, '\s+', ' ', 'g'), 240)
+                || round(s.mean_exec_time::numeric, 3) || ' ms mean run: ' || left(regexp_replace(s.query, '\s+', ' ', 'g'), 400)
          FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid AND d.datname = current_database()
          WHERE s.query NOT ILIKE '%pg_stat_statements%'
-         ORDER BY s.total_exec_time + s.total_plan_time DESC LIMIT 8"
+         ORDER BY s.total_exec_time + s.total_plan_time DESC LIMIT 30"
 }
 
 say "server pid $SERVER_PID on $BASE; $SEEDED seeded customers (+$ADDED from earlier runs); ${DURATION}s per scenario; logs in $LOG_DIR"
@@ -409,6 +466,12 @@ checkpoint
 for scenario in "${SCENARIOS[@]}"; do
     IFS='|' read -r name kind path script <<<"$scenario"
     if [ -n "$ONLY" ] && [[ "$name" != *"$ONLY"* ]]; then continue; fi
+    if [[ "$name" == *webhooks* ]]; then
+        [ -n "$HOOK_ID" ] || continue
+        # Deliveries left from the warm-up are drained first, so both runs start alike.
+        while [ "$(sql "SELECT count(*) FROM webhook_deliveries WHERE subscription_id = $HOOK_ID AND status = 'pending'")" != 0 ]; do sleep 0.2; done
+        if [[ "$name" == *flowing* ]]; then set_hooks true; else set_hooks false; fi
+    fi
     load=$(cut -d' ' -f1 /proc/loadavg)
     if [ "$kind" = export ]; then
         best_rate=0 rows=0 seconds=0 failed=0
@@ -453,6 +516,7 @@ for scenario in "${SCENARIOS[@]}"; do
     before_db=$(db_ms)
     before_cpu=$(server_cpu_ms)
     before_ckpt=$(checkpoint_pages)
+    if [[ "$name" == *flowing* ]]; then hooks_before=$(delivered_count); fi
     out=$(BENCH_COOKIE=$cookie BENCH_TOKEN=$token BENCH_RUN=$RUN_ID-$slug wrk -t "$THREADS" -c "$CONNECTIONS" -d "${DURATION}s" --latency --timeout 10s \
         -s "$BENCH_LUA_DIR/$script.lua" "$BASE$path" 2>&1)
     echo "$out" >"$LOG_DIR/wrk-$slug.txt"
@@ -463,13 +527,18 @@ for scenario in "${SCENARIOS[@]}"; do
     db_per=$(awk -v a="$(db_ms)" -v b="$before_db" -v n="$requests" 'BEGIN { printf "%.2f", (n > 0 ? (a - b) / n : 0) }')
     cpu_per=$(awk -v a="$(server_cpu_ms)" -v b="$before_cpu" -v n="$requests" 'BEGIN { printf "%.2f", (n > 0 ? (a - b) / n : 0) }')
     ckpt=$(awk -v a="$(checkpoint_pages)" -v b="$before_ckpt" 'BEGIN { printf "%.0f", (a - b) * 8 / 1024 }')
-    statement_report >"$LOG_DIR/statements-$slug.txt"
+    statement_report "$requests" >"$LOG_DIR/statements-$slug.txt"
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$run" "$name" "$(field rps)" "$(field p50_ms)" \
         "$(field p99_ms)" "$(field errors)" "$db_per" "$cpu_per" "$ckpt" >>"$RAW"
     RESULTS+=("$(printf '%-28s %16s %9s %9s %7s %12s %13s %10s %6s %7s' "$name" "$(field rps) req/s" \
         "$(field p50_ms) ms" "$(field p99_ms) ms" "$(field errors)" "db $db_per ms" "app $cpu_per ms" \
         "$(( $(peak_kib) / 1024 )) MiB" "$load" "$ckpt MiB")")
     echo "${RESULTS[-1]}"
+    if [[ "$name" == *flowing* ]]; then
+        set_hooks false
+        FLOWING_NOTE="webhooks flowing: $(( $(delivered_count) - hooks_before )) deliveries made during the measured run (each referred signup emits two events; the warm-up's were still flowing)"
+        say "$FLOWING_NOTE"
+    fi
 done
 done
 
@@ -506,5 +575,7 @@ if [ "$RUNS" -gt 1 ]; then
     done
     echo "(throughput in req/s, or rows/s for the export; times in ms; errors summed over the runs)"
 fi
+[ -n "$WEBHOOK_RATE" ] && echo "webhooks: $DELIVERED deliveries to the local receiver at $WEBHOOK_RATE/s (target >= 500)"
+[ -n "${FLOWING_NOTE:-}" ] && echo "$FLOWING_NOTE"
 [ -n "$RELEASE_SECONDS" ] && echo "hold release: $RELEASED due rewards credited in $RELEASE_SECONDS s (target < 30 s)"
 echo "details (wrk output, top statements per scenario): $LOG_DIR"
