@@ -406,7 +406,37 @@ pub struct StatusCounts {
     pub owed: i64,
 }
 
+/// One read of the program's tallies, grouped, instead of one query per count.
 pub fn status_counts(conn: &mut PgConnection, program_id: i64) -> Result<StatusCounts, Error> {
+    let groups: Vec<(String, bool, bool, Option<BigDecimal>)> = reward_tallies::table
+        .filter(reward_tallies::program_id.eq(program_id))
+        .group_by((
+            reward_tallies::status,
+            reward_tallies::flagged,
+            reward_tallies::owed,
+        ))
+        .select((
+            reward_tallies::status,
+            reward_tallies::flagged,
+            reward_tallies::owed,
+            sum(reward_tallies::rewards),
+        ))
+        .load(conn)?;
+    let groups: Vec<(Option<RewardStatus>, bool, bool, i64)> = groups
+        .into_iter()
+        .map(|(status, flagged, owed, rewards)| {
+            let rewards = rewards.and_then(|total| total.to_i64()).unwrap_or(0);
+            (RewardStatus::parse(&status), flagged, owed, rewards)
+        })
+        .collect();
+    let sum_of = |wanted: &dyn Fn(Option<RewardStatus>, bool, bool) -> bool| -> i64 {
+        groups
+            .iter()
+            .filter(|(status, flagged, owed, _)| wanted(*status, *flagged, *owed))
+            .map(|(.., rewards)| rewards)
+            .sum::<i64>()
+            .min(COUNT_CAP + 1)
+    };
     let mut counts = StatusCounts::default();
     for status in [
         RewardStatus::Pending,
@@ -415,23 +445,12 @@ pub fn status_counts(conn: &mut PgConnection, program_id: i64) -> Result<StatusC
         RewardStatus::Denied,
         RewardStatus::Voided,
     ] {
-        let filter = QueueFilter {
-            status: Some(status),
-            ..QueueFilter::default()
-        };
-        counts.by_status.push((status, count(conn, program_id, &filter)?));
+        counts
+            .by_status
+            .push((status, sum_of(&|of, _, _| of == Some(status))));
     }
-    let flagged = QueueFilter {
-        status: Some(RewardStatus::Pending),
-        flagged: true,
-        ..QueueFilter::default()
-    };
-    counts.flagged_pending = count(conn, program_id, &flagged)?;
-    let owed = QueueFilter {
-        owed: true,
-        ..QueueFilter::default()
-    };
-    counts.owed = count(conn, program_id, &owed)?;
+    counts.flagged_pending = sum_of(&|of, flagged, _| of == Some(RewardStatus::Pending) && flagged);
+    counts.owed = sum_of(&|_, _, owed| owed);
     Ok(counts)
 }
 
