@@ -241,18 +241,13 @@ pub fn record(
     now: DateTime<Utc>,
     jitter: f64,
 ) -> Result<bool, Error> {
+    if result.succeeded() {
+        record_success(conn, claimed, result, now)?;
+        return Ok(false);
+    }
     conn.transaction(|conn| {
-        let success = result.succeeded();
-        let retry_at = if success {
-            None
-        } else {
-            backoff(claimed.attempt, jitter).map(|wait| now + wait)
-        };
-        let status = match (success, retry_at) {
-            (true, _) => "delivered",
-            (false, Some(_)) => "pending",
-            (false, None) => "failed",
-        };
+        let retry_at = backoff(claimed.attempt, jitter).map(|wait| now + wait);
+        let status = if retry_at.is_some() { "pending" } else { "failed" };
         diesel::update(deliveries::table.find(claimed.delivery_id))
             .filter(deliveries::status.eq("pending"))
             .set((
@@ -269,7 +264,7 @@ pub fn record(
                 webhook_attempts::event_id.eq(claimed.event_id),
                 webhook_attempts::event.eq(&claimed.event),
                 webhook_attempts::customer_id.eq(claimed.customer_id),
-                webhook_attempts::outcome.eq(if success { "success" } else { "failure" }),
+                webhook_attempts::outcome.eq("failure"),
                 webhook_attempts::status_code.eq(result.status_code),
                 webhook_attempts::duration_ms.eq(result.duration_ms),
                 webhook_attempts::response.eq(&result.response),
@@ -278,15 +273,45 @@ pub fn record(
                 webhook_attempts::attempted_at.eq(now),
             ))
             .execute(conn)?;
-        if success {
-            diesel::update(subs::table.find(claimed.subscription_id))
-                .filter(subs::failing_since.is_not_null())
-                .set(subs::failing_since.eq(None::<DateTime<Utc>>))
-                .execute(conn)?;
-            return Ok(false);
-        }
         note_failure(conn, claimed.subscription_id, now)
     })
+}
+
+/// [`record`] for a success: one statement (atomic on its own, so no transaction and one
+/// round trip) marks the delivery delivered, logs the attempt and ends the subscription's
+/// failure streak, if any.
+fn record_success(
+    conn: &mut PgConnection,
+    claimed: &Claimed,
+    result: &AttemptResult,
+    now: DateTime<Utc>,
+) -> Result<(), Error> {
+    diesel::sql_query(
+        "WITH delivered AS (
+             UPDATE webhook_deliveries
+             SET status = 'delivered', claimed_until = NULL, next_attempt_at = $7, updated_at = $7
+             WHERE id = $1 AND status = 'pending'
+             RETURNING id
+         ), logged AS (
+             INSERT INTO webhook_attempts (delivery_id, subscription_id, event_id, event, customer_id,
+                 outcome, status_code, duration_ms, response, error, next_retry_at, attempted_at)
+             VALUES ($1, $2, $3, $4, $5, 'success', $6, $8, $9, NULL, NULL, $7)
+             RETURNING id
+         )
+         UPDATE webhook_subscriptions SET failing_since = NULL
+         WHERE id = $2 AND failing_since IS NOT NULL",
+    )
+    .bind::<BigInt, _>(claimed.delivery_id)
+    .bind::<BigInt, _>(claimed.subscription_id)
+    .bind::<SqlUuid, _>(claimed.event_id)
+    .bind::<Text, _>(&claimed.event)
+    .bind::<Nullable<BigInt>, _>(claimed.customer_id)
+    .bind::<Nullable<Integer>, _>(result.status_code)
+    .bind::<Timestamptz, _>(now)
+    .bind::<Integer, _>(result.duration_ms)
+    .bind::<Nullable<Text>, _>(&result.response)
+    .execute(conn)?;
+    Ok(())
 }
 
 /// Starts or continues the subscription's failure streak; ends it by disabling the
