@@ -197,6 +197,23 @@ else
     say "pg_stat_statements is not loaded: the database-time column stays empty"
 fi
 
+# The statements of the scenario, the costliest first; with a request count, first how many
+# statements each request ran (calls / requests).
+statement_report() {
+    [ "$STATEMENTS" = 1 ] || return 0
+    if [ -n "${1:-}" ]; then
+        sql "SELECT round(sum(s.calls)::numeric / $1, 1) || ' statements per request (' || sum(s.calls) || ' calls, $1 requests)'
+             FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid AND d.datname = current_database()
+             WHERE s.query NOT ILIKE '%pg_stat_statements%'"
+    fi
+    sql "SELECT round((s.total_exec_time + s.total_plan_time)::numeric, 1) || ' ms total ('
+                || round(s.total_plan_time::numeric, 1) || ' planning), ' || s.calls || ' calls, '
+                || round(s.mean_exec_time::numeric, 3) || ' ms mean run: ' || left(regexp_replace(s.query, '\s+', ' ', 'g'), 400)
+         FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid AND d.datname = current_database()
+         WHERE s.query NOT ILIKE '%pg_stat_statements%'
+         ORDER BY s.total_exec_time + s.total_plan_time DESC LIMIT 30"
+}
+
 # --- 3. the server, a member and a token ------------------------------------------------
 PORT=$(free_port)
 BASE=http://127.0.0.1:$PORT
@@ -305,7 +322,6 @@ if [ "$RELEASE_COUNT" -gt 0 ] && { [ -z "$ONLY" ] || [[ "rewards hold release" =
     RELEASE_RULE=$(bench_rule "Bench: hold release")
     sql "DELETE FROM rewards WHERE rule_id = $RELEASE_RULE" >/dev/null
     say "releasing $RELEASE_COUNT due rewards"
-    started=$(date +%s.%N)
     sql "INSERT INTO rewards (program_id, rule_id, rule_snapshot, beneficiary_id, role, referrer_id, friend_id,
                               event_key, amount, amount_units, is_currency, status, hold_until, needs_approval,
                               decided_at)
@@ -317,7 +333,11 @@ if [ "$RELEASE_COUNT" -gt 0 ] && { [ -z "$ONLY" ] || [[ "rewards hold release" =
                ORDER BY id DESC LIMIT $RELEASE_COUNT) friends,
               generate_series(1, 100) AS g
          ORDER BY g, id LIMIT $RELEASE_COUNT" >/dev/null
-    while [ "$(sql "SELECT count(*) FROM rewards WHERE rule_id = $RELEASE_RULE AND status = 'approved'")" != 0 ]; do
+    # From the insert's commit (the release cannot start before it; the insert itself takes
+    # as long as the release on a slow machine); the rewards left are read from the kept
+    # tallies, so that polling does not count the rule's rewards over and over.
+    started=$(date +%s.%N)
+    while [ "$(sql "SELECT coalesce(sum(rewards), 0) FROM reward_tallies WHERE rule_id = $RELEASE_RULE AND status = 'approved'")" != 0 ]; do
         sleep 0.2
     done
     RELEASE_SECONDS=$(awk -v a="$started" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
@@ -366,6 +386,7 @@ if [ "$WEBHOOK_COUNT" -gt 0 ] && { [ -z "$ONLY" ] || [[ "webhooks" == *"$ONLY"* 
                            TRUE, '{}', FALSE, '$HOOK_SECRET') RETURNING id" | head -1)
     set_hooks true
     say "delivering $WEBHOOK_COUNT webhooks to the local receiver"
+    [ "$STATEMENTS" = 1 ] && sql "SELECT pg_stat_statements_reset()" >/dev/null
     started=$(date +%s.%N)
     sql "WITH ev AS (
              INSERT INTO webhook_events (id, program_id, event, data)
@@ -379,6 +400,7 @@ if [ "$WEBHOOK_COUNT" -gt 0 ] && { [ -z "$ONLY" ] || [[ "webhooks" == *"$ONLY"* 
     DELIVERED=$(delivered_count)
     WEBHOOK_RATE=$(awk -v n="$DELIVERED" -v t="$seconds" 'BEGIN { printf "%d", n / t }')
     say "webhooks: $DELIVERED delivered in $seconds s: $WEBHOOK_RATE deliveries/s (target >= 500)"
+    statement_report "$DELIVERED" >"$LOG_DIR/statements-webhook-deliveries.txt"
     set_hooks false
 fi
 
@@ -417,23 +439,6 @@ db_ms() {
          JOIN pg_database d ON d.oid = s.dbid AND d.datname = current_database()
          WHERE s.query NOT ILIKE '%pg_stat_statements%'"
 }
-# The statements of the scenario, the costliest first; with a request count, first how many
-# statements each request ran (calls / requests).
-statement_report() {
-    [ "$STATEMENTS" = 1 ] || return 0
-    if [ -n "${1:-}" ]; then
-        sql "SELECT round(sum(s.calls)::numeric / $1, 1) || ' statements per request (' || sum(s.calls) || ' calls, $1 requests)'
-             FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid AND d.datname = current_database()
-             WHERE s.query NOT ILIKE '%pg_stat_statements%'"
-    fi
-    sql "SELECT round((s.total_exec_time + s.total_plan_time)::numeric, 1) || ' ms total ('
-                || round(s.total_plan_time::numeric, 1) || ' planning), ' || s.calls || ' calls, '
-                || round(s.mean_exec_time::numeric, 3) || ' ms mean run: ' || left(regexp_replace(s.query, '\s+', ' ', 'g'), 400)
-         FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid AND d.datname = current_database()
-         WHERE s.query NOT ILIKE '%pg_stat_statements%'
-         ORDER BY s.total_exec_time + s.total_plan_time DESC LIMIT 30"
-}
-
 say "server pid $SERVER_PID on $BASE; $SEEDED seeded customers (+$ADDED from earlier runs); ${DURATION}s per scenario; logs in $LOG_DIR"
 # How fast this machine's cores are right now: the same machine kind has run the same build
 # up to 1.8x slower on one day than on another (shared hosts), so figures of different runs
