@@ -71,8 +71,8 @@ impl Default for WebhookSettings {
     fn default() -> Self {
         WebhookSettings {
             policy: Default::default(),
-            concurrency: 32,
-            per_endpoint: 4,
+            concurrency: 64,
+            per_endpoint: 16,
             retention_days: crate::domain::webhooks::DEFAULT_RETENTION_DAYS,
             worker: true,
             request_timeout: std::time::Duration::from_secs(10),

@@ -145,6 +145,9 @@ async fn run(pool: DbPool, sender: Sender, settings: WebhookSettings, mut stoppe
             _ = tokio::time::sleep(wait), if !filled || tasks.is_empty() => {}
             _ = stopped.changed() => {}
         }
+        // Every slot freed meanwhile is filled by the next claim: one claim for several
+        // finished deliveries rather than one each.
+        while tasks.try_join_next().is_some() {}
     }
     while tasks.join_next().await.is_some() {}
     tracing::info!("webhook worker stopped");

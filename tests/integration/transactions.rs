@@ -468,7 +468,12 @@ async fn a_budget_holds_under_concurrent_sales_and_after_denials() {
             .unwrap_or_default()
     };
 
-    let answers = join_all(friends[..8].iter().map(|friend| sale(&api, friend, friend, json!(10)))).await;
+    let answers = join_all(
+        friends[..8]
+            .iter()
+            .map(|friend| sale(&api, friend, friend, json!(10))),
+    )
+    .await;
     assert!(answers.iter().all(|(status, _)| *status == 201), "{answers:?}");
     let given = rewards_of_rule(&api.app, budgeted);
     assert_eq!(given.len(), 4, "four rewards of 10 fit a budget of 45");
@@ -483,7 +488,12 @@ async fn a_budget_holds_under_concurrent_sales_and_after_denials() {
         assert_eq!(status, 200, "{answer}");
     }
     assert_eq!(running(&api.app), dec("20"));
-    let answers = join_all(friends[8..16].iter().map(|friend| sale(&api, friend, friend, json!(10)))).await;
+    let answers = join_all(
+        friends[8..16]
+            .iter()
+            .map(|friend| sale(&api, friend, friend, json!(10))),
+    )
+    .await;
     assert!(answers.iter().all(|(status, _)| *status == 201), "{answers:?}");
     assert_eq!(rewards_of_rule(&api.app, budgeted).len(), 6);
     assert_eq!(counted(&api.app), dec("40"));
@@ -494,13 +504,28 @@ async fn a_budget_holds_under_concurrent_sales_and_after_denials() {
         .into_iter()
         .find(|reward| reward.status == RewardStatus::Pending || reward.status == RewardStatus::Approved)
         .expect("a reward not yet credited");
-    let refunded = format!("friend{}", friends.iter().position(|f| customer_id(&api.app, f) == pending.friend_id).unwrap());
+    let refunded = format!(
+        "friend{}",
+        friends
+            .iter()
+            .position(|f| customer_id(&api.app, f) == pending.friend_id)
+            .unwrap()
+    );
     let (status, _) = api
-        .call(reqwest::Method::DELETE, &format!("/transactions/{refunded}"), None)
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/transactions/{refunded}"),
+            None,
+        )
         .await;
     assert_eq!(status, 200);
     assert_eq!(running(&api.app), dec("30"));
-    let answers = join_all(friends[16..].iter().map(|friend| sale(&api, friend, friend, json!(10)))).await;
+    let answers = join_all(
+        friends[16..]
+            .iter()
+            .map(|friend| sale(&api, friend, friend, json!(10))),
+    )
+    .await;
     assert!(answers.iter().all(|(status, _)| *status == 201), "{answers:?}");
     assert_eq!(rewards_of_rule(&api.app, budgeted).len(), 7);
     assert_eq!(counted(&api.app), dec("40"));

@@ -1148,13 +1148,19 @@ async fn a_webhook_form_sent_twice_makes_one_subscription() {
             ("form_token".to_string(), token.to_string()),
         ]
     };
-    let without: Vec<(String, String)> = fields("").into_iter().filter(|(name, _)| name != "form_token").collect();
+    let without: Vec<(String, String)> = fields("")
+        .into_iter()
+        .filter(|(name, _)| name != "form_token")
+        .collect();
     let without: Vec<(&str, &str)> = without.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
     let refused = browser.post_form("/webhooks", &without).await;
     assert_eq!(refused.status(), 422);
     let html = refused.text().await.unwrap();
     assert!(html.contains("This form is incomplete or expired"), "{html}");
-    assert!(crate::helpers::form_token_in(&html).is_some(), "a fresh token to send again");
+    assert!(
+        crate::helpers::form_token_in(&html).is_some(),
+        "a fresh token to send again"
+    );
     assert_eq!(count(), 0);
 
     let (_, form) = browser.get_html("/webhooks/new").await;

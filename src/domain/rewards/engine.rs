@@ -363,15 +363,15 @@ fn candidates(
         Vec::new()
     } else {
         rewards::table
-        .filter(rewards::rule_id.eq(rule.id))
-        .filter(
-            rewards::beneficiary_id
-                .eq(context.referrer.id)
-                .or(rewards::beneficiary_id.eq(context.friend.id)),
-        )
-        .filter(rewards::event_key.eq(&context.event_key))
-        .select((rewards::beneficiary_id, rewards::status, rewards::void_reason))
-        .load(conn)?
+            .filter(rewards::rule_id.eq(rule.id))
+            .filter(
+                rewards::beneficiary_id
+                    .eq(context.referrer.id)
+                    .or(rewards::beneficiary_id.eq(context.friend.id)),
+            )
+            .filter(rewards::event_key.eq(&context.event_key))
+            .select((rewards::beneficiary_id, rewards::status, rewards::void_reason))
+            .load(conn)?
     };
     let mut found = Vec::new();
     let mut reasons = Vec::new();

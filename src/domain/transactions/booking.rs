@@ -50,14 +50,12 @@ pub fn book(
     }
     let inserted = conn.transaction(|conn| insert_and_fire(conn, program, actor, &customer, &new))?;
     match inserted {
-        Some((transaction, rewards)) => {
-            Ok(Booked {
-                transaction,
-                customer,
-                rewards,
-                created: true,
-            })
-        }
+        Some((transaction, rewards)) => Ok(Booked {
+            transaction,
+            customer,
+            rewards,
+            created: true,
+        }),
         None => {
             let existing = super::find_by_key(conn, program.id, &new.key)?;
             replay(conn, existing, &new)
