@@ -41,11 +41,8 @@ use crate::error::Error;
 pub struct AppState {
     pub pool: DbPool,
     pub config: Config,
-    pub api_limiter: api::throttle::RateLimiter,
     /// Signs cookies besides the session's (the device cookie, `web::device`).
     pub cookie_key: Key,
-    /// Refuses addresses that guess API tokens (see `api::throttle::UnknownTokens`).
-    pub unknown_tokens: api::throttle::UnknownTokens,
     /// Tells the mail worker that a message is waiting.
     pub mail: mail::MailWaker,
     /// The programs list every signed-in page shows (see `web::access::ProgramsCache`).
@@ -192,9 +189,7 @@ impl Application {
         let state = Data::new(AppState {
             pool: pool.clone(),
             config: config.clone(),
-            api_limiter: api::throttle::RateLimiter::per_minute(config.api_rate_per_minute),
             cookie_key: key.clone(),
-            unknown_tokens: Default::default(),
             mail: mail.waker(),
             programs: web::access::ProgramsCache::default(),
             customer_list: Default::default(),

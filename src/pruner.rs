@@ -109,6 +109,7 @@ fn pass(pool: &DbPool, min_gap: chrono::Duration, webhook_retention: chrono::Dur
             webhook_deliveries = webhooks.deliveries,
             login_failures = pruned.login_failures,
             one_time_links = pruned.one_time_tokens,
+            rate_windows = pruned.rate_windows,
             "pruned expired rows"
         ),
         Ok(None) => tracing::debug!("another process pruned recently"),
