@@ -62,6 +62,7 @@ pub struct Application {
     pruner: Option<pruner::Pruner>,
     webhooks: Option<webhooks::WebhookWorker>,
     reward_release: Option<reward_release::RewardRelease>,
+    listener: Option<db::listener::Listener>,
 }
 
 /// Where the database is: the configured server, or the private cluster under the data dir
@@ -186,6 +187,19 @@ impl Application {
                 std::time::Duration::from_secs(secs),
             )?),
         };
+        // Wakes the workers of this process when any process queues work for them.
+        let mut wakeups: Vec<(&'static str, db::listener::OnNotify)> = vec![(db::listener::MAIL, {
+            let waker = mail.waker();
+            Box::new(move || waker.wake())
+        })];
+        if let Some(worker) = &webhooks {
+            let waker = worker.waker();
+            wakeups.push((db::listener::WEBHOOKS, Box::new(move || waker.wake())));
+        }
+        if let Some(release) = &reward_release {
+            wakeups.push((db::listener::REWARDS, Box::new(release.waker())));
+        }
+        let work_listener = db::listener::Listener::start(&database_url, wakeups)?;
         let state = Data::new(AppState {
             pool: pool.clone(),
             config: config.clone(),
@@ -236,6 +250,7 @@ impl Application {
             pruner: Some(pruner),
             webhooks,
             reward_release,
+            listener: Some(work_listener),
         })
     }
 
@@ -253,6 +268,9 @@ impl Application {
     /// embedded database (if any).
     pub async fn run_until_stopped(mut self) -> std::io::Result<()> {
         let result = self.server.await;
+        if let Some(listener) = self.listener.take() {
+            let _ = actix_web::rt::task::spawn_blocking(move || listener.stop()).await;
+        }
         if let Some(worker) = self.mail.take() {
             let _ = actix_web::rt::task::spawn_blocking(move || worker.stop()).await;
         }
