@@ -99,7 +99,10 @@ pub fn until_due(
     let Some(next) = next else {
         return fallback;
     };
-    (next - now).to_std().unwrap_or(Duration::ZERO).clamp(floor, fallback.max(floor))
+    (next - now)
+        .to_std()
+        .unwrap_or(Duration::ZERO)
+        .clamp(floor, fallback.max(floor))
 }
 
 fn with_application_name(url: &str) -> String {
@@ -156,7 +159,10 @@ fn listen(
         let mut rung = vec![false; channels.len()];
         for notification in conn.notifications_iter() {
             let notification = notification?;
-            if let Some(at) = channels.iter().position(|(name, _)| *name == notification.channel) {
+            if let Some(at) = channels
+                .iter()
+                .position(|(name, _)| *name == notification.channel)
+            {
                 rung[at] = true;
             }
         }

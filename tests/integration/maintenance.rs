@@ -8,8 +8,8 @@ use chrono::{Duration, Utc};
 use diesel::prelude::*;
 use macro_rules_attribute::apply;
 use referdesk::db::schema::{login_failures, maintenance_runs, one_time_tokens, rate_windows, sessions};
-use referdesk::domain::rate_limits;
 use referdesk::domain::maintenance::{prune, Pruned, PRUNE_INTERVAL};
+use referdesk::domain::rate_limits;
 use referdesk::domain::team::{Role, LOGIN_FAILURES_KEPT_MINUTES};
 
 use crate::helpers::{fresh_database, test_config, TestApp, PASSWORD};
