@@ -490,3 +490,88 @@ struct Terminated {
     #[diesel(sql_type = diesel::sql_types::Bool)]
     cut: bool,
 }
+
+/// The channels heard on `conn` within `wait` (each once, sorted).
+async fn heard(conn: &mut PgConnection, wait: Duration) -> Vec<String> {
+    let started = Instant::now();
+    let mut channels = Vec::new();
+    while started.elapsed() < wait {
+        for notification in conn.notifications_iter() {
+            channels.push(notification.unwrap().channel);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    channels.sort();
+    channels.dedup();
+    channels
+}
+
+/// Queued work announces itself on its channel when — and only when — the transaction that
+/// queues it commits: mail, webhook deliveries, and rewards that may be credited now.
+#[apply(integration_test!)]
+async fn queued_work_notifies_its_channel_at_commit() {
+    use crate::reward_fixtures::{insert_pair, insert_reward, insert_rule, pending};
+    use referdesk::db::listener::{MAIL, REWARDS, WEBHOOKS};
+    use referdesk::db::schema::rewards;
+    use referdesk::domain::customers::{self, CustomerInput, NewCustomer};
+    let app = TestApp::spawn().await;
+    let mut listening = PgConnection::establish(&app.database_url).unwrap();
+    use diesel::connection::SimpleConnection;
+    listening
+        .batch_execute(&format!("LISTEN {MAIL}; LISTEN {WEBHOOKS}; LISTEN {REWARDS}"))
+        .unwrap();
+    let quiet = Duration::from_millis(400);
+    let mut conn = app.conn();
+    let queue_mail = |conn: &mut PgConnection| {
+        diesel::insert_into(mail_outbox::table)
+            .values((
+                mail_outbox::recipient.eq("someone@example.com"),
+                mail_outbox::subject.eq("Hello"),
+                mail_outbox::body_text.eq("text"),
+                mail_outbox::body_html.eq("<p>html</p>"),
+            ))
+            .execute(conn)
+            .map(|_| ())
+    };
+
+    // Rolled back: nobody hears of it.
+    let _ = conn.transaction::<(), diesel::result::Error, _>(|conn| {
+        queue_mail(conn)?;
+        Err(diesel::result::Error::RollbackTransaction)
+    });
+    assert_eq!(heard(&mut listening, quiet).await, Vec::<String>::new());
+    queue_mail(&mut conn).unwrap();
+    assert_eq!(heard(&mut listening, quiet).await, vec![MAIL.to_string()]);
+
+    // Rewards: one waiting for a reviewer is no work for the release; approved after its
+    // hold, it is; one that needs no approval is work at once, unless still on hold.
+    let rule = insert_rule(&app, "Announced");
+    let waiting = insert_reward(&app, rule, insert_pair(&app, "w"), pending("5.00"));
+    assert_eq!(heard(&mut listening, quiet).await, Vec::<String>::new());
+    diesel::update(rewards::table.find(waiting))
+        .set(rewards::status.eq("approved"))
+        .execute(&mut conn)
+        .unwrap();
+    assert_eq!(heard(&mut listening, quiet).await, vec![REWARDS.to_string()]);
+    let mut on_hold = pending("5.00");
+    on_hold.needs_approval = false;
+    on_hold.hold_until = chrono::Utc::now() + chrono::Duration::days(3);
+    insert_reward(&app, rule, insert_pair(&app, "h"), on_hold);
+    assert_eq!(heard(&mut listening, quiet).await, Vec::<String>::new());
+    let mut due = pending("5.00");
+    due.needs_approval = false;
+    insert_reward(&app, rule, insert_pair(&app, "d"), due);
+    assert_eq!(heard(&mut listening, quiet).await, vec![REWARDS.to_string()]);
+
+    // A webhook delivery: a customer created while a subscription wants its event.
+    crate::webhooks::subscribe(&app, "http://127.0.0.1:9/hook", &["customer.created"]);
+    let program = app.default_program();
+    let new = NewCustomer::parse(CustomerInput {
+        key: Some("announced".into()),
+        email: Some("announced@example.com".into()),
+        ..Default::default()
+    })
+    .unwrap();
+    customers::create(&mut conn, &program, &Actor::system(), new).unwrap();
+    assert_eq!(heard(&mut listening, quiet).await, vec![WEBHOOKS.to_string()]);
+}
