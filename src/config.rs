@@ -41,8 +41,9 @@ pub struct Config {
     pub statement_timeout_ms: u64,
     /// `REFERDESK_WEBHOOK_*`: webhook delivery (see [`WebhookSettings`]).
     pub webhooks: WebhookSettings,
-    /// `REFERDESK_REWARD_RELEASE_SECS`: how often held rewards that fell due are released
-    /// (default 5; 0 turns the release thread off).
+    /// `REFERDESK_REWARD_RELEASE_SECS`: the longest time between two releases of held
+    /// rewards that fell due (default 60; the release also runs when the next hold ends
+    /// and when woken by a notification; 0 turns the release thread off).
     pub reward_release_secs: u64,
 }
 
@@ -196,7 +197,7 @@ impl Config {
             statement_timeout_ms: parse_var("REFERDESK_STATEMENT_TIMEOUT_MS", DEFAULT_STATEMENT_TIMEOUT_MS)?
                 .max(MIN_STATEMENT_TIMEOUT_MS),
             webhooks: WebhookSettings::from_env()?,
-            reward_release_secs: parse_var("REFERDESK_REWARD_RELEASE_SECS", 5)?,
+            reward_release_secs: parse_var("REFERDESK_REWARD_RELEASE_SECS", 60)?,
         })
     }
 

@@ -41,11 +41,8 @@ use crate::error::Error;
 pub struct AppState {
     pub pool: DbPool,
     pub config: Config,
-    pub api_limiter: api::throttle::RateLimiter,
     /// Signs cookies besides the session's (the device cookie, `web::device`).
     pub cookie_key: Key,
-    /// Refuses addresses that guess API tokens (see `api::throttle::UnknownTokens`).
-    pub unknown_tokens: api::throttle::UnknownTokens,
     /// Tells the mail worker that a message is waiting.
     pub mail: mail::MailWaker,
     /// The programs list every signed-in page shows (see `web::access::ProgramsCache`).
@@ -65,6 +62,7 @@ pub struct Application {
     pruner: Option<pruner::Pruner>,
     webhooks: Option<webhooks::WebhookWorker>,
     reward_release: Option<reward_release::RewardRelease>,
+    listener: Option<db::listener::Listener>,
 }
 
 /// Where the database is: the configured server, or the private cluster under the data dir
@@ -189,12 +187,23 @@ impl Application {
                 std::time::Duration::from_secs(secs),
             )?),
         };
+        // Wakes the workers of this process when any process queues work for them.
+        let mut wakeups: Vec<(&'static str, db::listener::OnNotify)> = vec![(db::listener::MAIL, {
+            let waker = mail.waker();
+            Box::new(move || waker.wake())
+        })];
+        if let Some(worker) = &webhooks {
+            let waker = worker.waker();
+            wakeups.push((db::listener::WEBHOOKS, Box::new(move || waker.wake())));
+        }
+        if let Some(release) = &reward_release {
+            wakeups.push((db::listener::REWARDS, Box::new(release.waker())));
+        }
+        let work_listener = db::listener::Listener::start(&database_url, wakeups)?;
         let state = Data::new(AppState {
             pool: pool.clone(),
             config: config.clone(),
-            api_limiter: api::throttle::RateLimiter::per_minute(config.api_rate_per_minute),
             cookie_key: key.clone(),
-            unknown_tokens: Default::default(),
             mail: mail.waker(),
             programs: web::access::ProgramsCache::default(),
             customer_list: Default::default(),
@@ -241,6 +250,7 @@ impl Application {
             pruner: Some(pruner),
             webhooks,
             reward_release,
+            listener: Some(work_listener),
         })
     }
 
@@ -258,6 +268,9 @@ impl Application {
     /// embedded database (if any).
     pub async fn run_until_stopped(mut self) -> std::io::Result<()> {
         let result = self.server.await;
+        if let Some(listener) = self.listener.take() {
+            let _ = actix_web::rt::task::spawn_blocking(move || listener.stop()).await;
+        }
         if let Some(worker) = self.mail.take() {
             let _ = actix_web::rt::task::spawn_blocking(move || worker.stop()).await;
         }

@@ -12,34 +12,45 @@ use anyhow::Context;
 use crate::db::DbPool;
 use crate::domain::maintenance::{self, PRUNE_INTERVAL};
 
-/// A stop request a background thread waits on between passes (also used by
-/// `reward_release`).
+/// A stop request a background thread waits on between passes, and a wake-up that ends
+/// one wait early (also used by `reward_release`).
 #[derive(Default)]
 pub(crate) struct Stop {
-    requested: Mutex<bool>,
+    state: Mutex<StopState>,
     changed: Condvar,
 }
 
+#[derive(Default)]
+struct StopState {
+    requested: bool,
+    woken: bool,
+}
+
 impl Stop {
-    pub(crate) fn request(&self) {
-        *self
-            .requested
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = true;
+    fn update(&self, change: impl FnOnce(&mut StopState)) {
+        change(&mut self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
         self.changed.notify_all();
     }
 
-    /// Sleeps for `timeout` or until a stop is requested; true when it was.
+    pub(crate) fn request(&self) {
+        self.update(|state| state.requested = true);
+    }
+
+    /// Ends the current (or next) wait early, without stopping.
+    pub(crate) fn wake(&self) {
+        self.update(|state| state.woken = true);
+    }
+
+    /// Sleeps for `timeout`, or until a stop is requested or a wake-up comes; true when a
+    /// stop was requested.
     pub(crate) fn wait(&self, timeout: std::time::Duration) -> bool {
-        let requested = self
-            .requested
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let (requested, _) = self
+        let state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let (mut state, _) = self
             .changed
-            .wait_timeout_while(requested, timeout, |requested| !*requested)
+            .wait_timeout_while(state, timeout, |state| !state.requested && !state.woken)
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        *requested
+        state.woken = false;
+        state.requested
     }
 }
 
@@ -109,6 +120,7 @@ fn pass(pool: &DbPool, min_gap: chrono::Duration, webhook_retention: chrono::Dur
             webhook_deliveries = webhooks.deliveries,
             login_failures = pruned.login_failures,
             one_time_links = pruned.one_time_tokens,
+            rate_windows = pruned.rate_windows,
             "pruned expired rows"
         ),
         Ok(None) => tracing::debug!("another process pruned recently"),

@@ -1,10 +1,12 @@
 //! The background thread that releases held rewards (`domain::rewards::credit::release_due`).
 //!
-//! Started by `Application::build` and stopped with the server, like the pruner. Every
-//! `REFERDESK_REWARD_RELEASE_SECS` seconds it credits the rewards whose hold is over
-//! (approved ones, and pending ones that need no manual approval). Several server
-//! processes on one database may all run it: the release claims rows with
-//! `FOR UPDATE SKIP LOCKED`, so each reward is credited exactly once.
+//! Started by `Application::build` and stopped with the server, like the pruner. It
+//! credits the rewards whose hold is over (approved ones, and pending ones that need no
+//! manual approval) when the next hold ends, when woken (by `db::listener`: a reward made
+//! releasable in any process notifies `referdesk_rewards`), and at least every
+//! `REFERDESK_REWARD_RELEASE_SECS` seconds. Several server processes on one database may
+//! all run it: the release claims rows with `FOR UPDATE SKIP LOCKED`, so each reward is
+//! credited exactly once.
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -12,9 +14,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::db::DbPool;
+use crate::db::{listener, DbPool};
 use crate::domain::rewards::credit;
 use crate::pruner::Stop;
+
+/// The shortest wait: a reward due already is being credited by another process.
+const BUSY_POLL: Duration = Duration::from_secs(1);
 
 /// The running release thread. [`RewardRelease::stop`] ends it; dropping it asks it to stop.
 pub struct RewardRelease {
@@ -30,8 +35,9 @@ impl RewardRelease {
             .spawn({
                 let stop = stop.clone();
                 move || loop {
-                    pass(&pool);
-                    if stop.wait(interval) {
+                    let next = pass(&pool);
+                    let wait = listener::until_due(next, chrono::Utc::now(), BUSY_POLL, interval);
+                    if stop.wait(wait) {
                         break;
                     }
                 }
@@ -41,6 +47,17 @@ impl RewardRelease {
             stop,
             thread: Some(thread),
         })
+    }
+
+    /// Ends the thread's current wait: something may be due.
+    pub fn wake(&self) {
+        self.stop.wake();
+    }
+
+    /// A handle that calls [`RewardRelease::wake`], for `db::listener`.
+    pub fn waker(&self) -> impl Fn() + Send + 'static {
+        let stop = self.stop.clone();
+        move || stop.wake()
     }
 
     /// Asks the thread to stop after the pass it is running, and waits for it.
@@ -61,19 +78,30 @@ impl Drop for RewardRelease {
     }
 }
 
-fn pass(pool: &DbPool) {
+/// One release; returns when the next hold ends, if it knows.
+fn pass(pool: &DbPool) -> Option<chrono::DateTime<chrono::Utc>> {
     // A database that is away now is tried again at the next interval.
     let result = pool
         .get()
         .map_err(|error| anyhow::anyhow!(error))
-        .and_then(|mut conn| credit::release_due(&mut conn, chrono::Utc::now()).map_err(anyhow::Error::from));
+        .and_then(|mut conn| {
+            let released = credit::release_due(&mut conn, chrono::Utc::now())?;
+            Ok((released, credit::next_due(&mut conn)?))
+        });
     match result {
-        Ok(released) if released.credited + released.voided > 0 => tracing::info!(
-            credited = released.credited,
-            voided = released.voided,
-            "released held rewards"
-        ),
-        Ok(_) => {}
-        Err(error) => tracing::warn!(error = %error, "releasing held rewards failed"),
+        Ok((released, next)) => {
+            if released.credited + released.voided > 0 {
+                tracing::info!(
+                    credited = released.credited,
+                    voided = released.voided,
+                    "released held rewards"
+                );
+            }
+            next
+        }
+        Err(error) => {
+            tracing::warn!(error = %error, "releasing held rewards failed");
+            None
+        }
     }
 }

@@ -11,12 +11,12 @@ use actix_web::http::header;
 use actix_web::{dev::Payload, web, FromRequest, HttpRequest};
 use diesel::PgConnection;
 
-use crate::api::throttle::Admitted;
+use crate::api::throttle;
 use crate::client_address::client_address;
 use crate::db;
 use crate::domain::programs::Program;
 use crate::domain::tokens::{self, ApiToken};
-use crate::domain::Actor;
+use crate::domain::{sha256_hex, Actor};
 use crate::error::{ApiError, Error};
 use crate::AppState;
 
@@ -103,17 +103,9 @@ impl ApiCall {
         let secret = self.secret;
         let state = self.state.clone();
         let address = self.address;
-        // Before any database work: an address guessing tokens is refused here.
-        let admitted = state
-            .unknown_tokens
-            .admit(&address, &secret)
-            .map_err(|retry_after_secs| Error::TooManyRequests {
-                message: "Too many requests with unknown tokens. Check the token and retry later.".into(),
-                retry_after_secs,
-            })?;
         let done = db::run(&self.state.pool, move |conn| {
             // Outside the work's transaction: a call that fails still counts as a use.
-            let client = authenticate(conn, &state, &secret, address, admitted)?;
+            let client = authenticate(conn, &state, &secret, address)?;
             let input = input.map_err(|ApiError(error)| error)?;
             if generic_plans {
                 db::with_generic_plans(conn, |conn| work(conn, client, input))
@@ -126,25 +118,20 @@ impl ApiCall {
     }
 }
 
+/// The throttles (`api::throttle`, counters shared by every process) and the token.
 fn authenticate(
     conn: &mut PgConnection,
     state: &AppState,
     secret: &str,
     address: String,
-    admitted: Admitted,
 ) -> Result<ApiClient, Error> {
+    let token_hash = sha256_hex(secret);
+    // Before the token is looked up: an address guessing tokens is refused here.
+    throttle::admit_address(conn, &address, &token_hash)?;
     let Some((token, program)) = tokens::authenticate(conn, secret)? else {
-        admitted.unknown();
-        return Err(Error::Unauthenticated);
+        return Err(throttle::unknown(conn, &address));
     };
-    state.unknown_tokens.live(secret, admitted);
-    state
-        .api_limiter
-        .check(token.id)
-        .map_err(|retry_after_secs| Error::TooManyRequests {
-            message: "Too many requests. Slow down and retry later.".into(),
-            retry_after_secs,
-        })?;
+    throttle::take_call(conn, &token_hash, state.config.api_rate_per_minute)?;
     let actor = token.actor(Some(address));
     Ok(ApiClient {
         token,

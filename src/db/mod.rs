@@ -3,6 +3,7 @@
 
 pub mod embedded;
 pub mod fixed;
+pub mod listener;
 pub mod schema;
 pub mod text_enum;
 

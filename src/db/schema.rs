@@ -146,6 +146,15 @@ diesel::table! {
 }
 
 diesel::table! {
+    rate_windows (scope, key, window_start) {
+        scope -> Text,
+        key -> Text,
+        window_start -> Timestamptz,
+        hits -> Int4,
+    }
+}
+
+diesel::table! {
     one_time_tokens (id) {
         id -> Int8,
         token_hash -> Text,
@@ -435,6 +444,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     maintenance_runs,
     one_time_tokens,
     programs,
+    rate_windows,
     referral_clicks,
     referral_links,
     referral_standings,

@@ -1,6 +1,6 @@
 //! Clearing out rows that are of no use any more: sessions past their expiry, sign-in
 //! failures older than any throttle looks back, and one-time links (setup, set-password)
-//! that were used or have expired. The server runs [`prune`] every [`PRUNE_INTERVAL`]
+//! that were used or have expired, and past windows of the shared rate limits. The server runs [`prune`] every [`PRUNE_INTERVAL`]
 //! (`crate::pruner`); several server processes on one database share one pass per
 //! interval through the `maintenance_runs` row they claim.
 
@@ -8,7 +8,7 @@ use chrono::{Duration, Utc};
 use diesel::prelude::*;
 
 use crate::db::schema::{login_failures, maintenance_runs, one_time_tokens};
-use crate::domain::{sessions, team, webhooks};
+use crate::domain::{rate_limits, sessions, team, webhooks};
 use crate::error::Error;
 
 /// The `maintenance_runs` row of the pruning pass.
@@ -23,6 +23,8 @@ pub struct Pruned {
     pub sessions: usize,
     pub login_failures: usize,
     pub one_time_tokens: usize,
+    /// Past windows of the shared rate limits (`rate_limits`).
+    pub rate_windows: usize,
 }
 
 /// Runs one pruning pass unless another process is running one, or one ran less than
@@ -74,6 +76,7 @@ pub fn prune_with(
                 ),
             )
             .execute(conn)?,
+            rate_windows: rate_limits::prune(conn, now)?,
         };
         let webhooks = webhooks::log::prune(conn, now, webhook_retention)?;
         diesel::update(maintenance_runs::table.find(PRUNE_TASK))

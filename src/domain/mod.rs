@@ -9,6 +9,7 @@ pub mod json;
 pub mod ledger;
 pub mod maintenance;
 pub mod programs;
+pub mod rate_limits;
 pub mod referral_links;
 pub mod rewards;
 pub mod sessions;

@@ -1,8 +1,9 @@
 //! Mail delivery: a background worker that drains the `mail_outbox` table.
 //!
-//! The worker is one dedicated thread started by `Application::build`. It looks for due
-//! messages every second, and at once when woken through a [`MailWaker`] (a new invite, a
-//! retry). Between two messages it checks whether it should stop, so shutting the server
+//! The worker is one dedicated thread started by `Application::build`. It sends due
+//! messages at once when woken through a [`MailWaker`] — by `db::listener` when a message
+//! is queued in any process (a `NOTIFY` on `referdesk_mail`), or by a handler of this one —
+//! and otherwise sleeps until the next retry falls due, at most [`FALLBACK_POLL`]. Between two messages it checks whether it should stop, so shutting the server
 //! down never cuts a message in half. See [`outbox`] for what "sent once" means, and
 //! [`transport`] for SMTP versus `.eml` files.
 
@@ -14,15 +15,19 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use anyhow::Context;
+use chrono::{DateTime, Utc};
 use lettre::message::Mailbox;
 
 use crate::config::Config;
-use crate::db::DbPool;
+use crate::db::{listener, DbPool};
 use crate::mail::outbox::RetryPolicy;
 use crate::mail::transport::Transport;
 
-/// How long the worker sleeps when nobody wakes it.
-const POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// The longest the worker sleeps when nobody wakes it: the fallback for a lost
+/// notification.
+pub const FALLBACK_POLL: Duration = Duration::from_secs(10);
+/// The shortest: a message due already is being sent by another process.
+const BUSY_POLL: Duration = Duration::from_secs(1);
 
 #[derive(Default)]
 struct Signal {
@@ -143,18 +148,25 @@ impl Drop for MailWorker {
 fn run(shared: &Shared, pool: &DbPool, transport: &Transport, from: &Mailbox, policy: RetryPolicy) {
     while !shared.stopping() {
         shared.take_wake();
-        drain(shared, pool, transport, from, policy);
-        shared.wait(POLL_INTERVAL);
+        let next = drain(shared, pool, transport, from, policy);
+        shared.wait(listener::until_due(next, Utc::now(), BUSY_POLL, FALLBACK_POLL));
     }
 }
 
 /// Sends every due message, one at a time, until none is due or a stop is asked for.
-fn drain(shared: &Shared, pool: &DbPool, transport: &Transport, from: &Mailbox, policy: RetryPolicy) {
+/// Returns when the next queued message falls due, if it knows.
+fn drain(
+    shared: &Shared,
+    pool: &DbPool,
+    transport: &Transport,
+    from: &Mailbox,
+    policy: RetryPolicy,
+) -> Option<DateTime<Utc>> {
     let mut conn = match pool.get() {
         Ok(conn) => conn,
         Err(error) => {
             tracing::warn!("mail worker: no database connection: {error}");
-            return;
+            return None;
         }
     };
     while !shared.stopping() {
@@ -163,8 +175,12 @@ fn drain(shared: &Shared, pool: &DbPool, transport: &Transport, from: &Mailbox, 
             Ok(None) => break,
             Err(error) => {
                 tracing::warn!("mail worker: {error}");
-                break;
+                return None;
             }
         }
     }
+    outbox::next_due(&mut conn).unwrap_or_else(|error| {
+        tracing::warn!("mail worker: {error}");
+        None
+    })
 }

@@ -120,6 +120,15 @@ pub fn deliver_next(
     })
 }
 
+/// When the next queued message falls due (it may be due already, and locked by another
+/// process sending it).
+pub fn next_due(conn: &mut PgConnection) -> Result<Option<DateTime<Utc>>, Error> {
+    Ok(mail_outbox::table
+        .filter(mail_outbox::status.eq(DeliveryStatus::Queued))
+        .select(diesel::dsl::min(mail_outbox::next_attempt_at))
+        .first(conn)?)
+}
+
 fn mark_sent(conn: &mut PgConnection, row: &OutboxMessage) -> Result<(), Error> {
     let now = Utc::now();
     diesel::update(mail_outbox::table.find(row.id))

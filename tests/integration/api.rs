@@ -1039,7 +1039,7 @@ async fn every_v1_answer_is_no_store() {
 }
 
 /// Bearer tokens that match no live token are counted per client address; past the limit
-/// the address is refused (429) before any database work, while a token that worked
+/// the address is refused (429) before its token is looked up, while a token that worked
 /// before still does, and other addresses are not affected.
 #[apply(integration_test!)]
 async fn unknown_tokens_are_refused_per_address_without_database_work() {
@@ -1073,7 +1073,7 @@ async fn unknown_tokens_are_refused_per_address_without_database_work() {
     assert!((1..=60).contains(&retry), "{retry}");
 
     // With the tokens table locked, a token lookup would wait (until the statement
-    // timeout); the refusal does not look anything up, so it comes at once.
+    // timeout); the refusal reads only the address's counter, so it comes at once.
     let mut locker = diesel::PgConnection::establish(&api.app.database_url).unwrap();
     locker
         .batch_execute("BEGIN; LOCK TABLE api_tokens IN ACCESS EXCLUSIVE MODE")

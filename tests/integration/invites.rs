@@ -16,14 +16,14 @@ use crate::ledger::insert_customer;
 
 /// One message as the SMTP server received it.
 #[derive(Clone, Debug)]
-struct Received {
-    from: String,
-    to: Vec<String>,
-    data: String,
+pub(crate) struct Received {
+    pub(crate) from: String,
+    pub(crate) to: Vec<String>,
+    pub(crate) data: String,
 }
 
 /// A tiny SMTP server: enough of RFC 5321 for a client to hand over messages.
-struct SmtpStub {
+pub(crate) struct SmtpStub {
     port: u16,
     received: Arc<Mutex<Vec<Received>>>,
     task: tokio::task::JoinHandle<()>,
@@ -37,7 +37,7 @@ impl Drop for SmtpStub {
 
 impl SmtpStub {
     /// Listens on `port` (0: any free port). `delay` slows each accepted message down.
-    async fn start(port: u16, delay: Duration) -> SmtpStub {
+    pub(crate) async fn start(port: u16, delay: Duration) -> SmtpStub {
         let listener = TcpListener::bind(("127.0.0.1", port))
             .await
             .expect("bind SMTP stub");
@@ -55,11 +55,11 @@ impl SmtpStub {
         SmtpStub { port, received, task }
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("smtp://127.0.0.1:{}", self.port)
     }
 
-    fn messages(&self) -> Vec<Received> {
+    pub(crate) fn messages(&self) -> Vec<Received> {
         self.received.lock().unwrap().clone()
     }
 }

@@ -23,6 +23,7 @@ mod ledger;
 mod maintenance;
 mod openapi;
 mod performance;
+mod processes;
 mod profile;
 mod programs;
 mod reliability;

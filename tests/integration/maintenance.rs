@@ -7,8 +7,9 @@ use std::time::{Duration as StdDuration, Instant};
 use chrono::{Duration, Utc};
 use diesel::prelude::*;
 use macro_rules_attribute::apply;
-use referdesk::db::schema::{login_failures, maintenance_runs, one_time_tokens, sessions};
+use referdesk::db::schema::{login_failures, maintenance_runs, one_time_tokens, rate_windows, sessions};
 use referdesk::domain::maintenance::{prune, Pruned, PRUNE_INTERVAL};
+use referdesk::domain::rate_limits;
 use referdesk::domain::team::{Role, LOGIN_FAILURES_KEPT_MINUTES};
 
 use crate::helpers::{fresh_database, test_config, TestApp, PASSWORD};
@@ -153,6 +154,21 @@ async fn one_pass_prunes_expired_rows_and_keeps_live_ones() {
     insert_link(&app, "used-link", now + Duration::hours(1), true);
     insert_link(&app, "expired-link", now - Duration::minutes(1), false);
     insert_link(&app, "live-link", now + Duration::hours(1), false);
+    let windows_kept_from = now - Duration::minutes(rate_limits::KEPT_MINUTES);
+    for (key, at) in [
+        ("old-window", windows_kept_from - Duration::minutes(1)),
+        ("recent-window", windows_kept_from + Duration::minutes(1)),
+    ] {
+        diesel::insert_into(rate_windows::table)
+            .values((
+                rate_windows::scope.eq("api_token"),
+                rate_windows::key.eq(key),
+                rate_windows::window_start.eq(at),
+                rate_windows::hits.eq(3),
+            ))
+            .execute(&mut app.conn())
+            .unwrap();
+    }
     let links = || -> Vec<String> {
         one_time_tokens::table
             .select(one_time_tokens::token_hash)
@@ -171,8 +187,14 @@ async fn one_pass_prunes_expired_rows_and_keeps_live_ones() {
             sessions: 1,
             login_failures: 1,
             one_time_tokens: 2,
+            rate_windows: 1,
         }
     );
+    let windows: Vec<String> = rate_windows::table
+        .select(rate_windows::key)
+        .load(&mut app.conn())
+        .unwrap();
+    assert_eq!(windows, vec!["recent-window".to_string()]);
     let session_ids: Vec<String> = session_rows(&app).into_iter().map(|(id, _)| id).collect();
     assert!(!session_ids.contains(&"expired-session".to_string()));
     assert!(session_ids.contains(&"live-session".to_string()));

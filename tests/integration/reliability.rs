@@ -4,7 +4,7 @@
 
 mod frozen;
 mod fuzz;
-mod shutdown;
+pub(crate) mod shutdown;
 
 use diesel::prelude::*;
 use macro_rules_attribute::apply;

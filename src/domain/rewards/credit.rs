@@ -207,6 +207,19 @@ pub fn release_due(conn: &mut PgConnection, now: DateTime<Utc>) -> Result<Releas
     }
 }
 
+/// When the next hold of a reward that [`release_due`] would credit ends (along
+/// `rewards_release_idx`; it may be over already, for a reward another process holds).
+pub fn next_due(conn: &mut PgConnection) -> Result<Option<DateTime<Utc>>, Error> {
+    Ok(rewards::table
+        .filter(
+            rewards::status.eq(RewardStatus::Approved).or(rewards::status
+                .eq(RewardStatus::Pending)
+                .and(rewards::needs_approval.eq(false))),
+        )
+        .select(diesel::dsl::min(rewards::hold_until))
+        .first(conn)?)
+}
+
 fn release_batch(
     conn: &mut PgConnection,
     now: DateTime<Utc>,

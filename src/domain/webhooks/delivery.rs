@@ -116,6 +116,17 @@ struct InFlight {
     count: i64,
 }
 
+/// When the next delivery of an active subscription falls due: a retry, or the end of a
+/// lease whose process died (it may be due already, waiting for a slot).
+pub fn next_due(conn: &mut PgConnection) -> Result<Option<DateTime<Utc>>, Error> {
+    Ok(deliveries::table
+        .inner_join(subs::table)
+        .filter(deliveries::status.eq("pending"))
+        .filter(subs::is_active)
+        .select(diesel::dsl::min(deliveries::next_attempt_at))
+        .first(conn)?)
+}
+
 /// Claims due deliveries of active subscriptions, at most `limits.per_endpoint` in flight
 /// per subscription. Commits before returning: the requests are made outside any
 /// transaction.

@@ -21,9 +21,11 @@ const CUSTOMERS: usize = 8;
 /// The longest a stop may take: in-flight requests, then the mail worker's message.
 const STOP_LIMIT: Duration = Duration::from_secs(40);
 
-struct Server {
-    child: Child,
-    address: String,
+/// `referdesk serve` as a child process (also started twice on one database by
+/// `processes`).
+pub(crate) struct Server {
+    pub(crate) child: Child,
+    pub(crate) address: String,
 }
 
 fn free_port() -> u16 {
@@ -36,9 +38,20 @@ fn free_port() -> u16 {
 impl Server {
     /// Starts `referdesk serve` with file mail delivery under `data_dir`.
     async fn start(database_url: &str, data_dir: &Path, log_name: &str) -> Server {
+        Server::start_with(database_url, data_dir, log_name, &[]).await
+    }
+
+    /// [`Server::start`] with more (or other) environment variables.
+    pub(crate) async fn start_with(
+        database_url: &str,
+        data_dir: &Path,
+        log_name: &str,
+        env: &[(&str, &str)],
+    ) -> Server {
         let port = free_port();
         let log = std::fs::File::create(data_dir.join(log_name)).expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_referdesk"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_referdesk"));
+        let child = command
             .arg("serve")
             .current_dir(data_dir)
             .env("DATABASE_URL", database_url)
@@ -50,6 +63,7 @@ impl Server {
             .env("REFERDESK_API_RATE", "100000")
             .env("REFERDESK_LOG", "info")
             .env_remove("REFERDESK_SMTP_URL")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::from(log.try_clone().expect("log file")))
             .stderr(Stdio::from(log))
@@ -80,7 +94,7 @@ impl Server {
         }
     }
 
-    fn terminate(&self) {
+    pub(crate) fn terminate(&self) {
         let status = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status()
@@ -89,7 +103,7 @@ impl Server {
     }
 
     /// Waits for the process to end; its exit status and how long it took.
-    async fn wait(&mut self) -> (std::process::ExitStatus, Duration) {
+    pub(crate) async fn wait(&mut self) -> (std::process::ExitStatus, Duration) {
         let started = Instant::now();
         loop {
             if let Some(status) = self.child.try_wait().expect("process status") {
@@ -113,7 +127,7 @@ impl Drop for Server {
     }
 }
 
-fn read_log(dir: &Path, name: &str) -> String {
+pub(crate) fn read_log(dir: &Path, name: &str) -> String {
     std::fs::read_to_string(dir.join(name)).unwrap_or_default()
 }
 

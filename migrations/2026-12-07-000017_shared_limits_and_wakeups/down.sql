@@ -1,0 +1,10 @@
+DROP TRIGGER rewards_added ON rewards;
+DROP TRIGGER rewards_releasable ON rewards;
+DROP TRIGGER webhook_deliveries_due_now ON webhook_deliveries;
+DROP TRIGGER webhook_deliveries_queued ON webhook_deliveries;
+DROP TRIGGER mail_outbox_requeued ON mail_outbox;
+DROP TRIGGER mail_outbox_queued ON mail_outbox;
+DROP FUNCTION rewards_notify_added();
+DROP FUNCTION referdesk_notify_added();
+DROP FUNCTION referdesk_notify();
+DROP TABLE rate_windows;
