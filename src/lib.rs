@@ -65,6 +65,7 @@ pub struct Application {
     pruner: Option<pruner::Pruner>,
     webhooks: Option<webhooks::WebhookWorker>,
     reward_release: Option<reward_release::RewardRelease>,
+    replica_watch: Option<db::replicas::ReplicaWatch>,
 }
 
 /// Where the database is: the configured server, or the private cluster under the data dir
@@ -104,6 +105,9 @@ pub fn prepare_database(url: &str) -> anyhow::Result<()> {
 const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
 img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'";
 
+/// The session cookie's name.
+pub const SESSION_COOKIE: &str = "referdesk_session";
+
 /// Sessions in PostgreSQL behind a signed cookie that ends with the browser session.
 fn session_middleware(
     store: web::session_store::PgSessionStore,
@@ -111,7 +115,7 @@ fn session_middleware(
     secure_cookies: bool,
 ) -> SessionMiddleware<web::session_store::PgSessionStore> {
     SessionMiddleware::builder(store, key)
-        .cookie_name("referdesk_session".to_string())
+        .cookie_name(SESSION_COOKIE.to_string())
         .cookie_http_only(true)
         .cookie_secure(secure_cookies)
         .cookie_same_site(SameSite::Lax)
@@ -146,7 +150,12 @@ impl Application {
         let (database_url, embedded) = resolve_database(&config)?;
         prepare_database(&database_url)?;
         let statement_timeout = std::time::Duration::from_millis(config.statement_timeout_ms);
-        let pool = db::build_server_pool(&database_url, config.pool_size, statement_timeout);
+        let pool = db::build_server_pool(&database_url, config.pool_size, statement_timeout)
+            .with_replicas(&config.replica_urls, config.replica_max_lag);
+        let replica_watch = match pool.replicas() {
+            Some(replicas) => Some(db::replicas::ReplicaWatch::start(&database_url, replicas.clone())?),
+            None => None,
+        };
 
         let setup_url = {
             let mut conn = pool.get().context("could not connect to the database")?;
@@ -199,7 +208,9 @@ impl Application {
             programs: web::access::ProgramsCache::default(),
             customer_list: Default::default(),
         });
-        let store = web::session_store::PgSessionStore::new(pool.clone());
+        // A session is read right after it was written (a sign-in) and must end
+        // everywhere at once (a sign-out, a disabled member): always the primary.
+        let store = web::session_store::PgSessionStore::new(pool.primary_only());
         let form_tokens = Data::new(web::csrf::FormTokens::new(&key, secure_cookies));
 
         let server = HttpServer::new(move || {
@@ -217,6 +228,8 @@ impl Application {
                 .wrap(from_fn(web::access::enforce))
                 .wrap(from_fn(web::csrf::protect))
                 .wrap(sessions)
+                // Outside the sessions: it sees the cookie of a sign-in.
+                .wrap(from_fn(web::read_routing::route_reads))
                 .wrap(security_headers())
                 .wrap(from_fn(web::error_pages::fill_empty_errors))
                 .wrap(from_fn(api::no_store))
@@ -241,6 +254,7 @@ impl Application {
             pruner: Some(pruner),
             webhooks,
             reward_release,
+            replica_watch,
         })
     }
 
@@ -269,6 +283,9 @@ impl Application {
         }
         if let Some(release) = self.reward_release.take() {
             let _ = actix_web::rt::task::spawn_blocking(move || release.stop()).await;
+        }
+        if let Some(watch) = self.replica_watch.take() {
+            let _ = actix_web::rt::task::spawn_blocking(move || watch.stop()).await;
         }
         if let Some(mut cluster) = self.embedded.take() {
             cluster.stop();

@@ -17,6 +17,7 @@ pub mod invites;
 pub mod ledger;
 pub mod paging;
 pub mod profile;
+pub mod read_routing;
 pub mod programs;
 pub mod referral_redirect;
 pub mod rewards;
