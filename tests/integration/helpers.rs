@@ -188,7 +188,24 @@ pub fn test_config(database_url: &str) -> Config {
         webhooks: Default::default(),
         // Tests release held rewards by hand, with a clock of their choosing.
         reward_release_secs: 0,
+        replica_urls: read_only_replica(database_url),
+        replica_max_lag: referdesk::config::DEFAULT_REPLICA_MAX_LAG,
     }
+}
+
+/// With `REFERDESK_TEST_READ_ONLY_REPLICA=1`, every test server reads its GET requests
+/// from a stand-in replica: its own database on a connection that refuses writes, as a
+/// hot standby does, but never behind. A GET handler that writes without
+/// `db::run_write` then fails its test. (`replicas::` tests a real standby.)
+fn read_only_replica(database_url: &str) -> Vec<String> {
+    let wanted = std::env::var("REFERDESK_TEST_READ_ONLY_REPLICA").is_ok_and(|value| value == "1");
+    if !wanted {
+        return Vec::new();
+    }
+    let separator = if database_url.contains('?') { '&' } else { '?' };
+    vec![format!(
+        "{database_url}{separator}options=-c%20default_transaction_read_only%3Don"
+    )]
 }
 
 impl TestApp {

@@ -26,6 +26,7 @@ mod performance;
 mod profile;
 mod programs;
 mod reliability;
+mod replicas;
 mod reward_fixtures;
 mod reward_pages;
 mod reward_review;
