@@ -184,7 +184,9 @@ fn parse_seconds(name: &str, default: std::time::Duration) -> anyhow::Result<std
         return Ok(default);
     };
     match raw.trim().parse::<f64>() {
-        Ok(secs) if secs.is_finite() && secs > 0.0 && secs < 1e9 => Ok(std::time::Duration::from_secs_f64(secs)),
+        Ok(secs) if secs.is_finite() && secs > 0.0 && secs < 1e9 => {
+            Ok(std::time::Duration::from_secs_f64(secs))
+        }
         _ => bail!("{name}={raw:?} is not a number of seconds greater than 0 (e.g. 5 or 0.5)"),
     }
 }
@@ -285,14 +287,19 @@ mod tests {
     fn replica_urls_are_postgres_urls_separated_by_commas() {
         assert_eq!(
             parse_replica_urls(" postgres://r1:5432/app , postgresql://u:p@r2/app?sslmode=require,").unwrap(),
-            ["postgres://r1:5432/app", "postgresql://u:p@r2/app?sslmode=require"]
+            [
+                "postgres://r1:5432/app",
+                "postgresql://u:p@r2/app?sslmode=require"
+            ]
         );
         assert!(parse_replica_urls("").unwrap().is_empty());
         for bad in ["replica:5432", "mysql://r/app", "postgres://host-only"] {
             let error = parse_replica_urls(bad).unwrap_err().to_string();
             assert!(error.contains("REFERDESK_REPLICA_URL"), "{bad}: {error}");
         }
-        let error = parse_replica_urls("http://user:hunter2@r/app").unwrap_err().to_string();
+        let error = parse_replica_urls("http://user:hunter2@r/app")
+            .unwrap_err()
+            .to_string();
         assert!(!error.contains("hunter2"), "{error}");
     }
 

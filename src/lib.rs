@@ -153,7 +153,10 @@ impl Application {
         let pool = db::build_server_pool(&database_url, config.pool_size, statement_timeout)
             .with_replicas(&config.replica_urls, config.replica_max_lag);
         let replica_watch = match pool.replicas() {
-            Some(replicas) => Some(db::replicas::ReplicaWatch::start(&database_url, replicas.clone())?),
+            Some(replicas) => Some(db::replicas::ReplicaWatch::start(
+                &database_url,
+                replicas.clone(),
+            )?),
             None => None,
         };
 

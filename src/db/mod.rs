@@ -91,6 +91,20 @@ impl DbPool {
         self.replicas.as_ref()
     }
 
+    /// The database the current request reads from, as a pool of its own (the primary's
+    /// without replicas): for reading that goes on after the handler has answered (a
+    /// streamed export), so that every batch comes from the same database.
+    pub fn for_request(&self) -> DbPool {
+        match self.replica_for_request() {
+            Some((replicas, index)) => DbPool {
+                pool: replicas.pool(index),
+                replicas: None,
+                ..self.clone()
+            },
+            None => self.primary_only(),
+        }
+    }
+
     /// The replica the current request may read from, if any.
     fn replica_for_request(&self) -> Option<(Arc<replicas::Replicas>, usize)> {
         let replicas = self.replicas.as_ref()?;

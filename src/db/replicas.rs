@@ -130,6 +130,10 @@ impl Replicas {
         }
     }
 
+    pub(super) fn pool(&self, index: usize) -> Pool<Manager> {
+        self.members[index].pool.clone()
+    }
+
     pub fn reports(&self) -> Vec<Report> {
         self.members
             .iter()

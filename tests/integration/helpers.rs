@@ -368,6 +368,15 @@ impl Browser {
             .unwrap_or_default()
     }
 
+    /// The session cookie alone (the others, such as the read-your-writes cookie with
+    /// replicas, change with every write).
+    pub fn session_cookie(&self) -> Option<String> {
+        self.cookies()
+            .split("; ")
+            .find(|cookie| cookie.starts_with(&format!("{}=", referdesk::SESSION_COOKIE)))
+            .map(str::to_string)
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.address, path)
     }

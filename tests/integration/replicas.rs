@@ -93,7 +93,17 @@ impl Standby {
             .command("pg_basebackup")
             .arg("-D")
             .arg(standby.data())
-            .args(["-R", "-X", "stream", "-c", "fast", "-h", "127.0.0.1", "-U", "postgres"])
+            .args([
+                "-R",
+                "-X",
+                "stream",
+                "-c",
+                "fast",
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+            ])
             .args(["-p", &primary_port.to_string()])
             .env("PGPASSWORD", password)
             .output()
@@ -191,9 +201,16 @@ fn lsn(conn: &mut PgConnection, query: &str) -> i64 {
 /// Waits until the standby has replayed everything the primary has written now, and the
 /// server's watch thread has seen it.
 fn wait_until_caught_up(primary: &mut PgConnection, standby: &mut PgConnection) {
-    let target = lsn(primary, "SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint AS lsn");
+    let target = lsn(
+        primary,
+        "SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint AS lsn",
+    );
     let deadline = Instant::now() + Duration::from_secs(30);
-    while lsn(standby, "SELECT (pg_last_wal_replay_lsn() - '0/0'::pg_lsn)::bigint AS lsn") < target {
+    while lsn(
+        standby,
+        "SELECT (pg_last_wal_replay_lsn() - '0/0'::pg_lsn)::bigint AS lsn",
+    ) < target
+    {
         assert!(Instant::now() < deadline, "the standby did not catch up");
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -207,7 +224,9 @@ fn replay(standby: &mut PgConnection, paused: bool) {
     } else {
         "SELECT pg_wal_replay_resume()"
     };
-    diesel::sql_query(call).execute(standby).expect("pause or resume replay");
+    diesel::sql_query(call)
+        .execute(standby)
+        .expect("pause or resume replay");
 }
 
 fn connect_with_retry(url: &str) -> PgConnection {
@@ -239,7 +258,10 @@ async fn wait_for_replica(app: &TestApp, status: &str) -> Value {
         if body["databases"][1]["status"] == status {
             return body;
         }
-        assert!(Instant::now() < deadline, "the replica never became {status}: {body}");
+        assert!(
+            Instant::now() < deadline,
+            "the replica never became {status}: {body}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -251,20 +273,40 @@ async fn customer_list(browser: &Browser) -> String {
 }
 
 /// Pauses the standby's replay, writes a customer straight into the primary (no request,
-/// so no read-your-writes fence), and says whether the list page shows it: `false` means
-/// the page came from the replica. Replay resumes afterwards.
-async fn list_shows_a_write_the_replica_lacks(
+/// so no read-your-writes fence), and lists what shows it among the list page, the CSV
+/// export and the API's list: none means all three came from the replica. Replay
+/// resumes afterwards.
+async fn reads_showing_a_write_the_replica_lacks(
     app: &TestApp,
     browser: &Browser,
+    token: &str,
     standby: &mut PgConnection,
     email: &str,
-) -> bool {
+) -> Vec<&'static str> {
     replay(standby, true);
     app.create_customer(CustomerInput {
         email: Some(email.to_string()),
         ..Default::default()
     });
-    let shown = customer_list(browser).await.contains(email);
+    let mut shown = Vec::new();
+    if customer_list(browser).await.contains(email) {
+        shown.push("list page");
+    }
+    let export = browser.get("/customers/export.csv").await;
+    assert_eq!(export.status(), 200);
+    if export.text().await.unwrap().contains(email) {
+        shown.push("export");
+    }
+    let api = reqwest::Client::new()
+        .get(format!("{}/v1/customers", app.address))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(api.status(), 200);
+    if api.text().await.unwrap().contains(email) {
+        shown.push("API list");
+    }
     replay(standby, false);
     shown
 }
@@ -292,8 +334,9 @@ async fn reads_follow_the_replica(bin_dir: PathBuf) {
     config.replica_max_lag = Duration::from_secs(60);
     let app = TestApp::spawn_with(config).await;
     app.login_as(Role::Support).await;
-    // Another member, who will write nothing.
+    // Another member, who will write nothing, and an API token.
     let (_, other) = app.signed_in_browser("viewer@example.com", Role::Viewer).await;
+    let token = app.create_token("default");
     wait_until_caught_up(&mut on_primary, &mut on_standby);
     let ready = wait_for_replica(&app, "up").await;
     assert_eq!(ready["databases"][0]["name"], "primary", "{ready}");
@@ -301,10 +344,15 @@ async fn reads_follow_the_replica(bin_dir: PathBuf) {
     assert_eq!(ready["databases"][1]["name"], "replica 1", "{ready}");
 
     // A list page is read from the replica: it lacks what only the primary has…
-    assert!(
-        !list_shows_a_write_the_replica_lacks(&app, &app.browser, &mut on_standby, "hidden-1@example.com").await,
-        "the list page was read from the primary"
-    );
+    let from_primary = reads_showing_a_write_the_replica_lacks(
+        &app,
+        &app.browser,
+        &token,
+        &mut on_standby,
+        "hidden-1@example.com",
+    )
+    .await;
+    assert!(from_primary.is_empty(), "read from the primary: {from_primary:?}");
     // … and the replica's backends ran the page's queries.
     #[derive(QueryableByName)]
     struct Count {
@@ -332,13 +380,18 @@ async fn reads_follow_the_replica(bin_dir: PathBuf) {
     assert_eq!(status, 200, "the page of the new customer: {page}");
     assert!(page.contains("mine@example.com"), "{page}");
     let list = customer_list(&app.browser).await;
-    assert!(list.contains("mine@example.com"), "the member's own write is missing");
+    assert!(
+        list.contains("mine@example.com"),
+        "the member's own write is missing"
+    );
     // The other member reads the replica and does not see it yet.
     let (_, other_list) = other.get_html("/customers").await;
-    assert!(!other_list.contains("mine@example.com"), "another member read the primary");
+    assert!(
+        !other_list.contains("mine@example.com"),
+        "another member read the primary"
+    );
 
     // The same for an API token: its write is on its next read.
-    let token = app.create_token("default");
     let client = reqwest::Client::new();
     let created = client
         .post(format!("{}/v1/customers", app.address))
@@ -359,9 +412,17 @@ async fn reads_follow_the_replica(bin_dir: PathBuf) {
 
     // Once the replica has replayed the write, the member's pages go back to it.
     wait_until_caught_up(&mut on_primary, &mut on_standby);
+    let from_primary = reads_showing_a_write_the_replica_lacks(
+        &app,
+        &app.browser,
+        &token,
+        &mut on_standby,
+        "hidden-2@example.com",
+    )
+    .await;
     assert!(
-        !list_shows_a_write_the_replica_lacks(&app, &app.browser, &mut on_standby, "hidden-2@example.com").await,
-        "the member still reads the primary after the replica caught up"
+        from_primary.is_empty(),
+        "still read from the primary after the replica caught up: {from_primary:?}"
     );
 
     // The replica stops: pages read from the primary, without an error.
@@ -369,7 +430,10 @@ async fn reads_follow_the_replica(bin_dir: PathBuf) {
     standby.stop();
     for _ in 0..5 {
         let list = customer_list(&app.browser).await;
-        assert!(list.contains("hidden-2@example.com"), "a page not from the primary");
+        assert!(
+            list.contains("hidden-2@example.com"),
+            "a page not from the primary"
+        );
     }
     let (status, api_list) = {
         let response = client
@@ -382,16 +446,27 @@ async fn reads_follow_the_replica(bin_dir: PathBuf) {
     };
     assert_eq!(status, 200, "{api_list}");
     let down = wait_for_replica(&app, "down").await;
-    assert_eq!(down["status"], "ready", "a replica down leaves the server ready: {down}");
+    assert_eq!(
+        down["status"], "ready",
+        "a replica down leaves the server ready: {down}"
+    );
 
     // It starts again: reads go back to it.
     standby.start();
     let mut on_standby = connect_with_retry(&standby.url("referdesk"));
     wait_until_caught_up(&mut on_primary, &mut on_standby);
     wait_for_replica(&app, "up").await;
+    let from_primary = reads_showing_a_write_the_replica_lacks(
+        &app,
+        &app.browser,
+        &token,
+        &mut on_standby,
+        "hidden-3@example.com",
+    )
+    .await;
     assert!(
-        !list_shows_a_write_the_replica_lacks(&app, &app.browser, &mut on_standby, "hidden-3@example.com").await,
-        "reads did not return to the replica"
+        from_primary.is_empty(),
+        "reads did not return to the replica: {from_primary:?}"
     );
 
     // A replica further behind than REFERDESK_REPLICA_MAX_LAG is skipped.
