@@ -44,6 +44,10 @@ pub struct Config {
     /// `REFERDESK_REWARD_RELEASE_SECS`: how often held rewards that fell due are released
     /// (default 5; 0 turns the release thread off).
     pub reward_release_secs: u64,
+    /// `REFERDESK_DIRECT_DATABASE_URL`: the primary without a pooler in between, for what
+    /// needs a session of its own: the migrations' advisory lock (and `LISTEN`). Unset:
+    /// `DATABASE_URL`. See docs/SCALING.md (PgBouncer in transaction mode).
+    pub direct_database_url: Option<String>,
     /// `REFERDESK_REPLICA_URL`: streaming replicas that pages and API calls read from (see
     /// `db::replicas`); none by default.
     pub replica_urls: Vec<String>,
@@ -239,9 +243,18 @@ impl Config {
                 .max(MIN_STATEMENT_TIMEOUT_MS),
             webhooks: WebhookSettings::from_env()?,
             reward_release_secs: parse_var("REFERDESK_REWARD_RELEASE_SECS", 5)?,
+            direct_database_url: var("REFERDESK_DIRECT_DATABASE_URL"),
             replica_urls: parse_replica_urls(&var("REFERDESK_REPLICA_URL").unwrap_or_default())?,
             replica_max_lag: parse_seconds("REFERDESK_REPLICA_MAX_LAG", DEFAULT_REPLICA_MAX_LAG)?,
         })
+    }
+
+    /// Where session-bound work connects: `REFERDESK_DIRECT_DATABASE_URL`, else the
+    /// database the server uses (`resolved`: `DATABASE_URL` or the embedded cluster's).
+    pub fn direct_url(&self, resolved: &str) -> String {
+        self.direct_database_url
+            .clone()
+            .unwrap_or_else(|| resolved.to_string())
     }
 
     /// Cookies get the `Secure` flag when people reach the server over HTTPS.

@@ -148,7 +148,8 @@ fn query_config() -> QueryConfig {
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Application> {
         let (database_url, embedded) = resolve_database(&config)?;
-        prepare_database(&database_url)?;
+        // Its advisory lock needs a session of its own: not through a transaction pooler.
+        prepare_database(&config.direct_url(&database_url))?;
         let statement_timeout = std::time::Duration::from_millis(config.statement_timeout_ms);
         let pool = db::build_server_pool(&database_url, config.pool_size, statement_timeout)
             .with_replicas(&config.replica_urls, config.replica_max_lag);

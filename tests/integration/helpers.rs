@@ -188,6 +188,7 @@ pub fn test_config(database_url: &str) -> Config {
         webhooks: Default::default(),
         // Tests release held rewards by hand, with a clock of their choosing.
         reward_release_secs: 0,
+        direct_database_url: None,
         replica_urls: read_only_replica(database_url),
         replica_max_lag: referdesk::config::DEFAULT_REPLICA_MAX_LAG,
     }
