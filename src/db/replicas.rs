@@ -262,6 +262,17 @@ fn short_error(error: &anyhow::Error) -> String {
     text.lines().next().unwrap_or(&text).trim().to_string()
 }
 
+/// How far behind the primary a replica that has replayed up to `replayed` is at most: the
+/// age of the newest primary position it has replayed. `None` when it has replayed none of
+/// the kept samples (further behind than they reach).
+fn lag_of(samples: &VecDeque<(Instant, Lsn)>, replayed: Lsn, now: Instant) -> Option<Duration> {
+    samples
+        .iter()
+        .rev()
+        .find(|(_, lsn)| *lsn <= replayed)
+        .map(|(at, _)| now.saturating_duration_since(*at))
+}
+
 impl Watch {
     fn check(&mut self, replicas: &Replicas) {
         let now = Instant::now();
@@ -282,14 +293,7 @@ impl Watch {
             let mut report = lock(&replica.report).clone();
             match position(conn, &url, REPLAYED_POSITION) {
                 Ok(replayed) => {
-                    // The newest primary position it has replayed: it is at most that
-                    // sample's age behind.
-                    let lag = self
-                        .samples
-                        .iter()
-                        .rev()
-                        .find(|(_, lsn)| *lsn <= replayed)
-                        .map(|(at, _)| at.elapsed());
+                    let lag = lag_of(&self.samples, replayed, Instant::now());
                     let usable = lag.is_some_and(|lag| lag <= replicas.max_lag);
                     replica.replayed.store(replayed, Ordering::Release);
                     let was = replica.usable.swap(usable, Ordering::AcqRel);
@@ -314,7 +318,27 @@ impl Watch {
 
 #[cfg(test)]
 mod tests {
-    use super::label_of;
+    use std::collections::VecDeque;
+    use std::time::{Duration, Instant};
+
+    use super::{label_of, lag_of};
+
+    #[test]
+    fn the_lag_is_the_age_of_the_newest_primary_position_replayed() {
+        let start = Instant::now();
+        let at = |secs: u64| start + Duration::from_secs(secs);
+        // The primary wrote between the samples at 0 s and 2 s, and nothing after.
+        let samples: VecDeque<_> = [(at(0), 100), (at(1), 100), (at(2), 500), (at(3), 500)].into();
+        let now = at(4);
+        // Caught up: as old as the last sample, however long ago the last write was.
+        assert_eq!(lag_of(&samples, 500, now), Some(Duration::from_secs(1)));
+        // Between the two: it has what the primary had at 1 s.
+        assert_eq!(lag_of(&samples, 300, now), Some(Duration::from_secs(3)));
+        assert_eq!(lag_of(&samples, 100, now), Some(Duration::from_secs(3)));
+        // Older than every sample: unknown, so not usable.
+        assert_eq!(lag_of(&samples, 99, now), None);
+        assert_eq!(lag_of(&VecDeque::new(), 500, now), None);
+    }
 
     #[test]
     fn a_replica_is_named_without_its_credentials() {
