@@ -285,13 +285,12 @@ where
 {
     // A pool without a limit waits as long as its statements run (tokio's timeout
     // reads an unrepresentable deadline as none).
-    let replica = pool.replica_for_request();
-    run_on(pool, replica, pool.wait_limit.unwrap_or(Duration::MAX), work).await
+    run_within(pool, pool.wait_limit.unwrap_or(Duration::MAX), work).await
 }
 
-/// [`run`] on the primary whatever the request, for work that writes in a GET request
-/// (a click counted, an export audited). The member's (or token's) next reads then wait
-/// for the replicas to replay it, as after any POST.
+/// [`run`] on the primary whatever the request, for work that writes in a GET request (a
+/// referral link's click). The member's next pages then wait for a replica to replay it,
+/// as after any POST.
 pub async fn run_write<T, F>(pool: &DbPool, work: F) -> Result<T, Error>
 where
     F: FnOnce(&mut PgConnection) -> Result<T, Error> + Send + 'static,
