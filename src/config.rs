@@ -45,6 +45,16 @@ pub struct Config {
     /// rewards that fell due (default 60; the release also runs when the next hold ends
     /// and when woken by a notification; 0 turns the release thread off).
     pub reward_release_secs: u64,
+    /// `REFERDESK_DIRECT_DATABASE_URL`: the primary without a pooler in between, for what
+    /// needs a session of its own: the migrations' advisory lock (and `LISTEN`). Unset:
+    /// `DATABASE_URL`. See docs/SCALING.md (PgBouncer in transaction mode).
+    pub direct_database_url: Option<String>,
+    /// `REFERDESK_REPLICA_URL`: streaming replicas that pages and API calls read from (see
+    /// `db::replicas`); none by default.
+    pub replica_urls: Vec<String>,
+    /// `REFERDESK_REPLICA_MAX_LAG`: a replica further behind the primary than this (in
+    /// seconds, default 5) is skipped until it catches up.
+    pub replica_max_lag: std::time::Duration,
 }
 
 /// How webhooks are delivered.
@@ -150,6 +160,42 @@ fn parse_var<T: std::str::FromStr>(name: &str, default: T) -> anyhow::Result<T> 
     }
 }
 
+/// The longest a replica may lag behind the primary and still be read from.
+pub const DEFAULT_REPLICA_MAX_LAG: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// PostgreSQL URLs separated by commas.
+pub fn parse_replica_urls(raw: &str) -> anyhow::Result<Vec<String>> {
+    raw.split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(|url| {
+            let (scheme, rest) = url.split_once("://").unwrap_or(("", ""));
+            if !matches!(scheme, "postgres" | "postgresql") || !rest.contains('/') {
+                bail!(
+                    "REFERDESK_REPLICA_URL: {:?} is not a PostgreSQL URL \
+                     (expected e.g. \"postgres://user:password@replica-host:5432/referdesk\")",
+                    // Never the password in a message.
+                    url.rsplit_once('@').map_or(url, |(_, host)| host)
+                );
+            }
+            Ok(url.to_string())
+        })
+        .collect()
+}
+
+/// Seconds, whole or not (`5`, `0.5`), more than zero.
+fn parse_seconds(name: &str, default: std::time::Duration) -> anyhow::Result<std::time::Duration> {
+    let Some(raw) = var(name) else {
+        return Ok(default);
+    };
+    match raw.trim().parse::<f64>() {
+        Ok(secs) if secs.is_finite() && secs > 0.0 && secs < 1e9 => {
+            Ok(std::time::Duration::from_secs_f64(secs))
+        }
+        _ => bail!("{name}={raw:?} is not a number of seconds greater than 0 (e.g. 5 or 0.5)"),
+    }
+}
+
 /// A list of CIDR ranges or single addresses, separated by commas or spaces.
 pub fn parse_trusted_proxies(raw: &str) -> anyhow::Result<Vec<IpNet>> {
     raw.split(|c: char| c == ',' || c.is_whitespace())
@@ -198,7 +244,18 @@ impl Config {
                 .max(MIN_STATEMENT_TIMEOUT_MS),
             webhooks: WebhookSettings::from_env()?,
             reward_release_secs: parse_var("REFERDESK_REWARD_RELEASE_SECS", 60)?,
+            direct_database_url: var("REFERDESK_DIRECT_DATABASE_URL"),
+            replica_urls: parse_replica_urls(&var("REFERDESK_REPLICA_URL").unwrap_or_default())?,
+            replica_max_lag: parse_seconds("REFERDESK_REPLICA_MAX_LAG", DEFAULT_REPLICA_MAX_LAG)?,
         })
+    }
+
+    /// Where session-bound work connects: `REFERDESK_DIRECT_DATABASE_URL`, else the
+    /// database the server uses (`resolved`: `DATABASE_URL` or the embedded cluster's).
+    pub fn direct_url(&self, resolved: &str) -> String {
+        self.direct_database_url
+            .clone()
+            .unwrap_or_else(|| resolved.to_string())
     }
 
     /// Cookies get the `Secure` flag when people reach the server over HTTPS.
@@ -238,7 +295,27 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
-    use super::{default_pool_size, parse_trusted_proxies};
+    use super::{default_pool_size, parse_replica_urls, parse_trusted_proxies};
+
+    #[test]
+    fn replica_urls_are_postgres_urls_separated_by_commas() {
+        assert_eq!(
+            parse_replica_urls(" postgres://r1:5432/app , postgresql://u:p@r2/app?sslmode=require,").unwrap(),
+            [
+                "postgres://r1:5432/app",
+                "postgresql://u:p@r2/app?sslmode=require"
+            ]
+        );
+        assert!(parse_replica_urls("").unwrap().is_empty());
+        for bad in ["replica:5432", "mysql://r/app", "postgres://host-only"] {
+            let error = parse_replica_urls(bad).unwrap_err().to_string();
+            assert!(error.contains("REFERDESK_REPLICA_URL"), "{bad}: {error}");
+        }
+        let error = parse_replica_urls("http://user:hunter2@r/app")
+            .unwrap_err()
+            .to_string();
+        assert!(!error.contains("hunter2"), "{error}");
+    }
 
     #[test]
     fn trusted_proxies_are_a_list_of_ranges_or_addresses() {

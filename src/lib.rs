@@ -63,6 +63,7 @@ pub struct Application {
     webhooks: Option<webhooks::WebhookWorker>,
     reward_release: Option<reward_release::RewardRelease>,
     listener: Option<db::listener::Listener>,
+    replica_watch: Option<db::replicas::ReplicaWatch>,
 }
 
 /// Where the database is: the configured server, or the private cluster under the data dir
@@ -102,6 +103,9 @@ pub fn prepare_database(url: &str) -> anyhow::Result<()> {
 const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
 img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'";
 
+/// The session cookie's name.
+pub const SESSION_COOKIE: &str = "referdesk_session";
+
 /// Sessions in PostgreSQL behind a signed cookie that ends with the browser session.
 fn session_middleware(
     store: web::session_store::PgSessionStore,
@@ -109,7 +113,7 @@ fn session_middleware(
     secure_cookies: bool,
 ) -> SessionMiddleware<web::session_store::PgSessionStore> {
     SessionMiddleware::builder(store, key)
-        .cookie_name("referdesk_session".to_string())
+        .cookie_name(SESSION_COOKIE.to_string())
         .cookie_http_only(true)
         .cookie_secure(secure_cookies)
         .cookie_same_site(SameSite::Lax)
@@ -142,9 +146,18 @@ fn query_config() -> QueryConfig {
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Application> {
         let (database_url, embedded) = resolve_database(&config)?;
-        prepare_database(&database_url)?;
+        // Its advisory lock needs a session of its own: not through a transaction pooler.
+        prepare_database(&config.direct_url(&database_url))?;
         let statement_timeout = std::time::Duration::from_millis(config.statement_timeout_ms);
-        let pool = db::build_server_pool(&database_url, config.pool_size, statement_timeout);
+        let pool = db::build_server_pool(&database_url, config.pool_size, statement_timeout)
+            .with_replicas(&config.replica_urls, config.replica_max_lag);
+        let replica_watch = match pool.replicas() {
+            Some(replicas) => Some(db::replicas::ReplicaWatch::start(
+                &database_url,
+                replicas.clone(),
+            )?),
+            None => None,
+        };
 
         let setup_url = {
             let mut conn = pool.get().context("could not connect to the database")?;
@@ -199,7 +212,8 @@ impl Application {
         if let Some(release) = &reward_release {
             wakeups.push((db::listener::REWARDS, Box::new(release.waker())));
         }
-        let work_listener = db::listener::Listener::start(&database_url, wakeups)?;
+        // LISTEN needs a session of its own too (not through a transaction pooler).
+        let work_listener = db::listener::Listener::start(&config.direct_url(&database_url), wakeups)?;
         let state = Data::new(AppState {
             pool: pool.clone(),
             config: config.clone(),
@@ -208,7 +222,9 @@ impl Application {
             programs: web::access::ProgramsCache::default(),
             customer_list: Default::default(),
         });
-        let store = web::session_store::PgSessionStore::new(pool.clone());
+        // A session is read right after it was written (a sign-in) and must end
+        // everywhere at once (a sign-out, a disabled member): always the primary.
+        let store = web::session_store::PgSessionStore::new(pool.primary_only());
         let form_tokens = Data::new(web::csrf::FormTokens::new(&key, secure_cookies));
 
         let server = HttpServer::new(move || {
@@ -226,6 +242,8 @@ impl Application {
                 .wrap(from_fn(web::access::enforce))
                 .wrap(from_fn(web::csrf::protect))
                 .wrap(sessions)
+                // Outside the sessions: it sees the cookie of a sign-in.
+                .wrap(from_fn(web::read_routing::route_reads))
                 .wrap(security_headers())
                 .wrap(from_fn(web::error_pages::fill_empty_errors))
                 .wrap(from_fn(api::no_store))
@@ -251,6 +269,7 @@ impl Application {
             webhooks,
             reward_release,
             listener: Some(work_listener),
+            replica_watch,
         })
     }
 
@@ -282,6 +301,9 @@ impl Application {
         }
         if let Some(release) = self.reward_release.take() {
             let _ = actix_web::rt::task::spawn_blocking(move || release.stop()).await;
+        }
+        if let Some(watch) = self.replica_watch.take() {
+            let _ = actix_web::rt::task::spawn_blocking(move || watch.stop()).await;
         }
         if let Some(mut cluster) = self.embedded.take() {
             cluster.stop();

@@ -176,7 +176,7 @@ fn with_database(
     task: impl FnOnce(&mut PgConnection, &str) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     let (url, _cluster) = resolve_database(config)?;
-    prepare_database(&url)?;
+    prepare_database(&config.direct_url(&url))?;
     let mut conn = PgConnection::establish(&url).context("could not connect to the database")?;
     task(&mut conn, &url)
 }

@@ -103,15 +103,39 @@ impl ApiCall {
         let secret = self.secret;
         let state = self.state.clone();
         let address = self.address;
-        let done = db::run(&self.state.pool, move |conn| {
-            // Outside the work's transaction: a call that fails still counts as a use.
-            let client = authenticate(conn, &state, &secret, address)?;
+        // With replicas, a read goes to a replica after its token is read (and its use
+        // counted) on the primary; a write records where its token's reads must wait.
+        let route = db::reads::current().filter(|_| self.state.pool.replicas().is_some());
+        let run_work = move |conn: &mut PgConnection, client: ApiClient, input: Result<I, ApiError>| {
             let input = input.map_err(|ApiError(error)| error)?;
             if generic_plans {
                 db::with_generic_plans(conn, |conn| work(conn, client, input))
             } else {
                 work(conn, client, input)
             }
+        };
+        if let Some(route) = route.as_ref().filter(|route| route.replica_allowed()) {
+            let client = db::run_primary(&self.state.pool, move |conn| {
+                authenticate(conn, &state, &secret, address)
+            })
+            .await?;
+            route.require(client.token.read_after_lsn);
+            return Ok(db::run(&self.state.pool, move |conn| run_work(conn, client, input)).await?);
+        }
+        let records_writes = route.is_some();
+        let done = db::run(&self.state.pool, move |conn| {
+            // Outside the work's transaction: a call that fails still counts as a use.
+            let client = authenticate(conn, &state, &secret, address)?;
+            let token_id = client.token.id;
+            let done = run_work(conn, client, input);
+            if records_writes {
+                // After the work's commit, whether it succeeded or not (a failure may
+                // follow a write).
+                if let Err(error) = tokens::record_write(conn, token_id) {
+                    tracing::warn!(%error, "could not record the token's write position");
+                }
+            }
+            done
         })
         .await?;
         Ok(done)

@@ -4,11 +4,14 @@
 pub mod embedded;
 pub mod fixed;
 pub mod listener;
+pub mod reads;
+pub mod replicas;
 pub mod schema;
 pub mod text_enum;
 
 pub(crate) use text_enum::text_enum;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -44,16 +47,75 @@ pub const READY_WITHIN: Duration = Duration::from_secs(1);
 /// the connection) enforces nothing, and a Unix socket has no TCP keepalive to notice.
 /// So [`run`] stops waiting after the wait for a connection plus the statement timeout,
 /// answers 503, and the connection it gave up on is dropped once it comes back.
+///
+/// A pool may have replicas (`REFERDESK_REPLICA_URL`): then [`run`] reads from one of
+/// them when the request allows it (see [`reads`]), and from the primary otherwise.
 #[derive(Clone)]
 pub struct DbPool {
     pool: Pool<Manager>,
     wait_limit: Option<Duration>,
+    /// What every connection is set up with (replicas' connections too).
+    settings: String,
+    replicas: Option<Arc<replicas::Replicas>>,
 }
 
 impl DbPool {
-    /// A connection for work outside a request (start-up, the mail worker, tests).
+    /// A connection of the primary for work outside a request (start-up, the mail
+    /// worker, tests).
     pub fn get(&self) -> Result<DbConn, r2d2::Error> {
         self.pool.get()
+    }
+
+    /// The same pool with reads from `urls` (none: the pool as it is). Their connections
+    /// get the same settings; each replica keeps as many as the primary.
+    pub fn with_replicas(self, urls: &[String], max_lag: Duration) -> DbPool {
+        if urls.is_empty() {
+            return self;
+        }
+        let replicas = replicas::Replicas::new(urls, max_lag, self.pool.max_size(), &self.settings);
+        DbPool {
+            replicas: Some(Arc::new(replicas)),
+            ..self
+        }
+    }
+
+    /// The same primary, without replicas: for what must always read what was just
+    /// written (sessions, the readiness probe).
+    pub fn primary_only(&self) -> DbPool {
+        DbPool {
+            replicas: None,
+            ..self.clone()
+        }
+    }
+
+    pub fn replicas(&self) -> Option<&Arc<replicas::Replicas>> {
+        self.replicas.as_ref()
+    }
+
+    /// The database the current request reads from, as a pool of its own (the primary's
+    /// without replicas): for reading that goes on after the handler has answered (a
+    /// streamed export), so that every batch comes from the same database.
+    pub fn for_request(&self) -> DbPool {
+        match self.replica_for_request() {
+            Some((replicas, index)) => DbPool {
+                pool: replicas.pool(index),
+                replicas: None,
+                ..self.clone()
+            },
+            None => self.primary_only(),
+        }
+    }
+
+    /// The replica the current request may read from, if any.
+    fn replica_for_request(&self) -> Option<(Arc<replicas::Replicas>, usize)> {
+        let replicas = self.replicas.as_ref()?;
+        let route = reads::current()?;
+        if !route.replica_allowed() {
+            return None;
+        }
+        replicas
+            .pick(route.fence())
+            .map(|index| (replicas.clone(), index))
     }
 }
 
@@ -63,6 +125,8 @@ pub fn build_pool(database_url: &str, max_size: u32) -> DbPool {
     DbPool {
         pool: pool_of(database_url, max_size, SESSION_SETTINGS.to_string()),
         wait_limit: None,
+        settings: SESSION_SETTINGS.to_string(),
+        replicas: None,
     }
 }
 
@@ -74,14 +138,16 @@ pub fn build_server_pool(database_url: &str, max_size: u32, statement_timeout: D
         statement_timeout.as_millis()
     );
     DbPool {
-        pool: pool_of(database_url, max_size, settings),
+        pool: pool_of(database_url, max_size, settings.clone()),
         wait_limit: Some(CHECKOUT_TIMEOUT + statement_timeout),
+        settings,
+        replicas: None,
     }
 }
 
 /// Builds the pool without connecting: the server starts answering (503) even while the
 /// database is away, and recovers by itself when it returns.
-fn pool_of(database_url: &str, max_size: u32, settings: String) -> Pool<Manager> {
+pub(crate) fn pool_of(database_url: &str, max_size: u32, settings: String) -> Pool<Manager> {
     let manager = Manager {
         inner: ConnectionManager::new(with_connection_params(database_url)),
         settings,
@@ -196,7 +262,7 @@ const CONNECTION_PARAMS: &[(&str, &str)] = &[
     ("tcp_user_timeout", "30000"),
 ];
 
-fn with_connection_params(url: &str) -> String {
+pub(crate) fn with_connection_params(url: &str) -> String {
     let mut url = url.to_string();
     for (name, value) in CONNECTION_PARAMS {
         let present = url
@@ -223,9 +289,31 @@ where
     run_within(pool, pool.wait_limit.unwrap_or(Duration::MAX), work).await
 }
 
-/// Whether the database answers a `SELECT 1` within [`READY_WITHIN`].
+/// [`run`] on the primary whatever the request, for work that writes in a GET request (a
+/// referral link's click). The member's next pages then wait for a replica to replay it,
+/// as after any POST.
+pub async fn run_write<T, F>(pool: &DbPool, work: F) -> Result<T, Error>
+where
+    F: FnOnce(&mut PgConnection) -> Result<T, Error> + Send + 'static,
+    T: Send + 'static,
+{
+    reads::mark_written();
+    run_primary(pool, work).await
+}
+
+/// [`run`] on the primary whatever the request, for reads that must see the latest
+/// writes of anyone (a cache filled for every request, an API token just created).
+pub async fn run_primary<T, F>(pool: &DbPool, work: F) -> Result<T, Error>
+where
+    F: FnOnce(&mut PgConnection) -> Result<T, Error> + Send + 'static,
+    T: Send + 'static,
+{
+    run_on(pool, None, pool.wait_limit.unwrap_or(Duration::MAX), work).await
+}
+
+/// Whether the primary answers a `SELECT 1` within [`READY_WITHIN`].
 pub async fn answers(pool: &DbPool) -> bool {
-    run_within(pool, READY_WITHIN, |conn| {
+    run_on(pool, None, READY_WITHIN, |conn| {
         diesel::sql_query("SELECT 1").execute(conn)?;
         Ok(())
     })
@@ -243,8 +331,23 @@ where
     F: FnOnce(&mut PgConnection) -> Result<T, Error> + Send + 'static,
     T: Send + 'static,
 {
+    let replica = pool.replica_for_request();
+    run_on(pool, replica, limit, work).await
+}
+
+/// [`run_within`] on `replica` when given (the primary when it gives no connection
+/// quickly), else on the primary.
+async fn run_on<T, F>(
+    pool: &DbPool,
+    replica: Option<(Arc<replicas::Replicas>, usize)>,
+    limit: Duration,
+    work: F,
+) -> Result<T, Error>
+where
+    F: FnOnce(&mut PgConnection) -> Result<T, Error> + Send + 'static,
+    T: Send + 'static,
+{
     use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::Arc;
     let pool = pool.pool.clone();
     let abandoned = Arc::new(AtomicBool::new(false));
     let given_up = abandoned.clone();
@@ -252,9 +355,13 @@ where
     let span = tracing::Span::current();
     let task = actix_web::rt::task::spawn_blocking(move || {
         let _entered = span.enter();
-        let mut conn = pool
-            .get_timeout(limit.min(CHECKOUT_TIMEOUT))
-            .map_err(|_| Error::Unavailable)?;
+        let from_replica = replica.and_then(|(replicas, index)| replicas.checkout(index));
+        let mut conn = match from_replica {
+            Some(conn) => conn,
+            None => pool
+                .get_timeout(limit.min(CHECKOUT_TIMEOUT))
+                .map_err(|_| Error::Unavailable)?,
+        };
         if given_up.load(Ordering::SeqCst) {
             return Err(Error::Unavailable);
         }

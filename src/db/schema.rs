@@ -12,6 +12,7 @@ diesel::table! {
         revoked_at -> Nullable<Timestamptz>,
         created_at -> Timestamptz,
         form_token -> Nullable<Uuid>,
+        read_after_lsn -> Nullable<Int8>,
     }
 }
 

@@ -24,6 +24,9 @@ pub struct ApiToken {
     pub last_used_at: Option<DateTime<Utc>>,
     pub revoked_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
+    /// With replicas: the primary's log position after this token's last write; its reads
+    /// wait for a replica past it (`db::reads`).
+    pub read_after_lsn: Option<i64>,
 }
 
 impl ApiToken {
@@ -223,6 +226,21 @@ pub fn revoke(
         )?;
         Ok(revoked)
     })
+}
+
+/// Records that token `token_id` has just written (with replicas only): its reads go to
+/// the primary until a replica has replayed past the primary's position now. Run after
+/// the write's commit. Only raises the mark, so concurrent calls of one token keep the
+/// latest.
+pub fn record_write(conn: &mut PgConnection, token_id: i64) -> Result<(), Error> {
+    diesel::sql_query(
+        "UPDATE api_tokens SET read_after_lsn = (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint \
+         WHERE id = $1 AND (read_after_lsn IS NULL \
+         OR read_after_lsn < (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint)",
+    )
+    .bind::<diesel::sql_types::BigInt, _>(token_id)
+    .execute(conn)?;
+    Ok(())
 }
 
 /// `last_used_at` is refreshed at most this often, so a busy token does not turn every

@@ -147,7 +147,9 @@ async fn current_programs(
     if let Some(programs) = state.programs.get(&fingerprint) {
         return Ok(programs);
     }
-    let programs = std::sync::Arc::new(db::run(&state.pool, programs::list).await?);
+    // From the primary, as the fingerprint was: a replica behind it would have the cache
+    // keep an old list under the new fingerprint.
+    let programs = std::sync::Arc::new(db::run_primary(&state.pool, programs::list).await?);
     state.programs.store(fingerprint, programs.clone());
     Ok(programs)
 }

@@ -255,7 +255,8 @@ pub async fn export(
 ) -> Result<HttpResponse, Error> {
     let filter = query.parse()?;
     let program_id = page.program.id;
-    let pool: DbPool = state.pool.clone();
+    // One database for every batch, also those read after the handler has answered.
+    let pool: DbPool = state.pool.for_request();
     // The first batch is read before answering, so a database error is a proper error page.
     let first_filter = filter.clone();
     let first = db::run(&pool, move |conn| {

@@ -18,6 +18,7 @@ pub mod ledger;
 pub mod paging;
 pub mod profile;
 pub mod programs;
+pub mod read_routing;
 pub mod referral_redirect;
 pub mod rewards;
 pub mod rules;

@@ -34,7 +34,8 @@ pub async fn follow(
         .get(header::REFERER)
         .and_then(|value| value.to_str().ok())
         .map(str::to_string);
-    let target = db::run(&state.pool, move |conn| {
+    // A GET that writes: on the primary whatever the replicas.
+    let target = db::run_write(&state.pool, move |conn| {
         referral_links::record_click(conn, &program, &code, referer.as_deref())
     })
     .await;

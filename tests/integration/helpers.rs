@@ -188,7 +188,25 @@ pub fn test_config(database_url: &str) -> Config {
         webhooks: Default::default(),
         // Tests release held rewards by hand, with a clock of their choosing.
         reward_release_secs: 0,
+        direct_database_url: None,
+        replica_urls: read_only_replica(database_url),
+        replica_max_lag: referdesk::config::DEFAULT_REPLICA_MAX_LAG,
     }
+}
+
+/// With `REFERDESK_TEST_READ_ONLY_REPLICA=1`, every test server reads its GET requests
+/// from a stand-in replica: its own database on a connection that refuses writes, as a
+/// hot standby does, but never behind. A GET handler that writes without
+/// `db::run_write` then fails its test. (`replicas::` tests a real standby.)
+fn read_only_replica(database_url: &str) -> Vec<String> {
+    let wanted = std::env::var("REFERDESK_TEST_READ_ONLY_REPLICA").is_ok_and(|value| value == "1");
+    if !wanted {
+        return Vec::new();
+    }
+    let separator = if database_url.contains('?') { '&' } else { '?' };
+    vec![format!(
+        "{database_url}{separator}options=-c%20default_transaction_read_only%3Don"
+    )]
 }
 
 impl TestApp {
@@ -349,6 +367,15 @@ impl Browser {
             .cookies(&self.address.parse().expect("address is a URL"))
             .and_then(|value| value.to_str().ok().map(str::to_string))
             .unwrap_or_default()
+    }
+
+    /// The session cookie alone (the others, such as the read-your-writes cookie with
+    /// replicas, change with every write).
+    pub fn session_cookie(&self) -> Option<String> {
+        self.cookies()
+            .split("; ")
+            .find(|cookie| cookie.starts_with(&format!("{}=", referdesk::SESSION_COOKIE)))
+            .map(str::to_string)
     }
 
     pub fn url(&self, path: &str) -> String {

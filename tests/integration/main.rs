@@ -27,6 +27,7 @@ mod processes;
 mod profile;
 mod programs;
 mod reliability;
+mod replicas;
 mod reward_fixtures;
 mod reward_pages;
 mod reward_review;

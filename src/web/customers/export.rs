@@ -181,7 +181,8 @@ pub async fn export_csv(
     // channel, so memory stays at a few batches however large the export.
     let (batch_sender, batch_receiver) = std::sync::mpsc::sync_channel(BATCHES_AHEAD);
     let (pool, walk) = (
-        state.pool.clone(),
+        // The request's database (a replica's, with replicas), read after it answered.
+        state.pool.for_request(),
         state.customer_list.export(page.program.id, filter),
     );
     actix_web::rt::task::spawn_blocking(move || read_batches(pool, walk, batch_sender));
