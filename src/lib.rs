@@ -9,6 +9,7 @@ pub mod config;
 pub mod db;
 pub mod domain;
 pub mod error;
+pub mod job_worker;
 pub mod mail;
 pub mod private_files;
 pub mod pruner;
@@ -65,6 +66,7 @@ pub struct Application {
     pruner: Option<pruner::Pruner>,
     webhooks: Option<webhooks::WebhookWorker>,
     reward_release: Option<reward_release::RewardRelease>,
+    jobs: Option<job_worker::JobWorker>,
 }
 
 /// Where the database is: the configured server, or the private cluster under the data dir
@@ -189,6 +191,17 @@ impl Application {
                 std::time::Duration::from_secs(secs),
             )?),
         };
+        let customer_list = domain::customers::listing::CustomerList::default();
+        // Its own connection: a batch holds one for its transaction.
+        let jobs = if config.jobs.worker {
+            Some(job_worker::JobWorker::start(
+                db::build_server_pool(&database_url, 1, statement_timeout),
+                customer_list.clone(),
+                config.jobs.run_settings(),
+            )?)
+        } else {
+            None
+        };
         let state = Data::new(AppState {
             pool: pool.clone(),
             config: config.clone(),
@@ -197,7 +210,7 @@ impl Application {
             unknown_tokens: Default::default(),
             mail: mail.waker(),
             programs: web::access::ProgramsCache::default(),
-            customer_list: Default::default(),
+            customer_list,
         });
         let store = web::session_store::PgSessionStore::new(pool.clone());
         let form_tokens = Data::new(web::csrf::FormTokens::new(&key, secure_cookies));
@@ -241,6 +254,7 @@ impl Application {
             pruner: Some(pruner),
             webhooks,
             reward_release,
+            jobs,
         })
     }
 
@@ -269,6 +283,9 @@ impl Application {
         }
         if let Some(release) = self.reward_release.take() {
             let _ = actix_web::rt::task::spawn_blocking(move || release.stop()).await;
+        }
+        if let Some(worker) = self.jobs.take() {
+            let _ = actix_web::rt::task::spawn_blocking(move || worker.stop()).await;
         }
         if let Some(mut cluster) = self.embedded.take() {
             cluster.stop();

@@ -14,6 +14,7 @@ pub mod error_pages;
 pub mod forms;
 pub mod health;
 pub mod invites;
+pub mod jobs;
 pub mod ledger;
 pub mod paging;
 pub mod profile;
@@ -131,6 +132,10 @@ pub fn routes(routes: &mut Routes) {
             webhook_log::resend,
         )
         .post("/webhooks/{key}/resend-failed", ADMIN, webhook_log::resend_failed)
+        .get("/jobs", VIEWER, jobs::index)
+        .get("/jobs/{id}", VIEWER, jobs::show)
+        .get("/jobs/{id}/skipped.csv", VIEWER, jobs::skipped_csv)
+        .post("/jobs/{id}/cancel", SUPPORT, jobs::cancel)
         .get("/rewards", VIEWER, rewards::index)
         .post("/rewards/confirm", SUPPORT, rewards::bulk::confirm)
         .post("/rewards/decide", SUPPORT, rewards::bulk::decide)

@@ -188,6 +188,7 @@ pub fn test_config(database_url: &str) -> Config {
         webhooks: Default::default(),
         // Tests release held rewards by hand, with a clock of their choosing.
         reward_release_secs: 0,
+        jobs: Default::default(),
     }
 }
 

@@ -207,13 +207,36 @@ impl CustomerList {
 
     /// A walk through the filtered list for the export (see [`ExportWalk`]).
     pub fn export(&self, program_id: i64, filter: CustomerFilter) -> ExportWalk {
+        self.walk_from(program_id, filter, None)
+    }
+
+    /// The export's walk, continuing after the customer `after` (`(created_at, id)`, as
+    /// [`ExportWalk::reached`] gave it): how a bulk job resumes.
+    pub fn walk_from(
+        &self,
+        program_id: i64,
+        filter: CustomerFilter,
+        after: Option<(chrono::DateTime<chrono::Utc>, i64)>,
+    ) -> ExportWalk {
         ExportWalk {
             samples: self.samples.clone(),
             program_id,
             filter,
-            after: None,
+            after: after.map(|(created_at, id)| ExportCursor { created_at, id }),
             narrowed: false,
         }
+    }
+
+    /// How many customers match `filter`, counted exactly (a bulk action's confirmation).
+    pub fn count(
+        &self,
+        conn: &mut PgConnection,
+        program_id: i64,
+        filter: &CustomerFilter,
+    ) -> Result<i64, Error> {
+        let mut filter = filter.clone();
+        narrow_email_search(conn, &self.samples, &mut filter);
+        exact_total(conn, program_id, &filter)
     }
 }
 
@@ -243,6 +266,11 @@ impl ExportWalk {
             });
         }
         Ok(rows)
+    }
+
+    /// The last customer the walk has given (`(created_at, id)`), to continue after it.
+    pub fn reached(&self) -> Option<(chrono::DateTime<chrono::Utc>, i64)> {
+        self.after.map(|after| (after.created_at, after.id))
     }
 }
 
