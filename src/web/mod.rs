@@ -86,6 +86,10 @@ pub fn routes(routes: &mut Routes) {
         .post("/customers", SUPPORT, customers::create)
         .get("/customers/new", SUPPORT, customers::new_form)
         .get("/customers/export.csv", VIEWER, customers::export_csv)
+        // Delete and restore need ADMIN: `bulk::BulkForm::allowed_action` checks it first.
+        .post("/customers/bulk", SUPPORT, customers::bulk::confirm)
+        .post("/customers/bulk/run", SUPPORT, customers::bulk::run)
+        .post("/customers/bulk/export", VIEWER, customers::bulk::export)
         .get("/customers/{key}", VIEWER, customers::show)
         .get("/customers/{key}/edit", SUPPORT, customers::edit_form)
         .post("/customers/{key}/edit", SUPPORT, customers::update)
