@@ -163,7 +163,8 @@ async fn approving_all_matching_resumes_after_a_crash_and_a_restart_and_approves
                 .is_none()
         );
     }
-    assert_eq!(job_counts(&first, job_id), ("running".into(), 300, 0, 2500));
+    let (status, done, skipped, _) = job_counts(&first, job_id);
+    assert_eq!((status.as_str(), done, skipped), ("running", 300, 0));
     assert_eq!(approved_count(&first, "pending", true), 300);
     first.stop().await;
 

@@ -15,7 +15,7 @@ use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::listing::{CustomerFilter, CustomerList, ReferStatus, StatusFilter};
+use super::listing::{CustomerFilter, CustomerList, ReferStatus, StatusFilter, Total};
 use super::{Customer, CustomerStatus};
 use crate::db::schema::customers;
 use crate::domain::invites::{self, NewInvite};
@@ -173,20 +173,23 @@ pub struct BulkParams {
     pub credit: Option<CreditParams>,
 }
 
-/// How many customers the selection holds now.
+/// How many customers the selection holds now: exact up to a thousand, an estimate
+/// beyond for "all matching" (as the list says it).
 pub fn count(
     conn: &mut PgConnection,
     list: &CustomerList,
     program_id: i64,
     selection: &Selection,
-) -> Result<i64, Error> {
+) -> Result<Total, Error> {
     match selection {
-        Selection::Matching { filter } => list.count(conn, program_id, &filter.filter()),
-        Selection::Keys { keys } => Ok(customers::table
-            .filter(customers::program_id.eq(program_id))
-            .filter(customers::key.eq_any(keys))
-            .count()
-            .get_result(conn)?),
+        Selection::Matching { filter } => list.total(conn, program_id, &filter.filter()),
+        Selection::Keys { keys } => Ok(Total::Exact(
+            customers::table
+                .filter(customers::program_id.eq(program_id))
+                .filter(customers::key.eq_any(keys))
+                .count()
+                .get_result(conn)?,
+        )),
     }
 }
 

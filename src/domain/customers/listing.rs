@@ -33,7 +33,7 @@ pub(crate) use counting::tally;
 
 // The parts behind `CustomerList`, private to the list.
 use super::Customer;
-use counting::{exact_total, matches, Matches};
+use counting::{count_up_to, exact_total, matches, Matches};
 use email_samples::EmailSamples;
 use export::{export_batch, ExportCursor};
 use filters::filtered;

@@ -21,7 +21,7 @@ use crate::db;
 use crate::domain::customers::bulk::{
     self, BulkAction, BulkParams, CreditParams, Selection, StoredFilter, MAX_SELECTED,
 };
-use crate::domain::customers::listing::export_selected;
+use crate::domain::customers::listing::{export_selected, Total};
 use crate::domain::jobs::{self, NewJob, Started};
 use crate::domain::ledger::format_amount;
 use crate::error::Error;
@@ -169,7 +169,7 @@ struct ConfirmPage {
     action: BulkAction,
     form: BulkForm,
     selection: Selection,
-    count: i64,
+    count: Total,
     /// The credit is valid and its total shown: the page confirms.
     credit_ready: bool,
     form_token: String,
@@ -178,11 +178,14 @@ struct ConfirmPage {
 
 impl ConfirmPage {
     fn count_text(&self) -> String {
-        thousands(self.count)
+        match self.count {
+            Total::Exact(n) => thousands(n),
+            Total::About(n) => format!("about {}", thousands(n)),
+        }
     }
 
     fn noun(&self) -> &'static str {
-        if self.count == 1 {
+        if self.count == Total::Exact(1) {
             "customer"
         } else {
             "customers"
@@ -216,9 +219,10 @@ impl ConfirmPage {
     /// "10.00 USD each, 25,000.00 USD in total".
     fn credit_total(&self) -> Option<String> {
         let entry = self.form.credit.entry(None).ok()?;
-        let total = &entry.amount * BigDecimal::from(self.count);
+        let total = &entry.amount * BigDecimal::from(self.count.value());
+        let about = if self.count.is_exact() { "" } else { "about " };
         Some(format!(
-            "{} {} each, {} {} in total",
+            "{} {} each, {about}{} {} in total",
             format_amount(&entry.amount, entry.is_currency),
             entry.units,
             format_amount(&total, entry.is_currency),
@@ -227,12 +231,17 @@ impl ConfirmPage {
     }
 
     fn runs_in_background(&self) -> bool {
-        self.count > INLINE_LIMIT
+        !runs_inline(self.count)
     }
 
     fn inline_limit(&self) -> String {
         thousands(INLINE_LIMIT)
     }
+}
+
+/// Whether a job of this many customers runs in the request.
+fn runs_inline(count: Total) -> bool {
+    count.is_exact() && count.value() <= INLINE_LIMIT
 }
 
 /// Back to the list with a message: nothing to confirm.
@@ -261,7 +270,7 @@ pub async fn confirm(
         }
     };
     let count = count(&state, page.program.id, &selection).await?;
-    if count == 0 {
+    if count == Total::Exact(0) {
         return Ok(back_to_list(&page, &form, "No customer matches this selection."));
     }
     let mut errors = FormErrors::default();
@@ -296,7 +305,7 @@ fn rerender_or_render(confirm: ConfirmPage) -> Result<HttpResponse, Error> {
     }
 }
 
-async fn count(state: &web::Data<AppState>, program_id: i64, selection: &Selection) -> Result<i64, Error> {
+async fn count(state: &web::Data<AppState>, program_id: i64, selection: &Selection) -> Result<Total, Error> {
     let (list, selection) = (state.customer_list.clone(), selection.clone());
     db::run(&state.pool, move |conn| {
         bulk::count(conn, &list, program_id, &selection)
@@ -359,11 +368,11 @@ pub async fn run(
     let started = db::run_within(&state.pool, INLINE_WITHIN, move |conn| {
         let selection: BulkParams = serde_json::from_value(params.clone())
             .map_err(|error| Error::Internal(anyhow::anyhow!("bulk parameters: {error}")))?;
-        let total = bulk::count(conn, &list, program_id, &selection.selection)?;
-        if total == 0 {
+        let counted = bulk::count(conn, &list, program_id, &selection.selection)?;
+        if counted == Total::Exact(0) {
             return Ok(None);
         }
-        let inline = total <= INLINE_LIMIT;
+        let (inline, total) = (runs_inline(counted), counted.value());
         let new = NewJob {
             program_id,
             kind: action.kind(),

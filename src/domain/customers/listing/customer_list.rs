@@ -9,7 +9,7 @@ use diesel::PgConnection;
 
 use super::paging::{page, page_customers};
 use super::{
-    exact_total, export_batch, matches, narrow_email_search, supports_keyset, Customer, CustomerFilter,
+    count_up_to, exact_total, export_batch, matches, narrow_email_search, supports_keyset, Customer, CustomerFilter,
     CustomerRow, EmailSamples, ExportCursor, ExportRow, Matches, PageMarks, Position, SortColumn, Total,
 };
 use crate::error::Error;
@@ -43,6 +43,9 @@ pub enum Cursor {
     After { page: i64, id: i64 },
     Before { page: i64, id: i64 },
 }
+
+/// A bulk action's confirmation counts matches one by one up to this many.
+pub const BULK_COUNT_LIMIT: i64 = 100_000;
 
 /// A cursor continues at most this many pages away from the page it was made on.
 const MAX_CURSOR_PAGES: i64 = 10;
@@ -227,16 +230,19 @@ impl CustomerList {
         }
     }
 
-    /// How many customers match `filter`, counted exactly (a bulk action's confirmation).
-    pub fn count(
-        &self,
-        conn: &mut PgConnection,
-        program_id: i64,
-        filter: &CustomerFilter,
-    ) -> Result<i64, Error> {
+    /// How many customers match `filter`, for a bulk action's confirmation: exact up to
+    /// [`BULK_COUNT_LIMIT`] (or from the tallies, however many), estimated beyond.
+    pub fn total(&self, conn: &mut PgConnection, program_id: i64, filter: &CustomerFilter) -> Result<Total, Error> {
         let mut filter = filter.clone();
         narrow_email_search(conn, &self.samples, &mut filter);
-        exact_total(conn, program_id, &filter)
+        let listed = matches(conn, program_id, &filter)?.total;
+        if listed.is_exact() {
+            return Ok(listed);
+        }
+        Ok(match count_up_to(conn, program_id, &filter, BULK_COUNT_LIMIT)? {
+            Some(counted) => Total::Exact(counted),
+            None => Total::About(listed.value().max(BULK_COUNT_LIMIT + 1)),
+        })
     }
 }
 
