@@ -1304,7 +1304,11 @@ async fn approve_all_matching_and_watch_the_job_finish(app: &TestApp, tab: &Tab)
     tab.sees("customers match these filters").await?;
 
     // The header box ticks every row of the page (app.js).
-    tab.client.find(Locator::Css("input.select-all")).await?.click().await?;
+    tab.client
+        .find(Locator::Css("input.select-all"))
+        .await?
+        .click()
+        .await?;
     let boxes = tab
         .client
         .find_all(Locator::Css("input[type=checkbox][name=key]:checked"))
@@ -1314,9 +1318,13 @@ async fn approve_all_matching_and_watch_the_job_finish(app: &TestApp, tab: &Tab)
     tab.client.find(Locator::Id("scope-all")).await?.click().await?;
     tab.choose("Action", "Approve").await?;
     tab.press("Continue…").await?;
-    tab.sees("customers matching the list's filters").await?;
+    tab.sees("Approve 1,200 customers?").await?;
+    tab.sees("Every customer matching the list's filters").await?;
     let button = tab.text_of("#bulk-run").await?;
-    assert!(button.starts_with("Approve ") && button.ends_with(" customers"), "{button}");
+    assert!(
+        button.starts_with("Approve ") && button.ends_with(" customers"),
+        "{button}"
+    );
     tab.press(&button).await?;
     tab.sees("being handled in the background").await?;
     assert!(tab.path().await?.starts_with("/jobs/"));

@@ -9,8 +9,9 @@ use diesel::PgConnection;
 
 use super::paging::{page, page_customers};
 use super::{
-    count_up_to, exact_total, export_batch, matches, narrow_email_search, supports_keyset, Customer, CustomerFilter,
-    CustomerRow, EmailSamples, ExportCursor, ExportRow, Matches, PageMarks, Position, SortColumn, Total,
+    count_up_to, exact_total, export_batch, matches, narrow_email_search, supports_keyset, Customer,
+    CustomerFilter, CustomerRow, EmailSamples, ExportCursor, ExportRow, Matches, PageMarks, Position,
+    SortColumn, Total,
 };
 use crate::error::Error;
 
@@ -232,7 +233,12 @@ impl CustomerList {
 
     /// How many customers match `filter`, for a bulk action's confirmation: exact up to
     /// [`BULK_COUNT_LIMIT`] (or from the tallies, however many), estimated beyond.
-    pub fn total(&self, conn: &mut PgConnection, program_id: i64, filter: &CustomerFilter) -> Result<Total, Error> {
+    pub fn total(
+        &self,
+        conn: &mut PgConnection,
+        program_id: i64,
+        filter: &CustomerFilter,
+    ) -> Result<Total, Error> {
         let mut filter = filter.clone();
         narrow_email_search(conn, &self.samples, &mut filter);
         let listed = matches(conn, program_id, &filter)?.total;
