@@ -741,7 +741,7 @@ async fn create_referred_customer_counts_for_the_referrer(app: &TestApp, tab: &T
 
     tab.follow("Customers").await?;
     let count = tab
-        .text_of("tbody tr:has(td:first-child a[href='/customers/ada']) td.num")
+        .text_of("tbody tr:has(td:nth-child(2) a[href='/customers/ada']) td.num")
         .await?;
     assert_eq!(count, "1", "the list shows Ada's referral count");
     Ok(())

@@ -28,7 +28,7 @@ use crate::error::Error;
 use crate::web::context::Page;
 use crate::web::forms::{rerender, FormErrors};
 use crate::web::paging::thousands;
-use crate::web::{redirect, render};
+use crate::web::{redirect, render_status};
 use crate::AppState;
 
 /// Up to this many customers a bulk action runs in the request.
@@ -285,7 +285,7 @@ pub async fn confirm(
         Ok(token) => token.to_string(),
         Err(_) => Uuid::new_v4().to_string(),
     };
-    rerender_or_render(ConfirmPage {
+    let confirm = ConfirmPage {
         page,
         action,
         form,
@@ -294,15 +294,9 @@ pub async fn confirm(
         credit_ready,
         form_token,
         errors,
-    })
-}
-
-fn rerender_or_render(confirm: ConfirmPage) -> Result<HttpResponse, Error> {
-    if confirm.errors.is_empty() {
-        render(&confirm)
-    } else {
-        crate::web::render_status(confirm.errors.status(), &confirm)
-    }
+    };
+    // 422 when the credit's amount was refused, with the message next to its field.
+    render_status(confirm.errors.status(), &confirm)
 }
 
 async fn count(state: &web::Data<AppState>, program_id: i64, selection: &Selection) -> Result<Total, Error> {
