@@ -55,6 +55,50 @@ pub struct Config {
     /// `REFERDESK_REPLICA_MAX_LAG`: a replica further behind the primary than this (in
     /// seconds, default 5) is skipped until it catches up.
     pub replica_max_lag: std::time::Duration,
+    /// `REFERDESK_JOB_*`: the background job thread (see [`JobSettings`]).
+    pub jobs: JobSettings,
+}
+
+/// How background jobs (bulk actions, imports) run.
+#[derive(Clone, Debug)]
+pub struct JobSettings {
+    /// `REFERDESK_JOB_WORKER=0`: this process runs no background job (another one does).
+    pub worker: bool,
+    /// `REFERDESK_JOB_BATCH`: rows per batch, each batch one transaction (default 200).
+    pub batch_size: i64,
+    /// `REFERDESK_JOB_LEASE_SECS`: how long a job waits for the process that claimed it
+    /// before another may resume it (that process died). Each batch renews it.
+    pub lease_secs: i64,
+}
+
+impl Default for JobSettings {
+    fn default() -> Self {
+        JobSettings {
+            worker: true,
+            batch_size: 200,
+            lease_secs: 60,
+        }
+    }
+}
+
+impl JobSettings {
+    fn from_env() -> anyhow::Result<Self> {
+        let defaults = JobSettings::default();
+        Ok(JobSettings {
+            worker: var("REFERDESK_JOB_WORKER").is_none() || flag("REFERDESK_JOB_WORKER")?,
+            batch_size: parse_var("REFERDESK_JOB_BATCH", defaults.batch_size)?.clamp(1, 5000),
+            lease_secs: parse_var("REFERDESK_JOB_LEASE_SECS", defaults.lease_secs)?.max(1),
+        })
+    }
+
+    /// The settings a worker runs jobs with.
+    pub fn run_settings(&self) -> crate::domain::jobs::RunSettings {
+        crate::domain::jobs::RunSettings {
+            batch_size: self.batch_size,
+            lease: chrono::Duration::seconds(self.lease_secs),
+            ..Default::default()
+        }
+    }
 }
 
 /// How webhooks are delivered.
@@ -247,6 +291,7 @@ impl Config {
             direct_database_url: var("REFERDESK_DIRECT_DATABASE_URL"),
             replica_urls: parse_replica_urls(&var("REFERDESK_REPLICA_URL").unwrap_or_default())?,
             replica_max_lag: parse_seconds("REFERDESK_REPLICA_MAX_LAG", DEFAULT_REPLICA_MAX_LAG)?,
+            jobs: JobSettings::from_env()?,
         })
     }
 

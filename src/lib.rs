@@ -9,6 +9,7 @@ pub mod config;
 pub mod db;
 pub mod domain;
 pub mod error;
+pub mod job_worker;
 pub mod mail;
 pub mod private_files;
 pub mod pruner;
@@ -64,6 +65,7 @@ pub struct Application {
     reward_release: Option<reward_release::RewardRelease>,
     listener: Option<db::listener::Listener>,
     replica_watch: Option<db::replicas::ReplicaWatch>,
+    jobs: Option<job_worker::JobWorker>,
 }
 
 /// Where the database is: the configured server, or the private cluster under the data dir
@@ -214,13 +216,24 @@ impl Application {
         }
         // LISTEN needs a session of its own too (not through a transaction pooler).
         let work_listener = db::listener::Listener::start(&config.direct_url(&database_url), wakeups)?;
+        let customer_list = domain::customers::listing::CustomerList::default();
+        // Its own connection: a batch holds one for its transaction.
+        let jobs = if config.jobs.worker {
+            Some(job_worker::JobWorker::start(
+                db::build_server_pool(&database_url, 1, statement_timeout),
+                customer_list.clone(),
+                config.jobs.run_settings(),
+            )?)
+        } else {
+            None
+        };
         let state = Data::new(AppState {
             pool: pool.clone(),
             config: config.clone(),
             cookie_key: key.clone(),
             mail: mail.waker(),
             programs: web::access::ProgramsCache::default(),
-            customer_list: Default::default(),
+            customer_list,
         });
         // A session is read right after it was written (a sign-in) and must end
         // everywhere at once (a sign-out, a disabled member): always the primary.
@@ -270,6 +283,7 @@ impl Application {
             reward_release,
             listener: Some(work_listener),
             replica_watch,
+            jobs,
         })
     }
 
@@ -304,6 +318,9 @@ impl Application {
         }
         if let Some(watch) = self.replica_watch.take() {
             let _ = actix_web::rt::task::spawn_blocking(move || watch.stop()).await;
+        }
+        if let Some(worker) = self.jobs.take() {
+            let _ = actix_web::rt::task::spawn_blocking(move || worker.stop()).await;
         }
         if let Some(mut cluster) = self.embedded.take() {
             cluster.stop();

@@ -85,6 +85,12 @@ document.documentElement.classList.add('js');
   // ---- 4. Auto-submit selects ----------------------------------------------
   function onChange(e) {
     var el = e.target;
+    // "Select all on this page": ticks or clears every row box of its form.
+    if (el.matches && el.matches('input[data-select-all]')) {
+      var boxes = document.querySelectorAll('input[type=checkbox][form="' + el.getAttribute('data-select-all') + '"]');
+      Array.prototype.forEach.call(boxes, function (box) { box.checked = el.checked; });
+      return;
+    }
     if (!el.matches || !el.matches('select[data-autosubmit]') || !el.form) { return; }
     if (typeof el.form.requestSubmit === 'function') { el.form.requestSubmit(); return; }
     var btn = el.form.querySelector('button:not([type]), [type=submit]');

@@ -113,6 +113,44 @@ diesel::table! {
 }
 
 diesel::table! {
+    job_skipped_rows (id) {
+        id -> Int8,
+        job_id -> Int8,
+        line -> Nullable<Int8>,
+        customer_key -> Nullable<Text>,
+        email -> Nullable<Text>,
+        reason -> Text,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    jobs (id) {
+        id -> Int8,
+        program_id -> Int8,
+        kind -> Text,
+        status -> Text,
+        actor_member_id -> Nullable<Int8>,
+        actor_label -> Text,
+        actor_address -> Nullable<Text>,
+        params -> Jsonb,
+        form_token -> Nullable<Uuid>,
+        total -> Int8,
+        done -> Int8,
+        skipped -> Int8,
+        cursor -> Nullable<Jsonb>,
+        lease_owner -> Nullable<Text>,
+        lease_until -> Nullable<Timestamptz>,
+        failures -> Int4,
+        last_error -> Nullable<Text>,
+        created_at -> Timestamptz,
+        started_at -> Nullable<Timestamptz>,
+        updated_at -> Timestamptz,
+        finished_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
     login_failures (id) {
         id -> Int8,
         email -> Text,
@@ -419,6 +457,8 @@ diesel::joinable!(api_tokens -> team_members (created_by));
 diesel::joinable!(customer_tallies -> programs (program_id));
 diesel::joinable!(customers -> programs (program_id));
 diesel::joinable!(invites -> customers (customer_id));
+diesel::joinable!(job_skipped_rows -> jobs (job_id));
+diesel::joinable!(jobs -> programs (program_id));
 diesel::joinable!(mail_outbox -> invites (invite_id));
 diesel::joinable!(referral_clicks -> referral_links (link_id));
 diesel::joinable!(reward_rules -> programs (program_id));
@@ -440,6 +480,8 @@ diesel::allow_tables_to_appear_in_same_query!(
     customer_tallies,
     customers,
     invites,
+    job_skipped_rows,
+    jobs,
     login_failures,
     mail_outbox,
     maintenance_runs,

@@ -7,6 +7,7 @@
 //! audit event it implies (in one transaction, or for a signup in one statement), and the
 //! database constraints back up every check.
 
+pub mod bulk;
 mod erasure;
 mod fragments;
 mod input;

@@ -5,6 +5,7 @@ pub mod audit;
 pub mod customers;
 pub mod dashboard;
 pub mod invites;
+pub mod jobs;
 pub mod json;
 pub mod ledger;
 pub mod maintenance;

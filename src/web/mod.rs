@@ -14,6 +14,7 @@ pub mod error_pages;
 pub mod forms;
 pub mod health;
 pub mod invites;
+pub mod jobs;
 pub mod ledger;
 pub mod paging;
 pub mod profile;
@@ -86,6 +87,10 @@ pub fn routes(routes: &mut Routes) {
         .post("/customers", SUPPORT, customers::create)
         .get("/customers/new", SUPPORT, customers::new_form)
         .get("/customers/export.csv", VIEWER, customers::export_csv)
+        // Delete and restore need ADMIN: `bulk::BulkForm::allowed_action` checks it first.
+        .post("/customers/bulk", SUPPORT, customers::bulk::confirm)
+        .post("/customers/bulk/run", SUPPORT, customers::bulk::run)
+        .post("/customers/bulk/export", VIEWER, customers::bulk::export)
         .get("/customers/{key}", VIEWER, customers::show)
         .get("/customers/{key}/edit", SUPPORT, customers::edit_form)
         .post("/customers/{key}/edit", SUPPORT, customers::update)
@@ -132,6 +137,10 @@ pub fn routes(routes: &mut Routes) {
             webhook_log::resend,
         )
         .post("/webhooks/{key}/resend-failed", ADMIN, webhook_log::resend_failed)
+        .get("/jobs", VIEWER, jobs::index)
+        .get("/jobs/{id}", VIEWER, jobs::show)
+        .get("/jobs/{id}/skipped.csv", VIEWER, jobs::skipped_csv)
+        .post("/jobs/{id}/cancel", SUPPORT, jobs::cancel)
         .get("/rewards", VIEWER, rewards::index)
         .post("/rewards/confirm", SUPPORT, rewards::bulk::confirm)
         .post("/rewards/decide", SUPPORT, rewards::bulk::decide)

@@ -741,7 +741,7 @@ async fn create_referred_customer_counts_for_the_referrer(app: &TestApp, tab: &T
 
     tab.follow("Customers").await?;
     let count = tab
-        .text_of("tbody tr:has(td:first-child a[href='/customers/ada']) td.num")
+        .text_of("tbody tr:has(td:nth-child(2) a[href='/customers/ada']) td.num")
         .await?;
     assert_eq!(count, "1", "the list shows Ada's referral count");
     Ok(())
@@ -1285,5 +1285,73 @@ async fn reward_pages_fit_desktop_and_phone(app: &TestApp, tab: &Tab) -> anyhow:
         tab.sees("30").await?;
         tab.looks_right(&format!("rewards-confirm-{device}")).await?;
     }
+    Ok(())
+}
+
+#[apply(browser_scenario!)]
+async fn approve_all_matching_and_watch_the_job_finish(app: &TestApp, tab: &Tab) -> anyhow::Result<()> {
+    // More than a thousand: the action runs as a background job.
+    let program_id = app.default_program().id;
+    diesel::sql_query(format!(
+        "INSERT INTO customers (program_id, external_id, key, email, approved, created_at) \
+         SELECT {program_id}, 'ext-waiting' || i, 'waiting' || i, 'waiting' || i || '@queue.example', false, \
+         now() - (i || ' seconds')::interval FROM generate_series(1, 1200) AS i"
+    ))
+    .execute(&mut app.conn())?;
+    ada(app);
+    signed_in(app, tab, Role::Support).await?;
+    tab.visit("/customers?approved=no").await?;
+    tab.sees("customers match these filters").await?;
+
+    // The header box ticks every row of the page (app.js).
+    tab.client
+        .find(Locator::Css("input.select-all"))
+        .await?
+        .click()
+        .await?;
+    let boxes = tab
+        .client
+        .find_all(Locator::Css("input[type=checkbox][name=key]:checked"))
+        .await?;
+    assert_eq!(boxes.len(), 15, "every row of the page is ticked");
+
+    tab.client.find(Locator::Id("scope-all")).await?.click().await?;
+    tab.choose("Action", "Approve").await?;
+    tab.press("Continue…").await?;
+    tab.sees("Approve 1,200 customers?").await?;
+    tab.sees("Every customer matching the list's filters").await?;
+    let button = tab.text_of("#bulk-run").await?;
+    assert!(
+        button.starts_with("Approve ") && button.ends_with(" customers"),
+        "{button}"
+    );
+    tab.press(&button).await?;
+    tab.sees("being handled in the background").await?;
+    assert!(tab.path().await?.starts_with("/jobs/"));
+
+    // The page refreshes itself until the bar is full.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let shown = tab.text().await.unwrap_or_default();
+        if shown.contains("1,200 of 1,200 rows") {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("the job did not finish; the page shows:\n{shown}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    tab.sees("100%").await?;
+    assert_eq!(tab.text_of("#job-status").await?, "done");
+    assert_eq!(tab.text_of("#job-done").await?, "1,200");
+    let pending: i64 = {
+        use diesel::prelude::*;
+        use referdesk::db::schema::customers;
+        customers::table
+            .filter(customers::approved.eq(false))
+            .count()
+            .get_result(&mut app.conn())?
+    };
+    assert_eq!(pending, 0);
     Ok(())
 }

@@ -191,6 +191,7 @@ pub fn test_config(database_url: &str) -> Config {
         direct_database_url: None,
         replica_urls: read_only_replica(database_url),
         replica_max_lag: referdesk::config::DEFAULT_REPLICA_MAX_LAG,
+        jobs: Default::default(),
     }
 }
 

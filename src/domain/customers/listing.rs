@@ -23,7 +23,7 @@ pub use customer_list::{
     Cursor, CustomerList, ExportWalk, ListPage, ListRequest, ListedRow, PageRead, PastEnd,
 };
 pub use email_samples::IndexPart;
-pub use export::ExportRow;
+pub use export::{export_selected, ExportRow};
 pub use filters::{CustomerFilter, ReferStatus, SortColumn, SortDirection, StatusFilter};
 pub use lookups::{exact_matches, referrals, ExactMatch};
 pub use paging::MAX_PER_PAGE;
@@ -33,7 +33,7 @@ pub(crate) use counting::tally;
 
 // The parts behind `CustomerList`, private to the list.
 use super::Customer;
-use counting::{exact_total, matches, Matches};
+use counting::{count_up_to, exact_total, matches, Matches};
 use email_samples::EmailSamples;
 use export::{export_batch, ExportCursor};
 use filters::filtered;

@@ -19,7 +19,7 @@ use chrono::SecondsFormat;
 use super::list::ListParams;
 use crate::db::DbPool;
 use crate::domain::customers::listing::ExportWalk;
-use crate::domain::customers::ExportRow;
+use crate::domain::customers::{CustomerFilter, ExportRow};
 use crate::domain::programs::Program;
 use crate::error::Error;
 use crate::web::context::Page;
@@ -171,11 +171,32 @@ pub async fn export_csv(
     query: web::Query<Vec<(String, String)>>,
 ) -> Result<HttpResponse, Error> {
     let filter = ListParams::from_pairs(&query).filter;
-    let filename = format!(
+    Ok(stream_filtered(&state, &page.program, filter))
+}
+
+/// The name a downloaded export gets.
+fn filename(program: &Program) -> String {
+    format!(
         "customers-{}-{}.csv",
-        page.program.slug,
+        program.slug,
         chrono::Utc::now().format("%Y%m%d-%H%M%S")
-    );
+    )
+}
+
+fn csv_response(program: &Program) -> actix_web::HttpResponseBuilder {
+    let mut response = HttpResponse::Ok();
+    response
+        .content_type("text/csv; charset=utf-8")
+        .insert_header((
+            header::CONTENT_DISPOSITION,
+            format!("attachment; filename=\"{}\"", filename(program)),
+        ))
+        .insert_header((header::CACHE_CONTROL, "no-store"));
+    response
+}
+
+/// Every customer matching `filter`, streamed.
+pub fn stream_filtered(state: &AppState, program: &Program, filter: CustomerFilter) -> HttpResponse {
     let (sender, receiver) = tokio::sync::mpsc::channel(CHANNEL_DEPTH);
     // Reading and encoding overlap on two threads; batches read ahead wait in a small
     // channel, so memory stays at a few batches however large the export.
@@ -183,22 +204,22 @@ pub async fn export_csv(
     let (pool, walk) = (
         // The request's database (a replica's, with replicas), read after it answered.
         state.pool.for_request(),
-        state.customer_list.export(page.program.id, filter),
+        state.customer_list.export(program.id, filter),
     );
     actix_web::rt::task::spawn_blocking(move || read_batches(pool, walk, batch_sender));
-    let program = page.program.clone();
-    actix_web::rt::task::spawn_blocking(move || encode_batches(program, batch_receiver, sender));
+    let program_for_encoder = program.clone();
+    actix_web::rt::task::spawn_blocking(move || encode_batches(program_for_encoder, batch_receiver, sender));
     let body = futures_util::stream::unfold(receiver, |mut receiver| async move {
         receiver.recv().await.map(|chunk| (chunk, receiver))
     });
-    Ok(HttpResponse::Ok()
-        .content_type("text/csv; charset=utf-8")
-        .insert_header((
-            header::CONTENT_DISPOSITION,
-            format!("attachment; filename=\"{filename}\""),
-        ))
-        .insert_header((header::CACHE_CONTROL, "no-store"))
-        .streaming(body))
+    csv_response(program).streaming(body)
+}
+
+/// The customers with these keys (a selection, at most a few hundred), in one piece.
+pub fn selected(program: &Program, rows: &[ExportRow]) -> Result<HttpResponse, Error> {
+    let mut body = encode([HEADER])?.to_vec();
+    body.extend_from_slice(&encode_batch(&program.referral_url(""), rows)?);
+    Ok(csv_response(program).body(body))
 }
 
 #[cfg(test)]

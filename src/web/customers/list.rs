@@ -201,6 +201,13 @@ struct ListPage {
     per_page_choices: [i64; 4],
 }
 
+impl ListPage {
+    /// The list's parameters, carried by the bulk form as hidden fields.
+    fn list_fields(&self) -> Vec<(String, String)> {
+        self.params.url("/customers").params().to_vec()
+    }
+}
+
 pub async fn index(
     state: web::Data<AppState>,
     page: Page,

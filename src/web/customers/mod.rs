@@ -3,6 +3,7 @@
 //! `domain::customers` / `domain::referral_links`, and render.
 
 mod actions;
+pub mod bulk;
 mod detail;
 pub mod export;
 mod form;

@@ -157,6 +157,23 @@ pub(super) fn matches(
     ))))
 }
 
+/// The number of matches when it is at most `limit`, counted one by one; `None` beyond
+/// (a bulk action's confirmation counts further than a page does).
+pub(super) fn count_up_to(
+    conn: &mut PgConnection,
+    program_id: i64,
+    filter: &CustomerFilter,
+    limit: i64,
+) -> Result<Option<i64>, Error> {
+    let ids: Vec<i64> = fragments::Limited {
+        query: filtered(program_id, filter).select(customers::id),
+        limit: limit + 1,
+        offset: 0,
+    }
+    .load(conn)?;
+    Ok((ids.len() as i64 <= limit).then_some(ids.len() as i64))
+}
+
 /// Whether the search's statement can run on its reusable plan instead of being planned
 /// for its values (planning is a large share of a partial email search's database time).
 /// The term decides the plan only where an arm's best index depends on how

@@ -9,8 +9,9 @@ use diesel::PgConnection;
 
 use super::paging::{page, page_customers};
 use super::{
-    exact_total, export_batch, matches, narrow_email_search, supports_keyset, Customer, CustomerFilter,
-    CustomerRow, EmailSamples, ExportCursor, ExportRow, Matches, PageMarks, Position, SortColumn, Total,
+    count_up_to, exact_total, export_batch, matches, narrow_email_search, supports_keyset, Customer,
+    CustomerFilter, CustomerRow, EmailSamples, ExportCursor, ExportRow, Matches, PageMarks, Position,
+    SortColumn, Total,
 };
 use crate::error::Error;
 
@@ -43,6 +44,9 @@ pub enum Cursor {
     After { page: i64, id: i64 },
     Before { page: i64, id: i64 },
 }
+
+/// A bulk action's confirmation counts matches one by one up to this many.
+pub const BULK_COUNT_LIMIT: i64 = 100_000;
 
 /// A cursor continues at most this many pages away from the page it was made on.
 const MAX_CURSOR_PAGES: i64 = 10;
@@ -207,13 +211,44 @@ impl CustomerList {
 
     /// A walk through the filtered list for the export (see [`ExportWalk`]).
     pub fn export(&self, program_id: i64, filter: CustomerFilter) -> ExportWalk {
+        self.walk_from(program_id, filter, None)
+    }
+
+    /// The export's walk, continuing after the customer `after` (`(created_at, id)`, as
+    /// [`ExportWalk::reached`] gave it): how a bulk job resumes.
+    pub fn walk_from(
+        &self,
+        program_id: i64,
+        filter: CustomerFilter,
+        after: Option<(chrono::DateTime<chrono::Utc>, i64)>,
+    ) -> ExportWalk {
         ExportWalk {
             samples: self.samples.clone(),
             program_id,
             filter,
-            after: None,
+            after: after.map(|(created_at, id)| ExportCursor { created_at, id }),
             narrowed: false,
         }
+    }
+
+    /// How many customers match `filter`, for a bulk action's confirmation: exact up to
+    /// [`BULK_COUNT_LIMIT`] (or from the tallies, however many), estimated beyond.
+    pub fn total(
+        &self,
+        conn: &mut PgConnection,
+        program_id: i64,
+        filter: &CustomerFilter,
+    ) -> Result<Total, Error> {
+        let mut filter = filter.clone();
+        narrow_email_search(conn, &self.samples, &mut filter);
+        let listed = matches(conn, program_id, &filter)?.total;
+        if listed.is_exact() {
+            return Ok(listed);
+        }
+        Ok(match count_up_to(conn, program_id, &filter, BULK_COUNT_LIMIT)? {
+            Some(counted) => Total::Exact(counted),
+            None => Total::About(listed.value().max(BULK_COUNT_LIMIT + 1)),
+        })
     }
 }
 
@@ -243,6 +278,11 @@ impl ExportWalk {
             });
         }
         Ok(rows)
+    }
+
+    /// The last customer the walk has given (`(created_at, id)`), to continue after it.
+    pub fn reached(&self) -> Option<(chrono::DateTime<chrono::Utc>, i64)> {
+        self.after.map(|after| (after.created_at, after.id))
     }
 }
 

@@ -39,6 +39,29 @@ pub struct ExportRow {
     pub referrer_key: Option<String>,
 }
 
+/// The columns of an [`ExportRow`].
+macro_rules! export_columns {
+    () => {
+        (
+            customers::id,
+            customers::external_id,
+            customers::key,
+            customers::email,
+            customers::name,
+            customers::surname,
+            customers::status,
+            customers::approved,
+            customers::referrals_count,
+            customers::created_at,
+            customers::updated_at,
+            fragments::fixed::<diesel::sql_types::Nullable<Text>>("customers.metadata ->> 'date_of_birth'"),
+            fragments::fixed::<diesel::sql_types::Nullable<Text>>(
+                "(SELECT referrer.key FROM customers referrer WHERE referrer.id = customers.referrer_id)",
+            ),
+        )
+    };
+}
+
 /// Up to `limit` filtered customers after `after`, in creation order (oldest first): the
 /// export walks the list with this. Keyset pagination: each batch is one range of an
 /// index (`(created_at, id)` within the status for active or deleted customers, the
@@ -50,7 +73,6 @@ pub(super) fn export_batch(
     after: Option<ExportCursor>,
     limit: i64,
 ) -> Result<Vec<ExportRow>, Error> {
-    use diesel::sql_types::Nullable;
     let mut query = filtered(program_id, filter);
     if filter.status == StatusFilter::All {
         // No index orders both statuses by time; the id is creation order too.
@@ -67,27 +89,26 @@ pub(super) fn export_batch(
         }
         query = query.order((customers::created_at.asc(), customers::id.asc()));
     }
-    let columns = (
-        customers::id,
-        customers::external_id,
-        customers::key,
-        customers::email,
-        customers::name,
-        customers::surname,
-        customers::status,
-        customers::approved,
-        customers::referrals_count,
-        customers::created_at,
-        customers::updated_at,
-        fragments::fixed::<Nullable<Text>>("customers.metadata ->> 'date_of_birth'"),
-        fragments::fixed::<Nullable<Text>>(
-            "(SELECT referrer.key FROM customers referrer WHERE referrer.id = customers.referrer_id)",
-        ),
-    );
+    let columns = export_columns!();
     Ok(fragments::Limited {
         query: query.select(columns),
         limit,
         offset: 0,
     }
     .load(conn)?)
+}
+
+/// The customers of the program with these keys, as the export writes them, in creation
+/// order (the export of a selection ticked on the list).
+pub fn export_selected(
+    conn: &mut PgConnection,
+    program_id: i64,
+    keys: &[String],
+) -> Result<Vec<ExportRow>, Error> {
+    Ok(customers::table
+        .filter(customers::program_id.eq(program_id))
+        .filter(customers::key.eq_any(keys))
+        .order((customers::created_at.asc(), customers::id.asc()))
+        .select(export_columns!())
+        .load(conn)?)
 }

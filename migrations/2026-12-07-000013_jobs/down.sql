@@ -1,0 +1,2 @@
+DROP TABLE job_skipped_rows;
+DROP TABLE jobs;

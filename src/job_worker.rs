@@ -1,0 +1,97 @@
+//! The background thread that runs jobs (`domain::jobs`): bulk actions on customers too
+//! large to run in the request, imports.
+//!
+//! Started by `Application::build` and stopped with the server, like the pruner. Every
+//! second it claims the next job it may run (queued, or running with an expired lease) and
+//! runs it batch by batch to the end. Asked to stop, it finishes the batch it is running
+//! and gives the job back, so the next server start (or another process) resumes it
+//! at once. Several server processes on one database share the jobs: a claim takes a
+//! lease under `FOR UPDATE SKIP LOCKED`, and each batch checks the lease is still its own.
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::db::DbPool;
+use crate::domain::customers::listing::CustomerList;
+use crate::domain::jobs::{self, RunSettings};
+use crate::pruner::Stop;
+
+/// How long the thread sleeps when no job is waiting.
+const POLL_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The running job thread. [`JobWorker::stop`] ends it; dropping it asks it to stop.
+pub struct JobWorker {
+    stop: Arc<Stop>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl JobWorker {
+    pub fn start(pool: DbPool, list: CustomerList, settings: RunSettings) -> anyhow::Result<JobWorker> {
+        let stop = Arc::new(Stop::default());
+        let owner = format!("worker-{}", crate::random::random_token(12));
+        let thread = std::thread::Builder::new()
+            .name("jobs".to_string())
+            .spawn({
+                let stop = stop.clone();
+                move || loop {
+                    pass(&pool, &list, &owner, &settings, &stop);
+                    if stop.wait(POLL_INTERVAL) {
+                        break;
+                    }
+                }
+            })
+            .context("could not start the job thread")?;
+        Ok(JobWorker {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Asks the thread to stop after the batch it is running, and waits for it.
+    /// Blocking: call it from a blocking context.
+    pub fn stop(mut self) {
+        self.stop.request();
+        if let Some(thread) = self.thread.take() {
+            if thread.join().is_err() {
+                tracing::error!("the job thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for JobWorker {
+    fn drop(&mut self) {
+        self.stop.request();
+    }
+}
+
+/// Runs every job there is to claim, one after the other, until none is left or a stop
+/// is asked for.
+fn pass(pool: &DbPool, list: &CustomerList, owner: &str, settings: &RunSettings, stop: &Stop) {
+    // A database that is away now is tried again at the next interval.
+    let mut conn = match pool.get() {
+        Ok(conn) => conn,
+        Err(error) => {
+            tracing::warn!("job thread: no database connection: {error}");
+            return;
+        }
+    };
+    let stopping = |pause: Duration| stop.wait(pause);
+    while !stop.wait(Duration::ZERO) {
+        let claimed = match jobs::claim_next(&mut conn, owner, settings, chrono::Utc::now()) {
+            Ok(Some(job)) => job,
+            Ok(None) => return,
+            Err(error) => {
+                tracing::warn!(error = %error, "job thread: claiming a job failed");
+                return;
+            }
+        };
+        if let Err(error) = jobs::run_to_end(&mut conn, list, claimed.id, owner, settings, &stopping) {
+            tracing::warn!(job_id = claimed.id, error = %error, "job thread: the job stopped");
+            return;
+        }
+    }
+}
