@@ -13,7 +13,7 @@ use crate::error::Error;
 pub fn refused_rows_csv(
     file: &CsvFile,
     refusals: &Refusals,
-    cell: impl Fn(&str) -> Cow<'_, str>,
+    cell: fn(&str) -> Cow<'_, str>,
 ) -> Result<Vec<u8>, Error> {
     let mut writer = csv::WriterBuilder::new().flexible(true).from_writer(Vec::new());
     let mut header: Vec<String> = file.headers.iter().map(|h| cell(h).into_owned()).collect();
