@@ -20,6 +20,7 @@ mod file;
 mod report;
 mod rows;
 mod staging;
+pub mod stored;
 
 use std::collections::BTreeMap;
 

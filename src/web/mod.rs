@@ -13,6 +13,7 @@ pub mod device;
 pub mod error_pages;
 pub mod forms;
 pub mod health;
+pub mod imports;
 pub mod invites;
 pub mod ledger;
 pub mod paging;
@@ -85,6 +86,11 @@ pub fn routes(routes: &mut Routes) {
         .post("/customers", SUPPORT, customers::create)
         .get("/customers/new", SUPPORT, customers::new_form)
         .get("/customers/export.csv", VIEWER, customers::export_csv)
+        .get("/customers/import", ADMIN, imports::upload_form)
+        .post("/customers/import", ADMIN, imports::upload)
+        .get("/customers/import/{id}", ADMIN, imports::show)
+        .post("/customers/import/{id}", ADMIN, imports::submit)
+        .get("/customers/import/{id}/refused.csv", ADMIN, imports::refused_csv)
         .get("/customers/{key}", VIEWER, customers::show)
         .get("/customers/{key}/edit", SUPPORT, customers::edit_form)
         .post("/customers/{key}/edit", SUPPORT, customers::update)
