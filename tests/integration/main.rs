@@ -17,6 +17,7 @@ mod browser;
 mod customers;
 mod dashboard;
 mod embedded;
+mod imports;
 mod fixtures;
 mod invites;
 mod ledger;
