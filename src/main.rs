@@ -205,14 +205,27 @@ fn main() -> anyhow::Result<()> {
                     ..Actor::system()
                 };
                 let progress = import_progress::Bar::new();
-                let report = imports::import(conn, &program, &actor, &csv, &csv.guess_mapping(), &options, &progress)
-                    .map_err(describe);
+                let report = imports::import(
+                    conn,
+                    &program,
+                    &actor,
+                    &csv,
+                    &csv.guess_mapping(),
+                    &options,
+                    &progress,
+                )
+                .map_err(describe);
                 progress.finish();
                 let report = report?;
                 if let Some(path) = refused {
-                    let rows = imports::refused_rows_csv(&csv, &report.refusals, referdesk::web::customers::export::defuse)
-                        .map_err(describe)?;
-                    std::fs::write(&path, rows).with_context(|| format!("could not write {}", path.display()))?;
+                    let rows = imports::refused_rows_csv(
+                        &csv,
+                        &report.refusals,
+                        referdesk::web::customers::export::defuse,
+                    )
+                    .map_err(describe)?;
+                    std::fs::write(&path, rows)
+                        .with_context(|| format!("could not write {}", path.display()))?;
                 }
                 Ok(report)
             })?;

@@ -16,7 +16,8 @@ mod signup;
 pub use erasure::{erase_personal_data, erased_at, message_erased, ERASED, ERASED_EMAIL_DOMAIN, ERASED_NAME};
 
 pub use input::{
-    check_code, parse_custom_fields, CustomerChanges, CustomerInput, NewCustomer, ReferrerRef, MAX_CUSTOM_FIELDS,
+    check_code, parse_custom_fields, CustomerChanges, CustomerInput, NewCustomer, ReferrerRef,
+    MAX_CUSTOM_FIELDS,
 };
 pub use listing::{
     referrals, with_referrers, CustomerFilter, CustomerRow, ExportRow, ReferStatus, ReferrerSummary,

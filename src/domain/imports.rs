@@ -59,9 +59,14 @@ impl Mode {
     }
 
     pub fn from_code(code: &str) -> Option<Mode> {
-        [Mode::Create, Mode::UpsertByKey, Mode::UpsertById, Mode::UpsertByEmail]
-            .into_iter()
-            .find(|mode| mode.code() == code)
+        [
+            Mode::Create,
+            Mode::UpsertByKey,
+            Mode::UpsertById,
+            Mode::UpsertByEmail,
+        ]
+        .into_iter()
+        .find(|mode| mode.code() == code)
     }
 
     /// The field a row is matched by.

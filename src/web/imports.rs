@@ -69,10 +69,12 @@ pub async fn upload(
         bytes.extend_from_slice(&chunk);
     }
     let Some((file_name, content)) = file_part(&bytes, &boundary) else {
-        return rerender(imports::file_error("Choose a CSV file to upload."), |errors| UploadPage {
-            page,
-            errors,
-            max_megabytes: MAX_UPLOAD_BYTES / 1024 / 1024,
+        return rerender(imports::file_error("Choose a CSV file to upload."), |errors| {
+            UploadPage {
+                page,
+                errors,
+                max_megabytes: MAX_UPLOAD_BYTES / 1024 / 1024,
+            }
         });
     };
     let (program_id, member_id) = (page.program.id, page.member.id);
@@ -232,8 +234,9 @@ impl ImportPage {
     }
 
     fn hidden_refusals(&self) -> usize {
-        self.report()
-            .map_or(0, |report| report.refusals.iter().count().saturating_sub(SHOWN_REFUSALS))
+        self.report().map_or(0, |report| {
+            report.refusals.iter().count().saturating_sub(SHOWN_REFUSALS)
+        })
     }
 }
 
@@ -332,7 +335,11 @@ fn summary(report: &Report, imported: bool) -> String {
 }
 
 /// The refused rows of the last report, as CSV (cells guarded like the export's).
-pub async fn refused_csv(state: web::Data<AppState>, page: Page, id: web::Path<i64>) -> Result<HttpResponse, Error> {
+pub async fn refused_csv(
+    state: web::Data<AppState>,
+    page: Page,
+    id: web::Path<i64>,
+) -> Result<HttpResponse, Error> {
     let import = load(&state, &page, id.into_inner()).await?;
     let report = import.report.clone().unwrap_or_default();
     let body = imports::refused_rows_csv(&import.file, &report.refusals, defuse)?;

@@ -1292,7 +1292,11 @@ async fn reward_pages_fit_desktop_and_phone(app: &TestApp, tab: &Tab) -> anyhow:
 /// the bar at 100%, and the refused rows downloaded.
 #[apply(browser_scenario!)]
 async fn import_customers_from_a_csv_file(app: &TestApp, tab: &Tab) -> anyhow::Result<()> {
-    let path = std::env::temp_dir().join(format!("referdesk-import-{}-{}.csv", std::process::id(), app.address.len()));
+    let path = std::env::temp_dir().join(format!(
+        "referdesk-import-{}-{}.csv",
+        std::process::id(),
+        app.address.len()
+    ));
     std::fs::write(
         &path,
         "Email;Vorname;Referred by\nada@example.com;Ada;\nbob@example.com;Bob;ada@example.com\nnot-an-email;Cy;\n",
@@ -1305,14 +1309,24 @@ async fn import_customers_from_a_csv_file(app: &TestApp, tab: &Tab) -> anyhow::R
         .send_keys(path.to_str().unwrap_or_default())
         .await?;
     tab.press("Upload").await?;
-    assert_eq!(tab.text_of("h1").await?, format!("Import {}", path.file_name().and_then(|n| n.to_str()).unwrap_or_default()));
+    assert_eq!(
+        tab.text_of("h1").await?,
+        format!(
+            "Import {}",
+            path.file_name().and_then(|n| n.to_str()).unwrap_or_default()
+        )
+    );
     assert_eq!(tab.chosen("Email").await?, "Email");
     assert_eq!(tab.chosen("Referred by").await?, "Referrer (key or email)");
     assert_eq!(tab.chosen("Vorname").await?, "Custom field \"Vorname\"");
     tab.choose("Vorname", "Name").await?;
-    tab.field("Import the valid rows; I fix the rest").await?.click().await?;
+    tab.field("Import the valid rows; I fix the rest")
+        .await?
+        .click()
+        .await?;
     tab.press("Dry run").await?;
-    tab.sees("Dry run: 3 rows, 2 would be created, 0 updated, 1 refused. Nothing was written.").await?;
+    tab.sees("Dry run: 3 rows, 2 would be created, 0 updated, 1 refused. Nothing was written.")
+        .await?;
     tab.sees("Enter a valid email address.").await?;
     assert_eq!(tab.chosen("Vorname").await?, "Name", "the mapping is kept");
 
@@ -1320,7 +1334,11 @@ async fn import_customers_from_a_csv_file(app: &TestApp, tab: &Tab) -> anyhow::R
     tab.sees("Imported: 2 created, 0 updated, 1 refused.").await?;
     let progress = tab.client.find(Locator::Id("import-progress")).await?;
     let (value, max) = (progress.attr("value").await?, progress.attr("max").await?);
-    assert_eq!((value.as_deref(), max.as_deref()), (Some("3"), Some("3")), "the bar at 100%");
+    assert_eq!(
+        (value.as_deref(), max.as_deref()),
+        (Some("3"), Some("3")),
+        "the bar at 100%"
+    );
     let href = tab
         .client
         .find(Locator::LinkText("Download the refused rows (CSV)"))
@@ -1330,11 +1348,16 @@ async fn import_customers_from_a_csv_file(app: &TestApp, tab: &Tab) -> anyhow::R
         .unwrap_or_default();
     let downloaded = tab
         .client
-        .execute("return fetch(arguments[0]).then(r => r.text())", vec![serde_json::json!(href)])
+        .execute(
+            "return fetch(arguments[0]).then(r => r.text())",
+            vec![serde_json::json!(href)],
+        )
         .await?;
     assert_eq!(
         downloaded.as_str(),
-        Some("Email,Vorname,Referred by,line,errors\nnot-an-email,Cy,,4,Email: Enter a valid email address.\n")
+        Some(
+            "Email,Vorname,Referred by,line,errors\nnot-an-email,Cy,,4,Email: Enter a valid email address.\n"
+        )
     );
 
     tab.visit("/customers").await?;

@@ -87,15 +87,39 @@ async fn every_kind_of_bad_row_is_reported_and_nothing_is_written() {
             row(4, "email", "Enter a valid email address."),
             row(5, "key", "The key \"ok1\" is also on line 2."),
             row(6, "key", "This key is already taken by another customer."),
-            row(7, "referrer", "No customer with the key or email \"nobody@example.com\" in this program or in this file."),
-            row(8, "referrer", "These rows refer each other in a circle: lines 8 → 9 → 8."),
-            row(9, "referrer", "These rows refer each other in a circle: lines 8 → 9 → 8."),
-            row(10, "date_of_birth", "Enter a real date in the past as YYYY-MM-DD."),
-            row(11, "name", "Use at most 200 characters, without control characters."),
+            row(
+                7,
+                "referrer",
+                "No customer with the key or email \"nobody@example.com\" in this program or in this file."
+            ),
+            row(
+                8,
+                "referrer",
+                "These rows refer each other in a circle: lines 8 → 9 → 8."
+            ),
+            row(
+                9,
+                "referrer",
+                "These rows refer each other in a circle: lines 8 → 9 → 8."
+            ),
+            row(
+                10,
+                "date_of_birth",
+                "Enter a real date in the past as YYYY-MM-DD."
+            ),
+            row(
+                11,
+                "name",
+                "Use at most 200 characters, without control characters."
+            ),
             row(12, "name", &formula("=HYPERLINK(\"http://x\")")),
             row(12, "plan", &formula("@SUM(1)")),
             row(13, "referrer", "A customer cannot refer themselves."),
-            row(14, "referrer", "The referrer on line 8 is refused, so this row is too."),
+            row(
+                14,
+                "referrer",
+                "The referrer on line 8 is refused, so this row is too."
+            ),
         ]
     );
     assert_eq!(customer_count(&app), before);
@@ -134,7 +158,10 @@ async fn every_kind_of_bad_row_is_reported_and_nothing_is_written() {
     // A file in another encoding is refused as a whole.
     let error = CsvFile::parse(b"email,name\nrene@example.com,Ren\xe9\n".to_vec()).unwrap_err();
     let message = &error.field_errors().unwrap()["file"][0];
-    assert!(message.contains("not UTF-8") && message.contains("line 2"), "{message}");
+    assert!(
+        message.contains("not UTF-8") && message.contains("line 2"),
+        "{message}"
+    );
 }
 
 /// An upsert changes only the columns in the file; a blank cell clears its field.
@@ -153,8 +180,12 @@ async fn upsert_changes_only_the_named_fields() {
     });
     let text = b"\xEF\xBB\xBFkey;name;team\nada;Adeline;\nnewbie;New;blue\n";
     let report = run(&app, text, Mode::UpsertByKey, Policy::AllOrNothing, false);
-    assert_eq!((report.created, report.updated, report.refusals.rows()), (1, 1, 0));
-    let after = referdesk::domain::customers::find(&mut app.conn(), app.default_program().id, ada.id).unwrap();
+    assert_eq!(
+        (report.created, report.updated, report.refusals.rows()),
+        (1, 1, 0)
+    );
+    let after =
+        referdesk::domain::customers::find(&mut app.conn(), app.default_program().id, ada.id).unwrap();
     assert_eq!(after.name.as_deref(), Some("Adeline"));
     assert_eq!(after.surname.as_deref(), Some("Lovelace"));
     assert_eq!(after.email.as_deref(), Some("ada@example.com"));
@@ -164,7 +195,13 @@ async fn upsert_changes_only_the_named_fields() {
     assert_eq!(after.created_at, ada.created_at);
 
     // By email: a key that differs is refused, not changed.
-    let report = run(&app, b"email,key\nADA@example.com,other\n", Mode::UpsertByEmail, Policy::AllOrNothing, false);
+    let report = run(
+        &app,
+        b"email,key\nADA@example.com,other\n",
+        Mode::UpsertByEmail,
+        Policy::AllOrNothing,
+        false,
+    );
     assert_eq!(
         refusals(&report),
         vec![row(2, "key", "This customer's key is \"ada\"; a key is changed on the customer's page (which keeps the old one for their links), not by an import.")]
@@ -192,7 +229,12 @@ async fn referral_counts_are_exact_after_importing_10000_referred_rows() {
         text.push_str(&format!("k{i},k{i}@example.com,{referrer}\n"));
     }
     let report = run(&app, text.as_bytes(), Mode::Create, Policy::AllOrNothing, false);
-    assert_eq!((report.created, report.refusals.rows()), (10_000, 0), "{:?}", refusals(&report));
+    assert_eq!(
+        (report.created, report.refusals.rows()),
+        (10_000, 0),
+        "{:?}",
+        refusals(&report)
+    );
     let mut conn = app.conn();
     let wrong: i64 = diesel::sql_query(
         "SELECT count(*) AS n FROM customers c
@@ -251,7 +293,10 @@ fn cli(app: &TestApp, args: &[&str]) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_referdesk"))
         .args(args)
         .env("DATABASE_URL", &app.database_url)
-        .env("REFERDESK_DATA_DIR", std::env::temp_dir().join("referdesk-cli-test"))
+        .env(
+            "REFERDESK_DATA_DIR",
+            std::env::temp_dir().join("referdesk-cli-test"),
+        )
         .output()
         .unwrap()
 }
@@ -264,7 +309,16 @@ async fn the_command_reports_and_exits_0_only_when_every_row_is_imported() {
     std::fs::create_dir_all(&dir).unwrap();
     let bad = dir.join(format!("bad-{}.csv", app.default_program().id + rand_suffix()));
     std::fs::write(&bad, "email,name\nada@example.com,Ada\nnope,Bob\n").unwrap();
-    let output = cli(&app, &["import", "customers", bad.to_str().unwrap(), "--program", "default"]);
+    let output = cli(
+        &app,
+        &[
+            "import",
+            "customers",
+            bad.to_str().unwrap(),
+            "--program",
+            "default",
+        ],
+    );
     assert_eq!(output.status.code(), Some(1));
     assert_eq!(
         String::from_utf8_lossy(&output.stdout),
@@ -276,7 +330,14 @@ async fn the_command_reports_and_exits_0_only_when_every_row_is_imported() {
     let refused = dir.join(format!("refused-{}.csv", rand_suffix()));
     let output = cli(
         &app,
-        &["import", "customers", bad.to_str().unwrap(), "--valid-rows", "--refused", refused.to_str().unwrap()],
+        &[
+            "import",
+            "customers",
+            bad.to_str().unwrap(),
+            "--valid-rows",
+            "--refused",
+            refused.to_str().unwrap(),
+        ],
     );
     assert_eq!(output.status.code(), Some(1));
     assert_eq!(customer_count(&app), 1);
@@ -287,7 +348,10 @@ async fn the_command_reports_and_exits_0_only_when_every_row_is_imported() {
 
     let good = dir.join(format!("good-{}.csv", rand_suffix()));
     std::fs::write(&good, "email,name\ncy@example.com,Cy\ndee@example.com,Dee\n").unwrap();
-    let output = cli(&app, &["import", "customers", good.to_str().unwrap(), "--dry-run"]);
+    let output = cli(
+        &app,
+        &["import", "customers", good.to_str().unwrap(), "--dry-run"],
+    );
     assert_eq!(output.status.code(), Some(0));
     assert_eq!(
         String::from_utf8_lossy(&output.stdout),
@@ -295,7 +359,12 @@ async fn the_command_reports_and_exits_0_only_when_every_row_is_imported() {
     );
     assert_eq!(customer_count(&app), 1);
     let output = cli(&app, &["import", "customers", good.to_str().unwrap()]);
-    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert_eq!(
         String::from_utf8_lossy(&output.stdout),
         "2 rows: 2 created, 0 updated, 0 refused; imported.\n"
@@ -357,8 +426,14 @@ async fn the_dashboard_imports_once_and_offers_the_refused_rows() {
     let at = location(&response);
     let (status, page) = app.browser.get_html(&at).await;
     assert_eq!(status, 200);
-    assert!(page.contains("<option value=\"email\" selected>"), "email guessed");
-    assert!(page.contains("<option value=\"referrer\" selected>"), "referrer guessed");
+    assert!(
+        page.contains("<option value=\"email\" selected>"),
+        "email guessed"
+    );
+    assert!(
+        page.contains("<option value=\"referrer\" selected>"),
+        "referrer guessed"
+    );
 
     let fields = |action: &'static str| {
         vec![
@@ -373,7 +448,10 @@ async fn the_dashboard_imports_once_and_offers_the_refused_rows() {
     let response = app.post_form(&at, &fields("dry_run")).await;
     assert_eq!(response.status(), 303);
     let (_, page) = app.browser.get_html(&at).await;
-    assert!(page.contains("Dry run: 3 rows, 2 would be created, 0 updated, 1 refused."), "{page}");
+    assert!(
+        page.contains("Dry run: 3 rows, 2 would be created, 0 updated, 1 refused."),
+        "{page}"
+    );
     assert!(page.contains("<td>4</td><td>E-mail</td><td>Enter a valid email address.</td>"));
     assert_eq!(customer_count(&app), 0);
 
@@ -382,7 +460,10 @@ async fn the_dashboard_imports_once_and_offers_the_refused_rows() {
     assert_eq!((first.status().as_u16(), second.status().as_u16()), (303, 303));
     assert_eq!(customer_count(&app), 2, "imported once");
     let (_, page) = app.browser.get_html(&at).await;
-    assert!(page.contains("<progress id=\"import-progress\" max=\"3\" value=\"3\">"), "{page}");
+    assert!(
+        page.contains("<progress id=\"import-progress\" max=\"3\" value=\"3\">"),
+        "{page}"
+    );
     let csv = app.get(&format!("{at}/refused.csv")).await;
     assert_eq!(csv.status(), 200);
     assert_eq!(
@@ -392,7 +473,9 @@ async fn the_dashboard_imports_once_and_offers_the_refused_rows() {
 
     let support = app.new_browser();
     app.create_member("support@example.com", Role::Support, crate::helpers::PASSWORD);
-    support.login("support@example.com", crate::helpers::PASSWORD).await;
+    support
+        .login("support@example.com", crate::helpers::PASSWORD)
+        .await;
     assert_eq!(support.get("/customers/import").await.status(), 403);
     assert_eq!(support.get(&at).await.status(), 403);
 }

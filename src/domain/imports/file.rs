@@ -111,12 +111,15 @@ impl Field {
             "name" | "firstname" | "givenname" | "first" => Field::Name,
             "surname" | "lastname" | "familyname" | "last" => Field::Surname,
             "dateofbirth" | "birthdate" | "dob" | "birthday" | "metadatadateofbirth" => Field::DateOfBirth,
-            "referrer" | "referrerkey" | "referreremail" | "referredby" | "referringcustomer"
-            | "referringcustomerkey" | "referringcustomeremail" => Field::Referrer,
+            "referrer"
+            | "referrerkey"
+            | "referreremail"
+            | "referredby"
+            | "referringcustomer"
+            | "referringcustomerkey"
+            | "referringcustomeremail" => Field::Referrer,
             "approved" | "isapproved" => Field::Approved,
-            "createdat" | "created" | "signedup" | "signupdate" | "joined" | "joinedat" => {
-                Field::CreatedAt
-            }
+            "createdat" | "created" | "signedup" | "signupdate" | "joined" | "joinedat" => Field::CreatedAt,
             _ => Field::Custom(header.trim().to_string()),
         }
     }
@@ -208,7 +211,11 @@ impl CsvFile {
         let mut fields: Vec<Field> = Vec::with_capacity(self.headers.len());
         for header in &self.headers {
             let field = Field::guess(header);
-            fields.push(if fields.contains(&field) { Field::Ignore } else { field });
+            fields.push(if fields.contains(&field) {
+                Field::Ignore
+            } else {
+                field
+            });
         }
         Mapping(fields)
     }
@@ -278,7 +285,8 @@ mod tests {
 
     #[test]
     fn bom_and_semicolons_are_understood() {
-        let file = CsvFile::parse(b"\xEF\xBB\xBFE-mail;First name;Plan\na@example.com;Ada;pro\n".to_vec()).unwrap();
+        let file =
+            CsvFile::parse(b"\xEF\xBB\xBFE-mail;First name;Plan\na@example.com;Ada;pro\n".to_vec()).unwrap();
         assert_eq!(file.delimiter, b';');
         assert_eq!(file.headers, vec!["E-mail", "First name", "Plan"]);
         assert_eq!(
@@ -293,7 +301,10 @@ mod tests {
         let latin1 = b"email,name\na@example.com,Ren\xe9e\n".to_vec();
         let error = CsvFile::parse(latin1).unwrap_err();
         let message = error.field_errors().unwrap()["file"][0].clone();
-        assert!(message.contains("not UTF-8") && message.contains("line 2"), "{message}");
+        assert!(
+            message.contains("not UTF-8") && message.contains("line 2"),
+            "{message}"
+        );
         assert!(CsvFile::parse(b"\xFF\xFEe\0m\0".to_vec()).is_err());
         assert!(CsvFile::parse(b"  \n".to_vec()).is_err());
     }

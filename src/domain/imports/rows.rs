@@ -88,20 +88,25 @@ pub fn check(
         let index = rows.len();
         let mut parsed = columns.parse(line, &record, refusals);
         // The first row with a key, id or email keeps it; a later one is refused.
-        let mut duplicate = |map: &mut HashMap<String, usize>, value: Option<String>, column: Option<usize>, what: &str| {
-            if let (Some(value), Some(column)) = (value, column) {
-                match map.get(&value) {
-                    Some(&first) => refusals.add(
-                        line,
-                        columns.header(column),
-                        format!("The {what} \"{}\" is also on line {}.", record.get(column).unwrap_or("").trim(), rows[first].line),
-                    ),
-                    None => {
-                        map.insert(value, index);
+        let mut duplicate =
+            |map: &mut HashMap<String, usize>, value: Option<String>, column: Option<usize>, what: &str| {
+                if let (Some(value), Some(column)) = (value, column) {
+                    match map.get(&value) {
+                        Some(&first) => refusals.add(
+                            line,
+                            columns.header(column),
+                            format!(
+                                "The {what} \"{}\" is also on line {}.",
+                                record.get(column).unwrap_or("").trim(),
+                                rows[first].line
+                            ),
+                        ),
+                        None => {
+                            map.insert(value, index);
+                        }
                     }
                 }
-            }
-        };
+            };
         duplicate(&mut keys, parsed.raw_key.clone(), columns.key, "key");
         duplicate(&mut ids, parsed.raw_id.clone(), columns.id, "id");
         duplicate(&mut emails, parsed.raw_email.clone(), columns.email, "email");
@@ -158,15 +163,24 @@ struct Columns<'a> {
 impl<'a> Columns<'a> {
     fn new(file: &'a CsvFile, mapping: &'a Mapping) -> Result<Columns<'a>, Error> {
         if mapping.0.len() != file.headers.len() {
-            return Err(file_error("Choose a field (or \"not imported\") for every column."));
+            return Err(file_error(
+                "Choose a field (or \"not imported\") for every column.",
+            ));
         }
-        let mapped: Vec<&Field> = mapping.0.iter().filter(|field| **field != Field::Ignore).collect();
+        let mapped: Vec<&Field> = mapping
+            .0
+            .iter()
+            .filter(|field| **field != Field::Ignore)
+            .collect();
         if mapped.is_empty() {
             return Err(file_error("Choose at least one column to import."));
         }
         for (at, field) in mapped.iter().enumerate() {
             if mapped[..at].contains(field) {
-                return Err(file_error(format!("{} is chosen for two columns.", field.label())));
+                return Err(file_error(format!(
+                    "{} is chosen for two columns.",
+                    field.label()
+                )));
             }
         }
         let custom: Vec<(usize, &str)> = mapping.custom_fields().collect();
@@ -264,7 +278,8 @@ impl<'a> Columns<'a> {
         for (column, name) in self.mapping.custom_fields() {
             match cells[column] {
                 Some("") => cleared.push(name.to_string()),
-                Some(value) => match customers::parse_custom_fields(&[(name.to_string(), value.to_string())]) {
+                Some(value) => match customers::parse_custom_fields(&[(name.to_string(), value.to_string())])
+                {
                     Ok(fields) => custom.extend(fields),
                     Err(message) => refuse(column, message),
                 },
@@ -291,28 +306,33 @@ impl<'a> Columns<'a> {
                 }
             }
         });
-        let referrer = self.referrer.and_then(|column| cells[column]).filter(|value| !value.is_empty());
+        let referrer = self
+            .referrer
+            .and_then(|column| cells[column])
+            .filter(|value| !value.is_empty());
         let referrer = referrer.map(|value| match ReferrerRef::from_box(value) {
             Some(ReferrerRef::KeyOrEmail(value)) => value,
             _ => value.to_string(),
         });
-        let staged = parsed.filter(|_| refusals.count_of(line) == before).map(|parsed| StagedRow {
-            line,
-            key_generated: parsed.key.is_none(),
-            id_generated: parsed.external_id.is_none(),
-            external_id: parsed.external_id,
-            key: parsed.key,
-            email: parsed.email,
-            name: parsed.name,
-            surname: parsed.surname,
-            date_of_birth: parsed.date_of_birth,
-            custom_fields: (!custom.is_empty()).then(|| Value::Object(custom)),
-            custom_cleared: cleared,
-            approved,
-            created_at,
-            referrer_line: None,
-            referrer_text: None,
-        });
+        let staged = parsed
+            .filter(|_| refusals.count_of(line) == before)
+            .map(|parsed| StagedRow {
+                line,
+                key_generated: parsed.key.is_none(),
+                id_generated: parsed.external_id.is_none(),
+                external_id: parsed.external_id,
+                key: parsed.key,
+                email: parsed.email,
+                name: parsed.name,
+                surname: parsed.surname,
+                date_of_birth: parsed.date_of_birth,
+                custom_fields: (!custom.is_empty()).then(|| Value::Object(custom)),
+                custom_cleared: cleared,
+                approved,
+                created_at,
+                referrer_line: None,
+                referrer_text: None,
+            });
         let given = |column: Option<usize>| {
             column
                 .and_then(|column| cells[column])
@@ -533,9 +553,15 @@ mod tests {
         assert_eq!(rows[2].referrer_text.as_deref(), Some("outside"));
         assert_eq!(
             refusals.messages(4),
-            vec![("referrer".to_string(), "These rows refer each other in a circle: lines 4 → 5 → 4.".to_string())]
+            vec![(
+                "referrer".to_string(),
+                "These rows refer each other in a circle: lines 4 → 5 → 4.".to_string()
+            )]
         );
-        assert_eq!(refusals.messages(5)[0].1, "These rows refer each other in a circle: lines 4 → 5 → 4.");
+        assert_eq!(
+            refusals.messages(5)[0].1,
+            "These rows refer each other in a circle: lines 4 → 5 → 4."
+        );
         assert_eq!(refusals.messages(6)[0].1, "A customer cannot refer themselves.");
     }
 
@@ -551,11 +577,16 @@ mod tests {
         ));
         assert_eq!(rows.len(), 1);
         let line3 = refusals.messages(3);
-        assert!(line3.contains(&("email".into(), "The email \"a@example.com\" is also on line 2.".into())));
+        assert!(line3.contains(&(
+            "email".into(),
+            "The email \"a@example.com\" is also on line 2.".into()
+        )));
         assert!(line3.contains(&("name".into(), formula_message("=HYPERLINK(1)"))));
         let line4 = refusals.messages(4);
         assert!(line4.contains(&("key".into(), "The key \"a\" is also on line 2.".into())));
-        assert!(line4.iter().any(|(column, message)| column == "name" && message.contains("at most 200")));
+        assert!(line4
+            .iter()
+            .any(|(column, message)| column == "name" && message.contains("at most 200")));
         assert!(refusals.messages(5)[0].1.contains("at most 1000"));
     }
 
@@ -563,7 +594,9 @@ mod tests {
     fn created_at_takes_times_and_dates_in_the_past() {
         let now = Utc::now();
         assert!(parse_created_at("2024-05-01T12:00:00Z", now).unwrap().is_some());
-        assert!(parse_created_at("2024-05-01T12:00:00+02:00", now).unwrap().is_some());
+        assert!(parse_created_at("2024-05-01T12:00:00+02:00", now)
+            .unwrap()
+            .is_some());
         assert!(parse_created_at("2024-05-01 12:00:00", now).unwrap().is_some());
         assert!(parse_created_at("2024-05-01", now).unwrap().is_some());
         assert!(parse_created_at("2999-01-01", now).is_err());

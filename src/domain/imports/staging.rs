@@ -249,7 +249,9 @@ impl<'a> Staging<'a> {
             }
             for (lines, column, draw) in [
                 (keys, "key", customers::random_key as fn() -> String),
-                (ids, "external_id", || customers::random_code(customers::GENERATED_LENGTH)),
+                (ids, "external_id", || {
+                    customers::random_code(customers::GENERATED_LENGTH)
+                }),
             ] {
                 for Line { line } in lines {
                     diesel::sql_query(format!("UPDATE import_rows SET {column} = $1 WHERE line = $2"))
@@ -259,7 +261,9 @@ impl<'a> Staging<'a> {
                 }
             }
         }
-        Err(Error::Internal(anyhow::anyhow!("could not draw free keys for imported customers")))
+        Err(Error::Internal(anyhow::anyhow!(
+            "could not draw free keys for imported customers"
+        )))
     }
 
     /// Leaves out the refused rows.
@@ -315,9 +319,7 @@ impl<'a> Staging<'a> {
         )
         .execute(conn)?;
         if let Some(update) = self.update_statement() {
-            diesel::sql_query(update)
-                .execute(conn)
-                .map_err(clash)?;
+            diesel::sql_query(update).execute(conn).map_err(clash)?;
         }
         diesel::sql_query(INSERT)
             .bind::<BigInt, _>(program_id)

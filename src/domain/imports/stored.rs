@@ -72,7 +72,11 @@ pub fn upload(
         .values((
             customer_imports::program_id.eq(program_id),
             customer_imports::member_id.eq(member_id),
-            customer_imports::file_name.eq(if name.is_empty() { "upload.csv".into() } else { name }),
+            customer_imports::file_name.eq(if name.is_empty() {
+                "upload.csv".into()
+            } else {
+                name
+            }),
             customer_imports::content.eq(file.bytes()),
             customer_imports::mapping.eq(mapping),
         ))
@@ -173,7 +177,15 @@ pub fn dry_run(conn: &mut PgConnection, program: &Program, actor: &Actor, id: i6
     if stored.is_imported() {
         return Err(Error::invalid("file", "This file was imported already."));
     }
-    let report = import(conn, program, actor, &stored.file, &stored.mapping, &options(&stored, true), &Unwatched)?;
+    let report = import(
+        conn,
+        program,
+        actor,
+        &stored.file,
+        &stored.mapping,
+        &options(&stored, true),
+        &Unwatched,
+    )?;
     keep_report(conn, id, &report, &stored.status)?;
     Ok(report)
 }
@@ -181,7 +193,12 @@ pub fn dry_run(conn: &mut PgConnection, program: &Program, actor: &Actor, id: i6
 /// Imports the file once: the upload is claimed (`uploaded` → `importing`) before the
 /// import runs, so the form sent twice imports once (`Ok(None)` for the repeat). When
 /// nothing was written (all or nothing, with refused rows) it can be tried again.
-pub fn run(conn: &mut PgConnection, program: &Program, actor: &Actor, id: i64) -> Result<Option<Report>, Error> {
+pub fn run(
+    conn: &mut PgConnection,
+    program: &Program,
+    actor: &Actor,
+    id: i64,
+) -> Result<Option<Report>, Error> {
     let claimed = diesel::update(
         customer_imports::table
             .filter(customer_imports::program_id.eq(program.id))
@@ -195,10 +212,22 @@ pub fn run(conn: &mut PgConnection, program: &Program, actor: &Actor, id: i64) -
         return Ok(None);
     }
     let stored = find(conn, program.id, id)?;
-    let outcome = import(conn, program, actor, &stored.file, &stored.mapping, &options(&stored, false), &Unwatched);
+    let outcome = import(
+        conn,
+        program,
+        actor,
+        &stored.file,
+        &stored.mapping,
+        &options(&stored, false),
+        &Unwatched,
+    );
     match outcome {
         Ok(report) => {
-            let status = if report.written || report.complete() { "imported" } else { "uploaded" };
+            let status = if report.written || report.complete() {
+                "imported"
+            } else {
+                "uploaded"
+            };
             keep_report(conn, id, &report, status)?;
             Ok(Some(report))
         }
