@@ -112,7 +112,7 @@ pub fn check(
         duplicate(&mut emails, parsed.raw_email.clone(), columns.email, "email");
         parsed.line = line;
         rows.push(parsed);
-        if rows.len() % 10_000 == 0 {
+        if rows.len().is_multiple_of(10_000) {
             advance(rows.len() as u64);
         }
     }
@@ -326,7 +326,7 @@ impl<'a> Columns<'a> {
                 name: parsed.name,
                 surname: parsed.surname,
                 date_of_birth: parsed.date_of_birth,
-                custom_fields: (!custom.is_empty()).then(|| Value::Object(custom)),
+                custom_fields: (!custom.is_empty()).then_some(Value::Object(custom)),
                 custom_cleared: cleared,
                 approved,
                 created_at,
