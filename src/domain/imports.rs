@@ -183,6 +183,27 @@ impl Progress for Unwatched {
     fn done(&self, _: u64) {}
 }
 
+/// Logs each step with the time since the import started (the steps' durations, for
+/// whoever wonders where an import's time goes).
+struct Logged<'a> {
+    inner: &'a dyn Progress,
+    started: std::time::Instant,
+}
+
+impl Progress for Logged<'_> {
+    fn step(&self, label: &str, total: u64) {
+        tracing::info!(
+            "import: {label} ({total} units) at {:.1} s",
+            self.started.elapsed().as_secs_f64()
+        );
+        self.inner.step(label, total);
+    }
+
+    fn done(&self, done: u64) {
+        self.inner.done(done);
+    }
+}
+
 /// Checks and imports the file's rows into the program (see the module documentation).
 /// A refusal of the whole file (encoding, mapping, unreadable CSV) is an `Error::Invalid`
 /// on the field `file`; refused rows are in the report.
@@ -204,6 +225,10 @@ pub fn import(
         }
     }
     let mut refusals = Refusals::default();
+    let progress = &Logged {
+        inner: progress,
+        started: std::time::Instant::now(),
+    };
     progress.step("Reading rows", file.estimated_rows());
     let checked = rows::check(file, mapping, &mut refusals, |done| progress.done(done))?;
     let referrer_column = mapping
@@ -239,6 +264,7 @@ pub fn import(
         progress.step("Writing customers", created + updated);
         stage.merge(conn)?;
         progress.done(created + updated);
+        progress.step("Recording the import", 0);
         audit::record(
             conn,
             actor,

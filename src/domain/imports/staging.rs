@@ -55,8 +55,8 @@ struct CopiedRow<'a> {
     referrer_text: Option<&'a str>,
 }
 
-/// `target_id`: the customer a row updates (upserts); `new_id`: the id reserved for a new
-/// customer; `referrer_id`: the referrer's id, once known.
+/// `target_id`: the customer a row updates (upserts); `referrer_id`: the referrer found
+/// among the customers.
 const CREATE: &str = "CREATE TEMPORARY TABLE import_rows (
     line INTEGER PRIMARY KEY,
     external_id TEXT,
@@ -74,8 +74,7 @@ const CREATE: &str = "CREATE TEMPORARY TABLE import_rows (
     referrer_line INTEGER,
     referrer_text TEXT,
     target_id BIGINT,
-    referrer_id BIGINT,
-    new_id BIGINT
+    referrer_id BIGINT
 ) ON COMMIT DROP";
 
 pub struct Staging<'a> {
@@ -294,27 +293,19 @@ impl<'a> Staging<'a> {
     pub fn merge(&mut self, conn: &mut PgConnection) -> Result<(), Error> {
         let program_id = self.program.id;
         diesel::sql_query(
-            "UPDATE import_rows s SET new_id = n.id
-             FROM (SELECT line, nextval(pg_get_serial_sequence('customers', 'id')) AS id
-                   FROM (SELECT line FROM import_rows WHERE target_id IS NULL ORDER BY line OFFSET 0) o) n
-             WHERE s.line = n.line",
-        )
-        .execute(conn)?;
-        diesel::sql_query(
-            "UPDATE import_rows s SET referrer_id = coalesce(r.target_id, r.new_id)
-             FROM import_rows r WHERE r.line = s.referrer_line",
-        )
-        .execute(conn)?;
-        diesel::sql_query(
             "SELECT c.id FROM customers c
-             WHERE c.id IN (SELECT referrer_id FROM import_rows WHERE target_id IS NULL)
+             WHERE c.id IN (SELECT coalesce(s.referrer_id, r.target_id) FROM import_rows s
+                            LEFT JOIN import_rows r ON r.line = s.referrer_line
+                            WHERE s.target_id IS NULL)
              ORDER BY c.id FOR NO KEY UPDATE OF c",
         )
         .execute(conn)?;
         diesel::sql_query(
             "UPDATE customers c SET referrals_count = c.referrals_count + k.n
-             FROM (SELECT referrer_id, count(*)::int AS n FROM import_rows
-                   WHERE target_id IS NULL AND referrer_id IS NOT NULL GROUP BY referrer_id) k
+             FROM (SELECT coalesce(s.referrer_id, r.target_id) AS referrer_id, count(*)::int AS n
+                   FROM import_rows s LEFT JOIN import_rows r ON r.line = s.referrer_line
+                   WHERE s.target_id IS NULL AND coalesce(s.referrer_id, r.target_id) IS NOT NULL
+                   GROUP BY 1) k
              WHERE c.id = k.referrer_id",
         )
         .execute(conn)?;
@@ -326,13 +317,6 @@ impl<'a> Staging<'a> {
             .bind::<Bool, _>(!self.program.require_approval)
             .execute(conn)
             .map_err(clash)?;
-        diesel::sql_query(
-            "INSERT INTO referral_links (program_id, customer_id, code, is_default)
-             SELECT $1, new_id, key, TRUE FROM import_rows WHERE target_id IS NULL ORDER BY new_id",
-        )
-        .bind::<BigInt, _>(program_id)
-        .execute(conn)
-        .map_err(clash)?;
         Ok(())
     }
 
@@ -379,21 +363,36 @@ impl<'a> Staging<'a> {
     }
 }
 
-/// The new customers, each with the referrals among them counted.
-const INSERT: &str = "INSERT INTO customers (id, program_id, external_id, key, email, name, surname,
-                           metadata, custom_fields, approved, referrer_id, referrals_count,
-                           created_at, updated_at)
-     SELECT s.new_id, $1, s.external_id, s.key, s.email, s.name, s.surname,
-            CASE WHEN s.date_of_birth IS NULL THEN '{}'::jsonb
-                 ELSE jsonb_build_object('date_of_birth', to_char(s.date_of_birth, 'YYYY-MM-DD')) END,
-            coalesce(s.custom_fields, '{}'::jsonb), coalesce(s.approved, $2), s.referrer_id,
-            coalesce(k.n, 0), coalesce(s.created_at, now()), now()
-     FROM import_rows s
-     LEFT JOIN (SELECT referrer_id, count(*)::int AS n FROM import_rows
-                WHERE target_id IS NULL AND referrer_id IS NOT NULL GROUP BY referrer_id) k
-            ON k.referrer_id = s.new_id
-     WHERE s.target_id IS NULL
-     ORDER BY s.new_id";
+/// The new customers and their default links, in one statement (no pass over the staging
+/// table writes to it): ids reserved from the customers' sequence in line order, each
+/// row's referrer (a customer, an updated row's customer, or a new row's reserved id), and
+/// each new customer's referrals among the new rows.
+const INSERT: &str = "WITH ids AS MATERIALIZED (
+         SELECT line, nextval(pg_get_serial_sequence('customers', 'id')) AS id
+         FROM (SELECT line FROM import_rows WHERE target_id IS NULL ORDER BY line OFFSET 0) o
+     ), new_rows AS MATERIALIZED (
+         SELECT s.*, i.id AS customer_id, coalesce(s.referrer_id, r.target_id, ri.id) AS referrer
+         FROM import_rows s
+         JOIN ids i ON i.line = s.line
+         LEFT JOIN import_rows r ON r.line = s.referrer_line
+         LEFT JOIN ids ri ON ri.line = s.referrer_line
+     ), counts AS (
+         SELECT referrer, count(*)::int AS n FROM new_rows WHERE referrer IS NOT NULL GROUP BY referrer
+     ), created AS (
+         INSERT INTO customers (id, program_id, external_id, key, email, name, surname,
+                                metadata, custom_fields, approved, referrer_id, referrals_count,
+                                created_at, updated_at)
+         SELECT n.customer_id, $1, n.external_id, n.key, n.email, n.name, n.surname,
+                CASE WHEN n.date_of_birth IS NULL THEN '{}'::jsonb
+                     ELSE jsonb_build_object('date_of_birth', to_char(n.date_of_birth, 'YYYY-MM-DD')) END,
+                coalesce(n.custom_fields, '{}'::jsonb), coalesce(n.approved, $2), n.referrer,
+                coalesce(k.n, 0), coalesce(n.created_at, now()), now()
+         FROM new_rows n LEFT JOIN counts k ON k.referrer = n.customer_id
+         ORDER BY n.customer_id
+         RETURNING id
+     )
+     INSERT INTO referral_links (program_id, customer_id, code, is_default)
+     SELECT $1, customer_id, key, TRUE FROM new_rows ORDER BY customer_id";
 
 /// Every clash with the program's customers, as `customers::taken` words it for a form:
 /// keys, ids and emails held by another customer, keys held before or used as link
