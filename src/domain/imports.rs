@@ -295,7 +295,8 @@ pub fn import(
                 // Fresh statistics for the list's plans; a big import changes the table's
                 // size. The import is committed: a failure here (a page's statement limit)
                 // is only logged, autovacuum analyses the tables later anyway.
-                let analysed = diesel::sql_query("ANALYZE customers, referral_standings, referral_links").execute(conn);
+                let analysed =
+                    diesel::sql_query("ANALYZE customers, referral_standings, referral_links").execute(conn);
                 if let Err(error) = analysed {
                     tracing::warn!("could not analyse the customers after an import: {error}");
                 }
