@@ -1,11 +1,13 @@
 //! The `referdesk` command: runs the server (default) and a few admin tasks.
 
+mod import_progress;
+
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use diesel::{Connection, PgConnection};
 use referdesk::config::Config;
 use referdesk::domain::team::Role;
-use referdesk::domain::{programs, team, tokens, Actor};
+use referdesk::domain::{imports, programs, team, tokens, Actor};
 use referdesk::error::Error;
 use referdesk::{prepare_database, resolve_database, Application};
 
@@ -42,6 +44,11 @@ enum Command {
         #[arg(long)]
         seed: Option<u64>,
     },
+    /// Import data from a file.
+    Import {
+        #[command(subcommand)]
+        command: ImportCommand,
+    },
     /// Manage API tokens.
     Token {
         #[command(subcommand)]
@@ -58,6 +65,33 @@ enum TokenCommand {
         program: String,
         #[arg(long)]
         name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum ImportCommand {
+    /// Import customers from a CSV file (UTF-8; comma or semicolon separated; a header
+    /// line naming the columns). Prints the report on stdout; exits 0 only when every row
+    /// was imported (with --dry-run: would be).
+    Customers {
+        /// The CSV file.
+        file: std::path::PathBuf,
+        /// The program's slug, e.g. `default`.
+        #[arg(long, default_value = "default")]
+        program: String,
+        /// Update the customers whose key, id or email matches a row (only the columns
+        /// in the file); rows that match nobody create customers.
+        #[arg(long, value_parser = ["key", "id", "email"])]
+        upsert: Option<String>,
+        /// Check every row and report, write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Import the valid rows even when others are refused (default: all or nothing).
+        #[arg(long)]
+        valid_rows: bool,
+        /// Write the refused rows, with why, to this CSV file.
+        #[arg(long)]
+        refused: Option<std::path::PathBuf>,
     },
 }
 
@@ -134,6 +168,73 @@ fn main() -> anyhow::Result<()> {
             }
             referdesk::seed::seed(&mut writers, &program, customers, seed).map_err(describe)
         }),
+        Command::Import {
+            command:
+                ImportCommand::Customers {
+                    file,
+                    program,
+                    upsert,
+                    dry_run,
+                    valid_rows,
+                    refused,
+                },
+        } => {
+            let mode = match upsert.as_deref() {
+                Some("key") => imports::Mode::UpsertByKey,
+                Some("id") => imports::Mode::UpsertById,
+                Some("email") => imports::Mode::UpsertByEmail,
+                _ => imports::Mode::Create,
+            };
+            let options = imports::Options {
+                mode,
+                policy: if valid_rows {
+                    imports::Policy::ValidRows
+                } else {
+                    imports::Policy::AllOrNothing
+                },
+                dry_run,
+                source: file.display().to_string(),
+            };
+            let bytes = std::fs::read(&file).with_context(|| format!("could not read {}", file.display()))?;
+            let csv = imports::CsvFile::parse(bytes).map_err(describe)?;
+            let report = with_database(&config, move |conn, _| {
+                let program = programs::find_by_slug(conn, &program)
+                    .map_err(|_| anyhow::anyhow!("no program with slug {program:?}"))?;
+                let actor = Actor {
+                    label: "cli".into(),
+                    ..Actor::system()
+                };
+                let progress = import_progress::Bar::new();
+                let report = imports::import(
+                    conn,
+                    &program,
+                    &actor,
+                    &csv,
+                    &csv.guess_mapping(),
+                    &options,
+                    &progress,
+                )
+                .map_err(describe);
+                progress.finish();
+                let report = report?;
+                if let Some(path) = refused {
+                    let rows = imports::refused_rows_csv(
+                        &csv,
+                        &report.refusals,
+                        referdesk::web::customers::export::defuse,
+                    )
+                    .map_err(describe)?;
+                    std::fs::write(&path, rows)
+                        .with_context(|| format!("could not write {}", path.display()))?;
+                }
+                Ok(report)
+            })?;
+            print!("{}", import_progress::describe_report(&report));
+            if !report.complete() {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
         Command::Token {
             command: TokenCommand::Create { program, name },
         } => with_database(&config, move |conn, _| {
@@ -171,10 +272,10 @@ fn describe(error: Error) -> anyhow::Error {
 
 /// Runs a task against the migrated database (starting the embedded cluster if needed),
 /// with a connection and the database's URL (for more).
-fn with_database(
+fn with_database<T>(
     config: &Config,
-    task: impl FnOnce(&mut PgConnection, &str) -> anyhow::Result<()>,
-) -> anyhow::Result<()> {
+    task: impl FnOnce(&mut PgConnection, &str) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
     let (url, _cluster) = resolve_database(config)?;
     prepare_database(&config.direct_url(&url))?;
     let mut conn = PgConnection::establish(&url).context("could not connect to the database")?;

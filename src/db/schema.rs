@@ -74,6 +74,23 @@ diesel::table! {
 }
 
 diesel::table! {
+    customer_imports (id) {
+        id -> Int8,
+        program_id -> Int8,
+        member_id -> Nullable<Int8>,
+        file_name -> Text,
+        content -> Bytea,
+        mapping -> Nullable<Jsonb>,
+        mode -> Text,
+        policy -> Text,
+        status -> Text,
+        report -> Nullable<Jsonb>,
+        created_at -> Timestamptz,
+        finished_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
     customers (id) {
         id -> Int8,
         program_id -> Int8,
@@ -454,6 +471,7 @@ diesel::table! {
 
 diesel::joinable!(api_tokens -> programs (program_id));
 diesel::joinable!(api_tokens -> team_members (created_by));
+diesel::joinable!(customer_imports -> programs (program_id));
 diesel::joinable!(customer_tallies -> programs (program_id));
 diesel::joinable!(customers -> programs (program_id));
 diesel::joinable!(invites -> customers (customer_id));
@@ -477,6 +495,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     audit_events,
     balance_transactions,
     customer_balances,
+    customer_imports,
     customer_tallies,
     customers,
     invites,

@@ -16,7 +16,10 @@ mod signup;
 
 pub use erasure::{erase_personal_data, erased_at, message_erased, ERASED, ERASED_EMAIL_DOMAIN, ERASED_NAME};
 
-pub use input::{check_code, CustomerChanges, CustomerInput, NewCustomer, ReferrerRef};
+pub use input::{
+    check_code, parse_custom_fields, CustomerChanges, CustomerInput, NewCustomer, ReferrerRef,
+    MAX_CUSTOM_FIELDS,
+};
 pub use listing::{
     referrals, with_referrers, CustomerFilter, CustomerRow, ExportRow, ReferStatus, ReferrerSummary,
     SortColumn, SortDirection, StatusFilter, Total, MAX_PER_PAGE,
@@ -40,6 +43,7 @@ mod update;
 
 use conflicts::{collect, taken, unique_to_field};
 pub use create::{create, sign_up, Created};
+pub(crate) use create::{random_code, random_key, GENERATED_LENGTH};
 pub use referrer::{change_referrer, find_referrer};
 pub use status::{delete, restore, set_approved};
 use update::key_of;

@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod customers;
 pub mod dashboard;
+pub mod imports;
 pub mod invites;
 pub mod jobs;
 pub mod json;

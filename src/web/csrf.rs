@@ -1,6 +1,7 @@
 //! CSRF protection for every state-changing request.
 //!
-//! Every form includes a token as `csrf_token` (or a script sends it as `X-CSRF-Token`).
+//! Every form includes a token as `csrf_token` (or a script sends it as `X-CSRF-Token`; a
+//! file upload has it in its action's query string).
 //! This middleware checks it before any handler runs, so a new form cannot forget the
 //! check. A request whose `Origin` names another site is refused outright. `/v1` is
 //! token-authenticated, carries no cookies, and is exempt.
@@ -188,8 +189,16 @@ async fn check(
         .get(HEADER)
         .and_then(|value| value.to_str().ok())
         .map(str::to_string);
+    // A file upload (`multipart/form-data`) is not read here: its form carries the token
+    // in its action's query string instead (`?csrf_token=…`), checked the same way.
+    let multipart = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.to_ascii_lowercase().starts_with("multipart/form-data"));
     let (sent, body) = match from_header {
         Some(sent) => (Some(sent), None),
+        None if multipart => (form_field(req.query_string().as_bytes(), FIELD), None),
         None => {
             let body = match read_body(&mut req).await {
                 Ok(body) => body,

@@ -13,6 +13,7 @@ pub mod device;
 pub mod error_pages;
 pub mod forms;
 pub mod health;
+pub mod imports;
 pub mod invites;
 pub mod jobs;
 pub mod ledger;
@@ -91,6 +92,11 @@ pub fn routes(routes: &mut Routes) {
         .post("/customers/bulk", SUPPORT, customers::bulk::confirm)
         .post("/customers/bulk/run", SUPPORT, customers::bulk::run)
         .post("/customers/bulk/export", VIEWER, customers::bulk::export)
+        .get("/customers/import", ADMIN, imports::upload_form)
+        .post("/customers/import", ADMIN, imports::upload)
+        .get("/customers/import/{id}", ADMIN, imports::show)
+        .post("/customers/import/{id}", ADMIN, imports::submit)
+        .get("/customers/import/{id}/refused.csv", ADMIN, imports::refused_csv)
         .get("/customers/{key}", VIEWER, customers::show)
         .get("/customers/{key}/edit", SUPPORT, customers::edit_form)
         .post("/customers/{key}/edit", SUPPORT, customers::update)

@@ -1355,3 +1355,81 @@ async fn approve_all_matching_and_watch_the_job_finish(app: &TestApp, tab: &Tab)
     assert_eq!(pending, 0);
     Ok(())
 }
+
+/// Importing a CSV file: upload, map a column the header did not name, dry run, import,
+/// the bar at 100%, and the refused rows downloaded.
+#[apply(browser_scenario!)]
+async fn import_customers_from_a_csv_file(app: &TestApp, tab: &Tab) -> anyhow::Result<()> {
+    let path = std::env::temp_dir().join(format!(
+        "referdesk-import-{}-{}.csv",
+        std::process::id(),
+        app.address.len()
+    ));
+    std::fs::write(
+        &path,
+        "Email;Vorname;Referred by\nada@example.com;Ada;\nbob@example.com;Bob;ada@example.com\nnot-an-email;Cy;\n",
+    )?;
+    signed_in(app, tab, Role::Admin).await?;
+    tab.visit("/customers").await?;
+    tab.follow("Import CSV").await?;
+    tab.field("CSV file")
+        .await?
+        .send_keys(path.to_str().unwrap_or_default())
+        .await?;
+    tab.press("Upload").await?;
+    assert_eq!(
+        tab.text_of("h1").await?,
+        format!(
+            "Import {}",
+            path.file_name().and_then(|n| n.to_str()).unwrap_or_default()
+        )
+    );
+    assert_eq!(tab.chosen("Email").await?, "Email");
+    assert_eq!(tab.chosen("Referred by").await?, "Referrer (key or email)");
+    assert_eq!(tab.chosen("Vorname").await?, "Custom field \"Vorname\"");
+    tab.choose("Vorname", "Name").await?;
+    tab.field("Import the valid rows; I fix the rest")
+        .await?
+        .click()
+        .await?;
+    tab.press("Dry run").await?;
+    tab.sees("Dry run: 3 rows, 2 would be created, 0 updated, 1 refused. Nothing was written.")
+        .await?;
+    tab.sees("Enter a valid email address.").await?;
+    assert_eq!(tab.chosen("Vorname").await?, "Name", "the mapping is kept");
+
+    tab.press("Import").await?;
+    tab.sees("Imported: 2 created, 0 updated, 1 refused.").await?;
+    let progress = tab.client.find(Locator::Id("import-progress")).await?;
+    let (value, max) = (progress.attr("value").await?, progress.attr("max").await?);
+    assert_eq!(
+        (value.as_deref(), max.as_deref()),
+        (Some("3"), Some("3")),
+        "the bar at 100%"
+    );
+    let href = tab
+        .client
+        .find(Locator::LinkText("Download the refused rows (CSV)"))
+        .await?
+        .attr("href")
+        .await?
+        .unwrap_or_default();
+    let downloaded = tab
+        .client
+        .execute(
+            "return fetch(arguments[0]).then(r => r.text())",
+            vec![serde_json::json!(href)],
+        )
+        .await?;
+    assert_eq!(
+        downloaded.as_str(),
+        Some(
+            "Email,Vorname,Referred by,line,errors\nnot-an-email,Cy,,4,Email: Enter a valid email address.\n"
+        )
+    );
+
+    tab.visit("/customers").await?;
+    tab.sees("bob@example.com").await?;
+    let _ = std::fs::remove_file(&path);
+    Ok(())
+}

@@ -19,6 +19,7 @@ mod customers;
 mod dashboard;
 mod embedded;
 mod fixtures;
+mod imports;
 mod invites;
 mod ledger;
 mod maintenance;

@@ -12,10 +12,10 @@ use super::{
 };
 
 /// Lengths of generated keys and ids: short, URL-safe, unguessable (about 51 bits).
-const GENERATED_LENGTH: usize = 10;
+pub(crate) const GENERATED_LENGTH: usize = 10;
 
 /// Lower-case letters and digits from the OS-seeded CSPRNG.
-fn random_code(length: usize) -> String {
+pub(crate) fn random_code(length: usize) -> String {
     use rand::Rng;
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
     let mut rng = rand::thread_rng();
@@ -26,7 +26,7 @@ fn random_code(length: usize) -> String {
 
 /// A random key as a customer could have chosen it (checked for being free with the other
 /// fields, in [`sign_up`]).
-fn random_key() -> String {
+pub(crate) fn random_key() -> String {
     loop {
         let candidate = random_code(GENERATED_LENGTH);
         if input::parse_key(&candidate).is_ok() {

@@ -88,8 +88,8 @@ pub const MAX_NAME_LENGTH: usize = 200;
 pub const MAX_CUSTOM_FIELDS: usize = 50;
 pub const MAX_CUSTOM_FIELD_KEY_LENGTH: usize = 64;
 pub const MAX_CUSTOM_FIELD_VALUE_LENGTH: usize = 1000;
-/// Keys that would collide with dashboard paths (`/customers/new`).
-const RESERVED_KEYS: &[&str] = &["new"];
+/// Keys that would collide with dashboard paths (`/customers/new`, `/customers/import`).
+const RESERVED_KEYS: &[&str] = &["new", "import"];
 
 /// Collects messages per field while parsing.
 #[derive(Default)]
