@@ -8,6 +8,7 @@ use actix_web::{web, HttpResponse};
 use askama::Template;
 use serde::{Deserialize, Serialize};
 
+use crate::web::format::filters;
 use crate::db::{self, DbPool};
 use crate::domain::audit::log::{self, LogCursor, LogEntry, LogFilter};
 use crate::domain::team::{self, Member};

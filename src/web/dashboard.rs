@@ -7,6 +7,7 @@ use actix_web::{web, HttpResponse};
 use askama::Template;
 use chrono::Utc;
 
+use crate::web::format::filters;
 use crate::db;
 use crate::domain::customers::Customer;
 use crate::domain::dashboard::{self, DayCount, Totals};

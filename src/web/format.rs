@@ -137,6 +137,12 @@ pub mod filters {
         }
     }
 
+    impl Shown<bool> for bool {
+        fn shown(&self) -> bool {
+            *self
+        }
+    }
+
     impl Shown<DateTime<Utc>> for DateTime<Utc> {
         fn shown(&self) -> DateTime<Utc> {
             *self
@@ -161,22 +167,22 @@ pub mod filters {
     }
 
     #[askama::filter_fn]
-    pub fn amount<'a, T: Shown<&'a BigDecimal>>(
+    pub fn amount<'a, T: Shown<&'a BigDecimal>, B: Shown<bool>>(
         value: T,
         _: &dyn Values,
-        is_currency: &bool,
+        is_currency: B,
     ) -> askama::Result<String> {
-        Ok(super::amount(value.shown(), *is_currency))
+        Ok(super::amount(value.shown(), is_currency.shown()))
     }
 
     #[askama::filter_fn]
-    pub fn money<'a, T: Shown<&'a BigDecimal>>(
+    pub fn money<'a, T: Shown<&'a BigDecimal>, B: Shown<bool>>(
         value: T,
         _: &dyn Values,
         units: &str,
-        is_currency: &bool,
+        is_currency: B,
     ) -> askama::Result<String> {
-        Ok(super::money(value.shown(), units, *is_currency))
+        Ok(super::money(value.shown(), units, is_currency.shown()))
     }
 
     #[askama::filter_fn]

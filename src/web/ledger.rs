@@ -9,6 +9,7 @@ use askama::Template;
 use serde::Deserialize;
 use uuid::Uuid;
 
+use crate::web::format::filters;
 use crate::db;
 use crate::domain::customers::{self, Customer};
 use crate::domain::ledger::{self, Balance, Kind, NewEntry, Transaction, TransactionRow, CURRENCIES};
@@ -256,9 +257,12 @@ fn booked_message(transaction: &Transaction, customer: &Customer) -> String {
         "Credited"
     };
     format!(
-        "{verb} {} {} for {}.",
-        transaction.amount_display(),
-        transaction.amount_units,
+        "{verb} {} for {}.",
+        crate::web::format::money(
+            &transaction.amount,
+            &transaction.amount_units,
+            transaction.is_currency
+        ),
         customer.display_name()
     )
 }

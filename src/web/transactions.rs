@@ -6,6 +6,7 @@ use actix_web::{web, HttpResponse};
 use askama::Template;
 use serde::Deserialize;
 
+use crate::web::format::filters;
 use crate::db;
 use crate::domain::customers;
 use crate::domain::transactions::browse::{self, Filter, Row};

@@ -4,6 +4,7 @@ use actix_web::{web, HttpResponse};
 use askama::Template;
 use chrono::NaiveDate;
 
+use crate::web::format::filters;
 use crate::db;
 use crate::domain::customers::listing::{Cursor, ListRequest, PastEnd};
 use crate::domain::customers::{
