@@ -14,6 +14,7 @@ mod api;
 mod audit;
 mod auth;
 mod browser;
+mod customer_page;
 mod customers;
 mod dashboard;
 mod embedded;

@@ -549,9 +549,23 @@ async fn erase_personal_data_keeps_ledger_and_structure() {
     app.create_member(email, Role::Admin, crate::helpers::PASSWORD);
     assert_eq!(browser.login(email, crate::helpers::PASSWORD).await.status(), 303);
     let (_, page) = browser.get_html("/customers/ada").await;
-    assert!(page.contains("action=\"/customers/ada/erase\" data-confirm=\"Erase the personal data"));
+    assert!(page.contains("action=\"/customers/ada/erase#danger-zone\""));
+    assert!(page.contains("Type the email adelheid.private@example.com or the key ada to confirm"));
 
+    // A click alone, or the wrong words, erase nothing: the email or key must be typed.
     let response = browser.post_form("/customers/ada/erase", &[]).await;
+    assert_refused(response, &["Type the customer's email or key to confirm the erasure."]).await;
+    let response = browser
+        .post_form("/customers/ada/erase", &[("confirm", "kid1")])
+        .await;
+    let body = assert_refused(response, &["That is not this customer's email or key; nothing was erased."]).await;
+    assert!(body.contains("value=\"kid1\""), "the typed text comes back");
+    assert_eq!(row_counts(&app), counts_before, "nothing changed");
+    assert!(domain::find(&mut app.conn(), program.id, ada.id).unwrap().has_personal_data());
+
+    let response = browser
+        .post_form("/customers/ada/erase", &[("confirm", " ADELHEID.private@example.com ")])
+        .await;
     assert_eq!(response.status(), 303);
     assert_eq!(crate::helpers::location(&response), "/customers/ada");
 
