@@ -5,6 +5,7 @@ use askama::Template;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::web::format::filters;
 use crate::db;
 use crate::domain::tokens::{self, ApiToken, Created};
 use crate::error::Error;

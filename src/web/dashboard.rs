@@ -68,10 +68,6 @@ impl DashboardPage {
             })
             .collect()
     }
-
-    fn num<T: std::borrow::Borrow<i64>>(&self, value: T) -> String {
-        crate::web::paging::thousands(*value.borrow())
-    }
 }
 
 pub async fn show(

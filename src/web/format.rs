@@ -58,8 +58,9 @@ pub fn percent(part: i64, whole: i64) -> String {
     crate::domain::dashboard::share(part, whole)
 }
 
-/// When something happened, for people: "just now", "3 minutes ago", "today 14:02",
-/// "yesterday 14:02", "5 Dec 14:02", "2025-11-02". Dates are UTC, like the exact time
+/// When something happened (or will), for people: "just now", "3 minutes ago", "today
+/// 14:02", "yesterday 14:02", "in 5 minutes", "tomorrow 09:00", "5 Dec 14:02",
+/// "2025-11-02". Dates are UTC, like the exact time
 /// shown on hover.
 pub fn relative(at: DateTime<Utc>, now: DateTime<Utc>) -> String {
     let elapsed = now.signed_duration_since(at);
@@ -74,6 +75,13 @@ pub fn relative(at: DateTime<Utc>, now: DateTime<Utc>) -> String {
             format!("{minutes} minutes ago")
         };
     }
+    if (-59..=-1).contains(&minutes) {
+        return if minutes == -1 {
+            "in 1 minute".to_string()
+        } else {
+            format!("in {} minutes", -minutes)
+        };
+    }
     let day = at.date_naive();
     let today = now.date_naive();
     let time = at.format("%H:%M");
@@ -81,6 +89,8 @@ pub fn relative(at: DateTime<Utc>, now: DateTime<Utc>) -> String {
         format!("today {time}")
     } else if today.pred_opt() == Some(day) {
         format!("yesterday {time}")
+    } else if today.succ_opt() == Some(day) {
+        format!("tomorrow {time}")
     } else if day.year() == today.year() {
         format!("{} {time}", at.format("%-d %b"))
     } else {
@@ -240,6 +250,9 @@ mod tests {
         assert_eq!(relative(at(7, 9, 5), now), "today 09:05");
         assert_eq!(relative(at(6, 14, 2), now), "yesterday 14:02");
         assert_eq!(relative(at(1, 8, 0), now), "1 Dec 08:00");
+        assert_eq!(relative(at(7, 15, 35), now), "in 5 minutes");
+        assert_eq!(relative(at(8, 9, 0), now), "tomorrow 09:00");
+        assert_eq!(relative(at(22, 9, 0), now), "22 Dec 09:00");
         let last_year = Utc.with_ymd_and_hms(2025, 11, 2, 8, 0, 0).unwrap();
         assert_eq!(relative(last_year, now), "2025-11-02");
         assert_eq!(

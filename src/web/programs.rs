@@ -5,6 +5,7 @@ use actix_web::{web, HttpResponse};
 use askama::Template;
 use serde::Deserialize;
 
+use crate::web::format::filters;
 use crate::db;
 use crate::domain::programs::{self, Program, ProgramInput, DEFAULT_LINK_PARAM};
 use crate::error::Error;

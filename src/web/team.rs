@@ -6,6 +6,7 @@ use actix_web::{web, HttpResponse};
 use askama::Template;
 use serde::{Deserialize, Serialize};
 
+use crate::web::format::filters;
 use crate::db;
 use crate::domain::team::{self, Member, NewMember, Role};
 use crate::error::Error;

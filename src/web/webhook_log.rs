@@ -5,6 +5,7 @@ use askama::Template;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::Deserialize;
 
+use crate::web::format::filters;
 use crate::db;
 use crate::domain::customers;
 use crate::domain::webhooks::log::{self, Attempt, Filters, Scope};

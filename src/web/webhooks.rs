@@ -5,6 +5,7 @@ use actix_web::{web, HttpResponse};
 use askama::Template;
 use serde::{Deserialize, Serialize};
 
+use crate::web::format::filters;
 use crate::db;
 use crate::domain::webhooks::{delivery, subscriptions, Event, Subscription, SubscriptionInput};
 use crate::error::Error;
