@@ -189,13 +189,19 @@ pub async fn decide(
         Ok(outcome) => {
             let verb = if form.is_deny() { "Denied" } else { "Approved" };
             let credited = if outcome.credited > 0 {
-                format!(" ({} credited at once: their hold was over)", outcome.credited)
+                format!(
+                    " ({} credited at once: their hold was over)",
+                    crate::web::format::number(outcome.credited as i64)
+                )
             } else {
                 String::new()
             };
             page.flash(
                 "success",
-                format!("{verb} {} rewards{credited}.", outcome.decided),
+                format!(
+                    "{verb} {} rewards{credited}.",
+                    crate::web::format::number(outcome.decided as i64)
+                ),
             );
             Ok(redirect(&queue_url(&form.raw).href()))
         }
