@@ -12,7 +12,7 @@ use serde_json::Value;
 use super::CustomerEvent;
 use crate::db::schema::{audit_events, customers, team_members};
 use crate::domain::customers::Customer;
-use crate::domain::ledger::format_amount;
+use crate::domain::ledger::{format_amount, grouped};
 use crate::error::Error;
 
 /// One line of the timeline, newest first; `event` keeps the full before/after.
@@ -146,7 +146,7 @@ fn money(after: &Option<Value>, amount_field: &str) -> String {
                         units.len() == 3 && units.bytes().all(|byte| byte.is_ascii_uppercase())
                     })
                 });
-            group(&format_amount(&value, is_currency))
+            grouped(&format_amount(&value, is_currency))
         }
         Err(_) => amount,
     };
@@ -154,25 +154,6 @@ fn money(after: &Option<Value>, amount_field: &str) -> String {
         Some(units) => format!("{shown} {units}"),
         None => shown,
     }
-}
-
-/// Thousands separators in a plain decimal (the dashboard's own formatting lives in the
-/// web layer; the timeline's sentences are built here).
-fn group(plain: &str) -> String {
-    let (sign, unsigned) = plain.strip_prefix('-').map_or(("", plain), |rest| ("-", rest));
-    let (whole, fraction) = unsigned.split_once('.').map_or((unsigned, None), |(w, f)| (w, Some(f)));
-    let mut out = String::from(sign);
-    for (index, digit) in whole.chars().enumerate() {
-        if index > 0 && (whole.len() - index) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(digit);
-    }
-    if let Some(fraction) = fraction {
-        out.push('.');
-        out.push_str(fraction);
-    }
-    out
 }
 
 /// " — note", or nothing.
