@@ -8,13 +8,13 @@ use actix_web::{web, HttpResponse};
 use askama::Template;
 use serde::{Deserialize, Serialize};
 
-use crate::web::format::filters;
 use crate::db::{self, DbPool};
 use crate::domain::audit::log::{self, LogCursor, LogEntry, LogFilter};
 use crate::domain::team::{self, Member};
 use crate::error::Error;
 use crate::web::context::Page;
 use crate::web::customers::export::defuse;
+use crate::web::format::filters;
 use crate::web::forms::FormErrors;
 use crate::web::paging::{ListUrl, Pager};
 use crate::web::render_status;

@@ -7,13 +7,13 @@ use actix_web::{web, HttpResponse};
 use askama::Template;
 use chrono::Utc;
 
-use crate::web::format::filters;
 use crate::db;
 use crate::domain::customers::Customer;
 use crate::domain::dashboard::{self, DayCount, Totals};
 use crate::domain::rewards::figures::{self, Funnel, StatusTotal};
 use crate::error::Error;
 use crate::web::context::Page;
+use crate::web::format::filters;
 use crate::web::forms::FormErrors;
 use crate::web::render_status;
 use crate::AppState;

@@ -8,12 +8,12 @@ use actix_web::{web, HttpResponse};
 use askama::Template;
 use serde::Deserialize;
 
-use crate::web::format::filters;
 use crate::db;
 use crate::domain::customers::{self, Customer};
 use crate::domain::invites::{self, DeliveryStatus, Invite, InviteFilter, InviteRow, NewInvite};
 use crate::error::Error;
 use crate::web::context::Page;
+use crate::web::format::filters;
 use crate::web::forms::FormErrors;
 use crate::web::paging::{ListUrl, Pager};
 use crate::web::{redirect, render, render_status, safe_next};

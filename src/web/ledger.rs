@@ -9,12 +9,12 @@ use askama::Template;
 use serde::Deserialize;
 use uuid::Uuid;
 
-use crate::web::format::filters;
 use crate::db;
 use crate::domain::customers::{self, Customer};
 use crate::domain::ledger::{self, Balance, Kind, NewEntry, Transaction, TransactionRow, CURRENCIES};
 use crate::error::Error;
 use crate::web::context::Page;
+use crate::web::format::filters;
 use crate::web::forms::FormErrors;
 use crate::web::paging::{ListUrl, Pager};
 use crate::web::{redirect, render_status};

@@ -5,13 +5,13 @@ use askama::Template;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::Deserialize;
 
-use crate::web::format::filters;
 use crate::db;
 use crate::domain::customers;
 use crate::domain::webhooks::log::{self, Attempt, Filters, Scope};
 use crate::domain::webhooks::{delivery, subscriptions, Event, Subscription};
 use crate::error::{Error, FieldErrors};
 use crate::web::context::Page;
+use crate::web::format::filters;
 use crate::web::forms::FormErrors;
 use crate::web::paging::ListUrl;
 use crate::web::{redirect, render_status};

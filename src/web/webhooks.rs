@@ -5,11 +5,11 @@ use actix_web::{web, HttpResponse};
 use askama::Template;
 use serde::{Deserialize, Serialize};
 
-use crate::web::format::filters;
 use crate::db;
 use crate::domain::webhooks::{delivery, subscriptions, Event, Subscription, SubscriptionInput};
 use crate::error::Error;
 use crate::web::context::Page;
+use crate::web::format::filters;
 use crate::web::forms::{rerender, FormErrors};
 use crate::web::{redirect, render};
 use crate::AppState;

@@ -1337,7 +1337,10 @@ async fn customer_header_and_timeline_read_at_a_glance(app: &TestApp, tab: &Tab)
             || activity.contains("credited 250,000 points — goodwill (ticket #4711)"),
         "{activity}"
     );
-    assert!(activity.contains("Mia Friend signed up through Ada Lovelace's link"), "{activity}");
+    assert!(
+        activity.contains("Mia Friend signed up through Ada Lovelace's link"),
+        "{activity}"
+    );
 
     let wanted = serde_json::json!(["Credit", "Invite", "Copy referral link"]);
     for (width, height) in [(1280, 800), (390, 844)] {
@@ -1346,7 +1349,10 @@ async fn customer_header_and_timeline_read_at_a_glance(app: &TestApp, tab: &Tab)
         let seen = tab.client.execute(IN_FIRST_SCREEN, vec![wanted.clone()]).await?;
         let seen: Vec<String> = serde_json::from_value(seen)?;
         for name in ["Credit", "Invite", "Copy referral link"] {
-            assert!(seen.iter().any(|text| text == name), "{name} not in the first screen at {width} px: {seen:?}");
+            assert!(
+                seen.iter().any(|text| text == name),
+                "{name} not in the first screen at {width} px: {seen:?}"
+            );
         }
     }
     tab.client.set_window_size(1280, 800).await?;
@@ -1382,7 +1388,8 @@ async fn referrer_change_and_erase_ask_first(app: &TestApp, tab: &Tab) -> anyhow
     tab.visit("/customers/mia").await?;
     tab.fill("New referrer", "linus").await?;
     tab.press("Change referrer…").await?;
-    tab.sees("Change the referrer of Mia Friend from Ada Lovelace to Linus Allen").await?;
+    tab.sees("Change the referrer of Mia Friend from Ada Lovelace to Linus Allen")
+        .await?;
     tab.visit("/customers/mia").await?;
     tab.sees("Ada Lovelace").await?;
     tab.fill("New referrer", "linus").await?;

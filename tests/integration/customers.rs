@@ -1025,7 +1025,11 @@ async fn change_referrer_refuses_self_referral_and_cycles() {
         "{body}"
     );
     assert!(body.contains("name=\"confirm\" value=\"1\""));
-    assert_eq!(reload(&app, c.id).referrer_id, Some(b.id), "not changed before the confirmation");
+    assert_eq!(
+        reload(&app, c.id).referrer_id,
+        Some(b.id),
+        "not changed before the confirmation"
+    );
     // The confirmed change moves the count.
     let response = app
         .post_form(
@@ -1046,9 +1050,7 @@ async fn change_referrer_refuses_self_referral_and_cycles() {
         .await;
     assert_refused(response, &["Enter the key or email of the new referrer."]).await;
     assert_eq!(reload(&app, b.id).referrer_id, Some(a.id));
-    let response = app
-        .post_form("/customers/b/referrer", &[("remove", "1")])
-        .await;
+    let response = app.post_form("/customers/b/referrer", &[("remove", "1")]).await;
     assert_eq!(response.status(), 303);
     assert_eq!(reload(&app, b.id).referrer_id, None);
     assert_eq!(reload(&app, a.id).referrals_count, 0);

@@ -554,17 +554,30 @@ async fn erase_personal_data_keeps_ledger_and_structure() {
 
     // A click alone, or the wrong words, erase nothing: the email or key must be typed.
     let response = browser.post_form("/customers/ada/erase", &[]).await;
-    assert_refused(response, &["Type the customer's email or key to confirm the erasure."]).await;
+    assert_refused(
+        response,
+        &["Type the customer's email or key to confirm the erasure."],
+    )
+    .await;
     let response = browser
         .post_form("/customers/ada/erase", &[("confirm", "kid1")])
         .await;
-    let body = assert_refused(response, &["That is not this customer's email or key; nothing was erased."]).await;
+    let body = assert_refused(
+        response,
+        &["That is not this customer's email or key; nothing was erased."],
+    )
+    .await;
     assert!(body.contains("value=\"kid1\""), "the typed text comes back");
     assert_eq!(row_counts(&app), counts_before, "nothing changed");
-    assert!(domain::find(&mut app.conn(), program.id, ada.id).unwrap().has_personal_data());
+    assert!(domain::find(&mut app.conn(), program.id, ada.id)
+        .unwrap()
+        .has_personal_data());
 
     let response = browser
-        .post_form("/customers/ada/erase", &[("confirm", " ADELHEID.private@example.com ")])
+        .post_form(
+            "/customers/ada/erase",
+            &[("confirm", " ADELHEID.private@example.com ")],
+        )
         .await;
     assert_eq!(response.status(), 303);
     assert_eq!(crate::helpers::location(&response), "/customers/ada");
@@ -671,7 +684,10 @@ async fn erase_personal_data_keeps_ledger_and_structure() {
     // Erasing again (confirmed by the key, the email being gone) changes nothing and
     // records nothing.
     assert_eq!(
-        browser.post_form("/customers/ada/erase", &[("confirm", "ada")]).await.status(),
+        browser
+            .post_form("/customers/ada/erase", &[("confirm", "ada")])
+            .await
+            .status(),
         303
     );
     let erase_events: i64 = audit_events::table

@@ -172,10 +172,7 @@ fn sentence(event: &CustomerEvent, subject: &str, names: &Names) -> Option<Strin
     let (before, after) = (&event.before, &event.after);
     Some(match event.action.as_str() {
         "customer.create" => match text(field(after, "referring_customer")) {
-            Some(referrer) => format!(
-                "{subject} signed up through {}'s link",
-                names.customer(&referrer)
-            ),
+            Some(referrer) => format!("{subject} signed up through {}'s link", names.customer(&referrer)),
             None => format!("{subject} signed up"),
         },
         "customer.update" => {
@@ -213,7 +210,10 @@ fn sentence(event: &CustomerEvent, subject: &str, names: &Names) -> Option<Strin
         "customer.change_referrer" => {
             let old = text(field(before, "referring_customer")).map(|key| names.customer(&key));
             let new = text(field(after, "referring_customer")).map(|key| names.customer(&key));
-            format!("{actor}: {}", field_change("Referrer", old, new).replacen("Referrer", "referrer", 1))
+            format!(
+                "{actor}: {}",
+                field_change("Referrer", old, new).replacen("Referrer", "referrer", 1)
+            )
         }
         "customer.delete" => format!("{actor} deleted {subject}"),
         "customer.restore" => format!("{actor} restored {subject}"),
@@ -245,7 +245,8 @@ fn sentence(event: &CustomerEvent, subject: &str, names: &Names) -> Option<Strin
         ),
         "transaction.create" => format!(
             "{} {} of {} recorded",
-            text(field(after, "action")).map_or_else(|| "Transaction".to_string(), |action| capitalized(&action)),
+            text(field(after, "action"))
+                .map_or_else(|| "Transaction".to_string(), |action| capitalized(&action)),
             text(field(after, "key")).unwrap_or_default(),
             money(after, "amount"),
         ),
@@ -262,10 +263,7 @@ fn sentence(event: &CustomerEvent, subject: &str, names: &Names) -> Option<Strin
             event.subject_id.clone().unwrap_or_default()
         ),
         "reward.credit" => format!("Reward of {} credited to the balance", money(after, "amount")),
-        "reward.void" => format!(
-            "Reward voided{}",
-            dash(text(field(after, "void_reason")))
-        ),
+        "reward.void" => format!("Reward voided{}", dash(text(field(after, "void_reason")))),
         "reward.approve" => format!("{actor} approved a reward"),
         "reward.deny" => format!(
             "{actor} denied a reward{}",
@@ -377,7 +375,12 @@ pub fn for_customer(
         let rows: Vec<(String, Option<String>, Option<String>, Option<String>)> = customers::table
             .filter(customers::program_id.eq(program_id))
             .filter(customers::key.eq_any(&keys))
-            .select((customers::key, customers::name, customers::surname, customers::email))
+            .select((
+                customers::key,
+                customers::name,
+                customers::surname,
+                customers::email,
+            ))
             .load(conn)?;
         names.customers = rows
             .into_iter()
@@ -456,7 +459,11 @@ mod tests {
     #[test]
     fn signups_credits_and_invites_read_as_sentences() {
         assert_eq!(
-            said("customer.create", None, Some(json!({"referring_customer": "linus"}))),
+            said(
+                "customer.create",
+                None,
+                Some(json!({"referring_customer": "linus"}))
+            ),
             "Mia Friend signed up through Linus Allen's link"
         );
         assert_eq!(
@@ -467,7 +474,9 @@ mod tests {
             said(
                 "ledger.credit",
                 None,
-                Some(json!({"amount": "10.00", "amount_units": "USD", "is_currency": true, "note": "goodwill (ticket #4711)"}))
+                Some(
+                    json!({"amount": "10.00", "amount_units": "USD", "is_currency": true, "note": "goodwill (ticket #4711)"})
+                )
             ),
             "Sam Support credited 10.00 USD — goodwill (ticket #4711)"
         );
@@ -475,7 +484,9 @@ mod tests {
             said(
                 "ledger.debit",
                 None,
-                Some(json!({"amount": "250000", "amount_units": "points", "is_currency": false, "note": null}))
+                Some(
+                    json!({"amount": "250000", "amount_units": "points", "is_currency": false, "note": null})
+                )
             ),
             "Sam Support debited 250,000 points"
         );
@@ -491,7 +502,9 @@ mod tests {
             said(
                 "customer.update",
                 Some(json!({"email": "old@example.com", "name": "Mia", "metadata": {}})),
-                Some(json!({"email": "new@example.com", "name": "Mia", "metadata": {"date_of_birth": "1990-01-02"}}))
+                Some(
+                    json!({"email": "new@example.com", "name": "Mia", "metadata": {"date_of_birth": "1990-01-02"}})
+                )
             ),
             "Email changed from old@example.com to new@example.com; Date of birth set to 1990-01-02"
         );
@@ -511,7 +524,11 @@ mod tests {
             ),
             "Sam Support: referrer removed (was Linus Allen)"
         );
-        let gained = event("customer.create", None, Some(json!({"referring_customer": "linus"})));
+        let gained = event(
+            "customer.create",
+            None,
+            Some(json!({"referring_customer": "linus"})),
+        );
         assert_eq!(
             describe_gained(&gained, "Mia Friend", "Linus Allen", &names()),
             "Mia Friend signed up through Linus Allen's link"
@@ -580,7 +597,10 @@ mod tests {
             "webhook.rotate_secret",
         ]) {
             let label = action_label(action);
-            assert!(!label.contains('.') && !label.contains('_'), "{action} has no label: {label}");
+            assert!(
+                !label.contains('.') && !label.contains('_'),
+                "{action} has no label: {label}"
+            );
         }
         assert_eq!(action_label("something.new_thing"), "something new thing");
     }

@@ -137,7 +137,10 @@ pub fn proposed_referrer(
     if customer.referrer_id == Some(new_referrer.id) {
         return Err(Error::invalid(
             "referring_customer",
-            format!("{} already is this customer's referrer.", new_referrer.display_name()),
+            format!(
+                "{} already is this customer's referrer.",
+                new_referrer.display_name()
+            ),
         ));
     }
     Ok(new_referrer)
@@ -189,11 +192,15 @@ pub fn change_referrer(
             ))
             .returning(Customer::as_returning())
             .get_result(conn)?;
-        record_change(conn, actor, program.id,
-                &updated,
-                "customer.change_referrer",
-                Some(json!({"referring_customer": old_key})),
-                Some(json!({"referring_customer": new_referrer.as_ref().map(|referrer| &referrer.key)})))?;
+        record_change(
+            conn,
+            actor,
+            program.id,
+            &updated,
+            "customer.change_referrer",
+            Some(json!({"referring_customer": old_key})),
+            Some(json!({"referring_customer": new_referrer.as_ref().map(|referrer| &referrer.key)})),
+        )?;
         if let Some(referrer) = &new_referrer {
             let data = webhooks::customer_data(&updated, Some(&referrer.key));
             webhooks::referral_created(conn, &updated, referrer, data)?;

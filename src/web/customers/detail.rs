@@ -150,7 +150,10 @@ impl DetailPage {
     /// What the erasure asks to type: the email when there is one, or the key.
     fn erase_label(&self) -> String {
         match &self.customer.email {
-            Some(email) => format!("Type the email {email} or the key {} to confirm", self.customer.key),
+            Some(email) => format!(
+                "Type the email {email} or the key {} to confirm",
+                self.customer.key
+            ),
             None => format!("Type the key {} to confirm", self.customer.key),
         }
     }

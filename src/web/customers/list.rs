@@ -4,7 +4,6 @@ use actix_web::{web, HttpResponse};
 use askama::Template;
 use chrono::NaiveDate;
 
-use crate::web::format::filters;
 use crate::db;
 use crate::domain::customers::listing::{Cursor, ListRequest, PastEnd};
 use crate::domain::customers::{
@@ -12,6 +11,7 @@ use crate::domain::customers::{
 };
 use crate::error::Error;
 use crate::web::context::Page;
+use crate::web::format::filters;
 use crate::web::paging::{ListUrl, Pager, Sorting};
 use crate::web::render;
 use crate::AppState;

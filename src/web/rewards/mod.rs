@@ -9,13 +9,13 @@ use askama::Template;
 use bigdecimal::BigDecimal;
 use serde::Deserialize;
 
-use crate::web::format::filters;
 use crate::db;
 use crate::domain::rewards::credit::rule_name;
 use crate::domain::rewards::queue::{self, QueueFilter, QueueRow, RawFilter, Start, StatusCounts, COUNT_CAP};
 use crate::domain::rewards::{flags, RewardStatus};
 use crate::error::Error;
 use crate::web::context::Page;
+use crate::web::format::filters;
 use crate::web::forms::FormErrors;
 use crate::web::paging::{thousands, ListUrl, Pager};
 use crate::web::render_status;
