@@ -928,10 +928,19 @@ async fn viewer_sees_no_edit_or_credit_and_is_refused(app: &TestApp, tab: &Tab) 
     tab.follow("Ada Lovelace").await?;
     assert_eq!(tab.text_of("h1").await?, "Ada Lovelace");
     tab.sees("No credits yet.").await?;
-    for link in ["Edit", "Credit", "Credit or debit", "Invite someone"] {
+    for link in ["Edit", "Credit", "Credit or debit", "Invite", "Invite someone"] {
         assert!(!tab.has_link(link).await?, "a viewer sees no {link:?} link");
     }
-    for button in ["Approve", "Unapprove", "Delete", "Add link", "Change referrer"] {
+    for button in [
+        "Approve",
+        "Unapprove",
+        "Delete",
+        "Add link",
+        "Change referrer…",
+        "Remove referrer",
+        "Copy referral link",
+        "Erase personal data",
+    ] {
         assert!(
             !tab.has_button(button).await?,
             "a viewer sees no {button:?} button"

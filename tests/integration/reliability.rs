@@ -282,7 +282,7 @@ async fn concurrent_referrals_with_deletes_and_restores_keep_counts_exact() {
                 let path = format!("/customers/{target}/referrer");
                 let referrer = format!("r{}", (n + 1) % 5);
                 let status = browser
-                    .post_form(&path, &[("referring_customer", &referrer)])
+                    .post_form(&path, &[("referring_customer", &referrer), ("confirm", "1")])
                     .await
                     .status()
                     .as_u16();

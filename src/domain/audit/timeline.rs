@@ -298,6 +298,9 @@ fn capitalized(word: &str) -> String {
     }
 }
 
+/// A customer's name, surname and email, as read for the wording.
+type NameColumns = (Option<String>, Option<String>, Option<String>);
+
 /// The customer's timeline, newest first: their own events and the signups and
 /// re-attributions that made someone their referral (for their latest `limit` referrals),
 /// at most `limit` entries.
@@ -309,23 +312,20 @@ pub fn for_customer(
 ) -> Result<Vec<TimelineEntry>, Error> {
     let own = super::for_customer(conn, program_id, customer.id, limit)?;
     // A customer who referred no one (most) costs no more queries here.
-    let friends: Vec<(i64, Option<String>, Option<String>, Option<String>, String)> =
-        if customer.referrals_count > 0 {
-            customers::table
-                .filter(customers::referrer_id.eq(customer.id))
-                .order(customers::created_at.desc())
-                .limit(limit)
-                .select((
-                    customers::id,
-                    customers::name,
-                    customers::surname,
-                    customers::email,
-                    customers::key,
-                ))
-                .load(conn)?
-        } else {
-            Vec::new()
-        };
+    let friends: Vec<(i64, NameColumns, String)> = if customer.referrals_count > 0 {
+        customers::table
+            .filter(customers::referrer_id.eq(customer.id))
+            .order(customers::created_at.desc())
+            .limit(limit)
+            .select((
+                customers::id,
+                (customers::name, customers::surname, customers::email),
+                customers::key,
+            ))
+            .load(conn)?
+    } else {
+        Vec::new()
+    };
     let friend_ids: Vec<i64> = friends.iter().map(|friend| friend.0).collect();
     let mut gained: Vec<CustomerEvent> = if friend_ids.is_empty() {
         Vec::new()
@@ -372,19 +372,17 @@ pub fn for_customer(
             .collect();
     }
     if !keys.is_empty() {
-        let rows: Vec<(String, Option<String>, Option<String>, Option<String>)> = customers::table
+        let rows: Vec<(String, NameColumns)> = customers::table
             .filter(customers::program_id.eq(program_id))
             .filter(customers::key.eq_any(&keys))
             .select((
                 customers::key,
-                customers::name,
-                customers::surname,
-                customers::email,
+                (customers::name, customers::surname, customers::email),
             ))
             .load(conn)?;
         names.customers = rows
             .into_iter()
-            .map(|(key, name, surname, email)| {
+            .map(|(key, (name, surname, email))| {
                 let shown = crate::domain::customers::display_name_of(&name, &surname, &email, &key);
                 (key, shown)
             })
@@ -406,7 +404,7 @@ pub fn for_customer(
             continue;
         };
         let friend_name =
-            crate::domain::customers::display_name_of(&friend.1, &friend.2, &friend.3, &friend.4);
+            crate::domain::customers::display_name_of(&friend.1 .0, &friend.1 .1, &friend.1 .2, &friend.2);
         entries.push(TimelineEntry {
             at: event.created_at,
             text: describe_gained(&event, &friend_name, &subject, &names),
@@ -414,7 +412,7 @@ pub fn for_customer(
             event,
         });
     }
-    entries.sort_by(|a, b| (b.at, b.event.id).cmp(&(a.at, a.event.id)));
+    entries.sort_by_key(|entry| std::cmp::Reverse((entry.at, entry.event.id)));
     entries.truncate(usize::try_from(limit).unwrap_or(0));
     Ok(entries)
 }

@@ -77,7 +77,8 @@ pub async fn erase(
 ) -> Result<HttpResponse, Error> {
     let customer = load(&state, page.program.id, &path.key).await?;
     let typed = form.into_inner().confirm;
-    if !customer.erasure_confirmed_by(&typed) {
+    // Nothing personal left (erased before): the erasure changes nothing, so it asks nothing.
+    if customer.has_personal_data() && !customer.erasure_confirmed_by(&typed) {
         let message = if typed.trim().is_empty() {
             "Type the customer's email or key to confirm the erasure."
         } else {

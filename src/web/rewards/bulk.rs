@@ -13,6 +13,7 @@ use crate::domain::rewards::queue::{self, QueueFilter, RawFilter, Selection};
 use crate::domain::rewards::review::{self, Decision};
 use crate::error::Error;
 use crate::web::context::Page;
+use crate::web::format::filters;
 use crate::web::forms::{rerender, FormErrors};
 use crate::web::{redirect, render};
 use crate::AppState;
