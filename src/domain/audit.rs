@@ -1,6 +1,7 @@
 //! Audit events: who changed what, before and after, when and from where.
 
 pub mod log;
+pub mod timeline;
 
 use diesel::pg::Pg;
 use diesel::prelude::*;
@@ -83,9 +84,13 @@ fn insert<'a>(
 #[diesel(table_name = audit_events)]
 pub struct CustomerEvent {
     pub id: i64,
+    pub actor_member_id: Option<i64>,
+    pub actor_token_id: Option<i64>,
     pub actor_label: String,
     pub action: String,
     pub subject_type: String,
+    pub subject_id: Option<String>,
+    pub customer_id: Option<i64>,
     pub before: Option<Value>,
     pub after: Option<Value>,
     pub address: Option<String>,

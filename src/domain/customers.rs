@@ -44,7 +44,7 @@ mod update;
 use conflicts::{collect, taken, unique_to_field};
 pub use create::{create, sign_up, Created};
 pub(crate) use create::{random_code, random_key, GENERATED_LENGTH};
-pub use referrer::{change_referrer, find_referrer};
+pub use referrer::{change_referrer, find_referrer, proposed_referrer};
 pub use status::{delete, restore, set_approved};
 use update::key_of;
 pub use update::update;
@@ -88,7 +88,7 @@ impl Customer {
 
     /// "Ada Lovelace", or the email, or the key: whatever names this customer best.
     pub fn display_name(&self) -> String {
-        display_name(&self.name, &self.surname, &self.email, &self.key)
+        display_name_of(&self.name, &self.surname, &self.email, &self.key)
     }
 
     /// `metadata.date_of_birth` when it holds a date.
@@ -276,8 +276,8 @@ fn record_change(
 }
 
 /// A customer's name for people: "Ada Lovelace", or the email, or the key (for a
-/// [`Customer`] and a [`ReferrerSummary`] alike).
-fn display_name(
+/// [`Customer`] and a [`ReferrerSummary`] alike, and for names read column by column).
+pub fn display_name_of(
     name: &Option<String>,
     surname: &Option<String>,
     email: &Option<String>,

@@ -89,13 +89,21 @@ impl Totals {
     }
 }
 
-/// `part` of `whole` as a percentage with one decimal, computed in integers: "42.5%".
+/// `part` of `whole` as a percentage with one decimal, computed in integers: "42.5%". A
+/// share that is not zero never reads "0%" (`<0.1%`), nor one short of all "100%"
+/// (`>99.9%`).
 pub fn share(part: i64, whole: i64) -> String {
-    if whole <= 0 {
+    if whole <= 0 || part <= 0 {
         return "0%".to_string();
     }
     // Tenths of a percent, rounded half up.
     let tenths = (part * 2000 + whole) / (2 * whole);
+    if tenths == 0 {
+        return "<0.1%".to_string();
+    }
+    if tenths >= 1000 && part < whole {
+        return ">99.9%".to_string();
+    }
     if tenths % 10 == 0 {
         format!("{}%", tenths / 10)
     } else {
@@ -260,5 +268,7 @@ mod tests {
         assert_eq!(share(2, 3), "66.7%");
         assert_eq!(share(1, 2), "50%");
         assert_eq!(share(5, 5), "100%");
+        assert_eq!(share(1, 100_000), "<0.1%");
+        assert_eq!(share(99_999, 100_000), ">99.9%");
     }
 }

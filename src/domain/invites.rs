@@ -17,7 +17,7 @@ use crate::db::schema::{customers, invites, mail_outbox};
 use crate::db::text_enum;
 use crate::domain::customers::Customer;
 use crate::domain::programs::Program;
-use crate::domain::team::check_email;
+use crate::domain::team::{check_deliverable_email, check_email};
 use crate::domain::{audit, Actor};
 use crate::error::{unique_violation_as_field, Error, FieldErrors};
 
@@ -151,6 +151,8 @@ impl NewInvite {
             push(fields, "email", "Enter the email address to invite.");
         } else if check_email(&self.email).is_err() || self.email.parse::<lettre::Address>().is_err() {
             push(fields, "email", "Enter a valid email address.");
+        } else if let Err(message) = check_deliverable_email(&self.email) {
+            push(fields, "email", message);
         }
         if self
             .name
@@ -442,6 +444,11 @@ pub struct InviteFilter {
 pub struct InviteRow {
     pub invite: Invite,
     pub customer_key: Option<String>,
+    /// The inviting customer's name, for people.
+    pub customer_name: Option<String>,
+    /// The customer the invited address became (a customer with this email, created at
+    /// or after the invite, however they were created): their key and name.
+    pub joined: Option<(String, String)>,
     pub attempts: i32,
     pub next_attempt_at: Option<DateTime<Utc>>,
 }
@@ -483,10 +490,14 @@ pub fn list(
         .select(Invite::as_select())
         .load(conn)?;
     let customer_ids: Vec<i64> = found.iter().filter_map(|invite| invite.customer_id).collect();
-    let keys: Vec<(i64, String)> = customers::table
+    let inviters: Vec<(i64, String, String)> = customers::table
         .filter(customers::id.eq_any(&customer_ids))
-        .select((customers::id, customers::key))
-        .load(conn)?;
+        .select(CustomerName::as_select())
+        .load::<CustomerName>(conn)?
+        .into_iter()
+        .map(|customer| (customer.id, customer.display_name(), customer.key))
+        .collect();
+    let joined = joined_customers(conn, program_id, &found)?;
     let invite_ids: Vec<i64> = found.iter().map(|invite| invite.id).collect();
     let deliveries: Vec<(Option<i64>, i32, DateTime<Utc>, DeliveryStatus)> = mail_outbox::table
         .filter(mail_outbox::invite_id.eq_any(&invite_ids))
@@ -501,11 +512,11 @@ pub fn list(
         .into_iter()
         .map(|invite| {
             let delivery = deliveries.iter().find(|(id, ..)| *id == Some(invite.id));
+            let inviter = inviters.iter().find(|(id, ..)| Some(*id) == invite.customer_id);
             InviteRow {
-                customer_key: keys
-                    .iter()
-                    .find(|(id, _)| Some(*id) == invite.customer_id)
-                    .map(|(_, key)| key.clone()),
+                customer_key: inviter.map(|(_, _, key)| key.clone()),
+                customer_name: inviter.map(|(_, name, _)| name.clone()),
+                joined: joined.get(&invite.id).cloned(),
                 attempts: delivery.map(|(_, attempts, ..)| *attempts).unwrap_or(0),
                 next_attempt_at: delivery
                     .filter(|(.., status)| *status == DeliveryStatus::Queued)
@@ -515,6 +526,56 @@ pub fn list(
         })
         .collect();
     Ok((rows, total))
+}
+
+/// A customer's name columns.
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = customers)]
+struct CustomerName {
+    id: i64,
+    key: String,
+    email: Option<String>,
+    name: Option<String>,
+    surname: Option<String>,
+    created_at: DateTime<Utc>,
+}
+
+impl CustomerName {
+    fn display_name(&self) -> String {
+        crate::domain::customers::display_name_of(&self.name, &self.surname, &self.email, &self.key)
+    }
+}
+
+/// For each invite whose address became a customer of the program (created at or after
+/// the invite; by the dashboard, the API or a transaction alike): that customer's key and
+/// name, by invite id. Read when shown, so no signup path has to remember invites.
+pub fn joined_customers(
+    conn: &mut PgConnection,
+    program_id: i64,
+    invites: &[Invite],
+) -> Result<std::collections::HashMap<i64, (String, String)>, Error> {
+    let emails: Vec<String> = invites.iter().map(|invite| invite.email.to_lowercase()).collect();
+    if emails.is_empty() {
+        return Ok(Default::default());
+    }
+    let found: Vec<CustomerName> = customers::table
+        .filter(customers::program_id.eq(program_id))
+        .filter(lower(customers::email.assume_not_null()).eq_any(&emails))
+        .select(CustomerName::as_select())
+        .load(conn)?;
+    Ok(invites
+        .iter()
+        .filter_map(|invite| {
+            let customer = found.iter().find(|customer| {
+                customer
+                    .email
+                    .as_deref()
+                    .is_some_and(|email| email.to_lowercase() == invite.email.to_lowercase())
+                    && customer.created_at >= invite.created_at
+            })?;
+            Some((invite.id, (customer.key.clone(), customer.display_name())))
+        })
+        .collect())
 }
 
 /// Invites per status in a program (for the filter's counts).
@@ -553,6 +614,16 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn an_address_without_a_dot_in_its_domain_is_refused() {
+        let error = NewInvite::parse("friend@example", "", &[]).unwrap_err();
+        let Error::Invalid { fields, .. } = error else {
+            panic!("a field error");
+        };
+        assert!(fields["email"][0].contains("has no dot"), "{:?}", fields);
+        assert!(NewInvite::parse("friend@example.com", "", &[]).is_ok());
     }
 
     #[test]

@@ -22,7 +22,7 @@ mod batch;
 mod booking;
 mod entries;
 
-pub use balances::{balance_of, balances, credits_issued, credits_of, format_amount, Balance};
+pub use balances::{balance_of, balances, credits_issued, credits_of, format_amount, grouped, Balance};
 pub use batch::{book_credits, NewCredit};
 pub use booking::book;
 pub use entries::{

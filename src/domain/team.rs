@@ -102,6 +102,21 @@ pub fn check_email(email: &str) -> Result<(), String> {
     }
 }
 
+/// An address an email can be sent to over the internet: valid, and its domain has a dot
+/// (`friend@example` names no reachable domain). Only where Referdesk sends mail (invites):
+/// customer and team addresses keep [`check_email`], which the API's clients rely on.
+pub fn check_deliverable_email(email: &str) -> Result<(), String> {
+    check_email(email)?;
+    let domain = email.rsplit_once('@').map(|(_, domain)| domain).unwrap_or("");
+    let labels_ok = domain.split('.').all(|label| !label.is_empty());
+    if !domain.contains('.') || !labels_ok {
+        return Err(format!(
+            "The domain \"{domain}\" has no dot, so no email can reach it: enter a full address such as friend@example.com."
+        ));
+    }
+    Ok(())
+}
+
 impl NewMember {
     pub fn parse(email: &str, name: &str, role: &str, password: Option<&str>) -> Result<NewMember, Error> {
         let mut fields = FieldErrors::new();

@@ -9,6 +9,7 @@ use crate::db;
 use crate::domain::tokens::{self, ApiToken, Created};
 use crate::error::Error;
 use crate::web::context::Page;
+use crate::web::format::filters;
 use crate::web::forms::FormErrors;
 use crate::web::{redirect, render, render_status};
 use crate::AppState;

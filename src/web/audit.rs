@@ -14,6 +14,7 @@ use crate::domain::team::{self, Member};
 use crate::error::Error;
 use crate::web::context::Page;
 use crate::web::customers::export::defuse;
+use crate::web::format::filters;
 use crate::web::forms::FormErrors;
 use crate::web::paging::{ListUrl, Pager};
 use crate::web::render_status;

@@ -13,6 +13,7 @@ use crate::domain::dashboard::{self, DayCount, Totals};
 use crate::domain::rewards::figures::{self, Funnel, StatusTotal};
 use crate::error::Error;
 use crate::web::context::Page;
+use crate::web::format::filters;
 use crate::web::forms::FormErrors;
 use crate::web::render_status;
 use crate::AppState;
@@ -66,10 +67,6 @@ impl DashboardPage {
                 (label, count, share)
             })
             .collect()
-    }
-
-    fn num<T: std::borrow::Borrow<i64>>(&self, value: T) -> String {
-        crate::web::paging::thousands(*value.borrow())
     }
 }
 

@@ -13,6 +13,7 @@ use crate::domain::customers::{self, Customer};
 use crate::domain::invites::{self, DeliveryStatus, Invite, InviteFilter, InviteRow, NewInvite};
 use crate::error::Error;
 use crate::web::context::Page;
+use crate::web::format::filters;
 use crate::web::forms::FormErrors;
 use crate::web::paging::{ListUrl, Pager};
 use crate::web::{redirect, render, render_status, safe_next};
@@ -29,6 +30,8 @@ const MIN_FORM_ROWS: usize = 3;
 pub struct InviteValues {
     pub email: String,
     pub name: String,
+    /// The personal note: the email shows it as the `message` personalization value.
+    pub note: String,
     pub rows: Vec<(String, String)>,
 }
 
@@ -44,6 +47,7 @@ impl InviteValues {
             match name.as_str() {
                 "email" => values.email = value,
                 "name" => values.name = value,
+                "note" => values.note = value,
                 _ => {
                     if let Some((index, part)) = personalization_field(&name) {
                         let row = rows.entry(index).or_default();
@@ -99,6 +103,16 @@ struct InviteForm {
 }
 
 impl InviteForm {
+    /// Whether the extra template values hold anything (or a message about them), so
+    /// they open.
+    fn has_extra_values(&self) -> bool {
+        self.errors.joined("personalization").is_some()
+            || self
+                .rows
+                .iter()
+                .any(|(key, value)| !key.trim().is_empty() || !value.trim().is_empty())
+    }
+
     fn action(&self) -> String {
         match &self.customer {
             Some(customer) => format!("/customers/{}/invite", customer.key),
@@ -149,7 +163,11 @@ async fn submit(
     body: &[u8],
 ) -> Result<HttpResponse, Error> {
     let values = InviteValues::from_body(body)?;
-    let new = match NewInvite::parse(&values.email, &values.name, &values.rows) {
+    let mut pairs = values.rows.clone();
+    if !values.note.trim().is_empty() {
+        pairs.insert(0, (invites::MESSAGE_KEY.to_string(), values.note.clone()));
+    }
+    let new = match NewInvite::parse(&values.email, &values.name, &pairs) {
         Ok(new) => new,
         Err(error) => return show_form(state, page, key, values, FormErrors::from_error(error)?).await,
     };

@@ -14,6 +14,7 @@ use crate::domain::customers::{self, Customer};
 use crate::domain::ledger::{self, Balance, Kind, NewEntry, Transaction, TransactionRow, CURRENCIES};
 use crate::error::Error;
 use crate::web::context::Page;
+use crate::web::format::filters;
 use crate::web::forms::FormErrors;
 use crate::web::paging::{ListUrl, Pager};
 use crate::web::{redirect, render_status};
@@ -256,9 +257,12 @@ fn booked_message(transaction: &Transaction, customer: &Customer) -> String {
         "Credited"
     };
     format!(
-        "{verb} {} {} for {}.",
-        transaction.amount_display(),
-        transaction.amount_units,
+        "{verb} {} for {}.",
+        crate::web::format::money(
+            &transaction.amount,
+            &transaction.amount_units,
+            transaction.is_currency
+        ),
         customer.display_name()
     )
 }

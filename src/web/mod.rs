@@ -11,6 +11,7 @@ pub mod customers;
 pub mod dashboard;
 pub mod device;
 pub mod error_pages;
+pub mod format;
 pub mod forms;
 pub mod health;
 pub mod imports;

@@ -97,20 +97,9 @@ pub struct PageItem {
     pub gap: bool,
 }
 
-/// `1234567` as `1,234,567`.
+/// `1234567` as `1,234,567` (see `web::format`).
 pub fn thousands(n: i64) -> String {
-    let digits = n.unsigned_abs().to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3 + 1);
-    if n < 0 {
-        out.push('-');
-    }
-    for (index, digit) in digits.chars().enumerate() {
-        if index > 0 && (digits.len() - index).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(digit);
-    }
-    out
+    crate::web::format::number(n)
 }
 
 /// Page links to pages starting this many rows or more into a list continue from the

@@ -9,6 +9,7 @@ use crate::db;
 use crate::domain::programs::{self, Program, ProgramInput, DEFAULT_LINK_PARAM};
 use crate::error::Error;
 use crate::web::context::Page;
+use crate::web::format::filters;
 use crate::web::forms::{rerender, FormErrors};
 use crate::web::{redirect, render};
 use crate::AppState;

@@ -10,6 +10,7 @@ use crate::db;
 use crate::domain::team::{self, Member, NewMember, Role};
 use crate::error::Error;
 use crate::web::context::Page;
+use crate::web::format::filters;
 use crate::web::forms::{rerender, FormErrors};
 use crate::web::{redirect, render, render_status};
 use crate::AppState;

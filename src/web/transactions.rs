@@ -12,6 +12,7 @@ use crate::domain::transactions::browse::{self, Filter, Row};
 use crate::domain::transactions::TransactionStatus;
 use crate::error::{Error, FieldErrors};
 use crate::web::context::Page;
+use crate::web::format::filters;
 use crate::web::forms::FormErrors;
 use crate::web::paging::{ListUrl, Pager};
 use crate::web::render_status;

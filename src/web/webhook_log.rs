@@ -11,6 +11,7 @@ use crate::domain::webhooks::log::{self, Attempt, Filters, Scope};
 use crate::domain::webhooks::{delivery, subscriptions, Event, Subscription};
 use crate::error::{Error, FieldErrors};
 use crate::web::context::Page;
+use crate::web::format::filters;
 use crate::web::forms::FormErrors;
 use crate::web::paging::ListUrl;
 use crate::web::{redirect, render_status};

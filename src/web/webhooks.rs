@@ -11,6 +11,7 @@ use crate::domain::webhooks::subscriptions::{self, Created};
 use crate::domain::webhooks::{delivery, Event, Subscription, SubscriptionInput};
 use crate::error::Error;
 use crate::web::context::Page;
+use crate::web::format::filters;
 use crate::web::forms::{rerender, FormErrors};
 use crate::web::{redirect, render};
 use crate::AppState;

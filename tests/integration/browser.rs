@@ -928,10 +928,19 @@ async fn viewer_sees_no_edit_or_credit_and_is_refused(app: &TestApp, tab: &Tab) 
     tab.follow("Ada Lovelace").await?;
     assert_eq!(tab.text_of("h1").await?, "Ada Lovelace");
     tab.sees("No credits yet.").await?;
-    for link in ["Edit", "Credit", "Credit or debit", "Invite someone"] {
+    for link in ["Edit", "Credit", "Credit or debit", "Invite", "Invite someone"] {
         assert!(!tab.has_link(link).await?, "a viewer sees no {link:?} link");
     }
-    for button in ["Approve", "Unapprove", "Delete", "Add link", "Change referrer"] {
+    for button in [
+        "Approve",
+        "Unapprove",
+        "Delete",
+        "Add link",
+        "Change referrer…",
+        "Remove referrer",
+        "Copy referral link",
+        "Erase personal data",
+    ] {
         assert!(
             !tab.has_button(button).await?,
             "a viewer sees no {button:?} button"
@@ -1431,5 +1440,128 @@ async fn import_customers_from_a_csv_file(app: &TestApp, tab: &Tab) -> anyhow::R
     tab.visit("/customers").await?;
     tab.sees("bob@example.com").await?;
     let _ = std::fs::remove_file(&path);
+    Ok(())
+}
+
+/// Whether the buttons or links named are inside the window as it opens (no scrolling).
+const IN_FIRST_SCREEN: &str = r#"
+const names = arguments[0];
+const seen = [];
+for (const element of document.querySelectorAll('.customer-header a, .customer-header button')) {
+  const box = element.getBoundingClientRect();
+  const text = (element.innerText || '').trim();
+  if (names.includes(text) && box.width > 0 && box.top >= 0 && box.bottom <= window.innerHeight
+      && box.right <= window.innerWidth) seen.push(text);
+}
+return seen;
+"#;
+
+/// Issue 22: the customer's header holds the balance and the primary actions, visible
+/// without scrolling at a desktop's width and a phone's (390 px); the balance of 250,000
+/// points reads with its separator; the timeline words a credit and a referral.
+#[apply(browser_scenario!)]
+async fn customer_header_and_timeline_read_at_a_glance(app: &TestApp, tab: &Tab) -> anyhow::Result<()> {
+    ada(app);
+    customer(
+        app,
+        Person {
+            key: "mia",
+            email: "mia@friend.example",
+            name: "Mia",
+            surname: "Friend",
+            referred_by: Some("ada"),
+        },
+    );
+    signed_in(app, tab, Role::Support).await?;
+    tab.visit("/customers/ada").await?;
+    tab.follow("Credit").await?;
+    tab.fill("Amount", "250000").await?;
+    let is_currency = tab.client.find(Locator::Css("input[name='is_currency']")).await?;
+    if is_currency.is_selected().await? {
+        is_currency.click().await?;
+    }
+    tab.fill("Unit name", "points").await?;
+    tab.fill("Note", "goodwill (ticket #4711)").await?;
+    tab.press("Book").await?;
+    tab.sees("Credited 250,000 points for Ada Lovelace.").await?;
+    let header = tab.text_of(".customer-header").await?;
+    assert!(header.contains("250,000 points"), "{header}");
+    let activity = tab.text_of("#activity").await?;
+    assert!(
+        activity.contains("Test Member credited 250,000 points — goodwill (ticket #4711)")
+            || activity.contains("credited 250,000 points — goodwill (ticket #4711)"),
+        "{activity}"
+    );
+    assert!(
+        activity.contains("Mia Friend signed up through Ada Lovelace's link"),
+        "{activity}"
+    );
+
+    let wanted = serde_json::json!(["Credit", "Invite", "Copy referral link"]);
+    for (width, height) in [(1280, 800), (390, 844)] {
+        tab.client.set_window_size(width, height).await?;
+        tab.visit("/customers/ada").await?;
+        let seen = tab.client.execute(IN_FIRST_SCREEN, vec![wanted.clone()]).await?;
+        let seen: Vec<String> = serde_json::from_value(seen)?;
+        for name in ["Credit", "Invite", "Copy referral link"] {
+            assert!(
+                seen.iter().any(|text| text == name),
+                "{name} not in the first screen at {width} px: {seen:?}"
+            );
+        }
+    }
+    tab.client.set_window_size(1280, 800).await?;
+    Ok(())
+}
+
+/// Issue 22: changing the referrer names the old and the new one and waits for a yes;
+/// erasing asks for the customer's email or key typed, and refuses anything else.
+#[apply(browser_scenario!)]
+async fn referrer_change_and_erase_ask_first(app: &TestApp, tab: &Tab) -> anyhow::Result<()> {
+    ada(app);
+    customer(
+        app,
+        Person {
+            key: "linus",
+            email: "linus@friend.example",
+            name: "Linus",
+            surname: "Allen",
+            referred_by: None,
+        },
+    );
+    customer(
+        app,
+        Person {
+            key: "mia",
+            email: "mia@friend.example",
+            name: "Mia",
+            surname: "Friend",
+            referred_by: Some("ada"),
+        },
+    );
+    signed_in(app, tab, Role::Admin).await?;
+    tab.visit("/customers/mia").await?;
+    tab.fill("New referrer", "linus").await?;
+    tab.press("Change referrer…").await?;
+    tab.sees("Change the referrer of Mia Friend from Ada Lovelace to Linus Allen")
+        .await?;
+    tab.visit("/customers/mia").await?;
+    tab.sees("Ada Lovelace").await?;
+    tab.fill("New referrer", "linus").await?;
+    tab.press("Change referrer…").await?;
+    tab.press("Yes, change the referrer").await?;
+    tab.sees("Referrer changed.").await?;
+    assert!(tab.text_of("#referrer").await?.contains("Linus Allen"));
+
+    tab.visit("/customers/mia").await?;
+    let label = "Type the email mia@friend.example or the key mia to confirm";
+    tab.fill(label, "ada").await?;
+    tab.press("Erase personal data").await?;
+    assert!(tab.message_next_to(label).await?.contains("nothing was erased"));
+    tab.sees("Mia Friend").await?;
+    tab.fill(label, "mia@friend.example").await?;
+    tab.press("Erase personal data").await?;
+    tab.sees("The personal data of customer mia was erased.").await?;
+    tab.does_not_see("Mia Friend").await?;
     Ok(())
 }

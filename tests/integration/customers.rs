@@ -1013,18 +1013,44 @@ async fn change_referrer_refuses_self_referral_and_cycles() {
     assert!(body.contains("value=\"c@example.com\""));
     assert_eq!(reload(&app, a.id).referrer_id, None);
 
-    // A legal re-attribution moves the count.
+    // A legal re-attribution asks first, naming the old and the new referrer, and
+    // changes nothing until confirmed.
     let response = app
         .post_form("/customers/c/referrer", &[("referring_customer", "d")])
+        .await;
+    assert_eq!(response.status(), 200);
+    let body = response.text().await.unwrap();
+    assert!(
+        body.contains("Change the referrer of c@example.com from <strong>b@example.com</strong> to <strong>d@example.com</strong>"),
+        "{body}"
+    );
+    assert!(body.contains("name=\"confirm\" value=\"1\""));
+    assert_eq!(
+        reload(&app, c.id).referrer_id,
+        Some(b.id),
+        "not changed before the confirmation"
+    );
+    // The confirmed change moves the count.
+    let response = app
+        .post_form(
+            "/customers/c/referrer",
+            &[("referring_customer", "d"), ("confirm", "1")],
+        )
         .await;
     assert_eq!(response.status(), 303);
     assert_eq!(reload(&app, c.id).referrer_id, Some(d.id));
     assert_eq!(reload(&app, b.id).referrals_count, 0);
     assert_eq!(reload(&app, d.id).referrals_count, 1);
-    // Removing the referrer.
+    // An empty field (Enter in it) removes nothing: removal is its own button.
     let response = app
-        .post_form("/customers/b/referrer", &[("referring_customer", "")])
+        .post_form(
+            "/customers/b/referrer",
+            &[("referring_customer", ""), ("confirm", "1")],
+        )
         .await;
+    assert_refused(response, &["Enter the key or email of the new referrer."]).await;
+    assert_eq!(reload(&app, b.id).referrer_id, Some(a.id));
+    let response = app.post_form("/customers/b/referrer", &[("remove", "1")]).await;
     assert_eq!(response.status(), 303);
     assert_eq!(reload(&app, b.id).referrer_id, None);
     assert_eq!(reload(&app, a.id).referrals_count, 0);

@@ -15,6 +15,7 @@ mod audit;
 mod auth;
 mod browser;
 mod bulk;
+mod customer_page;
 mod customers;
 mod dashboard;
 mod embedded;

@@ -227,9 +227,12 @@ async fn tallies_follow_every_change() {
     assert_eq!(app.post_form("/customers/bb/delete", &[]).await.status(), 303);
     assert_tallies_exact(&app);
     assert_eq!(
-        app.post_form("/customers/dd/referrer", &[("referring_customer", "aa")])
-            .await
-            .status(),
+        app.post_form(
+            "/customers/dd/referrer",
+            &[("referring_customer", "aa"), ("confirm", "1")],
+        )
+        .await
+        .status(),
         303
     );
     assert_tallies_exact(&app);
@@ -323,9 +326,12 @@ async fn referral_order_follows_every_change() {
     assert_eq!(app.post_form("/customers/cc/delete", &[]).await.status(), 303);
     assert_standings_exact(&app, "after a delete");
     assert_eq!(
-        app.post_form("/customers/ee/referrer", &[("referring_customer", "bb")])
-            .await
-            .status(),
+        app.post_form(
+            "/customers/ee/referrer",
+            &[("referring_customer", "bb"), ("confirm", "1")],
+        )
+        .await
+        .status(),
         303
     );
     assert_standings_exact(&app, "after a new referrer");

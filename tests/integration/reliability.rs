@@ -282,7 +282,7 @@ async fn concurrent_referrals_with_deletes_and_restores_keep_counts_exact() {
                 let path = format!("/customers/{target}/referrer");
                 let referrer = format!("r{}", (n + 1) % 5);
                 let status = browser
-                    .post_form(&path, &[("referring_customer", &referrer)])
+                    .post_form(&path, &[("referring_customer", &referrer), ("confirm", "1")])
                     .await
                     .status()
                     .as_u16();
@@ -549,9 +549,36 @@ async fn erase_personal_data_keeps_ledger_and_structure() {
     app.create_member(email, Role::Admin, crate::helpers::PASSWORD);
     assert_eq!(browser.login(email, crate::helpers::PASSWORD).await.status(), 303);
     let (_, page) = browser.get_html("/customers/ada").await;
-    assert!(page.contains("action=\"/customers/ada/erase\" data-confirm=\"Erase the personal data"));
+    assert!(page.contains("action=\"/customers/ada/erase#danger-zone\""));
+    assert!(page.contains("Type the email adelheid.private@example.com or the key ada to confirm"));
 
+    // A click alone, or the wrong words, erase nothing: the email or key must be typed.
     let response = browser.post_form("/customers/ada/erase", &[]).await;
+    assert_refused(
+        response,
+        &["Type the customer's email or key to confirm the erasure."],
+    )
+    .await;
+    let response = browser
+        .post_form("/customers/ada/erase", &[("confirm", "kid1")])
+        .await;
+    let body = assert_refused(
+        response,
+        &["That is not this customer's email or key; nothing was erased."],
+    )
+    .await;
+    assert!(body.contains("value=\"kid1\""), "the typed text comes back");
+    assert_eq!(row_counts(&app), counts_before, "nothing changed");
+    assert!(domain::find(&mut app.conn(), program.id, ada.id)
+        .unwrap()
+        .has_personal_data());
+
+    let response = browser
+        .post_form(
+            "/customers/ada/erase",
+            &[("confirm", " ADELHEID.private@example.com ")],
+        )
+        .await;
     assert_eq!(response.status(), 303);
     assert_eq!(crate::helpers::location(&response), "/customers/ada");
 
@@ -649,13 +676,20 @@ async fn erase_personal_data_keeps_ledger_and_structure() {
     // The page says what happened and shows none of the values.
     let (status, page) = browser.get_html("/customers/ada").await;
     assert_eq!(status, 200);
-    assert!(page.contains("The personal data of this customer was erased on"));
+    assert!(page.contains("The personal data of this customer was erased <time datetime="));
     assert!(!page.contains("/customers/ada/erase"), "nothing left to erase");
     for value in personal {
         assert!(!page.contains(value), "the page shows {value}");
     }
-    // Erasing again changes nothing and records nothing.
-    assert_eq!(browser.post_form("/customers/ada/erase", &[]).await.status(), 303);
+    // Erasing again (confirmed by the key, the email being gone) changes nothing and
+    // records nothing.
+    assert_eq!(
+        browser
+            .post_form("/customers/ada/erase", &[("confirm", "ada")])
+            .await
+            .status(),
+        303
+    );
     let erase_events: i64 = audit_events::table
         .filter(audit_events::action.eq("customer.erase"))
         .count()

@@ -484,8 +484,8 @@ async fn bulk_approve_of_a_thousand_matching_rewards_is_confirmed_with_totals_an
         .await;
     assert_eq!(confirm.status(), 200);
     let html = confirm.text().await.unwrap();
-    assert!(html.contains("Approve 1000 rewards?"), "{html}");
-    assert!(html.contains("<li>2500.00 USD</li>"));
+    assert!(html.contains("Approve 1,000 rewards?"), "{html}");
+    assert!(html.contains("<li>2,500.00 USD</li>"));
     assert!(html.contains("name=\"expected\" value=\"1000\""));
 
     let started = std::time::Instant::now();
@@ -513,7 +513,7 @@ async fn bulk_approve_of_a_thousand_matching_rewards_is_confirmed_with_totals_an
         assert_eq!(usd_balance(&app, pair.0), dec("625"));
     }
     let (_, html) = app.browser.get_html("/rewards").await;
-    assert!(html.contains("Approved 1000 rewards (1000 credited at once: their hold was over)."));
+    assert!(html.contains("Approved 1,000 rewards (1,000 credited at once: their hold was over)."));
 }
 
 #[apply(integration_test!)]

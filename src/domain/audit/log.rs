@@ -8,7 +8,7 @@ use diesel::pg::Pg;
 use diesel::prelude::*;
 use serde_json::Value;
 
-use crate::db::schema::{audit_events, customers};
+use crate::db::schema::{audit_events, customers, team_members};
 use crate::error::{Error, FieldErrors};
 
 /// One row of `audit_events`, as the log shows it.
@@ -35,9 +35,31 @@ pub struct LogEvent {
 pub struct LogEntry {
     pub event: LogEvent,
     pub customer_key: Option<String>,
+    /// The customer's name, for people ("Linus Allen", or their email or key).
+    pub customer_name: Option<String>,
+    /// The acting team member's name, when a member acted.
+    pub actor_name: Option<String>,
 }
 
 impl LogEntry {
+    /// The action in words: "Balance credited".
+    pub fn action_label(&self) -> String {
+        super::timeline::action_label(&self.event.action)
+    }
+
+    /// What the event is about: "customer Linus Allen", "reward #12", "team member".
+    pub fn subject(&self) -> String {
+        let kind = self.event.subject_type.replace('_', " ");
+        match (&self.customer_name, self.event.subject_type.as_str()) {
+            (Some(name), "customer") => format!("customer {name}"),
+            _ => match &self.event.subject_id {
+                Some(id) if self.event.subject_type == "transaction" => format!("{kind} {id}"),
+                Some(id) => format!("{kind} #{id}"),
+                None => kind,
+            },
+        }
+    }
+
     pub fn diff(&self) -> Vec<LogDiffRow> {
         log_diff(self.event.before.as_ref(), self.event.after.as_ref())
     }
@@ -270,21 +292,50 @@ fn with_customer_keys(conn: &mut PgConnection, events: Vec<LogEvent>) -> Result<
     let mut ids: Vec<i64> = events.iter().filter_map(|event| event.customer_id).collect();
     ids.sort_unstable();
     ids.dedup();
-    let keys: HashMap<i64, String> = if ids.is_empty() {
+    type NameColumns = (i64, String, Option<String>, Option<String>, Option<String>);
+    let named: HashMap<i64, (String, String)> = if ids.is_empty() {
         HashMap::new()
     } else {
         customers::table
             .filter(customers::id.eq_any(ids))
-            .select((customers::id, customers::key))
+            .select((
+                customers::id,
+                customers::key,
+                customers::name,
+                customers::surname,
+                customers::email,
+            ))
+            .load::<NameColumns>(conn)?
+            .into_iter()
+            .map(|(id, key, name, surname, email)| {
+                let shown = crate::domain::customers::display_name_of(&name, &surname, &email, &key);
+                (id, (key, shown))
+            })
+            .collect()
+    };
+    let mut member_ids: Vec<i64> = events.iter().filter_map(|event| event.actor_member_id).collect();
+    member_ids.sort_unstable();
+    member_ids.dedup();
+    let members: HashMap<i64, String> = if member_ids.is_empty() {
+        HashMap::new()
+    } else {
+        team_members::table
+            .filter(team_members::id.eq_any(member_ids))
+            .select((team_members::id, team_members::name))
             .load::<(i64, String)>(conn)?
             .into_iter()
             .collect()
     };
     Ok(events
         .into_iter()
-        .map(|event| LogEntry {
-            customer_key: event.customer_id.and_then(|id| keys.get(&id).cloned()),
-            event,
+        .map(|event| {
+            let customer = event.customer_id.and_then(|id| named.get(&id));
+            LogEntry {
+                customer_key: customer.map(|(key, _)| key.clone()),
+                customer_name: customer.map(|(_, name)| name.clone()),
+                actor_name: event.actor_member_id.and_then(|id| members.get(&id).cloned()),
+                event,
+            }
         })
         .collect())
 }

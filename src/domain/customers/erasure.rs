@@ -46,6 +46,25 @@ impl Customer {
             || filled(&self.metadata)
             || filled(&self.custom_fields)
     }
+
+    /// True once the personal data was erased: what an erasure leaves (the placeholder
+    /// name and nothing personal). The erasure's time is in its audit event
+    /// ([`erased_at`]).
+    pub fn is_erased(&self) -> bool {
+        self.name.as_deref() == Some(ERASED_NAME) && !self.has_personal_data()
+    }
+
+    /// True when `typed` names this customer as an erasure's confirmation asks: their
+    /// email (in any case) or their key, surrounding spaces aside.
+    pub fn erasure_confirmed_by(&self, typed: &str) -> bool {
+        let typed = typed.trim();
+        !typed.is_empty()
+            && (typed == self.key
+                || self
+                    .email
+                    .as_deref()
+                    .is_some_and(|email| email.to_lowercase() == typed.to_lowercase()))
+    }
 }
 
 /// Replaces the named fields of a JSON object with [`ERASED`]; true when anything changed.

@@ -97,6 +97,55 @@ fn chain_reaches(conn: &mut PgConnection, from: i64, target: i64) -> Result<bool
     Ok(found.found)
 }
 
+/// The referrer named in input, if it may refer `customer`: it exists, is not deleted, is
+/// not the customer, and no cycle would form.
+fn acceptable_referrer(
+    conn: &mut PgConnection,
+    program_id: i64,
+    customer: &Customer,
+    referrer: &ReferrerRef,
+) -> Result<Customer, Error> {
+    let new_referrer = find_referrer(conn, program_id, referrer)?;
+    if new_referrer.id == customer.id {
+        return Err(Error::invalid(
+            "referring_customer",
+            "A customer cannot refer themselves.",
+        ));
+    }
+    if chain_reaches(conn, new_referrer.id, customer.id)? {
+        return Err(Error::invalid(
+            "referring_customer",
+            format!(
+                "{} was referred (directly or through others) by this customer, so this would make a referral cycle.",
+                new_referrer.display_name()
+            ),
+        ));
+    }
+    Ok(new_referrer)
+}
+
+/// The referrer a re-attribution would give `customer`, checked as [`change_referrer`]
+/// checks it but without changing anything: what a confirmation names. Naming the current
+/// referrer again is refused, as there is nothing to confirm.
+pub fn proposed_referrer(
+    conn: &mut PgConnection,
+    program_id: i64,
+    customer: &Customer,
+    referrer: &ReferrerRef,
+) -> Result<Customer, Error> {
+    let new_referrer = acceptable_referrer(conn, program_id, customer, referrer)?;
+    if customer.referrer_id == Some(new_referrer.id) {
+        return Err(Error::invalid(
+            "referring_customer",
+            format!(
+                "{} already is this customer's referrer.",
+                new_referrer.display_name()
+            ),
+        ));
+    }
+    Ok(new_referrer)
+}
+
 /// Namespace of the per-program advisory lock that serialises re-attributions.
 const REATTRIBUTION_LOCK: i32 = 0x5244_4b52;
 
@@ -119,26 +168,9 @@ pub fn change_referrer(
             .execute(conn)?;
         let current = lock(conn, program.id, customer_id, Lock::ForNoKeyUpdate)?;
         let new_referrer = match &referrer {
-            Some(referrer) => Some(find_referrer(conn, program.id, referrer)?),
+            Some(referrer) => Some(acceptable_referrer(conn, program.id, &current, referrer)?),
             None => None,
         };
-        if let Some(new_referrer) = &new_referrer {
-            if new_referrer.id == current.id {
-                return Err(Error::invalid(
-                    "referring_customer",
-                    "A customer cannot refer themselves.",
-                ));
-            }
-            if chain_reaches(conn, new_referrer.id, current.id)? {
-                return Err(Error::invalid(
-                    "referring_customer",
-                    format!(
-                        "{} was referred (directly or through others) by this customer, so this would make a referral cycle.",
-                        new_referrer.display_name()
-                    ),
-                ));
-            }
-        }
         let new_id = new_referrer.as_ref().map(|referrer| referrer.id);
         if new_id == current.referrer_id {
             return Ok(current);
@@ -160,11 +192,15 @@ pub fn change_referrer(
             ))
             .returning(Customer::as_returning())
             .get_result(conn)?;
-        record_change(conn, actor, program.id,
-                &updated,
-                "customer.change_referrer",
-                Some(json!({"referring_customer": old_key})),
-                Some(json!({"referring_customer": new_referrer.as_ref().map(|referrer| &referrer.key)})))?;
+        record_change(
+            conn,
+            actor,
+            program.id,
+            &updated,
+            "customer.change_referrer",
+            Some(json!({"referring_customer": old_key})),
+            Some(json!({"referring_customer": new_referrer.as_ref().map(|referrer| &referrer.key)})),
+        )?;
         if let Some(referrer) = &new_referrer {
             let data = webhooks::customer_data(&updated, Some(&referrer.key));
             webhooks::referral_created(conn, &updated, referrer, data)?;

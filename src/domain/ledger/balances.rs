@@ -42,6 +42,35 @@ pub fn format_amount(amount: &BigDecimal, is_currency: bool) -> String {
     }
 }
 
+/// A plain decimal (`-1234567.50`, as `BigDecimal::to_plain_string` writes it) with its
+/// integer digits grouped by thousands: `-1,234,567.50`.
+pub fn grouped(plain: &str) -> String {
+    let (sign, unsigned) = match plain.strip_prefix('-') {
+        Some(rest) => ("-", rest),
+        None => ("", plain),
+    };
+    let (whole, fraction) = match unsigned.split_once('.') {
+        Some((whole, fraction)) => (whole, Some(fraction)),
+        None => (unsigned, None),
+    };
+    if !whole.bytes().all(|byte| byte.is_ascii_digit()) {
+        return plain.to_string();
+    }
+    let mut out = String::with_capacity(plain.len() + whole.len() / 3);
+    out.push_str(sign);
+    for (index, digit) in whole.chars().enumerate() {
+        if index > 0 && (whole.len() - index).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(digit);
+    }
+    if let Some(fraction) = fraction {
+        out.push('.');
+        out.push_str(fraction);
+    }
+    out
+}
+
 /// (units, is_currency, amount) rows as balances: currencies first, then by unit name.
 fn in_order(rows: impl IntoIterator<Item = (String, bool, BigDecimal)>) -> Vec<Balance> {
     let mut balances: Vec<Balance> = rows

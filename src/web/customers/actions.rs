@@ -6,7 +6,7 @@
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 
-use super::detail::{render_detail, InlineForms, Pages};
+use super::detail::{render_detail, InlineForms, Pages, ReferrerProposal};
 use super::{detail_path, load, KeyPath};
 use crate::db;
 use crate::domain::customers::{self, Customer, ReferrerRef};
@@ -62,15 +62,39 @@ pub async fn restore(
     .await
 }
 
+#[derive(Deserialize)]
+pub struct EraseForm {
+    #[serde(default)]
+    confirm: String,
+}
+
+/// Erases only when the customer's email or key was typed: a click alone never does.
 pub async fn erase(
     state: web::Data<AppState>,
     page: Page,
     path: web::Path<KeyPath>,
+    form: web::Form<EraseForm>,
 ) -> Result<HttpResponse, Error> {
+    let customer = load(&state, page.program.id, &path.key).await?;
+    let typed = form.into_inner().confirm;
+    // Nothing personal left (erased before): the erasure changes nothing, so it asks nothing.
+    if customer.has_personal_data() && !customer.erasure_confirmed_by(&typed) {
+        let message = if typed.trim().is_empty() {
+            "Type the customer's email or key to confirm the erasure."
+        } else {
+            "That is not this customer's email or key; nothing was erased."
+        };
+        let forms = InlineForms {
+            erase_confirm: typed,
+            errors: FormErrors::from_error(Error::invalid("confirm", message))?,
+            ..Default::default()
+        };
+        return render_detail(&state, page, &customer.key, Pages::FIRST, forms).await;
+    }
     act(
         state,
         page,
-        &path.key,
+        &customer.key,
         customers::erase_personal_data,
         |customer| {
             format!(
@@ -116,8 +140,16 @@ pub async fn unapprove(
 pub struct ReferrerForm {
     #[serde(default)]
     referring_customer: String,
+    /// `1` once the change was confirmed; the first submission only names it.
+    #[serde(default)]
+    confirm: String,
+    /// `1` to remove the referrer: an empty field alone never does.
+    #[serde(default)]
+    remove: String,
 }
 
+/// Changing the referrer takes two steps: the first submission shows who would replace
+/// whom, the confirmed one changes it. Removal is its own button.
 pub async fn change_referrer(
     state: web::Data<AppState>,
     page: Page,
@@ -125,9 +157,48 @@ pub async fn change_referrer(
     form: web::Form<ReferrerForm>,
 ) -> Result<HttpResponse, Error> {
     let customer = load(&state, page.program.id, &path.key).await?;
-    let typed = form.into_inner().referring_customer;
-    let referrer = ReferrerRef::from_box(&typed);
+    let form = form.into_inner();
+    let typed = form.referring_customer;
+    let referrer = if form.remove == "1" {
+        None
+    } else if let Some(named) = ReferrerRef::from_box(&typed) {
+        Some(named)
+    } else {
+        let error = Error::invalid(
+            "referring_customer",
+            "Enter the key or email of the new referrer. To remove the referrer, use \"Remove referrer\".",
+        );
+        let forms = InlineForms {
+            errors: FormErrors::from_error(error)?,
+            ..Default::default()
+        };
+        return render_detail(&state, page, &customer.key, Pages::FIRST, forms).await;
+    };
     let (program, actor, id) = (page.program.clone(), page.actor(), customer.id);
+    if let (Some(named), false) = (referrer.clone(), form.confirm == "1") {
+        let current = customer.clone();
+        let program_id = program.id;
+        let proposed = db::run(&state.pool, move |conn| {
+            customers::proposed_referrer(conn, program_id, &current, &named)
+        })
+        .await;
+        let forms = match proposed {
+            Ok(proposed) => InlineForms {
+                referrer: typed,
+                referrer_proposal: Some(ReferrerProposal {
+                    name: proposed.display_name(),
+                    key: proposed.key,
+                }),
+                ..Default::default()
+            },
+            Err(error) => InlineForms {
+                referrer: typed,
+                errors: FormErrors::from_error(error)?,
+                ..Default::default()
+            },
+        };
+        return render_detail(&state, page, &customer.key, Pages::FIRST, forms).await;
+    }
     let result = db::run(&state.pool, move |conn| {
         customers::change_referrer(conn, &program, &actor, id, referrer)
     })
@@ -140,7 +211,7 @@ pub async fn change_referrer(
                 "Referrer removed."
             };
             page.flash("success", message);
-            Ok(redirect(&detail_path(&changed.key)))
+            Ok(redirect(&format!("{}#referrer", detail_path(&changed.key))))
         }
         Err(error) => {
             let forms = InlineForms {

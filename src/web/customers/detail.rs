@@ -5,7 +5,7 @@ use askama::Template;
 
 use super::KeyPath;
 use crate::db;
-use crate::domain::audit::{self, CustomerEvent};
+use crate::domain::audit::timeline::{self, TimelineEntry};
 use crate::domain::customers::{self, Customer, ReferrerSummary};
 use crate::domain::invites::{self, Invite};
 use crate::domain::ledger::{self, Balance, TransactionRow};
@@ -15,6 +15,7 @@ use crate::domain::rewards::BeneficiaryRole;
 use crate::domain::transactions::browse::{self, Listing};
 use crate::error::Error;
 use crate::web::context::Page;
+use crate::web::format::filters;
 use crate::web::forms::FormErrors;
 use crate::web::ledger::{ledger_pager, LEDGER_PER_PAGE};
 use crate::web::paging::{page_count, ListUrl, Pager};
@@ -86,8 +87,18 @@ impl RewardPanels {
 #[derive(Default)]
 pub(super) struct InlineForms {
     pub referrer: String,
+    /// The new referrer named in `referrer`, checked and waiting to be confirmed.
+    pub referrer_proposal: Option<ReferrerProposal>,
     pub code: String,
+    /// What was typed to confirm an erasure.
+    pub erase_confirm: String,
     pub errors: FormErrors,
+}
+
+/// A referrer change to confirm: who the new referrer would be.
+pub(super) struct ReferrerProposal {
+    pub key: String,
+    pub name: String,
 }
 
 #[derive(Template)]
@@ -99,7 +110,7 @@ struct DetailPage {
     links: Vec<ReferralLink>,
     referrals: Vec<Customer>,
     referrals_pager: Pager,
-    events: Vec<CustomerEvent>,
+    timeline: Vec<TimelineEntry>,
     balances: Vec<Balance>,
     transactions: Vec<TransactionRow>,
     ledger_page: i64,
@@ -116,6 +127,35 @@ struct DetailPage {
 impl DetailPage {
     fn share_url(&self, link: &ReferralLink) -> String {
         link.share_url(&self.public_url, &self.page.program)
+    }
+
+    /// The default link to share, for the header's copy button (none while deleted: the
+    /// links do not redirect).
+    fn default_share_url(&self) -> Option<String> {
+        if self.customer.is_deleted() {
+            return None;
+        }
+        self.links
+            .iter()
+            .find(|link| link.is_default)
+            .map(|link| self.share_url(link))
+    }
+
+    /// Editing, inviting, re-attributing and managing links make sense only for a
+    /// customer who is neither deleted nor erased.
+    fn can_change(&self) -> bool {
+        !self.customer.is_deleted() && self.erased_at.is_none()
+    }
+
+    /// What the erasure asks to type: the email when there is one, or the key.
+    fn erase_label(&self) -> String {
+        match &self.customer.email {
+            Some(email) => format!(
+                "Type the email {email} or the key {} to confirm",
+                self.customer.key
+            ),
+            None => format!("Type the key {} to confirm", self.customer.key),
+        }
     }
 }
 
@@ -192,7 +232,7 @@ pub(super) async fn render_detail(
             } else {
                 customers::referrals(conn, program_id, customer.id, shown, REFERRALS_PER_PAGE)?
             };
-            let events = audit::for_customer(conn, program_id, customer.id, ACTIVITY_LIMIT)?;
+            let events = timeline::for_customer(conn, program_id, &customer, ACTIVITY_LIMIT)?;
             let balances = ledger::balances(conn, customer.id)?;
             let (transactions, ledger_total) = if balances.is_empty() {
                 (Vec::new(), 0)
@@ -227,7 +267,7 @@ pub(super) async fn render_detail(
             referrer,
             links,
             referrals,
-            events,
+            timeline: events,
             balances: panels.0,
             transactions: panels.1,
             ledger_pager: ledger_pager(&customer_path, pages.ledger, panels.2),

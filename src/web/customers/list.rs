@@ -11,6 +11,7 @@ use crate::domain::customers::{
 };
 use crate::error::Error;
 use crate::web::context::Page;
+use crate::web::format::filters;
 use crate::web::paging::{ListUrl, Pager, Sorting};
 use crate::web::render;
 use crate::AppState;

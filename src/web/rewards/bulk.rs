@@ -13,6 +13,7 @@ use crate::domain::rewards::queue::{self, QueueFilter, RawFilter, Selection};
 use crate::domain::rewards::review::{self, Decision};
 use crate::error::Error;
 use crate::web::context::Page;
+use crate::web::format::filters;
 use crate::web::forms::{rerender, FormErrors};
 use crate::web::{redirect, render};
 use crate::AppState;
@@ -189,13 +190,19 @@ pub async fn decide(
         Ok(outcome) => {
             let verb = if form.is_deny() { "Denied" } else { "Approved" };
             let credited = if outcome.credited > 0 {
-                format!(" ({} credited at once: their hold was over)", outcome.credited)
+                format!(
+                    " ({} credited at once: their hold was over)",
+                    crate::web::format::number(outcome.credited as i64)
+                )
             } else {
                 String::new()
             };
             page.flash(
                 "success",
-                format!("{verb} {} rewards{credited}.", outcome.decided),
+                format!(
+                    "{verb} {} rewards{credited}.",
+                    crate::web::format::number(outcome.decided as i64)
+                ),
             );
             Ok(redirect(&queue_url(&form.raw).href()))
         }

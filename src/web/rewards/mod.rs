@@ -10,12 +10,12 @@ use bigdecimal::BigDecimal;
 use serde::Deserialize;
 
 use crate::db;
-use crate::domain::ledger::format_amount;
 use crate::domain::rewards::credit::rule_name;
 use crate::domain::rewards::queue::{self, QueueFilter, QueueRow, RawFilter, Start, StatusCounts, COUNT_CAP};
 use crate::domain::rewards::{flags, RewardStatus};
 use crate::error::Error;
 use crate::web::context::Page;
+use crate::web::format::filters;
 use crate::web::forms::FormErrors;
 use crate::web::paging::{thousands, ListUrl, Pager};
 use crate::web::render_status;
@@ -37,7 +37,7 @@ pub fn flag_reason(flag: &str) -> &'static str {
 
 /// An amount with its unit, as the pages show it.
 pub fn amount_text(amount: &BigDecimal, units: &str, is_currency: bool) -> String {
-    format!("{} {units}", format_amount(amount, is_currency))
+    crate::web::format::money(amount, units, is_currency)
 }
 
 /// The queue's query string as typed.

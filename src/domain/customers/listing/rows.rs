@@ -40,7 +40,7 @@ impl ReferrerSummary {
 
     /// As [`Customer::display_name`].
     pub fn display_name(&self) -> String {
-        crate::domain::customers::display_name(&self.name, &self.surname, &self.email, &self.key)
+        crate::domain::customers::display_name_of(&self.name, &self.surname, &self.email, &self.key)
     }
 }
 
