@@ -105,7 +105,47 @@ document.documentElement.classList.add('js');
     if (kvBtn) { e.preventDefault(); addKvRow(kvBtn); }
   }
 
+  // ---- 6. A refused form: the cursor goes to the first field in error -------
+  function focusFirstInvalid() {
+    var invalid = document.querySelector('[aria-invalid="true"]');
+    if (invalid && typeof invalid.focus === 'function') { invalid.focus(); }
+  }
+
+  // ---- 7. Tables as cards on a phone: each cell names its column ------------
+  // The stylesheet shows `data-label` before a cell's value; a cell that has none takes
+  // its column's header text (sort arrows and hidden "Actions" headers excluded).
+  function labelCells() {
+    document.querySelectorAll('table.data').forEach(function (table) {
+      var heads = table.querySelectorAll('thead th');
+      if (!heads.length) { return; }
+      var names = Array.prototype.map.call(heads, function (th) {
+        return th.querySelector('.sr-only') ? '' : th.textContent.trim();
+      });
+      table.querySelectorAll('tbody tr').forEach(function (row) {
+        var column = 0;
+        Array.prototype.forEach.call(row.cells, function (cell) {
+          if (!cell.hasAttribute('data-label') && cell.colSpan === 1 && names[column]) {
+            cell.setAttribute('data-label', names[column]);
+          }
+          column += cell.colSpan || 1;
+        });
+      });
+    });
+  }
+
+  // ---- 8. Filter panels ------------------------------------------------------
+  // A browser that cannot show a closed <details>' content by CSS opens the panel on a
+  // wide screen, where it has no "Filters" button.
+  function openWideFilterPanels() {
+    if (CSS.supports && CSS.supports('selector(::details-content)')) { return; }
+    if (!window.matchMedia('(min-width: 721px)').matches) { return; }
+    document.querySelectorAll('details.filter-panel').forEach(function (panel) { panel.open = true; });
+  }
+
   document.addEventListener('DOMContentLoaded', function () {
+    labelCells();
+    openWideFilterPanels();
+    focusFirstInvalid();
     document.addEventListener('click', onClick);
     document.addEventListener('submit', onSubmit);
     document.addEventListener('change', onChange);

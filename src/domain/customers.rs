@@ -127,6 +127,24 @@ pub fn find_by_key(conn: &mut PgConnection, program_id: i64, key: &str) -> Resul
         .first(conn)?)
 }
 
+/// Which of `program_ids` hold a customer with this key (a customer's address opened
+/// while another program is selected), in id order.
+pub fn programs_holding_key(
+    conn: &mut PgConnection,
+    program_ids: &[i64],
+    key: &str,
+) -> Result<Vec<i64>, Error> {
+    if check_code(key).is_err() {
+        return Ok(Vec::new());
+    }
+    Ok(customers::table
+        .filter(customers::program_id.eq_any(program_ids))
+        .filter(customers::key.eq(key))
+        .select(customers::program_id)
+        .order(customers::program_id.asc())
+        .load(conn)?)
+}
+
 pub fn find(conn: &mut PgConnection, program_id: i64, id: i64) -> Result<Customer, Error> {
     Ok(customers::table
         .filter(customers::program_id.eq(program_id))

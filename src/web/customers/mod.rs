@@ -4,6 +4,7 @@
 
 mod actions;
 mod detail;
+mod elsewhere;
 pub mod export;
 mod form;
 mod list;
