@@ -142,7 +142,22 @@ document.documentElement.classList.add('js');
     document.querySelectorAll('details.filter-panel').forEach(function (panel) { panel.open = true; });
   }
 
+  // ---- 9. Back never resubmits ----------------------------------------------
+  // A page drawn as the answer to a POST (a refused form, a confirmation step) would be a
+  // POST in the history: Back to it asks to "Confirm Form Resubmission". Its entry becomes
+  // the page the form was on (the referrer), a plain GET: Back shows that page again.
+  function forgetPost() {
+    if (!document.body.hasAttribute('data-posted') || !window.history.replaceState) { return; }
+    var back = null;
+    try {
+      var from = new URL(document.referrer);
+      if (from.origin === window.location.origin) { back = from.pathname + from.search; }
+    } catch (err) { /* no referrer */ }
+    window.history.replaceState(null, '', back || window.location.href);
+  }
+
   document.addEventListener('DOMContentLoaded', function () {
+    forgetPost();
     labelCells();
     openWideFilterPanels();
     focusFirstInvalid();

@@ -38,11 +38,11 @@ mod status;
 mod update;
 
 use conflicts::{collect, taken, unique_to_field};
-pub use create::{create, sign_up, Created};
+pub use create::{create, create_from_input, sign_up, Created};
 pub use referrer::{change_referrer, find_referrer};
 pub use status::{delete, restore, set_approved};
 use update::key_of;
-pub use update::update;
+pub use update::{update, update_from_input};
 
 text_enum! {
     /// `customers.status`, mirrored in `referral_standings` and `customer_tallies`. A

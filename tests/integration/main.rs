@@ -18,6 +18,7 @@ mod customers;
 mod dashboard;
 mod embedded;
 mod fixtures;
+mod forms;
 mod invites;
 mod ledger;
 mod maintenance;
