@@ -134,12 +134,15 @@ document.documentElement.classList.add('js');
   }
 
   // ---- 8. Filter panels ------------------------------------------------------
-  // A browser that cannot show a closed <details>' content by CSS opens the panel on a
-  // wide screen, where it has no "Filters" button.
-  function openWideFilterPanels() {
-    if (CSS.supports && CSS.supports('selector(::details-content)')) { return; }
-    if (!window.matchMedia('(min-width: 721px)').matches) { return; }
-    document.querySelectorAll('details.filter-panel').forEach(function (panel) { panel.open = true; });
+  // A filter form sits in a <details class="filter-panel" open>: on a wide screen it stays
+  // open (its "Filters" button is hidden); on a phone it closes, unless filters are set,
+  // so that the results start on the first screen. Without script it stays open.
+  function fitFilterPanels(first) {
+    var narrow = window.matchMedia('(max-width: 720px)').matches;
+    document.querySelectorAll('details.filter-panel').forEach(function (panel) {
+      if (!narrow) { panel.open = true; }
+      else if (first && !panel.hasAttribute('data-filtered')) { panel.open = false; }
+    });
   }
 
   // ---- 9. Back never resubmits ----------------------------------------------
@@ -159,7 +162,8 @@ document.documentElement.classList.add('js');
   document.addEventListener('DOMContentLoaded', function () {
     forgetPost();
     labelCells();
-    openWideFilterPanels();
+    fitFilterPanels(true);
+    window.matchMedia('(max-width: 720px)').addEventListener('change', function () { fitFilterPanels(false); });
     focusFirstInvalid();
     document.addEventListener('click', onClick);
     document.addEventListener('submit', onSubmit);
