@@ -136,7 +136,8 @@ pub async fn enforce(
     });
     if let Some(error) = refused {
         // Refused with the navigation: the member is signed in, only not for this.
-        let page = error_pages::signed_in_error(req.request(), &error).unwrap_or_else(|| error.html_response());
+        let page =
+            error_pages::signed_in_error(req.request(), &error).unwrap_or_else(|| error.html_response());
         return Ok(req.into_response(page).map_into_right_body());
     }
     let response = next.call(req).await?;

@@ -343,7 +343,10 @@ mod tests {
         for size in [&WIDE, &NARROW] {
             let chart = Chart::new(&days, size);
             let newest = chart.labels.last().unwrap();
-            assert_eq!((newest.x.as_str(), newest.anchor), (chart.plot_right.as_str(), "end"));
+            assert_eq!(
+                (newest.x.as_str(), newest.anchor),
+                (chart.plot_right.as_str(), "end")
+            );
             // Five digits, right-aligned before the axis, start inside the drawing.
             let value_x: f64 = chart.value_x.parse().unwrap();
             assert!(value_x - 5.0 * size.font * 0.62 >= 0.0, "{}", size.name);

@@ -38,9 +38,10 @@ pub fn signed_in_error(req: &HttpRequest, error: &Error) -> Option<HttpResponse>
     let page = Page::from_request(req, &mut Payload::None).into_inner().ok()?;
     let mut response = error.html_response_with(|error| SignedInErrorPage { page, error }.render());
     // It holds the member's name and programs, as every signed-in page does.
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
     Some(response)
 }
 

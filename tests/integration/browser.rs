@@ -76,12 +76,13 @@ fn trial_needing(name: &'static str, scenario: Scenario, needs: Needs) -> Trial 
                 crate::helpers::run(async { outcome = in_browser(tools, name, scenario).await });
                 outcome.map(|()| Completion::Completed)
             }
-            Err((missing, install)) if in_ci() => Err(format!(
-                "{missing}, and CI is set: the browser tests must run in CI ({install})"
-            )
-            .into()),
+            Err((missing, install)) if in_ci() => {
+                Err(format!("{missing}, and CI is set: the browser tests must run in CI ({install})").into())
+            }
             Err((_, install)) if install.starts_with("apt-get") => Ok(Completion::ignored_with(SKIPPED)),
-            Err((missing, install)) => Ok(Completion::ignored_with(format!("skipped: {missing} ({install})"))),
+            Err((missing, install)) => Ok(Completion::ignored_with(format!(
+                "skipped: {missing} ({install})"
+            ))),
         }
     })
 }
@@ -960,7 +961,8 @@ async fn viewer_sees_no_edit_or_credit_and_is_refused(app: &TestApp, tab: &Tab) 
     ] {
         tab.visit(path).await?;
         tab.sees("403").await?;
-        tab.sees("This needs the support role or higher; you are signed in with the viewer role.").await?;
+        tab.sees("This needs the support role or higher; you are signed in with the viewer role.")
+            .await?;
         tab.does_not_see("Save changes").await?;
         tab.does_not_see("Book").await?;
     }

@@ -60,21 +60,31 @@ async fn the_new_customer_form_reports_every_problem_in_one_round() {
         ],
     )
     .await;
-    assert!(html.contains("id=\"field-metadata.date_of_birth-error\""), "{html}");
+    assert!(
+        html.contains("id=\"field-metadata.date_of_birth-error\""),
+        "{html}"
+    );
     assert_eq!(customer_count(&app), 1, "nothing was created");
 
     // Each field in error says so, and names its message (and its help, where it has one).
     let email = tag_with_id(&html, "field-email");
     assert!(email.contains("aria-invalid=\"true\""), "{email}");
-    assert!(email.contains("aria-describedby=\"field-email-error\""), "{email}");
+    assert!(
+        email.contains("aria-describedby=\"field-email-error\""),
+        "{email}"
+    );
     let referrer = tag_with_id(&html, "field-referring_customer");
     assert!(referrer.contains("aria-invalid=\"true\""), "{referrer}");
     assert!(
-        referrer.contains("aria-describedby=\"field-referring_customer-help field-referring_customer-error\""),
+        referrer
+            .contains("aria-describedby=\"field-referring_customer-help field-referring_customer-error\""),
         "{referrer}"
     );
     let name = tag_with_id(&html, "field-name");
-    assert!(!name.contains("aria-invalid"), "a field without a problem: {name}");
+    assert!(
+        !name.contains("aria-invalid"),
+        "a field without a problem: {name}"
+    );
 
     // Fixed, the same form goes through.
     let response = app
@@ -105,7 +115,11 @@ async fn the_edit_form_reports_a_bad_field_and_a_taken_email_together() {
     let response = app
         .post_form(
             "/customers/grace/edit",
-            &[("key", "grace"), ("email", "ada@example.com"), ("name", "Grace\u{7}")],
+            &[
+                ("key", "grace"),
+                ("email", "ada@example.com"),
+                ("name", "Grace\u{7}"),
+            ],
         )
         .await;
     let html = assert_refused(response, &["A customer with this email already exists."]).await;
@@ -119,13 +133,44 @@ async fn the_edit_form_reports_a_bad_field_and_a_taken_email_together() {
 }
 
 #[apply(integration_test!)]
+async fn the_new_member_form_reports_every_problem_in_one_round() {
+    let app = TestApp::spawn().await;
+    app.login_as(Role::Admin).await;
+    app.create_member("sam@example.com", Role::Support, crate::helpers::PASSWORD);
+    let response = app
+        .post_form(
+            "/team",
+            &[
+                ("email", "SAM@example.com"),
+                ("name", ""),
+                ("role", "support"),
+                ("password_mode", "password"),
+            ],
+        )
+        .await;
+    let html = assert_refused(
+        response,
+        &[
+            "A team member with this email already exists.",
+            "Enter a name (at most 200 characters, without control characters).",
+            "Enter an initial password, or choose to generate a set-password link.",
+        ],
+    )
+    .await;
+    assert!(tag_with_id(&html, "email").contains("aria-invalid=\"true\""));
+}
+
+#[apply(integration_test!)]
 async fn a_field_framed_by_hand_carries_its_aria_attributes_too() {
     let app = TestApp::spawn().await;
     app.login_as(Role::Support).await;
     ada(&app);
     let (_, html) = app.browser.get_html("/customers/ada/credit").await;
     let amount = tag_with_id(&html, "amount");
-    assert!(amount.contains("autofocus"), "the cursor starts in the amount: {amount}");
+    assert!(
+        amount.contains("autofocus"),
+        "the cursor starts in the amount: {amount}"
+    );
     assert!(amount.contains("aria-describedby=\"amount-help\""), "{amount}");
     assert!(!amount.contains("aria-invalid"), "{amount}");
     let token = form_token_in(&html).unwrap();
@@ -145,7 +190,10 @@ async fn a_field_framed_by_hand_carries_its_aria_attributes_too() {
     let html = response.text().await.unwrap();
     let amount = tag_with_id(&html, "amount");
     assert!(amount.contains("aria-invalid=\"true\""), "{amount}");
-    assert!(amount.contains("aria-describedby=\"amount-help amount-error\""), "{amount}");
+    assert!(
+        amount.contains("aria-describedby=\"amount-help amount-error\""),
+        "{amount}"
+    );
 
     let (_, html) = app.browser.get_html("/customers/ada/invite").await;
     assert!(tag_with_id(&html, "email").contains("autofocus"));
@@ -167,16 +215,28 @@ async fn a_refused_role_is_told_which_role_is_needed_with_the_navigation() {
 
     let support = app.new_browser();
     app.create_member("support@example.com", Role::Support, crate::helpers::PASSWORD);
-    support.login("support@example.com", crate::helpers::PASSWORD).await;
+    support
+        .login("support@example.com", crate::helpers::PASSWORD)
+        .await;
     let (status, html) = support.get_html("/team").await;
     assert_eq!(status, 403);
-    assert!(html.contains("This needs the admin role; you are signed in with the support role."), "{html}");
+    assert!(
+        html.contains("This needs the admin role; you are signed in with the support role."),
+        "{html}"
+    );
     // A POST refused the same way changes nothing and says the same.
     let response = support
-        .post_form("/team", &[("email", "new@example.com"), ("name", "New"), ("role", "admin")])
+        .post_form(
+            "/team",
+            &[("email", "new@example.com"), ("name", "New"), ("role", "admin")],
+        )
         .await;
     assert_eq!(response.status(), 403);
-    assert!(response.text().await.unwrap().contains("This needs the admin role"));
+    assert!(response
+        .text()
+        .await
+        .unwrap()
+        .contains("This needs the admin role"));
 
     // Other error pages of a signed-in member keep the navigation too.
     let (status, html) = support.get_html("/customers/nobody").await;
@@ -194,7 +254,10 @@ async fn a_customer_of_another_program_offers_to_switch_to_it() {
     let (status, html) = app.browser.get_html("/customers/linus").await;
     assert_eq!(status, 404);
     assert!(html.contains("Customer “linus” is in another program"), "{html}");
-    assert!(html.contains("It belongs to <strong>Program second</strong>."), "{html}");
+    assert!(
+        html.contains("It belongs to <strong>Program second</strong>."),
+        "{html}"
+    );
     assert!(html.contains(&format!("name=\"program\" value=\"{other}\"")));
     assert!(html.contains("Switch to Program second and open"));
 
@@ -202,7 +265,11 @@ async fn a_customer_of_another_program_offers_to_switch_to_it() {
     let response = app
         .post_form(
             "/program",
-            &[("program", &other.to_string()), ("next", "/customers/linus"), ("open", "1")],
+            &[
+                ("program", &other.to_string()),
+                ("next", "/customers/linus"),
+                ("open", "1"),
+            ],
         )
         .await;
     assert_eq!(response.status(), 303);
@@ -217,6 +284,9 @@ async fn a_customer_of_another_program_offers_to_switch_to_it() {
     assert!(!html.contains("another program"));
 }
 
+/// A form's fields, as posted.
+type Fields<'a> = Vec<(&'a str, &'a str)>;
+
 /// Every form refused once, then accepted: the refusal is a 422 page, the success a 303
 /// to a page (post/redirect/get), never a page drawn as the POST's answer.
 #[apply(integration_test!)]
@@ -229,7 +299,7 @@ async fn successful_posts_redirect_after_a_refusal() {
     let (_, tokens_page) = app.browser.get_html("/api-tokens").await;
     let api_token = form_token_in(&tokens_page).unwrap();
     #[rustfmt::skip]
-    let forms: Vec<(&str, Vec<(&str, &str)>, Vec<(&str, &str)>)> = vec![
+    let forms: Vec<(&str, Fields, Fields)> = vec![
         ("/customers", vec![("email", "not an email")], vec![("email", "newcomer@example.com"), ("key", "newcomer")]),
         ("/customers/ada/edit", vec![("key", "a b")], vec![("key", "ada"), ("name", "Ada L.")]),
         ("/customers/ada/credit",
@@ -250,7 +320,12 @@ async fn successful_posts_redirect_after_a_refusal() {
         let response = app.post_form(path, &refused).await;
         assert_eq!(response.status(), 422, "{path} refuses {refused:?}");
         let response = app.post_form(path, &accepted).await;
-        assert_eq!(response.status(), 303, "{path} accepts {accepted:?}: {}", response.text().await.unwrap());
+        assert_eq!(
+            response.status(),
+            303,
+            "{path} accepts {accepted:?}: {}",
+            response.text().await.unwrap()
+        );
         let next = location(&response);
         let followed = app.get(&next).await;
         assert_eq!(followed.status(), 200, "{path} leads to {next}");

@@ -115,7 +115,6 @@ impl Messages {
     fn partial<T>(self, value: T) -> (T, FieldErrors) {
         (value, self.0)
     }
-
 }
 
 /// A referral-link-safe key or code: 1–64 of `A-Z a-z 0-9 _ -`.

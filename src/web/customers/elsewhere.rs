@@ -25,7 +25,11 @@ struct ElsewherePage {
 }
 
 /// 404 naming the programs that hold a customer with `key`; the plain 404 when none does.
-pub(super) async fn show(state: &web::Data<AppState>, req: &HttpRequest, key: &str) -> Result<HttpResponse, Error> {
+pub(super) async fn show(
+    state: &web::Data<AppState>,
+    req: &HttpRequest,
+    key: &str,
+) -> Result<HttpResponse, Error> {
     // The handler's own `Page` went into the page it could not draw.
     let page = Page::from_request(req, &mut Payload::None).into_inner()?;
     let others: Vec<i64> = page
@@ -38,7 +42,10 @@ pub(super) async fn show(state: &web::Data<AppState>, req: &HttpRequest, key: &s
         return Err(Error::NotFound);
     }
     let lookup = key.to_string();
-    let held = db::run(&state.pool, move |conn| customers::programs_holding_key(conn, &others, &lookup)).await?;
+    let held = db::run(&state.pool, move |conn| {
+        customers::programs_holding_key(conn, &others, &lookup)
+    })
+    .await?;
     if held.is_empty() {
         return Err(Error::NotFound);
     }

@@ -10,7 +10,9 @@ use super::*;
 fn axe_path() -> PathBuf {
     match std::env::var_os("AXE_CORE").filter(|path| !path.is_empty()) {
         Some(path) => PathBuf::from(path),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser-tools/node_modules/axe-core/axe.min.js"),
+        None => {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser-tools/node_modules/axe-core/axe.min.js")
+        }
     }
 }
 
@@ -132,11 +134,19 @@ return {smallest, outside, zeros};
 
 impl Tab {
     async fn overflow(&self) -> anyhow::Result<i64> {
-        Ok(self.client.execute(OVERFLOW, vec![]).await?.as_i64().unwrap_or(i64::MAX))
+        Ok(self
+            .client
+            .execute(OVERFLOW, vec![])
+            .await?
+            .as_i64()
+            .unwrap_or(i64::MAX))
     }
 
     async fn past_right_edge(&self, selector: &str) -> anyhow::Result<Vec<String>> {
-        let found = self.client.execute(PAST_RIGHT_EDGE, vec![selector.into()]).await?;
+        let found = self
+            .client
+            .execute(PAST_RIGHT_EDGE, vec![selector.into()])
+            .await?;
         Ok(serde_json::from_value(found)?)
     }
 
@@ -144,7 +154,10 @@ impl Tab {
     async fn focused_id(&self) -> anyhow::Result<String> {
         let id = self
             .client
-            .execute("return document.activeElement ? document.activeElement.id : ''", vec![])
+            .execute(
+                "return document.activeElement ? document.activeElement.id : ''",
+                vec![],
+            )
             .await?;
         Ok(id.as_str().unwrap_or_default().to_string())
     }
@@ -172,34 +185,59 @@ async fn main_pages_fit_a_phone(app: &TestApp, tab: &Tab) -> anyhow::Result<()> 
         let hidden = tab.past_right_edge("#links .copy, #balance td.num").await?;
         anyhow::ensure!(hidden.is_empty(), "out of view at {width} px: {hidden:?}");
         let ledger = tab.text_of("#balance tbody").await?;
-        assert!(ledger.contains("+250"), "the ledger's amounts are shown: {ledger}");
+        assert!(
+            ledger.contains("+250"),
+            "the ledger's amounts are shown: {ledger}"
+        );
 
         // The list's results start on the first screen; the filters open with a button.
         tab.visit("/customers").await?;
         let first_row: f64 = tab
             .client
-            .execute("return document.querySelector('table.data tbody tr').getBoundingClientRect().top", vec![])
+            .execute(
+                "return document.querySelector('table.data tbody tr').getBoundingClientRect().top",
+                vec![],
+            )
             .await?
             .as_f64()
             .unwrap_or(f64::MAX);
         anyhow::ensure!(first_row < 800.0, "the first result starts at {first_row} px");
-        anyhow::ensure!(!tab.field("Referred").await?.is_displayed().await?, "the filters start closed");
-        tab.client.find(Locator::Css(".filter-panel > summary")).await?.click().await?;
+        anyhow::ensure!(
+            !tab.field("Referred").await?.is_displayed().await?,
+            "the filters start closed"
+        );
+        tab.client
+            .find(Locator::Css(".filter-panel > summary"))
+            .await?
+            .click()
+            .await?;
         tab.choose("Referred", "Referred").await?;
         tab.press("Apply").await?;
         tab.sees("match these filters").await?;
-        anyhow::ensure!(tab.field("Referred").await?.is_displayed().await?, "a filtered list shows its filters");
+        anyhow::ensure!(
+            tab.field("Referred").await?.is_displayed().await?,
+            "a filtered list shows its filters"
+        );
 
         tab.visit("/").await?;
         let chart = tab.client.execute(CHART_LABELS, vec![]).await?;
         let smallest = chart["smallest"].as_f64().unwrap_or(0.0);
-        anyhow::ensure!(smallest >= 11.0, "chart labels render at {smallest:.1} px at {width} px");
-        anyhow::ensure!(chart["outside"].as_array().is_some_and(Vec::is_empty), "labels outside the card: {chart}");
+        anyhow::ensure!(
+            smallest >= 11.0,
+            "chart labels render at {smallest:.1} px at {width} px"
+        );
+        anyhow::ensure!(
+            chart["outside"].as_array().is_some_and(Vec::is_empty),
+            "labels outside the card: {chart}"
+        );
     }
     // At a desktop's width the filters are shown without a button, and the wide chart too.
     tab.client.set_window_size(1280, 1000).await?;
     tab.visit("/customers").await?;
-    anyhow::ensure!(tab.field("Referred").await?.is_displayed().await?, "filters shown on a desktop");
+    anyhow::ensure!(
+        tab.field("Referred").await?.is_displayed().await?,
+        "filters shown on a desktop"
+    );
     tab.visit("/").await?;
     let chart = tab.client.execute(CHART_LABELS, vec![]).await?;
     anyhow::ensure!(chart["smallest"].as_f64().unwrap_or(0.0) >= 11.0, "{chart}");
@@ -235,12 +273,19 @@ async fn a_form_shows_every_problem_at_once_and_back_does_not_resubmit(
     tab.fill("Email", "ada.lovelace@analytical.example").await?;
     tab.fill("Referred by", "linus").await?;
     tab.press("Create customer").await?;
-    assert_eq!(tab.message_next_to("Email").await?, "A customer with this email already exists.");
+    assert_eq!(
+        tab.message_next_to("Email").await?,
+        "A customer with this email already exists."
+    );
     assert_eq!(
         tab.message_next_to("Referred by").await?,
         "No customer with the key or email \"linus\" in this program."
     );
-    assert_eq!(tab.focused_id().await?, "field-email", "the cursor is in the first field in error");
+    assert_eq!(
+        tab.focused_id().await?,
+        "field-email",
+        "the cursor is in the first field in error"
+    );
 
     tab.fill("Email", "mia@friends.example").await?;
     tab.fill("Referred by", "ada").await?;
@@ -299,10 +344,15 @@ async fn axe_finds_nothing_serious(app: &TestApp, tab: &Tab) -> anyhow::Result<(
 }
 
 async fn axe_findings(tab: &Tab, axe: &str, page: &str) -> anyhow::Result<Vec<String>> {
-    tab.client.execute(&format!("{axe}\n;return true;"), vec![]).await?;
+    tab.client
+        .execute(&format!("{axe}\n;return true;"), vec![])
+        .await?;
     let answer = tab.client.execute_async(AXE_RUN, vec![]).await?;
     // A run that checked nothing would pass anything.
-    anyhow::ensure!(answer["rules"].as_u64().unwrap_or(0) > 20, "{page}: axe-core checked almost nothing: {answer}");
+    anyhow::ensure!(
+        answer["rules"].as_u64().unwrap_or(0) > 20,
+        "{page}: axe-core checked almost nothing: {answer}"
+    );
     let found: Vec<String> = serde_json::from_value(answer["found"].clone())?;
     Ok(found.into_iter().map(|line| format!("{page}: {line}")).collect())
 }
