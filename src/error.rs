@@ -41,6 +41,19 @@ impl Error {
         Error::Forbidden("Your role does not allow this.".to_string())
     }
 
+    /// A member whose role is below the one a page or action needs: the message names
+    /// both, so they know whom to ask.
+    pub fn needs_role(needed: crate::domain::team::Role, has: crate::domain::team::Role) -> Self {
+        use crate::domain::team::Role;
+        let needed_text = match needed {
+            Role::Admin => "the admin role".to_string(),
+            other => format!("the {other} role or higher"),
+        };
+        Error::Forbidden(format!(
+            "This needs {needed_text}; you are signed in with the {has} role. An admin can change roles on the Team page."
+        ))
+    }
+
     /// One invalid field.
     pub fn invalid(field: &str, message: impl Into<String>) -> Self {
         let message = message.into();
@@ -114,25 +127,41 @@ impl Error {
             .body(serde_json::to_string(&body).unwrap_or_default())
     }
 
-    /// The styled HTML page used by the dashboard.
-    pub fn html_response(&self) -> HttpResponse {
-        self.log();
+    /// What an error page shows.
+    pub fn view(&self) -> ErrorView {
         let status = self.status();
-        let page = ErrorPage {
+        ErrorView {
             code: status.as_u16(),
             title: status.canonical_reason().unwrap_or("Error"),
             message: self.public_message(),
             fields: self.field_errors().cloned().unwrap_or_default(),
-        };
-        let mut response = HttpResponse::build(status);
+        }
+    }
+
+    /// The styled HTML page used by the dashboard, on its own (no navigation: who is
+    /// asking is unknown here; `web::error_pages` puts it in the dashboard's layout for a
+    /// signed-in member).
+    pub fn html_response(&self) -> HttpResponse {
+        self.html_response_with(|error| ErrorPage { error }.render())
+    }
+
+    /// The HTML page of this error as `render` draws its view, with the error's status and
+    /// headers; plain text should the template fail.
+    pub fn html_response_with(
+        &self,
+        render: impl FnOnce(&ErrorView) -> askama::Result<String>,
+    ) -> HttpResponse {
+        self.log();
+        let view = self.view();
+        let mut response = HttpResponse::build(self.status());
         if let Error::TooManyRequests { retry_after_secs, .. } = self {
             response.insert_header((header::RETRY_AFTER, retry_after_secs.to_string()));
         }
-        match page.render() {
+        match render(&view) {
             Ok(html) => response.content_type("text/html; charset=utf-8").body(html),
             Err(_) => response
                 .content_type("text/plain; charset=utf-8")
-                .body(page.message),
+                .body(view.message),
         }
     }
 }
@@ -145,13 +174,18 @@ struct ErrorBody<'a> {
     message: String,
 }
 
+/// What an error page shows (`templates/_error.html`).
+pub struct ErrorView {
+    pub code: u16,
+    pub title: &'static str,
+    pub message: String,
+    pub fields: FieldErrors,
+}
+
 #[derive(Template)]
 #[template(path = "error.html")]
-struct ErrorPage {
-    code: u16,
-    title: &'static str,
-    message: String,
-    fields: FieldErrors,
+struct ErrorPage<'a> {
+    error: &'a ErrorView,
 }
 
 /// Dashboard handlers return this error; it renders as an HTML page.

@@ -42,12 +42,12 @@ mod status;
 mod update;
 
 use conflicts::{collect, taken, unique_to_field};
-pub use create::{create, sign_up, Created};
+pub use create::{create, create_from_input, sign_up, Created};
 pub(crate) use create::{random_code, random_key, GENERATED_LENGTH};
 pub use referrer::{change_referrer, find_referrer, proposed_referrer};
 pub use status::{delete, restore, set_approved};
 use update::key_of;
-pub use update::update;
+pub use update::{update, update_from_input};
 
 text_enum! {
     /// `customers.status`, mirrored in `referral_standings` and `customer_tallies`. A
@@ -130,6 +130,24 @@ pub fn find_by_key(conn: &mut PgConnection, program_id: i64, key: &str) -> Resul
         .filter(customers::key.eq(key))
         .select(Customer::as_select())
         .first(conn)?)
+}
+
+/// Which of `program_ids` hold a customer with this key (a customer's address opened
+/// while another program is selected), in id order.
+pub fn programs_holding_key(
+    conn: &mut PgConnection,
+    program_ids: &[i64],
+    key: &str,
+) -> Result<Vec<i64>, Error> {
+    if check_code(key).is_err() {
+        return Ok(Vec::new());
+    }
+    Ok(customers::table
+        .filter(customers::program_id.eq_any(program_ids))
+        .filter(customers::key.eq(key))
+        .select(customers::program_id)
+        .order(customers::program_id.asc())
+        .load(conn)?)
 }
 
 pub fn find(conn: &mut PgConnection, program_id: i64, id: i64) -> Result<Customer, Error> {

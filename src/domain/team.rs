@@ -17,7 +17,12 @@ mod passwords;
 mod profile;
 mod sign_in;
 
-pub use management::{add_member, change_role, reset_password, set_disabled, LAST_ADMIN_MESSAGE};
+pub use management::{
+    add_member, change_role, reset_password, set_disabled, with_email_clash, LAST_ADMIN_MESSAGE,
+};
+
+/// The message for an email another member already has.
+pub const EMAIL_TAKEN: &str = "A team member with this email already exists.";
 pub use one_time_links::{
     complete_password_link, complete_setup, create_one_time_token, find_one_time_token, issue_password_link,
     member_for_password_link, setup_token_if_needed, use_one_time_token, OneTimePurpose,
@@ -169,12 +174,7 @@ pub fn create_member(conn: &mut PgConnection, actor: &Actor, new: NewMember) -> 
             .returning(Member::as_returning())
             .get_result(conn)
             .map_err(|error| {
-                unique_violation_as_field(
-                    error,
-                    "team_members_email_key",
-                    "email",
-                    "A team member with this email already exists.",
-                )
+                unique_violation_as_field(error, "team_members_email_key", "email", EMAIL_TAKEN)
             })?;
         audit::record(
             conn,

@@ -18,6 +18,7 @@ use crate::domain::sessions::MEMBER_ID_KEY;
 use crate::domain::team::Member;
 use crate::error::Error;
 use crate::routes::{Access, Lookup, RouteTable};
+use crate::web::error_pages;
 use crate::web::session_store::{loaded_member, LoadedMember};
 use crate::AppState;
 
@@ -119,9 +120,6 @@ pub async fn enforce(
         session.purge();
         return Ok(to_login(req));
     }
-    if !member.can(needed) {
-        return Ok(refuse(req, Error::forbidden()));
-    }
     let Some(program) = programs
         .iter()
         .find(|program| Some(program.id) == program_id)
@@ -130,12 +128,20 @@ pub async fn enforce(
     else {
         return Ok(refuse(req, Error::Internal(anyhow::anyhow!("no program exists"))));
     };
+    let refused = (!member.can(needed)).then(|| Error::needs_role(needed, member.role));
     req.extensions_mut().insert(SignedIn {
         member,
         program,
         programs: programs.as_ref().clone(),
     });
-    next.call(req).await.map(ServiceResponse::map_into_left_body)
+    if let Some(error) = refused {
+        // Refused with the navigation: the member is signed in, only not for this.
+        let page =
+            error_pages::signed_in_error(req.request(), &error).unwrap_or_else(|| error.html_response());
+        return Ok(req.into_response(page).map_into_right_body());
+    }
+    let response = next.call(req).await?;
+    Ok(error_pages::with_navigation(response))
 }
 
 /// The list of programs: the cached one while the fingerprint read with the session still

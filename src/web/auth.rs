@@ -251,6 +251,10 @@ pub async fn setup(
 pub struct SwitchForm {
     program: i64,
     next: Option<String>,
+    /// Set by the "customer in another program" page: go to `next` itself, which is known
+    /// to exist in the program switched to.
+    #[serde(default)]
+    open: Option<String>,
 }
 
 pub async fn switch_program(page: Page, form: web::Form<SwitchForm>) -> Result<HttpResponse, Error> {
@@ -265,6 +269,9 @@ pub async fn switch_program(page: Page, form: web::Form<SwitchForm>) -> Result<H
     page.flash("info", format!("Now working in {}.", program.name));
     // Pages of one program's records make no sense in another: go to the section's list.
     let next = safe_next(form.next.as_deref());
+    if form.open.is_some() {
+        return Ok(redirect(next));
+    }
     let section = next.split('/').nth(1).unwrap_or("");
     Ok(redirect(&format!("/{section}")))
 }

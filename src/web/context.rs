@@ -55,6 +55,9 @@ pub struct Page {
     pub csrf: String,
     pub flashes: Vec<Flash>,
     pub path: String,
+    /// Drawn as the answer to a POST (a refused form, a confirmation step): app.js then
+    /// makes its history entry the form's address, so Back never asks to resubmit it.
+    pub posted: bool,
     pub address: String,
     pub session: Session,
 }
@@ -118,6 +121,7 @@ impl FromRequest for Page {
                     csrf: csrf::token(&session),
                     flashes,
                     path: req.path().to_string(),
+                    posted: req.method() == actix_web::http::Method::POST,
                     address: client_address(req),
                     session,
                 })

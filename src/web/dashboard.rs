@@ -23,7 +23,8 @@ use crate::AppState;
 struct DashboardPage {
     page: Page,
     totals: Totals,
-    chart: Chart,
+    /// The chart drawn at each size (`WIDE`, `NARROW`); CSS shows the one that fits.
+    charts: Vec<Chart>,
     top: Vec<Customer>,
     rewards: Vec<StatusTotal>,
     funnel: Funnel,
@@ -103,7 +104,7 @@ pub async fn show(
         &DashboardPage {
             page,
             totals,
-            chart: Chart::new(&days),
+            charts: vec![Chart::new(&days, &WIDE), Chart::new(&days, &NARROW)],
             top,
             rewards,
             funnel,
@@ -114,15 +115,46 @@ pub async fn show(
     )
 }
 
-// Chart geometry, in SVG user units (the SVG scales to the card's width).
-const WIDTH: f64 = 720.0;
-const HEIGHT: f64 = 240.0;
-const LEFT: f64 = 44.0;
-const RIGHT: f64 = 8.0;
-const TOP: f64 = 16.0;
-const BOTTOM: f64 = 30.0;
-/// A date under every n-th bar.
-const LABEL_EVERY: usize = 15;
+/// The size a chart is drawn at, in SVG user units (the SVG scales to the card's width).
+/// Two are drawn and CSS shows one (`.chart-wide`, `.chart-narrow`): a drawing this wide
+/// shrinks too much on a phone for its labels to stay readable, so the phone's has fewer,
+/// larger labels. `font` is the label size in user units: with the card's width at the
+/// switch between the two (720 px wide at most for the narrow one, from 360 px), each
+/// renders its labels at 11 px or more.
+pub struct Size {
+    pub name: &'static str,
+    width: f64,
+    height: f64,
+    /// The plot's margin on the right (on the left: room for the highest value).
+    right: f64,
+    top: f64,
+    bottom: f64,
+    /// A date under every n-th bar.
+    label_every: usize,
+    font: f64,
+}
+
+pub const WIDE: Size = Size {
+    name: "wide",
+    width: 720.0,
+    height: 240.0,
+    right: 8.0,
+    top: 16.0,
+    bottom: 30.0,
+    label_every: 15,
+    font: 13.0,
+};
+
+pub const NARROW: Size = Size {
+    name: "narrow",
+    width: 360.0,
+    height: 220.0,
+    right: 4.0,
+    top: 16.0,
+    bottom: 30.0,
+    label_every: 30,
+    font: 15.0,
+};
 
 /// One bar; coordinates are preformatted so the template only places them.
 pub struct Bar {
@@ -137,12 +169,18 @@ pub struct Bar {
 pub struct AxisLabel {
     pub x: String,
     pub text: String,
+    /// `middle` under its bar; `end` for the newest day, so it ends at the plot's edge
+    /// rather than past the card's.
+    pub anchor: &'static str,
 }
 
 /// The referrals-per-day chart, laid out for the template.
 pub struct Chart {
+    /// `wide` or `narrow` (the CSS class `chart-NAME`, and the ids' suffix).
+    pub name: &'static str,
     pub width: String,
     pub height: String,
+    pub font: String,
     pub bars: Vec<Bar>,
     pub labels: Vec<AxisLabel>,
     pub max: i64,
@@ -167,12 +205,15 @@ fn n(value: f64) -> String {
 }
 
 impl Chart {
-    pub fn new(days: &[DayCount]) -> Chart {
+    pub fn new(days: &[DayCount], size: &Size) -> Chart {
         let max = days.iter().map(|day| day.referrals).max().unwrap_or(0);
         let total: i64 = days.iter().map(|day| day.referrals).sum();
-        let plot_width = WIDTH - LEFT - RIGHT;
-        let plot_height = HEIGHT - TOP - BOTTOM;
-        let baseline = HEIGHT - BOTTOM;
+        // Room on the left for the highest value, right-aligned before the axis.
+        let digits = max.max(1).to_string().len() as f64;
+        let left = (digits * size.font * 0.62 + 10.0).max(2.0 * size.font);
+        let plot_width = size.width - left - size.right;
+        let plot_height = size.height - size.top - size.bottom;
+        let baseline = size.height - size.bottom;
         let step = plot_width / days.len().max(1) as f64;
         let bar_width = (step * 0.7).max(1.0);
         let scale = if max > 0 { plot_height / max as f64 } else { 0.0 };
@@ -186,7 +227,7 @@ impl Chart {
                     height = 1.5;
                 }
                 Bar {
-                    x: n(LEFT + index as f64 * step + (step - bar_width) / 2.0),
+                    x: n(left + index as f64 * step + (step - bar_width) / 2.0),
                     y: n(baseline - height),
                     width: n(bar_width),
                     height: n(height),
@@ -199,10 +240,15 @@ impl Chart {
         let labels = days
             .iter()
             .enumerate()
-            .filter(|(index, _)| (last - index).is_multiple_of(LABEL_EVERY))
+            .filter(|(index, _)| (last - index).is_multiple_of(size.label_every))
             .map(|(index, day)| AxisLabel {
-                x: n(LEFT + index as f64 * step + step / 2.0),
+                x: if index == last {
+                    n(size.width - size.right)
+                } else {
+                    n(left + index as f64 * step + step / 2.0)
+                },
                 text: day.day.format("%b %-d").to_string(),
+                anchor: if index == last { "end" } else { "middle" },
             })
             .collect();
         let summary = match (days.first(), days.last()) {
@@ -227,20 +273,22 @@ impl Chart {
             .map(|day| (day.day.format("%Y-%m-%d").to_string(), day.referrals))
             .collect();
         Chart {
-            width: n(WIDTH),
-            height: n(HEIGHT),
+            name: size.name,
+            width: n(size.width),
+            height: n(size.height),
+            font: n(size.font),
             bars,
             labels,
             max,
             total,
-            plot_left: n(LEFT),
-            plot_right: n(WIDTH - RIGHT),
-            plot_top: n(TOP),
+            plot_left: n(left),
+            plot_right: n(size.width - size.right),
+            plot_top: n(size.top),
             baseline: n(baseline),
-            label_y: n(baseline + 18.0),
-            max_label_y: n(TOP + 4.0),
-            zero_label_y: n(baseline + 4.0),
-            value_x: n(LEFT - 6.0),
+            label_y: n(baseline + size.font + 6.0),
+            max_label_y: n(size.top + size.font / 3.0),
+            zero_label_y: n(baseline + size.font / 3.0),
+            value_x: n(left - 6.0),
             summary,
             busy_days,
         }
@@ -267,14 +315,38 @@ mod tests {
                 },
             })
             .collect();
-        let chart = Chart::new(&days);
+        let chart = Chart::new(&days, &WIDE);
         assert_eq!(chart.bars.len(), 90);
         assert_eq!(chart.max, 4);
         assert_eq!(chart.total, 5);
-        assert_eq!(chart.bars[89].height, n(HEIGHT - TOP - BOTTOM));
+        assert_eq!(chart.bars[89].height, n(WIDE.height - WIDE.top - WIDE.bottom));
         assert_eq!(chart.bars[0].height, "0.0");
         assert_eq!(chart.labels.len(), 6);
         assert_eq!(chart.busy_days[0], ("2026-11-29".to_string(), 4));
         assert!(chart.summary.contains("5 referrals"));
+        let narrow = Chart::new(&days, &NARROW);
+        assert_eq!(narrow.labels.len(), 3, "fewer, larger labels on a phone");
+    }
+
+    #[test]
+    fn the_newest_label_ends_inside_the_drawing() {
+        let first = NaiveDate::from_ymd_opt(2026, 9, 1).unwrap();
+        let days: Vec<DayCount> = (0..90)
+            .map(|i| DayCount {
+                day: first + chrono::Duration::days(i),
+                referrals: 12_345,
+            })
+            .collect();
+        for size in [&WIDE, &NARROW] {
+            let chart = Chart::new(&days, size);
+            let newest = chart.labels.last().unwrap();
+            assert_eq!(
+                (newest.x.as_str(), newest.anchor),
+                (chart.plot_right.as_str(), "end")
+            );
+            // Five digits, right-aligned before the axis, start inside the drawing.
+            let value_x: f64 = chart.value_x.parse().unwrap();
+            assert!(value_x - 5.0 * size.font * 0.62 >= 0.0, "{}", size.name);
+        }
     }
 }

@@ -82,6 +82,51 @@ impl FormErrors {
     }
 }
 
+/// The ARIA attributes of one form control, as `field_box` in `_macros.html` hands them to
+/// the control it frames: `aria-describedby` names the help text and the message shown
+/// with the field, and `aria-invalid` marks a field in error (app.js moves the focus to the
+/// first such field). Renders as attributes with a leading space, for `{{ aria|safe }}`.
+pub struct FieldAria {
+    id: String,
+    help: bool,
+    invalid: bool,
+}
+
+impl FieldAria {
+    pub fn new(id: impl std::fmt::Display, help: bool, invalid: bool) -> FieldAria {
+        FieldAria {
+            id: id.to_string(),
+            help,
+            invalid,
+        }
+    }
+}
+
+impl std::fmt::Display for FieldAria {
+    fn fmt(&self, out: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if !self.help && !self.invalid {
+            return Ok(());
+        }
+        // Ids come from templates; escaped all the same, as this is written unescaped.
+        let id = self
+            .id
+            .replace('&', "&amp;")
+            .replace('"', "&quot;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;");
+        let described: Vec<String> = [(self.help, "help"), (self.invalid, "error")]
+            .into_iter()
+            .filter(|(shown, _)| *shown)
+            .map(|(_, part)| format!("{id}-{part}"))
+            .collect();
+        write!(out, " aria-describedby=\"{}\"", described.join(" "))?;
+        if self.invalid {
+            write!(out, " aria-invalid=\"true\"")?;
+        }
+        Ok(())
+    }
+}
+
 /// Answers a refused submission with the form again: `Error::Invalid` renders the page
 /// that `form` builds from its messages, with 422; any other error passes on.
 pub fn rerender<T: Template>(
@@ -108,5 +153,22 @@ mod tests {
         assert_eq!(errors.status(), StatusCode::UNPROCESSABLE_ENTITY);
         assert!(FormErrors::from_error(Error::NotFound).is_err());
         assert_eq!(FormErrors::default().status(), StatusCode::OK);
+    }
+
+    #[test]
+    fn a_field_is_described_by_its_help_and_its_message() {
+        assert_eq!(FieldAria::new("note", false, false).to_string(), "");
+        assert_eq!(
+            FieldAria::new("note", true, false).to_string(),
+            r#" aria-describedby="note-help""#
+        );
+        assert_eq!(
+            FieldAria::new("field-email", true, true).to_string(),
+            r#" aria-describedby="field-email-help field-email-error" aria-invalid="true""#
+        );
+        assert_eq!(
+            FieldAria::new("a\"b", false, true).to_string(),
+            r#" aria-describedby="a&quot;b-error" aria-invalid="true""#
+        );
     }
 }

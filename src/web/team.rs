@@ -146,20 +146,32 @@ pub async fn create(
 ) -> Result<HttpResponse, Error> {
     let form = form.into_inner();
     let password = (!form.wants_link()).then_some(form.password.as_str());
-    let parsed = NewMember::parse(&form.email, &form.name, &form.role, password).and_then(|new| {
-        if !form.wants_link() && form.password.is_empty() {
-            Err(Error::invalid(
-                "password",
-                "Enter an initial password, or choose to generate a set-password link.",
-            ))
-        } else {
-            Ok(new)
-        }
-    });
+    let mut parsed = NewMember::parse(&form.email, &form.name, &form.role, password);
+    if !form.wants_link() && form.password.is_empty() {
+        // Reported with the other fields' messages, not after them.
+        let mut fields = parsed
+            .err()
+            .and_then(|error| error.field_errors().cloned())
+            .unwrap_or_default();
+        fields.insert(
+            "password".into(),
+            vec!["Enter an initial password, or choose to generate a set-password link.".into()],
+        );
+        parsed = Err(Error::invalid_fields(fields));
+    }
     let actor = page.actor();
     let result = match parsed {
         Ok(new) => db::run(&state.pool, move |conn| team::add_member(conn, &actor, new)).await,
-        Err(error) => Err(error),
+        Err(refusal) => {
+            let email = form.email.clone();
+            match db::run(&state.pool, move |conn| {
+                team::with_email_clash(conn, &email, refusal)
+            })
+            .await
+            {
+                Ok(refusal) | Err(refusal) => Err(refusal),
+            }
+        }
     };
     match result {
         Ok((member, link)) => {

@@ -33,7 +33,12 @@ async fn admin_pages_render_for_admins_and_are_refused_to_others() {
         for (role, browser) in [("support", &support), ("viewer", &viewer)] {
             let (status, body) = browser.get_html(path).await;
             assert_eq!(status, 403, "{path} for {role}");
-            assert!(body.contains("Your role does not allow this."));
+            assert!(
+                body.contains(&format!(
+                    "This needs the admin role; you are signed in with the {role} role."
+                )),
+                "{path} for {role}"
+            );
         }
     }
     let export = app.get("/audit/export").await;

@@ -254,7 +254,7 @@ async fn viewer_cannot_reach_an_admin_page() {
         .text()
         .await
         .unwrap()
-        .contains("Your role does not allow this."));
+        .contains("This needs the admin role; you are signed in with the viewer role."));
 
     let admin = app.new_browser();
     app.create_member("boss@example.com", Role::Admin, PASSWORD);

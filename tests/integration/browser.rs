@@ -57,18 +57,33 @@ macro_rules! browser_scenario {
 }
 
 fn trial(name: &'static str, scenario: Scenario) -> Trial {
-    Trial::ignorable_test(format!("browser::{name}"), move || match tools() {
-        Ok(tools) => {
-            let mut outcome = Ok(());
-            crate::helpers::run(async { outcome = in_browser(tools, name, scenario).await });
-            outcome.map(|()| Completion::Completed)
+    trial_needing(name, scenario, || Ok(()))
+}
+
+/// What a scenario needs besides the browser: `Err((what is missing, how to install it))`.
+type Needs = fn() -> Result<(), (String, &'static str)>;
+
+/// [`trial`] for a scenario that also needs what `needs` checks (e.g. axe-core): without
+/// it the scenario is ignored, except under `CI=true`, where it fails.
+fn trial_needing(name: &'static str, scenario: Scenario, needs: Needs) -> Trial {
+    Trial::ignorable_test(format!("browser::{name}"), move || {
+        let ready = tools()
+            .map_err(|missing| (missing, "apt-get install -y chromium chromium-driver"))
+            .and_then(|tools| needs().map(|()| tools));
+        match ready {
+            Ok(tools) => {
+                let mut outcome = Ok(());
+                crate::helpers::run(async { outcome = in_browser(tools, name, scenario).await });
+                outcome.map(|()| Completion::Completed)
+            }
+            Err((missing, install)) if in_ci() => {
+                Err(format!("{missing}, and CI is set: the browser tests must run in CI ({install})").into())
+            }
+            Err((_, install)) if install.starts_with("apt-get") => Ok(Completion::ignored_with(SKIPPED)),
+            Err((missing, install)) => Ok(Completion::ignored_with(format!(
+                "skipped: {missing} ({install})"
+            ))),
         }
-        Err(missing) if in_ci() => Err(format!(
-            "{missing}, and CI is set: the browser tests must run in CI \
-             (apt-get install -y chromium chromium-driver)"
-        )
-        .into()),
-        Err(_) => Ok(Completion::ignored_with(SKIPPED)),
     })
 }
 
@@ -955,7 +970,8 @@ async fn viewer_sees_no_edit_or_credit_and_is_refused(app: &TestApp, tab: &Tab) 
     ] {
         tab.visit(path).await?;
         tab.sees("403").await?;
-        tab.sees("Your role does not allow this.").await?;
+        tab.sees("This needs the support role or higher; you are signed in with the viewer role.")
+            .await?;
         tab.does_not_see("Save changes").await?;
         tab.does_not_see("Book").await?;
     }
@@ -1565,3 +1581,4 @@ async fn referrer_change_and_erase_ask_first(app: &TestApp, tab: &Tab) -> anyhow
     tab.does_not_see("Mia Friend").await?;
     Ok(())
 }
+mod layout;

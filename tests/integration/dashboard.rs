@@ -203,7 +203,8 @@ async fn dashboard_numbers_equal_counts_from_the_database() {
             *per_day.entry(day).or_default() += 1;
         }
     }
-    assert_eq!(body.matches("<rect class=\"bar\"").count(), 90);
+    // Drawn twice, for a wide screen and a phone; CSS shows one.
+    assert_eq!(body.matches("<rect class=\"bar\"").count(), 2 * 90);
     for (day, referrals) in &per_day {
         let plural = if *referrals == 1 { "" } else { "s" };
         assert!(
@@ -213,6 +214,7 @@ async fn dashboard_numbers_equal_counts_from_the_database() {
     }
     let total: i64 = per_day.values().sum();
     assert!(body.contains(&format!("{total} referrals from {first_day}")));
-    assert!(body.contains("<title id=\"chart-title\">"));
+    assert!(body.contains("<title id=\"chart-title-wide\">"));
+    assert!(body.contains("<title id=\"chart-title-narrow\">"));
     assert!(!body.contains("style="), "no inline styles (CSP)");
 }

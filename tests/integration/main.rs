@@ -21,6 +21,7 @@ mod dashboard;
 mod embedded;
 mod fixtures;
 mod imports;
+mod forms;
 mod invites;
 mod ledger;
 mod maintenance;

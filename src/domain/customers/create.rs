@@ -8,7 +8,8 @@ use crate::domain::{referral_links as links, rewards, webhooks, Actor};
 use crate::error::{Error, FieldErrors};
 
 use super::{
-    collect, find_referrer, input, signup, taken, unique_to_field, Customer, CustomerStatus, NewCustomer,
+    collect, find_referrer, input, signup, taken, unique_to_field, Customer, CustomerInput, CustomerStatus,
+    NewCustomer,
 };
 
 /// Lengths of generated keys and ids: short, URL-safe, unguessable (about 51 bits).
@@ -50,6 +51,19 @@ pub fn create(
     sign_up(conn, program, actor, input).map(|created| created.customer)
 }
 
+/// [`create`] from raw input, reporting every problem at once: the fields that parsed are
+/// checked against the program's customers (a taken email, an unknown referrer) even when
+/// another field did not parse.
+pub fn create_from_input(
+    conn: &mut PgConnection,
+    program: &Program,
+    actor: &Actor,
+    input: CustomerInput,
+) -> Result<Customer, Error> {
+    let (new, refused) = NewCustomer::parse_partial(input);
+    checked_sign_up(conn, program, actor, new, refused).map(|created| created.customer)
+}
+
 /// A customer just created, with what was read or written on the way: their referrer and
 /// their (only) referral link.
 #[derive(Debug)]
@@ -69,11 +83,26 @@ pub fn sign_up(
     actor: &Actor,
     input: NewCustomer,
 ) -> Result<Created, Error> {
+    checked_sign_up(conn, program, actor, input, FieldErrors::new())
+}
+
+/// [`sign_up`], refused with `refused` (messages of fields that did not parse) together
+/// with whatever its own checks find.
+fn checked_sign_up(
+    conn: &mut PgConnection,
+    program: &Program,
+    actor: &Actor,
+    input: NewCustomer,
+    refused: FieldErrors,
+) -> Result<Created, Error> {
     let (key, external_id, mut errors) = free_key_and_id(conn, program.id, &input)?;
     let referrer = match &input.referrer {
         Some(referrer) => collect(&mut errors, find_referrer(conn, program.id, referrer))?,
         None => None,
     };
+    for (field, messages) in refused {
+        errors.entry(field).or_default().extend(messages);
+    }
     if !errors.is_empty() {
         return Err(Error::invalid_fields(errors));
     }

@@ -111,12 +111,9 @@ impl Messages {
         }
     }
 
-    fn finish<T>(self, value: T) -> Result<T, Error> {
-        if self.0.is_empty() {
-            Ok(value)
-        } else {
-            Err(Error::invalid_fields(self.0))
-        }
+    /// The value as far as it parsed, and the messages (for checks that go on regardless).
+    fn partial<T>(self, value: T) -> (T, FieldErrors) {
+        (value, self.0)
     }
 }
 
@@ -262,6 +259,18 @@ fn referrer_of(input: &CustomerInput) -> Option<ReferrerRef> {
 
 impl NewCustomer {
     pub fn parse(input: CustomerInput) -> Result<NewCustomer, Error> {
+        let (new, messages) = NewCustomer::parse_partial(input);
+        if messages.is_empty() {
+            Ok(new)
+        } else {
+            Err(Error::invalid_fields(messages))
+        }
+    }
+
+    /// The fields that parsed (a field that did not is left out, as if not given) and the
+    /// messages for those that did not: the checks against other customers can then run
+    /// on the rest, so that one round reports every problem.
+    pub fn parse_partial(input: CustomerInput) -> (NewCustomer, FieldErrors) {
         let mut messages = Messages::default();
         let text = |value: &Option<String>| value.clone().unwrap_or_default();
         let external_id = messages.take("id", parse_external_id(&text(&input.id)));
@@ -278,7 +287,7 @@ impl NewCustomer {
             parse_custom_fields(input.custom_fields.as_deref().unwrap_or_default()),
         );
         let referrer = referrer_of(&input);
-        messages.finish(NewCustomer {
+        messages.partial(NewCustomer {
             external_id: external_id.flatten(),
             key: key.flatten(),
             email: email.flatten(),
@@ -295,6 +304,17 @@ impl CustomerChanges {
     /// Only the fields given in `input` change; `id` and referrer fields are ignored here
     /// (the id never changes; the referrer changes through `change_referrer`).
     pub fn parse(input: CustomerInput) -> Result<CustomerChanges, Error> {
+        let (changes, messages) = CustomerChanges::parse_partial(input);
+        if messages.is_empty() {
+            Ok(changes)
+        } else {
+            Err(Error::invalid_fields(messages))
+        }
+    }
+
+    /// As [`NewCustomer::parse_partial`]: the changes that parsed and the messages for the
+    /// rest.
+    pub fn parse_partial(input: CustomerInput) -> (CustomerChanges, FieldErrors) {
         let mut messages = Messages::default();
         let key = match input.key.as_deref() {
             None => None,
@@ -324,7 +344,7 @@ impl CustomerChanges {
             .custom_fields
             .as_deref()
             .and_then(|rows| messages.take("custom_fields", parse_custom_fields(rows)));
-        messages.finish(CustomerChanges {
+        messages.partial(CustomerChanges {
             key,
             email,
             name,

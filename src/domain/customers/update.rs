@@ -7,9 +7,9 @@ use serde_json::{json, Map, Value};
 use crate::db::schema::{customers, retired_keys};
 use crate::domain::programs::Program;
 use crate::domain::{referral_links as links, Actor};
-use crate::error::Error;
+use crate::error::{Error, FieldErrors};
 
-use super::{lock, record_change, taken, unique_to_field, Customer, CustomerChanges, Lock};
+use super::{lock, record_change, taken, unique_to_field, Customer, CustomerChanges, CustomerInput, Lock};
 
 pub(super) fn key_of(conn: &mut PgConnection, id: Option<i64>) -> Result<Option<String>, Error> {
     match id {
@@ -32,6 +32,32 @@ pub fn update(
     customer_id: i64,
     changes: CustomerChanges,
 ) -> Result<Customer, Error> {
+    checked_update(conn, program, actor, customer_id, changes, FieldErrors::new())
+}
+
+/// [`update`] from raw input, reporting every problem at once: a new key or email that
+/// parsed is checked against the other customers even when another field did not parse.
+pub fn update_from_input(
+    conn: &mut PgConnection,
+    program: &Program,
+    actor: &Actor,
+    customer_id: i64,
+    input: CustomerInput,
+) -> Result<Customer, Error> {
+    let (changes, refused) = CustomerChanges::parse_partial(input);
+    checked_update(conn, program, actor, customer_id, changes, refused)
+}
+
+/// [`update`], refused with `refused` (messages of fields that did not parse) together
+/// with whatever its own checks find.
+fn checked_update(
+    conn: &mut PgConnection,
+    program: &Program,
+    actor: &Actor,
+    customer_id: i64,
+    changes: CustomerChanges,
+    refused: FieldErrors,
+) -> Result<Customer, Error> {
     conn.transaction(|conn| {
         let current = lock(conn, program.id, customer_id, Lock::ForUpdate)?;
         let new = Fields::merged(&current, changes);
@@ -39,7 +65,7 @@ pub fn update(
         let key_changed = new.key != current.key;
         let email_changed =
             new.email.as_deref().map(str::to_lowercase) != current.email.as_deref().map(str::to_lowercase);
-        let errors = taken(
+        let mut errors = taken(
             conn,
             program.id,
             Some(current.id),
@@ -47,6 +73,9 @@ pub fn update(
             None,
             if email_changed { new.email.as_deref() } else { None },
         )?;
+        for (field, messages) in refused {
+            errors.entry(field).or_default().extend(messages);
+        }
         if !errors.is_empty() {
             return Err(Error::invalid_fields(errors));
         }

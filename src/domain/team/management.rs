@@ -9,9 +9,11 @@ use crate::domain::{audit, Actor};
 use crate::error::Error;
 
 use super::{
-    create_member, end_sessions, find, issue_password_link, member_change, set_password, Member, NewMember,
-    Role,
+    check_email, create_member, end_sessions, find, issue_password_link, member_change, normalize_email,
+    set_password, Member, NewMember, Role, EMAIL_TAKEN,
 };
+
+diesel::define_sql_function!(fn lower(value: diesel::sql_types::Text) -> diesel::sql_types::Text);
 
 pub const LAST_ADMIN_MESSAGE: &str =
     "This is the last enabled admin. Make another member an admin first, so that someone can still manage the team.";
@@ -140,6 +142,26 @@ pub fn add_member(
         };
         Ok((member, link))
     })
+}
+
+/// A refusal of a new member's input, with the message for an email another member
+/// already has (which only the database can tell): one round reports both.
+pub fn with_email_clash(conn: &mut PgConnection, email: &str, refusal: Error) -> Result<Error, Error> {
+    let Error::Invalid { mut fields, .. } = refusal else {
+        return Ok(refusal);
+    };
+    let email = normalize_email(email);
+    if !fields.contains_key("email") && check_email(&email).is_ok() {
+        use diesel::dsl::{exists, select};
+        let taken: bool = select(exists(
+            team_members::table.filter(lower(team_members::email).eq(email.to_lowercase())),
+        ))
+        .get_result(conn)?;
+        if taken {
+            fields.insert("email".into(), vec![EMAIL_TAKEN.into()]);
+        }
+    }
+    Ok(Error::invalid_fields(fields))
 }
 
 /// An admin sets a member's password; all of that member's sessions end.

@@ -176,8 +176,9 @@ pub async fn show(
     page: Page,
     path: web::Path<KeyPath>,
     query: web::Query<DetailQuery>,
+    req: actix_web::HttpRequest,
 ) -> Result<HttpResponse, Error> {
-    render_detail(
+    let shown = render_detail(
         &state,
         page,
         &path.key,
@@ -187,7 +188,11 @@ pub async fn show(
         },
         InlineForms::default(),
     )
-    .await
+    .await;
+    match shown {
+        Err(Error::NotFound) => super::elsewhere::show(&state, &req, &path.key).await,
+        other => other,
+    }
 }
 
 /// Which page of each paginated panel to show.

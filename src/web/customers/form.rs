@@ -7,7 +7,7 @@ use askama::Template;
 
 use super::{detail_path, load, KeyPath};
 use crate::db;
-use crate::domain::customers::{self, Customer, CustomerChanges, CustomerInput, NewCustomer};
+use crate::domain::customers::{self, Customer, CustomerInput};
 use crate::error::Error;
 use crate::web::context::Page;
 use crate::web::forms::{rerender, FormErrors};
@@ -175,13 +175,10 @@ pub async fn create(
     body: web::Form<Vec<(String, String)>>,
 ) -> Result<HttpResponse, Error> {
     let form = CustomerForm::from_pairs(&body);
-    let new = match NewCustomer::parse(form.input()) {
-        Ok(new) => new,
-        Err(error) => return again(page, None, form, error),
-    };
-    let (program, actor) = (page.program.clone(), page.actor());
+    // Parsed and checked against the other customers in one go: every message at once.
+    let (program, actor, input) = (page.program.clone(), page.actor(), form.input());
     match db::run(&state.pool, move |conn| {
-        customers::create(conn, &program, &actor, new)
+        customers::create_from_input(conn, &program, &actor, input)
     })
     .await
     {
@@ -224,13 +221,9 @@ pub async fn update(
         referrer: None,
         ..form.input()
     };
-    let changes = match CustomerChanges::parse(input) {
-        Ok(changes) => changes,
-        Err(error) => return again(page, Some(customer), form, error),
-    };
     let (program, actor, customer_id) = (page.program.clone(), page.actor(), customer.id);
     match db::run(&state.pool, move |conn| {
-        customers::update(conn, &program, &actor, customer_id, changes)
+        customers::update_from_input(conn, &program, &actor, customer_id, input)
     })
     .await
     {

@@ -5,6 +5,7 @@
 mod actions;
 pub mod bulk;
 mod detail;
+mod elsewhere;
 pub mod export;
 mod form;
 mod list;
