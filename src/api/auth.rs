@@ -104,8 +104,12 @@ impl ApiCall {
         let state = self.state.clone();
         let address = self.address;
         let done = db::run(&self.state.pool, move |conn| {
-            // Outside the work's transaction: a call that fails still counts as a use.
-            let client = authenticate(conn, &state, &secret, address)?;
+            // Outside the work's transaction: a call that fails still counts as a use. In a
+            // transaction of its own with reusable plans (the counters' statements would
+            // otherwise be planned anew on every call, costing more than running them),
+            // committed also when the call is refused, so that the refusal counts.
+            let client =
+                db::with_generic_plans(conn, |conn| Ok(authenticate(conn, &state, &secret, address)))??;
             let input = input.map_err(|ApiError(error)| error)?;
             if generic_plans {
                 db::with_generic_plans(conn, |conn| work(conn, client, input))
