@@ -2,8 +2,9 @@
 //! large to run in the request, imports.
 //!
 //! Started by `Application::build` and stopped with the server, like the pruner. Every
-//! second it claims the next job it may run (queued, or running with an expired lease) and
-//! runs it batch by batch to the end. Asked to stop, it finishes the batch it is running
+//! time a job is queued (a notification), and every ten seconds besides, it claims the
+//! next job it may run (queued, or running with an expired lease) and runs it batch by
+//! batch to the end. Asked to stop, it finishes the batch it is running
 //! and gives the job back, so the next server start (or another process) resumes it
 //! at once. Several server processes on one database share the jobs: a claim takes a
 //! lease under `FOR UPDATE SKIP LOCKED`, and each batch checks the lease is still its own.
@@ -19,8 +20,10 @@ use crate::domain::customers::listing::CustomerList;
 use crate::domain::jobs::{self, RunSettings};
 use crate::pruner::Stop;
 
-/// How long the thread sleeps when no job is waiting.
-const POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// How long the thread sleeps when no job is waiting and no notification came: a new job
+/// wakes it at once (`db::listener::JOBS`); this finds jobs whose process died and whose
+/// lease ran out.
+const POLL_INTERVAL: Duration = Duration::from_secs(10);
 
 /// The running job thread. [`JobWorker::stop`] ends it; dropping it asks it to stop.
 pub struct JobWorker {
@@ -48,6 +51,12 @@ impl JobWorker {
             stop,
             thread: Some(thread),
         })
+    }
+
+    /// What wakes the thread now: a job was queued (by any process).
+    pub fn waker(&self) -> impl Fn() + Send + 'static {
+        let stop = self.stop.clone();
+        move || stop.wake()
     }
 
     /// Asks the thread to stop after the batch it is running, and waits for it.

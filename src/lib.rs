@@ -202,6 +202,17 @@ impl Application {
                 std::time::Duration::from_secs(secs),
             )?),
         };
+        let customer_list = domain::customers::listing::CustomerList::default();
+        // Its own connection: a batch holds one for its transaction.
+        let jobs = if config.jobs.worker {
+            Some(job_worker::JobWorker::start(
+                db::build_server_pool(&database_url, 1, statement_timeout),
+                customer_list.clone(),
+                config.jobs.run_settings(),
+            )?)
+        } else {
+            None
+        };
         // Wakes the workers of this process when any process queues work for them.
         let mut wakeups: Vec<(&'static str, db::listener::OnNotify)> = vec![(db::listener::MAIL, {
             let waker = mail.waker();
@@ -214,19 +225,11 @@ impl Application {
         if let Some(release) = &reward_release {
             wakeups.push((db::listener::REWARDS, Box::new(release.waker())));
         }
+        if let Some(worker) = &jobs {
+            wakeups.push((db::listener::JOBS, Box::new(worker.waker())));
+        }
         // LISTEN needs a session of its own too (not through a transaction pooler).
         let work_listener = db::listener::Listener::start(&config.direct_url(&database_url), wakeups)?;
-        let customer_list = domain::customers::listing::CustomerList::default();
-        // Its own connection: a batch holds one for its transaction.
-        let jobs = if config.jobs.worker {
-            Some(job_worker::JobWorker::start(
-                db::build_server_pool(&database_url, 1, statement_timeout),
-                customer_list.clone(),
-                config.jobs.run_settings(),
-            )?)
-        } else {
-            None
-        };
         let state = Data::new(AppState {
             pool: pool.clone(),
             config: config.clone(),

@@ -24,6 +24,8 @@ pub const MAIL: &str = "referdesk_mail";
 pub const WEBHOOKS: &str = "referdesk_webhooks";
 /// Rewards whose hold is over and that may be credited.
 pub const REWARDS: &str = "referdesk_rewards";
+/// Jobs queued for the background (`job_worker`).
+pub const JOBS: &str = "referdesk_jobs";
 
 /// The connection's `application_name`: how an operator (or a test) finds it in
 /// `pg_stat_activity`.

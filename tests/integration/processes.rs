@@ -507,18 +507,20 @@ async fn heard(conn: &mut PgConnection, wait: Duration) -> Vec<String> {
 }
 
 /// Queued work announces itself on its channel when — and only when — the transaction that
-/// queues it commits: mail, webhook deliveries, and rewards that may be credited now.
+/// queues it commits: mail, webhook deliveries, rewards that may be credited now, and jobs.
 #[apply(integration_test!)]
 async fn queued_work_notifies_its_channel_at_commit() {
     use crate::reward_fixtures::{insert_pair, insert_reward, insert_rule, pending};
-    use referdesk::db::listener::{MAIL, REWARDS, WEBHOOKS};
+    use referdesk::db::listener::{JOBS, MAIL, REWARDS, WEBHOOKS};
     use referdesk::db::schema::rewards;
     use referdesk::domain::customers::{self, CustomerInput, NewCustomer};
     let app = TestApp::spawn().await;
     let mut listening = PgConnection::establish(&app.database_url).unwrap();
     use diesel::connection::SimpleConnection;
     listening
-        .batch_execute(&format!("LISTEN {MAIL}; LISTEN {WEBHOOKS}; LISTEN {REWARDS}"))
+        .batch_execute(&format!(
+            "LISTEN {MAIL}; LISTEN {WEBHOOKS}; LISTEN {REWARDS}; LISTEN {JOBS}"
+        ))
         .unwrap();
     let quiet = Duration::from_millis(400);
     let mut conn = app.conn();
@@ -574,4 +576,15 @@ async fn queued_work_notifies_its_channel_at_commit() {
     .unwrap();
     customers::create(&mut conn, &program, &Actor::system(), new).unwrap();
     assert_eq!(heard(&mut listening, quiet).await, vec![WEBHOOKS.to_string()]);
+
+    // A background job (held by another process's lease here, so this one's job thread
+    // leaves it alone): its insert wakes the job threads.
+    diesel::sql_query(format!(
+        "INSERT INTO jobs (program_id, kind, status, actor_label, lease_owner, lease_until, started_at) \
+         VALUES ({}, 'customers.approve', 'running', 'test', 'elsewhere', now() + interval '1 hour', now())",
+        program.id
+    ))
+    .execute(&mut conn)
+    .unwrap();
+    assert_eq!(heard(&mut listening, quiet).await, vec![JOBS.to_string()]);
 }

@@ -248,9 +248,10 @@ fn record_failure(
 }
 
 /// Gives a claimed job back (a worker stopping between batches): another worker, or
-/// this server after a restart, resumes it at once instead of after the lease.
+/// this server after a restart, resumes it at once instead of after the lease. The
+/// job threads of other processes hear of it as of a new job.
 pub fn release(conn: &mut PgConnection, job_id: i64, owner: &str) -> Result<(), Error> {
-    diesel::update(jobs::table.find(job_id))
+    let released = diesel::update(jobs::table.find(job_id))
         .filter(jobs::lease_owner.eq(owner))
         .filter(jobs::status.eq(JobStatus::Running))
         .set((
@@ -258,6 +259,11 @@ pub fn release(conn: &mut PgConnection, job_id: i64, owner: &str) -> Result<(), 
             jobs::lease_until.eq(None::<DateTime<Utc>>),
         ))
         .execute(conn)?;
+    if released > 0 {
+        diesel::sql_query("SELECT pg_notify($1, '')")
+            .bind::<diesel::sql_types::Text, _>(crate::db::listener::JOBS)
+            .execute(conn)?;
+    }
     Ok(())
 }
 

@@ -1,0 +1,1 @@
+DROP TRIGGER jobs_queued ON jobs;
