@@ -420,14 +420,34 @@ pub fn retry(
     })
 }
 
-/// A customer's most recent invites, newest first.
-pub fn for_customer(conn: &mut PgConnection, customer_id: i64, limit: i64) -> Result<Vec<Invite>, Error> {
-    Ok(invites::table
-        .filter(invites::customer_id.eq(customer_id))
+/// An invite sent in a customer's name, with the customer its address became, if any.
+#[derive(Clone, Debug)]
+pub struct CustomerInvite {
+    pub invite: Invite,
+    /// As [`InviteRow::joined`]: the new customer's key and name.
+    pub joined: Option<(String, String)>,
+}
+
+/// A customer's most recent invites, newest first, each with whom it brought in.
+pub fn for_customer(
+    conn: &mut PgConnection,
+    customer: &Customer,
+    limit: i64,
+) -> Result<Vec<CustomerInvite>, Error> {
+    let found: Vec<Invite> = invites::table
+        .filter(invites::customer_id.eq(customer.id))
         .order((invites::created_at.desc(), invites::id.desc()))
         .limit(limit.clamp(1, 250))
         .select(Invite::as_select())
-        .load(conn)?)
+        .load(conn)?;
+    let mut joined = joined_customers(conn, customer.program_id, &found)?;
+    Ok(found
+        .into_iter()
+        .map(|invite| CustomerInvite {
+            joined: joined.remove(&invite.id),
+            invite,
+        })
+        .collect())
 }
 
 /// What the invites page filters by.

@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use crate::db;
 use crate::domain::customers::{self, Customer};
-use crate::domain::invites::{self, DeliveryStatus, Invite, InviteFilter, InviteRow, NewInvite};
+use crate::domain::invites::{self, CustomerInvite, DeliveryStatus, InviteFilter, InviteRow, NewInvite};
 use crate::error::Error;
 use crate::web::context::Page;
 use crate::web::format::filters;
@@ -99,7 +99,7 @@ struct InviteForm {
     rows: Vec<(String, String)>,
     errors: FormErrors,
     /// The customer's recent invites (empty for a program invite).
-    invites: Vec<Invite>,
+    invites: Vec<CustomerInvite>,
 }
 
 impl InviteForm {
@@ -132,7 +132,7 @@ async fn show_form(
     let (customer, invites) = db::run(&state.pool, move |conn| match key {
         Some(key) => {
             let customer = customers::find_by_key(conn, program.id, &key)?;
-            let invites = invites::for_customer(conn, customer.id, PANEL_LIMIT)?;
+            let invites = invites::for_customer(conn, &customer, PANEL_LIMIT)?;
             Ok((Some(customer), invites))
         }
         None => Ok((None, Vec::new())),

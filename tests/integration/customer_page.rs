@@ -135,6 +135,29 @@ async fn timeline_tells_signups_referrals_and_edits_in_words() {
         activity.contains("Mia Friend signed up through Linus Allen&#39;s link"),
         "{activity}"
     );
+
+    // Mia moves to Ada: Linus's page tells that she left, Ada's that she came.
+    named(&app, "ada", "Ada", "Lovelace", None);
+    let moved = app
+        .post_form(
+            "/customers/mia/referrer",
+            &[("referring_customer", "ada"), ("confirm", "1")],
+        )
+        .await;
+    assert_eq!(moved.status(), 303);
+    let (_, linus) = app.browser.get_html("/customers/linus").await;
+    let activity = section(&linus, "id=\"activity\"", "</section>");
+    assert!(
+        activity.contains("Mia Friend&#39;s referrer changed from Linus Allen to Ada Lovelace"),
+        "{activity}"
+    );
+    let (_, ada) = app.browser.get_html("/customers/ada").await;
+    let activity = section(&ada, "id=\"activity\"", "</section>");
+    assert!(
+        activity.contains("made Ada Lovelace the referrer of Mia Friend"),
+        "{activity}"
+    );
+    assert!(!activity.contains("referrer changed from"), "{activity}");
 }
 
 #[apply(integration_test!)]
@@ -323,4 +346,9 @@ async fn invites_show_joined_the_inviter_and_the_personal_note() {
         list.contains("href=\"/customers/mia\""),
         "linked to the new customer: {list}"
     );
+    // The inviter's own page says the same in its invites panel.
+    let (_, page) = app.browser.get_html("/customers/linus").await;
+    let panel = section(&page, "id=\"invites\"", "</section>");
+    assert!(panel.contains(">joined</span>"), "{panel}");
+    assert!(panel.contains("href=\"/customers/mia\""), "{panel}");
 }

@@ -290,6 +290,18 @@ pub fn describe_gained(event: &CustomerEvent, friend: &str, referrer: &str, name
     }
 }
 
+/// How `friend` stopped being the referrer's referral, seen from the referrer's page:
+/// "Mia Friend's referrer changed from Linus Allen to Ada".
+pub fn describe_lost(event: &CustomerEvent, friend: &str, referrer: &str, names: &Names) -> String {
+    match text(field(&event.after, "referring_customer")) {
+        Some(key) => format!(
+            "{friend}'s referrer changed from {referrer} to {}",
+            names.customer(&key)
+        ),
+        None => format!("{friend}'s referrer removed (was {referrer})"),
+    }
+}
+
 fn capitalized(word: &str) -> String {
     let mut chars = word.chars();
     match chars.next() {
@@ -342,16 +354,32 @@ pub fn for_customer(
     let mut seen = HashSet::new();
     gained.retain(|event| event.customer_id.is_some_and(|id| seen.insert(id)));
     gained.retain(|event| text(field(&event.after, "referring_customer")).is_some());
+    let lost = moved_away(conn, program_id, customer, limit)?;
+    let lost_ids: Vec<i64> = lost.iter().filter_map(|event| event.customer_id).collect();
+    let former: Vec<(i64, NameColumns, String)> = if lost_ids.is_empty() {
+        Vec::new()
+    } else {
+        customers::table
+            .filter(customers::id.eq_any(&lost_ids))
+            .select((
+                customers::id,
+                (customers::name, customers::surname, customers::email),
+                customers::key,
+            ))
+            .load(conn)?
+    };
 
     let mut member_ids: Vec<i64> = own
         .iter()
         .chain(&gained)
+        .chain(&lost)
         .filter_map(|event| event.actor_member_id)
         .collect();
     member_ids.sort_unstable();
     member_ids.dedup();
     let mut keys: Vec<String> = own
         .iter()
+        .chain(&lost)
         .flat_map(|event| {
             [
                 text(field(&event.before, "referring_customer")),
@@ -412,9 +440,42 @@ pub fn for_customer(
             event,
         });
     }
+    for event in lost {
+        let Some(friend) = former.iter().find(|friend| Some(friend.0) == event.customer_id) else {
+            continue;
+        };
+        let friend_name =
+            crate::domain::customers::display_name_of(&friend.1 .0, &friend.1 .1, &friend.1 .2, &friend.2);
+        entries.push(TimelineEntry {
+            at: event.created_at,
+            text: describe_lost(&event, &friend_name, &subject, &names),
+            actor: names.actor(&event),
+            event,
+        });
+    }
     entries.sort_by_key(|entry| std::cmp::Reverse((entry.at, entry.event.id)));
     entries.truncate(usize::try_from(limit).unwrap_or(0));
     Ok(entries)
+}
+
+/// The latest `limit` referrer changes that took a referral away from `customer` (named
+/// by their key in the event's "before"; migration `..._000040` indexes exactly this).
+fn moved_away(
+    conn: &mut PgConnection,
+    program_id: i64,
+    customer: &Customer,
+    limit: i64,
+) -> Result<Vec<CustomerEvent>, Error> {
+    use diesel::dsl::sql;
+    use diesel::sql_types::{Bool, Text};
+    Ok(audit_events::table
+        .filter(audit_events::program_id.eq(program_id))
+        .filter(audit_events::action.eq("customer.change_referrer"))
+        .filter(sql::<Bool>("(before ->> 'referring_customer') = ").bind::<Text, _>(&customer.key))
+        .order((audit_events::created_at.desc(), audit_events::id.desc()))
+        .limit(limit)
+        .select(CustomerEvent::as_select())
+        .load(conn)?)
 }
 
 #[cfg(test)]
@@ -530,6 +591,24 @@ mod tests {
         assert_eq!(
             describe_gained(&gained, "Mia Friend", "Linus Allen", &names()),
             "Mia Friend signed up through Linus Allen's link"
+        );
+        let moved = event(
+            "customer.change_referrer",
+            Some(json!({"referring_customer": "linus"})),
+            Some(json!({"referring_customer": "ada"})),
+        );
+        assert_eq!(
+            describe_lost(&moved, "Mia Friend", "Linus Allen", &names()),
+            "Mia Friend's referrer changed from Linus Allen to Ada Lovelace"
+        );
+        let removed = event(
+            "customer.change_referrer",
+            Some(json!({"referring_customer": "linus"})),
+            Some(json!({"referring_customer": null})),
+        );
+        assert_eq!(
+            describe_lost(&removed, "Mia Friend", "Linus Allen", &names()),
+            "Mia Friend's referrer removed (was Linus Allen)"
         );
     }
 

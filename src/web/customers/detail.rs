@@ -7,7 +7,7 @@ use super::KeyPath;
 use crate::db;
 use crate::domain::audit::timeline::{self, TimelineEntry};
 use crate::domain::customers::{self, Customer, ReferrerSummary};
-use crate::domain::invites::{self, Invite};
+use crate::domain::invites::{self, CustomerInvite};
 use crate::domain::ledger::{self, Balance, TransactionRow};
 use crate::domain::referral_links::{self, ReferralLink};
 use crate::domain::rewards::figures::{self, EarnedReward};
@@ -115,7 +115,7 @@ struct DetailPage {
     transactions: Vec<TransactionRow>,
     ledger_page: i64,
     ledger_pager: Pager,
-    invites: Vec<Invite>,
+    invites: Vec<CustomerInvite>,
     rewards: RewardPanels,
     erased_at: Option<chrono::DateTime<chrono::Utc>>,
     custom_fields: Vec<(String, String)>,
@@ -244,7 +244,7 @@ pub(super) async fn render_detail(
             } else {
                 ledger::transactions(conn, customer.id, pages.ledger, LEDGER_PER_PAGE)?
             };
-            let invites = invites::for_customer(conn, customer.id, INVITES_LIMIT)?;
+            let invites = invites::for_customer(conn, &customer, INVITES_LIMIT)?;
             let rewards = RewardPanels::load(conn, program_id, customer.id)?;
             let panels = (balances, transactions, ledger_total, invites, rewards);
             let erased_at = customers::erased_at(conn, customer.id)?;
