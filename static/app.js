@@ -117,29 +117,7 @@ document.documentElement.classList.add('js');
     if (invalid && typeof invalid.focus === 'function') { invalid.focus(); }
   }
 
-  // ---- 7. Tables as cards on a phone: each cell names its column ------------
-  // The stylesheet shows `data-label` before a cell's value; a cell that has none takes
-  // its column's header text (sort arrows and hidden "Actions" headers excluded).
-  function labelCells() {
-    document.querySelectorAll('table.data').forEach(function (table) {
-      var heads = table.querySelectorAll('thead th');
-      if (!heads.length) { return; }
-      var names = Array.prototype.map.call(heads, function (th) {
-        return th.querySelector('.sr-only') ? '' : th.textContent.trim();
-      });
-      table.querySelectorAll('tbody tr').forEach(function (row) {
-        var column = 0;
-        Array.prototype.forEach.call(row.cells, function (cell) {
-          if (!cell.hasAttribute('data-label') && cell.colSpan === 1 && names[column]) {
-            cell.setAttribute('data-label', names[column]);
-          }
-          column += cell.colSpan || 1;
-        });
-      });
-    });
-  }
-
-  // ---- 8. Filter panels ------------------------------------------------------
+  // ---- 7. Filter panels ------------------------------------------------------
   // A filter form sits in a <details class="filter-panel" open>: on a wide screen it stays
   // open (its "Filters" button is hidden); on a phone it closes, unless filters are set,
   // so that the results start on the first screen. Without script it stays open.
@@ -151,7 +129,7 @@ document.documentElement.classList.add('js');
     });
   }
 
-  // ---- 9. Back never resubmits ----------------------------------------------
+  // ---- 8. Back never resubmits ----------------------------------------------
   // A page drawn as the answer to a POST (a refused form, a confirmation step) would be a
   // POST in the history: Back to it asks to "Confirm Form Resubmission". Its entry becomes
   // the page the form was on (the referrer), a plain GET: Back shows that page again.
@@ -167,7 +145,6 @@ document.documentElement.classList.add('js');
 
   document.addEventListener('DOMContentLoaded', function () {
     forgetPost();
-    labelCells();
     fitFilterPanels(true);
     window.matchMedia('(max-width: 720px)').addEventListener('change', function () { fitFilterPanels(false); });
     focusFirstInvalid();

@@ -52,7 +52,7 @@ fn listed_keys(body: &str) -> Vec<String> {
         None => return Vec::new(),
     };
     tbody
-        .split("<td class=\"mono\">")
+        .split("<td data-label=\"Key\" class=\"mono\">")
         .skip(1)
         .map(|rest| rest[..rest.find('<').unwrap()].to_string())
         .collect()

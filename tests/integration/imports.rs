@@ -452,7 +452,7 @@ async fn the_dashboard_imports_once_and_offers_the_refused_rows() {
         page.contains("Dry run: 3 rows, 2 would be created, 0 updated, 1 refused."),
         "{page}"
     );
-    assert!(page.contains("<td>4</td><td>E-mail</td><td>Enter a valid email address.</td>"));
+    assert!(page.contains("<td data-label=\"Line\">4</td><td data-label=\"Column\">E-mail</td><td data-label=\"Message\">Enter a valid email address.</td>"));
     assert_eq!(customer_count(&app), 0);
 
     let first = app.post_form(&at, &fields("import")).await;

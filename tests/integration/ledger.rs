@@ -169,7 +169,10 @@ async fn support_credits_over_http_and_the_page_shows_the_balance() {
             || html.contains("Thanks for &lt;b&gt;referring&lt;/b&gt; Bob"),
         "the note is shown, escaped"
     );
-    assert!(html.contains("<td>support-"), "who booked it is shown");
+    assert!(
+        html.contains("<td data-label=\"By\">support-"),
+        "who booked it is shown"
+    );
     assert_ne!(form_token(&html), token, "every form gets a new token");
 }
 

@@ -41,6 +41,7 @@ mod rules;
 mod security;
 mod seed;
 mod sign_in;
+mod tables;
 mod team;
 mod transactions;
 mod webhooks;

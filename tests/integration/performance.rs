@@ -46,7 +46,7 @@ fn listed_keys(body: &str) -> Vec<String> {
         return Vec::new();
     };
     body[at..]
-        .split("<td class=\"mono\">")
+        .split("<td data-label=\"Key\" class=\"mono\">")
         .skip(1)
         .map(|rest| rest[..rest.find('<').unwrap()].to_string())
         .collect()

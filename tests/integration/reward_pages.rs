@@ -280,12 +280,12 @@ async fn the_dashboard_shows_reward_totals_and_the_funnel_over_a_range() {
     assert_eq!(status, 200);
     let totals = &body[body.find("id=\"reward-totals\"").unwrap()..];
     assert!(totals.contains(
-        "<tr data-status=\"pending\" data-units=\"USD\"><td>pending</td><td class=\"num\">1</td><td class=\"num\">10.00 USD</td></tr>"
+        "<tr data-status=\"pending\" data-units=\"USD\"><td data-label=\"Status\">pending</td><td data-label=\"Rewards\" class=\"num\">1</td><td data-label=\"Amount\" class=\"num\">10.00 USD</td></tr>"
     ));
     assert!(totals.contains("data-status=\"approved\" data-units=\"points\""));
-    assert!(totals.contains("<td class=\"num\">100 points</td>"));
+    assert!(totals.contains("<td data-label=\"Amount\" class=\"num\">100 points</td>"));
     assert!(totals.contains(
-        "<tr data-status=\"credited\" data-units=\"points\"><td>credited</td><td class=\"num\">1</td>"
+        "<tr data-status=\"credited\" data-units=\"points\"><td data-label=\"Status\">credited</td><td data-label=\"Rewards\" class=\"num\">1</td>"
     ));
 
     let funnel = |body: &str| -> Vec<i64> {
