@@ -11,6 +11,16 @@ use diesel::result::{DatabaseErrorKind, Error as DieselError};
 /// Messages per input field, in the shape the API returns them: `{"email": ["..."]}`.
 pub type FieldErrors = BTreeMap<String, Vec<String>>;
 
+/// Adds messages to a field, leaving out any it already has.
+pub fn add_messages(fields: &mut FieldErrors, field: &str, messages: impl IntoIterator<Item = String>) {
+    let known = fields.entry(field.to_string()).or_default();
+    for message in messages {
+        if !known.contains(&message) {
+            known.push(message);
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("Not found.")]
@@ -71,6 +81,38 @@ impl Error {
             .cloned()
             .unwrap_or_else(|| "The given data was invalid.".to_string());
         Error::Invalid { message, fields }
+    }
+
+    /// Folds a refusal's messages into `fields` (each message once) and gives back what a
+    /// success gave; any other error passes on. For forms whose checks all report in one
+    /// round: collect every check's messages, then [`Error::refuse_any`].
+    pub fn collect<T>(fields: &mut FieldErrors, result: Result<T, Error>) -> Result<Option<T>, Error> {
+        match result {
+            Ok(value) => Ok(Some(value)),
+            Err(Error::Invalid { fields: found, .. }) => {
+                for (field, messages) in found {
+                    add_messages(fields, &field, messages);
+                }
+                Ok(None)
+            }
+            Err(other) => Err(other),
+        }
+    }
+
+    /// `Err` with every collected message, `Ok` when there is none.
+    pub fn refuse_any(fields: FieldErrors) -> Result<(), Error> {
+        if fields.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::invalid_fields(fields))
+        }
+    }
+
+    /// The value that passed its checks, or every collected message: `value` is `None`
+    /// only when a check refused it, and then `fields` holds why.
+    pub fn checked<T>(value: Option<T>, fields: FieldErrors) -> Result<T, Error> {
+        Error::refuse_any(fields)?;
+        value.ok_or_else(|| Error::Internal(anyhow::anyhow!("a check refused without a message")))
     }
 
     pub fn field_errors(&self) -> Option<&FieldErrors> {

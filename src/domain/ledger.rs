@@ -24,7 +24,7 @@ mod entries;
 
 pub use balances::{balance_of, balances, credits_issued, credits_of, format_amount, grouped, Balance};
 pub use batch::{book_credits, NewCredit};
-pub use booking::book;
+pub use booking::{book, parse_for_customer};
 pub use entries::{
     is_currency_code, parse_amount, parse_units, NewEntry, CURRENCIES, CURRENCY_DECIMALS, MAX_AMOUNT,
     MAX_IDEMPOTENCY_KEY_CHARS, MAX_NOTE_CHARS, MAX_UNIT_CHARS, UNIT_DECIMALS,

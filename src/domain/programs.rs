@@ -7,7 +7,7 @@ use serde_json::{json, Map, Value};
 
 use crate::db::schema::programs;
 use crate::domain::{audit, Actor};
-use crate::error::{unique_violation_as_field, Error, FieldErrors};
+use crate::error::{add_messages, unique_violation_as_field, Error, FieldErrors};
 
 #[derive(Clone, Debug, Queryable, Selectable, Identifiable, Serialize)]
 #[diesel(table_name = programs)]
@@ -182,13 +182,40 @@ impl ProgramInput {
     }
 }
 
+const SLUG_TAKEN: &str = "Another program already uses this slug.";
+
+/// [`ProgramInput::parse`] and the slug checked against the other programs (all but
+/// `except`, the one being edited): every problem of the form in one round.
+#[allow(clippy::too_many_arguments)]
+pub fn parse_checked(
+    conn: &mut PgConnection,
+    except: Option<i64>,
+    name: &str,
+    slug: &str,
+    referral_base_url: &str,
+    link_param: &str,
+    require_approval: bool,
+) -> Result<ProgramInput, Error> {
+    let mut fields = FieldErrors::new();
+    let parsed = ProgramInput::parse(name, slug, referral_base_url, link_param, require_approval);
+    let input = Error::collect(&mut fields, parsed)?;
+    let slug = slug.trim();
+    if is_slug(slug) {
+        let mut others = programs::table.filter(programs::slug.eq(slug)).into_boxed();
+        if let Some(id) = except {
+            others = others.filter(programs::id.ne(id));
+        }
+        let taken: i64 = others.count().get_result(conn)?;
+        if taken > 0 {
+            add_messages(&mut fields, "slug", [SLUG_TAKEN.to_string()]);
+        }
+    }
+    Error::checked(input, fields)
+}
+
+/// The same clash found by the unique index (a race the check could not see).
 fn duplicate_slug(error: diesel::result::Error) -> Error {
-    unique_violation_as_field(
-        error,
-        "programs_slug_key",
-        "slug",
-        "Another program already uses this slug.",
-    )
+    unique_violation_as_field(error, "programs_slug_key", "slug", SLUG_TAKEN)
 }
 
 fn settings(program: &Program) -> Map<String, Value> {

@@ -29,13 +29,15 @@ pub use one_time_links::{
     SET_PASSWORD_LINK_HOURS,
 };
 pub use passwords::{
-    check_password_strength, hash_password, set_password, MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH,
+    check_password_strength, hash_password, new_password_problems, set_password, MAX_PASSWORD_LENGTH,
+    MIN_PASSWORD_LENGTH,
 };
 use passwords::{dummy_hash, verify_password};
-pub use profile::{update_profile, PasswordChange, ProfileChange};
+pub use profile::{parse_checked as parse_profile_change, update_profile, PasswordChange, ProfileChange};
 pub use sign_in::{
-    account_key, sign_in, Device, SignIn, LOGIN_FAILURES_KEPT_MINUTES, MAX_EMAIL_LENGTH,
-    MAX_FAILURES_PER_ACCOUNT, MAX_FAILURES_PER_ADDRESS, MAX_FAILURES_PER_DEVICE, THROTTLE_WINDOW_MINUTES,
+    account_key, missing_sign_in_fields, sign_in, Device, SignIn, LOGIN_FAILURES_KEPT_MINUTES,
+    MAX_EMAIL_LENGTH, MAX_FAILURES_PER_ACCOUNT, MAX_FAILURES_PER_ADDRESS, MAX_FAILURES_PER_DEVICE,
+    THROTTLE_WINDOW_MINUTES,
 };
 
 text_enum! {

@@ -24,6 +24,8 @@ struct LoginPage {
     next: String,
     error: Option<String>,
     notice: Option<String>,
+    /// A field left empty: both are named at once, and nothing is tried.
+    errors: FormErrors,
 }
 
 #[derive(Deserialize)]
@@ -47,6 +49,7 @@ pub async fn login_form(
         email: String::new(),
         next,
         error: None,
+        errors: FormErrors::default(),
         notice: query
             .signed_out
             .as_ref()
@@ -75,6 +78,21 @@ pub async fn login(
         next,
     } = form.into_inner();
     let next = safe_next(next.as_deref()).to_string();
+    let missing = team::missing_sign_in_fields(&email, &password);
+    if let Err(refused) = Error::refuse_any(missing) {
+        let errors = FormErrors::from_error(refused)?;
+        return render_status(
+            errors.status(),
+            &LoginPage {
+                csrf: page.csrf,
+                email,
+                next,
+                error: None,
+                notice: None,
+                errors,
+            },
+        );
+    }
     let address = page.address.clone();
     let attempt_email = email.clone();
     let known_device = device::from_request(&req, &state.cookie_key);
@@ -91,6 +109,7 @@ pub async fn login(
                 next: next.clone(),
                 error: Some(message.to_string()),
                 notice: None,
+                errors: FormErrors::default(),
             },
         )
     };
@@ -201,24 +220,17 @@ pub async fn setup(
     form: web::Form<SetupForm>,
 ) -> Result<HttpResponse, Error> {
     let form = form.into_inner();
-    let parsed = NewMember::parse(
-        &form.email,
-        &form.name,
-        Role::Admin.as_str(),
-        Some(&form.password),
-    )
-    .and_then(|new| {
-        if form.password.is_empty() {
-            Err(Error::invalid("password", "Choose a password."))
-        } else if form.password != form.password_confirmation {
-            Err(Error::invalid(
-                "password_confirmation",
-                "The two passwords differ.",
-            ))
-        } else {
-            Ok(new)
-        }
-    });
+    let mut problems = team::new_password_problems("password", &form.password, &form.password_confirmation);
+    let new = Error::collect(
+        &mut problems,
+        NewMember::parse(
+            &form.email,
+            &form.name,
+            Role::Admin.as_str(),
+            Some(&form.password),
+        ),
+    )?;
+    let parsed = Error::checked(new, problems);
     let result = match parsed {
         Ok(new) => {
             let token = form.token.clone();

@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use crate::db;
 use crate::domain::customers::{self, Customer};
-use crate::domain::ledger::{self, Balance, Kind, NewEntry, Transaction, TransactionRow, CURRENCIES};
+use crate::domain::ledger::{self, Balance, Kind, Transaction, TransactionRow, CURRENCIES};
 use crate::error::Error;
 use crate::web::context::Page;
 use crate::web::format::filters;
@@ -209,26 +209,27 @@ pub async fn submit(
         }
     };
     let units = if is_currency {
-        &form.currency
+        form.currency.clone()
     } else {
-        &form.unit_name
+        form.unit_name.clone()
     };
-    let entry = match NewEntry::parse(
-        kind,
-        &form.amount,
-        units,
-        is_currency,
-        &form.note,
-        Some(&format!("form:{token}")),
-    ) {
-        Ok(entry) => entry,
-        Err(error) => return show(&state, page, key, 1, values, FormErrors::from_error(error)?).await,
-    };
+    let (kind, amount, note) = (kind.to_string(), form.amount.clone(), form.note.clone());
     let program_id = page.program.id;
     let actor = page.actor();
     let booking_key = key.clone();
     let booked = db::run(&state.pool, move |conn| {
         let customer = customers::find_by_key(conn, program_id, &booking_key)?;
+        let idempotency_key = format!("form:{token}");
+        let entry = ledger::parse_for_customer(
+            conn,
+            customer.id,
+            &kind,
+            &amount,
+            &units,
+            is_currency,
+            &note,
+            Some(&idempotency_key),
+        )?;
         let (transaction, new) = ledger::book(conn, program_id, customer.id, &actor, entry)?;
         Ok((customer, transaction, new))
     })

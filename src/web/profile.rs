@@ -9,7 +9,7 @@ use serde::Deserialize;
 use crate::config::Config;
 use crate::db;
 use crate::domain::sessions::{self, MEMBER_ID_KEY};
-use crate::domain::team::{self, ProfileChange};
+use crate::domain::team;
 use crate::error::Error;
 use crate::web::auth::sign_in_session;
 use crate::web::context::{flash, Page, PublicPage};
@@ -70,26 +70,23 @@ pub async fn update(
     form: web::Form<ProfileForm>,
 ) -> Result<HttpResponse, Error> {
     let form = form.into_inner();
-    let parsed = ProfileChange::parse(
-        &form.name,
-        &form.current_password,
-        &form.new_password,
-        &form.password_confirmation,
-    );
     let keep = current_session_row_id(&req, &state.config);
-    let changes_password = matches!(&parsed, Ok(change) if change.password.is_some());
+    let changes_password = !form.new_password.is_empty() || !form.password_confirmation.is_empty();
     let actor = page.actor();
     let member_id = page.member.id;
-    let result = match parsed {
-        Ok(change) => {
-            let keep = keep.clone();
-            db::run(&state.pool, move |conn| {
-                team::update_profile(conn, &actor, member_id, change, keep.as_deref())
-            })
-            .await
-        }
-        Err(error) => Err(error),
-    };
+    let typed = (
+        form.name.clone(),
+        form.current_password.clone(),
+        form.new_password.clone(),
+        form.password_confirmation.clone(),
+    );
+    let kept = keep.clone();
+    let result = db::run(&state.pool, move |conn| {
+        let (name, current, new, confirmation) = typed;
+        let change = team::parse_profile_change(conn, member_id, &name, &current, &new, &confirmation)?;
+        team::update_profile(conn, &actor, member_id, change, kept.as_deref())
+    })
+    .await;
     match result {
         Ok(_) => {
             if changes_password {
@@ -168,13 +165,9 @@ pub async fn set_password(
     form: web::Form<SetPasswordForm>,
 ) -> Result<HttpResponse, Error> {
     let form = form.into_inner();
-    let result = if let Err(message) = team::check_password_strength(&form.password) {
-        Err(Error::invalid("password", message))
-    } else if form.password != form.password_confirmation {
-        Err(Error::invalid(
-            "password_confirmation",
-            "The two passwords differ.",
-        ))
+    let problems = team::new_password_problems("password", &form.password, &form.password_confirmation);
+    let result = if let Err(refused) = Error::refuse_any(problems) {
+        Err(refused)
     } else {
         let token = form.token.clone();
         let password = form.password.clone();

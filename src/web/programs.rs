@@ -27,7 +27,7 @@ pub async fn index(state: web::Data<AppState>, page: Page) -> Result<HttpRespons
 }
 
 /// The program form as typed, kept to re-render it with the user's input.
-#[derive(Deserialize, Default)]
+#[derive(Clone, Deserialize, Default)]
 pub struct ProgramForm {
     #[serde(default)]
     name: String,
@@ -56,8 +56,12 @@ impl ProgramForm {
         self.require_approval.is_some()
     }
 
-    fn parse(&self) -> Result<ProgramInput, Error> {
-        ProgramInput::parse(
+    /// Every problem of the form at once, the slug checked against the programs but
+    /// `except`.
+    fn parse(&self, conn: &mut diesel::PgConnection, except: Option<i64>) -> Result<ProgramInput, Error> {
+        programs::parse_checked(
+            conn,
+            except,
             &self.name,
             &self.slug,
             &self.referral_base_url,
@@ -105,10 +109,12 @@ pub async fn create(
 ) -> Result<HttpResponse, Error> {
     let form = form.into_inner();
     let actor = page.actor();
-    let result = match form.parse() {
-        Ok(input) => db::run(&state.pool, move |conn| programs::create(conn, &actor, input)).await,
-        Err(error) => Err(error),
-    };
+    let typed = form.clone();
+    let result = db::run(&state.pool, move |conn| {
+        let input = typed.parse(conn, None)?;
+        programs::create(conn, &actor, input)
+    })
+    .await;
     match result {
         Ok(program) => {
             page.flash(
@@ -154,10 +160,12 @@ pub async fn update(
     let form = form.into_inner();
     let program = db::run(&state.pool, move |conn| programs::find(conn, id)).await?;
     let actor = page.actor();
-    let result = match form.parse() {
-        Ok(input) => db::run(&state.pool, move |conn| programs::update(conn, &actor, id, input)).await,
-        Err(error) => Err(error),
-    };
+    let typed = form.clone();
+    let result = db::run(&state.pool, move |conn| {
+        let input = typed.parse(conn, Some(id))?;
+        programs::update(conn, &actor, id, input)
+    })
+    .await;
     match result {
         Ok(program) => {
             page.flash("success", format!("Program {} was saved.", program.name));

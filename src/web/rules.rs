@@ -111,6 +111,13 @@ struct RuleFormPage {
 }
 
 impl RuleFormPage {
+    /// The units' message, next to the currency or the unit name, whichever is in use.
+    fn units_error(&self, currency: bool) -> Option<&String> {
+        self.errors
+            .first("units")
+            .filter(|_| self.form.is_currency() == currency)
+    }
+
     fn action(&self) -> String {
         match &self.rule {
             Some(rule) => format!("/rules/{}/edit", rule.id),

@@ -299,13 +299,9 @@ pub async fn reset_password(
     let actor = page.actor();
     if form.mode == "set" {
         let password = form.password.clone();
-        let result = if form.password.is_empty() {
-            Err(Error::invalid("password", "Enter the new password."))
-        } else if form.password != form.password_confirmation {
-            Err(Error::invalid(
-                "password_confirmation",
-                "The two passwords differ.",
-            ))
+        let problems = team::new_password_problems("password", &form.password, &form.password_confirmation);
+        let result = if let Err(refused) = Error::refuse_any(problems) {
+            Err(refused)
         } else {
             db::run(&state.pool, move |conn| {
                 team::reset_password(conn, &actor, member_id, &password)

@@ -20,6 +20,7 @@ mod customers;
 mod dashboard;
 mod embedded;
 mod fixtures;
+mod form_rounds;
 mod forms;
 mod imports;
 mod invites;

@@ -20,7 +20,7 @@ fn rule_count(app: &TestApp) -> i64 {
 
 /// The form as the browser posts it for "10 USD to the referrer on the friend's first sale,
 /// 14-day hold", with `changes` applied.
-fn rule_form<'a>(changes: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+pub(crate) fn rule_form<'a>(changes: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
     let mut form = vec![
         ("name", "Ten for a first sale"),
         ("trigger", "sale"),

@@ -1,14 +1,18 @@
 //! Booking an entry: the customer locked, the balance checked, the idempotency key honoured.
 
+use bigdecimal::BigDecimal;
 use diesel::prelude::*;
 use serde_json::json;
 
 use crate::db::schema::{balance_transactions, customers};
 use crate::domain::customers::CustomerStatus;
 use crate::domain::{audit, webhooks, Actor};
-use crate::error::{is_unique_violation, Error};
+use crate::error::{add_messages, is_unique_violation, Error, FieldErrors};
 
-use super::{balance_of, format_amount, Kind, NewEntry, Transaction};
+use super::{
+    balance_of, format_amount, parse_amount, parse_units, Kind, NewEntry, Transaction, CURRENCY_DECIMALS,
+    UNIT_DECIMALS,
+};
 
 const IDEMPOTENCY_CONSTRAINT: &str = "balance_transactions_program_id_idempotency_key_key";
 
@@ -40,6 +44,55 @@ pub fn book(
             }
         }
     }
+}
+
+/// Why debiting `amount` would take the balance below zero, if it would.
+fn shortfall(
+    conn: &mut PgConnection,
+    customer_id: i64,
+    amount: &BigDecimal,
+    units: &str,
+    is_currency: bool,
+) -> Result<Option<String>, Error> {
+    let current = balance_of(conn, customer_id, units, is_currency)?;
+    Ok((current < *amount).then(|| {
+        format!(
+            "A debit may not take the balance below zero: the {units} balance is only {}.",
+            format_amount(&current, is_currency)
+        )
+    }))
+}
+
+/// [`NewEntry::parse`] for a form about one customer, and, when that refuses it, whether a
+/// debit whose amount and units are fine would overdraw the balance: every problem of the
+/// form in one round. (A form that parses is checked again, under a lock, by [`book`].)
+#[allow(clippy::too_many_arguments)]
+pub fn parse_for_customer(
+    conn: &mut PgConnection,
+    customer_id: i64,
+    kind: &str,
+    amount: &str,
+    units: &str,
+    is_currency: bool,
+    note: &str,
+    idempotency_key: Option<&str>,
+) -> Result<NewEntry, Error> {
+    let mut fields = FieldErrors::new();
+    let parsed = NewEntry::parse(kind, amount, units, is_currency, note, idempotency_key);
+    let entry = Error::collect(&mut fields, parsed)?;
+    let decimals = if is_currency {
+        CURRENCY_DECIMALS
+    } else {
+        UNIT_DECIMALS
+    };
+    if entry.is_none() && Kind::parse(kind.trim()) == Some(Kind::Debit) {
+        if let (Ok(amount), Ok(units)) = (parse_amount(amount, decimals), parse_units(units, is_currency)) {
+            if let Some(message) = shortfall(conn, customer_id, &amount, &units, is_currency)? {
+                add_messages(&mut fields, "amount", [message]);
+            }
+        }
+    }
+    Error::checked(entry, fields)
 }
 
 /// Why a booking transaction rolled back.
@@ -136,17 +189,8 @@ fn book_locked(
         .into());
     }
     if entry.kind == Kind::Debit {
-        let current = balance_of(conn, customer_id, &entry.units, entry.is_currency)?;
-        if current < entry.amount {
-            return Err(Error::invalid(
-                "amount",
-                format!(
-                    "A debit may not take the balance below zero: the {} balance is only {}.",
-                    entry.units,
-                    format_amount(&current, entry.is_currency)
-                ),
-            )
-            .into());
+        if let Some(message) = shortfall(conn, customer_id, &entry.amount, &entry.units, entry.is_currency)? {
+            return Err(Error::invalid("amount", message).into());
         }
     }
     let booked: Transaction = diesel::insert_into(balance_transactions::table)

@@ -7,7 +7,7 @@ use diesel::prelude::*;
 
 use crate::db::schema::team_members;
 use crate::domain::{audit, Actor};
-use crate::error::Error;
+use crate::error::{add_messages, Error, FieldErrors};
 
 use super::{end_sessions, member_change};
 
@@ -23,6 +23,25 @@ pub fn check_password_strength(password: &str) -> Result<(), String> {
         return Err(format!("Use at most {MAX_PASSWORD_LENGTH} characters."));
     }
     Ok(())
+}
+
+/// Every problem with a new password typed twice: its strength on `field`, and a
+/// confirmation that differs on `password_confirmation`, both at once.
+pub fn new_password_problems(field: &str, password: &str, confirmation: &str) -> FieldErrors {
+    let mut fields = FieldErrors::new();
+    if password.is_empty() {
+        add_messages(&mut fields, field, ["Choose a password.".to_string()]);
+    } else if let Err(message) = check_password_strength(password) {
+        add_messages(&mut fields, field, [message]);
+    }
+    if password != confirmation {
+        add_messages(
+            &mut fields,
+            "password_confirmation",
+            ["The two passwords differ.".to_string()],
+        );
+    }
+    fields
 }
 
 pub fn hash_password(password: &str) -> Result<String, Error> {

@@ -6,9 +6,9 @@ use serde_json::json;
 
 use crate::db::schema::team_members;
 use crate::domain::{audit, Actor};
-use crate::error::{Error, FieldErrors};
+use crate::error::{add_messages, Error, FieldErrors};
 
-use super::{check_password_strength, dummy_hash, member_change, set_password, verify_password, Member};
+use super::{dummy_hash, member_change, new_password_problems, set_password, verify_password, Member};
 
 /// A member's change to their own profile, parsed from the form.
 pub struct ProfileChange {
@@ -41,13 +41,8 @@ impl ProfileChange {
                     .or_default()
                     .push("Enter your current password to set a new one.".into());
             }
-            if let Err(message) = check_password_strength(new) {
-                fields.entry("new_password".into()).or_default().push(message);
-            } else if new != confirmation {
-                fields
-                    .entry("password_confirmation".into())
-                    .or_default()
-                    .push("The two passwords differ.".into());
+            for (field, messages) in new_password_problems("new_password", new, confirmation) {
+                add_messages(&mut fields, &field, messages);
             }
         }
         if !fields.is_empty() {
@@ -62,6 +57,42 @@ impl ProfileChange {
         })
     }
 }
+
+/// [`ProfileChange::parse`], and, when that refuses the form while a current password was
+/// typed for a new one, that password checked too: every problem in one round. (A form
+/// that parses has its current password checked by [`update_profile`].)
+pub fn parse_checked(
+    conn: &mut PgConnection,
+    member_id: i64,
+    name: &str,
+    current: &str,
+    new: &str,
+    confirmation: &str,
+) -> Result<ProfileChange, Error> {
+    let mut fields = FieldErrors::new();
+    let change = Error::collect(
+        &mut fields,
+        ProfileChange::parse(name, current, new, confirmation),
+    )?;
+    let wants_password = !new.is_empty() || !confirmation.is_empty();
+    if change.is_none() && wants_password && !current.is_empty() {
+        let hash: Option<String> = team_members::table
+            .find(member_id)
+            .select(team_members::password_hash)
+            .first(conn)?;
+        let right = hash.as_deref().is_some_and(|hash| verify_password(current, hash));
+        if !right {
+            add_messages(
+                &mut fields,
+                "current_password",
+                [WRONG_CURRENT_PASSWORD.to_string()],
+            );
+        }
+    }
+    Error::checked(change, fields)
+}
+
+const WRONG_CURRENT_PASSWORD: &str = "Your current password is not correct.";
 
 /// Saves a member's own name and, when asked, password. The current password must be
 /// right; a new password ends every other session of the member (`keep_session_id` is the
@@ -82,10 +113,7 @@ pub fn update_profile(
         if let Some(password) = &change.password {
             let hash = member.password_hash.as_deref().unwrap_or_else(|| dummy_hash());
             if member.password_hash.is_none() || !verify_password(&password.current, hash) {
-                return Err(Error::invalid(
-                    "current_password",
-                    "Your current password is not correct.",
-                ));
+                return Err(Error::invalid("current_password", WRONG_CURRENT_PASSWORD));
             }
         }
         let member = if change.name != member.name {

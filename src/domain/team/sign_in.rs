@@ -5,7 +5,7 @@ use diesel::prelude::*;
 
 use crate::db::schema::{login_failures, team_members};
 use crate::domain::{audit, Actor};
-use crate::error::Error;
+use crate::error::{Error, FieldErrors};
 
 use super::{dummy_hash, member_change, verify_password, Member};
 
@@ -60,6 +60,19 @@ fn address_key(address: &str) -> String {
             .unwrap_or_else(|_| address.to_string()),
         _ => address.to_string(),
     }
+}
+
+/// The sign-in form's empty fields, each with its message (both at once); such a form is
+/// answered without trying it, so it costs no failed attempt.
+pub fn missing_sign_in_fields(email: &str, password: &str) -> FieldErrors {
+    let mut fields = FieldErrors::new();
+    if email.trim().is_empty() {
+        fields.insert("email".into(), vec!["Enter your email address.".into()]);
+    }
+    if password.is_empty() {
+        fields.insert("password".into(), vec!["Enter your password.".into()]);
+    }
+    fields
 }
 
 /// Checks a sign-in attempt against the failure budgets.
