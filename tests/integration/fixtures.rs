@@ -173,3 +173,84 @@ pub fn member_role(app: &TestApp, id: i64) -> String {
         .first(&mut app.conn())
         .unwrap()
 }
+
+fn execute(app: &TestApp, sql: &str) {
+    diesel::sql_query(sql)
+        .execute(&mut app.conn())
+        .unwrap_or_else(|error| panic!("{sql}: {error}"));
+}
+
+/// A webhook ("Billing", key `hook-tables`) whose delivery of customer `ada`'s creation
+/// failed once; returns its delivery log's address.
+pub fn failed_delivery(app: &TestApp) -> String {
+    execute(
+        app,
+        "INSERT INTO webhook_subscriptions (program_id, key, name, url, all_events, secret) \
+         SELECT id, 'hook-tables', 'Billing', 'https://hooks.example.com/in', true, 'whsec_tables' FROM programs WHERE slug = 'default'",
+    );
+    execute(
+        app,
+        "INSERT INTO webhook_events (id, program_id, event, customer_id, data) \
+         SELECT '6f1c1f9e-0000-4000-8000-000000000001', program_id, 'customer.created', id, '{}' FROM customers WHERE key = 'ada'",
+    );
+    execute(
+        app,
+        "INSERT INTO webhook_deliveries (event_id, subscription_id, event, customer_id, status, attempts, next_attempt_at) \
+         SELECT e.id, s.id, e.event, e.customer_id, 'failed', 1, now() FROM webhook_events e, webhook_subscriptions s",
+    );
+    execute(
+        app,
+        "INSERT INTO webhook_attempts (delivery_id, subscription_id, event_id, event, customer_id, outcome, status_code, duration_ms, response) \
+         SELECT d.id, d.subscription_id, d.event_id, d.event, d.customer_id, 'failure', 500, 12, 'busy' FROM webhook_deliveries d",
+    );
+    "/webhooks/hook-tables/deliveries".to_string()
+}
+
+/// A finished bulk approval of the default program that skipped one row; returns its id.
+pub fn finished_job(app: &TestApp) -> i64 {
+    execute(
+        app,
+        "INSERT INTO jobs (program_id, kind, status, actor_label, total, done, skipped, started_at, finished_at) \
+         SELECT id, 'customers.approve', 'done', 'admin', 2, 1, 1, now(), now() FROM programs WHERE slug = 'default'",
+    );
+    let job: i64 = referdesk::db::schema::jobs::table
+        .select(referdesk::db::schema::jobs::id)
+        .order(referdesk::db::schema::jobs::id.desc())
+        .first(&mut app.conn())
+        .unwrap();
+    execute(
+        app,
+        &format!(
+            "INSERT INTO job_skipped_rows (job_id, line, customer_key, email, reason) \
+             VALUES ({job}, 2, 'zoe', 'zoe@example.com', 'Already approved.')"
+        ),
+    );
+    job
+}
+
+/// A CSV file uploaded through the dashboard by `app.browser` (signed in as an admin),
+/// waiting for its columns to be chosen; returns its page's address.
+pub async fn uploaded_import(app: &TestApp) -> String {
+    let boundary = "----referdesk-fixture-boundary";
+    let mut body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"people.csv\"\r\nContent-Type: text/csv\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend_from_slice(b"E-mail;First name\nlin@example.com;Lin\n");
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let csrf = app.browser.csrf().await;
+    let uploaded = app
+        .browser
+        .client
+        .post(app.browser.url(&format!("/customers/import?csrf_token={csrf}")))
+        .header(
+            "Content-Type",
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(uploaded.status(), 303);
+    crate::helpers::location(&uploaded)
+}

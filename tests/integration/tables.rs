@@ -8,7 +8,8 @@ use referdesk::domain::team::Role;
 use serde_json::json;
 
 use crate::api::Api;
-use crate::helpers::{form_token_in, location, TestApp};
+use crate::fixtures::{failed_delivery, finished_job, uploaded_import};
+use crate::helpers::form_token_in;
 use crate::integration_test;
 use crate::reward_fixtures::{insert_reward, pending};
 use crate::transactions::{add_rule, referral, sale};
@@ -162,24 +163,6 @@ async fn the_label_check_reads_headers_spans_and_nested_tables() {
     assert!(wrong[1].starts_with("Some(\"Name\") where \"\""), "{wrong:?}");
 }
 
-/// `multipart/form-data` with one CSV file, as a browser uploads it.
-fn upload_body(content: &[u8]) -> (String, Vec<u8>) {
-    let boundary = "----referdesk-tables-boundary";
-    let mut body = format!(
-        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"people.csv\"\r\nContent-Type: text/csv\r\n\r\n"
-    )
-    .into_bytes();
-    body.extend_from_slice(content);
-    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-    (format!("multipart/form-data; boundary={boundary}"), body)
-}
-
-fn execute(app: &TestApp, sql: &str) {
-    diesel::sql_query(sql)
-        .execute(&mut app.conn())
-        .unwrap_or_else(|error| panic!("{sql}: {error}"));
-}
-
 /// A program with a row in every table: customers and a referral, a credit, an invite, a
 /// sale that earned a reward, a pending reward, a rule, a token, a webhook with a failed
 /// delivery, a job that skipped a row, an uploaded import; returns the pages to read.
@@ -227,54 +210,9 @@ async fn every_table_filled(api: &Api) -> Vec<String> {
         .await;
     assert_eq!(invited.status(), 303);
 
-    execute(
-        app,
-        "INSERT INTO webhook_subscriptions (program_id, key, name, url, all_events, secret) \
-         SELECT id, 'hook-tables', 'Billing', 'https://hooks.example.com/in', true, 'whsec_tables' FROM programs WHERE slug = 'default'",
-    );
-    execute(
-        app,
-        "INSERT INTO webhook_events (id, program_id, event, customer_id, data) \
-         SELECT '6f1c1f9e-0000-4000-8000-000000000001', program_id, 'customer.created', id, '{}' FROM customers WHERE key = 'ada'",
-    );
-    execute(
-        app,
-        "INSERT INTO webhook_deliveries (event_id, subscription_id, event, customer_id, status, attempts, next_attempt_at) \
-         SELECT e.id, s.id, e.event, e.customer_id, 'failed', 1, now() FROM webhook_events e, webhook_subscriptions s",
-    );
-    execute(
-        app,
-        "INSERT INTO webhook_attempts (delivery_id, subscription_id, event_id, event, customer_id, outcome, status_code, duration_ms, response) \
-         SELECT d.id, d.subscription_id, d.event_id, d.event, d.customer_id, 'failure', 500, 12, 'busy' FROM webhook_deliveries d",
-    );
-    execute(
-        app,
-        "INSERT INTO jobs (program_id, kind, status, actor_label, total, done, skipped, started_at, finished_at) \
-         SELECT id, 'customers.approve', 'done', 'admin', 2, 1, 1, now(), now() FROM programs WHERE slug = 'default'",
-    );
-    execute(
-        app,
-        "INSERT INTO job_skipped_rows (job_id, line, customer_key, email, reason) \
-         SELECT id, 2, 'zoe', 'zoe@example.com', 'Already approved.' FROM jobs",
-    );
-    let job: i64 = referdesk::db::schema::jobs::table
-        .select(referdesk::db::schema::jobs::id)
-        .first(&mut app.conn())
-        .unwrap();
-
-    let csrf = app.browser.csrf().await;
-    let (content_type, body) = upload_body(b"E-mail;First name\nlin@example.com;Lin\n");
-    let uploaded = app
-        .browser
-        .client
-        .post(app.browser.url(&format!("/customers/import?csrf_token={csrf}")))
-        .header("Content-Type", content_type)
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(uploaded.status(), 303);
-    let import = location(&uploaded);
+    let deliveries = failed_delivery(app);
+    let job = finished_job(app);
+    let import = uploaded_import(app).await;
 
     [
         "/",
@@ -288,7 +226,6 @@ async fn every_table_filled(api: &Api) -> Vec<String> {
         "/api-tokens",
         "/team",
         "/webhooks",
-        "/webhooks/hook-tables/deliveries",
         "/webhooks/deliveries?customer=ada",
         "/programs",
         "/audit",
@@ -296,7 +233,7 @@ async fn every_table_filled(api: &Api) -> Vec<String> {
     ]
     .into_iter()
     .map(String::from)
-    .chain([format!("/jobs/{job}"), import])
+    .chain([deliveries, format!("/jobs/{job}"), import])
     .collect()
 }
 

@@ -3,7 +3,11 @@
 
 use std::path::PathBuf;
 
+use referdesk::domain::{team, Actor};
+
 use super::*;
+use crate::fixtures::{failed_delivery, finished_job, uploaded_import};
+use crate::reward_fixtures::{insert_reward, insert_rule, pending};
 
 /// Where axe-core is: `AXE_CORE` (a path to `axe.min.js`), else what `npm ci` installs
 /// under `tests/browser-tools/`.
@@ -320,24 +324,72 @@ axe.run(document, {resultTypes: ['violations']}).then(results => {
 }, error => done({rules: 0, found: ['axe failed: ' + error]}));
 "#;
 
-/// axe-core on every main page, signed in as an admin, at a desktop's and a phone's width,
-/// and on a refused form: no serious or critical violation.
+/// The pages beyond the main ones, with something in them: a webhook's delivery log, a
+/// finished job, an import waiting for its columns, a reward's deny page; returns their
+/// addresses and the set-password link of a member (a page seen signed out).
+async fn pages_beyond_the_main(app: &TestApp) -> anyhow::Result<(Vec<String>, String)> {
+    let mut pages = vec![failed_delivery(app), format!("/jobs/{}", finished_job(app))];
+    app.login_as(Role::Admin).await;
+    pages.push(uploaded_import(app).await);
+    let id_of = |key: &str| -> anyhow::Result<i64> {
+        use diesel::prelude::*;
+        use referdesk::db::schema::customers;
+        Ok(customers::table
+            .filter(customers::key.eq(key))
+            .select(customers::id)
+            .first(&mut app.conn())?)
+    };
+    let rule = insert_rule(app, "Signup bonus");
+    let friend = id_of("friend-with-a-rather-long-key-01")?;
+    let reward = insert_reward(app, rule, (id_of("ada")?, friend), pending("5.00"));
+    pages.push(format!("/rewards/{reward}/deny"));
+    let member = app.create_member("lin@team.example", Role::Viewer, PASSWORD);
+    let token = team::issue_password_link(&mut app.conn(), &Actor::system(), member)?;
+    Ok((pages, format!("/set-password?token={token}")))
+}
+
+/// axe-core on every main page and the pages beyond them, signed in as an admin, at a
+/// desktop's and a phone's width; on a refused form, a bulk confirmation, and the pages
+/// seen signed out (sign-in, set-password): no serious or critical violation.
 #[apply(axe_scenario!)]
 async fn axe_finds_nothing_serious(app: &TestApp, tab: &Tab) -> anyhow::Result<()> {
     let axe = std::fs::read_to_string(axe_path())?;
     busy_program(app).await?;
+    let (more, set_password) = pages_beyond_the_main(app).await?;
     signed_in(app, tab, Role::Admin).await?;
     let mut found = Vec::new();
     for (width, height) in [(1280, 1000), (390, 844)] {
         tab.client.set_window_size(width, height).await?;
-        for path in main_pages() {
-            tab.visit(path).await?;
+        let pages = main_pages()
+            .into_iter()
+            .map(String::from)
+            .chain(more.iter().cloned());
+        for path in pages {
+            tab.visit(&path).await?;
             found.extend(axe_findings(tab, &axe, &format!("{path} at {width} px")).await?);
         }
         tab.visit("/customers/new").await?;
         tab.fill("Email", "not an email").await?;
         tab.press("Create customer").await?;
         found.extend(axe_findings(tab, &axe, &format!("a refused form at {width} px")).await?);
+        tab.visit("/rewards").await?;
+        tab.press("Approve all matching…").await?;
+        tab.sees("Approve").await?;
+        found.extend(
+            axe_findings(
+                tab,
+                &axe,
+                &format!("a bulk approval's confirmation at {width} px"),
+            )
+            .await?,
+        );
+
+        tab.press("Sign out").await?;
+        for path in ["/login", set_password.as_str()] {
+            tab.visit(path).await?;
+            found.extend(axe_findings(tab, &axe, &format!("{path} signed out at {width} px")).await?);
+        }
+        tab.sign_in("admin@team.example", PASSWORD).await?;
     }
     anyhow::ensure!(found.is_empty(), "axe-core found:\n{}", found.join("\n"));
     Ok(())
