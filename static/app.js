@@ -48,6 +48,10 @@ document.documentElement.classList.add('js');
     clone.querySelectorAll('[id]').forEach(function (el) { el.removeAttribute('id'); });
     clone.querySelectorAll('.error').forEach(function (el) { el.remove(); });
     clone.querySelectorAll('.has-error').forEach(function (el) { el.classList.remove('has-error'); });
+    clone.querySelectorAll('[aria-invalid]').forEach(function (el) {
+      el.removeAttribute('aria-invalid');
+      el.removeAttribute('aria-describedby');
+    });
     clone.querySelectorAll('input, textarea, select').forEach(function (el) {
       if (el.name) { el.name = el.name.replace(/\[(\d+)\]/, '[' + rows.length + ']'); }
       if (el.type === 'checkbox' || el.type === 'radio') { el.checked = false; }

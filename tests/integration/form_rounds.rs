@@ -80,6 +80,13 @@ async fn the_invite_form_reports_every_problem_at_once() {
     .await;
     assert_marked(&html, &["email", "name"]);
     assert!(html.contains("value=\"not an address\""), "the typed values stay");
+    // The rows of template values name their message too.
+    let row = tag_with_id(&html, "personalization-error");
+    assert!(row.contains("role=\"alert\""), "{row}");
+    assert!(
+        html.contains("value=\"bad key!\" aria-label=\"Template value name 1\" aria-describedby=\"personalization-error\" aria-invalid=\"true\""),
+        "{html}"
+    );
     assert_eq!(count(&app, "invites"), 0);
 }
 
@@ -226,6 +233,7 @@ async fn the_webhook_form_reports_every_problem_at_once() {
         .await;
     let html = assert_refused(response, &["Enter a name.", "Unknown events: customer.nonsense."]).await;
     assert_marked(&html, &["name", "url"]);
+    assert!(html.contains("aria-describedby=\"events-error\" aria-invalid=\"true\""));
     assert_eq!(count(&app, "webhook_subscriptions"), 0);
 }
 
