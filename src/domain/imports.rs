@@ -216,13 +216,19 @@ pub fn import(
     options: &Options,
     progress: &dyn Progress,
 ) -> Result<Report, Error> {
+    // Every problem with the chosen columns in one answer.
+    let mut problems = Vec::new();
     if let Some(field) = options.mode.matched_by() {
         if !mapping.maps(&field) {
-            return Err(file_error(format!(
+            problems.push(format!(
                 "To update customers by {}, choose the column that holds it.",
                 field.label().to_lowercase()
-            )));
+            ));
         }
+    }
+    problems.extend(rows::mapping_problems(file, mapping));
+    if !problems.is_empty() {
+        return Err(rows::file_errors(problems));
     }
     let mut refusals = Refusals::default();
     let progress = &Logged {

@@ -411,3 +411,32 @@ async fn the_bulk_credit_form_reports_every_problem_at_once() {
     assert_marked(&html, &["field-amount", "field-units", "field-note"]);
     assert_eq!(count(&app, "balance_transactions"), 0);
 }
+
+#[apply(integration_test!)]
+async fn the_import_mapping_reports_every_problem_at_once() {
+    let app = TestApp::spawn().await;
+    app.login_as(Role::Admin).await;
+    let import = crate::fixtures::uploaded_import(&app).await;
+    // Both columns as the email, while updating by key (which no column holds).
+    let response = app
+        .post_form(
+            &import,
+            &[
+                ("column_0", "email"),
+                ("column_1", "email"),
+                ("mode", "upsert_key"),
+                ("policy", "valid_rows"),
+                ("action", "dry_run"),
+            ],
+        )
+        .await;
+    assert_refused(
+        response,
+        &[
+            "To update customers by key, choose the column that holds it.",
+            "Email is chosen for two columns.",
+        ],
+    )
+    .await;
+    assert_eq!(count(&app, "customers"), 0);
+}

@@ -160,40 +160,55 @@ struct Columns<'a> {
     referrer: Option<usize>,
 }
 
+/// A refusal of the whole file with several messages, all under the field `file`.
+pub(super) fn file_errors(messages: Vec<String>) -> Error {
+    let mut fields = crate::error::FieldErrors::new();
+    fields.insert("file".to_string(), messages);
+    Error::invalid_fields(fields)
+}
+
+/// Every problem with the columns chosen for a file, all at once (none: the mapping can
+/// be imported).
+pub(super) fn mapping_problems(file: &CsvFile, mapping: &Mapping) -> Vec<String> {
+    let mut problems = Vec::new();
+    if mapping.0.len() != file.headers.len() {
+        problems.push("Choose a field (or \"not imported\") for every column.".to_string());
+        return problems;
+    }
+    let mapped: Vec<&Field> = mapping
+        .0
+        .iter()
+        .filter(|field| **field != Field::Ignore)
+        .collect();
+    if mapped.is_empty() {
+        problems.push("Choose at least one column to import.".to_string());
+    }
+    for (at, field) in mapped.iter().enumerate() {
+        if mapped[..at].contains(field) && !mapped[at + 1..].contains(field) {
+            problems.push(format!("{} is chosen for two columns.", field.label()));
+        }
+    }
+    let custom: Vec<(usize, &str)> = mapping.custom_fields().collect();
+    if custom.len() > customers::MAX_CUSTOM_FIELDS {
+        problems.push(format!(
+            "At most {} custom fields can be imported.",
+            customers::MAX_CUSTOM_FIELDS
+        ));
+    }
+    for (_, name) in custom {
+        // A name the edit form would refuse is refused for the whole file.
+        if let Err(message) = customers::parse_custom_fields(&[(name.to_string(), "x".to_string())]) {
+            problems.push(format!("Custom field \"{name}\": {message}"));
+        }
+    }
+    problems
+}
+
 impl<'a> Columns<'a> {
     fn new(file: &'a CsvFile, mapping: &'a Mapping) -> Result<Columns<'a>, Error> {
-        if mapping.0.len() != file.headers.len() {
-            return Err(file_error(
-                "Choose a field (or \"not imported\") for every column.",
-            ));
-        }
-        let mapped: Vec<&Field> = mapping
-            .0
-            .iter()
-            .filter(|field| **field != Field::Ignore)
-            .collect();
-        if mapped.is_empty() {
-            return Err(file_error("Choose at least one column to import."));
-        }
-        for (at, field) in mapped.iter().enumerate() {
-            if mapped[..at].contains(field) {
-                return Err(file_error(format!(
-                    "{} is chosen for two columns.",
-                    field.label()
-                )));
-            }
-        }
-        let custom: Vec<(usize, &str)> = mapping.custom_fields().collect();
-        if custom.len() > customers::MAX_CUSTOM_FIELDS {
-            return Err(file_error(format!(
-                "At most {} custom fields can be imported.",
-                customers::MAX_CUSTOM_FIELDS
-            )));
-        }
-        for (_, name) in custom {
-            // A name the edit form would refuse is refused for the whole file.
-            customers::parse_custom_fields(&[(name.to_string(), "x".to_string())])
-                .map_err(|message| file_error(format!("Custom field \"{name}\": {message}")))?;
+        let problems = mapping_problems(file, mapping);
+        if !problems.is_empty() {
+            return Err(file_errors(problems));
         }
         Ok(Columns {
             headers: &file.headers,
