@@ -440,3 +440,25 @@ async fn the_import_mapping_reports_every_problem_at_once() {
     .await;
     assert_eq!(count(&app, "customers"), 0);
 }
+
+#[apply(integration_test!)]
+async fn the_reward_settings_form_reports_both_fields_at_once() {
+    let app = TestApp::spawn().await;
+    app.login_as(Role::Admin).await;
+    let response = app
+        .post_form(
+            "/rules/settings",
+            &[
+                ("max_referrals_per_hour", "0"),
+                ("support_approval_limit", "lots"),
+            ],
+        )
+        .await;
+    let html = assert_refused(
+        response,
+        &["Enter a whole number of referrals from 1 to 100,000."],
+    )
+    .await;
+    assert_marked(&html, &["max_referrals_per_hour", "support_approval_limit"]);
+    assert!(html.contains("value=\"lots\""), "the typed values stay");
+}
