@@ -186,7 +186,6 @@ const SLUG_TAKEN: &str = "Another program already uses this slug.";
 
 /// [`ProgramInput::parse`] and the slug checked against the other programs (all but
 /// `except`, the one being edited): every problem of the form in one round.
-#[allow(clippy::too_many_arguments)]
 pub fn parse_checked(
     conn: &mut PgConnection,
     except: Option<i64>,
