@@ -459,23 +459,56 @@ pub fn for_customer(
 }
 
 /// The latest `limit` referrer changes that took a referral away from `customer` (named
-/// by their key in the event's "before"; migration `..._000040` indexes exactly this).
+/// by their key in the event's "before").
 fn moved_away(
     conn: &mut PgConnection,
     program_id: i64,
     customer: &Customer,
     limit: i64,
 ) -> Result<Vec<CustomerEvent>, Error> {
-    use diesel::dsl::sql;
-    use diesel::sql_types::{Bool, Text};
     Ok(audit_events::table
         .filter(audit_events::program_id.eq(program_id))
-        .filter(audit_events::action.eq("customer.change_referrer"))
-        .filter(sql::<Bool>("(before ->> 'referring_customer') = ").bind::<Text, _>(&customer.key))
+        .filter(LeftReferrer(customer.key.clone()))
         .order((audit_events::created_at.desc(), audit_events::id.desc()))
         .limit(limit)
         .select(CustomerEvent::as_select())
         .load(conn)?)
+}
+
+/// A referrer change whose old referrer had this key. The action is written into the SQL,
+/// not bound, so that the cached statement's generic plan can use the partial index
+/// `audit_events_referrer_left_idx` (as `IsErasure` does for erasures); the SQL never
+/// varies but for the bound key, so the statement has a static query id.
+#[derive(Debug, Clone)]
+struct LeftReferrer(String);
+
+impl diesel::query_builder::QueryId for LeftReferrer {
+    type QueryId = LeftReferrer;
+    const HAS_STATIC_QUERY_ID: bool = true;
+}
+
+impl diesel::expression::Expression for LeftReferrer {
+    type SqlType = diesel::sql_types::Bool;
+}
+
+impl<QS> diesel::expression::AppearsOnTable<QS> for LeftReferrer {}
+
+impl<QS> diesel::expression::SelectableExpression<QS> for LeftReferrer {}
+
+impl<GB> diesel::expression::ValidGrouping<GB> for LeftReferrer {
+    type IsAggregate = diesel::expression::is_aggregate::Never;
+}
+
+impl diesel::query_builder::QueryFragment<diesel::pg::Pg> for LeftReferrer {
+    fn walk_ast<'b>(
+        &'b self,
+        mut out: diesel::query_builder::AstPass<'_, 'b, diesel::pg::Pg>,
+    ) -> QueryResult<()> {
+        out.push_sql(
+            "audit_events.action = 'customer.change_referrer' AND (audit_events.before ->> 'referring_customer') = ",
+        );
+        out.push_bind_param::<diesel::sql_types::Text, String>(&self.0)
+    }
 }
 
 #[cfg(test)]
