@@ -167,7 +167,12 @@ impl Report {
     }
 }
 
-/// Follows an import's steps (the command's progress bar).
+/// How many steps [`import`] reports (reading, copying, checking against the program's
+/// customers, writing, recording); a dry run or an import that writes nothing stops after
+/// the third.
+pub const STEPS: i32 = 5;
+
+/// Follows an import's steps (the command's progress bar, a job's phases).
 pub trait Progress {
     /// A step starts; `total` is its number of units (0 when unknown).
     fn step(&self, label: &str, total: u64);
@@ -204,6 +209,21 @@ impl Progress for Logged<'_> {
     }
 }
 
+/// Refuses choices no row can be imported with (a mapping that leaves out the field an
+/// upsert matches by, a field chosen twice, …), as `Error::Invalid` on the field `file`:
+/// what [`import`] checks before reading a row, for a form to answer at once.
+pub fn check_choices(file: &CsvFile, mapping: &Mapping, mode: Mode) -> Result<(), Error> {
+    if let Some(field) = mode.matched_by() {
+        if !mapping.maps(&field) {
+            return Err(file_error(format!(
+                "To update customers by {}, choose the column that holds it.",
+                field.label().to_lowercase()
+            )));
+        }
+    }
+    rows::check_mapping(file, mapping)
+}
+
 /// Checks and imports the file's rows into the program (see the module documentation).
 /// A refusal of the whole file (encoding, mapping, unreadable CSV) is an `Error::Invalid`
 /// on the field `file`; refused rows are in the report.
@@ -216,14 +236,7 @@ pub fn import(
     options: &Options,
     progress: &dyn Progress,
 ) -> Result<Report, Error> {
-    if let Some(field) = options.mode.matched_by() {
-        if !mapping.maps(&field) {
-            return Err(file_error(format!(
-                "To update customers by {}, choose the column that holds it.",
-                field.label().to_lowercase()
-            )));
-        }
-    }
+    check_choices(file, mapping, options.mode)?;
     let mut refusals = Refusals::default();
     let progress = &Logged {
         inner: progress,
@@ -239,8 +252,7 @@ pub fn import(
     let outcome = conn.transaction(|conn| {
         let mut stage = staging::Staging::create(conn, program, mapping, &file.headers, options.mode)?;
         progress.step("Copying rows to the database", total);
-        stage.copy(conn, &checked.rows)?;
-        progress.done(total);
+        stage.copy(conn, &checked.rows, |copied| progress.done(copied))?;
         progress.step("Checking rows against the program's customers", 0);
         for (line, column, message) in stage.check(conn)? {
             refusals.add(line, column, message);

@@ -138,6 +138,11 @@ pub fn check(
     })
 }
 
+/// Refuses a mapping no row can be read with (see `Columns::new`).
+pub fn check_mapping(file: &CsvFile, mapping: &Mapping) -> Result<(), Error> {
+    Columns::new(file, mapping).map(|_| ())
+}
+
 /// A row as read, before the checks across rows.
 struct Parsed {
     line: i32,
