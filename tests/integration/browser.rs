@@ -1423,15 +1423,27 @@ async fn import_customers_from_a_csv_file(app: &TestApp, tab: &Tab) -> anyhow::R
     tab.sees("Enter a valid email address.").await?;
     assert_eq!(tab.chosen("Vorname").await?, "Name", "the mapping is kept");
 
+    // The import runs in the background: its job's page, refreshing itself, shows the
+    // bar until it reaches 100% and the result.
     tab.press("Import").await?;
+    assert!(tab.path().await?.starts_with("/jobs/"), "the job's page");
+    tab.sees("runs in the background").await?;
     tab.sees("Imported: 2 created, 0 updated, 1 refused.").await?;
-    let progress = tab.client.find(Locator::Id("import-progress")).await?;
+    let status = tab
+        .client
+        .find(Locator::Id("job-progress"))
+        .await?
+        .attr("data-status")
+        .await?;
+    assert_eq!(status.as_deref(), Some("done"));
+    let progress = tab.client.find(Locator::Css("#job-progress progress")).await?;
     let (value, max) = (progress.attr("value").await?, progress.attr("max").await?);
     assert_eq!(
         (value.as_deref(), max.as_deref()),
-        (Some("3"), Some("3")),
+        (Some("100"), Some("100")),
         "the bar at 100%"
     );
+    tab.sees("100% · Imported: 2 created, 0 updated, 1 refused.").await?;
     let href = tab
         .client
         .find(Locator::LinkText("Download the refused rows (CSV)"))
