@@ -1443,7 +1443,8 @@ async fn import_customers_from_a_csv_file(app: &TestApp, tab: &Tab) -> anyhow::R
         (Some("100"), Some("100")),
         "the bar at 100%"
     );
-    tab.sees("100% · Imported: 2 created, 0 updated, 1 refused.").await?;
+    tab.sees("100% · Imported: 2 created, 0 updated, 1 refused.")
+        .await?;
     let href = tab
         .client
         .find(Locator::LinkText("Download the refused rows (CSV)"))

@@ -864,3 +864,65 @@ async fn an_import_cut_off_mid_way_is_run_again_once_by_the_next_server() {
     third.stop().await;
     second.stop().await;
 }
+
+/// An import job whose file turns out not importable (here its stored mapping, changed
+/// behind the form's back, names one field twice) fails at once with the message — a
+/// retry would be refused the same — and gives the upload back: it is not left
+/// "importing", and a second try starts a new job.
+#[apply(integration_test!)]
+async fn a_failed_import_job_gives_the_upload_back() {
+    let database_url = fresh_database();
+    let app = TestApp::spawn_with(job_config(&database_url, false)).await;
+    app.login_as(Role::Admin).await;
+    let at = upload(&app, "two.csv", b"email,name\nada@example.com,Ada\n").await;
+    let fields = [
+        ("column_0", "email"),
+        ("column_1", "name"),
+        ("mode", "create"),
+        ("policy", "all_or_nothing"),
+        ("action", "import"),
+    ];
+    let response = app.post_form(&at, &fields).await;
+    assert_eq!(response.status(), 303);
+    let job_id = job_id_of(&location(&response));
+    assert_eq!(import_status(&app, &at), "importing");
+    let upload_id: i64 = at.rsplit('/').next().unwrap().parse().unwrap();
+    diesel::update(customer_imports::table.find(upload_id))
+        .set(customer_imports::mapping.eq(serde_json::json!([{"field": "email"}, {"field": "email"}])))
+        .execute(&mut app.conn())
+        .unwrap();
+
+    let settings = RunSettings::default();
+    let mut conn = app.conn();
+    job_domain::claim_next(&mut conn, "worker", &settings, chrono::Utc::now())
+        .unwrap()
+        .expect("the job is claimed");
+    let result =
+        job_domain::run_batch(&mut conn, &CustomerList::default(), job_id, "worker", &settings).unwrap();
+    assert_eq!(
+        result,
+        job_domain::BatchResult::Finished(job_domain::JobStatus::Failed),
+        "failed at the first try"
+    );
+    drop(conn);
+    let (failures, error): (i32, Option<String>) = jobs::table
+        .find(job_id)
+        .select((jobs::failures, jobs::last_error))
+        .first(&mut app.conn())
+        .unwrap();
+    assert_eq!(failures, 1);
+    assert_eq!(error.as_deref(), Some("Email is chosen for two columns."));
+    assert_eq!(import_status(&app, &at), "uploaded", "the upload is given back");
+    assert_eq!(customer_count(&app), 0);
+    let (_, page) = app.browser.get_html(&format!("/jobs/{job_id}")).await;
+    assert!(
+        page.contains("Last error: Email is chosen for two columns."),
+        "{page}"
+    );
+
+    let response = app.post_form(&at, &fields).await;
+    assert_eq!(response.status(), 303);
+    let again = job_id_of(&location(&response));
+    assert_ne!(again, job_id, "tried again: a new job");
+    assert_eq!(import_status(&app, &at), "importing");
+}
