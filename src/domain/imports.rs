@@ -167,10 +167,10 @@ impl Report {
     }
 }
 
-/// How many steps [`import`] reports (reading, copying, checking against the program's
-/// customers, writing, recording); a dry run or an import that writes nothing stops after
-/// the third.
-pub const STEPS: i32 = 5;
+/// How many steps [`import`] reports (reading, checking the rows against each other,
+/// copying, checking against the program's customers, writing, recording); a dry run or
+/// an import that writes nothing stops after the fourth.
+pub const STEPS: i32 = 6;
 
 /// Follows an import's steps (the command's progress bar, a job's phases).
 pub trait Progress {
@@ -178,6 +178,11 @@ pub trait Progress {
     fn step(&self, label: &str, total: u64);
     /// Units of the current step done so far.
     fn done(&self, done: u64);
+    /// A step of `total` units done by one statement: nothing is counted until it ends.
+    /// (The command's bar shows it as a bar all the same; a job's page as under way.)
+    fn step_at_once(&self, label: &str, total: u64) {
+        self.step(label, total);
+    }
 }
 
 /// Nobody watches.
@@ -197,15 +202,17 @@ struct Logged<'a> {
 
 impl Progress for Logged<'_> {
     fn step(&self, label: &str, total: u64) {
-        tracing::info!(
-            "import: {label} ({total} units) at {:.1} s",
-            self.started.elapsed().as_secs_f64()
-        );
+        self.log(label, total);
         self.inner.step(label, total);
     }
 
     fn done(&self, done: u64) {
         self.inner.done(done);
+    }
+
+    fn step_at_once(&self, label: &str, total: u64) {
+        self.log(label, total);
+        self.inner.step_at_once(label, total);
     }
 }
 
@@ -222,6 +229,15 @@ pub fn check_choices(file: &CsvFile, mapping: &Mapping, mode: Mode) -> Result<()
         }
     }
     rows::check_mapping(file, mapping)
+}
+
+impl Logged<'_> {
+    fn log(&self, label: &str, total: u64) {
+        tracing::info!(
+            "import: {label} ({total} units) at {:.1} s",
+            self.started.elapsed().as_secs_f64()
+        );
+    }
 }
 
 /// Checks and imports the file's rows into the program (see the module documentation).
@@ -243,7 +259,13 @@ pub fn import(
         started: std::time::Instant::now(),
     };
     progress.step("Reading rows", file.estimated_rows());
-    let checked = rows::check(file, mapping, &mut refusals, |done| progress.done(done))?;
+    let checked = rows::check(
+        file,
+        mapping,
+        &mut refusals,
+        |done| progress.done(done),
+        || progress.step("Checking the rows against each other", 0),
+    )?;
     let referrer_column = mapping
         .column_of(&Field::Referrer)
         .map(|column| file.headers[column].clone())
@@ -273,7 +295,7 @@ pub fn import(
             // Nothing of this transaction is kept.
             return Err(Rollback(report));
         }
-        progress.step("Writing customers", created + updated);
+        progress.step_at_once("Writing customers", created + updated);
         stage.merge(conn)?;
         progress.done(created + updated);
         progress.step("Recording the import", 0);

@@ -3,7 +3,7 @@
 //!
 //! The job page works without JavaScript: while the job runs it refreshes itself (a
 //! `<meta http-equiv="refresh">`), showing the rows done out of the total, the rate and
-//! the time left. An import (one transaction) shows its step instead — step 2 of 5,
+//! the time left. An import (one transaction) shows its step instead — step 3 of 6,
 //! "Copying rows to the database", 40,000 of 100,000 rows — and once done what it
 //! created, updated and refused, with the refused rows to download.
 

@@ -774,12 +774,12 @@ async fn an_import_cut_off_mid_way_is_run_again_once_by_the_next_server() {
     eventually(
         "the import reaches its writing step",
         Duration::from_secs(60),
-        || step(&first).0 == 4,
+        || step(&first).0 == 5,
     )
     .await;
     assert_eq!(step(&first).1, "Writing customers");
     let (_, page) = first.browser.get_html(&format!("/jobs/{job_id}")).await;
-    assert!(page.contains("Step 4 of 5: Writing customers"), "{page}");
+    assert!(page.contains("Step 5 of 6: Writing customers …"), "{page}");
     assert!(
         page.contains("http-equiv=\"refresh\""),
         "a running job's page refreshes itself"

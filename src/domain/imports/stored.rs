@@ -371,6 +371,11 @@ impl Progress for JobSteps<'_> {
     fn done(&self, done: u64) {
         self.phases.done(self.job_id, done);
     }
+
+    /// Shown as under way: no count moves until the statement ends.
+    fn step_at_once(&self, label: &str, _: u64) {
+        self.step(label, 0);
+    }
 }
 
 /// What the job page shows of an import job's upload.

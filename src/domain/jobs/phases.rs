@@ -1,5 +1,5 @@
 //! Where a job that runs in one long transaction stands: its step ("Copying rows to the
-//! database", step 2 of 5) and the units of that step done so far.
+//! database", step 3 of 6) and the units of that step done so far.
 //!
 //! A batch's changes are invisible until it commits, and the batch holds the lock on its
 //! job's row; an import (all its rows or none) is one such batch. So its progress is
@@ -50,7 +50,7 @@ impl Phase {
 
     /// Seconds left in this step at its rate so far.
     pub fn seconds_left(&self, now: DateTime<Utc>) -> Option<i64> {
-        if self.total <= 0 {
+        if self.total <= 0 || self.done >= self.total {
             return None;
         }
         let rate = self.rate(now)?;
