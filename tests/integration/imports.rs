@@ -814,6 +814,16 @@ async fn an_import_cut_off_mid_way_is_run_again_once_by_the_next_server() {
     );
     assert_eq!(import_status(&first, &at), "importing");
     assert_eq!(job_counts(&first, job_id).0, "running");
+    let (_, page) = first.browser.get_html(&at).await;
+    assert!(
+        page.contains("This file is being imported in the background."),
+        "{page}"
+    );
+    assert!(page.contains(&format!("href=\"/jobs/{job_id}\"")), "{page}");
+    assert!(
+        !page.contains("Dry run</button>"),
+        "no second import from the page: {page}"
+    );
     first.stop().await;
 
     // Two servers with job threads on the one database: one of them imports, once.
