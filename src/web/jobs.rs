@@ -1,8 +1,9 @@
 //! Background jobs' pages: the program's recent jobs, one job's progress and result, the
 //! CSV of the rows it skipped, and cancelling a job that is still running.
 //!
-//! The job page works without JavaScript: while the job runs it refreshes itself (a
-//! `<meta http-equiv="refresh">`), showing the rows done out of the total, the rate and
+//! The job page works without JavaScript: while the job runs it refreshes itself (its
+//! `#job-live` region fetched again and replaced by `static/live.js`; without JavaScript a
+//! `<meta http-equiv="refresh">` in `<noscript>` reloads the page), showing the rows done out of the total, the rate and
 //! the time left. An import (one transaction) shows its step instead — step 3 of 6,
 //! "Copying rows to the database", 40,000 of 100,000 rows — and once done what it
 //! created, updated and refused, with the refused rows to download.
