@@ -8,6 +8,10 @@
 //! and gives the job back, so the next server start (or another process) resumes it
 //! at once. Several server processes on one database share the jobs: a claim takes a
 //! lease under `FOR UPDATE SKIP LOCKED`, and each batch checks the lease is still its own.
+//!
+//! Its pool has two connections: one runs the job, the other writes the steps of a job
+//! that works in one transaction (an import; `jobs::phases`). An import is one batch, so
+//! a server asked to stop while it imports waits for the import to end.
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -17,6 +21,7 @@ use anyhow::Context;
 
 use crate::db::DbPool;
 use crate::domain::customers::listing::CustomerList;
+use crate::domain::jobs::phases::Recorded;
 use crate::domain::jobs::{self, RunSettings};
 use crate::pruner::Stop;
 
@@ -98,7 +103,11 @@ fn pass(pool: &DbPool, list: &CustomerList, owner: &str, settings: &RunSettings,
                 return;
             }
         };
-        if let Err(error) = jobs::run_to_end(&mut conn, list, claimed.id, owner, settings, &stopping) {
+        // An import reports its steps on the pool's other connection.
+        let phases = Recorded::new(pool);
+        let ran =
+            jobs::run_to_end_reporting(&mut conn, list, claimed.id, owner, settings, &stopping, &phases);
+        if let Err(error) = ran {
             tracing::warn!(job_id = claimed.id, error = %error, "job thread: the job stopped");
             return;
         }

@@ -203,10 +203,11 @@ impl Application {
             )?),
         };
         let customer_list = domain::customers::listing::CustomerList::default();
-        // Its own connection: a batch holds one for its transaction.
+        // Its own connections: a batch holds one for its transaction, an import's steps
+        // are written on the other.
         let jobs = if config.jobs.worker {
             Some(job_worker::JobWorker::start(
-                db::build_server_pool(&database_url, 1, statement_timeout),
+                db::build_server_pool(&database_url, 2, statement_timeout),
                 customer_list.clone(),
                 config.jobs.run_settings(),
             )?)

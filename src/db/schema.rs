@@ -87,6 +87,7 @@ diesel::table! {
         report -> Nullable<Jsonb>,
         created_at -> Timestamptz,
         finished_at -> Nullable<Timestamptz>,
+        job_id -> Nullable<Int8>,
     }
 }
 
@@ -164,6 +165,19 @@ diesel::table! {
         started_at -> Nullable<Timestamptz>,
         updated_at -> Timestamptz,
         finished_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    job_phases (job_id) {
+        job_id -> Int8,
+        step -> Int4,
+        steps -> Int4,
+        label -> Text,
+        done -> Int8,
+        total -> Int8,
+        started_at -> Timestamptz,
+        updated_at -> Timestamptz,
     }
 }
 
@@ -471,10 +485,12 @@ diesel::table! {
 
 diesel::joinable!(api_tokens -> programs (program_id));
 diesel::joinable!(api_tokens -> team_members (created_by));
+diesel::joinable!(customer_imports -> jobs (job_id));
 diesel::joinable!(customer_imports -> programs (program_id));
 diesel::joinable!(customer_tallies -> programs (program_id));
 diesel::joinable!(customers -> programs (program_id));
 diesel::joinable!(invites -> customers (customer_id));
+diesel::joinable!(job_phases -> jobs (job_id));
 diesel::joinable!(job_skipped_rows -> jobs (job_id));
 diesel::joinable!(jobs -> programs (program_id));
 diesel::joinable!(mail_outbox -> invites (invite_id));
@@ -499,6 +515,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     customer_tallies,
     customers,
     invites,
+    job_phases,
     job_skipped_rows,
     jobs,
     login_failures,

@@ -167,12 +167,22 @@ impl Report {
     }
 }
 
-/// Follows an import's steps (the command's progress bar).
+/// How many steps [`import`] reports (reading, checking the rows against each other,
+/// copying, checking against the program's customers, writing, recording); a dry run or
+/// an import that writes nothing stops after the fourth.
+pub const STEPS: i32 = 6;
+
+/// Follows an import's steps (the command's progress bar, a job's phases).
 pub trait Progress {
     /// A step starts; `total` is its number of units (0 when unknown).
     fn step(&self, label: &str, total: u64);
     /// Units of the current step done so far.
     fn done(&self, done: u64);
+    /// A step of `total` units done by one statement: nothing is counted until it ends.
+    /// (The command's bar shows it as a bar all the same; a job's page as under way.)
+    fn step_at_once(&self, label: &str, total: u64) {
+        self.step(label, total);
+    }
 }
 
 /// Nobody watches.
@@ -192,15 +202,48 @@ struct Logged<'a> {
 
 impl Progress for Logged<'_> {
     fn step(&self, label: &str, total: u64) {
-        tracing::info!(
-            "import: {label} ({total} units) at {:.1} s",
-            self.started.elapsed().as_secs_f64()
-        );
+        self.log(label, total);
         self.inner.step(label, total);
     }
 
     fn done(&self, done: u64) {
         self.inner.done(done);
+    }
+
+    fn step_at_once(&self, label: &str, total: u64) {
+        self.log(label, total);
+        self.inner.step_at_once(label, total);
+    }
+}
+
+/// Refuses choices no row can be imported with (a mapping that leaves out the field an
+/// upsert matches by, a field chosen twice, …), as `Error::Invalid` on the field `file`,
+/// every problem in the one answer: what [`import`] checks before reading a row, for a form
+/// to answer at once.
+pub fn check_choices(file: &CsvFile, mapping: &Mapping, mode: Mode) -> Result<(), Error> {
+    let mut problems = Vec::new();
+    if let Some(field) = mode.matched_by() {
+        if !mapping.maps(&field) {
+            problems.push(format!(
+                "To update customers by {}, choose the column that holds it.",
+                field.label().to_lowercase()
+            ));
+        }
+    }
+    problems.extend(rows::mapping_problems(file, mapping));
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(rows::file_errors(problems))
+    }
+}
+
+impl Logged<'_> {
+    fn log(&self, label: &str, total: u64) {
+        tracing::info!(
+            "import: {label} ({total} units) at {:.1} s",
+            self.started.elapsed().as_secs_f64()
+        );
     }
 }
 
@@ -216,27 +259,20 @@ pub fn import(
     options: &Options,
     progress: &dyn Progress,
 ) -> Result<Report, Error> {
-    // Every problem with the chosen columns in one answer.
-    let mut problems = Vec::new();
-    if let Some(field) = options.mode.matched_by() {
-        if !mapping.maps(&field) {
-            problems.push(format!(
-                "To update customers by {}, choose the column that holds it.",
-                field.label().to_lowercase()
-            ));
-        }
-    }
-    problems.extend(rows::mapping_problems(file, mapping));
-    if !problems.is_empty() {
-        return Err(rows::file_errors(problems));
-    }
+    check_choices(file, mapping, options.mode)?;
     let mut refusals = Refusals::default();
     let progress = &Logged {
         inner: progress,
         started: std::time::Instant::now(),
     };
     progress.step("Reading rows", file.estimated_rows());
-    let checked = rows::check(file, mapping, &mut refusals, |done| progress.done(done))?;
+    let checked = rows::check(
+        file,
+        mapping,
+        &mut refusals,
+        |done| progress.done(done),
+        || progress.step("Checking the rows against each other", 0),
+    )?;
     let referrer_column = mapping
         .column_of(&Field::Referrer)
         .map(|column| file.headers[column].clone())
@@ -245,8 +281,7 @@ pub fn import(
     let outcome = conn.transaction(|conn| {
         let mut stage = staging::Staging::create(conn, program, mapping, &file.headers, options.mode)?;
         progress.step("Copying rows to the database", total);
-        stage.copy(conn, &checked.rows)?;
-        progress.done(total);
+        stage.copy(conn, &checked.rows, |copied| progress.done(copied))?;
         progress.step("Checking rows against the program's customers", 0);
         for (line, column, message) in stage.check(conn)? {
             refusals.add(line, column, message);
@@ -267,7 +302,7 @@ pub fn import(
             // Nothing of this transaction is kept.
             return Err(Rollback(report));
         }
-        progress.step("Writing customers", created + updated);
+        progress.step_at_once("Writing customers", created + updated);
         stage.merge(conn)?;
         progress.done(created + updated);
         progress.step("Recording the import", 0);

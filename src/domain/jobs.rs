@@ -12,6 +12,7 @@
 //! `kinds::run_batch`.
 
 pub mod kinds;
+pub mod phases;
 pub mod runner;
 
 use chrono::{DateTime, Utc};
@@ -24,7 +25,10 @@ use crate::db::text_enum;
 use crate::domain::{audit, Actor};
 use crate::error::Error;
 
-pub use runner::{claim_next, release, run_batch, run_to_end, BatchResult, RunSettings};
+pub use runner::{
+    claim_next, release, run_batch, run_batch_reporting, run_to_end, run_to_end_reporting, BatchResult,
+    RunSettings,
+};
 
 /// How many skipped rows the job page lists (the CSV has them all).
 pub const SKIPPED_SHOWN: i64 = 50;
@@ -38,6 +42,7 @@ text_enum! {
         CustomersRestore = "customers.restore",
         CustomersInvite = "customers.invite",
         CustomersCredit = "customers.credit",
+        CustomersImport = "customers.import",
     }
 }
 
@@ -51,7 +56,15 @@ impl JobKind {
             JobKind::CustomersRestore => "Restore customers",
             JobKind::CustomersInvite => "Invite customers",
             JobKind::CustomersCredit => "Credit customers",
+            JobKind::CustomersImport => "Import customers",
         }
+    }
+
+    /// Whether the job works in one transaction (all its rows or none), reporting its
+    /// steps in `job_phases` rather than rows committed batch by batch. Such a job cannot
+    /// be stopped part-way.
+    pub fn is_one_transaction(self) -> bool {
+        self == JobKind::CustomersImport
     }
 }
 
@@ -334,6 +347,13 @@ pub fn skipped_reasons(conn: &mut PgConnection, job_id: i64) -> Result<Vec<(Stri
 /// Cancels a job that has not finished: the batch running now completes, no other
 /// starts. Recorded in the audit log.
 pub fn cancel(conn: &mut PgConnection, actor: &Actor, program_id: i64, job_id: i64) -> Result<Job, Error> {
+    // Read without a lock first: a running import holds its row for the whole import.
+    if find(conn, program_id, job_id)?.kind.is_one_transaction() {
+        return Err(Error::invalid(
+            "job",
+            "An import writes all its rows in one transaction and cannot be stopped part-way.",
+        ));
+    }
     conn.transaction(|conn| {
         let job: Job = jobs::table
             .filter(jobs::program_id.eq(program_id))

@@ -16,6 +16,11 @@ const FILES: &[(&str, &str, &str)] = &[
         "text/javascript; charset=utf-8",
         include_str!("../../static/app.js"),
     ),
+    (
+        "live.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../static/live.js"),
+    ),
 ];
 
 pub async fn serve(file: web::Path<String>) -> Result<HttpResponse, Error> {

@@ -2,6 +2,8 @@
 //! (guessed from the header), choose create-only or an upsert and all-or-nothing or the
 //! valid rows, dry run with the per-row report, import, and download the refused rows.
 //! The work is `domain::imports`; the file waits in `customer_imports` between steps.
+//! The dry run answers in the request; the import is a background job
+//! (`stored::start`): the form redirects at once to the job's page and its progress.
 
 use std::time::Duration;
 
@@ -11,7 +13,7 @@ use askama::Template;
 use futures_util::StreamExt;
 
 use crate::db;
-use crate::domain::imports::stored::{self, StoredImport, MAX_UPLOAD_BYTES};
+use crate::domain::imports::stored::{self, Started, StoredImport, MAX_UPLOAD_BYTES};
 use crate::domain::imports::{self, Field, Mapping, Mode, Policy, Report};
 use crate::error::Error;
 use crate::web::context::Page;
@@ -22,8 +24,8 @@ use crate::AppState;
 
 /// Refusals listed on the page; the download has them all.
 const SHOWN_REFUSALS: usize = 200;
-/// How long the dashboard waits for an import (a bigger one belongs to the command).
-const IMPORT_WAIT: Duration = Duration::from_secs(600);
+/// How long the dashboard waits for a dry run (a bigger file belongs to the command).
+const DRY_RUN_WAIT: Duration = Duration::from_secs(600);
 
 #[derive(Template)]
 #[template(path = "imports/upload.html")]
@@ -227,12 +229,6 @@ impl ImportPage {
         self.import.policy == Policy::ValidRows
     }
 
-    /// Rows done of the rows read, for the progress bar.
-    fn done(&self) -> u64 {
-        self.report()
-            .map_or(0, |report| if report.dry_run { 0 } else { report.rows })
-    }
-
     fn hidden_refusals(&self) -> usize {
         self.report().map_or(0, |report| {
             report.refusals.iter().count().saturating_sub(SHOWN_REFUSALS)
@@ -283,31 +279,40 @@ pub async fn submit(
         Some("valid_rows") => Policy::ValidRows,
         _ => Policy::AllOrNothing,
     };
-    let action = value("action").unwrap_or("dry_run").to_string();
+    let importing = value("action") == Some("import");
     let program = page.program.clone();
     let actor = page.actor();
-    let result = db::run_within(&state.pool, IMPORT_WAIT, move |conn| {
+    let result = db::run_within(&state.pool, DRY_RUN_WAIT, move |conn| {
         stored::choose(conn, program.id, id, &mapping, mode, policy)?;
-        if action == "import" {
-            stored::run(conn, &program, &actor, id).map(|report| (true, report))
+        if importing {
+            stored::start(conn, &program, &actor, id).map(Submitted::Import)
         } else {
-            stored::dry_run(conn, &program, &actor, id).map(|report| (false, Some(report)))
+            stored::dry_run(conn, &program, &actor, id).map(Submitted::DryRun)
         }
     })
     .await;
     match result {
-        Ok((true, None)) => {
-            page.flash("info", "This import was already submitted; here is its result.");
-            Ok(redirect(&format!("/customers/import/{id}")))
+        Ok(Submitted::Import(Started::Queued(job_id))) => {
+            page.flash(
+                "info",
+                format!(
+                    "The import of {} runs in the background: job #{job_id}.",
+                    import.file_name
+                ),
+            );
+            Ok(redirect(&format!("/jobs/{job_id}")))
         }
-        Ok((imported, Some(report))) => {
+        Ok(Submitted::Import(Started::Already(job_id))) => {
+            page.flash("info", "This import was already submitted; here is its job.");
+            Ok(redirect(&format!("/jobs/{job_id}")))
+        }
+        Ok(Submitted::DryRun(report)) => {
             page.flash(
                 if report.complete() { "success" } else { "error" },
-                summary(&report, imported),
+                summary(&report),
             );
             Ok(redirect(&format!("/customers/import/{id}")))
         }
-        Ok((false, None)) => Ok(redirect(&format!("/customers/import/{id}"))),
         Err(error) => {
             let import = load(&state, &page, id).await?;
             rerender(error, |errors| ImportPage::build(page, import, errors))
@@ -315,13 +320,29 @@ pub async fn submit(
     }
 }
 
-fn summary(report: &Report, imported: bool) -> String {
+/// What the mapping form's button did.
+enum Submitted {
+    DryRun(Report),
+    Import(Started),
+}
+
+/// The flash of a dry run; an import's result is on its job's page
+/// (`web::jobs`, [`import_summary`]).
+fn summary(report: &Report) -> String {
+    format!(
+        "Dry run: {} rows, {} would be created, {} updated, {} refused. Nothing was written.",
+        report.rows,
+        report.created,
+        report.updated,
+        report.refusals.rows()
+    )
+}
+
+/// What an import did, in a sentence.
+pub fn import_summary(report: &Report) -> String {
     let refused = report.refusals.rows();
-    if !imported {
-        format!(
-            "Dry run: {} rows, {} would be created, {} updated, {refused} refused. Nothing was written.",
-            report.rows, report.created, report.updated
-        )
+    if report.dry_run {
+        summary(report)
     } else if report.written {
         format!(
             "Imported: {} created, {} updated, {refused} refused.",

@@ -1,9 +1,12 @@
 //! Background jobs' pages: the program's recent jobs, one job's progress and result, the
 //! CSV of the rows it skipped, and cancelling a job that is still running.
 //!
-//! The job page works without JavaScript: while the job runs it refreshes itself (a
-//! `<meta http-equiv="refresh">`), showing the rows done out of the total, the rate and
-//! the time left.
+//! The job page works without JavaScript: while the job runs it refreshes itself (its
+//! `#job-live` region fetched again and replaced by `static/live.js`; without JavaScript a
+//! `<meta http-equiv="refresh">` in `<noscript>` reloads the page), showing the rows done out of the total, the rate and
+//! the time left. An import (one transaction) shows its step instead — step 3 of 6,
+//! "Copying rows to the database", 40,000 of 100,000 rows — and once done what it
+//! created, updated and refused, with the refused rows to download.
 
 use actix_web::http::header;
 use actix_web::web::{self, Bytes};
@@ -12,6 +15,8 @@ use askama::Template;
 use serde::Deserialize;
 
 use crate::db;
+use crate::domain::imports::stored::{self, ImportOfJob};
+use crate::domain::jobs::phases::{self, Phase};
 use crate::domain::jobs::{self, Job, SkippedRow, SKIPPED_SHOWN};
 use crate::error::Error;
 use crate::web::context::Page;
@@ -74,29 +79,62 @@ struct JobPage {
     reasons: Vec<(String, i64)>,
     now: chrono::DateTime<chrono::Utc>,
     refresh_secs: u32,
+    /// The step of a one-transaction job (an import) while it runs.
+    phase: Option<Phase>,
+    /// The upload an import job imports.
+    import: Option<ImportOfJob>,
 }
 
 impl JobPage {
+    /// The percent the bar shows: of the current step for a job that reports steps (none
+    /// while a step of one statement runs: the bar is then shown as under way).
+    fn bar_percent(&self) -> Option<i64> {
+        match &self.phase {
+            Some(phase) => phase.percent(),
+            None => Some(self.job.percent()),
+        }
+    }
+
+    /// The line under the bar of a job that reports steps.
+    fn phase_text(&self) -> Option<String> {
+        let phase = self.phase.as_ref()?;
+        if phase.step == 0 {
+            return Some(format!("{} …", phase.label));
+        }
+        let mut text = format!("Step {} of {}: {}", phase.step, phase.steps, phase.label);
+        if phase.total > 0 {
+            text.push_str(&format!(
+                " · {} of {} rows",
+                thousands(phase.done),
+                thousands(phase.total)
+            ));
+            if let Some(rate) = phase.rate(self.now) {
+                text.push_str(&format!(" · {}", rate_words(rate)));
+            }
+            if let Some(seconds) = phase.seconds_left(self.now) {
+                text.push_str(&format!(" · {}", left_words(seconds)));
+            }
+        } else {
+            text.push_str(" …");
+        }
+        Some(text)
+    }
+
+    fn import_summary(&self) -> Option<String> {
+        let report = self.import.as_ref()?.report.as_ref()?;
+        Some(crate::web::imports::import_summary(report))
+    }
+
     fn count<N: std::borrow::Borrow<i64>>(&self, n: N) -> String {
         thousands(*n.borrow())
     }
 
     fn rate_text(&self) -> Option<String> {
-        let rate = self.job.rate(self.now)?;
-        Some(if rate >= 10.0 {
-            format!("{} rows/s", thousands(rate.round() as i64))
-        } else {
-            format!("{rate:.1} rows/s")
-        })
+        self.job.rate(self.now).map(rate_words)
     }
 
     fn time_left_text(&self) -> Option<String> {
-        let seconds = self.job.seconds_left(self.now)?;
-        Some(match seconds {
-            0..=59 => format!("about {seconds} s left"),
-            60..=3599 => format!("about {} min left", (seconds + 30) / 60),
-            _ => format!("about {:.1} h left", seconds as f64 / 3600.0),
-        })
+        self.job.seconds_left(self.now).map(left_words)
     }
 
     fn is_running(&self) -> bool {
@@ -118,20 +156,53 @@ impl JobPage {
     }
 }
 
+fn rate_words(rate: f64) -> String {
+    if rate >= 10.0 {
+        format!("{} rows/s", thousands(rate.round() as i64))
+    } else {
+        format!("{rate:.1} rows/s")
+    }
+}
+
+fn left_words(seconds: i64) -> String {
+    match seconds {
+        0..=59 => format!("about {seconds} s left"),
+        60..=3599 => format!("about {} min left", (seconds + 30) / 60),
+        _ => format!("about {:.1} h left", seconds as f64 / 3600.0),
+    }
+}
+
 pub async fn show(
     state: web::Data<AppState>,
     page: Page,
     path: web::Path<JobPath>,
 ) -> Result<HttpResponse, Error> {
     let (program_id, job_id) = (page.program.id, path.id);
-    let (job, skipped, reasons) = db::run(&state.pool, move |conn| {
+    let (job, skipped, reasons, phase, import) = db::run(&state.pool, move |conn| {
         let job = jobs::find(conn, program_id, job_id)?;
         let skipped = jobs::skipped_rows(conn, job.id, 0, SKIPPED_SHOWN)?
             .into_iter()
             .map(|(_, row)| row)
             .collect();
         let reasons = jobs::skipped_reasons(conn, job.id)?;
-        Ok((job, skipped, reasons))
+        let (phase, import) = if job.kind.is_one_transaction() {
+            let phase = if job.status.is_finished() {
+                None
+            } else {
+                phases::find(conn, job.id)?
+            };
+            let mut import = stored::of_job(conn, program_id, job.id)?;
+            if job.status != jobs::JobStatus::Done {
+                // The report there is an earlier one's (a dry run, an earlier try).
+                if let Some(import) = import.as_mut() {
+                    import.report = None;
+                }
+            }
+            (phase, import)
+        } else {
+            (None, None)
+        };
+        Ok((job, skipped, reasons, phase, import))
     })
     .await?;
     render(&JobPage {
@@ -141,6 +212,8 @@ pub async fn show(
         reasons,
         now: chrono::Utc::now(),
         refresh_secs: REFRESH_SECS,
+        phase,
+        import,
     })
 }
 

@@ -1354,7 +1354,15 @@ async fn approve_all_matching_and_watch_the_job_finish(app: &TestApp, tab: &Tab)
     tab.sees("being handled in the background").await?;
     assert!(tab.path().await?.starts_with("/jobs/"));
 
-    // The page refreshes itself until the bar is full.
+    // The page refreshes itself until the bar is full: its progress region, by live.js,
+    // without reloading the page (a mark left on the window stays).
+    let running = tab
+        .client
+        .execute(
+            "window.referdeskMark = 1; return document.getElementById('job-live').hasAttribute('data-refresh-secs')",
+            vec![],
+        )
+        .await?;
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let shown = tab.text().await.unwrap_or_default();
@@ -1369,6 +1377,17 @@ async fn approve_all_matching_and_watch_the_job_finish(app: &TestApp, tab: &Tab)
     tab.sees("100%").await?;
     assert_eq!(tab.text_of("#job-status").await?, "done");
     assert_eq!(tab.text_of("#job-done").await?, "1,200");
+    if running.as_bool() == Some(true) {
+        let mark = tab
+            .client
+            .execute("return window.referdeskMark || 0", vec![])
+            .await?;
+        assert_eq!(
+            mark.as_i64(),
+            Some(1),
+            "the region was refreshed in place, not the page reloaded"
+        );
+    }
     let pending: i64 = {
         use diesel::prelude::*;
         use referdesk::db::schema::customers;
@@ -1423,15 +1442,28 @@ async fn import_customers_from_a_csv_file(app: &TestApp, tab: &Tab) -> anyhow::R
     tab.sees("Enter a valid email address.").await?;
     assert_eq!(tab.chosen("Vorname").await?, "Name", "the mapping is kept");
 
+    // The import runs in the background: its job's page, refreshing itself, shows the
+    // bar until it reaches 100% and the result.
     tab.press("Import").await?;
+    assert!(tab.path().await?.starts_with("/jobs/"), "the job's page");
+    tab.sees("runs in the background").await?;
     tab.sees("Imported: 2 created, 0 updated, 1 refused.").await?;
-    let progress = tab.client.find(Locator::Id("import-progress")).await?;
+    let status = tab
+        .client
+        .find(Locator::Id("job-progress"))
+        .await?
+        .attr("data-status")
+        .await?;
+    assert_eq!(status.as_deref(), Some("done"));
+    let progress = tab.client.find(Locator::Css("#job-progress progress")).await?;
     let (value, max) = (progress.attr("value").await?, progress.attr("max").await?);
     assert_eq!(
         (value.as_deref(), max.as_deref()),
-        (Some("3"), Some("3")),
+        (Some("100"), Some("100")),
         "the bar at 100%"
     );
+    tab.sees("100% · Imported: 2 created, 0 updated, 1 refused.")
+        .await?;
     let href = tab
         .client
         .find(Locator::LinkText("Download the refused rows (CSV)"))

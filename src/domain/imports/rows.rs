@@ -59,12 +59,14 @@ pub fn formula_message(cell: &str) -> String {
 }
 
 /// Parses and checks every row (see the module documentation). `advance` is called with
-/// the number of rows read so far, now and then.
+/// the number of rows read so far, now and then; `across` once every row is read, before
+/// the checks across rows (referrers, cycles).
 pub fn check(
     file: &CsvFile,
     mapping: &Mapping,
     refusals: &mut Refusals,
     mut advance: impl FnMut(u64),
+    across: impl FnOnce(),
 ) -> Result<CheckedRows, Error> {
     let columns = Columns::new(file, mapping)?;
     let mut rows: Vec<Parsed> = Vec::new();
@@ -117,6 +119,7 @@ pub fn check(
         }
     }
     advance(rows.len() as u64);
+    across();
     let total = rows.len() as u64;
     let parents = resolve_referrers(&mut rows, &keys, &emails, &columns, refusals);
     refuse_cycles(&rows, &parents, &columns, refusals);
@@ -548,7 +551,7 @@ mod tests {
         let file = CsvFile::parse(text.as_bytes().to_vec()).unwrap();
         let mapping = file.guess_mapping();
         let mut refusals = Refusals::default();
-        let checked = check(&file, &mapping, &mut refusals, |_| {}).unwrap();
+        let checked = check(&file, &mapping, &mut refusals, |_| {}, || {}).unwrap();
         (checked.rows, refusals)
     }
 

@@ -149,9 +149,16 @@ impl<'a> Staging<'a> {
     }
 
     /// Copies the rows in (binary `COPY`), then has the table analysed for the checks' plans.
-    pub fn copy(&mut self, conn: &mut PgConnection, rows: &[StagedRow]) -> Result<(), Error> {
+    /// `copied` is told the rows copied so far after each `COPY` (of up to 100,000 rows).
+    pub fn copy(
+        &mut self,
+        conn: &mut PgConnection,
+        rows: &[StagedRow],
+        mut copied: impl FnMut(u64),
+    ) -> Result<(), Error> {
+        let mut done = 0;
         for chunk in rows.chunks(100_000) {
-            let copied: Vec<CopiedRow> = chunk
+            let batch: Vec<CopiedRow> = chunk
                 .iter()
                 .map(|row| CopiedRow {
                     line: row.line,
@@ -172,8 +179,10 @@ impl<'a> Staging<'a> {
                 })
                 .collect();
             diesel::copy_from(import_rows::table)
-                .from_insertable(&copied)
+                .from_insertable(&batch)
                 .execute(conn)?;
+            done += chunk.len() as u64;
+            copied(done);
         }
         diesel::sql_query("ANALYZE import_rows").execute(conn)?;
         Ok(())

@@ -6,9 +6,11 @@
 use diesel::PgConnection;
 use serde_json::Value;
 
+use super::phases::Phases;
 use super::{Job, JobKind, SkippedRow};
 use crate::domain::customers::bulk::{self, BulkAction};
 use crate::domain::customers::listing::CustomerList;
+use crate::domain::imports;
 use crate::domain::programs::Program;
 use crate::error::Error;
 
@@ -18,6 +20,8 @@ pub struct Context<'a> {
     /// The customer list's one entry point, for kinds that walk a filtered list.
     pub list: &'a CustomerList,
     pub batch_size: i64,
+    /// Where a one-transaction kind reports its steps (`phases`).
+    pub phases: &'a dyn Phases,
 }
 
 /// One batch's outcome.
@@ -30,6 +34,9 @@ pub struct Batch {
     pub cursor: Option<Value>,
     /// True when nothing is left.
     pub finished: bool,
+    /// The rows there were, when the kind knows better than applied + skipped (an import
+    /// that wrote nothing: its valid rows were neither applied nor refused).
+    pub total: Option<i64>,
 }
 
 /// Runs one batch of `job`, by its kind.
@@ -41,6 +48,16 @@ pub fn run_batch(conn: &mut PgConnection, job: &Job, context: &Context<'_>) -> R
         JobKind::CustomersRestore => BulkAction::Restore,
         JobKind::CustomersInvite => BulkAction::Invite,
         JobKind::CustomersCredit => BulkAction::Credit,
+        JobKind::CustomersImport => return imports::stored::run_job(conn, job, context),
     };
     bulk::run_batch(conn, job, context, action)
+}
+
+/// What is left to undo once a job has failed for good, in the transaction that marks it
+/// failed: an upload whose import failed can be imported again.
+pub fn after_failure(conn: &mut PgConnection, job: &Job) -> Result<(), Error> {
+    match job.kind {
+        JobKind::CustomersImport => imports::stored::job_failed(conn, job),
+        _ => Ok(()),
+    }
 }

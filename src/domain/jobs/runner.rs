@@ -7,11 +7,18 @@
 //! lease, ends it here), lets the kind do its rows, and writes their skipped rows, the
 //! counts, the cursor and a renewed lease. Because the rows' changes and the cursor commit
 //! together, a job resumed by anyone continues exactly after the last committed row.
+//!
+//! A kind that works in one transaction (an import) is one batch: it holds the job's row
+//! for as long as it runs, so no other worker claims it even once the lease has run out
+//! (`SKIP LOCKED`), and a process that dies in it leaves nothing committed — the job is
+//! run again from the start by whoever claims it after the lease. It reports its steps
+//! through [`Phases`].
 
 use chrono::{DateTime, Duration, Utc};
 use diesel::prelude::*;
 
 use super::kinds::{self, Batch, Context};
+use super::phases::{Phases, Unreported};
 use super::{Job, JobStatus};
 use crate::db::schema::{job_skipped_rows, jobs};
 use crate::domain::customers::listing::CustomerList;
@@ -103,6 +110,18 @@ pub fn run_batch(
     owner: &str,
     settings: &RunSettings,
 ) -> Result<BatchResult, Error> {
+    run_batch_reporting(conn, list, job_id, owner, settings, &Unreported)
+}
+
+/// [`run_batch`], with a one-transaction kind's steps reported to `phases`.
+pub fn run_batch_reporting(
+    conn: &mut PgConnection,
+    list: &CustomerList,
+    job_id: i64,
+    owner: &str,
+    settings: &RunSettings,
+    phases: &dyn Phases,
+) -> Result<BatchResult, Error> {
     let attempt = conn.transaction::<_, Error, _>(|conn| {
         let job: Job = jobs::table
             .find(job_id)
@@ -117,6 +136,7 @@ pub fn run_batch(
             program: &program,
             list,
             batch_size: settings.batch_size,
+            phases,
         };
         let batch = kinds::run_batch(conn, &job, &context)?;
         record_batch(conn, &job, batch, settings)
@@ -137,6 +157,7 @@ fn record_batch(
 ) -> Result<BatchResult, Error> {
     let now = Utc::now();
     let skipped = batch.skipped.len() as i64;
+    let total = batch.total;
     if !batch.skipped.is_empty() {
         let rows: Vec<_> = batch
             .skipped
@@ -174,7 +195,7 @@ fn record_batch(
                 jobs::status.eq(JobStatus::Done),
                 // The rows met, whatever the count said when the job started (the
                 // filter is checked again as the job runs).
-                jobs::total.eq(done + skipped),
+                jobs::total.eq(total.unwrap_or(done + skipped)),
                 jobs::finished_at.eq(now),
                 jobs::lease_owner.eq(None::<String>),
                 jobs::lease_until.eq(None::<DateTime<Utc>>),
@@ -220,7 +241,10 @@ fn record_failure(
         }
         let failures = job.failures + 1;
         let now = Utc::now();
-        if failures >= settings.max_failures {
+        // Input the job refuses (an import's file or choices) is refused again by any
+        // retry: the job fails at once, with the message.
+        let refused = matches!(error, Error::Invalid { .. });
+        if failures >= settings.max_failures || refused {
             diesel::update(jobs::table.find(job_id))
                 .set((
                     jobs::status.eq(JobStatus::Failed),
@@ -232,6 +256,7 @@ fn record_failure(
                     jobs::lease_until.eq(None::<DateTime<Utc>>),
                 ))
                 .execute(conn)?;
+            kinds::after_failure(conn, &job)?;
             Ok(BatchResult::Finished(JobStatus::Failed))
         } else {
             diesel::update(jobs::table.find(job_id))
@@ -278,8 +303,21 @@ pub fn run_to_end(
     settings: &RunSettings,
     stop: &dyn Fn(std::time::Duration) -> bool,
 ) -> Result<BatchResult, Error> {
+    run_to_end_reporting(conn, list, job_id, owner, settings, stop, &Unreported)
+}
+
+/// [`run_to_end`], with a one-transaction kind's steps reported to `phases`.
+pub fn run_to_end_reporting(
+    conn: &mut PgConnection,
+    list: &CustomerList,
+    job_id: i64,
+    owner: &str,
+    settings: &RunSettings,
+    stop: &dyn Fn(std::time::Duration) -> bool,
+    phases: &dyn Phases,
+) -> Result<BatchResult, Error> {
     loop {
-        let result = run_batch(conn, list, job_id, owner, settings)?;
+        let result = run_batch_reporting(conn, list, job_id, owner, settings, phases)?;
         match result {
             BatchResult::Finished(_) | BatchResult::Lost => return Ok(result),
             BatchResult::Progress => {
