@@ -22,7 +22,9 @@ mod batch;
 mod booking;
 mod entries;
 
-pub use balances::{balance_of, balances, credits_issued, credits_of, format_amount, grouped, Balance};
+pub use balances::{
+    balance_of, balances, balances_and_entries, credits_issued, credits_of, format_amount, grouped, Balance,
+};
 pub use batch::{book_credits, NewCredit};
 pub use booking::{book, parse_for_customer};
 pub use entries::{
@@ -93,10 +95,22 @@ pub fn transactions(
     page: i64,
     per_page: i64,
 ) -> Result<(Vec<TransactionRow>, i64), Error> {
-    let per_page = per_page.clamp(1, 250);
-    let page = page.max(1);
     // Kept with the balances: counting a long ledger's rows is what a page must not do.
     let total = balances::entry_count(conn, customer_id)?;
+    transactions_of(conn, customer_id, total, page, per_page)
+}
+
+/// [`transactions`] when the number of entries is known (read with the balances by
+/// [`balances_and_entries`]).
+pub fn transactions_of(
+    conn: &mut PgConnection,
+    customer_id: i64,
+    total: i64,
+    page: i64,
+    per_page: i64,
+) -> Result<(Vec<TransactionRow>, i64), Error> {
+    let per_page = per_page.clamp(1, 250);
+    let page = page.max(1);
     let rows: Vec<(Transaction, Option<String>, Option<String>)> = balance_transactions::table
         .left_join(
             team_members::table.on(team_members::id

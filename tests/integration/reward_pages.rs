@@ -369,3 +369,47 @@ async fn the_transactions_page_caps_its_count() {
     );
     assert!(body.contains("All transactions</a>"));
 }
+
+/// The customer page's "Earned as referrer" heading counts every reward below a full
+/// panel, at a full one and past it (the panel shows the latest 20), and stops at the cap;
+/// the other side's key is named on each row.
+#[apply(integration_test!)]
+async fn a_customers_reward_panels_count_below_at_and_past_a_full_panel() {
+    use crate::reward_fixtures::{insert_many, insert_pair, insert_rule};
+    use referdesk::domain::rewards::figures::EARNED_COUNT_CAP;
+
+    let app = TestApp::spawn().await;
+    let rule = insert_rule(&app, "Ten per friend");
+    let (_, browser) = app.signed_in_browser("viewer@example.com", Role::Viewer).await;
+    let heading = |body: &str| {
+        let rewards = &body[body.find("id=\"rewards\"").unwrap()..];
+        let start = rewards.find("Earned as referrer").unwrap();
+        rewards[start..start + rewards[start..].find("</h3>").unwrap()].to_string()
+    };
+    let earlier = Utc::now() - Duration::days(30);
+    for (prefix, count, said) in [
+        ("few", 3, "(3)".to_string()),
+        ("full", 20, "(20)".to_string()),
+        ("past", 21, "(21, latest 20 shown".to_string()),
+        (
+            "capped",
+            EARNED_COUNT_CAP as i32 + 5,
+            "(more than 1,000, latest 20 shown".to_string(),
+        ),
+    ] {
+        let pair = insert_pair(&app, prefix);
+        insert_many(&app, rule, pair, count, "10", earlier, true, earlier);
+        let (status, body) = browser.get_html(&format!("/customers/{prefix}-ref")).await;
+        assert_eq!(status, 200);
+        let heading = heading(&body);
+        assert!(heading.contains(&said), "{prefix}: {heading}");
+        let panel = &body[body.find("Earned as referrer").unwrap()..body.find("Earned as friend").unwrap()];
+        assert_eq!(
+            panel
+                .matches(&format!("<a href=\"/customers/{prefix}-friend\">"))
+                .count(),
+            count.min(20) as usize,
+            "{prefix}: each row names the friend"
+        );
+    }
+}

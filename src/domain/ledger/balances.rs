@@ -100,6 +100,28 @@ pub fn balances(conn: &mut PgConnection, customer_id: i64) -> Result<Vec<Balance
     Ok(in_order(rows))
 }
 
+/// [`balances`] and the number of entries in all units, read together (the customer page
+/// shows both).
+pub fn balances_and_entries(conn: &mut PgConnection, customer_id: i64) -> Result<(Vec<Balance>, i64), Error> {
+    let rows: Vec<(String, bool, BigDecimal, i64)> = customer_balances::table
+        .filter(customer_balances::customer_id.eq(customer_id))
+        .select((
+            customer_balances::amount_units,
+            customer_balances::is_currency,
+            customer_balances::balance,
+            customer_balances::entries,
+        ))
+        .load(conn)?;
+    let entries = rows.iter().map(|row| row.3).sum();
+    Ok((
+        in_order(
+            rows.into_iter()
+                .map(|(units, is_currency, balance, _)| (units, is_currency, balance)),
+        ),
+        entries,
+    ))
+}
+
 /// The balance in one unit (zero when never used). A debit's check reads it with the
 /// customer locked (see `book`), so no booking of theirs lands in between.
 pub fn balance_of(

@@ -2,8 +2,6 @@
 //! and as friend), the program's totals per status and unit, and the referral funnel over
 //! a date range.
 
-use std::collections::HashMap;
-
 use bigdecimal::BigDecimal;
 use chrono::{DateTime, Utc};
 use diesel::dsl::sum;
@@ -42,7 +40,8 @@ impl EarnedReward {
     }
 }
 
-/// A reward row as [`earned_by`] reads it, before the keys are looked up.
+/// A reward row as [`earned_by`] reads it: the reward, its rule's name, the other side's
+/// key and the transaction's key.
 #[derive(Queryable)]
 struct Found {
     id: i64,
@@ -51,11 +50,10 @@ struct Found {
     amount_units: String,
     is_currency: bool,
     rule_name: String,
-    transaction_id: Option<i64>,
     hold_until: DateTime<Utc>,
     created_at: DateTime<Utc>,
-    referrer_id: i64,
-    friend_id: i64,
+    other_key: Option<String>,
+    transaction_key: Option<String>,
 }
 
 /// The customer page's reward counts stop here (a top referrer may have earned tens of
@@ -63,69 +61,63 @@ struct Found {
 pub const EARNED_COUNT_CAP: i64 = 1_000;
 
 /// The customer's latest rewards earned in `role`, newest first, and how many in all, up
-/// to [`EARNED_COUNT_CAP`] + 1.
+/// to [`EARNED_COUNT_CAP`] + 1. One statement for a customer with fewer rewards than
+/// `limit` (nearly all of them): the rows are the count; a second one counts past a full
+/// page.
 pub fn earned_by(
     conn: &mut PgConnection,
     customer_id: i64,
     role: BeneficiaryRole,
     limit: i64,
 ) -> Result<(Vec<EarnedReward>, i64), Error> {
-    let counted: Vec<i64> = rewards::table
-        .filter(rewards::beneficiary_id.eq(customer_id))
-        .filter(rewards::role.eq(role))
-        .select(rewards::id)
-        .limit(EARNED_COUNT_CAP + 1)
-        .load(conn)?;
-    let total = counted.len() as i64;
-    if total == 0 {
-        return Ok((Vec::new(), 0));
+    let limit = limit.clamp(1, 250);
+    // The other side of the referral: the friend for a referrer's reward, else the
+    // referrer. The two joins are two statement shapes, hence the macro.
+    macro_rules! latest {
+        ($other:expr) => {
+            rewards::table
+                .inner_join(reward_rules::table.on(reward_rules::id.eq(rewards::rule_id)))
+                .left_join(customers::table.on(customers::id.eq($other)))
+                .left_join(transactions::table.on(transactions::id.nullable().eq(rewards::transaction_id)))
+                .filter(rewards::beneficiary_id.eq(customer_id))
+                .filter(rewards::role.eq(role))
+                .order((rewards::created_at.desc(), rewards::id.desc()))
+                .limit(limit)
+                .select((
+                    rewards::id,
+                    rewards::status,
+                    rewards::amount,
+                    rewards::amount_units,
+                    rewards::is_currency,
+                    reward_rules::name,
+                    rewards::hold_until,
+                    rewards::created_at,
+                    customers::key.nullable(),
+                    transactions::key.nullable(),
+                ))
+                .load::<Found>(conn)?
+        };
     }
-    let found: Vec<Found> = rewards::table
-        .inner_join(reward_rules::table.on(reward_rules::id.eq(rewards::rule_id)))
-        .filter(rewards::beneficiary_id.eq(customer_id))
-        .filter(rewards::role.eq(role))
-        .order((rewards::created_at.desc(), rewards::id.desc()))
-        .limit(limit.clamp(1, 250))
-        .select((
-            rewards::id,
-            rewards::status,
-            rewards::amount,
-            rewards::amount_units,
-            rewards::is_currency,
-            reward_rules::name,
-            rewards::transaction_id,
-            rewards::hold_until,
-            rewards::created_at,
-            rewards::referrer_id,
-            rewards::friend_id,
-        ))
-        .load(conn)?;
-    // The other side of the referral: the friend for a referrer's reward, else the referrer.
-    let other = |row: &Found| match role {
-        BeneficiaryRole::Referrer => row.friend_id,
-        BeneficiaryRole::Friend => row.referrer_id,
+    let found: Vec<Found> = match role {
+        BeneficiaryRole::Referrer => latest!(rewards::friend_id),
+        BeneficiaryRole::Friend => latest!(rewards::referrer_id),
     };
-    let other_ids: Vec<i64> = found.iter().map(other).collect();
-    let keys: HashMap<i64, String> = customers::table
-        .filter(customers::id.eq_any(&other_ids))
-        .select((customers::id, customers::key))
-        .load::<(i64, String)>(conn)?
-        .into_iter()
-        .collect();
-    let transaction_ids: Vec<i64> = found.iter().filter_map(|row| row.transaction_id).collect();
-    let transaction_keys: HashMap<i64, String> = transactions::table
-        .filter(transactions::id.eq_any(&transaction_ids))
-        .select((transactions::id, transactions::key))
-        .load::<(i64, String)>(conn)?
-        .into_iter()
-        .collect();
+    let total = if (found.len() as i64) < limit {
+        found.len() as i64
+    } else {
+        rewards::table
+            .filter(rewards::beneficiary_id.eq(customer_id))
+            .filter(rewards::role.eq(role))
+            .select(rewards::id)
+            .limit(EARNED_COUNT_CAP + 1)
+            .load::<i64>(conn)?
+            .len() as i64
+    };
     let rows = found
         .into_iter()
         .map(|row| EarnedReward {
-            other_key: keys.get(&other(&row)).cloned().unwrap_or_default(),
-            transaction_key: row
-                .transaction_id
-                .and_then(|id| transaction_keys.get(&id).cloned()),
+            other_key: row.other_key.unwrap_or_default(),
+            transaction_key: row.transaction_key,
             id: row.id,
             role,
             status: row.status,

@@ -238,11 +238,11 @@ pub(super) async fn render_detail(
                 customers::referrals(conn, program_id, customer.id, shown, REFERRALS_PER_PAGE)?
             };
             let events = timeline::for_customer(conn, program_id, &customer, ACTIVITY_LIMIT)?;
-            let balances = ledger::balances(conn, customer.id)?;
-            let (transactions, ledger_total) = if balances.is_empty() {
+            let (balances, entries) = ledger::balances_and_entries(conn, customer.id)?;
+            let (transactions, ledger_total) = if entries == 0 {
                 (Vec::new(), 0)
             } else {
-                ledger::transactions(conn, customer.id, pages.ledger, LEDGER_PER_PAGE)?
+                ledger::transactions_of(conn, customer.id, entries, pages.ledger, LEDGER_PER_PAGE)?
             };
             let invites = invites::for_customer(conn, &customer, INVITES_LIMIT)?;
             let rewards = RewardPanels::load(conn, program_id, customer.id)?;
