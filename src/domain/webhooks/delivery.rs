@@ -118,13 +118,20 @@ struct InFlight {
 
 /// When the next delivery of an active subscription falls due: a retry, or the end of a
 /// lease whose process died (it may be due already, waiting for a slot).
+///
+/// The first in time order rather than `min()`: PostgreSQL answers `min()` from an index
+/// only on a single table, so with the join it read every pending delivery (8 ms with
+/// 20,000 queued, on every round of the worker); in order, it stops at the first one of an
+/// active subscription.
 pub fn next_due(conn: &mut PgConnection) -> Result<Option<DateTime<Utc>>, Error> {
     Ok(deliveries::table
         .inner_join(subs::table)
         .filter(deliveries::status.eq("pending"))
         .filter(subs::is_active)
-        .select(diesel::dsl::min(deliveries::next_attempt_at))
-        .first(conn)?)
+        .order(deliveries::next_attempt_at)
+        .select(deliveries::next_attempt_at)
+        .first(conn)
+        .optional()?)
 }
 
 /// Claims due deliveries of active subscriptions, at most `limits.per_endpoint` in flight
