@@ -60,6 +60,10 @@ if [ ! -s "$FILE" ]; then
 fi
 say "$(wc -l < "$FILE") lines, $(du -h "$FILE" | cut -f1)"
 
+# The commands' own data directory (secret, mail) inside the bench's: left to the default
+# `.referdesk`, their start would tighten it to 0700 and shut the load test's private
+# cluster, which runs as `postgres` under `.referdesk/bench/`, out of its directory.
+export REFERDESK_DATA_DIR=$IMPORT_DIR/data
 ADMIN_URL=${URL%/*}/postgres
 DB=${URL##*/}
 psql -q "$ADMIN_URL" -c "DROP DATABASE IF EXISTS $DB" -c "CREATE DATABASE $DB"
