@@ -48,7 +48,8 @@ fn approved_count(app: &TestApp, prefix: &str, approved: bool) -> i64 {
         .unwrap()
 }
 
-fn job_counts(app: &TestApp, job_id: i64) -> (String, i64, i64, i64) {
+/// (status, done, skipped, total) of a job (also read by the import tests).
+pub(crate) fn job_counts(app: &TestApp, job_id: i64) -> (String, i64, i64, i64) {
     jobs::table
         .find(job_id)
         .select((jobs::status, jobs::done, jobs::skipped, jobs::total))
@@ -56,7 +57,8 @@ fn job_counts(app: &TestApp, job_id: i64) -> (String, i64, i64, i64) {
         .unwrap()
 }
 
-fn job_id_of(target: &str) -> i64 {
+/// The job id of a `/jobs/{id}` redirect target.
+pub(crate) fn job_id_of(target: &str) -> i64 {
     target
         .strip_prefix("/jobs/")
         .and_then(|id| id.parse().ok())

@@ -16,6 +16,7 @@ use referdesk::domain::jobs::{self as job_domain, phases::Recorded, RunSettings}
 use referdesk::domain::team::Role;
 use referdesk::domain::Actor;
 
+use crate::bulk::{job_counts, job_id_of};
 use crate::helpers::{fresh_database, location, test_config, TestApp};
 use crate::integration_test;
 
@@ -534,22 +535,6 @@ async fn the_dashboard_imports_once_and_offers_the_refused_rows() {
         assert_eq!(response.status(), 403, "only admins import");
     }
     assert_eq!(job_total(&app), jobs_before, "no job queued by a refused role");
-}
-
-fn job_id_of(target: &str) -> i64 {
-    target
-        .strip_prefix("/jobs/")
-        .and_then(|id| id.parse().ok())
-        .unwrap_or_else(|| panic!("not a job page: {target}"))
-}
-
-/// (status, done, skipped, total) of a job.
-fn job_counts(app: &TestApp, job_id: i64) -> (String, i64, i64, i64) {
-    jobs::table
-        .find(job_id)
-        .select((jobs::status, jobs::done, jobs::skipped, jobs::total))
-        .first(&mut app.conn())
-        .unwrap()
 }
 
 fn job_total(app: &TestApp) -> i64 {

@@ -310,6 +310,9 @@ fn capitalized(word: &str) -> String {
     }
 }
 
+/// How an event about a friend is worded: (event, friend, referrer, names).
+type Describe = fn(&CustomerEvent, &str, &str, &Names) -> String;
+
 /// A customer's name, surname and email, as read for the wording.
 type NameColumns = (Option<String>, Option<String>, Option<String>);
 
@@ -427,31 +430,27 @@ pub fn for_customer(
             event,
         })
         .collect();
-    for event in gained {
-        let Some(friend) = friends.iter().find(|friend| Some(friend.0) == event.customer_id) else {
-            continue;
+    // A referral gained or moved away, worded with the friend's name.
+    let mut push_about_friend =
+        |event: CustomerEvent, friends: &[(i64, NameColumns, String)], describe: Describe| {
+            let Some((_, (name, surname, email), key)) =
+                friends.iter().find(|friend| Some(friend.0) == event.customer_id)
+            else {
+                return;
+            };
+            let friend_name = crate::domain::customers::display_name_of(name, surname, email, key);
+            entries.push(TimelineEntry {
+                at: event.created_at,
+                text: describe(&event, &friend_name, &subject, &names),
+                actor: names.actor(&event),
+                event,
+            });
         };
-        let friend_name =
-            crate::domain::customers::display_name_of(&friend.1 .0, &friend.1 .1, &friend.1 .2, &friend.2);
-        entries.push(TimelineEntry {
-            at: event.created_at,
-            text: describe_gained(&event, &friend_name, &subject, &names),
-            actor: names.actor(&event),
-            event,
-        });
+    for event in gained {
+        push_about_friend(event, &friends, describe_gained);
     }
     for event in lost {
-        let Some(friend) = former.iter().find(|friend| Some(friend.0) == event.customer_id) else {
-            continue;
-        };
-        let friend_name =
-            crate::domain::customers::display_name_of(&friend.1 .0, &friend.1 .1, &friend.1 .2, &friend.2);
-        entries.push(TimelineEntry {
-            at: event.created_at,
-            text: describe_lost(&event, &friend_name, &subject, &names),
-            actor: names.actor(&event),
-            event,
-        });
+        push_about_friend(event, &former, describe_lost);
     }
     entries.sort_by_key(|entry| std::cmp::Reverse((entry.at, entry.event.id)));
     entries.truncate(usize::try_from(limit).unwrap_or(0));

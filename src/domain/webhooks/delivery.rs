@@ -120,9 +120,8 @@ struct InFlight {
 /// lease whose process died (it may be due already, waiting for a slot).
 ///
 /// The first in time order rather than `min()`: PostgreSQL answers `min()` from an index
-/// only on a single table, so with the join it read every pending delivery (8 ms with
-/// 20,000 queued, on every round of the worker); in order, it stops at the first one of an
-/// active subscription.
+/// only on a single table, so with the join it would read every pending delivery on every
+/// round of the worker; in order, it stops at the first one of an active subscription.
 pub fn next_due(conn: &mut PgConnection) -> Result<Option<DateTime<Utc>>, Error> {
     Ok(deliveries::table
         .inner_join(subs::table)
