@@ -116,7 +116,9 @@ impl ApiCall {
         };
         if let Some(route) = route.as_ref().filter(|route| route.replica_allowed()) {
             let client = db::run_primary(&self.state.pool, move |conn| {
-                db::with_generic_plans(conn, |conn| Ok(authenticate(conn, &state, &secret, address)))?
+                db::with_generic_plans_unflushed(conn, |conn| {
+                    Ok(authenticate(conn, &state, &secret, address))
+                })?
             })
             .await?;
             route.require(client.token.read_after_lsn);
@@ -127,9 +129,11 @@ impl ApiCall {
             // Outside the work's transaction: a call that fails still counts as a use. In a
             // transaction of its own with reusable plans (the counters' statements would
             // otherwise be planned anew on every call, costing more than running them),
-            // committed also when the call is refused, so that the refusal counts.
-            let client =
-                db::with_generic_plans(conn, |conn| Ok(authenticate(conn, &state, &secret, address)))??;
+            // committed also when the call is refused, so that the refusal counts, and
+            // without waiting for the disk (see `with_generic_plans_unflushed`).
+            let client = db::with_generic_plans_unflushed(conn, |conn| {
+                Ok(authenticate(conn, &state, &secret, address))
+            })??;
             let token_id = client.token.id;
             let done = run_work(conn, client, input);
             if records_writes {

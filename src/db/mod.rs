@@ -403,30 +403,63 @@ where
     run(pool, move |conn| with_generic_plans(conn, work)).await
 }
 
+/// The settings of [`with_generic_plans`] and [`with_generic_plans_unflushed`].
+macro_rules! generic_plans {
+    () => {
+        "SET LOCAL plan_cache_mode = force_generic_plan"
+    };
+}
+macro_rules! unflushed {
+    () => {
+        "SET LOCAL synchronous_commit = off"
+    };
+}
+
 /// Runs `work` in a transaction whose prepared statements use their reusable plans (see
 /// [`run_lookups`]).
 pub fn with_generic_plans<T>(
     conn: &mut PgConnection,
     work: impl FnOnce(&mut PgConnection) -> Result<T, Error>,
 ) -> Result<T, Error> {
-    macro_rules! setting {
-        () => {
-            "SET LOCAL plan_cache_mode = force_generic_plan"
-        };
-    }
-    const SETTING: &str = setting!();
-    const BEGIN_WITH_SETTING: &str = concat!("BEGIN; ", setting!());
+    with_settings(conn, generic_plans!(), concat!("BEGIN; ", generic_plans!()), work)
+}
+
+/// [`with_generic_plans`] for the API's per-call counters (rate windows, a token's last
+/// use), committed without waiting for the disk: the counter row of a busy token is locked
+/// from its update to the commit, so a flush inside that span would queue every call of
+/// the token behind the disk. A crash can forget the last fraction of a second of counts,
+/// which only lets a few more calls through; the calls' own work commits as usual.
+pub fn with_generic_plans_unflushed<T>(
+    conn: &mut PgConnection,
+    work: impl FnOnce(&mut PgConnection) -> Result<T, Error>,
+) -> Result<T, Error> {
+    with_settings(
+        conn,
+        concat!(generic_plans!(), "; ", unflushed!()),
+        concat!("BEGIN; ", generic_plans!(), "; ", unflushed!()),
+        work,
+    )
+}
+
+/// Runs `work` in a transaction that starts with `settings` (`SET LOCAL …`, so they end
+/// with it); `begin_with_settings` is `BEGIN` and the settings, sent in one round trip.
+fn with_settings<T>(
+    conn: &mut PgConnection,
+    settings: &'static str,
+    begin_with_settings: &'static str,
+    work: impl FnOnce(&mut PgConnection) -> Result<T, Error>,
+) -> Result<T, Error> {
     let depth = AnsiTransactionManager::transaction_manager_status_mut(conn).transaction_depth()?;
     if depth.is_some() {
-        // Inside a transaction already: a savepoint, and the setting ends with it.
+        // Inside a transaction already: a savepoint, and the settings end with it.
         return conn.transaction(|conn| {
-            diesel::sql_query(SETTING).execute(conn)?;
+            conn.batch_execute(settings)?;
             work(conn)
         });
     }
     // Both in one round trip: these are the server's most frequent transactions.
-    if let Err(error) = AnsiTransactionManager::begin_transaction_sql(conn, BEGIN_WITH_SETTING) {
-        // Should BEGIN have run and the setting failed, Diesel does not know of the
+    if let Err(error) = AnsiTransactionManager::begin_transaction_sql(conn, begin_with_settings) {
+        // Should BEGIN have run and a setting failed, Diesel does not know of the
         // transaction; end it so the connection goes back to the pool clean.
         let _ = conn.batch_execute("ROLLBACK");
         return Err(error.into());

@@ -256,7 +256,14 @@ pub fn page(
         // After a row, or from the start when the cursor's row is gone.
         _ => base.order((rewards::created_at.asc(), rewards::id.asc())),
     };
-    let mut rows = load_rows(conn, base, per_page + 1)?;
+    // The page's plan is the same index walk whatever the values, except for a date range
+    // (how much of the queue it spans decides between walking in order and sorting): the
+    // others use their reusable plan instead of being planned on every view.
+    let mut rows = if filter.from.is_none() && filter.until.is_none() {
+        crate::db::with_generic_plans(conn, |conn| load_rows(conn, base, per_page + 1))?
+    } else {
+        load_rows(conn, base, per_page + 1)?
+    };
     let more = rows.len() as i64 > per_page;
     rows.truncate(per_page as usize);
     if backwards {
