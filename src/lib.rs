@@ -4,6 +4,7 @@
 //! tests exercise exactly what runs in production.
 
 pub mod api;
+mod background;
 pub mod client_address;
 pub mod config;
 pub mod db;
