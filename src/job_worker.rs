@@ -13,17 +13,13 @@
 //! that works in one transaction (an import; `jobs::phases`). An import is one batch, so
 //! a server asked to stop while it imports waits for the import to end.
 
-use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
-use anyhow::Context;
-
+use crate::background::{Stop, StoppableThread};
 use crate::db::DbPool;
 use crate::domain::customers::listing::CustomerList;
 use crate::domain::jobs::phases::Recorded;
 use crate::domain::jobs::{self, RunSettings};
-use crate::pruner::Stop;
 
 /// How long the thread sleeps when no job is waiting and no notification came: a new job
 /// wakes it at once (`db::listener::JOBS`); this finds jobs whose process died and whose
@@ -32,53 +28,30 @@ const POLL_INTERVAL: Duration = Duration::from_secs(10);
 
 /// The running job thread. [`JobWorker::stop`] ends it; dropping it asks it to stop.
 pub struct JobWorker {
-    stop: Arc<Stop>,
-    thread: Option<JoinHandle<()>>,
+    thread: StoppableThread,
 }
 
 impl JobWorker {
     pub fn start(pool: DbPool, list: CustomerList, settings: RunSettings) -> anyhow::Result<JobWorker> {
-        let stop = Arc::new(Stop::default());
         let owner = format!("worker-{}", crate::random::random_token(12));
-        let thread = std::thread::Builder::new()
-            .name("jobs".to_string())
-            .spawn({
-                let stop = stop.clone();
-                move || loop {
-                    pass(&pool, &list, &owner, &settings, &stop);
-                    if stop.wait(POLL_INTERVAL) {
-                        break;
-                    }
-                }
-            })
-            .context("could not start the job thread")?;
-        Ok(JobWorker {
-            stop,
-            thread: Some(thread),
-        })
+        let thread = StoppableThread::spawn("jobs", "the job thread", move |stop| loop {
+            pass(&pool, &list, &owner, &settings, stop);
+            if stop.wait(POLL_INTERVAL) {
+                break;
+            }
+        })?;
+        Ok(JobWorker { thread })
     }
 
     /// What wakes the thread now: a job was queued (by any process).
     pub fn waker(&self) -> impl Fn() + Send + 'static {
-        let stop = self.stop.clone();
-        move || stop.wake()
+        self.thread.waker()
     }
 
     /// Asks the thread to stop after the batch it is running, and waits for it.
     /// Blocking: call it from a blocking context.
-    pub fn stop(mut self) {
-        self.stop.request();
-        if let Some(thread) = self.thread.take() {
-            if thread.join().is_err() {
-                tracing::error!("the job thread panicked");
-            }
-        }
-    }
-}
-
-impl Drop for JobWorker {
-    fn drop(&mut self) {
-        self.stop.request();
+    pub fn stop(self) {
+        self.thread.stop();
     }
 }
 

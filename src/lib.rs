@@ -4,6 +4,7 @@
 //! tests exercise exactly what runs in production.
 
 pub mod api;
+mod background;
 pub mod client_address;
 pub mod config;
 pub mod db;
@@ -145,6 +146,142 @@ fn query_config() -> QueryConfig {
     })
 }
 
+/// The background workers, each on connections of its own so that none holds one the pages
+/// share.
+struct Workers {
+    mail: mail::MailWorker,
+    pruner: pruner::Pruner,
+    webhooks: Option<webhooks::WebhookWorker>,
+    reward_release: Option<reward_release::RewardRelease>,
+    jobs: Option<job_worker::JobWorker>,
+}
+
+impl Workers {
+    fn start(
+        config: &Config,
+        database_url: &str,
+        statement_timeout: std::time::Duration,
+        customer_list: &domain::customers::listing::CustomerList,
+    ) -> anyhow::Result<Workers> {
+        // The mail worker keeps a connection while it talks to the SMTP server (seconds,
+        // when that is slow): its own, so a batch of invites never takes one of the few
+        // the pages share.
+        let mail =
+            mail::MailWorker::start(db::build_server_pool(database_url, 1, statement_timeout), config)?;
+        // Its own connection without a statement timeout: a large backlog may take longer.
+        let pruner = pruner::Pruner::start(
+            db::build_pool(database_url, 1),
+            chrono::Duration::days(config.webhooks.retention_days),
+        )?;
+        // Its own few connections: a claim, and the recording of finished attempts.
+        let webhooks = if config.webhooks.worker {
+            Some(webhooks::WebhookWorker::start(
+                db::build_server_pool(database_url, 3, statement_timeout),
+                &config.webhooks,
+            )?)
+        } else {
+            None
+        };
+        // Its own connection too: a pass over a large backlog must not hold one of the
+        // pages' connections. An interval of 0 turns it off (tests release by hand).
+        let reward_release = match config.reward_release_secs {
+            0 => None,
+            secs => Some(reward_release::RewardRelease::start(
+                db::build_pool(database_url, 1),
+                std::time::Duration::from_secs(secs),
+            )?),
+        };
+        // Its own connections: a batch holds one for its transaction, an import's steps
+        // are written on the other.
+        let jobs = if config.jobs.worker {
+            Some(job_worker::JobWorker::start(
+                db::build_server_pool(database_url, 2, statement_timeout),
+                customer_list.clone(),
+                config.jobs.run_settings(),
+            )?)
+        } else {
+            None
+        };
+        Ok(Workers {
+            mail,
+            pruner,
+            webhooks,
+            reward_release,
+            jobs,
+        })
+    }
+
+    /// Wakes the workers of this process when any process queues work for them.
+    fn listen(&self, config: &Config, database_url: &str) -> anyhow::Result<db::listener::Listener> {
+        let mut wakeups: Vec<(&'static str, db::listener::OnNotify)> = vec![(db::listener::MAIL, {
+            let waker = self.mail.waker();
+            Box::new(move || waker.wake())
+        })];
+        if let Some(worker) = &self.webhooks {
+            let waker = worker.waker();
+            wakeups.push((db::listener::WEBHOOKS, Box::new(move || waker.wake())));
+        }
+        if let Some(release) = &self.reward_release {
+            wakeups.push((db::listener::REWARDS, Box::new(release.waker())));
+        }
+        if let Some(worker) = &self.jobs {
+            wakeups.push((db::listener::JOBS, Box::new(worker.waker())));
+        }
+        // LISTEN needs a session of its own too (not through a transaction pooler).
+        db::listener::Listener::start(&config.direct_url(database_url), wakeups)
+    }
+}
+
+/// The one-time link that creates the first admin, when nobody can sign in yet.
+fn first_admin_url(pool: &DbPool, config: &Config) -> anyhow::Result<Option<String>> {
+    let mut conn = pool.get().context("could not connect to the database")?;
+    Ok(domain::team::setup_token_if_needed(&mut conn)?
+        .map(|token| format!("{}/setup?token={}", config.public_url, token)))
+}
+
+/// The HTTP server with its middleware and routes, listening but not yet awaited.
+fn http_server(
+    config: &Config,
+    listener: TcpListener,
+    state: Data<AppState>,
+    store: web::session_store::PgSessionStore,
+    key: Key,
+) -> anyhow::Result<Server> {
+    let secure_cookies = config.serves_https();
+    let form_tokens = Data::new(web::csrf::FormTokens::new(&key, secure_cookies));
+    let server = HttpServer::new(move || {
+        let sessions = session_middleware(store.clone(), key.clone(), secure_cookies);
+        // The access check reads the rules of exactly the routes registered here.
+        let routes = routes::all();
+        App::new()
+            .app_data(Data::new(routes.table()))
+            .app_data(state.clone())
+            .app_data(form_tokens.clone())
+            .app_data(form_config())
+            .app_data(query_config())
+            .app_data(PathConfig::default().error_handler(|_, _| Error::NotFound.into()))
+            .wrap(from_fn(web::error_pages::catch_panics))
+            .wrap(from_fn(web::access::enforce))
+            .wrap(from_fn(web::csrf::protect))
+            .wrap(sessions)
+            // Outside the sessions: it sees the cookie of a sign-in.
+            .wrap(from_fn(web::read_routing::route_reads))
+            .wrap(security_headers())
+            .wrap(from_fn(web::error_pages::fill_empty_errors))
+            .wrap(from_fn(api::no_store))
+            .wrap(from_fn(log_request))
+            // Outermost: it edits the request's headers, which only works while no
+            // other middleware holds the request.
+            .wrap(from_fn(web::sessionless::skip_sessions))
+            .configure(|cfg| routes.register(cfg))
+            .default_service(actix_web::web::to(web::not_found))
+    })
+    .workers(config.workers)
+    .listen(listener)?
+    .run();
+    Ok(server)
+}
+
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Application> {
         let (database_url, embedded) = resolve_database(&config)?;
@@ -160,121 +297,35 @@ impl Application {
             )?),
             None => None,
         };
-
-        let setup_url = {
-            let mut conn = pool.get().context("could not connect to the database")?;
-            domain::team::setup_token_if_needed(&mut conn)?
-                .map(|token| format!("{}/setup?token={}", config.public_url, token))
-        };
+        let setup_url = first_admin_url(&pool, &config)?;
 
         let listener = TcpListener::bind(&config.bind)
             .with_context(|| format!("could not listen on {}", config.bind))?;
         let port = listener.local_addr()?.port();
         let key = Key::derive_from(&config.cookie_secret()?);
-        let secure_cookies = config.serves_https();
-        // The mail worker keeps a connection while it talks to the SMTP server (seconds,
-        // when that is slow): its own, so a batch of invites never takes one of the few
-        // the pages share.
-        let mail = mail::MailWorker::start(
-            db::build_server_pool(&database_url, 1, statement_timeout),
-            &config,
-        )?;
-        // Its own connection without a statement timeout: a large backlog may take longer.
-        let pruner = pruner::Pruner::start(
-            db::build_pool(&database_url, 1),
-            chrono::Duration::days(config.webhooks.retention_days),
-        )?;
-        // Its own few connections: a claim, and the recording of finished attempts.
-        let webhooks = if config.webhooks.worker {
-            Some(webhooks::WebhookWorker::start(
-                db::build_server_pool(&database_url, 3, statement_timeout),
-                &config.webhooks,
-            )?)
-        } else {
-            None
-        };
-        // Its own connection too: a pass over a large backlog must not hold one of the
-        // pages' connections. An interval of 0 turns it off (tests release by hand).
-        let reward_release = match config.reward_release_secs {
-            0 => None,
-            secs => Some(reward_release::RewardRelease::start(
-                db::build_pool(&database_url, 1),
-                std::time::Duration::from_secs(secs),
-            )?),
-        };
         let customer_list = domain::customers::listing::CustomerList::default();
-        // Its own connections: a batch holds one for its transaction, an import's steps
-        // are written on the other.
-        let jobs = if config.jobs.worker {
-            Some(job_worker::JobWorker::start(
-                db::build_server_pool(&database_url, 2, statement_timeout),
-                customer_list.clone(),
-                config.jobs.run_settings(),
-            )?)
-        } else {
-            None
-        };
-        // Wakes the workers of this process when any process queues work for them.
-        let mut wakeups: Vec<(&'static str, db::listener::OnNotify)> = vec![(db::listener::MAIL, {
-            let waker = mail.waker();
-            Box::new(move || waker.wake())
-        })];
-        if let Some(worker) = &webhooks {
-            let waker = worker.waker();
-            wakeups.push((db::listener::WEBHOOKS, Box::new(move || waker.wake())));
-        }
-        if let Some(release) = &reward_release {
-            wakeups.push((db::listener::REWARDS, Box::new(release.waker())));
-        }
-        if let Some(worker) = &jobs {
-            wakeups.push((db::listener::JOBS, Box::new(worker.waker())));
-        }
-        // LISTEN needs a session of its own too (not through a transaction pooler).
-        let work_listener = db::listener::Listener::start(&config.direct_url(&database_url), wakeups)?;
+        let workers = Workers::start(&config, &database_url, statement_timeout, &customer_list)?;
+        let work_listener = workers.listen(&config, &database_url)?;
         let state = Data::new(AppState {
             pool: pool.clone(),
             config: config.clone(),
             cookie_key: key.clone(),
-            mail: mail.waker(),
+            mail: workers.mail.waker(),
             programs: web::access::ProgramsCache::default(),
             customer_list,
         });
         // A session is read right after it was written (a sign-in) and must end
         // everywhere at once (a sign-out, a disabled member): always the primary.
         let store = web::session_store::PgSessionStore::new(pool.primary_only());
-        let form_tokens = Data::new(web::csrf::FormTokens::new(&key, secure_cookies));
+        let server = http_server(&config, listener, state, store, key)?;
 
-        let server = HttpServer::new(move || {
-            let sessions = session_middleware(store.clone(), key.clone(), secure_cookies);
-            // The access check reads the rules of exactly the routes registered here.
-            let routes = routes::all();
-            App::new()
-                .app_data(Data::new(routes.table()))
-                .app_data(state.clone())
-                .app_data(form_tokens.clone())
-                .app_data(form_config())
-                .app_data(query_config())
-                .app_data(PathConfig::default().error_handler(|_, _| Error::NotFound.into()))
-                .wrap(from_fn(web::error_pages::catch_panics))
-                .wrap(from_fn(web::access::enforce))
-                .wrap(from_fn(web::csrf::protect))
-                .wrap(sessions)
-                // Outside the sessions: it sees the cookie of a sign-in.
-                .wrap(from_fn(web::read_routing::route_reads))
-                .wrap(security_headers())
-                .wrap(from_fn(web::error_pages::fill_empty_errors))
-                .wrap(from_fn(api::no_store))
-                .wrap(from_fn(log_request))
-                // Outermost: it edits the request's headers, which only works while no
-                // other middleware holds the request.
-                .wrap(from_fn(web::sessionless::skip_sessions))
-                .configure(|cfg| routes.register(cfg))
-                .default_service(actix_web::web::to(web::not_found))
-        })
-        .workers(config.workers)
-        .listen(listener)?
-        .run();
-
+        let Workers {
+            mail,
+            pruner,
+            webhooks,
+            reward_release,
+            jobs,
+        } = workers;
         Ok(Application {
             port,
             server,

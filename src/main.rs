@@ -134,40 +134,12 @@ fn main() -> anyhow::Result<()> {
         Command::Migrate => with_database(&config, |_, _| Ok(())),
         Command::User {
             command: UserCommand::Create { email, name, role },
-        } => {
-            let password = match std::env::var("REFERDESK_PASSWORD") {
-                Ok(password) if !password.is_empty() => password,
-                _ => rpassword::prompt_password("Password for the new member: ").context(
-                    "could not read a password (set REFERDESK_PASSWORD when there is no terminal)",
-                )?,
-            };
-            let new = team::NewMember::parse(&email, &name, &role, Some(&password)).map_err(describe)?;
-            with_database(&config, move |conn, _| {
-                let member = team::create_member(
-                    conn,
-                    &Actor {
-                        label: "cli".into(),
-                        ..Actor::system()
-                    },
-                    new,
-                )
-                .map_err(describe)?;
-                eprintln!("Created {} <{}> as {}.", member.name, member.email, member.role);
-                Ok(())
-            })
-        }
+        } => create_user(&config, &email, &name, &role),
         Command::Seed {
             program,
             customers,
             seed,
-        } => with_database(&config, move |_, url| {
-            // Two connections, so that PostgreSQL writes the data on two cores.
-            let mut writers = Vec::new();
-            for _ in 0..referdesk::seed::WRITERS {
-                writers.push(PgConnection::establish(url).context("could not connect to the database")?);
-            }
-            referdesk::seed::seed(&mut writers, &program, customers, seed).map_err(describe)
-        }),
+        } => seed_program(&config, program, customers, seed),
         Command::Import {
             command:
                 ImportCommand::Customers {
@@ -179,80 +151,138 @@ fn main() -> anyhow::Result<()> {
                     refused,
                 },
         } => {
-            let mode = match upsert.as_deref() {
-                Some("key") => imports::Mode::UpsertByKey,
-                Some("id") => imports::Mode::UpsertById,
-                Some("email") => imports::Mode::UpsertByEmail,
-                _ => imports::Mode::Create,
-            };
-            let options = imports::Options {
-                mode,
-                policy: if valid_rows {
-                    imports::Policy::ValidRows
-                } else {
-                    imports::Policy::AllOrNothing
-                },
-                dry_run,
-                source: file.display().to_string(),
-            };
-            let bytes = std::fs::read(&file).with_context(|| format!("could not read {}", file.display()))?;
-            let csv = imports::CsvFile::parse(bytes).map_err(describe)?;
-            let report = with_database(&config, move |conn, _| {
-                let program = programs::find_by_slug(conn, &program)
-                    .map_err(|_| anyhow::anyhow!("no program with slug {program:?}"))?;
-                let actor = Actor {
-                    label: "cli".into(),
-                    ..Actor::system()
-                };
-                let progress = import_progress::Bar::new();
-                let report = imports::import(
-                    conn,
-                    &program,
-                    &actor,
-                    &csv,
-                    &csv.guess_mapping(),
-                    &options,
-                    &progress,
-                )
-                .map_err(describe);
-                progress.finish();
-                let report = report?;
-                if let Some(path) = refused {
-                    let rows = imports::refused_rows_csv(
-                        &csv,
-                        &report.refusals,
-                        referdesk::web::customers::export::defuse,
-                    )
-                    .map_err(describe)?;
-                    std::fs::write(&path, rows)
-                        .with_context(|| format!("could not write {}", path.display()))?;
-                }
-                Ok(report)
-            })?;
-            print!("{}", import_progress::describe_report(&report));
-            if !report.complete() {
-                std::process::exit(1);
-            }
-            Ok(())
+            let options = import_options(&file, upsert.as_deref(), dry_run, valid_rows);
+            import_customers(&config, &file, program, options, refused)
         }
         Command::Token {
             command: TokenCommand::Create { program, name },
-        } => with_database(&config, move |conn, _| {
-            let program = programs::find_by_slug(conn, &program)
-                .map_err(|_| anyhow::anyhow!("no program with slug {program:?}"))?;
-            let actor = Actor {
-                label: "cli".into(),
-                ..Actor::system()
-            };
-            let (_, secret) = tokens::create(conn, program.id, &name, &actor).map_err(describe)?;
-            eprintln!(
-                "Created API token {name:?} for program {:?}. It is shown only now:",
-                program.slug
-            );
-            println!("{secret}");
-            Ok(())
-        }),
+        } => create_token(&config, program, name),
     }
+}
+
+/// Who the audit log names for what a command does.
+fn cli_actor() -> Actor {
+    Actor {
+        label: "cli".into(),
+        ..Actor::system()
+    }
+}
+
+fn find_program(conn: &mut PgConnection, slug: &str) -> anyhow::Result<programs::Program> {
+    programs::find_by_slug(conn, slug).map_err(|_| anyhow::anyhow!("no program with slug {slug:?}"))
+}
+
+/// `user create`: the password comes from REFERDESK_PASSWORD or is asked for.
+fn create_user(config: &Config, email: &str, name: &str, role: &str) -> anyhow::Result<()> {
+    let password = match std::env::var("REFERDESK_PASSWORD") {
+        Ok(password) if !password.is_empty() => password,
+        _ => rpassword::prompt_password("Password for the new member: ")
+            .context("could not read a password (set REFERDESK_PASSWORD when there is no terminal)")?,
+    };
+    let new = team::NewMember::parse(email, name, role, Some(&password)).map_err(describe)?;
+    with_database(config, move |conn, _| {
+        let member = team::create_member(conn, &cli_actor(), new).map_err(describe)?;
+        eprintln!("Created {} <{}> as {}.", member.name, member.email, member.role);
+        Ok(())
+    })
+}
+
+/// `seed`: fills the program with generated customers.
+fn seed_program(config: &Config, program: String, customers: i64, seed: Option<u64>) -> anyhow::Result<()> {
+    with_database(config, move |_, url| {
+        // Two connections, so that PostgreSQL writes the data on two cores.
+        let mut writers = Vec::new();
+        for _ in 0..referdesk::seed::WRITERS {
+            writers.push(PgConnection::establish(url).context("could not connect to the database")?);
+        }
+        referdesk::seed::seed(&mut writers, &program, customers, seed).map_err(describe)
+    })
+}
+
+fn import_options(
+    file: &std::path::Path,
+    upsert: Option<&str>,
+    dry_run: bool,
+    valid_rows: bool,
+) -> imports::Options {
+    let mode = match upsert {
+        Some("key") => imports::Mode::UpsertByKey,
+        Some("id") => imports::Mode::UpsertById,
+        Some("email") => imports::Mode::UpsertByEmail,
+        _ => imports::Mode::Create,
+    };
+    imports::Options {
+        mode,
+        policy: if valid_rows {
+            imports::Policy::ValidRows
+        } else {
+            imports::Policy::AllOrNothing
+        },
+        dry_run,
+        source: file.display().to_string(),
+    }
+}
+
+/// `import customers`: prints the report; exits 1 unless every row was (or would be)
+/// imported.
+fn import_customers(
+    config: &Config,
+    file: &std::path::Path,
+    program: String,
+    options: imports::Options,
+    refused: Option<std::path::PathBuf>,
+) -> anyhow::Result<()> {
+    let bytes = std::fs::read(file).with_context(|| format!("could not read {}", file.display()))?;
+    let csv = imports::CsvFile::parse(bytes).map_err(describe)?;
+    let report = with_database(config, move |conn, _| {
+        let program = find_program(conn, &program)?;
+        let progress = import_progress::Bar::new();
+        let report = imports::import(
+            conn,
+            &program,
+            &cli_actor(),
+            &csv,
+            &csv.guess_mapping(),
+            &options,
+            &progress,
+        )
+        .map_err(describe);
+        progress.finish();
+        let report = report?;
+        if let Some(path) = refused {
+            write_refused_rows(&csv, &report, &path)?;
+        }
+        Ok(report)
+    })?;
+    print!("{}", import_progress::describe_report(&report));
+    if !report.complete() {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+fn write_refused_rows(
+    csv: &imports::CsvFile,
+    report: &imports::Report,
+    path: &std::path::Path,
+) -> anyhow::Result<()> {
+    let rows = imports::refused_rows_csv(csv, &report.refusals, referdesk::web::customers::export::defuse)
+        .map_err(describe)?;
+    std::fs::write(path, rows).with_context(|| format!("could not write {}", path.display()))
+}
+
+/// `token create`: the secret goes to stdout, once.
+fn create_token(config: &Config, program: String, name: String) -> anyhow::Result<()> {
+    with_database(config, move |conn, _| {
+        let program = find_program(conn, &program)?;
+        let (_, secret) = tokens::create(conn, program.id, &name, &cli_actor()).map_err(describe)?;
+        eprintln!(
+            "Created API token {name:?} for program {:?}. It is shown only now:",
+            program.slug
+        );
+        println!("{secret}");
+        Ok(())
+    })
 }
 
 /// Turns a domain error into a message for the terminal, naming each invalid field.

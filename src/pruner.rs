@@ -4,94 +4,28 @@
 //! tries a pass at start and then every [`PRUNE_INTERVAL`]; the pass itself makes sure
 //! that, of several server processes on one database, only one runs it per interval.
 
-use std::sync::{Arc, Condvar, Mutex};
-use std::thread::JoinHandle;
-
-use anyhow::Context;
-
+use crate::background::{Stop, StoppableThread};
 use crate::db::DbPool;
 use crate::domain::maintenance::{self, PRUNE_INTERVAL};
 
-/// A stop request a background thread waits on between passes, and a wake-up that ends
-/// one wait early (also used by `reward_release`).
-#[derive(Default)]
-pub(crate) struct Stop {
-    state: Mutex<StopState>,
-    changed: Condvar,
-}
-
-#[derive(Default)]
-struct StopState {
-    requested: bool,
-    woken: bool,
-}
-
-impl Stop {
-    fn update(&self, change: impl FnOnce(&mut StopState)) {
-        change(&mut self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
-        self.changed.notify_all();
-    }
-
-    pub(crate) fn request(&self) {
-        self.update(|state| state.requested = true);
-    }
-
-    /// Ends the current (or next) wait early, without stopping.
-    pub(crate) fn wake(&self) {
-        self.update(|state| state.woken = true);
-    }
-
-    /// Sleeps for `timeout`, or until a stop is requested or a wake-up comes; true when a
-    /// stop was requested.
-    pub(crate) fn wait(&self, timeout: std::time::Duration) -> bool {
-        let state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let (mut state, _) = self
-            .changed
-            .wait_timeout_while(state, timeout, |state| !state.requested && !state.woken)
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        state.woken = false;
-        state.requested
-    }
-}
-
 /// The running pruner. [`Pruner::stop`] ends it; dropping it asks it to stop.
 pub struct Pruner {
-    stop: Arc<Stop>,
-    thread: Option<JoinHandle<()>>,
+    thread: StoppableThread,
 }
 
 impl Pruner {
     /// `webhook_retention`: how long webhook attempts are kept.
     pub fn start(pool: DbPool, webhook_retention: chrono::Duration) -> anyhow::Result<Pruner> {
-        let stop = Arc::new(Stop::default());
-        let thread = std::thread::Builder::new()
-            .name("pruner".to_string())
-            .spawn({
-                let stop = stop.clone();
-                move || run(&stop, &pool, webhook_retention)
-            })
-            .context("could not start the pruning thread")?;
-        Ok(Pruner {
-            stop,
-            thread: Some(thread),
-        })
+        let thread = StoppableThread::spawn("pruner", "the pruning thread", move |stop| {
+            run(stop, &pool, webhook_retention)
+        })?;
+        Ok(Pruner { thread })
     }
 
     /// Asks the pruner to stop after the pass it is running, and waits for it.
     /// Blocking: call it from a blocking context.
-    pub fn stop(mut self) {
-        self.stop.request();
-        if let Some(thread) = self.thread.take() {
-            if thread.join().is_err() {
-                tracing::error!("the pruning thread panicked");
-            }
-        }
-    }
-}
-
-impl Drop for Pruner {
-    fn drop(&mut self) {
-        self.stop.request();
+    pub fn stop(self) {
+        self.thread.stop();
     }
 }
 

@@ -8,73 +8,47 @@
 //! all run it: the release claims rows with `FOR UPDATE SKIP LOCKED`, so each reward is
 //! credited exactly once.
 
-use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
-use anyhow::Context;
-
+use crate::background::StoppableThread;
 use crate::db::{listener, DbPool};
 use crate::domain::rewards::credit;
-use crate::pruner::Stop;
 
 /// The shortest wait: a reward due already is being credited by another process.
 const BUSY_POLL: Duration = Duration::from_secs(1);
 
 /// The running release thread. [`RewardRelease::stop`] ends it; dropping it asks it to stop.
 pub struct RewardRelease {
-    stop: Arc<Stop>,
-    thread: Option<JoinHandle<()>>,
+    thread: StoppableThread,
 }
 
 impl RewardRelease {
     pub fn start(pool: DbPool, interval: Duration) -> anyhow::Result<RewardRelease> {
-        let stop = Arc::new(Stop::default());
-        let thread = std::thread::Builder::new()
-            .name("reward-release".to_string())
-            .spawn({
-                let stop = stop.clone();
-                move || loop {
-                    let next = pass(&pool);
-                    let wait = listener::until_due(next, chrono::Utc::now(), BUSY_POLL, interval);
-                    if stop.wait(wait) {
-                        break;
-                    }
+        let thread =
+            StoppableThread::spawn("reward-release", "the reward release thread", move |stop| loop {
+                let next = pass(&pool);
+                let wait = listener::until_due(next, chrono::Utc::now(), BUSY_POLL, interval);
+                if stop.wait(wait) {
+                    break;
                 }
-            })
-            .context("could not start the reward release thread")?;
-        Ok(RewardRelease {
-            stop,
-            thread: Some(thread),
-        })
+            })?;
+        Ok(RewardRelease { thread })
     }
 
     /// Ends the thread's current wait: something may be due.
     pub fn wake(&self) {
-        self.stop.wake();
+        self.thread.wake();
     }
 
     /// A handle that calls [`RewardRelease::wake`], for `db::listener`.
     pub fn waker(&self) -> impl Fn() + Send + 'static {
-        let stop = self.stop.clone();
-        move || stop.wake()
+        self.thread.waker()
     }
 
     /// Asks the thread to stop after the pass it is running, and waits for it.
     /// Blocking: call it from a blocking context.
-    pub fn stop(mut self) {
-        self.stop.request();
-        if let Some(thread) = self.thread.take() {
-            if thread.join().is_err() {
-                tracing::error!("the reward release thread panicked");
-            }
-        }
-    }
-}
-
-impl Drop for RewardRelease {
-    fn drop(&mut self) {
-        self.stop.request();
+    pub fn stop(self) {
+        self.thread.stop();
     }
 }
 

@@ -12,7 +12,6 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -25,7 +24,7 @@ use serde::Serialize;
 
 use super::reads::Lsn;
 use super::{DbConn, Manager};
-use crate::pruner::Stop;
+use crate::background::StoppableThread;
 
 /// How often the watch thread looks at the replicas.
 pub const CHECK_EVERY: Duration = Duration::from_secs(1);
@@ -155,54 +154,32 @@ fn label_of(url: &str) -> String {
 
 /// The running watch thread. [`ReplicaWatch::stop`] ends it; dropping it asks it to stop.
 pub struct ReplicaWatch {
-    stop: Arc<Stop>,
-    thread: Option<JoinHandle<()>>,
+    thread: StoppableThread,
 }
 
 impl ReplicaWatch {
     pub fn start(primary_url: &str, replicas: Arc<Replicas>) -> anyhow::Result<ReplicaWatch> {
-        let stop = Arc::new(Stop::default());
         let primary_url = super::with_connection_params(primary_url);
-        let thread = std::thread::Builder::new()
-            .name("replica-watch".to_string())
-            .spawn({
-                let stop = stop.clone();
-                move || {
-                    let mut watch = Watch {
-                        primary_url,
-                        primary: None,
-                        replicas: replicas.members.iter().map(|_| None).collect(),
-                        samples: VecDeque::new(),
-                    };
-                    loop {
-                        watch.check(&replicas);
-                        if stop.wait(CHECK_EVERY) {
-                            break;
-                        }
-                    }
+        let thread = StoppableThread::spawn("replica-watch", "the replica watch thread", move |stop| {
+            let mut watch = Watch {
+                primary_url,
+                primary: None,
+                replicas: replicas.members.iter().map(|_| None).collect(),
+                samples: VecDeque::new(),
+            };
+            loop {
+                watch.check(&replicas);
+                if stop.wait(CHECK_EVERY) {
+                    break;
                 }
-            })
-            .context("could not start the replica watch thread")?;
-        Ok(ReplicaWatch {
-            stop,
-            thread: Some(thread),
-        })
+            }
+        })?;
+        Ok(ReplicaWatch { thread })
     }
 
     /// Asks the thread to stop after its check, and waits for it. Blocking.
-    pub fn stop(mut self) {
-        self.stop.request();
-        if let Some(thread) = self.thread.take() {
-            if thread.join().is_err() {
-                tracing::error!("the replica watch thread panicked");
-            }
-        }
-    }
-}
-
-impl Drop for ReplicaWatch {
-    fn drop(&mut self) {
-        self.stop.request();
+    pub fn stop(self) {
+        self.thread.stop();
     }
 }
 

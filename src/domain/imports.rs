@@ -306,46 +306,60 @@ pub fn import(
         stage.merge(conn)?;
         progress.done(created + updated);
         progress.step("Recording the import", 0);
-        audit::record(
-            conn,
-            actor,
-            audit::Change {
-                program_id: Some(program.id),
-                action: "customer.import",
-                subject_type: "import",
-                subject_id: None,
-                customer_id: None,
-                before: None,
-                after: Some(json!({
-                    "source": options.source,
-                    "mode": options.mode.code(),
-                    "policy": options.policy,
-                    "rows": report.rows,
-                    "created": report.created,
-                    "updated": report.updated,
-                    "refused": report.refusals.rows(),
-                })),
-            },
-        )?;
+        record_import(conn, program, actor, options, &report)?;
         report.written = created + updated > 0;
         Ok(report)
     });
     match outcome {
         Ok(report) => {
             if report.created > 50_000 {
-                // Fresh statistics for the list's plans; a big import changes the table's
-                // size. The import is committed: a failure here (a page's statement limit)
-                // is only logged, autovacuum analyses the tables later anyway.
-                let analysed =
-                    diesel::sql_query("ANALYZE customers, referral_standings, referral_links").execute(conn);
-                if let Err(error) = analysed {
-                    tracing::warn!("could not analyse the customers after an import: {error}");
-                }
+                analyse_customers(conn);
             }
             Ok(report)
         }
         Err(Rollback(report)) => Ok(report),
         Err(Failed(error)) => Err(error),
+    }
+}
+
+/// The audit event of a written import.
+fn record_import(
+    conn: &mut PgConnection,
+    program: &Program,
+    actor: &Actor,
+    options: &Options,
+    report: &Report,
+) -> Result<(), Error> {
+    audit::record(
+        conn,
+        actor,
+        audit::Change {
+            program_id: Some(program.id),
+            action: "customer.import",
+            subject_type: "import",
+            subject_id: None,
+            customer_id: None,
+            before: None,
+            after: Some(json!({
+                "source": options.source,
+                "mode": options.mode.code(),
+                "policy": options.policy,
+                "rows": report.rows,
+                "created": report.created,
+                "updated": report.updated,
+                "refused": report.refusals.rows(),
+            })),
+        },
+    )
+}
+
+/// Fresh statistics for the list's plans; a big import changes the table's size. The
+/// import is committed: a failure here (a page's statement limit) is only logged,
+/// autovacuum analyses the tables later anyway.
+fn analyse_customers(conn: &mut PgConnection) {
+    let analysed = diesel::sql_query("ANALYZE customers, referral_standings, referral_links").execute(conn);
+    if let Err(error) = analysed {
+        tracing::warn!("could not analyse the customers after an import: {error}");
     }
 }
 

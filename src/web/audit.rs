@@ -16,7 +16,7 @@ use crate::web::context::Page;
 use crate::web::customers::export::defuse;
 use crate::web::format::filters;
 use crate::web::forms::FormErrors;
-use crate::web::paging::{ListUrl, Pager};
+use crate::web::paging::{requested_page, ListUrl, Pager};
 use crate::web::render_status;
 use crate::AppState;
 
@@ -57,7 +57,7 @@ impl LogQuery {
     }
 
     fn page(&self) -> i64 {
-        self.page.trim().parse::<i64>().unwrap_or(1).clamp(1, 1_000_000)
+        requested_page(&self.page)
     }
 
     /// The address of the log with these filters (without the page).

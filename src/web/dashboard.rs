@@ -236,36 +236,8 @@ impl Chart {
                 }
             })
             .collect();
-        let last = days.len().saturating_sub(1);
-        let labels = days
-            .iter()
-            .enumerate()
-            .filter(|(index, _)| (last - index).is_multiple_of(size.label_every))
-            .map(|(index, day)| AxisLabel {
-                x: if index == last {
-                    n(size.width - size.right)
-                } else {
-                    n(left + index as f64 * step + step / 2.0)
-                },
-                text: day.day.format("%b %-d").to_string(),
-                anchor: if index == last { "end" } else { "middle" },
-            })
-            .collect();
-        let summary = match (days.first(), days.last()) {
-            (Some(first), Some(last)) if total > 0 => {
-                let busiest = days
-                    .iter()
-                    .rfind(|day| day.referrals == max)
-                    .map(|day| day.day.format("%Y-%m-%d").to_string())
-                    .unwrap_or_default();
-                format!(
-                    "{total} referrals from {} to {}; the busiest day was {busiest} with {max}.",
-                    first.day.format("%Y-%m-%d"),
-                    last.day.format("%Y-%m-%d"),
-                )
-            }
-            _ => format!("No referrals in the last {} days.", days.len()),
-        };
+        let labels = axis_labels(days, size, left, step);
+        let summary = summary(days, total, max);
         let busy_days = days
             .iter()
             .rev()
@@ -292,6 +264,43 @@ impl Chart {
             summary,
             busy_days,
         }
+    }
+}
+
+/// A label under every `label_every`th bar, counted back from the newest day.
+fn axis_labels(days: &[DayCount], size: &Size, left: f64, step: f64) -> Vec<AxisLabel> {
+    let last = days.len().saturating_sub(1);
+    days.iter()
+        .enumerate()
+        .filter(|(index, _)| (last - index).is_multiple_of(size.label_every))
+        .map(|(index, day)| AxisLabel {
+            x: if index == last {
+                n(size.width - size.right)
+            } else {
+                n(left + index as f64 * step + step / 2.0)
+            },
+            text: day.day.format("%b %-d").to_string(),
+            anchor: if index == last { "end" } else { "middle" },
+        })
+        .collect()
+}
+
+/// The chart in words: the total, the period and the busiest day.
+fn summary(days: &[DayCount], total: i64, max: i64) -> String {
+    match (days.first(), days.last()) {
+        (Some(first), Some(last)) if total > 0 => {
+            let busiest = days
+                .iter()
+                .rfind(|day| day.referrals == max)
+                .map(|day| day.day.format("%Y-%m-%d").to_string())
+                .unwrap_or_default();
+            format!(
+                "{total} referrals from {} to {}; the busiest day was {busiest} with {max}.",
+                first.day.format("%Y-%m-%d"),
+                last.day.format("%Y-%m-%d"),
+            )
+        }
+        _ => format!("No referrals in the last {} days.", days.len()),
     }
 }
 

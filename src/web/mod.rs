@@ -44,6 +44,20 @@ use crate::routes::{Routes, ADMIN, SUPPORT, VIEWER};
 /// [`access::enforce`]). One resource per path, so a wrong method is a 405 rather than a
 /// 404; a fixed path is declared before a pattern that would match it too.
 pub fn routes(routes: &mut Routes) {
+    sign_in_routes(routes);
+    team_routes(routes);
+    programs_routes(routes);
+    history_routes(routes);
+    customers_routes(routes);
+    api_tokens_routes(routes);
+    credits_and_invites_routes(routes);
+    webhooks_routes(routes);
+    jobs_routes(routes);
+    rewards_routes(routes);
+}
+
+/// Health probes, assets, signing in and out, the dashboard.
+fn sign_in_routes(routes: &mut Routes) {
     routes
         .get("/healthz", Sessionless, health::healthz)
         .get("/readyz", Sessionless, health::readyz)
@@ -54,7 +68,12 @@ pub fn routes(routes: &mut Routes) {
         .get("/setup", Public, auth::setup_form)
         .post("/setup", Public, auth::setup)
         .post("/program", VIEWER, auth::switch_program)
-        .get("/", VIEWER, dashboard::show)
+        .get("/", VIEWER, dashboard::show);
+}
+
+/// The team and each member's own profile.
+fn team_routes(routes: &mut Routes) {
+    routes
         .get("/team", ADMIN, team::index)
         .post("/team", ADMIN, team::create)
         .get("/team/new", ADMIN, team::new_form)
@@ -67,7 +86,12 @@ pub fn routes(routes: &mut Routes) {
         .get("/set-password", Public, profile::set_password_form)
         .post("/set-password", Public, profile::set_password)
         .get("/profile", VIEWER, profile::show)
-        .post("/profile", VIEWER, profile::update)
+        .post("/profile", VIEWER, profile::update);
+}
+
+/// Programs and their reward rules.
+fn programs_routes(routes: &mut Routes) {
+    routes
         .get("/programs", ADMIN, programs::index)
         .post("/programs", ADMIN, programs::create)
         .get("/programs/new", ADMIN, programs::new_form)
@@ -80,11 +104,21 @@ pub fn routes(routes: &mut Routes) {
         .get("/rules/{id}/edit", ADMIN, rules::edit_form)
         .post("/rules/{id}/edit", ADMIN, rules::update)
         .post("/rules/{id}/enable", ADMIN, rules::enable)
-        .post("/rules/{id}/disable", ADMIN, rules::disable)
+        .post("/rules/{id}/disable", ADMIN, rules::disable);
+}
+
+/// Transactions, the audit log, and the public referral link.
+fn history_routes(routes: &mut Routes) {
+    routes
         .get("/transactions", VIEWER, transactions::index)
         .get("/audit", ADMIN, audit::index)
         .get("/audit/export", ADMIN, audit::export)
-        .get("/r/{program}/{code}", Public, referral_redirect::follow)
+        .get("/r/{program}/{code}", Public, referral_redirect::follow);
+}
+
+/// Customers: the list, bulk actions, imports and one customer's page.
+fn customers_routes(routes: &mut Routes) {
+    routes
         .get("/customers", VIEWER, customers::index)
         .post("/customers", SUPPORT, customers::create)
         .get("/customers/new", SUPPORT, customers::new_form)
@@ -112,11 +146,21 @@ pub fn routes(routes: &mut Routes) {
             "/customers/{key}/links/{link_id}/delete",
             SUPPORT,
             customers::delete_link,
-        )
+        );
+}
+
+/// The API's description and its tokens.
+fn api_tokens_routes(routes: &mut Routes) {
+    routes
         .get("/api", VIEWER, api_tokens::docs)
         .get("/api-tokens", ADMIN, api_tokens::index)
         .post("/api-tokens", ADMIN, api_tokens::create)
-        .post("/api-tokens/{id}/revoke", ADMIN, api_tokens::revoke)
+        .post("/api-tokens/{id}/revoke", ADMIN, api_tokens::revoke);
+}
+
+/// Crediting a customer and inviting friends.
+fn credits_and_invites_routes(routes: &mut Routes) {
+    routes
         .get("/customers/{key}/credit", SUPPORT, ledger::form)
         // A debit (`kind=debit` on the same form) needs ADMIN: `ledger::submit` checks it
         // before anything else.
@@ -126,7 +170,12 @@ pub fn routes(routes: &mut Routes) {
         .get("/invites", VIEWER, invites::index)
         .get("/invites/new", SUPPORT, invites::new_form)
         .post("/invites/new", SUPPORT, invites::create)
-        .post("/invites/{id}/retry", SUPPORT, invites::retry)
+        .post("/invites/{id}/retry", SUPPORT, invites::retry);
+}
+
+/// Webhooks and their delivery log.
+fn webhooks_routes(routes: &mut Routes) {
+    routes
         .get("/webhooks", ADMIN, webhooks::index)
         .post("/webhooks", ADMIN, webhooks::create)
         .get("/webhooks/new", ADMIN, webhooks::new_form)
@@ -143,11 +192,21 @@ pub fn routes(routes: &mut Routes) {
             ADMIN,
             webhook_log::resend,
         )
-        .post("/webhooks/{key}/resend-failed", ADMIN, webhook_log::resend_failed)
+        .post("/webhooks/{key}/resend-failed", ADMIN, webhook_log::resend_failed);
+}
+
+/// Background jobs (bulk actions, imports).
+fn jobs_routes(routes: &mut Routes) {
+    routes
         .get("/jobs", VIEWER, jobs::index)
         .get("/jobs/{id}", VIEWER, jobs::show)
         .get("/jobs/{id}/skipped.csv", VIEWER, jobs::skipped_csv)
-        .post("/jobs/{id}/cancel", SUPPORT, jobs::cancel)
+        .post("/jobs/{id}/cancel", SUPPORT, jobs::cancel);
+}
+
+/// Reviewing rewards.
+fn rewards_routes(routes: &mut Routes) {
+    routes
         .get("/rewards", VIEWER, rewards::index)
         .post("/rewards/confirm", SUPPORT, rewards::bulk::confirm)
         .post("/rewards/decide", SUPPORT, rewards::bulk::decide)

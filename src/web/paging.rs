@@ -107,6 +107,11 @@ pub fn thousands(n: i64) -> String {
 /// start, when the list supports it. Nearer pages keep plain `page=N` addresses.
 pub const KEYSET_FROM_ROW: i64 = 1000;
 
+/// A `page` parameter as typed: a number from 1 to a million; anything else is page 1.
+pub fn requested_page(raw: &str) -> i64 {
+    raw.trim().parse::<i64>().unwrap_or(1).clamp(1, 1_000_000)
+}
+
 /// How many pages a list of `total` rows fills, at least one.
 pub fn page_count(total: i64, per_page: i64) -> i64 {
     ((total.max(0) + per_page - 1) / per_page.max(1)).max(1)

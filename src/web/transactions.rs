@@ -14,7 +14,7 @@ use crate::error::{Error, FieldErrors};
 use crate::web::context::Page;
 use crate::web::format::filters;
 use crate::web::forms::FormErrors;
-use crate::web::paging::{ListUrl, Pager};
+use crate::web::paging::{requested_page, ListUrl, Pager};
 use crate::web::render_status;
 use crate::AppState;
 
@@ -37,7 +37,7 @@ impl TransactionsQuery {
     }
 
     fn page(&self) -> i64 {
-        self.page.trim().parse::<i64>().unwrap_or(1).clamp(1, 1_000_000)
+        requested_page(&self.page)
     }
 
     fn url(&self) -> ListUrl {

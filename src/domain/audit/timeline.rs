@@ -175,38 +175,7 @@ fn sentence(event: &CustomerEvent, subject: &str, names: &Names) -> Option<Strin
             Some(referrer) => format!("{subject} signed up through {}'s link", names.customer(&referrer)),
             None => format!("{subject} signed up"),
         },
-        "customer.update" => {
-            let mut changes = Vec::new();
-            for (name, label) in [
-                ("email", "Email"),
-                ("name", "Name"),
-                ("surname", "Surname"),
-                ("key", "Key"),
-                ("id", "Id"),
-            ] {
-                let (old, new) = (text(field(before, name)), text(field(after, name)));
-                if old != new {
-                    changes.push(field_change(label, old, new));
-                }
-            }
-            let date_of_birth = |value: &Option<Value>| {
-                text(field(value, "metadata").and_then(|metadata| metadata.get("date_of_birth")))
-            };
-            let (old, new) = (date_of_birth(before), date_of_birth(after));
-            if old != new {
-                changes.push(field_change("Date of birth", old, new));
-            } else if field(before, "metadata") != field(after, "metadata") {
-                changes.push("Metadata changed".to_string());
-            }
-            if field(before, "custom_fields") != field(after, "custom_fields") {
-                changes.push("Custom fields changed".to_string());
-            }
-            if changes.is_empty() {
-                format!("{actor} edited {subject}")
-            } else {
-                changes.join("; ")
-            }
-        }
+        "customer.update" => customer_update(before, after, &actor, subject),
         "customer.change_referrer" => {
             let old = text(field(before, "referring_customer")).map(|key| names.customer(&key));
             let new = text(field(after, "referring_customer")).map(|key| names.customer(&key));
@@ -243,6 +212,50 @@ fn sentence(event: &CustomerEvent, subject: &str, names: &Names) -> Option<Strin
             "{actor} deleted the referral link {}",
             text(field(before, "code")).unwrap_or_default()
         ),
+        action if action.starts_with("transaction.") => return transaction_sentence(event),
+        action if action.starts_with("reward.") => return reward_sentence(event, &actor),
+        _ => return None,
+    })
+}
+
+/// What an edit changed, field by field: "Email changed from a to b; Custom fields changed".
+fn customer_update(before: &Option<Value>, after: &Option<Value>, actor: &str, subject: &str) -> String {
+    let mut changes = Vec::new();
+    for (name, label) in [
+        ("email", "Email"),
+        ("name", "Name"),
+        ("surname", "Surname"),
+        ("key", "Key"),
+        ("id", "Id"),
+    ] {
+        let (old, new) = (text(field(before, name)), text(field(after, name)));
+        if old != new {
+            changes.push(field_change(label, old, new));
+        }
+    }
+    let date_of_birth = |value: &Option<Value>| {
+        text(field(value, "metadata").and_then(|metadata| metadata.get("date_of_birth")))
+    };
+    let (old, new) = (date_of_birth(before), date_of_birth(after));
+    if old != new {
+        changes.push(field_change("Date of birth", old, new));
+    } else if field(before, "metadata") != field(after, "metadata") {
+        changes.push("Metadata changed".to_string());
+    }
+    if field(before, "custom_fields") != field(after, "custom_fields") {
+        changes.push("Custom fields changed".to_string());
+    }
+    if changes.is_empty() {
+        format!("{actor} edited {subject}")
+    } else {
+        changes.join("; ")
+    }
+}
+
+/// The sentence for a `transaction.*` action.
+fn transaction_sentence(event: &CustomerEvent) -> Option<String> {
+    let after = &event.after;
+    Some(match event.action.as_str() {
         "transaction.create" => format!(
             "{} {} of {} recorded",
             text(field(after, "action"))
@@ -262,6 +275,14 @@ fn sentence(event: &CustomerEvent, subject: &str, names: &Names) -> Option<Strin
             "Transaction {} counts again (archive revoked)",
             event.subject_id.clone().unwrap_or_default()
         ),
+        _ => return None,
+    })
+}
+
+/// The sentence for a `reward.*` action.
+fn reward_sentence(event: &CustomerEvent, actor: &str) -> Option<String> {
+    let after = &event.after;
+    Some(match event.action.as_str() {
         "reward.credit" => format!("Reward of {} credited to the balance", money(after, "amount")),
         "reward.void" => format!("Reward voided{}", dash(text(field(after, "void_reason")))),
         "reward.approve" => format!("{actor} approved a reward"),
@@ -316,6 +337,9 @@ type Describe = fn(&CustomerEvent, &str, &str, &Names) -> String;
 /// A customer's name, surname and email, as read for the wording.
 type NameColumns = (Option<String>, Option<String>, Option<String>);
 
+/// A friend (a referral, current or former): their id, name columns and key.
+type Friend = (i64, NameColumns, String);
+
 /// The customer's timeline, newest first: their own events and the signups and
 /// re-attributions that made someone their referral (for their latest `limit` referrals),
 /// at most `limit` entries.
@@ -326,63 +350,112 @@ pub fn for_customer(
     limit: i64,
 ) -> Result<Vec<TimelineEntry>, Error> {
     let own = super::for_customer(conn, program_id, customer.id, limit)?;
+    let friends = latest_referrals(conn, customer, limit)?;
+    let gained = referrals_gained(conn, program_id, &friends)?;
+    let lost = moved_away(conn, program_id, customer, limit)?;
+    let former = former_referrals(conn, &lost)?;
+    let names = names_for(conn, program_id, &own, &gained, &lost)?;
+
+    let subject = customer.display_name();
+    let mut entries: Vec<TimelineEntry> = own
+        .into_iter()
+        .map(|event| TimelineEntry {
+            at: event.created_at,
+            text: describe(&event, &subject, &names),
+            actor: names.actor(&event),
+            event,
+        })
+        .collect();
+    for event in gained {
+        entries.extend(about_friend(event, &friends, describe_gained, &subject, &names));
+    }
+    for event in lost {
+        entries.extend(about_friend(event, &former, describe_lost, &subject, &names));
+    }
+    entries.sort_by_key(|entry| std::cmp::Reverse((entry.at, entry.event.id)));
+    entries.truncate(usize::try_from(limit).unwrap_or(0));
+    Ok(entries)
+}
+
+/// The customer's latest `limit` referrals.
+fn latest_referrals(conn: &mut PgConnection, customer: &Customer, limit: i64) -> Result<Vec<Friend>, Error> {
     // A customer who referred no one (most) costs no more queries here.
-    let friends: Vec<(i64, NameColumns, String)> = if customer.referrals_count > 0 {
-        customers::table
-            .filter(customers::referrer_id.eq(customer.id))
-            .order(customers::created_at.desc())
-            .limit(limit)
-            .select((
-                customers::id,
-                (customers::name, customers::surname, customers::email),
-                customers::key,
-            ))
-            .load(conn)?
-    } else {
-        Vec::new()
-    };
+    if customer.referrals_count == 0 {
+        return Ok(Vec::new());
+    }
+    Ok(customers::table
+        .filter(customers::referrer_id.eq(customer.id))
+        .order(customers::created_at.desc())
+        .limit(limit)
+        .select((
+            customers::id,
+            (customers::name, customers::surname, customers::email),
+            customers::key,
+        ))
+        .load(conn)?)
+}
+
+/// For each of `friends`, the event that made them this customer's referral: the latest
+/// of their attributions, when it names a referrer.
+fn referrals_gained(
+    conn: &mut PgConnection,
+    program_id: i64,
+    friends: &[Friend],
+) -> Result<Vec<CustomerEvent>, Error> {
     let friend_ids: Vec<i64> = friends.iter().map(|friend| friend.0).collect();
-    let mut gained: Vec<CustomerEvent> = if friend_ids.is_empty() {
-        Vec::new()
-    } else {
-        audit_events::table
-            .filter(audit_events::customer_id.eq_any(&friend_ids))
-            .filter(audit_events::program_id.eq(program_id))
-            .filter(audit_events::action.eq_any(["customer.create", "customer.change_referrer"]))
-            .order((audit_events::created_at.desc(), audit_events::id.desc()))
-            .select(CustomerEvent::as_select())
-            .load(conn)?
-    };
+    if friend_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut gained: Vec<CustomerEvent> = audit_events::table
+        .filter(audit_events::customer_id.eq_any(&friend_ids))
+        .filter(audit_events::program_id.eq(program_id))
+        .filter(audit_events::action.eq_any(["customer.create", "customer.change_referrer"]))
+        .order((audit_events::created_at.desc(), audit_events::id.desc()))
+        .select(CustomerEvent::as_select())
+        .load(conn)?;
     // The latest of a friend's attributions is the one that made them this customer's.
     let mut seen = HashSet::new();
     gained.retain(|event| event.customer_id.is_some_and(|id| seen.insert(id)));
     gained.retain(|event| text(field(&event.after, "referring_customer")).is_some());
-    let lost = moved_away(conn, program_id, customer, limit)?;
-    let lost_ids: Vec<i64> = lost.iter().filter_map(|event| event.customer_id).collect();
-    let former: Vec<(i64, NameColumns, String)> = if lost_ids.is_empty() {
-        Vec::new()
-    } else {
-        customers::table
-            .filter(customers::id.eq_any(&lost_ids))
-            .select((
-                customers::id,
-                (customers::name, customers::surname, customers::email),
-                customers::key,
-            ))
-            .load(conn)?
-    };
+    Ok(gained)
+}
 
+/// The customers the `lost` events moved away.
+fn former_referrals(conn: &mut PgConnection, lost: &[CustomerEvent]) -> Result<Vec<Friend>, Error> {
+    let lost_ids: Vec<i64> = lost.iter().filter_map(|event| event.customer_id).collect();
+    if lost_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(customers::table
+        .filter(customers::id.eq_any(&lost_ids))
+        .select((
+            customers::id,
+            (customers::name, customers::surname, customers::email),
+            customers::key,
+        ))
+        .load(conn)?)
+}
+
+/// The names the wording of these events needs: the members who acted, and the
+/// customers named as referrers.
+fn names_for(
+    conn: &mut PgConnection,
+    program_id: i64,
+    own: &[CustomerEvent],
+    gained: &[CustomerEvent],
+    lost: &[CustomerEvent],
+) -> Result<Names, Error> {
     let mut member_ids: Vec<i64> = own
         .iter()
-        .chain(&gained)
-        .chain(&lost)
+        .chain(gained)
+        .chain(lost)
         .filter_map(|event| event.actor_member_id)
         .collect();
     member_ids.sort_unstable();
     member_ids.dedup();
     let mut keys: Vec<String> = own
         .iter()
-        .chain(&lost)
+        .chain(lost)
         .flat_map(|event| {
             [
                 text(field(&event.before, "referring_customer")),
@@ -419,42 +492,28 @@ pub fn for_customer(
             })
             .collect();
     }
+    Ok(names)
+}
 
-    let subject = customer.display_name();
-    let mut entries: Vec<TimelineEntry> = own
-        .into_iter()
-        .map(|event| TimelineEntry {
-            at: event.created_at,
-            text: describe(&event, &subject, &names),
-            actor: names.actor(&event),
-            event,
-        })
-        .collect();
-    // A referral gained or moved away, worded with the friend's name.
-    let mut push_about_friend =
-        |event: CustomerEvent, friends: &[(i64, NameColumns, String)], describe: Describe| {
-            let Some((_, (name, surname, email), key)) =
-                friends.iter().find(|friend| Some(friend.0) == event.customer_id)
-            else {
-                return;
-            };
-            let friend_name = crate::domain::customers::display_name_of(name, surname, email, key);
-            entries.push(TimelineEntry {
-                at: event.created_at,
-                text: describe(&event, &friend_name, &subject, &names),
-                actor: names.actor(&event),
-                event,
-            });
-        };
-    for event in gained {
-        push_about_friend(event, &friends, describe_gained);
-    }
-    for event in lost {
-        push_about_friend(event, &former, describe_lost);
-    }
-    entries.sort_by_key(|entry| std::cmp::Reverse((entry.at, entry.event.id)));
-    entries.truncate(usize::try_from(limit).unwrap_or(0));
-    Ok(entries)
+/// A referral gained or moved away, worded with the friend's name; `None` when the
+/// friend is not among `friends`.
+fn about_friend(
+    event: CustomerEvent,
+    friends: &[Friend],
+    describe: Describe,
+    subject: &str,
+    names: &Names,
+) -> Option<TimelineEntry> {
+    let (_, (name, surname, email), key) = friends
+        .iter()
+        .find(|friend| Some(friend.0) == event.customer_id)?;
+    let friend_name = crate::domain::customers::display_name_of(name, surname, email, key);
+    Some(TimelineEntry {
+        at: event.created_at,
+        text: describe(&event, &friend_name, subject, names),
+        actor: names.actor(&event),
+        event,
+    })
 }
 
 /// The latest `limit` referrer changes that took a referral away from `customer` (named

@@ -247,87 +247,112 @@ pub fn run_batch(
     })?;
     let program = context.program;
     let limit = context.batch_size.max(1);
-    let (targets, cursor, finished) = match &params.selection {
-        Selection::Matching { filter } => {
-            let after = cursor_of::<WalkCursor>(job)?.map(|cursor| (cursor.created_at, cursor.id));
-            let mut walk = context.list.walk_from(program.id, filter.filter(), after);
-            let rows = walk.next_batch(conn, limit)?;
-            let finished = (rows.len() as i64) < limit;
-            let cursor = match walk.reached() {
-                Some((created_at, id)) => Some(to_value(WalkCursor { created_at, id })?),
-                None => job.cursor.clone(),
-            };
-            let targets = rows
-                .into_iter()
-                .map(|row| Target {
-                    id: row.id,
-                    key: row.key,
-                    email: row.email,
-                    status: row.status,
-                    approved: row.approved,
-                })
-                .collect::<Vec<_>>();
-            (targets, cursor, finished)
-        }
-        Selection::Keys { keys } => {
-            let start = cursor_of::<KeysCursor>(job)?
-                .map_or(0, |cursor| cursor.next)
-                .min(keys.len());
-            let end = (start + limit as usize).min(keys.len());
-            let wanted = &keys[start..end];
-            let found: Vec<Customer> = customers::table
-                .filter(customers::program_id.eq(program.id))
-                .filter(customers::key.eq_any(wanted))
-                .select(Customer::as_select())
-                .load(conn)?;
-            // In the order they were ticked; a key that no longer exists is skipped.
-            let targets = wanted
-                .iter()
-                .map(|key| {
-                    found
-                        .iter()
-                        .find(|customer| &customer.key == key)
-                        .map(|customer| Target {
-                            id: customer.id,
-                            key: customer.key.clone(),
-                            email: customer.email.clone(),
-                            status: customer.status,
-                            approved: customer.approved,
-                        })
-                        .ok_or_else(|| key.clone())
-                })
-                .collect::<Vec<_>>();
-            let mut batch = Batch {
-                cursor: Some(to_value(KeysCursor { next: end })?),
-                finished: end >= keys.len(),
-                ..Default::default()
-            };
-            let actor = job.actor();
-            for target in targets {
-                match target {
-                    Ok(target) => {
-                        apply_one(conn, program, &actor, job, &params, action, &target, &mut batch)?
-                    }
-                    Err(key) => batch.skipped.push(SkippedRow {
-                        customer_key: Some(key),
-                        reason: "No customer has this key any more.".into(),
-                        ..Default::default()
-                    }),
-                }
-            }
-            return Ok(batch);
-        }
+    let next = match &params.selection {
+        Selection::Matching { filter } => next_matching(conn, job, context, filter, limit)?,
+        Selection::Keys { keys } => next_keys(conn, job, program.id, keys, limit)?,
     };
     let mut batch = Batch {
-        cursor,
-        finished,
+        cursor: next.cursor,
+        finished: next.finished,
         ..Default::default()
     };
     let actor = job.actor();
-    for target in &targets {
-        apply_one(conn, program, &actor, job, &params, action, target, &mut batch)?;
+    for target in next.targets {
+        match target {
+            Ok(target) => apply_one(conn, program, &actor, job, &params, action, &target, &mut batch)?,
+            Err(key) => batch.skipped.push(SkippedRow {
+                customer_key: Some(key),
+                reason: "No customer has this key any more.".into(),
+                ..Default::default()
+            }),
+        }
     }
     Ok(batch)
+}
+
+/// The customers of one batch, in order (`Err(key)` for a ticked key no customer has any
+/// more), where the next batch starts, and whether this batch is the last.
+struct NextTargets {
+    targets: Vec<Result<Target, String>>,
+    cursor: Option<Value>,
+    finished: bool,
+}
+
+/// The next customers matching the stored filter, after the last one handled.
+fn next_matching(
+    conn: &mut PgConnection,
+    job: &Job,
+    context: &Context<'_>,
+    filter: &StoredFilter,
+    limit: i64,
+) -> Result<NextTargets, Error> {
+    let after = cursor_of::<WalkCursor>(job)?.map(|cursor| (cursor.created_at, cursor.id));
+    let mut walk = context.list.walk_from(context.program.id, filter.filter(), after);
+    let rows = walk.next_batch(conn, limit)?;
+    let finished = (rows.len() as i64) < limit;
+    let cursor = match walk.reached() {
+        Some((created_at, id)) => Some(to_value(WalkCursor { created_at, id })?),
+        None => job.cursor.clone(),
+    };
+    let targets = rows
+        .into_iter()
+        .map(|row| {
+            Ok(Target {
+                id: row.id,
+                key: row.key,
+                email: row.email,
+                status: row.status,
+                approved: row.approved,
+            })
+        })
+        .collect();
+    Ok(NextTargets {
+        targets,
+        cursor,
+        finished,
+    })
+}
+
+/// The next ticked keys' customers, in the order they were ticked.
+fn next_keys(
+    conn: &mut PgConnection,
+    job: &Job,
+    program_id: i64,
+    keys: &[String],
+    limit: i64,
+) -> Result<NextTargets, Error> {
+    let start = cursor_of::<KeysCursor>(job)?
+        .map_or(0, |cursor| cursor.next)
+        .min(keys.len());
+    let end = (start + limit as usize).min(keys.len());
+    let wanted = &keys[start..end];
+    let found: Vec<Customer> = customers::table
+        .filter(customers::program_id.eq(program_id))
+        .filter(customers::key.eq_any(wanted))
+        .select(Customer::as_select())
+        .load(conn)?;
+    // In the order they were ticked; a key that no longer exists is skipped.
+    let targets = wanted
+        .iter()
+        .map(|key| {
+            found
+                .iter()
+                .find(|customer| &customer.key == key)
+                .map(|customer| Target {
+                    id: customer.id,
+                    key: customer.key.clone(),
+                    email: customer.email.clone(),
+                    status: customer.status,
+                    approved: customer.approved,
+                })
+                .ok_or_else(|| key.clone())
+        })
+        .collect();
+    Ok(NextTargets {
+        targets,
+        cursor: Some(to_value(KeysCursor { next: end })?),
+        finished: end >= keys.len(),
+    })
 }
 
 /// Applies the action to one customer, counting it as done or skipped. An error that is

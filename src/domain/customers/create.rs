@@ -138,37 +138,50 @@ fn checked_sign_up(
         "approved": row.approved,
         "referring_customer": referrer.as_ref().map(|referrer| &referrer.key),
     });
-    // A referred signup fires the program's signup rules, and webhook events go out with
-    // the customer or not at all (`webhooks::emit`), in the same transaction. A program
-    // without signup rules and subscriptions keeps its signup one statement: a subscription
-    // made at this moment is, as with `emit`'s own look, one the change came before.
-    let rules = match &referrer {
-        Some(_) => rewards::engine::signup_rules(conn, program.id, row.approved)?,
-        None => Vec::new(),
-    };
-    let listening = webhooks::has_subscriptions(conn, program.id)?;
-    let (customer, link) = if !rules.is_empty() || listening {
-        conn.transaction(|conn| {
-            let (customer, link) = signup::insert(conn, row, actor, &after).map_err(unique_to_field)?;
-            if listening {
-                webhooks::customer_created(conn, &customer, referrer.as_ref())?;
-            }
-            let known = rewards::engine::Known {
-                referrer: referrer.as_ref(),
-                new_event: true,
-                listening: Some(listening),
-            };
-            rewards::engine::on_signup(conn, program.id, &customer, &rules, known)?;
-            Ok::<_, Error>((customer, link))
-        })?
-    } else {
-        signup::insert(conn, row, actor, &after).map_err(unique_to_field)?
-    };
+    let (customer, link) = insert_signup(conn, program.id, actor, row, &after, referrer.as_ref())?;
     Ok(Created {
         customer,
         referrer,
         link,
     })
+}
+
+/// Writes the signup's row: with its webhook events and signup rules in one transaction
+/// when the program has any, else in its one statement.
+fn insert_signup(
+    conn: &mut PgConnection,
+    program_id: i64,
+    actor: &Actor,
+    row: signup::NewRow<'_>,
+    after: &Value,
+    referrer: Option<&Customer>,
+) -> Result<(Customer, links::ReferralLink), Error> {
+    // A referred signup fires the program's signup rules, and webhook events go out with
+    // the customer or not at all (`webhooks::emit`), in the same transaction. A program
+    // without signup rules and subscriptions keeps its signup one statement: a subscription
+    // made at this moment is, as with `emit`'s own look, one the change came before.
+    let rules = match referrer {
+        Some(_) => rewards::engine::signup_rules(conn, program_id, row.approved)?,
+        None => Vec::new(),
+    };
+    let listening = webhooks::has_subscriptions(conn, program_id)?;
+    if !rules.is_empty() || listening {
+        conn.transaction(|conn| {
+            let (customer, link) = signup::insert(conn, row, actor, after).map_err(unique_to_field)?;
+            if listening {
+                webhooks::customer_created(conn, &customer, referrer)?;
+            }
+            let known = rewards::engine::Known {
+                referrer,
+                new_event: true,
+                listening: Some(listening),
+            };
+            rewards::engine::on_signup(conn, program_id, &customer, &rules, known)?;
+            Ok::<_, Error>((customer, link))
+        })
+    } else {
+        signup::insert(conn, row, actor, after).map_err(unique_to_field)
+    }
 }
 
 /// The key and id to sign up with, and the messages for the fields already taken. A

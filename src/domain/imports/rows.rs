@@ -247,82 +247,12 @@ impl<'a> Columns<'a> {
 
     fn parse(&self, line: i32, record: &csv::StringRecord, refusals: &mut Refusals) -> Parsed {
         let before = refusals.count_of(line);
-        let mut refuse = |column: usize, message: String| refusals.add(line, self.header(column), message);
-        // Cells as given, trimmed; a formula-looking one is refused and not parsed further.
-        let mut cells: Vec<Option<&str>> = vec![None; self.mapping.0.len()];
-        for (column, field) in self.mapping.0.iter().enumerate() {
-            if *field == Field::Ignore {
-                continue;
-            }
-            let raw = record.get(column).unwrap_or("");
-            if raw.starts_with(FORMULA_STARTS) || raw.trim_start().starts_with(FORMULA_STARTS) {
-                refuse(column, formula_message(raw.trim_start_matches(' ')));
-                continue;
-            }
-            cells[column] = Some(raw.trim());
-        }
-        let cell = |field: &Field| {
-            self.mapping
-                .column_of(field)
-                .and_then(|column| cells[column])
-                .map(str::to_string)
-        };
-        let input = CustomerInput {
-            id: cell(&Field::Id),
-            key: cell(&Field::Key),
-            email: cell(&Field::Email),
-            name: cell(&Field::Name),
-            surname: cell(&Field::Surname),
-            date_of_birth: cell(&Field::DateOfBirth),
-            custom_fields: None,
-            referrer_id: None,
-            referrer_key: None,
-            referrer: None,
-        };
-        let parsed = match NewCustomer::parse(input) {
-            Ok(parsed) => Some(parsed),
-            Err(error) => {
-                for (field, messages) in error.field_errors().cloned().unwrap_or_default() {
-                    let column = self.column_of_message(&field).unwrap_or(0);
-                    for message in messages {
-                        refuse(column, message);
-                    }
-                }
-                None
-            }
-        };
-        let mut custom = Map::new();
-        let mut cleared = Vec::new();
-        for (column, name) in self.mapping.custom_fields() {
-            match cells[column] {
-                Some("") => cleared.push(name.to_string()),
-                Some(value) => match customers::parse_custom_fields(&[(name.to_string(), value.to_string())])
-                {
-                    Ok(fields) => custom.extend(fields),
-                    Err(message) => refuse(column, message),
-                },
-                None => {}
-            }
-        }
-        let approved = self.mapping.column_of(&Field::Approved).and_then(|column| {
-            let value = cells[column]?;
-            match parse_approved(value) {
-                Ok(approved) => approved,
-                Err(message) => {
-                    refuse(column, message);
-                    None
-                }
-            }
-        });
-        let created_at = self.mapping.column_of(&Field::CreatedAt).and_then(|column| {
-            let value = cells[column]?;
-            match parse_created_at(value, Utc::now()) {
-                Ok(at) => at,
-                Err(message) => {
-                    refuse(column, message);
-                    None
-                }
-            }
+        let cells = self.cells(line, record, refusals);
+        let parsed = self.parse_customer(line, &cells, refusals);
+        let (custom, cleared) = self.custom_fields(line, &cells, refusals);
+        let approved = self.optional_cell(Field::Approved, line, &cells, refusals, parse_approved);
+        let created_at = self.optional_cell(Field::CreatedAt, line, &cells, refusals, |value| {
+            parse_created_at(value, Utc::now())
         });
         let referrer = self
             .referrer
@@ -364,6 +294,117 @@ impl<'a> Columns<'a> {
             raw_id: given(self.id),
             raw_email: given(self.email).map(|email| email.to_lowercase()),
             referrer,
+        }
+    }
+
+    /// The row's cells by column (`None` for a column not imported), trimmed; a
+    /// formula-looking one is refused and not parsed further.
+    fn cells<'r>(
+        &self,
+        line: i32,
+        record: &'r csv::StringRecord,
+        refusals: &mut Refusals,
+    ) -> Vec<Option<&'r str>> {
+        let mut cells: Vec<Option<&str>> = vec![None; self.mapping.0.len()];
+        for (column, field) in self.mapping.0.iter().enumerate() {
+            if *field == Field::Ignore {
+                continue;
+            }
+            let raw = record.get(column).unwrap_or("");
+            if raw.starts_with(FORMULA_STARTS) || raw.trim_start().starts_with(FORMULA_STARTS) {
+                refusals.add(
+                    line,
+                    self.header(column),
+                    formula_message(raw.trim_start_matches(' ')),
+                );
+                continue;
+            }
+            cells[column] = Some(raw.trim());
+        }
+        cells
+    }
+
+    /// The customer's own fields, parsed as the dashboard and the API parse them; each
+    /// message is refused under its field's column.
+    fn parse_customer(
+        &self,
+        line: i32,
+        cells: &[Option<&str>],
+        refusals: &mut Refusals,
+    ) -> Option<NewCustomer> {
+        let cell = |field: &Field| {
+            self.mapping
+                .column_of(field)
+                .and_then(|column| cells[column])
+                .map(str::to_string)
+        };
+        let input = CustomerInput {
+            id: cell(&Field::Id),
+            key: cell(&Field::Key),
+            email: cell(&Field::Email),
+            name: cell(&Field::Name),
+            surname: cell(&Field::Surname),
+            date_of_birth: cell(&Field::DateOfBirth),
+            custom_fields: None,
+            referrer_id: None,
+            referrer_key: None,
+            referrer: None,
+        };
+        match NewCustomer::parse(input) {
+            Ok(parsed) => Some(parsed),
+            Err(error) => {
+                for (field, messages) in error.field_errors().cloned().unwrap_or_default() {
+                    let column = self.column_of_message(&field).unwrap_or(0);
+                    for message in messages {
+                        refusals.add(line, self.header(column), message);
+                    }
+                }
+                None
+            }
+        }
+    }
+
+    /// The custom fields given, and the names of those given blank (to clear).
+    fn custom_fields(
+        &self,
+        line: i32,
+        cells: &[Option<&str>],
+        refusals: &mut Refusals,
+    ) -> (Map<String, Value>, Vec<String>) {
+        let mut custom = Map::new();
+        let mut cleared = Vec::new();
+        for (column, name) in self.mapping.custom_fields() {
+            match cells[column] {
+                Some("") => cleared.push(name.to_string()),
+                Some(value) => match customers::parse_custom_fields(&[(name.to_string(), value.to_string())])
+                {
+                    Ok(fields) => custom.extend(fields),
+                    Err(message) => refusals.add(line, self.header(column), message),
+                },
+                None => {}
+            }
+        }
+        (custom, cleared)
+    }
+
+    /// The value of an optional field's cell, when its column is imported; a cell that
+    /// does not parse is refused.
+    fn optional_cell<T>(
+        &self,
+        field: Field,
+        line: i32,
+        cells: &[Option<&str>],
+        refusals: &mut Refusals,
+        parse: impl FnOnce(&str) -> Result<Option<T>, String>,
+    ) -> Option<T> {
+        let column = self.mapping.column_of(&field)?;
+        let value = cells[column]?;
+        match parse(value) {
+            Ok(value) => value,
+            Err(message) => {
+                refusals.add(line, self.header(column), message);
+                None
+            }
         }
     }
 }

@@ -123,14 +123,9 @@ pub fn run_batch_reporting(
     phases: &dyn Phases,
 ) -> Result<BatchResult, Error> {
     let attempt = conn.transaction::<_, Error, _>(|conn| {
-        let job: Job = jobs::table
-            .find(job_id)
-            .select(Job::as_select())
-            .for_update()
-            .first(conn)?;
-        if job.status != JobStatus::Running || job.lease_owner.as_deref() != Some(owner) {
+        let Some(job) = lock_if_ours(conn, job_id, owner)? else {
             return Ok(BatchResult::Lost);
-        }
+        };
         let program = programs::find(conn, job.program_id)?;
         let context = Context {
             program: &program,
@@ -147,6 +142,20 @@ pub fn run_batch_reporting(
         Err(Error::Unavailable) => Err(Error::Unavailable),
         Err(error) => record_failure(conn, job_id, owner, &error, settings),
     }
+}
+
+/// The job, locked, while it runs under `owner`'s lease; `None` once it is not theirs
+/// (cancelled, finished, or taken over after the lease ran out).
+fn lock_if_ours(conn: &mut PgConnection, job_id: i64, owner: &str) -> Result<Option<Job>, Error> {
+    let job: Job = jobs::table
+        .find(job_id)
+        .select(Job::as_select())
+        .for_update()
+        .first(conn)?;
+    if job.status != JobStatus::Running || job.lease_owner.as_deref() != Some(owner) {
+        return Ok(None);
+    }
+    Ok(Some(job))
 }
 
 fn record_batch(
@@ -231,14 +240,9 @@ fn record_failure(
     .collect();
     tracing::warn!(job_id, error = %message, "a job batch failed");
     conn.transaction(|conn| {
-        let job: Job = jobs::table
-            .find(job_id)
-            .select(Job::as_select())
-            .for_update()
-            .first(conn)?;
-        if job.status != JobStatus::Running || job.lease_owner.as_deref() != Some(owner) {
+        let Some(job) = lock_if_ours(conn, job_id, owner)? else {
             return Ok(BatchResult::Lost);
-        }
+        };
         let failures = job.failures + 1;
         let now = Utc::now();
         // Input the job refuses (an import's file or choices) is refused again by any

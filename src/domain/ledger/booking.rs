@@ -117,8 +117,6 @@ impl From<Error> for Failure {
     }
 }
 
-/// A replayed key returns the earlier booking, but only for the same customer: reusing a
-/// key for someone else is a client bug that must not pass silently.
 /// The `data` of `balance.credited`: the entry and whose balance it credits.
 pub(super) fn credited_data(
     booked: &Transaction,
@@ -137,6 +135,8 @@ pub(super) fn credited_data(
     })
 }
 
+/// A replayed key returns the earlier booking, but only for the same customer: reusing a
+/// key for someone else is a client bug that must not pass silently.
 fn replay(existing: Transaction, customer_id: i64) -> Result<(Transaction, bool), Error> {
     if existing.customer_id == customer_id {
         Ok((existing, false))
@@ -208,12 +208,35 @@ fn book_locked(
         ))
         .returning(Transaction::as_returning())
         .get_result(conn)?;
+    record_booking(conn, actor, program_id, customer_id, entry.kind, &booked)?;
+    if entry.kind == Kind::Credit {
+        let data = credited_data(&booked, &customer_external_id, &customer_key);
+        webhooks::emit(
+            conn,
+            program_id,
+            webhooks::Event::BalanceCredited,
+            Some(customer_id),
+            &data,
+        )?;
+    }
+    Ok((booked, true))
+}
+
+/// The audit event of a booking.
+fn record_booking(
+    conn: &mut PgConnection,
+    actor: &Actor,
+    program_id: i64,
+    customer_id: i64,
+    kind: Kind,
+    booked: &Transaction,
+) -> Result<(), Error> {
     audit::record(
         conn,
         actor,
         audit::Change {
             program_id: Some(program_id),
-            action: match entry.kind {
+            action: match kind {
                 Kind::Credit => "ledger.credit",
                 Kind::Debit => "ledger.debit",
             },
@@ -229,16 +252,5 @@ fn book_locked(
                 "note": booked.note,
             })),
         },
-    )?;
-    if entry.kind == Kind::Credit {
-        let data = credited_data(&booked, &customer_external_id, &customer_key);
-        webhooks::emit(
-            conn,
-            program_id,
-            webhooks::Event::BalanceCredited,
-            Some(customer_id),
-            &data,
-        )?;
-    }
-    Ok((booked, true))
+    )
 }

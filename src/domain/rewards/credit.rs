@@ -44,15 +44,13 @@ pub(super) fn credit_locked(
     reward: &Reward,
     actor: &Actor,
 ) -> Result<Reward, Error> {
-    let entry = NewEntry {
-        kind: Kind::Credit,
-        amount: reward.amount.clone(),
-        units: reward.amount_units.clone(),
-        is_currency: reward.is_currency,
-        note: Some(format!("Reward #{} ({})", reward.id, rule_name(reward))),
-        idempotency_key: Some(format!("reward:{}", reward.id)),
-    };
-    let (booked, _) = ledger::book(conn, reward.program_id, reward.beneficiary_id, actor, entry)?;
+    let (booked, _) = ledger::book(
+        conn,
+        reward.program_id,
+        reward.beneficiary_id,
+        actor,
+        entry_of(reward),
+    )?;
     let credited: Reward = diesel::update(rewards::table.find(reward.id))
         .set((
             rewards::status.eq(RewardStatus::Credited),
@@ -62,24 +60,7 @@ pub(super) fn credit_locked(
         ))
         .returning(Reward::as_returning())
         .get_result(conn)?;
-    audit::record(
-        conn,
-        actor,
-        audit::Change {
-            program_id: Some(reward.program_id),
-            action: "reward.credit",
-            subject_type: "reward",
-            subject_id: Some(reward.id.to_string()),
-            customer_id: Some(reward.beneficiary_id),
-            before: Some(json!({ "status": reward.status })),
-            after: Some(json!({
-                "status": credited.status,
-                "amount": ledger::format_amount(&credited.amount, credited.is_currency),
-                "amount_units": credited.amount_units,
-                "balance_transaction": booked.id,
-            })),
-        },
-    )?;
+    audit::record(conn, actor, credited_change(reward, booked.id))?;
     events::announce(conn, Event::RewardPaid, std::slice::from_ref(&credited))?;
     Ok(credited)
 }
@@ -93,6 +74,24 @@ fn entry_of(reward: &Reward) -> NewEntry {
         is_currency: reward.is_currency,
         note: Some(format!("Reward #{} ({})", reward.id, rule_name(reward))),
         idempotency_key: Some(format!("reward:{}", reward.id)),
+    }
+}
+
+/// The audit event of `reward` (as it was before) credited by the ledger entry `entry_id`.
+fn credited_change(reward: &Reward, entry_id: i64) -> audit::Change<'static> {
+    audit::Change {
+        program_id: Some(reward.program_id),
+        action: "reward.credit",
+        subject_type: "reward",
+        subject_id: Some(reward.id.to_string()),
+        customer_id: Some(reward.beneficiary_id),
+        before: Some(json!({ "status": reward.status })),
+        after: Some(json!({
+            "status": RewardStatus::Credited,
+            "amount": ledger::format_amount(&reward.amount, reward.is_currency),
+            "amount_units": reward.amount_units,
+            "balance_transaction": entry_id,
+        })),
     }
 }
 
@@ -135,20 +134,7 @@ pub(super) fn credit_many(conn: &mut PgConnection, due: &[Reward], actor: &Actor
     let changes = due
         .iter()
         .zip(&entry_ids)
-        .map(|(reward, entry)| audit::Change {
-            program_id: Some(reward.program_id),
-            action: "reward.credit",
-            subject_type: "reward",
-            subject_id: Some(reward.id.to_string()),
-            customer_id: Some(reward.beneficiary_id),
-            before: Some(json!({ "status": reward.status })),
-            after: Some(json!({
-                "status": RewardStatus::Credited,
-                "amount": ledger::format_amount(&reward.amount, reward.is_currency),
-                "amount_units": reward.amount_units,
-                "balance_transaction": entry,
-            })),
-        })
+        .map(|(reward, entry)| credited_change(reward, *entry))
         .collect();
     audit::record_many(conn, actor, changes)?;
     events::announce(conn, Event::RewardPaid, due)?;

@@ -141,11 +141,30 @@ pub fn claim(conn: &mut PgConnection, now: DateTime<Utc>, limits: Limits) -> Res
         return Ok(Vec::new());
     }
     conn.transaction(|conn| {
-        // Endpoints already full are left out, so that the backlog of a slow or dead one
-        // never stands in front of the others; more candidates than slots, as some
-        // endpoints may fill up on the way.
-        let candidates: Vec<Candidate> = diesel::sql_query(
-            "SELECT d.id, d.subscription_id FROM webhook_deliveries d
+        let candidates = due_candidates(conn, now, &limits)?;
+        if candidates.is_empty() {
+            return Ok(Vec::new());
+        }
+        let free = free_slots(conn, now, &limits, &candidates)?;
+        let chosen = choose(candidates, free, limits.batch);
+        if chosen.is_empty() {
+            return Ok(Vec::new());
+        }
+        lease(conn, &chosen, now, now + limits.lease)
+    })
+}
+
+/// Due deliveries of active subscriptions, locked, in the order they fell due.
+fn due_candidates(
+    conn: &mut PgConnection,
+    now: DateTime<Utc>,
+    limits: &Limits,
+) -> Result<Vec<Candidate>, Error> {
+    // Endpoints already full are left out, so that the backlog of a slow or dead one
+    // never stands in front of the others; more candidates than slots, as some
+    // endpoints may fill up on the way.
+    Ok(diesel::sql_query(
+        "SELECT d.id, d.subscription_id FROM webhook_deliveries d
              JOIN webhook_subscriptions s ON s.id = d.subscription_id AND s.is_active
              WHERE d.status = 'pending' AND d.next_attempt_at <= $1
                AND d.subscription_id NOT IN (
@@ -154,55 +173,75 @@ pub fn claim(conn: &mut PgConnection, now: DateTime<Utc>, limits: Limits) -> Res
                    GROUP BY subscription_id HAVING count(*) >= $3)
              ORDER BY d.next_attempt_at, d.id LIMIT $2
              FOR UPDATE OF d SKIP LOCKED",
-        )
-        .bind::<Timestamptz, _>(now)
-        .bind::<BigInt, _>(limits.batch.saturating_mul(4))
-        .bind::<BigInt, _>(limits.per_endpoint)
+    )
+    .bind::<Timestamptz, _>(now)
+    .bind::<BigInt, _>(limits.batch.saturating_mul(4))
+    .bind::<BigInt, _>(limits.per_endpoint)
+    .load(conn)?)
+}
+
+/// The candidates' subscriptions this worker could lock, each with how many more of its
+/// deliveries may be in flight.
+fn free_slots(
+    conn: &mut PgConnection,
+    now: DateTime<Utc>,
+    limits: &Limits,
+    candidates: &[Candidate],
+) -> Result<HashMap<i64, i64>, Error> {
+    let mut wanted: Vec<i64> = candidates.iter().map(|c| c.subscription_id).collect();
+    wanted.sort_unstable();
+    wanted.dedup();
+    let locked: Vec<i64> = subs::table
+        .filter(subs::id.eq_any(&wanted))
+        .select(subs::id)
+        .for_no_key_update()
+        .skip_locked()
         .load(conn)?;
-        if candidates.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut wanted: Vec<i64> = candidates.iter().map(|c| c.subscription_id).collect();
-        wanted.sort_unstable();
-        wanted.dedup();
-        let locked: Vec<i64> = subs::table
-            .filter(subs::id.eq_any(&wanted))
-            .select(subs::id)
-            .for_no_key_update()
-            .skip_locked()
-            .load(conn)?;
-        let in_flight: Vec<InFlight> = diesel::sql_query(
-            "SELECT subscription_id, count(*) AS count FROM webhook_deliveries
+    let in_flight: Vec<InFlight> = diesel::sql_query(
+        "SELECT subscription_id, count(*) AS count FROM webhook_deliveries
              WHERE status = 'pending' AND claimed_until > $1 AND subscription_id = ANY ($2)
              GROUP BY subscription_id",
-        )
-        .bind::<Timestamptz, _>(now)
-        .bind::<Array<BigInt>, _>(&locked)
-        .load(conn)?;
-        let mut free: HashMap<i64, i64> = locked.iter().map(|id| (*id, limits.per_endpoint)).collect();
-        for busy in in_flight {
-            if let Some(slots) = free.get_mut(&busy.subscription_id) {
-                *slots -= busy.count;
+    )
+    .bind::<Timestamptz, _>(now)
+    .bind::<Array<BigInt>, _>(&locked)
+    .load(conn)?;
+    let mut free: HashMap<i64, i64> = locked.iter().map(|id| (*id, limits.per_endpoint)).collect();
+    for busy in in_flight {
+        if let Some(slots) = free.get_mut(&busy.subscription_id) {
+            *slots -= busy.count;
+        }
+    }
+    Ok(free)
+}
+
+/// The candidates to claim, in order: at most `batch`, each within its subscription's
+/// free slots.
+fn choose(candidates: Vec<Candidate>, mut free: HashMap<i64, i64>, batch: i64) -> Vec<i64> {
+    let mut chosen = Vec::new();
+    for candidate in candidates {
+        if chosen.len() as i64 >= batch {
+            break;
+        }
+        if let Some(slots) = free.get_mut(&candidate.subscription_id) {
+            if *slots > 0 {
+                *slots -= 1;
+                chosen.push(candidate.id);
             }
         }
-        let mut chosen = Vec::new();
-        for candidate in candidates {
-            if chosen.len() as i64 >= limits.batch {
-                break;
-            }
-            if let Some(slots) = free.get_mut(&candidate.subscription_id) {
-                if *slots > 0 {
-                    *slots -= 1;
-                    chosen.push(candidate.id);
-                }
-            }
-        }
-        if chosen.is_empty() {
-            return Ok(Vec::new());
-        }
-        let until = now + limits.lease;
-        Ok(diesel::sql_query(
-            "WITH claimed AS (
+    }
+    chosen
+}
+
+/// Counts an attempt of each chosen delivery and leases it until `until`; the deliveries
+/// with what sending them needs.
+fn lease(
+    conn: &mut PgConnection,
+    chosen: &[i64],
+    now: DateTime<Utc>,
+    until: DateTime<Utc>,
+) -> Result<Vec<Claimed>, Error> {
+    Ok(diesel::sql_query(
+        "WITH claimed AS (
                  UPDATE webhook_deliveries
                  SET attempts = attempts + 1, claimed_until = $2, next_attempt_at = $2, updated_at = $3
                  WHERE id = ANY ($1)
@@ -215,12 +254,11 @@ pub fn claim(conn: &mut PgConnection, now: DateTime<Utc>, limits: Limits) -> Res
              JOIN webhook_subscriptions s ON s.id = c.subscription_id
              JOIN webhook_events e ON e.id = c.event_id
              ORDER BY c.id",
-        )
-        .bind::<Array<BigInt>, _>(&chosen)
-        .bind::<Timestamptz, _>(until)
-        .bind::<Timestamptz, _>(now)
-        .load(conn)?)
-    })
+    )
+    .bind::<Array<BigInt>, _>(chosen)
+    .bind::<Timestamptz, _>(until)
+    .bind::<Timestamptz, _>(now)
+    .load(conn)?)
 }
 
 /// What one attempt gave.

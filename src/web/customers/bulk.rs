@@ -21,15 +21,18 @@ use crate::db;
 use crate::domain::customers::bulk::{
     self, BulkAction, BulkParams, CreditParams, Selection, StoredFilter, MAX_SELECTED,
 };
+use crate::domain::customers::listing::CustomerList;
 use crate::domain::customers::listing::{export_selected, Total};
-use crate::domain::jobs::{self, NewJob, Started};
+use crate::domain::jobs::{self, Job, NewJob, RunSettings, Started};
 use crate::domain::ledger::format_amount;
+use crate::domain::Actor;
 use crate::error::Error;
 use crate::web::context::Page;
 use crate::web::forms::{rerender, FormErrors};
 use crate::web::paging::thousands;
 use crate::web::{redirect, render_status};
 use crate::AppState;
+use diesel::PgConnection;
 
 /// Up to this many customers a bulk action runs in the request.
 pub const INLINE_LIMIT: i64 = 1000;
@@ -250,6 +253,21 @@ fn back_to_list(page: &Page, form: &BulkForm, message: &str) -> HttpResponse {
     redirect(&form.list_href())
 }
 
+/// The form's selection, or the way back to the list with why it cannot be used.
+fn selection_or_back(page: &Page, form: &BulkForm) -> Result<Result<Selection, HttpResponse>, Error> {
+    match form.selection() {
+        Ok(selection) => Ok(Ok(selection)),
+        Err(error) => {
+            let errors = FormErrors::from_error(error)?;
+            Ok(Err(back_to_list(
+                page,
+                form,
+                errors.summary().unwrap_or("Check the selection."),
+            )))
+        }
+    }
+}
+
 /// `POST /customers/bulk`: the confirmation (and for a credit, first its amount).
 pub async fn confirm(
     state: web::Data<AppState>,
@@ -258,16 +276,9 @@ pub async fn confirm(
 ) -> Result<HttpResponse, Error> {
     let form = BulkForm::from_pairs(&body);
     let action = form.allowed_action(&page)?;
-    let selection = match form.selection() {
+    let selection = match selection_or_back(&page, &form)? {
         Ok(selection) => selection,
-        Err(error) => {
-            let errors = FormErrors::from_error(error)?;
-            return Ok(back_to_list(
-                &page,
-                &form,
-                errors.summary().unwrap_or("Check the selection."),
-            ));
-        }
+        Err(back) => return Ok(back),
     };
     let count = count(&state, page.program.id, &selection).await?;
     if count == Total::Exact(0) {
@@ -315,16 +326,9 @@ pub async fn run(
 ) -> Result<HttpResponse, Error> {
     let form = BulkForm::from_pairs(&body);
     let action = form.allowed_action(&page)?;
-    let selection = match form.selection() {
+    let selection = match selection_or_back(&page, &form)? {
         Ok(selection) => selection,
-        Err(error) => {
-            let errors = FormErrors::from_error(error)?;
-            return Ok(back_to_list(
-                &page,
-                &form,
-                errors.summary().unwrap_or("Check the selection."),
-            ));
-        }
+        Err(back) => return Ok(back),
     };
     let Ok(token) = Uuid::parse_str(&form.form_token) else {
         return Ok(back_to_list(
@@ -359,33 +363,17 @@ pub async fn run(
     let (program_id, actor, list) = (page.program.id, page.actor(), state.customer_list.clone());
     let settings = state.config.jobs.run_settings();
     let owner = format!("request-{}", crate::random::random_token(12));
+    let new = NewJob {
+        program_id,
+        kind: action.kind(),
+        params,
+        form_token: Some(token),
+        // Counted again when the job starts.
+        total: 0,
+        described,
+    };
     let started = db::run_within(&state.pool, INLINE_WITHIN, move |conn| {
-        let selection: BulkParams = serde_json::from_value(params.clone())
-            .map_err(|error| Error::Internal(anyhow::anyhow!("bulk parameters: {error}")))?;
-        let counted = bulk::count(conn, &list, program_id, &selection.selection)?;
-        if counted == Total::Exact(0) {
-            return Ok(None);
-        }
-        let (inline, total) = (runs_inline(counted), counted.value());
-        let new = NewJob {
-            program_id,
-            kind: action.kind(),
-            params,
-            form_token: Some(token),
-            total,
-            described,
-        };
-        let started = jobs::create(
-            conn,
-            &actor,
-            new,
-            inline.then_some((owner.as_str(), settings.lease)),
-        )?;
-        if let (Started::New(job), true) = (&started, inline) {
-            jobs::run_to_end(conn, &list, job.id, &owner, &settings, &|_| false)?;
-        }
-        let job = jobs::find(conn, program_id, started.job().id)?;
-        Ok(Some((matches!(started, Started::New(_)), inline, job)))
+        start_job(conn, &list, &actor, new, &owner, &settings)
     })
     .await?;
     let Some((new, inline, job)) = started else {
@@ -395,7 +383,42 @@ pub async fn run(
             "No customer matches this selection any more.",
         ));
     };
-    let message = if !new {
+    let message = started_message(action, new, inline, &job);
+    page.flash(message.0, message.1);
+    Ok(redirect(&format!("/jobs/{}", job.id)))
+}
+
+/// Counts the selection again and starts the job (`new.total` is that count; once per
+/// form token), then runs it to its end here when it is small. Whether the job is new,
+/// whether it ran here, and the job as it is now; `None` when no customer matches any more.
+fn start_job(
+    conn: &mut PgConnection,
+    list: &CustomerList,
+    actor: &Actor,
+    mut new: NewJob,
+    owner: &str,
+    settings: &RunSettings,
+) -> Result<Option<(bool, bool, Job)>, Error> {
+    let selection: BulkParams = serde_json::from_value(new.params.clone())
+        .map_err(|error| Error::Internal(anyhow::anyhow!("bulk parameters: {error}")))?;
+    let program_id = new.program_id;
+    let counted = bulk::count(conn, list, program_id, &selection.selection)?;
+    if counted == Total::Exact(0) {
+        return Ok(None);
+    }
+    let inline = runs_inline(counted);
+    new.total = counted.value();
+    let started = jobs::create(conn, actor, new, inline.then_some((owner, settings.lease)))?;
+    if let (Started::New(job), true) = (&started, inline) {
+        jobs::run_to_end(conn, list, job.id, owner, settings, &|_| false)?;
+    }
+    let job = jobs::find(conn, program_id, started.job().id)?;
+    Ok(Some((matches!(started, Started::New(_)), inline, job)))
+}
+
+/// The flash message on the job's page once the form started (or found) its job.
+fn started_message(action: BulkAction, new: bool, inline: bool, job: &Job) -> (&'static str, String) {
+    if !new {
         (
             "info",
             "This form was already sent: here is the job it started, which ran once.".to_string(),
@@ -418,9 +441,7 @@ pub async fn run(
                 thousands(job.total)
             ),
         )
-    };
-    page.flash(message.0, message.1);
-    Ok(redirect(&format!("/jobs/{}", job.id)))
+    }
 }
 
 fn action_done(action: BulkAction) -> &'static str {
@@ -441,7 +462,7 @@ pub async fn export(
     body: web::Form<Vec<(String, String)>>,
 ) -> Result<HttpResponse, Error> {
     let form = BulkForm::from_pairs(&body);
-    match form.selection() {
+    match selection_or_back(&page, &form)? {
         Ok(Selection::Matching { filter }) => {
             Ok(export::stream_filtered(&state, &page.program, filter.filter()))
         }
@@ -450,13 +471,6 @@ pub async fn export(
             let rows = db::run(&state.pool, move |conn| export_selected(conn, program_id, &keys)).await?;
             export::selected(&page.program, &rows)
         }
-        Err(error) => {
-            let errors = FormErrors::from_error(error)?;
-            Ok(back_to_list(
-                &page,
-                &form,
-                errors.summary().unwrap_or("Check the selection."),
-            ))
-        }
+        Err(back) => Ok(back),
     }
 }

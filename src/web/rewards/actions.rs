@@ -64,6 +64,23 @@ fn decided_message(reward: &Reward) -> String {
     }
 }
 
+/// Back to the queue after an action on one reward: with the flash `message` words for
+/// the changed reward, or with why the action was refused.
+fn back_to_queue(
+    page: &Page,
+    result: Result<Reward, Error>,
+    back: &str,
+    message: impl FnOnce(&Reward) -> String,
+) -> Result<HttpResponse, Error> {
+    match result {
+        Ok(reward) => {
+            page.flash("success", message(&reward));
+            Ok(redirect(back))
+        }
+        Err(error) => flash_refusal(page, error, back),
+    }
+}
+
 /// A refused action comes back to the queue as a flash: the queue is where the reviewer is.
 fn flash_refusal(page: &Page, error: Error, back: &str) -> Result<HttpResponse, Error> {
     let errors = FormErrors::from_error(error)?;
@@ -84,17 +101,11 @@ pub async fn approve(
     let back = form.location();
     let (program_id, reviewer) = (page.program.id, reviewer(&page));
     let now = chrono::Utc::now();
-    match db::run(&state.pool, move |conn| {
+    let result = db::run(&state.pool, move |conn| {
         review::decide(conn, program_id, &reviewer, id, &Decision::Approve, now)
     })
-    .await
-    {
-        Ok(reward) => {
-            page.flash("success", decided_message(&reward));
-            Ok(redirect(&back))
-        }
-        Err(error) => flash_refusal(&page, error, &back),
-    }
+    .await;
+    back_to_queue(&page, result, &back, decided_message)
 }
 
 #[derive(Template)]
@@ -189,25 +200,18 @@ pub async fn collect(
     let id = parse_id(&path)?;
     let back = form.location();
     let (program_id, actor) = (page.program.id, page.actor());
-    match db::run(&state.pool, move |conn| {
+    let result = db::run(&state.pool, move |conn| {
         reversal::collect(conn, program_id, &actor, id)
     })
-    .await
-    {
-        Ok(reward) => {
-            let message = match &reward.reversal_owed {
-                Some(rest) => format!(
-                    "Booked what the balance held for reward #{}; {} is still owed.",
-                    reward.id,
-                    amount_text(rest, &reward.amount_units, reward.is_currency)
-                ),
-                None => format!("Reward #{} is fully reversed.", reward.id),
-            };
-            page.flash("success", message);
-            Ok(redirect(&back))
-        }
-        Err(error) => flash_refusal(&page, error, &back),
-    }
+    .await;
+    back_to_queue(&page, result, &back, |reward| match &reward.reversal_owed {
+        Some(rest) => format!(
+            "Booked what the balance held for reward #{}; {} is still owed.",
+            reward.id,
+            amount_text(rest, &reward.amount_units, reward.is_currency)
+        ),
+        None => format!("Reward #{} is fully reversed.", reward.id),
+    })
 }
 
 /// Admins only (`web::routes`): gives up the rest of a reversal owed.
@@ -220,18 +224,11 @@ pub async fn write_off(
     let id = parse_id(&path)?;
     let back = form.location();
     let (program_id, actor) = (page.program.id, page.actor());
-    match db::run(&state.pool, move |conn| {
+    let result = db::run(&state.pool, move |conn| {
         reversal::write_off(conn, program_id, &actor, id)
     })
-    .await
-    {
-        Ok(reward) => {
-            page.flash(
-                "success",
-                format!("The reversal owed on reward #{} was written off.", reward.id),
-            );
-            Ok(redirect(&back))
-        }
-        Err(error) => flash_refusal(&page, error, &back),
-    }
+    .await;
+    back_to_queue(&page, result, &back, |reward| {
+        format!("The reversal owed on reward #{} was written off.", reward.id)
+    })
 }

@@ -17,7 +17,7 @@ use crate::error::Error;
 use crate::web::context::Page;
 use crate::web::format::filters;
 use crate::web::forms::FormErrors;
-use crate::web::paging::{thousands, ListUrl, Pager};
+use crate::web::paging::{requested_page, thousands, ListUrl, Pager};
 use crate::web::render_status;
 use crate::AppState;
 
@@ -79,7 +79,7 @@ impl QueueQuery {
     }
 
     fn page(&self) -> i64 {
-        self.page.trim().parse::<i64>().unwrap_or(1).clamp(1, 1_000_000)
+        requested_page(&self.page)
     }
 
     /// Where the page starts: a cursor (`<page>_<id>`) of the neighbouring page, else
