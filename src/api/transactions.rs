@@ -16,6 +16,7 @@ use crate::domain::customers::{self, Customer};
 use crate::domain::programs::Program;
 use crate::domain::rewards::lookup;
 use crate::domain::transactions::{self, NewTransaction, Transaction, TransactionInput};
+use crate::domain::Actor;
 use crate::error::{ApiError, Error};
 use crate::AppState;
 
@@ -169,14 +170,7 @@ pub async fn archive(
     call: ApiCall,
     key: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let public_url = state.config.public_url.clone();
-    let view = call
-        .run(Ok(key.into_inner()), move |conn, client, key| {
-            let row = transactions::archive(conn, &client.program, &client.actor, &key)?;
-            one(conn, &client.program, &public_url, row)
-        })
-        .await?;
-    Ok(data(StatusCode::OK, &view))
+    change_status(state, call, key, transactions::archive).await
 }
 
 pub async fn revoke_archive(
@@ -184,10 +178,21 @@ pub async fn revoke_archive(
     call: ApiCall,
     key: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
+    change_status(state, call, key, transactions::revoke_archive).await
+}
+
+/// Archiving and its revocation: `change` applied to the transaction named in the path,
+/// answered with the transaction as it is now.
+async fn change_status(
+    state: web::Data<AppState>,
+    call: ApiCall,
+    key: web::Path<String>,
+    change: fn(&mut PgConnection, &Program, &Actor, &str) -> Result<Transaction, Error>,
+) -> Result<HttpResponse, ApiError> {
     let public_url = state.config.public_url.clone();
     let view = call
         .run(Ok(key.into_inner()), move |conn, client, key| {
-            let row = transactions::revoke_archive(conn, &client.program, &client.actor, &key)?;
+            let row = change(conn, &client.program, &client.actor, &key)?;
             one(conn, &client.program, &public_url, row)
         })
         .await?;
