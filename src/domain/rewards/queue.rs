@@ -256,14 +256,7 @@ pub fn page(
         // After a row, or from the start when the cursor's row is gone.
         _ => base.order((rewards::created_at.asc(), rewards::id.asc())),
     };
-    // The page's plan is the same index walk whatever the values, except for a date range
-    // (how much of the queue it spans decides between walking in order and sorting): the
-    // others use their reusable plan instead of being planned on every view.
-    let mut rows = if filter.from.is_none() && filter.until.is_none() {
-        crate::db::with_generic_plans(conn, |conn| load_rows(conn, base, per_page + 1))?
-    } else {
-        load_rows(conn, base, per_page + 1)?
-    };
+    let mut rows = load_rows(conn, filter, base, per_page + 1)?;
     let more = rows.len() as i64 > per_page;
     rows.truncate(per_page as usize);
     if backwards {
@@ -276,8 +269,25 @@ pub fn page(
     })
 }
 
-/// The rows of `base` (filtered and ordered) with their beneficiary and transaction.
+/// The rows of `base` (`filter`'s rewards, ordered) with their beneficiary and transaction.
+///
+/// Their plan is the same index walk whatever the values, except with a date range (how
+/// much of the queue it spans decides between walking in order and sorting), so the others
+/// use their reusable plan instead of being planned on every view.
 fn load_rows(
+    conn: &mut PgConnection,
+    filter: &QueueFilter,
+    base: rewards::BoxedQuery<'static, Pg>,
+    limit: i64,
+) -> Result<Vec<QueueRow>, Error> {
+    if filter.from.is_none() && filter.until.is_none() {
+        crate::db::with_generic_plans(conn, |conn| rows_of(conn, base, limit))
+    } else {
+        rows_of(conn, base, limit)
+    }
+}
+
+fn rows_of(
     conn: &mut PgConnection,
     base: rewards::BoxedQuery<'static, Pg>,
     limit: i64,
@@ -324,7 +334,7 @@ pub fn row(conn: &mut PgConnection, program_id: i64, id: i64) -> Result<QueueRow
         .filter(rewards::program_id.eq(program_id))
         .filter(rewards::id.eq(id))
         .into_boxed();
-    load_rows(conn, base, 1)?.pop().ok_or(Error::NotFound)
+    rows_of(conn, base, 1)?.pop().ok_or(Error::NotFound)
 }
 
 /// A page by number with the exact number of matches, for the API's list envelope.
@@ -343,7 +353,7 @@ pub fn list(
         .query(program_id)
         .order((rewards::created_at.asc(), rewards::id.asc()))
         .offset((page.max(1) - 1).saturating_mul(per_page));
-    Ok((load_rows(conn, base, per_page)?, total))
+    Ok((load_rows(conn, filter, base, per_page)?, total))
 }
 
 /// Rows beyond `(at, id)` in the queue's order: `(rewards.created_at, rewards.id) <op>
