@@ -272,9 +272,12 @@ fn fire_rules(
     fired.rewards.extend(insert(conn, &mut context, new_rewards)?);
     fired.rewards.sort_by_key(|reward| reward.id);
     // A reward revived in place (a revoked archive) is announced as created again.
-    if known.listening != Some(false) {
-        super::events::announce(conn, webhooks::Event::RewardCreated, &fired.rewards)?;
-    }
+    let sale_key = match event {
+        Event::Sale(sale) => Some(sale.key.as_str()),
+        _ => None,
+    };
+    let lines = fired.lines(friend, sale_key);
+    super::events::announce_lines(conn, webhooks::Event::RewardCreated, &lines, known.listening)?;
     Ok(fired)
 }
 

@@ -7,7 +7,8 @@ use diesel::prelude::*;
 use crate::domain::webhooks::{self, Emitted, Event};
 use crate::error::Error;
 
-use super::{lookup, view, Reward};
+use super::lookup::{self, RewardLine};
+use super::{view, Reward};
 
 /// Emits `event` once for each of `rewards` (changed just now, in the caller's
 /// transaction). Programs without an active subscription cost one query and no JSON.
@@ -38,7 +39,34 @@ pub fn announce_ids(
         .filter(|(program, _)| listening.contains(program))
         .map(|(_, id)| *id)
         .collect();
-    let items = lookup::of_ids(conn, &ids)?
+    let lines = lookup::of_ids(conn, &ids)?;
+    emit_lines(conn, event, &lines)
+}
+
+/// Emits `event` once for each of `lines`, rewards of one program created just now whose
+/// stored rows and keys the caller holds (a rule firing), so they are not read again.
+/// `listening`: whether the program has an active subscription, when the caller knows.
+pub fn announce_lines(
+    conn: &mut PgConnection,
+    event: Event,
+    lines: &[RewardLine],
+    listening: Option<bool>,
+) -> Result<(), Error> {
+    let Some(first) = lines.first() else {
+        return Ok(());
+    };
+    let listening = match listening {
+        Some(known) => known,
+        None => webhooks::has_subscriptions(conn, first.reward.program_id)?,
+    };
+    if !listening {
+        return Ok(());
+    }
+    emit_lines(conn, event, lines)
+}
+
+fn emit_lines(conn: &mut PgConnection, event: Event, lines: &[RewardLine]) -> Result<(), Error> {
+    let items = lines
         .iter()
         .map(|line| {
             Ok(Emitted {
