@@ -4,6 +4,7 @@
 pub mod embedded;
 pub mod fixed;
 pub mod listener;
+pub mod prepared;
 pub mod reads;
 pub mod replicas;
 pub mod schema;

@@ -6,12 +6,10 @@
 //! it, which only ever lets a client through sooner.
 
 use chrono::{DateTime, Duration, Utc};
-use diesel::pg::Pg;
 use diesel::prelude::*;
-use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
-use diesel::sql_types::{BigInt, Double, Integer, Nullable, Text, Untyped};
-use diesel::QueryResult;
+use diesel::sql_types::{BigInt, Double, Integer, Nullable, Text};
 
+use crate::db::prepared::prepared;
 use crate::db::schema::rate_windows;
 use crate::error::Error;
 
@@ -69,23 +67,17 @@ macro_rules! seconds_left {
 /// under the row's lock, so concurrent callers never both take the last slot.
 pub fn take(conn: &mut PgConnection, scope: Scope, key: &str, limit: u32) -> Result<Result<(), u64>, Error> {
     let limit = limit.min(i32::MAX as u32) as i32;
-    let taken: Taken = Statement(vec![
-        Piece::Sql("WITH hit AS (INSERT INTO rate_windows AS w (scope, key, window_start, hits) VALUES ("),
-        Piece::Text(scope.name()),
-        Piece::Sql(", "),
-        Piece::Text(key),
-        Piece::Sql(concat!(
-            ", ",
-            window_start!(),
-            ", 1) ON CONFLICT (scope, key, window_start) DO UPDATE SET hits = w.hits + 1 WHERE w.hits < "
-        )),
-        Piece::Integer(limit),
-        Piece::Sql(concat!(
-            " RETURNING hits) SELECT (SELECT hits FROM hit) AS hits, ",
-            seconds_left!(),
-            " AS retry_after_secs"
-        )),
-    ])
+    let taken: Taken = prepared(concat!(
+        "WITH hit AS (INSERT INTO rate_windows AS w (scope, key, window_start, hits) VALUES ($1, $2, ",
+        window_start!(),
+        ", 1) ON CONFLICT (scope, key, window_start) DO UPDATE SET hits = w.hits + 1 WHERE w.hits < $3",
+        " RETURNING hits) SELECT (SELECT hits FROM hit) AS hits, ",
+        seconds_left!(),
+        " AS retry_after_secs"
+    ))
+    .bind::<Text, _>(scope.name())
+    .bind::<Text, _>(key)
+    .bind::<Integer, _>(limit)
     .get_result(conn)?;
     Ok(match taken.hits {
         // A limit of 0 refuses even the first hit, which the insert would have counted.
@@ -104,67 +96,24 @@ pub fn spent_unless(
     (exempt_scope, exempt_key): (Scope, &str),
     exempt_within: Duration,
 ) -> Result<Option<u64>, Error> {
-    let spent: Option<Spent> = Statement(vec![
-        Piece::Sql(concat!(
-            "SELECT ",
-            seconds_left!(),
-            " AS retry_after_secs FROM rate_windows WHERE scope = "
-        )),
-        Piece::Text(scope.name()),
-        Piece::Sql(" AND key = "),
-        Piece::Text(key),
-        Piece::Sql(concat!(" AND window_start = ", window_start!(), " AND hits >= ")),
-        Piece::Integer(limit.min(i32::MAX as u32) as i32),
-        Piece::Sql(" AND NOT EXISTS (SELECT 1 FROM rate_windows WHERE scope = "),
-        Piece::Text(exempt_scope.name()),
-        Piece::Sql(" AND key = "),
-        Piece::Text(exempt_key),
-        Piece::Sql(" AND window_start > now() - make_interval(secs => "),
-        Piece::Double(exempt_within.num_seconds() as f64),
-        Piece::Sql("))"),
-    ])
+    let spent: Option<Spent> = prepared(concat!(
+        "SELECT ",
+        seconds_left!(),
+        " AS retry_after_secs FROM rate_windows WHERE scope = $1 AND key = $2 AND window_start = ",
+        window_start!(),
+        " AND hits >= $3 AND NOT EXISTS (SELECT 1 FROM rate_windows WHERE scope = $4 AND key = $5",
+        " AND window_start > now() - make_interval(secs => $6))"
+    ))
+    .bind::<Text, _>(scope.name())
+    .bind::<Text, _>(key)
+    .bind::<Integer, _>(limit.min(i32::MAX as u32) as i32)
+    .bind::<Text, _>(exempt_scope.name())
+    .bind::<Text, _>(exempt_key)
+    .bind::<Double, _>(exempt_within.num_seconds() as f64)
     .get_result(conn)
     .optional()?;
     Ok(spent.map(|spent| spent.retry_after_secs.clamp(1, WINDOW_SECS) as u64))
 }
-
-/// A statement of this module, as SQL text and binds in order: prepared once per
-/// connection and reused, where Diesel's `sql_query` is parsed and planned anew on every
-/// call (for these statements that costs several times running them).
-struct Statement<'a>(Vec<Piece<'a>>);
-
-enum Piece<'a> {
-    Sql(&'static str),
-    Text(&'a str),
-    Integer(i32),
-    Double(f64),
-}
-
-impl QueryId for Statement<'_> {
-    type QueryId = ();
-    // Cached by its SQL text, which is the same on every call.
-    const HAS_STATIC_QUERY_ID: bool = false;
-}
-
-impl Query for Statement<'_> {
-    type SqlType = Untyped;
-}
-
-impl QueryFragment<Pg> for Statement<'_> {
-    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
-        for piece in &self.0 {
-            match piece {
-                Piece::Sql(sql) => out.push_sql(sql),
-                Piece::Text(text) => out.push_bind_param::<Text, str>(text)?,
-                Piece::Integer(number) => out.push_bind_param::<Integer, i32>(number)?,
-                Piece::Double(number) => out.push_bind_param::<Double, f64>(number)?,
-            }
-        }
-        Ok(())
-    }
-}
-
-impl RunQueryDsl<PgConnection> for Statement<'_> {}
 
 /// How long past windows are kept: a token's windows tell for this long that it was used
 /// (the exemption of [`spent_unless`]).

@@ -233,7 +233,7 @@ pub fn revoke(
 /// the write's commit. Only raises the mark, so concurrent calls of one token keep the
 /// latest.
 pub fn record_write(conn: &mut PgConnection, token_id: i64) -> Result<(), Error> {
-    diesel::sql_query(
+    crate::db::prepared::prepared(
         "UPDATE api_tokens SET read_after_lsn = (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint \
          WHERE id = $1 AND (read_after_lsn IS NULL \
          OR read_after_lsn < (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint)",

@@ -16,6 +16,7 @@ use diesel::sql_types::{Array, BigInt, Jsonb, Nullable, Text, Uuid as SqlUuid};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
+use crate::db::prepared::prepared;
 use crate::db::schema::customers;
 use crate::db::text_enum;
 use crate::domain::customers::Customer;
@@ -74,7 +75,7 @@ pub fn emit(
     // One round trip: the subscriptions, the event (only if some want it) and its
     // deliveries. The subscriptions' rows are read without locks: one being edited at the
     // same moment is seen either before or after the edit.
-    let written = diesel::sql_query(
+    let written = prepared(
         "WITH subs AS (
              SELECT id FROM webhook_subscriptions
              WHERE program_id = $1 AND is_active AND (all_events OR $2 = ANY (events))
@@ -114,7 +115,7 @@ pub fn emit_many(conn: &mut PgConnection, event: Event, items: &[Emitted]) -> Re
     let programs: Vec<i64> = items.iter().map(|item| item.program_id).collect();
     let customers: Vec<Option<i64>> = items.iter().map(|item| item.customer_id).collect();
     let data: Vec<&Value> = items.iter().map(|item| &item.data).collect();
-    diesel::sql_query(
+    prepared(
         "WITH items AS (
              SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::bigint[], $4::jsonb[])
                  WITH ORDINALITY AS i(id, program_id, customer_id, data, n)

@@ -17,6 +17,7 @@ use diesel::sql_types::{Array, BigInt, Integer, Jsonb, Nullable, Text, Timestamp
 use serde_json::{json, Value};
 use uuid::Uuid;
 
+use crate::db::prepared::prepared;
 use crate::db::schema::{
     team_members, webhook_attempts, webhook_deliveries as deliveries, webhook_subscriptions as subs,
 };
@@ -163,7 +164,7 @@ fn due_candidates(
     // Endpoints already full are left out, so that the backlog of a slow or dead one
     // never stands in front of the others; more candidates than slots, as some
     // endpoints may fill up on the way.
-    Ok(diesel::sql_query(
+    Ok(prepared(
         "SELECT d.id, d.subscription_id FROM webhook_deliveries d
              JOIN webhook_subscriptions s ON s.id = d.subscription_id AND s.is_active
              WHERE d.status = 'pending' AND d.next_attempt_at <= $1
@@ -197,7 +198,7 @@ fn free_slots(
         .for_no_key_update()
         .skip_locked()
         .load(conn)?;
-    let in_flight: Vec<InFlight> = diesel::sql_query(
+    let in_flight: Vec<InFlight> = prepared(
         "SELECT subscription_id, count(*) AS count FROM webhook_deliveries
              WHERE status = 'pending' AND claimed_until > $1 AND subscription_id = ANY ($2)
              GROUP BY subscription_id",
@@ -240,7 +241,7 @@ fn lease(
     now: DateTime<Utc>,
     until: DateTime<Utc>,
 ) -> Result<Vec<Claimed>, Error> {
-    Ok(diesel::sql_query(
+    Ok(prepared(
         "WITH claimed AS (
                  UPDATE webhook_deliveries
                  SET attempts = attempts + 1, claimed_until = $2, next_attempt_at = $2, updated_at = $3
@@ -341,7 +342,7 @@ fn record_success(
     result: &AttemptResult,
     now: DateTime<Utc>,
 ) -> Result<(), Error> {
-    diesel::sql_query(
+    prepared(
         "WITH delivered AS (
              UPDATE webhook_deliveries
              SET status = 'delivered', claimed_until = NULL, next_attempt_at = $7, updated_at = $7
@@ -464,7 +465,7 @@ pub fn send_test(conn: &mut PgConnection, program_id: i64, key: &str) -> Result<
             ));
         }
         let id = Uuid::new_v4();
-        diesel::sql_query(
+        prepared(
             "WITH ev AS (
                  INSERT INTO webhook_events (id, program_id, event, data) VALUES ($1, $2, $3, $4) RETURNING id
              )
