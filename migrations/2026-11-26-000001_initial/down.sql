@@ -1,9 +1,23 @@
--- Dropping the tables drops their indexes, statistics and triggers. The pg_trgm extension
--- stays: it was created only if missing, and other schemas may use it.
+-- Dropping the tables drops their indexes, statistics and triggers; dependents first. The
+-- pg_trgm extension stays: it was created only if missing, and other schemas may use it.
+DROP TABLE rate_windows;
+DROP TABLE customer_imports;
+DROP TABLE job_phases;
+DROP TABLE job_skipped_rows;
+DROP TABLE jobs;
+DROP TABLE webhook_attempts;
+DROP TABLE webhook_deliveries;
+DROP TABLE webhook_events;
+DROP TABLE webhook_subscriptions;
+DROP TABLE reward_tallies;
+DROP TABLE rewards;
+DROP TABLE reward_rules;
+DROP TABLE transactions;
 DROP TABLE maintenance_runs;
 DROP TABLE audit_events;
 DROP TABLE mail_outbox;
 DROP TABLE invites;
+DROP TABLE customer_balances;
 DROP TABLE balance_transactions;
 DROP TABLE api_tokens;
 DROP TABLE referral_clicks;
@@ -18,6 +32,15 @@ DROP TABLE one_time_tokens;
 DROP TABLE team_members;
 DROP TABLE programs;
 
+DROP FUNCTION rewards_notify_added();
+DROP FUNCTION referdesk_notify_added();
+DROP FUNCTION referdesk_notify();
+DROP FUNCTION rewards_tallied_truncate();
+DROP FUNCTION rewards_tallied_update();
+DROP FUNCTION rewards_tallied_delete();
+DROP FUNCTION rewards_tallied_insert();
+DROP FUNCTION customer_balances_truncated();
+DROP FUNCTION customer_balances_keep();
 DROP FUNCTION customers_truncated();
 DROP FUNCTION referral_standings_move();
 DROP FUNCTION customer_tallies_reordered();

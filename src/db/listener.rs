@@ -2,7 +2,7 @@
 //! connection (outside the pools), and a call per notification.
 //!
 //! Work is queued with a `NOTIFY` in the transaction that queues it (triggers, see the
-//! migration `shared_limits_and_wakeups`), so a worker in any process starts on it right
+//! wake-ups in the initial migration), so a worker in any process starts on it right
 //! after the commit instead of at its next poll; the workers still poll, slowly, as a
 //! fallback. A lost connection is opened again (with a growing pause while the database is
 //! away), and every worker is woken once it is back, for what it may have missed.

@@ -212,7 +212,8 @@ pub struct Funnel {
 
 /// Counts each step of the funnel in one round trip (SQL text with bound parameters: the
 /// correlated `EXISTS` is beyond the query builder). Each sub-select reads an index on its
-/// table's time column (migration `rewards_figures`).
+/// table's time column (for clicks and credited rewards: `referral_clicks_created_idx`,
+/// `rewards_credited_idx`).
 pub fn funnel(
     conn: &mut PgConnection,
     program_id: i64,

@@ -1,4 +1,0 @@
-DROP TABLE webhook_attempts;
-DROP TABLE webhook_deliveries;
-DROP TABLE webhook_events;
-DROP TABLE webhook_subscriptions;

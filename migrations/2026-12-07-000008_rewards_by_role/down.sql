@@ -1,1 +1,0 @@
-DROP INDEX rewards_beneficiary_role_idx;

@@ -1,2 +1,0 @@
-DROP TABLE job_skipped_rows;
-DROP TABLE jobs;

@@ -1,1 +1,0 @@
-DROP TRIGGER jobs_queued ON jobs;
