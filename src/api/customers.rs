@@ -57,15 +57,33 @@ fn render_created(program: &Program, public_url: &str, created: &customers::Crea
     views::customer(&created.customer, &context)
 }
 
+/// One customer's JSON. Its referrer and links are read by `=` lookups, whose prepared
+/// plans PostgreSQL reuses (the `= ANY` lists of [`render_customers`] are planned on every
+/// call, which for one customer costs more than reading).
 pub(crate) fn render_one(
     conn: &mut PgConnection,
     program: &Program,
     public_url: &str,
     customer: &Customer,
 ) -> Result<CustomerJson, Error> {
-    render_customers(conn, program, public_url, std::slice::from_ref(customer))?
-        .pop()
-        .ok_or_else(|| Error::Internal(anyhow::anyhow!("no JSON for customer {}", customer.id)))
+    let mut referrers = HashMap::new();
+    if let Some(referrer_id) = customer.referrer_id {
+        match customers::find(conn, program.id, referrer_id) {
+            Ok(referrer) => {
+                referrers.insert(referrer_id, ReferrerSummary::of(&referrer));
+            }
+            Err(Error::NotFound) => {}
+            Err(other) => return Err(other),
+        }
+    }
+    let links = HashMap::from([(customer.id, referral_links::for_customer(conn, customer.id)?)]);
+    let context = CustomerContext {
+        program,
+        public_url,
+        referrers: &referrers,
+        links: &links,
+    };
+    Ok(views::customer(customer, &context))
 }
 
 pub async fn list(

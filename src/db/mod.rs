@@ -452,7 +452,9 @@ fn with_settings<T>(
 ) -> Result<T, Error> {
     let depth = AnsiTransactionManager::transaction_manager_status_mut(conn).transaction_depth()?;
     if depth.is_some() {
-        // Inside a transaction already: a savepoint, and the settings end with it.
+        // Inside a transaction already: a savepoint. PostgreSQL keeps a `SET LOCAL` made
+        // there until the outer transaction ends (only rolling the savepoint back undoes
+        // it), so statements after `work` in that transaction keep these settings too.
         return conn.transaction(|conn| {
             conn.batch_execute(settings)?;
             work(conn)
