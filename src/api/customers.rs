@@ -16,7 +16,7 @@ use crate::domain::customers::listing::{
 };
 use crate::domain::customers::{self, Customer, CustomerChanges, CustomerInput, NewCustomer};
 use crate::domain::programs::Program;
-use crate::domain::referral_links;
+use crate::domain::referral_links::{self, ReferralLink};
 use crate::error::{ApiError, Error};
 use crate::AppState;
 
@@ -42,19 +42,13 @@ pub(crate) fn render_customers(
 /// The JSON of a customer just created, from what the signup read and wrote (its referrer,
 /// its one link): no further queries.
 fn render_created(program: &Program, public_url: &str, created: &customers::Created) -> CustomerJson {
-    let referrers: HashMap<i64, ReferrerSummary> = created
-        .referrer
-        .iter()
-        .map(|referrer| (referrer.id, ReferrerSummary::of(referrer)))
-        .collect();
-    let links = HashMap::from([(created.customer.id, vec![created.link.clone()])]);
-    let context = CustomerContext {
+    one_customer_json(
         program,
         public_url,
-        referrers: &referrers,
-        links: &links,
-    };
-    views::customer(&created.customer, &context)
+        &created.customer,
+        created.referrer.as_ref(),
+        vec![created.link.clone()],
+    )
 }
 
 /// One customer's JSON. Its referrer and links are read by `=` lookups, whose prepared
@@ -66,24 +60,44 @@ pub(crate) fn render_one(
     public_url: &str,
     customer: &Customer,
 ) -> Result<CustomerJson, Error> {
-    let mut referrers = HashMap::new();
-    if let Some(referrer_id) = customer.referrer_id {
-        match customers::find(conn, program.id, referrer_id) {
-            Ok(referrer) => {
-                referrers.insert(referrer_id, ReferrerSummary::of(&referrer));
-            }
-            Err(Error::NotFound) => {}
+    let referrer = match customer.referrer_id {
+        Some(referrer_id) => match customers::find(conn, program.id, referrer_id) {
+            Ok(referrer) => Some(referrer),
+            Err(Error::NotFound) => None,
             Err(other) => return Err(other),
-        }
-    }
-    let links = HashMap::from([(customer.id, referral_links::for_customer(conn, customer.id)?)]);
+        },
+        None => None,
+    };
+    let links = referral_links::for_customer(conn, customer.id)?;
+    Ok(one_customer_json(
+        program,
+        public_url,
+        customer,
+        referrer.as_ref(),
+        links,
+    ))
+}
+
+/// The JSON of `customer` with the referrer and links the caller holds.
+fn one_customer_json(
+    program: &Program,
+    public_url: &str,
+    customer: &Customer,
+    referrer: Option<&Customer>,
+    links: Vec<ReferralLink>,
+) -> CustomerJson {
+    let referrers: HashMap<i64, ReferrerSummary> = referrer
+        .map(|referrer| (referrer.id, ReferrerSummary::of(referrer)))
+        .into_iter()
+        .collect();
+    let links = HashMap::from([(customer.id, links)]);
     let context = CustomerContext {
         program,
         public_url,
         referrers: &referrers,
         links: &links,
     };
-    Ok(views::customer(customer, &context))
+    views::customer(customer, &context)
 }
 
 pub async fn list(
